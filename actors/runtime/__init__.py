@@ -1,0 +1,38 @@
+"""A small, general actor runtime on trio: actors with bounded mailboxes, and supervisors.
+
+Nothing in here knows about Orchestra's domain.
+"""
+
+from ._actor import DEFERRED, Actor, ActorRef, Call, run_actor
+from ._errors import (
+    ActorCrashed,
+    ActorError,
+    ActorUnavailable,
+    CallTimeout,
+    InjectedCrash,
+    ReplyError,
+    SupervisorGaveUp,
+)
+from ._outbox import Outbox
+from ._supervisor import Child, ChildSpec, Restart, Strategy, Supervisor
+
+__all__ = [
+    "DEFERRED",
+    "Actor",
+    "ActorCrashed",
+    "ActorError",
+    "ActorRef",
+    "ActorUnavailable",
+    "Call",
+    "CallTimeout",
+    "Child",
+    "ChildSpec",
+    "InjectedCrash",
+    "Outbox",
+    "ReplyError",
+    "Restart",
+    "Strategy",
+    "Supervisor",
+    "SupervisorGaveUp",
+    "run_actor",
+]

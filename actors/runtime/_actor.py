@@ -1,0 +1,294 @@
+"""Actors: a task that owns its state and serves a bounded mailbox.
+
+An :class:`ActorRef` is the stable address of an actor. It outlives restarts: a supervisor
+restarts a crashed actor with fresh state behind the same ref, so holders of the ref never
+need to look it up again.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import trio
+
+from ._errors import (
+    ActorCrashed,
+    ActorError,
+    ActorUnavailable,
+    CallTimeout,
+    InjectedCrash,
+    ReplyError,
+)
+
+__all__ = ["DEFERRED", "Actor", "ActorRef", "Call", "run_actor"]
+
+
+class _Deferred:
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+#: Returned by :meth:`Actor.handle` when the reply is sent later through :meth:`Call.reply`.
+DEFERRED: Any = _Deferred()
+
+
+class Call:
+    """One request/reply exchange. Resolved exactly once; later resolutions are ignored."""
+
+    __slots__ = ("msg", "abandoned", "_done", "_value", "_error", "_owner")
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+        #: Set when the caller stopped waiting (timeout or cancellation).
+        self.abandoned = False
+        self._done = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._owner: set[Call] | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self._done.is_set()
+
+    def reply(self, value: Any) -> None:
+        if self._done.is_set():
+            return
+        self._value = value
+        self._finish()
+
+    def fail(self, error: BaseException) -> None:
+        if self._done.is_set():
+            return
+        self._error = error
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._owner is not None:
+            self._owner.discard(self)
+            self._owner = None
+        self._done.set()
+
+
+class _Fault:
+    __slots__ = ("kind", "ms")
+
+    def __init__(self, kind: str, ms: float) -> None:
+        self.kind = kind
+        self.ms = ms
+
+
+class ActorRef:
+    """The address of an actor: send it calls and casts.
+
+    The mailbox is bounded; ``call`` and ``cast`` wait while it is full (backpressure),
+    ``try_cast`` refuses instead.
+    """
+
+    def __init__(self, name: str, mailbox_size: int = 1024) -> None:
+        self.name = name
+        self.mailbox_size = mailbox_size
+        self._send, self._recv = trio.open_memory_channel[Any](mailbox_size)
+        self._closed = False
+        #: True while an incarnation of the actor is serving the mailbox.
+        self.alive = False
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name}>"
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the mailbox."""
+        return self._send.statistics().current_buffer_used
+
+    async def call(self, msg: Any, timeout: float | None = None) -> Any:
+        """Send ``msg`` and wait for the reply.
+
+        Raises the actor's :class:`ReplyError` if it answered with one, :class:`ActorCrashed`
+        if it died first, :class:`ActorUnavailable` if it is stopped, :class:`CallTimeout`
+        after ``timeout`` seconds (which covers waiting for mailbox space too).
+        """
+        call = Call(msg)
+        scope = trio.fail_after(timeout) if timeout is not None else nullcontext()
+        try:
+            with scope:
+                try:
+                    await self._send.send(call)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    raise ActorUnavailable(self.name) from None
+                await call._done.wait()
+        except trio.TooSlowError:
+            call.abandoned = True
+            assert timeout is not None
+            raise CallTimeout(self.name, timeout) from None
+        except BaseException:
+            call.abandoned = True
+            raise
+        if call._error is not None:
+            raise call._error
+        return call._value
+
+    async def cast(self, msg: Any) -> None:
+        """Put ``msg`` in the mailbox, waiting for space; no reply."""
+        try:
+            await self._send.send(msg)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorUnavailable(self.name) from None
+
+    def try_cast(self, msg: Any) -> bool:
+        """Put ``msg`` in the mailbox if there is room; never waits. False if full or closed."""
+        try:
+            self._send.send_nowait(msg)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    def inject_fault(self, kind: str, ms: float = 0.0) -> bool:
+        """Ask the actor to crash (``"crash"``) or stall for ``ms`` (``"delay"``)."""
+        if kind not in ("crash", "delay"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        return self.try_cast(_Fault(kind, ms))
+
+    def reopen(self) -> None:
+        """Give a closed ref a fresh, empty mailbox (when its actor is started again)."""
+        if self._closed:
+            self._send, self._recv = trio.open_memory_channel[Any](self.mailbox_size)
+            self._closed = False
+
+    def close(self, why: str = "stopped") -> None:
+        """Stop accepting messages and fail every queued call. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._send.close()
+        _fail_queued(self, ActorUnavailable(self.name, why))
+
+
+def _fail_queued(ref: ActorRef, error: ActorError) -> None:
+    while True:
+        try:
+            item = ref._recv.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return
+        if isinstance(item, Call):
+            item.fail(error)
+
+
+class Actor:
+    """Base class of actors. Subclasses override :meth:`handle` and optionally the hooks.
+
+    Everything on ``self`` is owned by the actor's single task: it is read and written only
+    from ``on_start``, ``handle``, ``on_timeout`` and ``on_stop``, one message at a time.
+    """
+
+    ref: ActorRef
+    _deferred: set[Call]
+    _current: Call | None
+
+    async def on_start(self) -> None:
+        """Build the initial state. The actor is reported started only after this returns."""
+
+    async def handle(self, msg: Any) -> Any:
+        """Handle one message; the return value is the reply to a call (ignored for casts)."""
+        raise NotImplementedError
+
+    def next_deadline(self) -> float:
+        """The trio time at which :meth:`on_timeout` should run, or ``inf``."""
+        return math.inf
+
+    async def on_timeout(self) -> None:
+        """Called when :meth:`next_deadline` passes with no message."""
+
+    async def on_stop(self) -> None:
+        """Called (shielded) on an orderly stop, not on a crash."""
+
+    def defer(self) -> Call:
+        """Take the call being handled, to reply to it later with :meth:`Call.reply`.
+
+        Deferred calls still pending when the actor crashes are failed by the runtime.
+        """
+        call = self._current
+        if call is None:
+            raise RuntimeError("defer() outside the handling of a call")
+        call._owner = self._deferred
+        self._deferred.add(call)
+        return call
+
+
+async def run_actor(
+    ref: ActorRef,
+    actor: Actor,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``ref``'s mailbox with ``actor`` until cancelled or until it crashes.
+
+    On a crash every call in flight, deferred or queued is failed with :class:`ActorCrashed`
+    at once and the exception propagates (to the supervisor, which may restart it).
+    """
+    actor.ref = ref
+    actor._deferred = set()
+    actor._current = None
+    recv = ref._recv
+    await actor.on_start()
+    ref.alive = True
+    task_status.started()
+    try:
+        while True:
+            deadline = actor.next_deadline()
+            try:
+                if deadline == math.inf:
+                    item = await recv.receive()
+                else:
+                    with trio.move_on_at(deadline) as timer:
+                        item = await recv.receive()
+                    if timer.cancelled_caught:
+                        await actor.on_timeout()
+                        continue
+            except trio.EndOfChannel:
+                return  # the ref was closed: an orderly, final stop
+            if isinstance(item, Call):
+                actor._current = item
+                try:
+                    value = await actor.handle(item.msg)
+                except ReplyError as exc:
+                    item.fail(exc)
+                else:
+                    if value is not DEFERRED:
+                        item.reply(value)
+                actor._current = None
+            elif isinstance(item, _Fault):
+                if item.kind == "crash":
+                    raise InjectedCrash(f"fault injected into {ref.name}")
+                await trio.sleep(item.ms / 1000)
+            else:
+                try:
+                    await actor.handle(item)
+                except ReplyError:
+                    pass  # a cast has nobody to answer
+    except trio.Cancelled:
+        ref.alive = False
+        error: ActorError = ActorUnavailable(ref.name, "stopping")
+        with trio.CancelScope(shield=True):
+            try:
+                await actor.on_stop()
+            finally:
+                _fail_pending(actor, error)
+        raise
+    except BaseException as exc:
+        ref.alive = False
+        _fail_pending(actor, ActorCrashed(ref.name, f"{type(exc).__name__}: {exc}"))
+        _fail_queued(ref, ActorCrashed(ref.name, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        ref.alive = False
+
+
+def _fail_pending(actor: Actor, error: ActorError) -> None:
+    if actor._current is not None:
+        actor._current.fail(error)
+        actor._current = None
+    for call in list(actor._deferred):
+        call.fail(error)
+    actor._deferred.clear()

@@ -1,0 +1,327 @@
+"""The actor runtime: calls, casts, crashes, restarts, escalation, backpressure, shutdown.
+
+Time is driven by MockClock(autojump_threshold=0): no test sleeps for real.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+from orchestra.actors.runtime import (
+    DEFERRED,
+    Actor,
+    ActorCrashed,
+    ActorRef,
+    ActorUnavailable,
+    CallTimeout,
+    ChildSpec,
+    Outbox,
+    ReplyError,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorGaveUp,
+)
+
+
+class Boom(Exception):
+    pass
+
+
+class NotThere(ReplyError):
+    pass
+
+
+class Counter(Actor):
+    """Counts; crashes on "boom"; answers NotThere on "missing"; parks on "park"."""
+
+    instances = 0
+
+    def __init__(self, log: list[str] | None = None, name: str = "counter") -> None:
+        self.log = log if log is not None else []
+        self.name = name
+        self.parked = []
+
+    async def on_start(self) -> None:
+        self.count = 0
+        self.log.append(f"start {self.name}")
+
+    async def on_stop(self) -> None:
+        self.log.append(f"stop {self.name}")
+
+    async def handle(self, msg):
+        if msg == "incr":
+            self.count += 1
+            return self.count
+        if msg == "boom":
+            raise Boom("asked to crash")
+        if msg == "missing":
+            raise NotThere("no such thing")
+        if msg == "park":
+            self.parked.append(self.defer())
+            return DEFERRED
+        if msg == "slow":
+            await trio.sleep(10)
+            return "slow done"
+        if msg == "release":
+            for call in self.parked:
+                call.reply("released")
+            return len(self.parked)
+        raise AssertionError(msg)
+
+
+def counter_spec(id="counter", log=None, restart=Restart.PERMANENT, mailbox=16):
+    ref = ActorRef(id, mailbox_size=mailbox)
+    return ref, ChildSpec.actor(id, ref, lambda: Counter(log, id), restart=restart)
+
+
+async def start_tree(nursery, sup):
+    await nursery.start(sup.run)
+    return sup
+
+
+async def test_call_reply_and_reply_error(autojump_clock):
+    ref, spec = counter_spec()
+    async with trio.open_nursery() as nursery:
+        await start_tree(nursery, Supervisor("root", [spec]))
+        assert await ref.call("incr") == 1
+        assert await ref.call("incr") == 2
+        with pytest.raises(NotThere):
+            await ref.call("missing")
+        # a reply error does not crash: the state survives
+        assert await ref.call("incr") == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_crash_restarts_with_fresh_state_and_is_visible(autojump_clock):
+    ref, spec = counter_spec()
+    sup = Supervisor("root", [spec])
+    async with trio.open_nursery() as nursery:
+        await start_tree(nursery, sup)
+        await ref.call("incr")
+        await ref.call("incr")
+        with pytest.raises(ActorCrashed) as info:
+            await ref.call("boom")
+        assert "Boom" in info.value.reason
+        await trio.testing.wait_all_tasks_blocked()
+        assert await ref.call("incr") == 1  # fresh state
+        child = sup.tree()["children"][0]
+        assert child["restarts"] == 1
+        assert child["last_crash"] == "Boom: asked to crash"
+        assert sup.total_restarts() == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_queued_deferred_and_in_flight_calls_fail_at_the_crash(autojump_clock):
+    ref, spec = counter_spec()
+    outcomes = []
+
+    async def caller(msg):
+        try:
+            outcomes.append((msg, await ref.call(msg), trio.current_time()))
+        except ActorCrashed:
+            outcomes.append((msg, "crashed", trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        await start_tree(nursery, Supervisor("root", [spec]))
+        for msg in ["park", "slow", "boom", "incr", "incr"]:
+            nursery.start_soon(caller, msg)  # park is deferred, slow in flight, the rest queued
+            await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(20)
+        assert await ref.call("incr") == 1  # restarted, fresh state
+        nursery.cancel_scope.cancel()
+    assert outcomes[0] == ("slow", "slow done", 10)
+    # everything pending at the crash (t=10) failed right then, not after a timeout
+    assert sorted(outcomes[1:]) == [
+        ("boom", "crashed", 10),
+        ("incr", "crashed", 10),
+        ("incr", "crashed", 10),
+        ("park", "crashed", 10),
+    ]
+
+
+async def test_too_many_crashes_escalate(autojump_clock):
+    ref, spec = counter_spec()
+    inner = Supervisor("inner", [spec], max_restarts=3, period=10)
+    with pytest.RaisesGroup(SupervisorGaveUp) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(inner.run)
+            for _ in range(4):
+                with pytest.raises(ActorCrashed):
+                    await ref.call("boom")
+                await trio.testing.wait_all_tasks_blocked()
+    assert info.value.exceptions[0].child == "counter"
+    # the supervisor that gave up closed its children's mailboxes
+    with pytest.raises(ActorUnavailable):
+        await ref.call("incr")
+
+
+async def test_crashes_spread_over_time_do_not_escalate(autojump_clock):
+    ref, spec = counter_spec()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Supervisor("root", [spec], max_restarts=3, period=10).run)
+        for _ in range(10):
+            with pytest.raises(ActorCrashed):
+                await ref.call("boom")
+            await trio.sleep(4)
+        assert await ref.call("incr") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_escalation_is_seen_by_the_parent_which_restarts_the_subtree(autojump_clock):
+    ref, spec = counter_spec()
+    parent = Supervisor(
+        "parent",
+        [ChildSpec("inner", lambda: Supervisor("inner", [spec], max_restarts=1, period=10))],
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(parent.run)
+        for _ in range(2):
+            with pytest.raises(ActorCrashed):
+                await ref.call("boom")
+            await trio.testing.wait_all_tasks_blocked()
+        # the inner supervisor gave up; the parent restarted it with its child
+        assert await ref.call("incr") == 1
+        tree = parent.tree()["children"][0]
+        assert tree["restarts"] == 1
+        assert "SupervisorGaveUp" in tree["last_crash"]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "strategy, restarted",
+    [
+        (Strategy.ONE_FOR_ONE, ["b"]),
+        (Strategy.ONE_FOR_ALL, ["a", "b", "c"]),
+        (Strategy.REST_FOR_ONE, ["b", "c"]),
+    ],
+)
+async def test_strategies(autojump_clock, strategy, restarted):
+    log: list[str] = []
+    refs = {}
+    specs = []
+    for name in "abc":
+        ref, spec = counter_spec(name, log)
+        refs[name] = ref
+        specs.append(spec)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Supervisor("root", specs, strategy=strategy).run)
+        for ref in refs.values():
+            await ref.call("incr")
+        log.clear()
+        with pytest.raises(ActorCrashed):
+            await refs["b"].call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(e.split()[1] for e in log if e.startswith("start")) == restarted
+        # stops of the others happen in reverse order
+        stops = [e.split()[1] for e in log if e.startswith("stop")]
+        assert stops == sorted(stops, reverse=True)
+        for name, ref in refs.items():
+            assert await ref.call("incr") == (1 if name in restarted else 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_full_mailbox_applies_backpressure(autojump_clock):
+    ref, spec = counter_spec(mailbox=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Supervisor("root", [spec]).run)
+        nursery.start_soon(ref.call, "slow")  # occupies the actor for 10 s
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.try_cast("incr") and ref.try_cast("incr")
+        assert not ref.try_cast("incr")  # full: refused, not queued
+        t0 = trio.current_time()
+        with pytest.raises(CallTimeout):
+            await ref.call("incr", timeout=1)
+        assert trio.current_time() - t0 == pytest.approx(1)
+        # once the actor drains its mailbox, calls go through again
+        assert await ref.call("incr", timeout=20) == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_temporary_children_are_not_restarted_and_dynamic_children(autojump_clock):
+    sup = Supervisor("sessions")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        ref, spec = counter_spec("s1", restart=Restart.TEMPORARY)
+        await sup.start_child(spec)
+        assert sup.lookup("s1") is ref
+        with pytest.raises(ValueError):
+            await sup.start_child(spec)
+        with pytest.raises(ActorCrashed):
+            await ref.call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.lookup("s1") is None
+        with pytest.raises(ActorUnavailable):
+            await ref.call("incr")
+        ref2, spec2 = counter_spec("s2")
+        await sup.start_child(spec2)
+        assert await ref2.call("incr") == 1
+        assert await sup.stop_child("s2") is True
+        assert await sup.stop_child("s2") is False
+        with pytest.raises(ActorUnavailable):
+            await ref2.call("incr")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stopped_tree_leaves_no_task_behind(autojump_clock):
+    log: list[str] = []
+    specs = [counter_spec(n, log)[1] for n in "abc"]
+    sub = ChildSpec("sub", lambda: Supervisor("sub", [counter_spec("d", log)[1]]))
+    root = Supervisor("root", [*specs, sub])
+    before = len(trio.lowlevel.current_root_task().child_nurseries[0].child_tasks)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        assert len(root) == 4
+        nursery.cancel_scope.cancel()
+    assert [e for e in log if e.startswith("stop")] == ["stop d", "stop c", "stop b", "stop a"]
+    assert len(root) == 0
+    after = len(trio.lowlevel.current_root_task().child_nurseries[0].child_tasks)
+    assert after == before
+
+
+async def test_a_child_that_fails_to_start_is_retried_then_escalates(autojump_clock):
+    attempts = []
+
+    class BadStart(Actor):
+        async def on_start(self):
+            attempts.append(1)
+            raise Boom("cannot open")
+
+    ref = ActorRef("bad")
+    sup = Supervisor("root", [ChildSpec.actor("bad", ref, BadStart)], max_restarts=2)
+    with pytest.raises(SupervisorGaveUp):
+        await sup.run()
+    assert len(attempts) == 3
+
+
+def test_outbox_bounds_by_count_and_bytes():
+    box = Outbox(max_messages=3, max_bytes=10)
+    assert box.offer(b"1234") and box.offer(b"1234")
+    assert not box.offer(b"123")  # 11 bytes > 10
+    assert box.overflowed
+    assert not box.offer(b"1")  # stays refused once overflowed
+    box = Outbox(max_messages=2, max_bytes=100)
+    assert box.offer(b"a") and box.offer(b"b") and not box.offer(b"c")
+
+
+async def test_outbox_delivers_in_order_and_ends(autojump_clock):
+    box = Outbox()
+    got = []
+
+    async def consumer():
+        try:
+            while True:
+                got.extend(await box.get_batch())
+        except trio.EndOfChannel:
+            got.append("end")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer)
+        for i in range(5):
+            box.offer(str(i).encode())
+            await trio.lowlevel.checkpoint()
+        await trio.testing.wait_all_tasks_blocked()
+        box.close()
+    assert got == [b"0", b"1", b"2", b"3", b"4", "end"]
