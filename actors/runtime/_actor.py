@@ -93,9 +93,16 @@ class ActorRef:
         self._closed = False
         #: True while an incarnation of the actor is serving the mailbox.
         self.alive = False
+        #: Counts starts; a restart makes a new incarnation.
+        self.incarnation = 0
+        self._down = trio.Event()
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name}>"
+
+    def monitor(self) -> trio.Event:
+        """An event set when the current incarnation stops or crashes (an Erlang monitor)."""
+        return self._down
 
     @property
     def queued(self) -> int:
@@ -185,6 +192,26 @@ class Actor:
     ref: ActorRef
     _deferred: set[Call]
     _current: Call | None
+    _batch: list[Call]
+
+    #: When > 1, the runtime hands every message already waiting (up to this many) to
+    #: :meth:`handle_batch` at once: the way to group work such as commits.
+    max_batch: int = 1
+
+    async def handle_batch(self, calls: list[Call]) -> None:
+        """Handle several messages at once (only when ``max_batch > 1``).
+
+        Casts arrive wrapped in a :class:`Call` nobody waits on. Reply to each call with
+        :meth:`Call.reply` / :meth:`Call.fail`, or :meth:`defer_call` it; calls left
+        unresolved are answered with None.
+        """
+        raise NotImplementedError
+
+    def defer_call(self, call: Call) -> Call:
+        """Like :meth:`defer`, for a call taken from a batch."""
+        call._owner = self._deferred
+        self._deferred.add(call)
+        return call
 
     async def on_start(self) -> None:
         """Build the initial state. The actor is reported started only after this returns."""
@@ -230,8 +257,11 @@ async def run_actor(
     actor.ref = ref
     actor._deferred = set()
     actor._current = None
+    actor._batch = []
     recv = ref._recv
     await actor.on_start()
+    ref.incarnation += 1
+    ref._down = down = trio.Event()
     ref.alive = True
     task_status.started()
     try:
@@ -248,6 +278,9 @@ async def run_actor(
                         continue
             except trio.EndOfChannel:
                 return  # the ref was closed: an orderly, final stop
+            if actor.max_batch > 1:
+                await _serve_batch(actor, recv, item)
+                continue
             if isinstance(item, Call):
                 actor._current = item
                 try:
@@ -283,12 +316,45 @@ async def run_actor(
         raise
     finally:
         ref.alive = False
+        down.set()
+
+
+async def _serve_batch(actor: Actor, recv: trio.MemoryReceiveChannel[Any], first: Any) -> None:
+    items = [first]
+    while len(items) < actor.max_batch:
+        try:
+            items.append(recv.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    batch: list[Call] = []
+    for item in items:
+        if isinstance(item, _Fault):
+            actor._batch = batch
+            if item.kind == "crash":
+                raise InjectedCrash(f"fault injected into {actor.ref.name}")
+            await trio.sleep(item.ms / 1000)
+        elif isinstance(item, Call):
+            batch.append(item)
+        else:
+            call = Call(item)
+            call.abandoned = True
+            batch.append(call)
+    actor._batch = batch
+    if batch:
+        await actor.handle_batch(batch)
+    for call in batch:
+        if call._owner is None:
+            call.reply(None)
+    actor._batch = []
 
 
 def _fail_pending(actor: Actor, error: ActorError) -> None:
     if actor._current is not None:
         actor._current.fail(error)
         actor._current = None
+    for call in actor._batch:
+        call.fail(error)
+    actor._batch = []
     for call in list(actor._deferred):
         call.fail(error)
     actor._deferred.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import trio
 
@@ -20,7 +21,7 @@ class Outbox:
     def __init__(self, max_messages: int = 1000, max_bytes: int = 8 * 1024 * 1024) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._frames: deque[bytes] = deque()
+        self._frames: deque[tuple[bytes, Any]] = deque()
         self._bytes = 0
         self._lot = trio.lowlevel.ParkingLot()
         self.overflowed = False
@@ -33,15 +34,18 @@ class Outbox:
     def queued_bytes(self) -> int:
         return self._bytes
 
-    def offer(self, frame: bytes) -> bool:
-        """Queue ``frame``; False if it would pass a bound (or the outbox is closed)."""
+    def offer(self, frame: bytes, tag: Any = None) -> bool:
+        """Queue ``frame`` (with a ``tag`` handed back to the consumer beside it).
+
+        False if it would pass a bound (or the outbox is closed).
+        """
         if self.closed or self.overflowed:
             return False
         if len(self._frames) >= self.max_messages or self._bytes + len(frame) > self.max_bytes:
             self.overflowed = True
             self._lot.unpark_all()
             return False
-        self._frames.append(frame)
+        self._frames.append((frame, tag))
         self._bytes += len(frame)
         self._lot.unpark_all()
         return True
@@ -50,7 +54,7 @@ class Outbox:
         self.closed = True
         self._lot.unpark_all()
 
-    async def get_batch(self, max_frames: int = 64) -> list[bytes]:
+    async def get_batch(self, max_frames: int = 64) -> list[tuple[bytes, Any]]:
         """Wait for frames and take up to ``max_frames`` of them, oldest first.
 
         Raises :class:`trio.EndOfChannel` once closed or overflowed (after the queue is
@@ -62,9 +66,9 @@ class Outbox:
             await self._lot.park()
         if self.overflowed:
             raise trio.EndOfChannel
-        batch: list[bytes] = []
+        batch: list[tuple[bytes, Any]] = []
         while self._frames and len(batch) < max_frames:
-            frame = self._frames.popleft()
-            self._bytes -= len(frame)
-            batch.append(frame)
+            item = self._frames.popleft()
+            self._bytes -= len(item[0])
+            batch.append(item)
         return batch

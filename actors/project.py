@@ -1,0 +1,577 @@
+"""The project actor: one per project id.
+
+It owns the project's event sequence (cursors), its retained events, its result cache, its
+subscriptions and the waits in progress. It group-commits: every result and event waiting in
+its mailbox goes to the store in one append, and is acknowledged, delivered and answered only
+after that append committed. A stored result and its ``agent_completed`` event are in the same
+append: never one without the other.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+import trio
+
+from .errors import NotFound, Overloaded
+from .events import EventFilter, encode_cursor
+from .profiles import Profiles
+from .records import iso_time
+from .runtime import Actor, ActorError, ActorRef, Call
+from .store import (
+    AppendBatch,
+    EventRow,
+    LoadProject,
+    QueryResults,
+    ResultRow,
+    SaveWaitCursor,
+    StoreError,
+)
+from .store import GetResult as StoreGetResult
+
+__all__ = [
+    "ProjectConfig",
+    "ProjectActor",
+    "StoreResult",
+    "Publish",
+    "GetResult",
+    "Query",
+    "Wait",
+    "Subscribe",
+    "Unsubscribe",
+    "DropSession",
+    "ProjectStats",
+    "SubscriptionSink",
+]
+
+SERVER_PUBLISHER = "orchestra"
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    max_events: int = 10_000  # retained events per project (memory and store)
+    result_cache: int = 10_000  # recent result records kept in memory
+    max_waiters: int = 10_000
+    max_subscriptions: int = 10_000
+    storage_location: str = "orchestra.db"
+    store_timeout: float = 30.0
+
+
+class SubscriptionSink(Protocol):
+    """Where a subscription's frames go: a session's outbox. Called from the project's task;
+    must not block."""
+
+    session_key: str
+    agent_id: str
+
+    def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
+        """Queue the answer to the subscribe request, before any of its events."""
+        ...
+
+    def deliver(self, sid: str, cursor: str, event: bytes) -> bool: ...
+
+
+# -- messages --
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    event_type: str
+    body: dict[str, Any]  # validated: topic, data, correlation_id, ttl_seconds, round, references
+    publisher: str
+    agent_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    result_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    query: QueryResults
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    sub: str
+    event_type: str
+    filter: EventFilter
+    since: int | None
+    limit: int
+    timeout: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    sink: SubscriptionSink
+    event_types: frozenset[str] | None  # None: all
+    topics: frozenset[str] | None
+    filter: EventFilter
+    since: int | None
+    #: The request's id: the sink answers it before replaying. None: the caller answers.
+    reply_id: Any = None
+    announce: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    session_key: str
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropSession:
+    session_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectStats:
+    pass
+
+
+# -- state records --
+
+
+@dataclass(slots=True)
+class _Event:
+    cursor: int
+    event_type: str
+    expires_at: float
+    event: dict[str, Any]
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Subscription:
+    sid: str
+    sink: SubscriptionSink
+    event_types: frozenset[str] | None
+    topics: frozenset[str] | None
+    filter: EventFilter
+
+    def wants(self, ev: _Event) -> bool:
+        if self.event_types is not None and ev.event_type not in self.event_types:
+            return False
+        if self.topics is not None and ev.event.get("topic") not in self.topics:
+            return False
+        return self.filter.matches(ev.event)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    call: Call
+    msg: Wait
+    after: int
+    deadline: float
+    key: tuple[str, str] | None  # server-side cursor key when no ``since``
+
+
+@dataclass(slots=True)
+class _Pending:
+    call: Call
+    reply: dict[str, Any]
+    events: list[_Event] = field(default_factory=list)
+    result: tuple[str, bytes] | None = None
+
+
+class ProjectActor(Actor):
+    max_batch = 512
+
+    def __init__(
+        self,
+        project_id: str,
+        store: ActorRef,
+        profiles: Profiles,
+        config: ProjectConfig | None = None,
+        *,
+        wall_clock: Any = time.time,
+    ) -> None:
+        self.project_id = project_id
+        self.store = store
+        self.profiles = profiles
+        self.config = config or ProjectConfig()
+        self.wall_clock = wall_clock
+
+    async def on_start(self) -> None:
+        snap = await self.store.call(
+            LoadProject(self.project_id, self.wall_clock(), self.config.max_events),
+            timeout=self.config.store_timeout,
+        )
+        self.last_cursor: int = snap.last_cursor
+        self.events: list[_Event] = []
+        self.cursors: list[int] = []
+        for body in snap.events:
+            ev = orjson.loads(body)
+            cursor = int(ev["cursor"])
+            self.events.append(_Event(cursor, ev["event_type"], _epoch(ev), ev, body))
+            self.cursors.append(cursor)
+        #: Every event at or below this cursor may be gone (expired or over the cap).
+        self.floor = self.cursors[0] - 1 if self.cursors else snap.last_cursor
+        self.wait_cursors: dict[tuple[str, str], int] = dict(snap.wait_cursors)
+        self.results: OrderedDict[str, bytes] = OrderedDict()
+        self.subscriptions: dict[str, _Subscription] = {}
+        self.waiters: list[_Waiter] = []
+        self.next_sid = 0
+        self.stats = {"results_stored": 0, "events_published": 0, "deliveries": 0, "commits": 0}
+
+    # -- timers: waits that time out --
+
+    def next_deadline(self) -> float:
+        return min((w.deadline for w in self.waiters), default=math.inf)
+
+    async def on_timeout(self) -> None:
+        now = trio.current_time()
+        keep = []
+        for w in self.waiters:
+            if w.call.abandoned:
+                continue
+            if w.deadline <= now:
+                w.call.reply(self._wait_reply([], w.after, False, timed_out=True))
+            else:
+                keep.append(w)
+        self.waiters = keep
+
+    # -- messages --
+
+    async def handle_batch(self, calls: list[Call]) -> None:
+        pending: list[_Pending] = []
+        for call in calls:
+            msg = call.msg
+            if isinstance(msg, StoreResult):
+                pending.append(self._prepare_result(call, msg))
+            elif isinstance(msg, Publish):
+                pending.append(self._prepare_event(call, msg))
+            elif isinstance(msg, GetResult):
+                await self._get(call, msg)
+            elif isinstance(msg, Query):
+                call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
+            elif isinstance(msg, Wait):
+                self._wait(call, msg)
+            elif isinstance(msg, Subscribe):
+                call.reply(self._subscribe(msg))
+            elif isinstance(msg, Unsubscribe):
+                sub = self.subscriptions.get(msg.sid)
+                if sub is None or sub.sink.session_key != msg.session_key:
+                    call.fail(NotFound(f"no subscription {msg.sid!r} on this connection"))
+                else:
+                    del self.subscriptions[msg.sid]
+                    call.reply({})
+            elif isinstance(msg, DropSession):
+                self._drop_session(msg.session_key)
+            elif isinstance(msg, ProjectStats):
+                call.reply(self._stats())
+            else:
+                raise TypeError(f"unexpected message {msg!r}")
+        if pending:
+            await self._commit(pending)
+
+    # -- results and events --
+
+    def _next_cursor(self) -> int:
+        self.last_cursor += 1
+        return self.last_cursor
+
+    def _make_event(
+        self,
+        event_type: str,
+        body: dict[str, Any],
+        publisher: str,
+        agent_type: str | None,
+        now: float,
+    ) -> _Event:
+        cursor = self._next_cursor()
+        expires_at = now + float(body["ttl_seconds"])
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "cursor": encode_cursor(cursor),
+            "project_id": self.project_id,
+            "event_type": event_type,
+            "topic": body.get("topic"),
+            "publisher": publisher,
+            "agent_type": agent_type,
+            "data": body.get("data") or {},
+            "correlation_id": body.get("correlation_id"),
+            "round": body.get("round"),
+            "references": body.get("references") or [],
+            "timestamp": iso_time(now),
+            "expires_at": iso_time(expires_at),
+        }
+        return _Event(cursor, event_type, expires_at, event, orjson.dumps(event))
+
+    def _prepare_event(self, call: Call, msg: Publish) -> _Pending:
+        ev = self._make_event(msg.event_type, msg.body, msg.publisher, msg.agent_type, self.wall_clock())
+        reply = {
+            "event_id": ev.event["event_id"],
+            "cursor": ev.event["cursor"],
+            "published": True,
+            "timestamp": ev.event["timestamp"],
+        }
+        return _Pending(call, reply, events=[ev])
+
+    def _prepare_result(self, call: Call, msg: StoreResult) -> _Pending:
+        now = self.wall_clock()
+        body = msg.body
+        result_id = str(uuid.uuid4())
+        agent_type = body["agent_type"]
+        next_agents = list(self.profiles.get(agent_type).next_agents)
+        storage_path = f"{self.config.storage_location}#results/{result_id}"
+        record = {
+            **body,
+            "id": result_id,
+            "project_id": self.project_id,
+            "stored_at": iso_time(now),
+            "storage_path": storage_path,
+        }
+        record.setdefault("timestamp", record["stored_at"])
+        encoded = orjson.dumps(record)
+        ev = self._make_event(
+            "agent_completed",
+            {
+                "topic": "coordination",
+                "ttl_seconds": 86_400,
+                "correlation_id": body.get("correlation_id") or body["issue_id"],
+                "data": {
+                    "result_id": result_id,
+                    "issue_id": body["issue_id"],
+                    "agent_id": body["agent_id"],
+                    "agent_type": agent_type,
+                    "status": body["result"]["status"],
+                    "next_agents": next_agents,
+                },
+            },
+            SERVER_PUBLISHER,
+            agent_type,
+            now,
+        )
+        reply = {
+            "id": result_id,
+            "stored": True,
+            "storage_path": storage_path,
+            "next_agents": next_agents,
+            "event_published": True,
+            "event_cursor": ev.event["cursor"],
+        }
+        return _Pending(call, reply, events=[ev], result=(result_id, encoded))
+
+    async def _commit(self, pending: list[_Pending]) -> None:
+        results = []
+        events = []
+        for p in pending:
+            if p.result is not None:
+                rid, encoded = p.result
+                body = p.call.msg.body
+                results.append(
+                    ResultRow(
+                        rid, self.project_id, body["issue_id"], body["agent_type"],
+                        body["agent_id"], body["result"]["status"],
+                        orjson.loads(encoded)["stored_at"], encoded,
+                    )
+                )
+            for ev in p.events:
+                events.append(EventRow(self.project_id, ev.cursor, ev.event_type, ev.expires_at, ev.body))
+        overflow = len(self.events) + len(events) - self.config.max_events
+        trim_below = self.events[overflow].cursor if 0 < overflow < len(self.events) else 0
+        try:
+            await self.store.call(
+                AppendBatch(self.project_id, self.last_cursor, tuple(results), tuple(events), trim_below),
+                timeout=self.config.store_timeout,
+            )
+        except (StoreError, ActorError) as exc:
+            # Not acknowledged. The cursors taken are skipped, never reused.
+            for p in pending:
+                p.call.fail(Overloaded(f"the store did not commit: {exc}", retry_after=1.0))
+            return
+        self.stats["commits"] += 1
+        new_events: list[_Event] = []
+        for p in pending:
+            if p.result is not None:
+                self._cache_result(*p.result)
+                self.stats["results_stored"] += 1
+            new_events.extend(p.events)
+        notified = self._append_events(new_events)
+        for p in pending:
+            if p.result is None:
+                p.reply["subscribers_notified"] = notified.get(p.events[0].cursor, [])
+            p.call.reply(p.reply)
+
+    def _append_events(self, new_events: list[_Event]) -> dict[int, list[str]]:
+        """Retain, deliver and wake waiters; returns who was notified of each cursor."""
+        if not new_events:
+            return {}
+        self.stats["events_published"] += len(new_events)
+        self.events.extend(new_events)
+        self.cursors.extend(ev.cursor for ev in new_events)
+        overflow = len(self.events) - self.config.max_events
+        if overflow > 0:
+            self.floor = self.events[overflow - 1].cursor
+            del self.events[:overflow]
+            del self.cursors[:overflow]
+        notified = self._fan_out(new_events)
+        if self.waiters:
+            self._wake_waiters()
+        return notified
+
+    def _fan_out(self, new_events: list[_Event]) -> dict[int, list[str]]:
+        dead: set[str] = set()
+        notified: dict[int, list[str]] = {}
+        for ev in new_events:
+            agents: set[str] = set()
+            cursor = ev.event["cursor"]
+            for sub in self.subscriptions.values():
+                sink = sub.sink
+                if sink.session_key in dead or not sub.wants(ev):
+                    continue
+                if sink.deliver(sub.sid, cursor, ev.body):
+                    agents.add(sink.agent_id)
+                else:
+                    dead.add(sink.session_key)
+            self.stats["deliveries"] += len(agents)
+            notified[ev.cursor] = sorted(agents)
+        for key in dead:
+            self._drop_session(key)
+        return notified
+
+    def _cache_result(self, rid: str, encoded: bytes) -> None:
+        self.results[rid] = encoded
+        if len(self.results) > self.config.result_cache:
+            self.results.popitem(last=False)
+
+    async def _get(self, call: Call, msg: GetResult) -> None:
+        encoded = self.results.get(msg.result_id)
+        if encoded is None:
+            encoded = await self.store.call(
+                StoreGetResult(self.project_id, msg.result_id), timeout=self.config.store_timeout
+            )
+            if encoded is None:
+                call.fail(NotFound(f"no result {msg.result_id!r}"))
+                return
+            self._cache_result(msg.result_id, encoded)
+        call.reply(encoded)
+
+    # -- waits --
+
+    def _live_after(self, after: int) -> int:
+        return bisect.bisect_right(self.cursors, after)
+
+    def _matching(self, msg: Wait, after: int, limit: int) -> tuple[list[_Event], bool]:
+        now = self.wall_clock()
+        out: list[_Event] = []
+        for ev in self.events[self._live_after(after):]:
+            if ev.event_type != msg.event_type or ev.expires_at <= now or not msg.filter.matches(ev.event):
+                continue
+            if len(out) == limit:
+                return out, True
+            out.append(ev)
+        return out, False
+
+    def _wait(self, call: Call, msg: Wait) -> None:
+        key = None
+        if msg.since is None:
+            key = (msg.sub, f"{msg.event_type}\x00{msg.filter.text}")
+            after = self.wait_cursors.get(key, 0)
+        else:
+            after = msg.since
+        found, more = self._matching(msg, after, msg.limit)
+        if found or msg.timeout <= 0:
+            call.reply(self._answer_wait(msg, key, after, found, more, timed_out=not found))
+            return
+        if len(self.waiters) >= self.config.max_waiters:
+            call.fail(Overloaded("too many waits in progress for this project", retry_after=1.0))
+            return
+        self.waiters.append(
+            _Waiter(self.defer(), msg, after, trio.current_time() + msg.timeout, key)
+        )
+
+    def _answer_wait(
+        self,
+        msg: Wait,
+        key: tuple[str, str] | None,
+        after: int,
+        found: list[_Event],
+        more: bool,
+        timed_out: bool,
+    ) -> dict[str, Any]:
+        if found and key is not None:
+            last = found[-1].cursor
+            self.wait_cursors[key] = last
+            self.store.try_cast(SaveWaitCursor(self.project_id, key[0], key[1], last))
+        return self._wait_reply(found, after, more, timed_out)
+
+    def _wait_reply(
+        self, found: list[_Event], after: int, more: bool, timed_out: bool
+    ) -> dict[str, Any]:
+        reply: dict[str, Any] = {
+            "events": [ev.event for ev in found],
+            "more_available": more,
+            "next_cursor": encode_cursor(found[-1].cursor if found else max(after, 0)),
+        }
+        if timed_out:
+            reply["timeout"] = True
+        return reply
+
+    def _wake_waiters(self) -> None:
+        keep = []
+        for w in self.waiters:
+            if w.call.abandoned:
+                continue
+            found, more = self._matching(w.msg, w.after, w.msg.limit)
+            if found:
+                w.call.reply(self._answer_wait(w.msg, w.key, w.after, found, more, timed_out=False))
+            else:
+                keep.append(w)
+        self.waiters = keep
+
+    # -- subscriptions --
+
+    def _subscribe(self, msg: Subscribe) -> dict[str, Any]:
+        if len(self.subscriptions) >= self.config.max_subscriptions:
+            raise Overloaded("too many subscriptions on this project", retry_after=5.0)
+        self.next_sid += 1
+        sid = f"{self.project_id}/{self.next_sid}"
+        sub = _Subscription(sid, msg.sink, msg.event_types, msg.topics, msg.filter)
+        cursor = encode_cursor(self.last_cursor)
+        recovered = msg.since is None or msg.since >= self.floor
+        reply = {"subscription": sid, "cursor": cursor, "recovered": recovered}
+        if msg.announce:
+            msg.sink.subscribed(msg.reply_id, reply)
+        if msg.since is not None:
+            now = self.wall_clock()
+            for ev in self.events[self._live_after(msg.since):]:
+                if ev.expires_at > now and sub.wants(ev):
+                    if not msg.sink.deliver(sid, ev.event["cursor"], ev.body):
+                        self._drop_session(msg.sink.session_key)
+                        return reply
+        self.subscriptions[sid] = sub
+        return reply
+
+    def _drop_session(self, session_key: str) -> None:
+        for sid in [s for s, sub in self.subscriptions.items() if sub.sink.session_key == session_key]:
+            del self.subscriptions[sid]
+
+    def _stats(self) -> dict[str, Any]:
+        return {
+            **self.stats,
+            "last_cursor": encode_cursor(self.last_cursor),
+            "retained_events": len(self.events),
+            "subscriptions": len(self.subscriptions),
+            "waiters": len(self.waiters),
+            "cached_results": len(self.results),
+        }
+
+
+def _epoch(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["expires_at"].replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,250 @@
+"""The session actor: one per connected agent (one WebSocket connection).
+
+It owns the connection's bounded outbound queue, its subscriptions and its authentication
+state. Requests are read by one task; cheap ones are answered inline, the others by a small
+fixed pool of workers, and long waits by tasks bounded per connection. Nothing here knows the
+wire format: the transport hands in a :class:`Connection` and a :class:`Dispatcher`.
+
+A session is a *temporary* child: when it crashes its connection is closed (1011) and the
+agent reconnects and resumes its subscriptions from their cursors; nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+from .runtime import Actor, ActorRef, Outbox, run_actor
+
+__all__ = ["Connection", "ConnectionGone", "Dispatcher", "Session", "SessionLimits", "CloseSession"]
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL = 1011
+CLOSE_RESTART = 1012
+CLOSE_AUTH = 4001
+CLOSE_SLOW = 4008
+
+
+class ConnectionGone(Exception):
+    """The peer went away."""
+
+
+class Connection(Protocol):
+    async def receive(self) -> str | bytes: ...
+    async def send(self, frame: bytes) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Dispatcher(Protocol):
+    def parse(self, session: Session, raw: str | bytes) -> tuple[dict[str, Any], str] | bytes:
+        """A request and how to run it ("inline", "pooled", "blocking"), or an error frame."""
+        ...
+
+    async def handle(self, session: Session, request: dict[str, Any]) -> bytes | None:
+        """Answer one request: the reply frame, or None when the reply was queued already."""
+        ...
+
+    def reply_frame(self, reply_id: Any, result: dict[str, Any]) -> bytes:
+        """The frame of a successful answer."""
+        ...
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_messages: int = 1000
+    max_bytes: int = 8 * 1024 * 1024
+    workers: int = 8
+    max_blocking: int = 64
+    request_queue: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetExpiry:
+    expires_at: float  # trio time
+
+
+class _SessionActor(Actor):
+    """The mailbox side of a session: closes, token expiry and fault injection."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def next_deadline(self) -> float:
+        return self.session.expires_at
+
+    async def on_timeout(self) -> None:
+        self.session.expires_at = math.inf
+        await self.session.close(CLOSE_AUTH, "token expired; reconnect with a fresh token")
+
+    async def handle(self, msg: Any) -> Any:
+        if isinstance(msg, CloseSession):
+            await self.session.close(msg.code, msg.reason)
+        elif isinstance(msg, SetExpiry):
+            self.session.expires_at = msg.expires_at
+        return None
+
+
+class Session:
+    """One connection's state and tasks. ``claims`` is the verified token, set by the transport."""
+
+    def __init__(
+        self,
+        key: str,
+        conn: Connection,
+        dispatcher: Dispatcher,
+        limits: SessionLimits,
+        on_close: Callable[[Session], Awaitable[None]] | None = None,
+    ) -> None:
+        self.key = key
+        self.conn = conn
+        self.dispatcher = dispatcher
+        self.limits = limits
+        self.on_close = on_close
+        self.ref = ActorRef(f"session:{key}", mailbox_size=64)
+        self.outbox = Outbox(limits.max_messages, limits.max_bytes)
+        self.claims: dict[str, Any] = {}
+        #: the verified token (a transport Principal); set before the session starts
+        self.principal: Any = None
+        self.finished = trio.Event()
+        self.agent_id = key.split("#", 1)[0]
+        self.expires_at = math.inf
+        #: sid -> project ref, for unsubscribe and cleanup
+        self.subscriptions: dict[str, ActorRef] = {}
+        #: the last cursor written to the socket, per subscription
+        self.delivered: dict[str, str] = {}
+        self.last_delivered: str | None = None
+        self.watched: set[str] = set()
+        self.close_code: int | None = None
+        self.requests = 0
+        self._nursery: trio.Nursery | None = None
+        self._closing = trio.Event()
+        self._blocking = trio.CapacityLimiter(limits.max_blocking)
+
+    @property
+    def session_key(self) -> str:
+        return self.key
+
+    # -- SubscriptionSink (called from project actors' tasks; never blocks) --
+
+    def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
+        self.outbox.offer(self.dispatcher.reply_frame(reply_id, reply))
+
+    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
+        frame = b'{"op":"event","subscription":"%s","event":%s}' % (sid.encode(), event)
+        return self.outbox.offer(frame, (sid, cursor))
+
+    # -- lifecycle --
+
+    def send_frame(self, frame: bytes) -> bool:
+        return self.outbox.offer(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        self._closing.set()
+
+    def watch(self, project: str, ref: ActorRef) -> None:
+        """Close this connection (1012) if the project's actor restarts under its subscriptions."""
+        if project in self.watched or self._nursery is None:
+            return
+        self.watched.add(project)
+        down = ref.monitor()
+        self._nursery.start_soon(self._watch, project, down)
+
+    async def _watch(self, project: str, down: trio.Event) -> None:
+        await down.wait()
+        self.watched.discard(project)
+        if any(r.name.endswith(f":{project}") for r in self.subscriptions.values()):
+            cursor = self.last_delivered or ""
+            await self.close(CLOSE_RESTART, f"project restarted; resubscribe with since={cursor}")
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        requests_send, requests_recv = trio.open_memory_channel[dict[str, Any]](
+            self.limits.request_queue
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(run_actor, self.ref, _SessionActor(self))
+                nursery.start_soon(self._writer)
+                for _ in range(self.limits.workers):
+                    nursery.start_soon(self._worker, requests_recv)
+                nursery.start_soon(self._reader, requests_send)
+                task_status.started()
+                await self._closing.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.outbox.close()
+            with trio.CancelScope(shield=True):
+                if self.close_code is None:
+                    self.close_code, self.close_reason = CLOSE_INTERNAL, "session crashed"
+                with trio.move_on_after(2):
+                    await self.conn.close(self.close_code, self.close_reason)
+                if self.on_close is not None:
+                    await self.on_close(self)
+                self.finished.set()
+
+    async def _reader(self, requests: trio.MemorySendChannel[dict[str, Any]]) -> None:
+        try:
+            while True:
+                raw = await self.conn.receive()
+                self.requests += 1
+                parsed = self.dispatcher.parse(self, raw)
+                if isinstance(parsed, bytes):
+                    self.send_frame(parsed)
+                    continue
+                request, mode = parsed
+                if mode == "inline":
+                    await self._answer(request)
+                elif mode == "blocking":
+                    assert self._nursery is not None
+                    await self._blocking.acquire_on_behalf_of(request)
+                    self._nursery.start_soon(self._blocking_task, request)
+                else:
+                    await requests.send(request)
+        except ConnectionGone:
+            await self.close(CLOSE_NORMAL, "")
+
+    async def _blocking_task(self, request: dict[str, Any]) -> None:
+        try:
+            await self._answer(request)
+        finally:
+            self._blocking.release_on_behalf_of(request)
+
+    async def _worker(self, requests: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        async for request in requests:
+            await self._answer(request)
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        frame = await self.dispatcher.handle(self, request)
+        if frame is not None:
+            self.send_frame(frame)
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                for frame, tag in await self.outbox.get_batch():
+                    await self.conn.send(frame)
+                    if tag is not None:
+                        self.delivered[tag[0]] = tag[1]
+                        self.last_delivered = tag[1]
+        except trio.EndOfChannel:
+            if self.outbox.overflowed:
+                await self.close(
+                    CLOSE_SLOW,
+                    f"too far behind; last cursor delivered {self.last_delivered or 'none'}",
+                )
+        except ConnectionGone:
+            await self.close(CLOSE_NORMAL, "")

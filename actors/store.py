@@ -1,0 +1,461 @@
+"""The durable store: a narrow backend interface, its SQLite implementation, and the store actor.
+
+The store actor is the only writer. It takes every request waiting in its mailbox at once and
+runs them in one worker-thread call: all writes in one transaction (one savepoint each, so a
+bad write fails alone), then the reads, which therefore see every write queued before them.
+A write is acknowledged only after its transaction has committed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from .runtime import Actor, Call
+
+__all__ = [
+    "AppendBatch",
+    "EventRow",
+    "GetResult",
+    "LoadProject",
+    "ProjectSnapshot",
+    "PurgeExpired",
+    "QueryResults",
+    "ResultRow",
+    "SQLiteBackend",
+    "SaveWaitCursor",
+    "StoreActor",
+    "StoreBackend",
+    "StoreCounts",
+    "StoreError",
+]
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates from version i to i + 1; never edit a released entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE projects (
+        project_id   TEXT PRIMARY KEY,
+        last_cursor  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE results (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT NOT NULL UNIQUE,
+        project_id  TEXT NOT NULL,
+        issue_id    TEXT NOT NULL,
+        agent_type  TEXT NOT NULL,
+        agent_id    TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        stored_at   TEXT NOT NULL,
+        body        BLOB NOT NULL
+    );
+    CREATE INDEX results_by_project ON results (project_id, seq);
+    CREATE INDEX results_by_issue ON results (project_id, issue_id, seq);
+    CREATE TABLE events (
+        project_id  TEXT NOT NULL,
+        cursor      INTEGER NOT NULL,
+        event_type  TEXT NOT NULL,
+        expires_at  REAL NOT NULL,
+        body        BLOB NOT NULL,
+        PRIMARY KEY (project_id, cursor)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_expiry ON events (expires_at);
+    CREATE TABLE wait_cursors (
+        project_id  TEXT NOT NULL,
+        sub         TEXT NOT NULL,
+        wait_key    TEXT NOT NULL,
+        cursor      INTEGER NOT NULL,
+        PRIMARY KEY (project_id, sub, wait_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE agents (
+        agent_id    TEXT PRIMARY KEY,
+        project_id  TEXT NOT NULL,
+        body        BLOB NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """A store operation failed (disk, corruption, constraint). Nothing was acknowledged."""
+
+
+# -- rows and requests (small frozen messages) --
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    id: str
+    project_id: str
+    issue_id: str
+    agent_type: str
+    agent_id: str
+    status: str
+    stored_at: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    project_id: str
+    cursor: int
+    event_type: str
+    expires_at: float
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """Results and events of one project, committed together or not at all.
+
+    ``last_cursor`` is recorded as the project's high-water mark, so cursors are never
+    reused even after every event has expired. ``trim_below`` drops the project's events
+    with a smaller cursor (retention cap).
+    """
+
+    project_id: str
+    last_cursor: int
+    results: tuple[ResultRow, ...] = ()
+    events: tuple[EventRow, ...] = ()
+    trim_below: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SaveWaitCursor:
+    project_id: str
+    sub: str
+    wait_key: str
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    project_id: str
+    result_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResults:
+    """Newest first. ``before_seq`` pages; ``q`` is a case-insensitive substring of the body."""
+
+    project_id: str | None  # None: every project (admin)
+    issue_id: str | None = None
+    agent_type: str | None = None
+    agent_id: str | None = None
+    status: str | None = None
+    since: str | None = None
+    until: str | None = None
+    q: str | None = None
+    limit: int = 50
+    before_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProject:
+    project_id: str
+    now: float
+    max_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSnapshot:
+    last_cursor: int
+    events: list[bytes]
+    wait_cursors: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeExpired:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    pass
+
+
+class StoreBackend(Protocol):
+    """What the store actor needs from a database. Synchronous: it runs in a worker thread.
+
+    Kept narrow so that another database (PostgreSQL for several hosts) can stand in
+    without touching any actor.
+    """
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Commit ``writes`` in one transaction, then answer ``reads``.
+
+        Returns one outcome per write (None or an exception) and one per read (a value or an
+        exception), in order.
+        """
+        ...
+
+
+class SQLiteBackend:
+    """SQLite in WAL mode. ``synchronous`` is NORMAL (a commit survives a crash or SIGKILL
+    of the process; an OS crash may lose the last instants) or FULL (fsync per commit)."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this release "
+                f"({SCHEMA_VERSION}); upgrade orchestra-sidecar"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={target}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self.db = db
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
+        db = self.db
+        assert db is not None
+        write_outcomes: list[Any] = []
+        if writes:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for write in writes:
+                    db.execute("SAVEPOINT w")
+                    try:
+                        self._write(db, write)
+                    except sqlite3.Error as exc:
+                        db.execute("ROLLBACK TO w")
+                        write_outcomes.append(StoreError(f"write rejected: {exc}"))
+                    else:
+                        write_outcomes.append(None)
+                    db.execute("RELEASE w")
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                failure = StoreError(f"commit failed: {exc}")
+                write_outcomes = [failure for _ in writes]
+        read_outcomes: list[Any] = []
+        for read in reads:
+            try:
+                read_outcomes.append(self._read(db, read))
+            except sqlite3.Error as exc:
+                read_outcomes.append(StoreError(f"read failed: {exc}"))
+        return write_outcomes, read_outcomes
+
+    # -- writes --
+
+    def _write(self, db: sqlite3.Connection, write: Any) -> None:
+        if isinstance(write, AppendBatch):
+            if write.results:
+                db.executemany(
+                    "INSERT INTO results (id, project_id, issue_id, agent_type, agent_id,"
+                    " status, stored_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.id, r.project_id, r.issue_id, r.agent_type, r.agent_id, r.status,
+                         r.stored_at, r.body)
+                        for r in write.results
+                    ],
+                )
+            if write.events:
+                db.executemany(
+                    "INSERT INTO events (project_id, cursor, event_type, expires_at, body)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(e.project_id, e.cursor, e.event_type, e.expires_at, e.body)
+                     for e in write.events],
+                )
+            db.execute(
+                "INSERT INTO projects (project_id, last_cursor) VALUES (?, ?)"
+                " ON CONFLICT (project_id) DO UPDATE SET"
+                " last_cursor = max(last_cursor, excluded.last_cursor)",
+                (write.project_id, write.last_cursor),
+            )
+            if write.trim_below:
+                db.execute(
+                    "DELETE FROM events WHERE project_id = ? AND cursor < ?",
+                    (write.project_id, write.trim_below),
+                )
+        elif isinstance(write, SaveWaitCursor):
+            db.execute(
+                "INSERT INTO wait_cursors (project_id, sub, wait_key, cursor) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET cursor = max(cursor, excluded.cursor)",
+                (write.project_id, write.sub, write.wait_key, write.cursor),
+            )
+        elif isinstance(write, PurgeExpired):
+            db.execute("DELETE FROM events WHERE expires_at <= ?", (write.now,))
+        else:
+            raise TypeError(f"not a store write: {write!r}")
+
+    # -- reads --
+
+    def _read(self, db: sqlite3.Connection, read: Any) -> Any:
+        if isinstance(read, GetResult):
+            row = db.execute(
+                "SELECT body FROM results WHERE id = ? AND project_id = ?",
+                (read.result_id, read.project_id),
+            ).fetchone()
+            return row[0] if row else None
+        if isinstance(read, QueryResults):
+            return self._query(db, read)
+        if isinstance(read, LoadProject):
+            row = db.execute(
+                "SELECT last_cursor FROM projects WHERE project_id = ?", (read.project_id,)
+            ).fetchone()
+            events = db.execute(
+                "SELECT body FROM (SELECT cursor, body FROM events"
+                " WHERE project_id = ? AND expires_at > ? ORDER BY cursor DESC LIMIT ?)"
+                " ORDER BY cursor",
+                (read.project_id, read.now, read.max_events),
+            ).fetchall()
+            waits = db.execute(
+                "SELECT sub, wait_key, cursor FROM wait_cursors WHERE project_id = ?",
+                (read.project_id,),
+            ).fetchall()
+            return ProjectSnapshot(
+                last_cursor=row[0] if row else 0,
+                events=[e[0] for e in events],
+                wait_cursors={(s, k): c for s, k, c in waits},
+            )
+        if isinstance(read, StoreCounts):
+            results = db.execute("SELECT count(*) FROM results").fetchone()[0]
+            events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+            projects = db.execute("SELECT count(*) FROM projects").fetchone()[0]
+            return {"results": results, "events": events, "projects": projects}
+        raise TypeError(f"not a store read: {read!r}")
+
+    def _query(self, db: sqlite3.Connection, read: QueryResults) -> list[tuple[int, bytes]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column in ("project_id", "issue_id", "agent_type", "agent_id", "status"):
+            value = getattr(read, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if read.since is not None:
+            clauses.append("stored_at >= ?")
+            args.append(read.since)
+        if read.until is not None:
+            clauses.append("stored_at <= ?")
+            args.append(read.until)
+        if read.q:
+            clauses.append("instr(lower(CAST(body AS TEXT)), ?) > 0")
+            args.append(read.q.lower())
+        if read.before_seq is not None:
+            clauses.append("seq < ?")
+            args.append(read.before_seq)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        args.append(read.limit)
+        return db.execute(
+            f"SELECT seq, body FROM results{where} ORDER BY seq DESC LIMIT ?", args
+        ).fetchall()
+
+
+_WRITES = (AppendBatch, SaveWaitCursor, PurgeExpired)
+
+
+class StoreActor(Actor):
+    """The only writer of the durable store; group-commits whatever is waiting.
+
+    Replies to a write only after its transaction committed (``None``, or a
+    :class:`StoreError`). Purges expired events every ``purge_interval`` seconds.
+    """
+
+    max_batch = 4096
+
+    def __init__(
+        self,
+        backend: StoreBackend,
+        *,
+        purge_interval: float = 30.0,
+        wall_clock: Any = time.time,
+    ) -> None:
+        self.backend = backend
+        self.purge_interval = purge_interval
+        self.wall_clock = wall_clock
+        self.limiter = trio.CapacityLimiter(1)
+        self.commits = 0
+        self.writes = 0
+
+    async def on_start(self) -> None:
+        await trio.to_thread.run_sync(self.backend.open, limiter=self.limiter)
+        self._next_purge = trio.current_time() + self.purge_interval
+
+    async def on_stop(self) -> None:
+        # Orderly stop: commit whatever is still queued, then close the database.
+        pending: list[Call] = []
+        while True:
+            try:
+                item = self.ref._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if isinstance(item, Call):
+                pending.append(item)
+        with trio.move_on_after(5):
+            if pending:
+                await self.handle_batch(pending)
+        await trio.to_thread.run_sync(self.backend.close, limiter=self.limiter)
+
+    def next_deadline(self) -> float:
+        return self._next_purge
+
+    async def on_timeout(self) -> None:
+        self._next_purge = trio.current_time() + self.purge_interval
+        await self._apply([PurgeExpired(self.wall_clock())], [])
+
+    async def handle_batch(self, calls: list[Call]) -> None:
+        writes = [c for c in calls if isinstance(c.msg, _WRITES)]
+        reads = [c for c in calls if not isinstance(c.msg, _WRITES)]
+        write_outcomes, read_outcomes = await self._apply(
+            [c.msg for c in writes], [c.msg for c in reads]
+        )
+        for call, outcome in zip(writes, write_outcomes, strict=True):
+            if outcome is None:
+                call.reply(None)
+            else:
+                call.fail(outcome)
+        for call, outcome in zip(reads, read_outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                call.fail(outcome)
+            else:
+                call.reply(outcome)
+
+    async def _apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
+        result = await trio.to_thread.run_sync(
+            self.backend.apply, writes, reads, limiter=self.limiter
+        )
+        if writes:
+            self.commits += 1
+            self.writes += len(writes)
+        return result
+
+
+def default_db_path(data_dir: os.PathLike[str] | str) -> Path:
+    return Path(data_dir) / "orchestra.db"

@@ -1,0 +1,117 @@
+"""The server's supervision tree::
+
+    root (one_for_one)
+    ├── store      StoreActor      permanent   the only writer of the durable store
+    ├── projects   Supervisor      permanent   one ProjectActor per project id, started on demand
+    ├── broker     BrokerActor     permanent   starts project actors under ``projects``
+    └── sessions   Supervisor      permanent   one SessionActor per WebSocket connection (temporary)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .broker import BrokerActor, EnsureProject, project_child_id
+from .profiles import Profiles
+from .project import ProjectActor, ProjectConfig, ProjectStats
+from .runtime import ActorRef, ChildSpec, Supervisor
+from .store import SQLiteBackend, StoreActor, StoreCounts, default_db_path
+
+__all__ = ["ActorSystem", "SystemConfig"]
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    data_dir: Path
+    profiles: Profiles = field(default_factory=Profiles)
+    project: ProjectConfig = field(default_factory=ProjectConfig)
+    synchronous: str = "NORMAL"
+    mailbox_size: int = 4096
+    max_restarts: int = 20
+    restart_period: float = 60.0
+
+
+class ActorSystem:
+    """Builds and runs the tree; the transport's only way into the actors."""
+
+    def __init__(self, config: SystemConfig) -> None:
+        self.config = config
+        db_path = default_db_path(config.data_dir)
+        self.db_path = db_path
+        self.store = ActorRef("store", mailbox_size=config.mailbox_size)
+        self.broker = ActorRef("broker", mailbox_size=config.mailbox_size)
+        project_config = ProjectConfig(
+            **{**config.project.__dict__, "storage_location": str(db_path)}
+        )
+        self.projects = Supervisor(
+            "projects", max_restarts=config.max_restarts, period=config.restart_period
+        )
+        self.sessions = Supervisor("sessions", max_restarts=1_000_000, period=1.0)
+
+        def make_project(project_id: str) -> ProjectActor:
+            return ProjectActor(project_id, self.store, config.profiles, project_config)
+
+        self.root = Supervisor(
+            "root",
+            [
+                ChildSpec.actor(
+                    "store", self.store,
+                    lambda: StoreActor(SQLiteBackend(db_path, config.synchronous)),
+                ),
+                ChildSpec("projects", lambda: self.projects),
+                ChildSpec.actor(
+                    "broker", self.broker,
+                    lambda: BrokerActor(self.projects, make_project, mailbox_size=config.mailbox_size),
+                ),
+                ChildSpec("sessions", lambda: self.sessions),
+            ],
+            max_restarts=config.max_restarts,
+            period=config.restart_period,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.root.run(task_status=task_status)
+
+    async def project(self, project_id: str, timeout: float = 10.0) -> ActorRef:
+        """The ref of a project's actor, starting it on first use."""
+        ref = self.projects.lookup(project_child_id(project_id))
+        if ref is not None:
+            return ref
+        return await self.broker.call(EnsureProject(project_id), timeout=timeout)  # type: ignore[no-any-return]
+
+    def running_projects(self) -> list[str]:
+        return [c.split(":", 1)[1] for c in self.projects.child_ids()]
+
+    def actor_ref(self, target: str) -> ActorRef | None:
+        """Resolve a fault-injection target: ``store``, ``broker``, ``project:<id>``, ``session:<sub>``."""
+        if target == "store":
+            return self.store
+        if target == "broker":
+            return self.broker
+        if target.startswith("project:"):
+            return self.projects.lookup(target)
+        if target.startswith("session:"):
+            sub = target.split(":", 1)[1]
+            for child in self.sessions.child_ids():
+                if child.startswith(f"session:{sub}#"):
+                    return self.sessions.lookup(child)
+        return None
+
+    async def store_counts(self) -> dict[str, int]:
+        return await self.store.call(StoreCounts(), timeout=10)  # type: ignore[no-any-return]
+
+    async def project_stats(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for pid in self.running_projects():
+            ref = self.projects.lookup(project_child_id(pid))
+            if ref is None:
+                continue
+            try:
+                out[pid] = await ref.call(ProjectStats(), timeout=2)
+            except Exception as exc:  # a restarting project still shows up
+                out[pid] = {"error": f"{type(exc).__name__}"}
+        return out

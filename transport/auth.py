@@ -1,0 +1,185 @@
+"""JWT verification and minting, and permissions.
+
+HS256 with a shared secret by default; RS256, ES256 and EdDSA with a public key by
+configuration. ``alg: none`` and any algorithm not configured are refused. Verified tokens are
+cached until they expire, so a connection or a repeated bearer costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from ..actors.profiles import PERMISSIONS, Profiles
+from .errors import ApiError
+
+__all__ = ["Auth", "Principal", "load_secret", "LEEWAY_SECONDS"]
+
+LEEWAY_SECONDS = 1.0
+_ASYMMETRIC = {"RS256", "ES256", "EdDSA"}
+
+
+def load_secret(data_dir: Path, create: bool = True) -> bytes:
+    """The HS256 secret: ``ORCHESTRA_JWT_SECRET``, else ``<data-dir>/jwt.secret`` (made 0600)."""
+    env = os.environ.get("ORCHESTRA_JWT_SECRET")
+    if env:
+        return env.encode()
+    path = Path(data_dir) / "jwt.secret"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        if not create:
+            raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking, from a verified token."""
+
+    sub: str
+    agent_type: str
+    project_id: str  # "*" for an all-projects admin token
+    permissions: frozenset[str]
+    exp: float
+    claims: dict[str, Any]
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.permissions
+
+    def require(self, permission: str) -> None:
+        if permission not in self.permissions:
+            raise ApiError(403, "AUTH_003", f"this token lacks the '{permission}' permission")
+
+    def project_for(self, requested: str | None) -> str:
+        """The project a request acts on; 403 if it names another one."""
+        if requested is None or requested == self.project_id:
+            if self.project_id == "*":
+                raise ApiError(400, "REQ_001", "an all-projects token must name a project_id", field="project_id")
+            return self.project_id
+        if self.project_id == "*" and self.is_admin:
+            return requested
+        raise ApiError(403, "AUTH_003", "the token is scoped to another project")
+
+
+class Auth:
+    def __init__(
+        self,
+        secret: bytes | None,
+        profiles: Profiles,
+        *,
+        public_key: bytes | None = None,
+        public_algorithm: str | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.secret = secret
+        self.profiles = profiles
+        self.keys: dict[str, Any] = {}
+        if secret:
+            self.keys["HS256"] = secret
+        if public_key is not None:
+            if public_algorithm not in _ASYMMETRIC:
+                raise ValueError(f"public key algorithm must be one of {sorted(_ASYMMETRIC)}")
+            self.keys[public_algorithm] = public_key
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Principal] = OrderedDict()
+
+    def verify(self, token: str, now: float | None = None) -> Principal:
+        now = time.time() if now is None else now
+        principal = self._cache.get(token)
+        if principal is not None:
+            if principal.exp + LEEWAY_SECONDS < now:
+                del self._cache[token]
+                raise ApiError(401, "AUTH_002", "the token has expired; get a new one")
+            return principal
+        principal = self._decode(token)
+        self._cache[token] = principal
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return principal
+
+    def _decode(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise ApiError(401, "AUTH_001", "the token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        key = self.keys.get(alg) if isinstance(alg, str) else None
+        if key is None:
+            raise ApiError(401, "AUTH_001", f"token algorithm {alg!r} is not accepted by this server")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[alg], leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise ApiError(401, "AUTH_002", "the token has expired; get a new one") from None
+        except jwt.PyJWTError as exc:
+            raise ApiError(401, "AUTH_001", f"invalid token: {exc}") from None
+        sub, agent_type, project = claims.get("sub"), claims.get("agent_type"), claims.get("project_id")
+        for name, value in (("sub", sub), ("agent_type", agent_type), ("project_id", project)):
+            if not isinstance(value, str) or not value:
+                raise ApiError(401, "AUTH_001", f"invalid token: claim '{name}' must be a non-empty string")
+        perms = claims.get("permissions")
+        if perms is None:
+            granted = set(self.profiles.get(agent_type).permissions)
+        elif isinstance(perms, list) and all(isinstance(p, str) for p in perms):
+            granted = set(perms) & PERMISSIONS
+        else:
+            raise ApiError(401, "AUTH_001", "invalid token: claim 'permissions' must be a list of strings")
+        if claims.get("admin") is True:
+            granted.add("admin")
+        if project == "*" and "admin" not in granted:
+            raise ApiError(401, "AUTH_001", "invalid token: project_id '*' needs the admin permission")
+        return Principal(sub, agent_type, project, frozenset(granted), float(claims["exp"]), claims)
+
+    def mint(
+        self,
+        *,
+        sub: str,
+        agent_type: str,
+        project_id: str,
+        ttl: float = 3600,
+        permissions: list[str] | None = None,
+        admin: bool = False,
+    ) -> str:
+        if not self.secret:
+            raise ApiError(400, "REQ_001", "this server has no signing key (public-key mode)")
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": sub, "agent_type": agent_type, "project_id": project_id,
+            "iat": now, "exp": now + int(ttl), "jti": secrets.token_hex(8),
+        }
+        if permissions is not None or admin:
+            perms = list(permissions) if permissions is not None else sorted(
+                self.profiles.get(agent_type).permissions
+            )
+            if admin and "admin" not in perms:
+                perms.append("admin")
+            claims["permissions"] = perms
+        return jwt.encode(claims, self.secret, algorithm="HS256")
+
+
+def bearer(header_value: bytes | None) -> str | None:
+    if not header_value:
+        return None
+    scheme, _, token = header_value.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

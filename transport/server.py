@@ -1,0 +1,455 @@
+"""One port for HTTP/1.1 (h11 driven directly on trio streams) and WebSocket.
+
+A request for ``GET /ws`` with an Upgrade header is handed, with the bytes h11 already
+consumed replayed first, to trio-websocket's server side. Each connection has header, body
+and idle limits and dies alone: an error in one never reaches another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import h11
+import orjson
+import trio
+import trio_websocket
+
+from ..actors.runtime import ChildSpec, Restart
+from ..actors.session import (
+    CLOSE_AUTH,
+    CLOSE_GOING_AWAY,
+    CloseSession,
+    ConnectionGone,
+    Session,
+    SessionLimits,
+    SetExpiry,
+)
+from .api import VERSION, Api, Ctx
+from .auth import Principal, bearer
+from .errors import ApiError, encode_error, from_exception
+
+__all__ = ["Server", "ServerConfig"]
+
+log = logging.getLogger("orchestra")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_target_bytes: int = 8 * 1024
+    idle_timeout: float = 60.0
+    request_timeout: float = 30.0
+    auth_timeout: float = 5.0
+    session: SessionLimits = SessionLimits()
+
+
+_ROUTES: list[tuple[str, re.Pattern[str], str, tuple[str, ...], int]] = [
+    (m, re.compile(p), op, names, status)
+    for m, p, op, names, status in [
+        ("POST", r"/api/results", "result.store", (), 200),
+        ("GET", r"/api/results", "result.query", (), 200),
+        ("GET", r"/api/results/([^/]+)", "result.get", ("result_id",), 200),
+        ("POST", r"/api/events/([^/]+)", "event.publish", ("event_type",), 200),
+        ("GET", r"/api/events/wait/([^/]+)", "event.wait", ("event_type",), 200),
+        ("GET", r"/api/context/([^/]+)/([^/]+)", "context.get", ("issue_id", "agent_type"), 200),
+        ("DELETE", r"/api/cache/context/([^/]+)", "cache.clear", ("issue_id",), 200),
+        ("POST", r"/api/agents/spawn", "agent.spawn", (), 201),
+        ("GET", r"/api/agents/([^/]+)/status", "agent.status", ("agent_id",), 200),
+        ("POST", r"/api/admin/faults", "admin.faults", (), 200),
+    ]
+]
+_JSON = [(b"content-type", b"application/json")]
+
+
+class _ReplayStream(trio.abc.Stream):
+    """A stream whose first reads return bytes that were already read from the socket."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            chunk, self._prefix = self._prefix[:n], self._prefix[n:]
+            await trio.lowlevel.checkpoint()
+            return chunk
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _WsConnection:
+    """Adapts a trio-websocket connection to the session's Connection."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            raise ConnectionGone from None
+
+    async def send(self, frame: bytes) -> None:
+        try:
+            await self.ws.send_message(frame.decode())
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ConnectionGone from None
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.aclose(code, reason[:120])
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+class Server:
+    def __init__(self, api: Api, config: ServerConfig) -> None:
+        self.api = api
+        self.config = config
+        self.connections = 0
+        self._session_ids = itertools.count(1)
+        self._http_scope = trio.CancelScope()
+        self._accept_scope = trio.CancelScope()
+        self.busy = 0
+        self._idle = trio.Event()
+
+    # -- lifecycle --
+
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept and serve until :meth:`stop_accepting`, then until in-flight work drains
+        (or :meth:`abort` cancels it)."""
+        with self._http_scope:
+            async with trio.open_nursery() as handlers:
+                async with trio.open_nursery() as acceptors:
+                    self._accept_scope = acceptors.cancel_scope
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept_loop, listener, handlers)
+                    task_status.started()
+                for listener in listeners:
+                    await listener.aclose()
+
+    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # out of file descriptors and the like: wait, don't die
+                log.warning("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            handlers.start_soon(self._handle, stream)
+
+    def stop_accepting(self) -> None:
+        self._accept_scope.cancel()
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for requests in progress, then cancel what is left."""
+        with trio.move_on_after(grace):
+            while self.busy:
+                self._idle = trio.Event()
+                await self._idle.wait()
+        self._http_scope.cancel()
+
+    async def close_sessions(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+        for session in list(self.api.sessions.values()):
+            session.ref.try_cast(CloseSession(code, reason))
+        with trio.move_on_after(3):
+            for session in list(self.api.sessions.values()):
+                await session.finished.wait()
+
+    # -- HTTP --
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        try:
+            await self._http(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        except trio.TooSlowError:
+            pass
+        finally:
+            self.connections -= 1
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await stream.aclose()
+
+    async def _http(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes)
+        while True:
+            try:
+                event = await self._next_event(stream, conn, self.config.idle_timeout)
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(stream, conn, exc.error_status_hint, str(exc))
+                return
+            if isinstance(event, h11.ConnectionClosed) or event is None:
+                return
+            assert isinstance(event, h11.Request)
+            if self._is_upgrade(event):
+                await self._websocket(stream, conn, event)
+                return
+            self.busy += 1
+            try:
+                status, body, headers = await self._respond_to(stream, conn, event)
+                if status is None:
+                    return
+                await self._send(stream, conn, status, body, headers)
+            finally:
+                self.busy -= 1
+                if not self.busy:
+                    self._idle.set()
+            if conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, timeout: float) -> Any:
+        with trio.fail_after(timeout):
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    if self.api.shutting_down and conn.their_state is h11.IDLE:
+                        return None  # an idle keep-alive connection: close it
+                    data = await stream.receive_some(65536)
+                    conn.receive_data(data)
+                    continue
+                if event is h11.PAUSED:
+                    return None
+                return event
+
+    async def _respond_to(
+        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request
+    ) -> tuple[int | None, bytes, list[tuple[bytes, bytes]]]:
+        request_id = self.api.new_request_id()
+        headers = dict(req.headers)
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
+            error = ApiError(
+                413, "REQ_002",
+                f"request body of {int(length)} bytes is over the limit of {self.config.max_body_bytes}",
+                limit=self.config.max_body_bytes,
+            )
+            await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
+            return None, b"", []
+        body = bytearray()
+        try:
+            while True:
+                event = await self._next_event(stream, conn, self.config.request_timeout)
+                if isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > self.config.max_body_bytes:
+                        error = ApiError(
+                            413, "REQ_002",
+                            f"request body is over the limit of {self.config.max_body_bytes} bytes",
+                            limit=self.config.max_body_bytes,
+                        )
+                        await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
+                        return None, b"", []
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:
+                    return None, b"", []
+        except h11.RemoteProtocolError as exc:
+            await self._refuse(stream, conn, exc.error_status_hint, str(exc))
+            return None, b"", []
+        try:
+            return await self._route(req, headers, bytes(body), request_id)
+        except Exception as exc:
+            error = from_exception(exc, request_id)
+            return error.status, encode_error(error, request_id), error.headers
+
+    async def _route(
+        self, req: h11.Request, headers: dict[bytes, bytes], body: bytes, request_id: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        target = req.target.decode("latin-1")
+        if len(req.target) > self.config.max_target_bytes:
+            raise ApiError(414, "REQ_001", "request target too long")
+        path, _, query = target.partition("?")
+        method = req.method.decode()
+        if path == "/health" and method in ("GET", "HEAD"):
+            return 200, orjson.dumps(self._health()), []
+        if path == "/metrics" and method == "GET":
+            return 200, self.api.metrics(), [(b"content-type", b"text/plain; version=0.0.4")]
+        if path == "/status" and method == "GET":
+            token = bearer(headers.get(b"authorization"))
+            principal = self.api.auth.verify(token) if token else None
+            return 200, orjson.dumps(await self.api.status(principal)), []
+        allowed = []
+        for route_method, pattern, op, names, status in _ROUTES:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            args: dict[str, Any] = {}
+            if body:
+                try:
+                    parsed = orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise ApiError(400, "REQ_001", f"malformed JSON body: {exc}", field="body") from None
+                if not isinstance(parsed, dict):
+                    raise ApiError(400, "REQ_001", "the body must be a JSON object", field="body")
+                args.update(parsed)
+            elif method == "POST" and op not in ("admin.faults",):
+                raise ApiError(400, "REQ_001", "missing JSON body", field="body")
+            if query:
+                for key, value in parse_qsl(query, keep_blank_values=True):
+                    args.setdefault(key, value)
+            for name, value in zip(names, match.groups(), strict=True):
+                args[name] = unquote(value)
+            token = bearer(headers.get(b"authorization"))
+            principal = self.api.auth.verify(token) if token else None
+            reply, extra = await self.api.call(op, principal, args, Ctx(request_id))
+            payload = reply if isinstance(reply, bytes) else orjson.dumps(reply)
+            return status, payload, extra
+        if allowed:
+            raise ApiError(
+                405, "METHOD", f"{method} is not allowed on {path}; use {', '.join(sorted(set(allowed)))}",
+                headers=[(b"allow", ", ".join(sorted(set(allowed))).encode())],
+            )
+        raise ApiError(404, "NOT_FOUND", f"no route {method} {path}")
+
+    def _health(self) -> dict[str, Any]:
+        store_ok = self.api.system.store.alive
+        return {
+            "status": "healthy" if store_ok and not self.api.shutting_down else "degraded",
+            "service": "orchestration-sidecar",
+            "version": VERSION,
+            "uptime_seconds": round(time.time() - self.api.started_at, 3),
+            "checks": {
+                "store": "ok" if store_ok else "restarting",
+                "broker": "ok" if self.api.system.broker.alive else "restarting",
+                "accepting": not self.api.shutting_down,
+            },
+        }
+
+    async def _send(
+        self, stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        all_headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+        names = {h[0] for h in headers}
+        if b"content-type" in names:
+            all_headers = all_headers[1:]
+        all_headers.extend(headers)
+        if self.api.shutting_down:
+            all_headers.append((b"connection", b"close"))
+        data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=b""))
+        data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())  # type: ignore[operator]
+        await stream.send_all(data)
+
+    async def _refuse(self, stream: trio.SocketStream, conn: h11.Connection, status: int, why: str) -> None:
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        request_id = self.api.new_request_id()
+        code = "REQ_002" if status in (413, 431) else "REQ_001"
+        body = encode_error(ApiError(status, code, f"bad HTTP request: {why}"), request_id)
+        try:
+            await self._send(stream, conn, status, body, [(b"connection", b"close")])
+        except h11.LocalProtocolError:
+            pass
+
+    # -- WebSocket --
+
+    @staticmethod
+    def _is_upgrade(req: h11.Request) -> bool:
+        for name, value in req.headers:
+            if name == b"upgrade" and value.lower() == b"websocket":
+                return True
+        return False
+
+    async def _websocket(self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request) -> None:
+        path = req.target.split(b"?", 1)[0]
+        if path != b"/ws" or self.api.shutting_down:
+            status = 404 if path != b"/ws" else 503
+            error = ApiError(status, "NOT_FOUND" if status == 404 else "UNAVAILABLE", "no WebSocket endpoint here" if status == 404 else "shutting down")
+            await self._send_raw_response(stream, status, encode_error(error, self.api.new_request_id()))
+            return
+        head = b"%s %s HTTP/1.1\r\n" % (req.method, req.target)
+        head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in req.headers) + b"\r\n"
+        trailing, _ = conn.trailing_data
+        replay = _ReplayStream(stream, head + trailing)
+        async with trio.open_nursery() as nursery:
+            ws_request = await trio_websocket.wrap_server_stream(
+                nursery, replay, message_queue_size=16, max_message_size=self.config.max_body_bytes
+            )
+            ws = await ws_request.accept()
+            try:
+                await self._session(ws, dict(req.headers))
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _send_raw_response(self, stream: trio.SocketStream, status: int, body: bytes) -> None:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        conn.next_event()
+        await self._send(stream, conn, status, body, [(b"connection", b"close")])
+
+    async def _session(self, ws: trio_websocket.WebSocketConnection, headers: dict[bytes, bytes]) -> None:
+        adapter = _WsConnection(ws)
+        try:
+            principal = await self._authenticate(adapter, headers)
+        except ApiError as error:
+            await adapter.close(CLOSE_AUTH, error.message)
+            return
+        except ConnectionGone:
+            return
+        if principal is None:
+            return
+        key = f"{principal.sub}#{next(self._session_ids)}"
+        session = Session(key, adapter, self.api, self.config.session, on_close=self.api.drop_session)
+        session.principal = principal
+        session.claims = principal.claims
+        session.expires_at = trio.current_time() + max(0.0, principal.exp - time.time())
+        self.api.sessions[key] = session
+        try:
+            await self.api.system.sessions.start_child(
+                ChildSpec(f"session:{key}", lambda: session, restart=Restart.TEMPORARY, ref=session.ref)
+            )
+        except Exception:
+            self.api.sessions.pop(key, None)
+            await adapter.close(1011, "could not start the session")
+            return
+        session.ref.try_cast(SetExpiry(session.expires_at))
+        await session.finished.wait()
+
+    async def _authenticate(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> Principal | None:
+        token = bearer(headers.get(b"authorization"))
+        if token is not None:
+            return self.api.auth.verify(token)
+        with trio.move_on_after(self.config.auth_timeout):
+            raw = await conn.receive()
+            try:
+                frame = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}") from None
+            if not isinstance(frame, dict) or frame.get("op") != "auth" or not isinstance(frame.get("token"), str):
+                raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}")
+            principal = self.api.auth.verify(frame["token"])
+            reply = {"authenticated": True, "sub": principal.sub, "project_id": principal.project_id,
+                     "expires_at": principal.exp}
+            await conn.send(self.api.reply_frame(frame.get("id"), reply))
+            return principal
+        raise ApiError(401, "AUTH_001", f"no token within {self.config.auth_timeout:g}s")
