@@ -493,7 +493,7 @@ class ProjectActor(Actor):
             call.fail(Overloaded("too many waits in progress for this project", retry_after=1.0))
             return
         self.waiters.append(
-            _Waiter(self.defer(), msg, after, trio.current_time() + msg.timeout, key)
+            _Waiter(self.defer_call(call), msg, after, trio.current_time() + msg.timeout, key)
         )
 
     def _answer_wait(

@@ -1,0 +1,155 @@
+"""Shared fixtures: a real server on port 0 over loopback, with real JWTs and a real SQLite file."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h11
+import orjson
+import pytest
+import trio
+import trio_websocket
+
+from orchestra.actors.profiles import Profiles
+from orchestra.actors.project import ProjectConfig
+from orchestra.actors.session import SessionLimits
+from orchestra.actors.system import ActorSystem, SystemConfig
+from orchestra.transport.api import Api, ApiConfig
+from orchestra.transport.auth import Auth
+from orchestra.transport.server import Server, ServerConfig
+
+SECRET = b"test-secret-0123456789-0123456789"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class Harness:
+    def __init__(self, port: int, api: Api, system: ActorSystem, server: Server, data_dir: Path) -> None:
+        self.port = port
+        self.api = api
+        self.system = system
+        self.server = server
+        self.data_dir = data_dir
+
+    def token(self, project: str = "p1", agent_type: str = "python-specialist", sub: str = "agent-1", **kw: Any) -> str:
+        return self.api.auth.mint(sub=sub, agent_type=agent_type, project_id=project, **kw)
+
+    async def request(
+        self, method: str, path: str, token: str | None = None, body: Any = None,
+        raw: bytes | None = None, headers: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        with trio.fail_after(30):
+            return await self._request(method, path, token, body, raw, headers)
+
+    async def _request(
+        self, method: str, path: str, token: str | None, body: Any,
+        raw: bytes | None, headers: list[tuple[str, str]] | None,
+    ) -> Response:
+        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
+            hdrs = [("host", "test"), ("content-length", str(len(data)))]
+            if token:
+                hdrs.append(("authorization", f"Bearer {token}"))
+            hdrs.extend(headers or [])
+            out = conn.send(h11.Request(method=method, target=path, headers=hdrs))
+            out += conn.send(h11.Data(data=data)) if data else b""
+            out += conn.send(h11.EndOfMessage())
+            await stream.send_all(out)
+            status, rh, body_out = 0, {}, bytearray()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    rh = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h11.Data):
+                    body_out += event.data
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    return Response(status, rh, bytes(body_out))
+
+    @asynccontextmanager
+    async def ws(self, token: str | None = None):
+        headers = [("authorization", f"Bearer {token}")] if token else []
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", self.port, "/ws", use_ssl=False, extra_headers=headers
+        ) as ws:
+            yield WsClient(ws)
+
+
+class WsClient:
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+        self.next_id = 0
+        self.pushed: list[dict[str, Any]] = []
+
+    async def send(self, op: str, **args: Any) -> Any:
+        self.next_id += 1
+        await self.ws.send_message(orjson.dumps({"id": self.next_id, "op": op, **args}).decode())
+        return self.next_id
+
+    async def recv(self) -> dict[str, Any]:
+        return orjson.loads(await self.ws.get_message())
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        rid = await self.send(op, **args)
+        while True:
+            msg = await self.recv()
+            if msg.get("id") == rid and "ok" in msg:
+                return msg
+            self.pushed.append(msg)
+
+    async def next_event(self) -> dict[str, Any]:
+        if self.pushed:
+            return self.pushed.pop(0)
+        while True:
+            msg = await self.recv()
+            if msg.get("op") == "event":
+                return msg
+
+
+async def start_server(
+    nursery: trio.Nursery,
+    data_dir: Path,
+    *,
+    rate_limits: bool = False,
+    fault_injection: bool = True,
+    max_body_bytes: int = 1024 * 1024,
+    session: SessionLimits = SessionLimits(),
+    profiles: Profiles | None = None,
+    max_events: int = 10_000,
+) -> Harness:
+    profiles = profiles or Profiles()
+    system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles,
+                                      project=ProjectConfig(max_events=max_events)))
+    api = Api(system, Auth(SECRET, profiles), ApiConfig(
+        rate_limits=rate_limits, fault_injection=fault_injection, max_body_bytes=max_body_bytes))
+    server = Server(api, ServerConfig(max_body_bytes=max_body_bytes, session=session))
+    await nursery.start(system.run)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    await nursery.start(server.serve, listeners)
+    port = listeners[0].socket.getsockname()[1]
+    return Harness(port, api, system, server, data_dir)
+
+
+@pytest.fixture
+async def server(nursery, tmp_path):
+    return await start_server(nursery, tmp_path / "data")
+
+
+def result_body(agent_id: str = "agent-1", issue: str = "iss-1", status: str = "success", **extra: Any) -> dict[str, Any]:
+    return {"agent_id": agent_id, "agent_type": "python-specialist", "issue_id": issue,
+            "result": {"status": status, **extra}}

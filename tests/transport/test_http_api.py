@@ -1,0 +1,227 @@
+"""The HTTP API over a real socket: results, events, auth, errors, limits."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import trio
+
+from orchestra.actors.events import decode_cursor
+from tests.conftest import SECRET, result_body, start_server
+
+
+async def test_health_and_status_without_token(server):
+    r = await server.request("GET", "/health")
+    assert r.status == 200 and r.json()["status"] == "healthy"
+    assert r.json()["checks"]["store"] == "ok"
+    r = await server.request("GET", "/status")
+    assert r.status == 200
+    assert set(r.json()) >= {"agents", "storage", "events", "performance", "actors"}
+    assert "tree" not in r.json()["actors"]  # detail only for admin tokens
+
+
+async def test_store_get_and_the_agent_completed_event(server):
+    tok = server.token()
+    r = await server.request("POST", "/api/results", tok, result_body(notes="hello"))
+    assert r.status == 200, r.body
+    stored = r.json()
+    assert stored["stored"] is True and stored["event_published"] is True
+    assert stored["next_agents"] == ["test-engineer", "code-reviewer"]
+    assert stored["storage_path"].startswith(str(server.data_dir / "orchestra.db"))
+    r = await server.request("GET", f"/api/results/{stored['id']}", tok)
+    assert r.status == 200
+    record = r.json()
+    assert record["id"] == stored["id"] and record["project_id"] == "p1"
+    assert record["result"] == {"status": "success", "notes": "hello"}
+    assert record["stored_at"].endswith("Z")
+    # the agent_completed event was committed with it
+    r = await server.request("GET", "/api/events/wait/agent_completed?timeout=0&since=0", tok)
+    events = r.json()["events"]
+    assert [e["data"]["result_id"] for e in events] == [stored["id"]]
+    assert events[0]["publisher"] == "orchestra" and events[0]["topic"] == "coordination"
+
+
+async def test_validation_names_the_field(server):
+    tok = server.token()
+    for body, field in [
+        ({"agent_type": "x", "issue_id": "i", "result": {"status": "s"}}, "agent_id"),
+        ({**result_body(), "result": {"no": "status"}}, "result.status"),
+        ({**result_body(), "result": "text"}, "result"),
+        ({**result_body(), "issue_id": 5}, "issue_id"),
+    ]:
+        r = await server.request("POST", "/api/results", tok, body)
+        assert r.status == 400, body
+        err = r.json()
+        assert err["code"] == "REQ_001" and err["field"] == field
+        assert field in err["message"]
+        assert err["request_id"] and err["timestamp"] and err["error"] == "invalid_request"
+    r = await server.request("POST", "/api/results", tok, raw=b"{not json")
+    assert r.status == 400 and r.json()["code"] == "REQ_001"
+
+
+async def test_project_isolation_and_scoping(server):
+    a, b = server.token("alpha"), server.token("beta")
+    stored = (await server.request("POST", "/api/results", a, result_body())).json()
+    missing = await server.request("GET", "/api/results/does-not-exist", b)
+    other = await server.request("GET", f"/api/results/{stored['id']}", b)
+    assert other.status == missing.status == 404
+    assert other.json()["code"] == missing.json()["code"] == "NOT_FOUND"
+    r = await server.request("POST", "/api/results", a, {**result_body(), "project_id": "beta"})
+    assert r.status == 403 and r.json()["code"] == "AUTH_003"
+    r = await server.request("GET", "/api/results", b)
+    assert r.json()["results"] == []
+
+
+async def test_auth_errors(server):
+    r = await server.request("GET", "/api/results")
+    assert r.status == 401 and r.json()["code"] == "AUTH_001"
+    r = await server.request("GET", "/api/results", "not-a-jwt")
+    assert r.status == 401 and r.json()["code"] == "AUTH_001"
+    expired = jwt.encode({"sub": "a", "agent_type": "t", "project_id": "p1", "exp": int(time.time()) - 10},
+                         SECRET, algorithm="HS256")
+    r = await server.request("GET", "/api/results", expired)
+    assert r.status == 401 and r.json()["code"] == "AUTH_002"
+    none_alg = jwt.encode({"sub": "a", "agent_type": "t", "project_id": "p1", "exp": int(time.time()) + 60},
+                          None, algorithm="none")
+    r = await server.request("GET", "/api/results", none_alg)
+    assert r.status == 401 and r.json()["code"] == "AUTH_001"
+    no_exp = jwt.encode({"sub": "a", "agent_type": "t", "project_id": "p1"}, SECRET, algorithm="HS256")
+    assert (await server.request("GET", "/api/results", no_exp)).status == 401
+    wrong_key = jwt.encode({"sub": "a", "agent_type": "t", "project_id": "p1", "exp": int(time.time()) + 60},
+                           b"another-secret-of-enough-length-000", algorithm="HS256")
+    assert (await server.request("GET", "/api/results", wrong_key)).status == 401
+    reader = server.token(permissions=["read_context"])
+    r = await server.request("POST", "/api/results", reader, result_body())
+    assert r.status == 403 and r.json()["code"] == "AUTH_003"
+
+
+async def test_query_filters_and_paging(server):
+    tok = server.token()
+    ids = []
+    for i in range(7):
+        body = result_body(agent_id=f"a{i % 2}", issue="iss-A" if i < 5 else "iss-B",
+                           status="success" if i % 3 else "failed", marker=f"needle-{i}")
+        ids.append((await server.request("POST", "/api/results", tok, body)).json()["id"])
+    r = (await server.request("GET", "/api/results?issue_id=iss-A&limit=2", tok)).json()
+    assert [x["id"] for x in r["results"]] == [ids[4], ids[3]]  # newest first
+    page2 = (await server.request("GET", f"/api/results?issue_id=iss-A&limit=2&cursor={r['next_cursor']}", tok)).json()
+    assert [x["id"] for x in page2["results"]] == [ids[2], ids[1]]
+    page3 = (await server.request("GET", f"/api/results?issue_id=iss-A&limit=2&cursor={page2['next_cursor']}", tok)).json()
+    assert [x["id"] for x in page3["results"]] == [ids[0]] and page3["next_cursor"] is None
+    r = (await server.request("GET", "/api/results?status=failed", tok)).json()
+    assert {x["id"] for x in r["results"]} == {ids[0], ids[3], ids[6]}
+    r = (await server.request("GET", "/api/results?agent_id=a1", tok)).json()
+    assert {x["id"] for x in r["results"]} == {ids[1], ids[3], ids[5]}
+    r = (await server.request("GET", "/api/results?q=NEEDLE-5", tok)).json()
+    assert [x["id"] for x in r["results"]] == [ids[5]]
+    r = (await server.request("GET", "/api/results?since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z", tok)).json()
+    assert r["results"] == []
+    for bad in ["limit=0", "limit=1001", "limit=x", "since=yesterday", "cursor=zzz"]:
+        r = await server.request("GET", f"/api/results?{bad}", tok)
+        assert r.status == 400 and r.json()["code"] == "REQ_001", bad
+
+
+async def test_publish_and_wait(server):
+    tok = server.token(sub="pub")
+    r = await server.request("POST", "/api/events/build_done", tok,
+                             {"data": {"score": 95}, "topic": "ci", "publisher": "spoofed", "event_type": "x"})
+    assert r.status == 200, r.body
+    pub = r.json()
+    assert pub["published"] is True and decode_cursor(pub["cursor"]) == 1
+    waiter = server.token(sub="waiter")
+    r = (await server.request("GET", "/api/events/wait/build_done?timeout=0", waiter)).json()
+    [event] = r["events"]
+    assert event["publisher"] == "pub" and event["event_type"] == "build_done"  # path and token decide
+    assert event["data"] == {"score": 95}
+    # the server-side cursor: the next wait does not repeat it, and times out
+    r = (await server.request("GET", "/api/events/wait/build_done?timeout=50", waiter)).json()
+    assert r["events"] == [] and r["timeout"] is True
+    # a new filter is a new server-side cursor: it starts with the retained matching events
+    r = (await server.request("GET", "/api/events/wait/build_done?timeout=0&filter=score:>90", waiter)).json()
+    assert [e["data"]["score"] for e in r["events"]] == [95]
+    # a wait in progress returns as soon as a matching event is published
+    got = []
+
+    async def wait():
+        got.append((await server.request("GET", "/api/events/wait/build_done?timeout=10000&filter=score:>90", waiter)).json())
+
+    async with trio.open_nursery() as n:
+        n.start_soon(wait)
+        await trio.sleep(0.1)
+        await server.request("POST", "/api/events/build_done", tok, {"data": {"score": 10}})
+        await server.request("POST", "/api/events/build_done", tok, {"data": {"score": 99}})
+    assert [e["data"]["score"] for e in got[0]["events"]] == [99]
+    for bad in ["timeout=-1", "timeout=300001", "timeout=abc", "since=abc"]:
+        r = await server.request("GET", f"/api/events/wait/build_done?{bad}", waiter)
+        assert r.status == 400 and r.json()["code"] == "REQ_001", bad
+    r = await server.request("GET", "/api/events/wait/build_done?filter=score:>abc", waiter)
+    assert r.status == 400 and r.json()["code"] == "EVT_003" and r.json()["position"] == 7
+    r = await server.request("POST", "/api/events/bad%20type", tok, {})
+    assert r.status == 400 and r.json()["code"] == "EVT_002"
+    r = await server.request("POST", "/api/events/x", tok, {"ttl_seconds": -1})
+    assert r.status == 400 and r.json()["code"] == "EVT_002" and r.json()["field"] == "ttl_seconds"
+
+
+async def test_no_event_lost_or_repeated_between_waits(server):
+    tok, waiter = server.token(sub="pub"), server.token(sub="w")
+    seen = []
+    for batch in range(5):
+        for i in range(3):
+            await server.request("POST", "/api/events/tick", tok, {"data": {"n": batch * 3 + i}})
+        while True:
+            r = (await server.request("GET", "/api/events/wait/tick?timeout=0&limit=2", waiter)).json()
+            seen.extend(e["data"]["n"] for e in r["events"])
+            if not r["more_available"]:
+                break
+    assert seen == list(range(15))
+
+
+async def test_rate_limits(nursery, tmp_path):
+    h = await start_server(nursery, tmp_path / "d", rate_limits=True)
+    tok = h.token(agent_type="some-new-type")  # default profile: 20/s, burst 40
+    statuses = [(await h.request("GET", "/api/results", tok)) for _ in range(45)]
+    ok = [r for r in statuses if r.status == 200]
+    limited = [r for r in statuses if r.status == 429]
+    assert 40 <= len(ok) < 45 and limited
+    r = limited[0]
+    err = r.json()
+    assert err["code"] == "RATE_001" and err["limit"] == 40 and err["retry_after_seconds"] > 0
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.headers["x-ratelimit-limit"] == "40" and r.headers["x-ratelimit-remaining"] == "0"
+    assert "x-ratelimit-reset" in r.headers
+    # another agent has its own bucket
+    assert (await h.request("GET", "/api/results", h.token(sub="other"))).status == 200
+
+
+async def test_body_limit_and_http_errors(nursery, tmp_path):
+    h = await start_server(nursery, tmp_path / "d", max_body_bytes=1000)
+    tok = h.token()
+    r = await h.request("POST", "/api/results", tok, {**result_body(), "pad": "x" * 2000})
+    assert r.status == 413 and r.json()["code"] == "REQ_002"
+    r = await h.request("GET", "/nope", tok)
+    assert r.status == 404 and r.json()["code"] == "NOT_FOUND"
+    r = await h.request("PUT", "/api/results", tok, {})
+    assert r.status == 405 and "allow" in r.headers and r.json()["request_id"]
+
+
+async def test_metrics_exposition(server):
+    await server.request("POST", "/api/results", server.token(), result_body())
+    r = await server.request("GET", "/metrics")
+    assert r.status == 200
+    text = r.body.decode()
+    assert 'orchestra_requests_total{op="result.store",status="200"} 1.0' in text
+    assert "orchestra_request_seconds_bucket" in text
+
+
+async def test_admin_status_detail_and_faults(server):
+    admin = server.token("*", agent_type="dashboard", admin=True, sub="dash")
+    await server.request("POST", "/api/results", server.token(), result_body())
+    r = (await server.request("GET", "/status", admin)).json()
+    assert "p1" in r["projects"]["detail"] and r["actors"]["tree"]["name"] == "root"
+    r = await server.request("POST", "/api/admin/faults", server.token(), {"target": "store", "kind": "crash"})
+    assert r.status == 404  # not admin
+    r = await server.request("POST", "/api/admin/faults", admin, {"target": "nothing", "kind": "crash"})
+    assert r.status == 400
+    r = await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "melt"})
+    assert r.status == 400
