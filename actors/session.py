@@ -210,18 +210,19 @@ class Session:
                     await self._answer(request)
                 elif mode == "blocking":
                     assert self._nursery is not None
-                    await self._blocking.acquire_on_behalf_of(request)
-                    self._nursery.start_soon(self._blocking_task, request)
+                    borrower = object()
+                    await self._blocking.acquire_on_behalf_of(borrower)
+                    self._nursery.start_soon(self._blocking_task, request, borrower)
                 else:
                     await requests.send(request)
         except ConnectionGone:
             await self.close(CLOSE_NORMAL, "")
 
-    async def _blocking_task(self, request: dict[str, Any]) -> None:
+    async def _blocking_task(self, request: dict[str, Any], borrower: object) -> None:
         try:
             await self._answer(request)
         finally:
-            self._blocking.release_on_behalf_of(request)
+            self._blocking.release_on_behalf_of(borrower)
 
     async def _worker(self, requests: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
         async for request in requests:

@@ -327,18 +327,22 @@ async def _serve_batch(actor: Actor, recv: trio.MemoryReceiveChannel[Any], first
         except (trio.WouldBlock, trio.EndOfChannel):
             break
     batch: list[Call] = []
+    faults: list[_Fault] = []
     for item in items:
         if isinstance(item, _Fault):
-            actor._batch = batch
-            if item.kind == "crash":
-                raise InjectedCrash(f"fault injected into {actor.ref.name}")
-            await trio.sleep(item.ms / 1000)
+            faults.append(item)
         elif isinstance(item, Call):
             batch.append(item)
         else:
             call = Call(item)
             call.abandoned = True
             batch.append(call)
+    # Every drained item is tracked before anything can raise, so a crash fails them all.
+    actor._batch = batch
+    for fault in faults:
+        if fault.kind == "crash":
+            raise InjectedCrash(f"fault injected into {actor.ref.name}")
+        await trio.sleep(fault.ms / 1000)
     actor._batch = batch
     if batch:
         await actor.handle_batch(batch)

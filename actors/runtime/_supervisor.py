@@ -9,6 +9,7 @@ crash according to its strategy, and gives up (stopping every child, then raisin
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from ._actor import Actor, ActorRef, run_actor
 from ._errors import SupervisorGaveUp
 
 __all__ = ["ChildSpec", "Restart", "Strategy", "Supervisor", "Child"]
+
+log = logging.getLogger("orchestra.actors.runtime")
 
 
 class Restart(enum.Enum):
@@ -282,6 +285,10 @@ class Supervisor:
         if crashed:
             state.last_crash = f"{type(exit.error).__name__}: {exit.error}"
             state.last_crash_at = trio.current_time()
+            log.warning(
+                "%s: child %s crashed (%s)", self.name, state.spec.id, state.last_crash,
+                exc_info=exit.error,
+            )
         restart = state.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not crashed):
             self._forget(state, "exited")

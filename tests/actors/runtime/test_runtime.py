@@ -325,3 +325,42 @@ async def test_outbox_delivers_in_order_and_ends(autojump_clock):
         await trio.testing.wait_all_tasks_blocked()
         box.close()
     assert got == [b"0", b"1", b"2", b"3", b"4", "end"]
+
+
+async def test_a_crash_fault_inside_a_drained_batch_fails_every_call_of_it(autojump_clock):
+    gate = trio.Event()
+
+    class Batcher(Actor):
+        max_batch = 100
+
+        async def handle_batch(self, calls):
+            if any(c.msg == "hold" for c in calls):
+                await gate.wait()
+            for call in calls:
+                call.reply("done")
+
+    ref = ActorRef("batcher")
+    outcomes = {}
+
+    async def caller(msg):
+        try:
+            outcomes[msg] = await ref.call(msg)
+        except ActorCrashed:
+            outcomes[msg] = "crashed"
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Supervisor("root", [ChildSpec.actor("batcher", ref, Batcher)]).run)
+        nursery.start_soon(caller, "hold")
+        await trio.testing.wait_all_tasks_blocked()
+        for msg in ("a", "b"):
+            nursery.start_soon(caller, msg)
+            await trio.testing.wait_all_tasks_blocked()
+        assert ref.inject_fault("crash")
+        for msg in ("c", "d"):
+            nursery.start_soon(caller, msg)
+            await trio.testing.wait_all_tasks_blocked()
+        gate.set()  # the next drain takes a, b, the fault, c and d at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert await ref.call("after") == "done"  # restarted
+        nursery.cancel_scope.cancel()
+    assert outcomes == {"hold": "done", "a": "crashed", "b": "crashed", "c": "crashed", "d": "crashed"}

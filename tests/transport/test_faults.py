@@ -1,0 +1,114 @@
+"""Fault injection: actors crash on purpose under load; the server recovers and loses nothing acknowledged."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio_websocket
+
+from tests.conftest import result_body
+
+
+async def _writers(server, tok, n_writers, per_writer, acked, failed):
+    async def writer(w):
+        for i in range(per_writer):
+            r = await server.request("POST", "/api/results", tok, result_body(agent_id=f"w{w}", n=i))
+            if r.status == 200:
+                acked.append(r.json()["id"])
+            else:
+                assert r.status in (500, 503), r.body
+                err = r.json()
+                assert err["code"] in ("INTERNAL", "UNAVAILABLE") and err["request_id"]
+                failed.append(err)
+
+    async with trio.open_nursery() as n:
+        for w in range(n_writers):
+            n.start_soon(writer, w)
+
+
+@pytest.mark.parametrize("target", ["project:p1", "store", "broker"])
+async def test_crash_under_writes_loses_nothing_acknowledged(server, target):
+    tok = server.token()
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    await server.request("POST", "/api/results", tok, result_body())  # project actor exists
+    acked: list[str] = []
+    failed: list[dict] = []
+
+    async def crasher():
+        for _ in range(3):
+            await trio.sleep(0.02)
+            r = await server.request("POST", "/api/admin/faults", admin, {"target": target, "kind": "crash"})
+            assert r.status == 200 and r.json() == {"target": target, "kind": "crash", "injected": True}
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as n:
+            n.start_soon(_writers, server, tok, 8, 25, acked, failed)
+            n.start_soon(crasher)
+    assert len(acked) + len(failed) == 200
+    assert len(acked) > 0
+    for rid in acked:  # every acknowledged result is there and intact
+        r = await server.request("GET", f"/api/results/{rid}", tok)
+        assert r.status == 200 and r.json()["id"] == rid
+    status = (await server.request("GET", "/status", admin)).json()
+    assert status["actors"]["restarts"] >= 3
+    assert (await server.request("GET", "/health")).json()["status"] == "healthy"
+    # cursors keep increasing after the restarts
+    r = (await server.request("GET", "/api/events/wait/agent_completed?timeout=0&since=0&limit=1000", tok)).json()
+    cursors = [e["cursor"] for e in r["events"]]
+    assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
+    assert {e["data"]["result_id"] for e in r["events"]} >= set(acked)
+
+
+async def test_delay_fault_then_service_resumes(server):
+    tok = server.token()
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    await server.request("POST", "/api/results", tok, result_body())
+    r = await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "delay", "ms": 300})
+    assert r.status == 200
+    t0 = trio.current_time()
+    r = await server.request("POST", "/api/results", tok, result_body())
+    assert r.status == 200 and trio.current_time() - t0 >= 0.25
+
+
+async def test_session_crash_closes_only_that_connection(server):
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    async with server.ws(server.token(sub="victim")) as victim, server.ws(server.token(sub="bystander")) as other:
+        assert (await victim.call("ping"))["ok"]
+        r = await server.request("POST", "/api/admin/faults", admin, {"target": "session:victim", "kind": "crash"})
+        assert r.status == 200
+        with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as info:
+            while True:
+                await victim.recv()
+        assert info.value.reason.code == 1011
+        assert (await other.call("ping"))["ok"]
+
+
+async def test_project_crash_tells_subscribers_to_resume_and_nothing_is_missed(server):
+    tok = server.token()
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    seen = []
+    last = None
+    async with server.ws(tok) as ws:
+        await ws.call("event.subscribe", event_types=["e"])
+        for i in range(3):
+            await server.request("POST", "/api/events/e", tok, {"data": {"n": i}})
+        for _ in range(3):
+            ev = (await ws.next_event())["event"]
+            seen.append(ev["data"]["n"])
+            last = ev["cursor"]
+        await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "crash"})
+        with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as info:
+            while True:
+                msg = await ws.recv()
+                if msg.get("op") == "event":
+                    seen.append(msg["event"]["data"]["n"])
+                    last = msg["event"]["cursor"]
+        assert info.value.reason.code == 1012 and "since=" in info.value.reason.reason
+    for i in range(3, 6):
+        r = await server.request("POST", "/api/events/e", tok, {"data": {"n": i}})
+        assert r.status == 200
+    async with server.ws(tok) as ws:
+        await ws.call("event.subscribe", event_types=["e"], since=last)
+        while len(seen) < 6:
+            seen.append((await ws.next_event())["event"]["data"]["n"])
+    assert seen == list(range(6))
