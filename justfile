@@ -1,0 +1,34 @@
+# Orchestra recipes. `pip install -e '.[dev]'` brings `just` (rust-just) into the venv.
+
+venv := ".venv"
+py := venv / "bin/python"
+
+# create the venv and install the project with its dev tools
+install:
+    python3 -m venv {{venv}}
+    {{venv}}/bin/pip install -q -e '.[dev]'
+
+# run the whole test suite (opt-in soaks: just test -m soak)
+test *ARGS:
+    {{venv}}/bin/pytest -q {{ARGS}}
+
+# run the server on the default port with a data dir under the user's data folder
+serve *ARGS:
+    {{venv}}/bin/orchestra serve {{ARGS}}
+
+# the fleet demo: arrives with the agents issue (ROADMAP 1)
+demo:
+    @echo "orchestra demo is not built yet (ROADMAP item 1); run: just serve" && exit 1
+
+# the live dashboard: arrives with the dashboard issue (ROADMAP 2)
+dashboard:
+    @echo "orchestra dashboard is not built yet (ROADMAP item 2); GET /status shows the figures" && exit 1
+
+# benchmarks: each figure next to the bare limit measured in the same run
+bench *ARGS:
+    {{py}} -m bench {{ARGS}}
+
+# ruff over everything, mypy over the actor runtime
+lint:
+    {{venv}}/bin/ruff check actors transport tests bench
+    {{venv}}/bin/mypy
