@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 SERVER_PUBLISHER = "orchestra"
+_MASK128 = (1 << 128) - 1
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class _Pending:
     reply: dict[str, Any]
     events: list[_Event] = field(default_factory=list)
     result: tuple[str, bytes] | None = None
+    stored_at: str = ""
 
 
 class ProjectActor(Actor):
@@ -226,6 +228,8 @@ class ProjectActor(Actor):
         self.subscriptions: dict[str, _Subscription] = {}
         self.waiters: list[_Waiter] = []
         self.next_sid = 0
+        self._id_base = uuid.uuid4().int
+        self._id_count = 0
         self.stats = {"results_stored": 0, "events_published": 0, "deliveries": 0, "commits": 0}
 
     # -- timers: waits that time out --
@@ -281,6 +285,11 @@ class ProjectActor(Actor):
 
     # -- results and events --
 
+    def _new_id(self) -> str:
+        """A UUID-shaped id, unique without a syscall per id: random base + counter."""
+        self._id_count += 1
+        return str(uuid.UUID(int=(self._id_base + self._id_count) & _MASK128, version=4))
+
     def _next_cursor(self) -> int:
         self.last_cursor += 1
         return self.last_cursor
@@ -296,7 +305,7 @@ class ProjectActor(Actor):
         cursor = self._next_cursor()
         expires_at = now + float(body["ttl_seconds"])
         event = {
-            "event_id": str(uuid.uuid4()),
+            "event_id": self._new_id(),
             "cursor": encode_cursor(cursor),
             "project_id": self.project_id,
             "event_type": event_type,
@@ -325,7 +334,7 @@ class ProjectActor(Actor):
     def _prepare_result(self, call: Call, msg: StoreResult) -> _Pending:
         now = self.wall_clock()
         body = msg.body
-        result_id = str(uuid.uuid4())
+        result_id = self._new_id()
         agent_type = body["agent_type"]
         next_agents = list(self.profiles.get(agent_type).next_agents)
         storage_path = f"{self.config.storage_location}#results/{result_id}"
@@ -365,7 +374,7 @@ class ProjectActor(Actor):
             "event_published": True,
             "event_cursor": ev.event["cursor"],
         }
-        return _Pending(call, reply, events=[ev], result=(result_id, encoded))
+        return _Pending(call, reply, events=[ev], result=(result_id, encoded), stored_at=record["stored_at"])
 
     async def _commit(self, pending: list[_Pending]) -> None:
         results = []
@@ -378,7 +387,7 @@ class ProjectActor(Actor):
                     ResultRow(
                         rid, self.project_id, body["issue_id"], body["agent_type"],
                         body["agent_id"], body["result"]["status"],
-                        orjson.loads(encoded)["stored_at"], encoded,
+                        p.stored_at, encoded,
                     )
                 )
             for ev in p.events:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +26,23 @@ _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _ID_MAX = 256
 
 
+_last_second: list[Any] = [None, ""]
+
+
 def iso_time(epoch: float) -> str:
-    """UTC, microseconds, 'Z': fixed width, so string order is time order."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC, microseconds, 'Z': fixed width, so string order is time order.
+
+    On the hot path of every result and event: the formatted second is reused while the
+    second lasts (a pure cache of a pure function).
+    """
+    second = int(epoch)
+    micros = int(round((epoch - second) * 1_000_000))
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    if _last_second[0] != second:
+        _last_second[0] = second
+        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_last_second[1]}.{micros:06d}Z"
 
 
 def iso_now() -> str:

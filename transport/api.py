@@ -186,6 +186,8 @@ class Api:
         self.m_restarts = prom.Gauge("orchestra_actor_restarts", "Actor restarts since start", registry=self.registry)
         self.events_published = 0
         self.results_stored = 0
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     def new_request_id(self) -> str:
         return f"req-{int(self.started_at):x}-{next(self.request_ids)}"
@@ -221,8 +223,14 @@ class Api:
         finally:
             elapsed = time.perf_counter() - started
             self.latency[name].add(elapsed)
-            self.m_requests.labels(name, status).inc()
-            self.m_latency.labels(name).observe(elapsed)
+            counter = self._counters.get((name, status))
+            if counter is None:
+                counter = self._counters[(name, status)] = self.m_requests.labels(name, status)
+            counter.inc()
+            histogram = self._histograms.get(name)
+            if histogram is None:
+                histogram = self._histograms[name] = self.m_latency.labels(name)
+            histogram.observe(elapsed)
 
     def _rate_limit(self, principal: Principal) -> list[tuple[bytes, bytes]]:
         profile = self.auth.profiles.get(principal.agent_type)

@@ -225,6 +225,9 @@ class Server:
                 return
 
     async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, timeout: float) -> Any:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:  # already buffered: no timeout scope needed
+            return None if event is h11.PAUSED else event
         with trio.fail_after(timeout):
             while True:
                 event = conn.next_event()
