@@ -12,7 +12,6 @@ import orjson
 import pytest
 import trio
 import trio_websocket
-
 from orchestra.actors.profiles import Profiles
 from orchestra.actors.project import ProjectConfig
 from orchestra.actors.session import SessionLimits
@@ -128,16 +127,17 @@ async def start_server(
     rate_limits: bool = False,
     fault_injection: bool = True,
     max_body_bytes: int = 1024 * 1024,
-    session: SessionLimits = SessionLimits(),
+    session: SessionLimits | None = None,
     profiles: Profiles | None = None,
     max_events: int = 10_000,
+    max_waiters: int = 10_000,
 ) -> Harness:
     profiles = profiles or Profiles()
     system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles,
-                                      project=ProjectConfig(max_events=max_events)))
+                                      project=ProjectConfig(max_events=max_events, max_waiters=max_waiters)))
     api = Api(system, Auth(SECRET, profiles), ApiConfig(
         rate_limits=rate_limits, fault_injection=fault_injection, max_body_bytes=max_body_bytes))
-    server = Server(api, ServerConfig(max_body_bytes=max_body_bytes, session=session))
+    server = Server(api, ServerConfig(max_body_bytes=max_body_bytes, session=session or SessionLimits()))
     await nursery.start(system.run)
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     await nursery.start(server.serve, listeners)

@@ -6,8 +6,8 @@ import time
 
 import jwt
 import trio
-
 from orchestra.actors.events import decode_cursor
+
 from tests.conftest import SECRET, result_body, start_server
 
 
@@ -225,3 +225,59 @@ async def test_admin_status_detail_and_faults(server):
     assert r.status == 400
     r = await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "melt"})
     assert r.status == 400
+
+
+async def test_profiles_drive_chaining_and_rate_limits(nursery, tmp_path):
+    from orchestra.actors.profiles import Profiles
+
+    path = tmp_path / "profiles.toml"
+    path.write_text('[profiles.planner]\nnext_agents = ["builder", "checker"]\nrate_per_second = 1\nburst = 2\n')
+    h = await start_server(nursery, tmp_path / "d", rate_limits=True, profiles=Profiles.load(path))
+    tok = h.token(agent_type="planner", sub="planner-1")
+    body = {**result_body(), "agent_type": "planner"}
+    r = await h.request("POST", "/api/results", tok, body)
+    assert r.json()["next_agents"] == ["builder", "checker"]
+    r = await h.request("GET", "/api/events/wait/agent_completed?timeout=0", tok)
+    assert r.json()["events"][0]["data"]["next_agents"] == ["builder", "checker"]
+    r = await h.request("GET", "/api/results", tok)
+    assert r.status == 429 and r.json()["limit"] == 2
+
+
+async def test_spawn_and_agent_status(server):
+    arch = server.token(agent_type="chief-architect", sub="arch")
+    r = await server.request("POST", "/api/agents/spawn", arch, {"agent_type": "python-specialist", "issue_id": "i"})
+    assert r.status == 409 and r.json()["code"] == "AGENT_001"
+    r = await server.request("POST", "/api/agents/spawn", server.token(), {"agent_type": "x", "issue_id": "i"})
+    assert r.status == 403 and r.json()["code"] == "AUTH_003"
+    r = await server.request("GET", "/api/agents/nobody/status", arch)
+    assert r.status == 404 and r.json()["code"] == "NOT_FOUND"
+
+
+async def test_full_bounds_answer_503_not_a_hang(nursery, tmp_path):
+    h = await start_server(nursery, tmp_path / "d", max_waiters=1)
+    results = []
+
+    async def wait(sub):
+        results.append(await h.request("GET", "/api/events/wait/never?timeout=1000", h.token(sub=sub)))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(wait, "first")
+        await trio.sleep(0.1)  # the first wait holds the only place
+        for i in range(2):
+            n.start_soon(wait, f"more{i}")
+    refused = [r for r in results if r.status == 503]
+    assert len(refused) == 2
+    assert all(r.json()["code"] == "UNAVAILABLE" and r.json()["retry_after_seconds"] > 0 for r in refused)
+    assert all(r.headers["retry-after"] == "1" for r in refused)
+    [served] = [r for r in results if r.status == 200]
+    assert served.json()["timeout"] is True
+
+
+async def test_admin_queries_every_project(server):
+    await server.request("POST", "/api/results", server.token("alpha"), result_body())
+    await server.request("POST", "/api/results", server.token("beta"), result_body())
+    admin = server.token("*", agent_type="dashboard", admin=True, sub="dash")
+    r = (await server.request("GET", "/api/results", admin)).json()
+    assert {x["project_id"] for x in r["results"]} == {"alpha", "beta"}
+    r = (await server.request("GET", "/api/results?project_id=beta", admin)).json()
+    assert {x["project_id"] for x in r["results"]} == {"beta"}

@@ -6,8 +6,8 @@ import orjson
 import pytest
 import trio
 import trio_websocket
-
 from orchestra.actors.session import SessionLimits
+
 from tests.conftest import result_body, start_server
 
 
@@ -204,3 +204,29 @@ async def test_frame_over_limit_closes_1009(nursery, tmp_path):
         with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as info:
             await ws.recv()
         assert info.value.reason.code == 1009
+
+
+async def test_expired_events_are_never_delivered_again(server):
+    tok = server.token()
+    await server.request("POST", "/api/events/short", tok, {"ttl_seconds": 0.2, "data": {"n": 1}})
+    await server.request("POST", "/api/events/short", tok, {"data": {"n": 2}})
+    await trio.sleep(0.4)
+    r = (await server.request("GET", "/api/events/wait/short?timeout=0&since=0", tok)).json()
+    assert [e["data"]["n"] for e in r["events"]] == [2]
+    async with server.ws(tok) as ws:
+        await ws.call("event.subscribe", event_types=["short"], since="0")
+        assert (await ws.next_event())["event"]["data"]["n"] == 2
+
+
+async def test_retention_cap_and_explicit_recovery_flag(nursery, tmp_path):
+    h = await start_server(nursery, tmp_path / "d", max_events=5)
+    tok = h.token()
+    for i in range(8):
+        await h.request("POST", "/api/events/capped", tok, {"data": {"n": i}})
+    r = (await h.request("GET", "/api/events/wait/capped?timeout=0&since=0&limit=100", tok)).json()
+    assert [e["data"]["n"] for e in r["events"]] == [3, 4, 5, 6, 7]
+    async with h.ws(tok) as ws:
+        old = await ws.call("event.subscribe", event_types=["capped"], since="0")
+        assert old["result"]["recovered"] is False  # said, never a silent gap
+        recent = await ws.call("event.subscribe", event_types=["capped"], since=r["events"][0]["cursor"])
+        assert recent["result"]["recovered"] is True

@@ -1,0 +1,134 @@
+"""Rate limiter, JWT checks and profile loading: pure, no server."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from orchestra.actors.profiles import ProfileError, Profiles
+from orchestra.transport.auth import Auth, load_secret
+from orchestra.transport.errors import ApiError
+from orchestra.transport.ratelimit import RateLimiter
+
+
+def test_token_bucket_refills_at_its_rate():
+    rl = RateLimiter()
+    decisions = [rl.take("a", rate=10, burst=5, now=0.0) for _ in range(6)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False]
+    assert decisions[4].remaining == 0
+    assert decisions[5].retry_after == pytest.approx(0.1)
+    assert rl.take("a", 10, 5, now=0.1).allowed  # one token back after 1/rate
+    assert not rl.take("a", 10, 5, now=0.1).allowed
+    assert rl.take("b", 10, 5, now=0.1).allowed  # buckets are per key
+    full = rl.take("a", 10, 5, now=100.0)
+    assert full.allowed and full.remaining == 4  # never above the burst
+
+
+def test_buckets_are_bounded():
+    rl = RateLimiter(max_keys=3)
+    for key in "abcd":
+        rl.take(key, 1, 1, 0.0)
+    assert len(rl._buckets) == 3
+
+
+def _claims(**kw):
+    return {"sub": "a1", "agent_type": "python-specialist", "project_id": "p1",
+            "exp": int(time.time()) + 60, **kw}
+
+
+def test_hs256_and_permissions_from_profile():
+    auth = Auth(b"k" * 32, Profiles())
+    p = auth.verify(jwt.encode(_claims(), b"k" * 32, algorithm="HS256"))
+    assert p.permissions == {"read_context", "write_results", "publish_events"}
+    arch = auth.verify(jwt.encode(_claims(agent_type="chief-architect"), b"k" * 32, algorithm="HS256"))
+    assert "spawn_agents" in arch.permissions
+    explicit = auth.verify(jwt.encode(_claims(permissions=["read_context"]), b"k" * 32, algorithm="HS256"))
+    assert explicit.permissions == {"read_context"}
+    with pytest.raises(ApiError) as info:
+        auth.verify(jwt.encode(_claims(project_id="*"), b"k" * 32, algorithm="HS256"))
+    assert info.value.code == "AUTH_001"
+
+
+def test_leeway_is_at_most_one_second():
+    auth = Auth(b"k" * 32, Profiles())
+    ok = jwt.encode(_claims(exp=int(time.time()) - 0), b"k" * 32, algorithm="HS256")
+    auth.verify(ok, now=time.time())
+    late = jwt.encode(_claims(exp=int(time.time()) - 3), b"k" * 32, algorithm="HS256")
+    with pytest.raises(ApiError) as info:
+        auth.verify(late)
+    assert info.value.code == "AUTH_002"
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_asymmetric_keys_by_configuration(alg):
+    if alg == "RS256":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif alg == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    token = jwt.encode(_claims(), key, algorithm=alg)
+    assert Auth(None, Profiles(), public_key=public, public_algorithm=alg).verify(token).sub == "a1"
+    with pytest.raises(ApiError):  # not configured: refused
+        Auth(b"k" * 32, Profiles()).verify(token)
+    hs = jwt.encode(_claims(), b"k" * 32, algorithm="HS256")
+    with pytest.raises(ApiError):  # HS256 not configured on a public-key-only server
+        Auth(None, Profiles(), public_key=public, public_algorithm=alg).verify(hs)
+
+
+def test_secret_file_is_created_once_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.delenv("ORCHESTRA_JWT_SECRET", raising=False)
+    first = load_secret(tmp_path)
+    assert (tmp_path / "jwt.secret").stat().st_mode & 0o777 == 0o600
+    assert load_secret(tmp_path) == first
+    monkeypatch.setenv("ORCHESTRA_JWT_SECRET", "from-env")
+    assert load_secret(tmp_path) == b"from-env"
+
+
+def test_profiles_toml_overrides_and_adds(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[profiles.python-specialist]\nrate_per_second = 2\nburst = 3\nnext_agents = ["security-auditor"]\n\n'
+        '[profiles.data-scientist]\npermissions = ["read_context"]\ncommand = ["python", "-m", "agent"]\n'
+    )
+    profiles = Profiles.load(path)
+    py = profiles.get("python-specialist")
+    assert (py.rate_per_second, py.burst, py.next_agents) == (2.0, 3, ("security-auditor",))
+    assert py.permissions == {"read_context", "write_results", "publish_events"}  # kept
+    ds = profiles.get("data-scientist")
+    assert ds.permissions == {"read_context"} and ds.command == ("python", "-m", "agent")
+    assert profiles.get("never-heard-of").permissions == {"read_context", "write_results", "publish_events"}
+
+
+def test_profiles_json_in_the_seed_shape(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('[{"agent_type": "go-specialist", "model": "m1", "capabilities": ["go"],'
+                    ' "context_requirements": ["**/*.go", "concurrency"], "event_subscriptions": ["x"],'
+                    ' "permissions": ["read_context", "spawn_agents"], "authority_level": "high"}]')
+    go = Profiles.load(path).get("go-specialist")
+    assert go.model == "m1" and go.context_globs == ("**/*.go",) and go.context_keywords == ("concurrency",)
+    assert go.permissions == {"read_context", "spawn_agents"} and go.authority_level == "high"
+
+
+@pytest.mark.parametrize(
+    "text, suffix, message",
+    [
+        ('[profiles.x]\nburst = "many"\n', ".toml", "line 2: [profiles.x]: burst: must be an integer"),
+        ('[profiles.x]\ncolour = "red"\n', ".toml", "colour: unknown key"),
+        ('[profiles.x]\npermissions = ["admin"]\n', ".toml", "'admin' comes only from a token"),
+        ('[profiles.x]\npermissions = ["fly"]\n', ".toml", "unknown permission 'fly'"),
+        ('[{"agent_type": "x", "rate_per_second": 0}]', ".json", "entry #1: rate_per_second: must be a number > 0"),
+        ('[{"agent_type": "x",}]', ".json", "line 1"),
+        ('{"nope": 1}', ".json", "expected a list of profiles"),
+    ],
+)
+def test_profile_errors_name_file_line_and_key(tmp_path, text, suffix, message):
+    path = tmp_path / f"profiles{suffix}"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as info:
+        Profiles.load(path)
+    assert str(path) in str(info.value) and message in str(info.value)
