@@ -4,7 +4,8 @@
     ├── store      StoreActor      permanent   the only writer of the durable store
     ├── projects   Supervisor      permanent   one ProjectActor per project id, started on demand
     ├── broker     BrokerActor     permanent   starts project actors under ``projects``
-    └── sessions   Supervisor      permanent   one SessionActor per WebSocket connection (temporary)
+    ├── sessions   Supervisor      permanent   one SessionActor per WebSocket connection (temporary)
+    └── contexts   Supervisor      permanent   one ContextActor per project, started on first use
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import trio
 
 from .broker import BrokerActor, EnsureProject, project_child_id
+from .context.actor import ContextActor, ContextStats
 from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats
 from .runtime import ActorRef, ChildSpec, Supervisor
@@ -31,6 +33,9 @@ class SystemConfig:
     project: ProjectConfig = field(default_factory=ProjectConfig)
     synchronous: str = "NORMAL"
     mailbox_size: int = 4096
+    #: code base per project id; others use ``default_root``
+    roots: dict[str, Path] = field(default_factory=dict)
+    default_root: Path = field(default_factory=Path.cwd)
     max_restarts: int = 20
     restart_period: float = 60.0
 
@@ -51,6 +56,9 @@ class ActorSystem:
             "projects", max_restarts=config.max_restarts, period=config.restart_period
         )
         self.sessions = Supervisor("sessions", max_restarts=1_000_000, period=1.0)
+        self.contexts = Supervisor(
+            "contexts", max_restarts=config.max_restarts, period=config.restart_period
+        )
 
         def make_project(project_id: str) -> ProjectActor:
             return ProjectActor(project_id, self.store, config.profiles, project_config)
@@ -68,6 +76,7 @@ class ActorSystem:
                     lambda: BrokerActor(self.projects, make_project, mailbox_size=config.mailbox_size),
                 ),
                 ChildSpec("sessions", lambda: self.sessions),
+                ChildSpec("contexts", lambda: self.contexts),
             ],
             max_restarts=config.max_restarts,
             period=config.restart_period,
@@ -83,6 +92,43 @@ class ActorSystem:
             return ref
         return await self.broker.call(EnsureProject(project_id), timeout=timeout)  # type: ignore[no-any-return]
 
+    def root_of(self, project_id: str) -> Path:
+        return self.config.roots.get(project_id, self.config.default_root)
+
+    async def context(self, project_id: str) -> ActorRef:
+        """The ref of a project's context actor, starting it on first use."""
+        child_id = f"context:{project_id}"
+        ref = self.contexts.lookup(child_id)
+        if ref is not None:
+            return ref
+        ref = ActorRef(child_id, mailbox_size=self.config.mailbox_size)
+        root = self.root_of(project_id)
+        try:
+            await self.contexts.start_child(ChildSpec.actor(
+                child_id, ref,
+                lambda: ContextActor(project_id, root, self.store, self.config.profiles),
+            ))
+        except ValueError:  # started meanwhile by another request
+            pass
+        found = self.contexts.lookup(child_id)
+        assert found is not None
+        return found
+
+    async def context_stats(self) -> dict[str, Any]:
+        hits = misses = 0
+        for child in self.contexts.child_ids():
+            ref = self.contexts.lookup(child)
+            if ref is None:
+                continue
+            try:
+                stats = await ref.call(ContextStats(), timeout=2)
+            except Exception:  # a restarting context actor: leave it out of the figures
+                continue
+            hits += stats["hits"]
+            misses += stats["misses"]
+        total = hits + misses
+        return {"hits": hits, "misses": misses, "hit_rate": round(hits / total, 4) if total else None}
+
     def running_projects(self) -> list[str]:
         return [c.split(":", 1)[1] for c in self.projects.child_ids()]
 
@@ -94,6 +140,8 @@ class ActorSystem:
             return self.broker
         if target.startswith("project:"):
             return self.projects.lookup(target)
+        if target.startswith("context:"):
+            return self.contexts.lookup(target)
         if target.startswith("session:"):
             sub = target.split(":", 1)[1]
             for child in self.sessions.child_ids():

@@ -21,6 +21,8 @@ import orjson
 import prometheus_client as prom
 import trio
 
+from ..actors.context.actor import ClearContext, ContextGet
+from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
 from ..actors.errors import InvalidRequest, NotFound
 from ..actors.events import EventFilter, decode_cursor
 from ..actors.project import (
@@ -282,6 +284,7 @@ class Api:
             "events": {"total_published": self.events_published},
             "performance": {name: lat.summary() for name, lat in sorted(self.latency.items())},
             "actors": {"restarts": self.system.root.total_restarts()},
+            "context_cache": await self.system.context_stats(),
         }
         if principal is not None and principal.is_admin:
             detail = await self.system.project_stats()
@@ -482,6 +485,36 @@ async def op_event_unsubscribe(api: Api, p: Principal, args: dict[str, Any], c: 
     return {}
 
 
+async def op_context_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    issue_id = _str_arg(args, "issue_id")
+    agent_type = _str_arg(args, "agent_type", required=False) or p.agent_type
+    task = _str_arg(args, "task", required=False) or ""
+    raw = args.get("max_bytes")
+    if raw not in (None, ""):
+        try:
+            max_bytes = int(raw)
+        except (TypeError, ValueError):
+            raise InvalidRequest("max_bytes", f"'max_bytes' must be an integer from {MIN_BYTES} to {MAX_BYTES}") from None
+        if isinstance(raw, bool) or max_bytes < MIN_BYTES:
+            raise InvalidRequest("max_bytes", f"'max_bytes' must be an integer from {MIN_BYTES} to {MAX_BYTES}")
+        if max_bytes > MAX_BYTES:
+            raise ApiError(413, "CTX_002", f"max_bytes {max_bytes} is over the maximum of {MAX_BYTES}", limit=MAX_BYTES)
+    else:
+        max_bytes = DEFAULT_BYTES
+    project = p.project_for(_str_arg(args, "project_id", required=False))
+    ref = await api.system.context(project)
+    return await ref.call(  # type: ignore[no-any-return]
+        ContextGet(issue_id, agent_type, task, max_bytes), timeout=api.config.call_timeout * 2
+    )
+
+
+async def op_cache_clear(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    issue_id = _str_arg(args, "issue_id")
+    project = p.project_for(_str_arg(args, "project_id", required=False))
+    ref = await api.system.context(project)
+    return await ref.call(ClearContext(issue_id), timeout=api.config.call_timeout)  # type: ignore[no-any-return]
+
+
 async def op_agent_spawn(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     agent_type = _str_arg(args, "agent_type")
     _str_arg(args, "issue_id")
@@ -559,6 +592,8 @@ OPS: dict[str, Op] = {
         Op("event.wait", op_event_wait, mode="blocking"),
         Op("event.subscribe", op_event_subscribe),
         Op("event.unsubscribe", op_event_unsubscribe),
+        Op("context.get", op_context_get, "read_context", mode="blocking"),
+        Op("cache.clear", op_cache_clear, "read_context"),
         Op("agent.spawn", op_agent_spawn, "spawn_agents"),
         Op("agent.status", op_agent_status),
         Op("auth.refresh", op_auth_refresh, mode="inline", rate_limited=False),

@@ -124,13 +124,14 @@ def _serve(args: argparse.Namespace) -> int:
         profiles=profiles,
         project=ProjectConfig(max_events=args.event_retention),
         synchronous=args.sync.upper(),
+        roots=_project_map(args.project),
+        default_root=args.root.resolve(),
     ))
     api = Api(system, auth, ApiConfig(
         rate_limits=not args.no_rate_limits,
         fault_injection=args.fault_injection,
         max_body_bytes=args.max_body_bytes,
     ))
-    api.roots = {"default": args.root.resolve(), **_project_map(args.project)}  # type: ignore[attr-defined]
     server = Server(api, ServerConfig(max_body_bytes=args.max_body_bytes))
     try:
         return trio.run(_serve_async, args.host, args.port, system, api, server)

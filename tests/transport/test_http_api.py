@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import jwt
+import orjson
 import trio
 from orchestra.actors.events import decode_cursor
 
@@ -281,3 +282,42 @@ async def test_admin_queries_every_project(server):
     assert {x["project_id"] for x in r["results"]} == {"alpha", "beta"}
     r = (await server.request("GET", "/api/results?project_id=beta", admin)).json()
     assert {x["project_id"] for x in r["results"]} == {"beta"}
+
+
+async def test_context_route_cache_and_invalidation(nursery, tmp_path):
+    from orchestra.actors.profiles import Profiles
+
+    from tests.actors.test_context import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
+    h.system.config.roots["p1"] = repo
+    tok = h.token()
+    url = "/api/context/ISS-9/python-specialist?task=jwt%20token%20expiry&max_bytes=65536"
+    first = await h.request("GET", url, tok)
+    assert first.status == 200, first.body
+    body = first.json()
+    assert body["cache_hit"] is False and body["context"]["relevant_files"][0]["path"] == "app/auth/tokens.py"
+    assert len(first.body) <= 65536
+    again = await h.request("GET", url, tok)
+    assert again.json()["cache_hit"] is True
+    # a new result for the issue invalidates
+    await h.request("POST", "/api/results", tok, {**result_body(issue="ISS-9"), "result": {"status": "ok", "touched": "app/http/router.py"}})
+    third = (await h.request("GET", url, tok)).json()
+    assert third["cache_hit"] is False and third["context"]["previous_agent_outputs"][0]["issue_id"] == "ISS-9"
+    # a changed file invalidates (after the next sweep)
+    (repo / "app/auth/tokens.py").write_text("def verify_jwt_token(token):\n    return 'changed'\n")
+    await trio.sleep(2.1)
+    fourth = (await h.request("GET", url, tok)).json()
+    assert fourth["cache_hit"] is False and "changed" in fourth["context"]["relevant_files"][0]["content"]
+    r = await h.request("DELETE", "/api/cache/context/ISS-9", tok)
+    assert r.json()["cleared"] is True and r.json()["entries_removed"] >= 1
+    for bad, code in [("max_bytes=10", "REQ_001"), ("max_bytes=x", "REQ_001"), ("max_bytes=5000000", "CTX_002")]:
+        r = await h.request("GET", f"/api/context/ISS-9/python-specialist?{bad}", tok)
+        assert r.json()["code"] == code, bad
+    assert (await h.request("GET", "/api/context/ISS-9/python-specialist?max_bytes=5000000", tok)).status == 413
+    status = (await h.request("GET", "/status")).json()
+    assert status["context_cache"]["hits"] >= 1
+    async with h.ws(tok) as ws:
+        r = await ws.call("context.get", issue_id="ISS-9", task="jwt", max_bytes=4096)
+        assert r["ok"] and len(orjson.dumps(r["result"])) <= 4096

@@ -1,0 +1,102 @@
+"""The context actor: one per project; owns that project's index and answer cache.
+
+Indexing, sweeps and ranking run in a worker thread, so the event loop never stalls. Identical
+requests arriving together are computed once (the actor serves them one at a time and the
+second finds the first's answer cached). An answer is cached under the index generation and the
+ids of the issue's stored results, so a changed file or a new result makes a new entry.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from ..profiles import Profiles
+from ..runtime import Actor, ActorRef
+from ..store import QueryResults
+from .engine import ContextEngine
+from .ranking import Signals
+
+__all__ = ["ContextActor", "ContextGet", "ClearContext", "ContextStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextGet:
+    issue_id: str
+    agent_type: str
+    task: str
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearContext:
+    issue_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextStats:
+    pass
+
+
+class ContextActor(Actor):
+    def __init__(self, project_id: str, root: Path, store: ActorRef, profiles: Profiles,
+                 cache_size: int = 256) -> None:
+        self.project_id = project_id
+        self.root = root
+        self.store = store
+        self.profiles = profiles
+        self.cache_size = cache_size
+        self.limiter = trio.CapacityLimiter(1)
+
+    async def on_start(self) -> None:
+        self.engine = ContextEngine(self.root)
+        self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    async def handle(self, msg: Any) -> Any:
+        if isinstance(msg, ContextGet):
+            return await self._get(msg)
+        if isinstance(msg, ClearContext):
+            keys = [k for k in self.cache if k[0] == msg.issue_id]
+            for k in keys:
+                del self.cache[k]
+            return {"cleared": True, "entries_removed": len(keys)}
+        if isinstance(msg, ContextStats):
+            total = self.hits + self.misses
+            return {"hits": self.hits, "misses": self.misses, "entries": len(self.cache),
+                    "hit_rate": round(self.hits / total, 4) if total else None,
+                    "indexed_files": len(self.engine.index.files)}
+        raise TypeError(f"unexpected message {msg!r}")
+
+    async def _get(self, msg: ContextGet) -> bytes:
+        generation = await trio.to_thread.run_sync(self.engine.refresh, limiter=self.limiter)
+        rows = await self.store.call(
+            QueryResults(project_id=self.project_id, issue_id=msg.issue_id, limit=20), timeout=30
+        )
+        key = (msg.issue_id, msg.agent_type, msg.task, msg.max_bytes, generation,
+               tuple(seq for seq, _ in rows))
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            self.cache.move_to_end(key)
+            return cached.replace(b'"cache_hit":false', b'"cache_hit":true ', 1)
+        self.misses += 1
+        previous = [orjson.loads(body) for _, body in rows]
+        profile = self.profiles.get(msg.agent_type)
+        prefer = "test" if "test" in msg.agent_type else "doc" if "doc" in msg.agent_type else None
+        signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords, prefer_kind=prefer)
+        body = await trio.to_thread.run_sync(
+            self.engine.build, msg.issue_id, msg.agent_type, msg.task, msg.max_bytes, previous,
+            signals, limiter=self.limiter,
+        )
+        encoded = orjson.dumps(body)
+        self.cache[key] = encoded
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return encoded

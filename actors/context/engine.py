@@ -1,0 +1,194 @@
+"""Assembling a context answer within a byte budget. Runs in a worker thread."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..records import iso_time
+from .gitinfo import files_of_commits_mentioning, git_context
+from .index import ProjectIndex, language_of, tokenize
+from .manifests import project_metadata
+from .ranking import Signals, rank
+
+__all__ = ["ContextEngine", "MAX_BYTES", "MIN_BYTES", "DEFAULT_BYTES"]
+
+DEFAULT_BYTES = 262_144
+MIN_BYTES = 1024
+MAX_BYTES = 4_194_304
+MAX_RELEVANT = 50
+WINDOW_LINES = 12
+
+
+def cut_utf8(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` within ``max_bytes`` of UTF-8, never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max(0, max_bytes)].decode("utf-8", "ignore")
+
+
+def _size(obj: Any) -> int:
+    return len(orjson.dumps(obj))
+
+
+def windows(text: str, terms: set[str], budget: int) -> str:
+    """The lines around the lines that mention ``terms``, within ``budget`` bytes."""
+    lines = text.splitlines()
+    hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
+    if not hits:
+        return cut_utf8(text, budget)
+    spans: list[list[int]] = []
+    for i in hits:
+        lo, hi = max(0, i - WINDOW_LINES // 2), min(len(lines), i + WINDOW_LINES // 2 + 1)
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = hi
+        else:
+            spans.append([lo, hi])
+    out, used = [], 0
+    for lo, hi in spans:
+        piece = f"... lines {lo + 1}-{hi} ...\n" + "\n".join(lines[lo:hi]) + "\n"
+        size = len(piece.encode("utf-8"))
+        if used + size > budget:
+            out.append(cut_utf8(piece, budget - used))
+            break
+        out.append(piece)
+        used += size
+    return "".join(out)
+
+
+class ContextEngine:
+    """One project root: its index, refreshed by stat sweeps at most every ``sweep_interval``."""
+
+    def __init__(self, root: Path, sweep_interval: float = 2.0) -> None:
+        self.root = root.resolve()
+        self.index = ProjectIndex(self.root)
+        self.sweep_interval = sweep_interval
+        self.last_sweep = -1e9
+
+    def refresh(self, force: bool = False) -> int:
+        now = time.monotonic()
+        if force or now - self.last_sweep >= self.sweep_interval:
+            self.index.refresh()
+            self.last_sweep = now
+        return self.index.generation
+
+    def build(
+        self,
+        issue_id: str,
+        agent_type: str,
+        task: str,
+        max_bytes: int,
+        previous: list[dict[str, Any]],
+        signals: Signals,
+    ) -> dict[str, Any]:
+        index = self.index
+        paths = sorted(index.files)
+        directories = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
+        git = git_context(self.root)
+        mentioned = set(signals.mentioned)
+        for rec in previous:
+            blob = orjson.dumps(rec.get("result", {})).decode()
+            mentioned.update(p for p in paths if p in blob)
+        mentioned |= files_of_commits_mentioning(self.root, issue_id) & set(paths)
+        uncommitted = {c["path"] for c in git["uncommitted_changes"]}
+        sig = Signals(task=task or issue_id, mentioned=frozenset(mentioned),
+                      uncommitted=frozenset(uncommitted), globs=signals.globs,
+                      keywords=signals.keywords, prefer_kind=signals.prefer_kind)
+        ranked = rank(index, sig)[:MAX_RELEVANT]
+        body: dict[str, Any] = {
+            "issue_id": issue_id,
+            "agent_type": agent_type,
+            "context": {
+                "project_structure": {
+                    "root": str(self.root),
+                    "files": paths,
+                    "directories": directories,
+                    "total_files": len(paths),
+                    "total_size_bytes": sum(f.size for f in index.files.values()),
+                },
+                "relevant_files": [],
+                "git_context": {k: git[k] for k in ("branch", "recent_commits", "uncommitted_changes")},
+                "previous_agent_outputs": previous,
+                "metadata": project_metadata(self.root, paths),
+            },
+            "truncated": False,
+            "truncation_strategy": None,
+            "total_size_bytes": 0,
+            "file_count": 0,
+            "cache_hit": False,
+            "timestamp": iso_time(time.time()),
+        }
+        limit = max_bytes - 64  # room for the figures filled in last
+        strategies: list[str] = []
+        ctx = body["context"]
+        # 1. the skeleton must fit: shorten the listing, then history, then outputs
+        if _size(body) > limit:
+            strategies.append("structure_listing_shortened")
+            ctx["project_structure"]["listing_truncated"] = True
+            files = ctx["project_structure"]["files"]
+            while files and _size(body) > limit:
+                del files[len(files) // 2 :]
+                ctx["project_structure"]["directories"] = ctx["project_structure"]["directories"][: len(files)]
+        for key, name in (("recent_commits", "git_history_shortened"),):
+            items = ctx["git_context"][key]
+            while items and _size(body) > limit:
+                items.pop()
+                if name not in strategies:
+                    strategies.append(name)
+        outputs = ctx["previous_agent_outputs"]
+        while outputs and _size(body) > limit:
+            outputs.pop()  # oldest last: newest kept
+            if "older_outputs_dropped" not in strategies:
+                strategies.append("older_outputs_dropped")
+        # 2. files by priority: named, then by rank; windows for those that do not fit whole
+        terms = set(tokenize(task))
+        used = _size(body)
+        for score, path, _named in ranked:
+            entry = index.files[path]
+            full = index.safe_path(path)
+            if full is None:
+                continue
+            try:
+                text = full.read_bytes().decode("utf-8", "replace")
+            except OSError:
+                continue
+            record = {
+                "path": path, "content": "", "size": entry.size,
+                "last_modified": iso_time(entry.mtime), "language": language_of(path),
+                "checksum": "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                "relevance": round(score, 3),
+            }
+            overhead = _size(record) + 2
+            room = limit - used - overhead
+            if room < 200:
+                if "ranked_files_dropped" not in strategies:
+                    strategies.append("ranked_files_dropped")
+                continue
+            record["content"] = text
+            size = _size(record) + 1
+            if used + size > limit:
+                excerpt = windows(text, terms, room)
+                record["content"] = excerpt
+                record["excerpt"] = True
+                while _size(record) + 1 + used > limit and record["content"]:
+                    record["content"] = cut_utf8(record["content"], int(len(record["content"].encode()) * 0.9) - 16)
+                if "large_files_windowed" not in strategies:
+                    strategies.append("large_files_windowed")
+                size = _size(record) + 1
+                if used + size > limit:
+                    continue
+            ctx["relevant_files"].append(record)
+            used += size
+        body["file_count"] = len(ctx["relevant_files"])
+        if strategies:
+            body["truncated"] = True
+            body["truncation_strategy"] = "+".join(strategies)
+        body["total_size_bytes"] = _size(body)
+        body["total_size_bytes"] = _size(body)
+        assert body["total_size_bytes"] <= max_bytes
+        return body

@@ -1,0 +1,135 @@
+"""The context engine on small handmade repositories whose right answers are known."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+from orchestra.actors.context.engine import ContextEngine, cut_utf8
+from orchestra.actors.context.index import ProjectIndex, tokenize
+from orchestra.actors.context.ranking import Signals, rank
+
+
+def make_repo(root: Path, git: bool = True) -> Path:
+    files = {
+        "app/auth/tokens.py": "def verify_jwt_token(token):\n    '''Check the JWT signature and expiry.'''\n    return decode(token)\n",
+        "app/billing/invoice.py": "class InvoiceGenerator:\n    def render_pdf(self):\n        pass\n",
+        "app/http/router.py": "def route_request(path):\n    return handlers[path]\n",
+        "tests/test_tokens.py": "from app.auth.tokens import verify_jwt_token\n\ndef test_expired():\n    assert verify_jwt_token('x')\n",
+        "docs/auth.md": "# Tokens\nHow JWT token verification works.\n",
+        "pyproject.toml": '[project]\nname = "demo"\ndependencies = ["pyjwt>=2", "httpx"]\n',
+        "README.md": "Demo project\n",
+        "build/generated.py": "ignored = True\n",
+        "assets/logo.png": "\x89PNG\x00\x00binary",
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / ".gitignore").write_text("build/\n")
+    if git:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+        subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, env=env)
+        subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
+        subprocess.run(["git", "-C", str(root), "commit", "-qm", "ISS-9 initial import"], check=True, env=env)
+    return root
+
+
+def test_identifiers_are_split():
+    assert {"parse", "http", "request", "parsehttprequest"} <= set(tokenize("parseHTTPRequest"))
+    assert {"verify", "jwt", "token"} <= set(tokenize("verify_jwt_token"))
+
+
+@pytest.mark.parametrize("git", [True, False])
+def test_listing_honours_ignores_and_marks_binaries(tmp_path, git):
+    index = ProjectIndex(make_repo(tmp_path, git))
+    index.refresh()
+    assert "build/generated.py" not in index.files
+    assert "app/auth/tokens.py" in index.files
+    assert index.files["assets/logo.png"].binary
+
+
+def test_ranking_puts_the_right_file_first(tmp_path):
+    index = ProjectIndex(make_repo(tmp_path))
+    index.refresh()
+    ranked = [p for _, p, _ in rank(index, Signals(task="JWT token verification fails for expired tokens"))]
+    assert ranked[0] == "app/auth/tokens.py"  # source above its test and its docs
+    assert ranked.index("app/auth/tokens.py") < ranked.index("docs/auth.md")
+    assert "app/billing/invoice.py" not in ranked[:3]
+    # a test engineer gets the tests of the ranked module first
+    tester = [p for _, p, _ in rank(index, Signals(task="JWT token verification", prefer_kind="test"))]
+    assert tester[0] == "tests/test_tokens.py"
+    # a file the task names comes first whatever its score
+    named = [p for _, p, _ in rank(index, Signals(task="fix the layout in invoice.py"))]
+    assert named[0] == "app/billing/invoice.py"
+    # files named by earlier agents' results of the issue are raised
+    mentioned = [p for _, p, _ in rank(index, Signals(task="routing", mentioned=frozenset({"app/http/router.py"})))]
+    assert mentioned[0] == "app/http/router.py"
+
+
+def test_escapes_are_refused(tmp_path):
+    root = make_repo(tmp_path / "repo", git=False)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("TOP SECRET")
+    os.symlink(outside, root / "link.txt")
+    os.symlink(tmp_path, root / "up")
+    index = ProjectIndex(root)
+    assert index.safe_path("../secret.txt") is None
+    assert index.safe_path("/etc/passwd") is None
+    assert index.safe_path("link.txt") is None
+    assert index.safe_path("up/secret.txt") is None
+    index.refresh()
+    assert "link.txt" not in index.files
+    body = ContextEngine(root).build("i", "python-specialist", "secret", 65536, [], Signals())
+    assert b"TOP SECRET" not in orjson.dumps(body)
+
+
+def test_whole_answer_shape_metadata_and_git(tmp_path):
+    engine = ContextEngine(make_repo(tmp_path))
+    engine.refresh()
+    (tmp_path / "app/http/router.py").write_text("changed\n")
+    previous = [{"id": "r1", "agent_id": "a", "result": {"status": "success", "files": ["app/http/router.py"]}}]
+    body = engine.build("ISS-9", "python-specialist", "jwt token", 262144, previous, Signals())
+    ctx = body["context"]
+    assert ctx["metadata"]["project_type"] == "python"
+    assert ctx["metadata"]["dependencies"] == ["httpx", "pyjwt"]
+    assert ctx["git_context"]["branch"] == "main"
+    assert ctx["git_context"]["recent_commits"][0]["subject"] == "ISS-9 initial import"
+    assert {"status": "M", "path": "app/http/router.py"} in ctx["git_context"]["uncommitted_changes"]
+    assert ctx["previous_agent_outputs"] == previous
+    first = ctx["relevant_files"][0]
+    assert set(first) >= {"path", "content", "size", "last_modified", "language", "checksum"}
+    assert first["checksum"].startswith("sha256:")
+    assert body["truncated"] is False and body["total_size_bytes"] == len(orjson.dumps(body))
+
+
+@pytest.mark.parametrize("budget", [1024, 2000, 5000, 20000])
+def test_budget_is_a_hard_bound_and_never_cuts_a_character(tmp_path, budget):
+    root = make_repo(tmp_path, git=False)
+    (root / "app/auth/big.py").write_text(("# jwt token ünïcødé ✓ 漢字\n" + "x = 1\n" * 50) * 200)
+    engine = ContextEngine(root)
+    engine.refresh()
+    body = engine.build("i", "python-specialist", "jwt token", budget, [], Signals())
+    encoded = orjson.dumps(body)
+    assert len(encoded) <= budget
+    assert body["total_size_bytes"] == len(encoded)
+    encoded.decode("utf-8")  # valid UTF-8 throughout
+    if budget < 20000:
+        assert body["truncated"] is True and body["truncation_strategy"]
+
+
+def test_cut_utf8():
+    assert cut_utf8("a✓b", 2) == "a"
+    assert cut_utf8("a✓b", 4) == "a✓"
+    assert cut_utf8("abc", 10) == "abc"
+
+
+def test_changed_files_bump_the_generation(tmp_path):
+    engine = ContextEngine(make_repo(tmp_path, git=False), sweep_interval=0)
+    g0 = engine.refresh()
+    assert engine.refresh() == g0
+    (tmp_path / "app/new_module.py").write_text("def fresh(): pass\n")
+    assert engine.refresh() > g0
