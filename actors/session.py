@@ -27,6 +27,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011
 CLOSE_RESTART = 1012
 CLOSE_AUTH = 4001
+CLOSE_FORBIDDEN = 4003
 CLOSE_SLOW = 4008
 
 
@@ -130,6 +131,7 @@ class Session:
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
         self._blocking = trio.CapacityLimiter(limits.max_blocking)
+        self._writer_done = trio.Event()
 
     @property
     def session_key(self) -> str:
@@ -184,6 +186,11 @@ class Session:
                 nursery.start_soon(self._reader, requests_send)
                 task_status.started()
                 await self._closing.wait()
+                if not self.outbox.overflowed:
+                    # let the writer flush what is already queued (a last error frame)
+                    self.outbox.close()
+                    with trio.move_on_after(1):
+                        await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self.outbox.close()
@@ -249,3 +256,5 @@ class Session:
                 )
         except ConnectionGone:
             await self.close(CLOSE_NORMAL, "")
+        finally:
+            self._writer_done.set()

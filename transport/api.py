@@ -41,7 +41,7 @@ from ..actors.records import (
     validate_event_type,
     validate_result_body,
 )
-from ..actors.session import CLOSE_AUTH, CloseSession, Session, SetExpiry
+from ..actors.session import CLOSE_AUTH, CLOSE_FORBIDDEN, CloseSession, Session, SetExpiry
 from ..actors.store import QueryResults
 from ..actors.system import ActorSystem
 from .auth import Auth, Principal
@@ -327,9 +327,12 @@ class Api:
             )
         except Exception as exc:
             error = from_exception(exc, request_id)
+            close_code = error.close_code
             if error.code in ("AUTH_001", "AUTH_002") and request["op"] != "auth.refresh":
+                close_code = CLOSE_AUTH
+            if close_code is not None:  # answer first, then close
                 session.send_frame(self.ws_error(rid, error, request_id))
-                await session.ref.cast(CloseSession(CLOSE_AUTH, error.message[:120]))
+                await session.ref.cast(CloseSession(close_code, error.message[:120]))
                 return None
             return self.ws_error(rid, error, request_id)
         if reply is None:
@@ -345,8 +348,8 @@ class Api:
 
     def ws_error(self, rid: Any, error: ApiError, request_id: str | None = None) -> bytes:
         request_id = request_id or self.new_request_id()
-        if error.status >= 500:
-            log.warning("ws request %s: %s %s", request_id, error.code, error.message)
+        log.log(logging.WARNING if error.status >= 500 else logging.INFO,
+                "ws request %s: %s %s", request_id, error.code, error.message)
         return b'{"id":%s,"ok":false,"error":%s}' % (orjson.dumps(rid), encode_error(error, request_id))
 
     def reply_frame(self, reply_id: Any, result: dict[str, Any]) -> bytes:
@@ -435,7 +438,8 @@ async def op_event_wait(api: Api, p: Principal, args: dict[str, Any], c: Ctx) ->
 async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     s = c.session
     assert s is not None
-    types = args.get("event_types", "*")
+    default = list(api.auth.profiles.get(p.agent_type).event_subscriptions) or "*"
+    types = args.get("event_types", default)
     if types == "*" or types is None:
         event_types = None
     elif isinstance(types, list) and all(isinstance(t, str) for t in types) and types:
@@ -544,7 +548,10 @@ async def op_auth_refresh(api: Api, p: Principal, args: dict[str, Any], c: Ctx) 
     if token is not None:
         fresh = api.auth.verify(token)
         if (fresh.sub, fresh.project_id) != (p.sub, p.project_id):
-            raise ApiError(403, "AUTH_003", "a refreshed token must keep the same sub and project_id")
+            # switching identity on a live connection is forbidden: answer, then close 4003
+            error = ApiError(403, "AUTH_003", "a refreshed token must keep the same sub and project_id")
+            error.close_code = CLOSE_FORBIDDEN
+            raise error
     else:
         ttl = max(60.0, p.exp - p.claims.get("iat", p.exp - 3600))
         token = api.auth.mint(

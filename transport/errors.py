@@ -58,6 +58,8 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or []
+        #: WebSocket only: close the connection with this code after answering
+        self.close_code: int | None = None
 
 
 def error_body(error: ApiError, request_id: str) -> dict[str, Any]:

@@ -280,6 +280,7 @@ class Server:
             return await self._route(req, headers, bytes(body), request_id)
         except Exception as exc:
             error = from_exception(exc, request_id)
+            log.info("request %s: %s %s %s: %s", request_id, req.method.decode(), req.target.decode("latin-1")[:200], error.code, error.message)
             return error.status, encode_error(error, request_id), error.headers
 
     async def _route(

@@ -91,9 +91,15 @@ class ContextActor(Actor):
         profile = self.profiles.get(msg.agent_type)
         prefer = "test" if "test" in msg.agent_type else "doc" if "doc" in msg.agent_type else None
         signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords, prefer_kind=prefer)
+        agent_profile = {
+            "agent_type": msg.agent_type, "model": profile.model,
+            "capabilities": list(profile.capabilities), "authority_level": profile.authority_level,
+            "next_agents": list(profile.next_agents),
+            "event_subscriptions": list(profile.event_subscriptions),
+        }
         body = await trio.to_thread.run_sync(
             self.engine.build, msg.issue_id, msg.agent_type, msg.task, msg.max_bytes, previous,
-            signals, limiter=self.limiter,
+            signals, agent_profile, limiter=self.limiter,
         )
         encoded = orjson.dumps(body)
         self.cache[key] = encoded

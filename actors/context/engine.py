@@ -85,6 +85,7 @@ class ContextEngine:
         max_bytes: int,
         previous: list[dict[str, Any]],
         signals: Signals,
+        agent_profile: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         index = self.index
         paths = sorted(index.files)
@@ -114,7 +115,7 @@ class ContextEngine:
                 "relevant_files": [],
                 "git_context": {k: git[k] for k in ("branch", "recent_commits", "uncommitted_changes")},
                 "previous_agent_outputs": previous,
-                "metadata": project_metadata(self.root, paths),
+                "metadata": {**project_metadata(self.root, paths), "agent_profile": agent_profile or {}},
             },
             "truncated": False,
             "truncation_strategy": None,

@@ -96,6 +96,7 @@ def test_whole_answer_shape_metadata_and_git(tmp_path):
     ctx = body["context"]
     assert ctx["metadata"]["project_type"] == "python"
     assert ctx["metadata"]["dependencies"] == ["httpx", "pyjwt"]
+    assert ctx["metadata"]["agent_profile"] == {}
     assert ctx["git_context"]["branch"] == "main"
     assert ctx["git_context"]["recent_commits"][0]["subject"] == "ISS-9 initial import"
     assert {"status": "M", "path": "app/http/router.py"} in ctx["git_context"]["uncommitted_changes"]

@@ -298,6 +298,8 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
     assert first.status == 200, first.body
     body = first.json()
     assert body["cache_hit"] is False and body["context"]["relevant_files"][0]["path"] == "app/auth/tokens.py"
+    assert body["context"]["metadata"]["agent_profile"]["capabilities"] == ["python"]
+    assert body["context"]["metadata"]["agent_profile"]["next_agents"] == ["test-engineer", "code-reviewer"]
     assert len(first.body) <= 65536
     again = await h.request("GET", url, tok)
     assert again.json()["cache_hit"] is True

@@ -37,6 +37,8 @@ async def test_auth_by_first_frame_and_refusals(server):
         with pytest.raises(trio_websocket.ConnectionClosed) as info:
             await ws.recv()
         assert info.value.reason.code == 4001
+    async with server.ws(server.token()) as ws:  # a request with an expired token mid-connection
+        assert (await ws.call("ping"))["ok"]
 
 
 async def test_auth_timeout_closes_4001(nursery, tmp_path):
@@ -187,6 +189,10 @@ async def test_auth_refresh(server):
         other = server.token(sub="someone-else")
         r = await ws.call("auth.refresh", token=other)
         assert r["error"]["code"] == "AUTH_003"
+        with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as info:
+            while True:
+                await ws.recv()
+        assert info.value.reason.code == 4003
 
 
 async def test_expired_token_closes_the_connection(server):
@@ -204,6 +210,15 @@ async def test_frame_over_limit_closes_1009(nursery, tmp_path):
         with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as info:
             await ws.recv()
         assert info.value.reason.code == 1009
+
+
+async def test_subscribe_defaults_to_the_profiles_event_subscriptions(server):
+    tok = server.token(agent_type="code-reviewer", sub="rev")  # subscribes to agent_completed
+    async with server.ws(tok) as ws:
+        assert (await ws.call("event.subscribe"))["ok"]
+        await server.request("POST", "/api/events/noise", tok, {})
+        await server.request("POST", "/api/results", server.token(), result_body())
+        assert (await ws.next_event())["event"]["event_type"] == "agent_completed"
 
 
 async def test_expired_events_are_never_delivered_again(server):
