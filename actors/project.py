@@ -395,9 +395,10 @@ class ProjectActor(Actor):
         overflow = len(self.events) + len(events) - self.config.max_events
         trim_below = self.events[overflow].cursor if 0 < overflow < len(self.events) else 0
         try:
+            # No timeout of its own: the caller's bounds the request, and a store crash fails
+            # this call at once. A timeout here could not undo a commit in progress anyway.
             await self.store.call(
-                AppendBatch(self.project_id, self.last_cursor, tuple(results), tuple(events), trim_below),
-                timeout=self.config.store_timeout,
+                AppendBatch(self.project_id, self.last_cursor, tuple(results), tuple(events), trim_below)
             )
         except (StoreError, ActorError) as exc:
             # Not acknowledged. The cursors taken are skipped, never reused.

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
-from .runtime import Actor, Call
+from .runtime import Actor, Call, WorkerThread
 
 __all__ = [
     "AppendBatch",
@@ -400,12 +400,17 @@ class StoreActor(Actor):
         self.backend = backend
         self.purge_interval = purge_interval
         self.wall_clock = wall_clock
-        self.limiter = trio.CapacityLimiter(1)
         self.commits = 0
         self.writes = 0
 
     async def on_start(self) -> None:
-        await trio.to_thread.run_sync(self.backend.open, limiter=self.limiter)
+        # The one thread that touches the database, for this incarnation's lifetime.
+        self.thread = WorkerThread("orchestra-store")
+        try:
+            await self.thread.run(self.backend.open)
+        except BaseException:
+            self.thread.stop()
+            raise
         self._next_purge = trio.current_time() + self.purge_interval
 
     async def on_stop(self) -> None:
@@ -418,10 +423,17 @@ class StoreActor(Actor):
                 break
             if isinstance(item, Call):
                 pending.append(item)
-        with trio.move_on_after(5):
-            if pending:
-                await self.handle_batch(pending)
-        await trio.to_thread.run_sync(self.backend.close, limiter=self.limiter)
+        try:
+            with trio.move_on_after(5):
+                if pending:
+                    await self.handle_batch(pending)
+            await self.thread.run(self.backend.close)
+        finally:
+            self.thread.stop()
+
+    def on_exit(self) -> None:
+        # After a crash too: the thread ends once the jobs handed to it are done.
+        self.thread.stop()
 
     def next_deadline(self) -> float:
         return self._next_purge
@@ -448,9 +460,7 @@ class StoreActor(Actor):
                 call.reply(outcome)
 
     async def _apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
-        result = await trio.to_thread.run_sync(
-            self.backend.apply, writes, reads, limiter=self.limiter
-        )
+        result = await self.thread.run(lambda: self.backend.apply(writes, reads))
         if writes:
             self.commits += 1
             self.writes += len(writes)

@@ -15,6 +15,7 @@ from ._errors import (
 )
 from ._outbox import Outbox
 from ._supervisor import Child, ChildSpec, Restart, Strategy, Supervisor
+from ._thread import WorkerThread
 
 __all__ = [
     "DEFERRED",
@@ -34,5 +35,6 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "SupervisorGaveUp",
+    "WorkerThread",
     "run_actor",
 ]

@@ -8,7 +8,6 @@ need to look it up again.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Any
 
 import trio
@@ -117,14 +116,12 @@ class ActorRef:
         after ``timeout`` seconds (which covers waiting for mailbox space too).
         """
         call = Call(msg)
-        scope = trio.fail_after(timeout) if timeout is not None else nullcontext()
         try:
-            with scope:
-                try:
-                    await self._send.send(call)
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    raise ActorUnavailable(self.name) from None
-                await call._done.wait()
+            if timeout is None:
+                await self._deliver(call)
+            else:
+                with trio.fail_after(timeout):
+                    await self._deliver(call)
         except trio.TooSlowError:
             call.abandoned = True
             assert timeout is not None
@@ -135,6 +132,13 @@ class ActorRef:
         if call._error is not None:
             raise call._error
         return call._value
+
+    async def _deliver(self, call: Call) -> None:
+        try:
+            await self._send.send(call)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorUnavailable(self.name) from None
+        await call._done.wait()
 
     async def cast(self, msg: Any) -> None:
         """Put ``msg`` in the mailbox, waiting for space; no reply."""
@@ -230,6 +234,10 @@ class Actor:
     async def on_stop(self) -> None:
         """Called (shielded) on an orderly stop, not on a crash."""
 
+    def on_exit(self) -> None:
+        """Called on every exit of this incarnation, crash or stop, after ``on_stop``: release
+        what must not outlive it (threads, files). Must not block."""
+
     def defer(self) -> Call:
         """Take the call being handled, to reply to it later with :meth:`Call.reply`.
 
@@ -317,6 +325,7 @@ async def run_actor(
     finally:
         ref.alive = False
         down.set()
+        actor.on_exit()
 
 
 async def _serve_batch(actor: Actor, recv: trio.MemoryReceiveChannel[Any], first: Any) -> None:

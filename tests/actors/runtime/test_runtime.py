@@ -364,3 +364,78 @@ async def test_a_crash_fault_inside_a_drained_batch_fails_every_call_of_it(autoj
         assert await ref.call("after") == "done"  # restarted
         nursery.cancel_scope.cancel()
     assert outcomes == {"hold": "done", "a": "crashed", "b": "crashed", "c": "crashed", "d": "crashed"}
+
+
+async def test_worker_thread_runs_jobs_in_order_and_returns_errors():
+    import threading
+
+    from orchestra.actors.runtime import WorkerThread
+
+    worker = WorkerThread("test-worker")
+    names = set()
+    seen = []
+
+    def job(i):
+        names.add(threading.current_thread().name)
+        seen.append(i)
+        return i * 2
+
+    try:
+        with trio.fail_after(10):
+            assert [await worker.run(lambda i=i: job(i)) for i in range(5)] == [0, 2, 4, 6, 8]
+            with pytest.raises(ZeroDivisionError):
+                await worker.run(lambda: 1 / 0)
+            assert await worker.run(lambda: "still alive") == "still alive"
+    finally:
+        worker.stop()
+    assert seen == [0, 1, 2, 3, 4] and names == {"test-worker"}
+    worker._thread.join(5)
+    assert not worker._thread.is_alive()
+
+
+async def test_a_job_handed_over_finishes_even_if_the_caller_is_cancelled():
+    import threading
+
+    from orchestra.actors.runtime import WorkerThread
+
+    worker = WorkerThread("test-worker")
+    release = threading.Event()
+    results = []
+
+    def slow():
+        release.wait(5)
+        return "late"
+
+    async def release_later():
+        await trio.sleep(0.2)
+        release.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(release_later)
+            t0 = trio.current_time()
+            with trio.move_on_after(0.05):
+                results.append(await worker.run(slow))  # cancel comes at 0.05 s, job ends at 0.2 s
+            elapsed = trio.current_time() - t0
+        assert results == ["late"]  # the job was not abandoned half-way: its result came back
+        assert elapsed >= 0.19
+    finally:
+        worker.stop()
+
+
+async def test_on_exit_runs_after_a_crash(autojump_clock):
+    exits = []
+
+    class Leaky(Counter):
+        def on_exit(self):
+            exits.append(self.count)
+
+    ref = ActorRef("leaky")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Supervisor("root", [ChildSpec.actor("leaky", ref, Leaky)]).run)
+        await ref.call("incr")
+        with pytest.raises(ActorCrashed):
+            await ref.call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert exits == [1, 0]  # the crashed incarnation, then the stopped one
