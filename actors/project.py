@@ -54,6 +54,7 @@ __all__ = [
 
 SERVER_PUBLISHER = "orchestra"
 _MASK128 = (1 << 128) - 1
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant bits
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,8 @@ class ProjectActor(Actor):
     def _new_id(self) -> str:
         """A UUID-shaped id, unique without a syscall per id: random base + counter."""
         self._id_count += 1
-        return str(uuid.UUID(int=(self._id_base + self._id_count) & _MASK128, version=4))
+        h = f"{(self._id_base + self._id_count) & _MASK128:032x}"
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
     def _next_cursor(self) -> int:
         self.last_cursor += 1

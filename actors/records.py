@@ -26,23 +26,25 @@ _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _ID_MAX = 256
 
 
-_last_second: list[Any] = [None, ""]
+_SECONDS: dict[int, str] = {}
 
 
 def iso_time(epoch: float) -> str:
     """UTC, microseconds, 'Z': fixed width, so string order is time order.
 
-    On the hot path of every result and event: the formatted second is reused while the
-    second lasts (a pure cache of a pure function).
+    On the hot path of every result and event: formatted seconds are reused (a small cache of
+    a pure function; "now" and "now + ttl" alternate, so it keeps a few).
     """
     second = int(epoch)
     micros = int(round((epoch - second) * 1_000_000))
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    if _last_second[0] != second:
-        _last_second[0] = second
-        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_last_second[1]}.{micros:06d}Z"
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) >= 64:
+            _SECONDS.clear()
+        prefix = _SECONDS[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{prefix}.{micros:06d}Z"
 
 
 def iso_now() -> str:

@@ -38,6 +38,11 @@ class ConnectionGone(Exception):
 class Connection(Protocol):
     async def receive(self) -> str | bytes: ...
     async def send(self, frame: bytes) -> None: ...
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Send frames in order, in as few writes to the socket as the transport can."""
+        ...
+
     async def close(self, code: int, reason: str) -> None: ...
 
 
@@ -243,8 +248,9 @@ class Session:
     async def _writer(self) -> None:
         try:
             while True:
-                for frame, tag in await self.outbox.get_batch():
-                    await self.conn.send(frame)
+                batch = await self.outbox.get_batch()
+                await self.conn.send_many([frame for frame, _ in batch])
+                for _, tag in batch:
                     if tag is not None:
                         self.delivered[tag[0]] = tag[1]
                         self.last_delivered = tag[1]

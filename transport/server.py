@@ -74,6 +74,16 @@ class _ReplayStream(trio.abc.Stream):
     def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
         self._stream = stream
         self._prefix = prefix
+        self._corked: list[bytes] | None = None
+
+    def cork(self) -> None:
+        """Collect writes until :meth:`uncork`, which sends them in one write."""
+        self._corked = []
+
+    async def uncork(self) -> None:
+        data, self._corked = self._corked, None
+        if data:
+            await self._stream.send_all(b"".join(data))
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
@@ -84,6 +94,10 @@ class _ReplayStream(trio.abc.Stream):
         return await self._stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._corked is not None:
+            self._corked.append(bytes(data))
+            await trio.lowlevel.checkpoint()
+            return
         await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -96,8 +110,9 @@ class _ReplayStream(trio.abc.Stream):
 class _WsConnection:
     """Adapts a trio-websocket connection to the session's Connection."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: _ReplayStream) -> None:
         self.ws = ws
+        self.stream = stream
 
     async def receive(self) -> str | bytes:
         try:
@@ -110,6 +125,20 @@ class _WsConnection:
             await self.ws.send_message(frame.decode())
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             raise ConnectionGone from None
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        if len(frames) == 1:
+            await self.send(frames[0])
+            return
+        self.stream.cork()
+        try:
+            for frame in frames:
+                await self.ws.send_message(frame.decode())
+            await self.stream.uncork()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ConnectionGone from None
+        finally:
+            self.stream._corked = None
 
     async def close(self, code: int, reason: str) -> None:
         try:
@@ -401,7 +430,7 @@ class Server:
             )
             ws = await ws_request.accept()
             try:
-                await self._session(ws, dict(req.headers))
+                await self._session(ws, replay, dict(req.headers))
             finally:
                 nursery.cancel_scope.cancel()
 
@@ -411,8 +440,10 @@ class Server:
         conn.next_event()
         await self._send(stream, conn, status, body, [(b"connection", b"close")])
 
-    async def _session(self, ws: trio_websocket.WebSocketConnection, headers: dict[bytes, bytes]) -> None:
-        adapter = _WsConnection(ws)
+    async def _session(
+        self, ws: trio_websocket.WebSocketConnection, stream: _ReplayStream, headers: dict[bytes, bytes]
+    ) -> None:
+        adapter = _WsConnection(ws, stream)
         try:
             principal = await self._authenticate(adapter, headers)
         except ApiError as error:
