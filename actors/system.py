@@ -36,6 +36,7 @@ class SystemConfig:
     #: code base per project id; others use ``default_root``
     roots: dict[str, Path] = field(default_factory=dict)
     default_root: Path = field(default_factory=Path.cwd)
+    context_sweep: float = 2.0
     max_restarts: int = 20
     restart_period: float = 60.0
 
@@ -106,7 +107,8 @@ class ActorSystem:
         try:
             await self.contexts.start_child(ChildSpec.actor(
                 child_id, ref,
-                lambda: ContextActor(project_id, root, self.store, self.config.profiles),
+                lambda: ContextActor(project_id, root, self.store, self.config.profiles,
+                                     sweep_interval=self.config.context_sweep),
             ))
         except ValueError:  # started meanwhile by another request
             pass

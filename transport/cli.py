@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--event-retention", type=int, default=10_000, help="events kept per project")
     serve.add_argument("--sync", default="normal", choices=["normal", "full"],
                        help="SQLite synchronous mode: normal survives process crashes, full also power loss")
+    serve.add_argument("--context-sweep", type=float, default=2.0,
+                       help="seconds between checks of the code base for changed files")
     serve.add_argument("--log-level", default="INFO")
 
     token = sub.add_parser("token", help="print a JWT signed with the server's key")
@@ -125,6 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
         project=ProjectConfig(max_events=args.event_retention),
         synchronous=args.sync.upper(),
         roots=_project_map(args.project),
+        context_sweep=args.context_sweep,
         default_root=args.root.resolve(),
     ))
     api = Api(system, auth, ApiConfig(

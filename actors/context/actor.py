@@ -45,7 +45,8 @@ class ContextStats:
 
 class ContextActor(Actor):
     def __init__(self, project_id: str, root: Path, store: ActorRef, profiles: Profiles,
-                 cache_size: int = 256) -> None:
+                 cache_size: int = 256, sweep_interval: float = 2.0) -> None:
+        self.sweep_interval = sweep_interval
         self.project_id = project_id
         self.root = root
         self.store = store
@@ -54,7 +55,7 @@ class ContextActor(Actor):
         self.limiter = trio.CapacityLimiter(1)
 
     async def on_start(self) -> None:
-        self.engine = ContextEngine(self.root)
+        self.engine = ContextEngine(self.root, sweep_interval=self.sweep_interval)
         self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0

@@ -146,7 +146,9 @@ class ContextEngine:
             outputs.pop()  # oldest last: newest kept
             if "older_outputs_dropped" not in strategies:
                 strategies.append("older_outputs_dropped")
-        # 2. files by priority: named, then by rank; windows for those that do not fit whole
+        # 2. files by priority: named, then by rank; windows for those that do not fit whole.
+        # Sizes are added up per record (each costs its own length and a comma), so the whole
+        # body is serialised once here, not once per candidate.
         terms = set(tokenize(task))
         used = _size(body)
         for score, path, _named in ranked:
@@ -164,7 +166,7 @@ class ContextEngine:
                 "checksum": "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),
                 "relevance": round(score, 3),
             }
-            overhead = _size(record) + 2
+            overhead = _size(record) + 1
             room = limit - used - overhead
             if room < 200:
                 if "ranked_files_dropped" not in strategies:
@@ -173,14 +175,14 @@ class ContextEngine:
             record["content"] = text
             size = _size(record) + 1
             if used + size > limit:
-                excerpt = windows(text, terms, room)
-                record["content"] = excerpt
+                record["content"] = windows(text, terms, room)
                 record["excerpt"] = True
-                while _size(record) + 1 + used > limit and record["content"]:
+                size = _size(record) + 1
+                while used + size > limit and record["content"]:
                     record["content"] = cut_utf8(record["content"], int(len(record["content"].encode()) * 0.9) - 16)
+                    size = _size(record) + 1
                 if "large_files_windowed" not in strategies:
                     strategies.append("large_files_windowed")
-                size = _size(record) + 1
                 if used + size > limit:
                     continue
             ctx["relevant_files"].append(record)

@@ -1,7 +1,12 @@
-"""A project's file index: which files exist, what they say, tokenised for ranking.
+"""A project's file index: which files exist, what they say, how they relate.
 
 Built and refreshed in a worker thread (never on the event loop). Nothing outside the root is
 read: paths are resolved and must stay under it; symlinks leading out are skipped.
+
+Kept per file: size, mtime, term frequencies (identifiers split), the identifiers it defines
+and the modules it imports. Kept per project: an inverted index (term -> files), document
+frequencies, a definitions index (identifier -> files), and from git history the number of
+commits that touched each file and how often pairs of files changed together.
 """
 
 from __future__ import annotations
@@ -10,26 +15,45 @@ import fnmatch
 import math
 import os
 import re
+import stat
 import subprocess
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["FileEntry", "ProjectIndex", "tokenize", "language_of"]
 
 MAX_INDEXED_BYTES = 512 * 1024
+HISTORY_COMMITS = 2000
+HISTORY_MAX_FILES_PER_COMMIT = 30  # bulk commits (renames, formatting) say little about coupling
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", "dist", "build", "target",
              ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "vendor", ".idea", ".vscode"}
 _LANG = {
-    ".py": "python", ".go": "go", ".rs": "rust", ".js": "javascript", ".ts": "typescript",
-    ".tsx": "typescript", ".jsx": "javascript", ".java": "java", ".kt": "kotlin", ".c": "c",
-    ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".rb": "ruby", ".php": "php",
-    ".cs": "csharp", ".swift": "swift", ".scala": "scala", ".sh": "shell", ".md": "markdown",
-    ".rst": "rst", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json",
-    ".html": "html", ".css": "css", ".sql": "sql", ".txt": "text",
+    ".py": "python", ".go": "go", ".rs": "rust", ".js": "javascript", ".mjs": "javascript",
+    ".cjs": "javascript", ".ts": "typescript", ".tsx": "typescript", ".jsx": "javascript",
+    ".java": "java", ".kt": "kotlin", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
+    ".hpp": "cpp", ".rb": "ruby", ".php": "php", ".cs": "csharp", ".swift": "swift",
+    ".scala": "scala", ".sh": "shell", ".md": "markdown", ".rst": "rst", ".toml": "toml",
+    ".yaml": "yaml", ".yml": "yaml", ".json": "json", ".html": "html", ".css": "css",
+    ".sql": "sql", ".txt": "text",
 }
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_DEFS = {
+    "python": re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.M),
+    "go": re.compile(r"^(?:func(?:\s*\([^)]*\))?|type)\s+([A-Za-z_]\w*)", re.M),
+    "rust": re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:fn|struct|enum|trait|type|mod|macro_rules!)\s+([A-Za-z_]\w*)", re.M),
+    "javascript": re.compile(r"(?:function\s+([A-Za-z_$][\w$]*)|class\s+([A-Za-z_$][\w$]*)|(?:^|\n)\s*(?:exports\.|module\.exports\.)?([A-Za-z_$][\w$]*)\s*=\s*function|(?:const|let|var)\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?\()"),
+    "typescript": re.compile(r"(?:function\s+([A-Za-z_$][\w$]*)|class\s+([A-Za-z_$][\w$]*)|interface\s+([A-Za-z_$][\w$]*)|(?:const|let)\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?\()"),
+    "java": re.compile(r"(?:class|interface|enum)\s+([A-Za-z_]\w*)|\b(?:public|private|protected|static)[\w<>\[\]\s]+\s([a-z]\w*)\s*\("),
+}
+_IMPORTS = {
+    "python": re.compile(r"^\s*(?:from\s+([.\w]+)\s+import|import\s+([\w.]+))", re.M),
+    "javascript": re.compile(r"""(?:require\(\s*['"]([^'"]+)['"]\s*\)|from\s+['"]([^'"]+)['"]|import\s+['"]([^'"]+)['"])"""),
+    "typescript": re.compile(r"""(?:require\(\s*['"]([^'"]+)['"]\s*\)|from\s+['"]([^'"]+)['"]|import\s+['"]([^'"]+)['"])"""),
+    "go": re.compile(r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$', re.M),
+    "rust": re.compile(r"^\s*(?:pub\s+)?(?:mod\s+(\w+)\s*;|use\s+(?:crate|super|self)::([\w:]+))", re.M),
+}
 
 
 def language_of(path: str) -> str:
@@ -61,18 +85,30 @@ class FileEntry:
     terms: Counter[str] = field(default_factory=Counter)
     path_terms: frozenset[str] = frozenset()
     length: int = 0
+    defines: frozenset[str] = frozenset()
+    imports: tuple[str, ...] = ()
+    language: str = "other"
+    kind: str = "other"  # source, test, doc, config or other (see ranking.file_kind)
 
 
 class ProjectIndex:
-    """Files of one root and BM25 statistics over them. Not thread-safe: one owner at a time."""
+    """Files of one root and the statistics over them. Not thread-safe: one owner at a time."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.files: dict[str, FileEntry] = {}
         self.df: Counter[str] = Counter()
+        self.postings: dict[str, dict[str, int]] = defaultdict(dict)
+        self.path_postings: dict[str, set[str]] = defaultdict(set)
+        self.definitions: dict[str, set[str]] = defaultdict(set)
         self.avg_len = 1.0
         self.generation = 0
         self.is_git = (self.root / ".git").exists()
+        self._head: str | None = None
+        self.churn: Counter[str] = Counter()
+        self.cochange: dict[str, Counter[str]] = defaultdict(Counter)
+        self._imported_by: dict[str, set[str]] | None = None
+        self._by_name: dict[str, list[str]] | None = None
 
     # -- listing --
 
@@ -126,55 +162,221 @@ class ProjectIndex:
         """Bring the index up to date (stat sweep; re-read only changed files). True if changed."""
         seen = set()
         changed = False
+        root = str(self.root)
+        dirs_ok: dict[str, bool] = {}
         for rel in self.list_paths():
-            full = self.safe_path(rel)
-            if full is None:
+            parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+            ok = dirs_ok.get(parent)
+            if ok is None:  # a directory that is a link out of the root hides nothing from us
+                ok = dirs_ok[parent] = parent == "" or self.safe_path(parent) is not None
+            if not ok:
                 continue
             try:
-                st = full.stat()
+                st = os.lstat(os.path.join(root, rel))
             except OSError:
                 continue
-            if not full.is_file():
+            if stat.S_ISLNK(st.st_mode):
+                full = self.safe_path(rel)  # a link must stay inside the root
+                if full is None:
+                    continue
+                try:
+                    st = full.stat()
+                except OSError:
+                    continue
+            elif ".." in rel.split("/"):
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             seen.add(rel)
             old = self.files.get(rel)
             if old is not None and old.mtime == st.st_mtime and old.size == st.st_size:
                 continue
             if old is not None:
-                self.df.subtract(set(old.terms))
-            self.files[rel] = self._read(rel, full, st.st_size, st.st_mtime)
-            self.df.update(set(self.files[rel].terms))
+                self._forget(old)
+            entry = self._read(rel, st.st_size, st.st_mtime)
+            self.files[rel] = entry
+            self._remember(entry)
             changed = True
         for rel in [r for r in self.files if r not in seen]:
-            self.df.subtract(set(self.files.pop(rel).terms))
+            self._forget(self.files.pop(rel))
+            changed = True
+        if self._refresh_history():
             changed = True
         if changed:
             self.generation += 1
             lengths = [f.length for f in self.files.values() if f.length]
             self.avg_len = sum(lengths) / len(lengths) if lengths else 1.0
-            self.df = +self.df
+            self._imported_by = None
+            self._by_name = None
         return changed
 
-    def _read(self, rel: str, full: Path, size: int, mtime: float) -> FileEntry:
-        entry = FileEntry(rel, size, mtime, path_terms=frozenset(tokenize(rel)))
+    def _remember(self, entry: FileEntry) -> None:
+        for term, tf in entry.terms.items():
+            self.postings[term][entry.path] = tf
+        for term in entry.path_terms:
+            self.path_postings[term].add(entry.path)
+        self.df.update(entry.terms.keys())
+        for name in entry.defines:
+            self.definitions[name].add(entry.path)
+
+    def _forget(self, entry: FileEntry) -> None:
+        for term in entry.path_terms:
+            holders = self.path_postings.get(term)
+            if holders is not None:
+                holders.discard(entry.path)
+                if not holders:
+                    del self.path_postings[term]
+        for term in entry.terms:
+            bucket = self.postings.get(term)
+            if bucket is not None:
+                bucket.pop(entry.path, None)
+                if not bucket:
+                    del self.postings[term]
+            self.df[term] -= 1
+            if self.df[term] <= 0:
+                del self.df[term]
+        for name in entry.defines:
+            paths = self.definitions.get(name)
+            if paths is not None:
+                paths.discard(entry.path)
+                if not paths:
+                    del self.definitions[name]
+
+    def _read(self, rel: str, size: int, mtime: float) -> FileEntry:
+        from .ranking import file_kind  # the kind rules live with the ranking
+
+        language = language_of(rel)
+        entry = FileEntry(rel, size, mtime, path_terms=frozenset(tokenize(rel)),
+                          language=language, kind=file_kind(rel, language))
         if size > MAX_INDEXED_BYTES:
             return entry
         try:
-            data = full.read_bytes()
+            with open(os.path.join(self.root, rel), "rb") as f:
+                data = f.read()
         except OSError:
             return entry
         if b"\0" in data[:8192]:
             entry.binary = True
             return entry
-        terms = tokenize(data.decode("utf-8", "replace"))
+        text = data.decode("utf-8", "replace")
+        terms = tokenize(text)
         entry.terms = Counter(terms)
         entry.length = len(terms)
+        lang = language
+        defs = _DEFS.get(lang)
+        if defs is not None:
+            entry.defines = frozenset(
+                next(g for g in m.groups() if g).lower() for m in defs.finditer(text) if any(m.groups())
+            )
+        imports = _IMPORTS.get(lang)
+        if imports is not None:
+            entry.imports = tuple(
+                next(g for g in m.groups() if g) for m in imports.finditer(text) if any(m.groups())
+            )
         return entry
+
+    def _refresh_history(self) -> bool:
+        """Churn and co-change from the last commits, recomputed only when HEAD moves."""
+        if not self.is_git:
+            return False
+        try:
+            head = subprocess.run(["git", "-C", str(self.root), "rev-parse", "HEAD"],
+                                  capture_output=True, timeout=10).stdout.strip().decode()
+        except (OSError, subprocess.SubprocessError):
+            return False
+        if not head or head == self._head:
+            return False
+        self._head = head
+        try:
+            log = subprocess.run(
+                ["git", "-C", str(self.root), "log", f"-n{HISTORY_COMMITS}", "--no-merges",
+                 "--name-only", "--format=%x1e"],
+                capture_output=True, timeout=60,
+            ).stdout.decode("utf-8", "replace")
+        except (OSError, subprocess.SubprocessError):
+            return False
+        churn: Counter[str] = Counter()
+        cochange: dict[str, Counter[str]] = defaultdict(Counter)
+        for block in log.split("\x1e"):
+            files = [f for f in block.split("\n") if f]
+            if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
+                continue
+            churn.update(files)
+            for a in files:
+                for b in files:
+                    if a != b:
+                        cochange[a][b] += 1
+        self.churn = churn
+        self.cochange = cochange
+        return True
+
+    # -- statistics --
 
     def idf(self, term: str) -> float:
         n = len(self.files) or 1
         df = self.df.get(term, 0)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def by_name(self) -> dict[str, list[str]]:
+        """File name -> paths with that name."""
+        if self._by_name is None:
+            names: dict[str, list[str]] = defaultdict(list)
+            for path in self.files:
+                names[path.rsplit("/", 1)[-1]].append(path)
+            self._by_name = dict(names)
+        return self._by_name
+
+    def imported_by(self) -> dict[str, set[str]]:
+        """File -> files that import it (resolved heuristically by module path)."""
+        if self._imported_by is None:
+            self._imported_by = _resolve_imports(self.files)
+        return self._imported_by
+
+
+def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
+    by_module: dict[str, str] = {}
+    by_dir: dict[str, list[str]] = defaultdict(list)
+    for path in files:
+        stem, _ = os.path.splitext(path)
+        parts = stem.split("/")
+        if parts[-1] in ("__init__", "index", "mod"):
+            parts = parts[:-1]
+        for i in range(len(parts)):
+            by_module.setdefault(".".join(parts[i:]), path)
+        by_dir[path.rsplit("/", 1)[0] if "/" in path else ""].append(path)
+    out: dict[str, set[str]] = defaultdict(set)
+    for path, entry in files.items():
+        base = path.rsplit("/", 1)[0] if "/" in path else ""
+        for imp in entry.imports:
+            targets: list[str] = []
+            if imp.startswith("."):  # relative: JS './x', '../y' or Python '.mod'
+                if "/" in imp or imp in (".", ".."):
+                    joined = os.path.normpath(os.path.join(base, imp)).lstrip("./")
+                    for cand in (joined, *(joined + ext for ext in (".js", ".ts", ".mjs", ".cjs", "/index.js", "/index.ts"))):
+                        if cand in files:
+                            targets = [cand]
+                            break
+                else:
+                    mod = imp.lstrip(".")
+                    target = by_module.get(mod.replace("::", ".")) if mod else None
+                    targets = [target] if target else []
+            else:
+                key = imp.replace("::", ".").replace("/", ".")
+                target = by_module.get(key)
+                if target is None and "." in key:  # `pkg.mod.name` imported as a name
+                    target = by_module.get(key.rsplit(".", 1)[0])
+                if target is not None:
+                    targets = [target]
+                else:  # Go: an import path whose tail is a directory of the project
+                    tail = imp.rsplit("/", 1)[-1]
+                    for d, members in by_dir.items():
+                        if d == tail or d.endswith("/" + tail):
+                            targets = members
+                            break
+            for t in targets:
+                if t != path:
+                    out[t].add(path)
+    return out
 
 
 def _ignored(rel: str, patterns: list[str], is_dir: bool) -> bool:
