@@ -90,6 +90,13 @@ class StoreResult:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreResults:
+    """Several results in one message: all committed in the same transaction."""
+
+    bodies: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     event_type: str
     body: dict[str, Any]  # validated: topic, data, correlation_id, ttl_seconds, round, references
@@ -187,8 +194,7 @@ class _Pending:
     call: Call
     reply: dict[str, Any]
     events: list[_Event] = field(default_factory=list)
-    result: tuple[str, bytes] | None = None
-    stored_at: str = ""
+    results: list[ResultRow] = field(default_factory=list)
 
 
 class ProjectActor(Actor):
@@ -257,7 +263,9 @@ class ProjectActor(Actor):
         for call in calls:
             msg = call.msg
             if isinstance(msg, StoreResult):
-                pending.append(self._prepare_result(call, msg))
+                pending.append(self._prepare_result(call, msg.body))
+            elif isinstance(msg, StoreResults):
+                pending.append(self._prepare_results(call, msg.bodies))
             elif isinstance(msg, Publish):
                 pending.append(self._prepare_event(call, msg))
             elif isinstance(msg, GetResult):
@@ -333,9 +341,16 @@ class ProjectActor(Actor):
         }
         return _Pending(call, reply, events=[ev])
 
-    def _prepare_result(self, call: Call, msg: StoreResult) -> _Pending:
+    def _prepare_results(self, call: Call, bodies: tuple[dict[str, Any], ...]) -> _Pending:
+        parts = [self._prepare_result(call, body) for body in bodies]
+        return _Pending(
+            call, {"results": [p.reply for p in parts], "stored": len(parts)},
+            events=[ev for p in parts for ev in p.events],
+            results=[r for p in parts for r in p.results],
+        )
+
+    def _prepare_result(self, call: Call, body: dict[str, Any]) -> _Pending:
         now = self.wall_clock()
-        body = msg.body
         result_id = self._new_id()
         agent_type = body["agent_type"]
         next_agents = list(self.profiles.get(agent_type).next_agents)
@@ -376,24 +391,18 @@ class ProjectActor(Actor):
             "event_published": True,
             "event_cursor": ev.event["cursor"],
         }
-        return _Pending(call, reply, events=[ev], result=(result_id, encoded), stored_at=record["stored_at"])
+        return _Pending(call, reply, events=[ev], results=[ResultRow(
+            result_id, self.project_id, body["issue_id"], agent_type, body["agent_id"],
+            body["result"]["status"], record["stored_at"], encoded,
+        )])
 
     async def _commit(self, pending: list[_Pending]) -> None:
-        results = []
-        events = []
-        for p in pending:
-            if p.result is not None:
-                rid, encoded = p.result
-                body = p.call.msg.body
-                results.append(
-                    ResultRow(
-                        rid, self.project_id, body["issue_id"], body["agent_type"],
-                        body["agent_id"], body["result"]["status"],
-                        p.stored_at, encoded,
-                    )
-                )
-            for ev in p.events:
-                events.append(EventRow(self.project_id, ev.cursor, ev.event_type, ev.expires_at, ev.body))
+        results = [row for p in pending for row in p.results]
+        events = [
+            EventRow(self.project_id, ev.cursor, ev.event_type, ev.expires_at, ev.body)
+            for p in pending
+            for ev in p.events
+        ]
         overflow = len(self.events) + len(events) - self.config.max_events
         trim_below = self.events[overflow].cursor if 0 < overflow < len(self.events) else 0
         try:
@@ -410,13 +419,13 @@ class ProjectActor(Actor):
         self.stats["commits"] += 1
         new_events: list[_Event] = []
         for p in pending:
-            if p.result is not None:
-                self._cache_result(*p.result)
-                self.stats["results_stored"] += 1
+            for row in p.results:
+                self._cache_result(row.id, row.body)
+            self.stats["results_stored"] += len(p.results)
             new_events.extend(p.events)
         notified = self._append_events(new_events)
         for p in pending:
-            if p.result is None:
+            if not p.results:
                 p.reply["subscribers_notified"] = notified.get(p.events[0].cursor, [])
             p.call.reply(p.reply)
 

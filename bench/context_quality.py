@@ -111,7 +111,7 @@ class Endpoint:
     """A real ``orchestra serve`` whose project ``q`` is the checkout."""
 
     def __init__(self, root: Path, data_dir: Path) -> None:
-        env = {**os.environ, "ORCHESTRA_DATA_DIR": str(data_dir), "ORCHESTRA_JWT_SECRET": "quality-bench-secret-0123456789"}
+        env = {**os.environ, "ORCHESTRA_DATA_DIR": str(data_dir), "ORCHESTRA_JWT_SECRET": "quality-bench-secret-0123456789-abcdef"}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
              "serve", "--port", "0", "--no-rate-limits", "--project", f"q={root}", "--context-sweep", "0",
@@ -122,7 +122,7 @@ class Endpoint:
         self.base = line.strip().removeprefix("listening on ")
         import jwt
         self.token = jwt.encode({"sub": "bench", "agent_type": "bench-agent", "project_id": "q",
-                                 "exp": int(time.time()) + 86400}, "quality-bench-secret-0123456789", algorithm="HS256")
+                                 "exp": int(time.time()) + 86400}, "quality-bench-secret-0123456789-abcdef", algorithm="HS256")
 
     def ranked(self, issue_id: str, task: str) -> tuple[list[str], float]:
         query = urllib.parse.urlencode({"task": task[:4000], "max_bytes": 4_194_304})

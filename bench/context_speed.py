@@ -33,7 +33,13 @@ def generate(root: Path, files: int, seed: int = 7) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=5000)
+    parser.add_argument("--server", action="store_true", help="measure through a real orchestra serve")
     args = parser.parse_args()
+    if args.server:
+        import trio
+
+        trio.run(server_figures, args.files)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate(root, args.files)
@@ -55,6 +61,114 @@ def main() -> None:
         print(f"files: {len(engine.index.files)}")
         print(f"cold index: {cold:.2f} s; stat sweep with no change: {sweep*1000:.0f} ms")
         print(f"uncached answer (indexed): p50 {statistics.median(times)*1000:.1f} ms, p99 {times[int(0.99*len(times))-1]*1000:.1f} ms")
+
+
+
+# -- through a real server --
+
+async def _request(port: int, method: str, target: str, token: str | None = None, body: bytes = b"") -> tuple[int, bytes]:
+    import h11
+    import trio
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("host", "bench"), ("content-length", str(len(body)))]
+        if token:
+            headers.append(("authorization", f"Bearer {token}"))
+        data = conn.send(h11.Request(method=method, target=target, headers=headers))
+        data += (conn.send(h11.Data(data=body)) if body else b"") + conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, out = 0, bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                out += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, bytes(out)
+
+
+async def server_figures(files: int) -> None:
+    import os
+    import subprocess
+    import sys
+    import urllib.parse
+
+    import jwt
+    import orjson
+    import trio
+
+    secret = "context-speed-secret-0123456789-abcdef"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "repo"
+        generate(root, files)
+        env = {**os.environ, "ORCHESTRA_DATA_DIR": str(Path(tmp) / "data"), "ORCHESTRA_JWT_SECRET": secret}
+        proc = subprocess.Popen(  # noqa: ASYNC220 - starting the server once, before measuring
+            [sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
+             "serve", "--port", "0", "--no-rate-limits", "--project", f"gen={root}", "--log-level", "WARNING"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            port = int(proc.stdout.readline().rsplit(":", 1)[1])
+            token = jwt.encode({"sub": "b", "agent_type": "python-specialist", "project_id": "gen",
+                                "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
+            rnd = random.Random(3)
+
+            def url(task: str) -> str:
+                return f"/api/context/ISS-1/python-specialist?{urllib.parse.urlencode({'task': task})}"
+
+            other: list[float] = []
+            cold = [0.0]
+            done = trio.Event()
+
+            async def cold_request() -> None:
+                t = time.perf_counter()
+                status, _ = await _request(port, "GET", url("cache router handler"), token)
+                assert status == 200
+                cold[0] = time.perf_counter() - t
+                done.set()
+
+            async def other_routes() -> None:
+                while not done.is_set():
+                    t = time.perf_counter()
+                    await _request(port, "POST", "/api/events/tick", token, b'{"data":{}}')
+                    other.append(time.perf_counter() - t)
+                    await trio.sleep(0.005)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(other_routes)
+                await trio.sleep(0.2)
+                n.start_soon(cold_request)
+            uncached = []
+            for _ in range(60):
+                t = time.perf_counter()
+                await _request(port, "GET", url(" ".join(rnd.choices(WORDS, k=5))), token)
+                uncached.append(time.perf_counter() - t)
+            cached = []
+            for _ in range(300):
+                t = time.perf_counter()
+                await _request(port, "GET", url("cache router handler"), token)
+                cached.append(time.perf_counter() - t)
+            _, status_body = await _request(port, "GET", "/status")
+            server = orjson.loads(status_body)["performance"]["context.get"]
+
+            def p(data: list[float], q: float) -> str:
+                data = sorted(data)
+                return f"{data[min(len(data) - 1, int(q * len(data)))] * 1000:.1f} ms"
+
+            print(f"server, {files} files:")
+            print(f"  cold index + first answer: {cold[0]:.2f} s")
+            print(f"  other route (publish) during the cold index: p50 {p(other, .5)}, p99 {p(other, .99)} ({len(other)} requests)")
+            print(f"  uncached answers, client side: p50 {p(uncached, .5)}, p99 {p(uncached, .99)}")
+            print(f"  cached answers, client side: p50 {p(cached, .5)}, p99 {p(cached, .99)}")
+            print(f"  context.get server side, all: {server}")
+            print(f"  context cache: {orjson.loads(status_body)['context_cache']}")
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from ..actors.project import (
     Publish,
     Query,
     StoreResult,
+    StoreResults,
     Subscribe,
     Unsubscribe,
     Wait,
@@ -376,6 +377,32 @@ async def op_result_store(api: Api, p: Principal, args: dict[str, Any], c: Ctx) 
     return reply  # type: ignore[no-any-return]
 
 
+MAX_BATCH_RESULTS = 1000
+
+
+async def op_result_store_batch(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    items = args.get("results")
+    if not isinstance(items, list) or not items or len(items) > MAX_BATCH_RESULTS:
+        raise InvalidRequest("results", f"'results' must be a list of 1 to {MAX_BATCH_RESULTS} result bodies")
+    bodies = []
+    project = None
+    for i, item in enumerate(items):
+        try:
+            body = validate_result_body(item, p.project_id)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"results[{i}].{exc.field}", f"results[{i}]: {exc.message}") from None
+        this = p.project_for(body.get("project_id"))
+        if project is not None and this != project:
+            raise InvalidRequest(f"results[{i}].project_id", "all results of a batch belong to one project")
+        project = this
+        bodies.append(body)
+    assert project is not None
+    reply = await api.ask(project, StoreResults(tuple(bodies)))
+    api.results_stored += len(bodies)
+    api.events_published += len(bodies)
+    return reply  # type: ignore[no-any-return]
+
+
 async def op_result_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     result_id = _str_arg(args, "result_id")
     project = p.project_for(_str_arg(args, "project_id", required=False))
@@ -593,6 +620,7 @@ OPS: dict[str, Op] = {
         Op("ping", op_ping, mode="inline", rate_limited=False),
         Op("status", op_status, mode="pooled"),
         Op("result.store", op_result_store, "write_results"),
+        Op("result.store_batch", op_result_store_batch, "write_results"),
         Op("result.get", op_result_get, mode="inline"),
         Op("result.query", op_result_query),
         Op("event.publish", op_event_publish, "publish_events"),

@@ -54,6 +54,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, tuple[str, ...], int]] = [
     (m, re.compile(p), op, names, status)
     for m, p, op, names, status in [
         ("POST", r"/api/results", "result.store", (), 200),
+        ("POST", r"/api/results/batch", "result.store_batch", (), 200),
         ("GET", r"/api/results", "result.query", (), 200),
         ("GET", r"/api/results/([^/]+)", "result.get", ("result_id",), 200),
         ("POST", r"/api/events/([^/]+)", "event.publish", ("event_type",), 200),

@@ -134,3 +134,61 @@ def test_changed_files_bump_the_generation(tmp_path):
     assert engine.refresh() == g0
     (tmp_path / "app/new_module.py").write_text("def fresh(): pass\n")
     assert engine.refresh() > g0
+
+
+def _commit(root: Path, message: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(root), "commit", "-qm", message], check=True, env=env)
+
+
+def test_definitions_of_named_identifiers_rank_first(tmp_path):
+    root = make_repo(tmp_path)
+    (root / "app/http/session.py").write_text("class SessionStore:\n    def get(self, key):\n        return None\n")
+    (root / "app/http/cache.py").write_text("# the session store caches sessions; see SessionStore elsewhere\nstore = {}\nsession = store\n")
+    index = ProjectIndex(root)
+    index.refresh()
+    assert "sessionstore" in index.files["app/http/session.py"].defines
+    ranked = [p for _, p, _ in rank(index, Signals(task="SessionStore.get returns None for a known session"))]
+    assert ranked[0] == "app/http/session.py"
+
+
+def test_churn_from_history_breaks_ties_towards_hot_files(tmp_path):
+    root = make_repo(tmp_path)
+    (root / "app/a.py").write_text("def parse_header(x):\n    return x\n")
+    (root / "app/b.py").write_text("def parse_header(x):\n    return x\n")
+    _commit(root, "add parsers")
+    for i in range(5):
+        (root / "app/b.py").write_text(f"def parse_header(x):\n    return x  # v{i}\n")
+        _commit(root, f"tweak b {i}")
+    index = ProjectIndex(root)
+    index.refresh()
+    assert index.churn["app/b.py"] == 6 and index.churn["app/a.py"] == 1
+    ranked = [p for _, p, _ in rank(index, Signals(task="header parsing"))]
+    assert ranked.index("app/b.py") < ranked.index("app/a.py")
+
+
+def test_imports_resolve_and_tests_of_top_modules_come_with_them(tmp_path):
+    root = make_repo(tmp_path)
+    (root / "web").mkdir()
+    (root / "web/router.js").write_text("const util = require('./util')\nfunction route(path) { return util.clean(path) }\n")
+    (root / "web/util.js").write_text("exports.clean = function (p) { return p.trim() }\n")
+    (root / "tests/check_routing.py").write_text("from app.http.router import route_request\n\ndef test_route():\n    route_request('/')\n")
+    index = ProjectIndex(root)
+    index.refresh()
+    importers = index.imported_by()
+    assert "web/router.js" in importers["web/util.js"]
+    assert "tests/check_routing.py" in importers["app/http/router.py"]
+    ranked = [p for _, p, _ in rank(index, Signals(task="route request handlers by path", prefer_kind="test"))]
+    assert ranked.index("tests/check_routing.py") < ranked.index("app/http/router.py")
+
+
+def test_a_file_under_a_symlinked_directory_is_not_indexed(tmp_path):
+    root = make_repo(tmp_path / "repo", git=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "creds.py").write_text("PASSWORD = 'hunter2'\n")
+    os.symlink(outside, root / "linked")
+    index = ProjectIndex(root)
+    index.refresh()
+    assert not any(p.startswith("linked/") for p in index.files)

@@ -323,3 +323,28 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
     async with h.ws(tok) as ws:
         r = await ws.call("context.get", issue_id="ISS-9", task="jwt", max_bytes=4096)
         assert r["ok"] and len(orjson.dumps(r["result"])) <= 4096
+
+
+async def test_store_batch_extension(server):
+    tok = server.token()
+    bodies = [result_body(agent_id=f"a{i}", n=i) for i in range(5)]
+    r = await server.request("POST", "/api/results/batch", tok, {"results": bodies})
+    assert r.status == 200, r.body
+    reply = r.json()
+    assert reply["stored"] == 5 and len(reply["results"]) == 5
+    ids = [x["id"] for x in reply["results"]]
+    for rid, body in zip(ids, bodies, strict=True):
+        record = (await server.request("GET", f"/api/results/{rid}", tok)).json()
+        assert record["result"] == body["result"]
+    events = (await server.request("GET", "/api/events/wait/agent_completed?timeout=0&since=0", tok)).json()["events"]
+    assert [e["data"]["result_id"] for e in events] == ids  # one event per result, in order
+    bad = [*bodies[:2], {"agent_id": "x", "agent_type": "t", "issue_id": "i", "result": {}}]
+    r = await server.request("POST", "/api/results/batch", tok, {"results": bad})
+    assert r.status == 400 and r.json()["field"] == "results[2].result.status"
+    r = await server.request("POST", "/api/results/batch", tok, {"results": [{**bodies[0], "project_id": "other"}]})
+    assert r.status == 403
+    r = await server.request("POST", "/api/results/batch", tok, {"results": []})
+    assert r.status == 400 and r.json()["field"] == "results"
+    async with server.ws(tok) as ws:
+        r = await ws.call("result.store_batch", results=bodies[:2])
+        assert r["ok"] and r["result"]["stored"] == 2
