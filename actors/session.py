@@ -59,6 +59,10 @@ class Dispatcher(Protocol):
         """The frame of a successful answer."""
         ...
 
+    def notice_frame(self, op: str, fields: dict[str, Any]) -> bytes:
+        """A frame the server sends on its own (not an answer)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -81,17 +85,35 @@ class SetExpiry:
 
 
 class _SessionActor(Actor):
-    """The mailbox side of a session: closes, token expiry and fault injection."""
+    """The mailbox side of a session: closes, token expiry and fault injection.
+
+    Before the token expires the client is told (a notice frame, ``warn_before`` seconds
+    ahead); at expiry, unless a refresh moved it, the connection is closed with 4001.
+    """
+
+    warn_before = 30.0
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.warned_for = math.inf
 
     def next_deadline(self) -> float:
-        return self.session.expires_at
+        expires = self.session.expires_at
+        if expires != self.warned_for:
+            return expires - self.warn_before
+        return expires
 
     async def on_timeout(self) -> None:
-        self.session.expires_at = math.inf
-        await self.session.close(CLOSE_AUTH, "token expired; reconnect with a fresh token")
+        session = self.session
+        now = trio.current_time()
+        if session.expires_at != self.warned_for and now < session.expires_at:
+            self.warned_for = session.expires_at
+            session.send_frame(session.dispatcher.notice_frame(
+                "auth.expiring", {"expires_in_seconds": round(session.expires_at - now, 3)}
+            ))
+            return
+        session.expires_at = math.inf
+        await session.close(CLOSE_AUTH, "token expired; reconnect with a fresh token")
 
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, CloseSession):

@@ -187,6 +187,10 @@ class Api:
         self.m_sessions = prom.Gauge("orchestra_sessions", "Connected WebSocket sessions", registry=self.registry)
         self.m_projects = prom.Gauge("orchestra_projects", "Running project actors", registry=self.registry)
         self.m_restarts = prom.Gauge("orchestra_actor_restarts", "Actor restarts since start", registry=self.registry)
+        self.m_child_restarts = prom.Gauge(
+            "orchestra_actor_child_restarts", "Restarts of each supervised actor since start",
+            ["supervisor", "child"], registry=self.registry,
+        )
         self.events_published = 0
         self.results_stored = 0
         self._counters: dict[tuple[str, str], Any] = {}
@@ -299,6 +303,15 @@ class Api:
         self.m_sessions.set(len(self.sessions))
         self.m_projects.set(len(self.system.running_projects()))
         self.m_restarts.set(self.system.root.total_restarts())
+
+        def walk(tree: dict[str, Any]) -> None:
+            for child in tree["children"]:
+                if child["restart"] != "temporary":
+                    self.m_child_restarts.labels(tree["name"], child["id"]).set(child["restarts"])
+                if "supervisor" in child:
+                    walk(child["supervisor"])
+
+        walk(self.system.root.tree())
         return prom.generate_latest(self.registry)
 
     # -- WebSocket dispatch (the session's Dispatcher) --
@@ -352,6 +365,9 @@ class Api:
         log.log(logging.WARNING if error.status >= 500 else logging.INFO,
                 "ws request %s: %s %s", request_id, error.code, error.message)
         return b'{"id":%s,"ok":false,"error":%s}' % (orjson.dumps(rid), encode_error(error, request_id))
+
+    def notice_frame(self, op: str, fields: dict[str, Any]) -> bytes:
+        return orjson.dumps({"op": op, **fields})
 
     def reply_frame(self, reply_id: Any, result: dict[str, Any]) -> bytes:
         return b'{"id":%s,"ok":true,"result":%s}' % (orjson.dumps(reply_id), orjson.dumps(result))

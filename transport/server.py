@@ -234,6 +234,10 @@ class Server:
             if isinstance(event, h11.ConnectionClosed) or event is None:
                 return
             assert isinstance(event, h11.Request)
+            # h11 bounds only headers still arriving; bound those that came in one read too
+            if sum(len(n) + len(v) + 4 for n, v in event.headers) + len(event.target) > self.config.max_header_bytes:
+                await self._refuse(stream, conn, 431, "request headers too large")
+                return
             if self._is_upgrade(event):
                 await self._websocket(stream, conn, event)
                 return

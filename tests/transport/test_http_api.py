@@ -348,3 +348,32 @@ async def test_store_batch_extension(server):
     async with server.ws(tok) as ws:
         r = await ws.call("result.store_batch", results=bodies[:2])
         assert r["ok"] and r["result"]["stored"] == 2
+
+
+async def test_a_bug_answers_500_with_the_object_and_the_server_keeps_serving(server, monkeypatch, caplog):
+    from orchestra.transport import api as api_module
+
+    async def broken(api, p, args, c):
+        raise RuntimeError("deliberate bug")
+
+    monkeypatch.setitem(api_module.OPS, "agent.status", api_module.Op("agent.status", broken))
+    r = await server.request("GET", "/api/agents/x/status", server.token())
+    assert r.status == 500
+    err = r.json()
+    assert err["code"] == "INTERNAL" and err["request_id"] in err["message"]
+    assert err["request_id"] in caplog.text  # the same id is in the server log
+    assert (await server.request("GET", "/health")).status == 200
+
+
+async def test_oversized_headers_get_431_with_the_error_object(server):
+    r = await server.request("GET", "/health", headers=[("x-big", "y" * 40000)])
+    assert r.status == 431 and r.json()["code"] == "REQ_002"
+
+
+async def test_metrics_show_restarts_per_actor(server):
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    await server.request("POST", "/api/results", server.token(), result_body())
+    await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "crash"})
+    await trio.sleep(0.1)
+    text = (await server.request("GET", "/metrics")).body.decode()
+    assert 'orchestra_actor_child_restarts{child="project:p1",supervisor="projects"} 1.0' in text

@@ -195,12 +195,23 @@ async def test_auth_refresh(server):
         assert info.value.reason.code == 4003
 
 
-async def test_expired_token_closes_the_connection(server):
-    async with server.ws(server.token(ttl=1)) as ws:
+async def test_expiring_token_is_told_then_closed(server):
+    async with server.ws(server.token(ttl=2)) as ws:
+        notice = await ws.recv()
+        assert notice["op"] == "auth.expiring" and 0 < notice["expires_in_seconds"] <= 2
         with trio.fail_after(10), pytest.raises(trio_websocket.ConnectionClosed) as info:
             while True:
                 await ws.recv()
         assert info.value.reason.code == 4001
+
+
+async def test_refresh_keeps_an_expiring_connection_open(server):
+    async with server.ws(server.token(ttl=2)) as ws:
+        assert (await ws.recv())["op"] == "auth.expiring"
+        r = await ws.call("auth.refresh")
+        assert r["ok"]
+        await trio.sleep(2.5)  # past the first token's expiry
+        assert (await ws.call("ping"))["ok"]
 
 
 async def test_frame_over_limit_closes_1009(nursery, tmp_path):
