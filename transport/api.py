@@ -187,6 +187,8 @@ class Api:
         self.m_sessions = prom.Gauge("orchestra_sessions", "Connected WebSocket sessions", registry=self.registry)
         self.m_projects = prom.Gauge("orchestra_projects", "Running project actors", registry=self.registry)
         self.m_restarts = prom.Gauge("orchestra_actor_restarts", "Actor restarts since start", registry=self.registry)
+        self.m_context_hits = prom.Gauge("orchestra_context_cache_hits", "Context answers served from the cache", registry=self.registry)
+        self.m_context_misses = prom.Gauge("orchestra_context_cache_misses", "Context answers computed", registry=self.registry)
         self.m_child_restarts = prom.Gauge(
             "orchestra_actor_child_restarts", "Restarts of each supervised actor since start",
             ["supervisor", "child"], registry=self.registry,
@@ -299,7 +301,10 @@ class Api:
             body["actors"]["tree"] = self.system.root.tree()
         return body
 
-    def metrics(self) -> bytes:
+    async def metrics(self) -> bytes:
+        cache = await self.system.context_stats()
+        self.m_context_hits.set(cache["hits"])
+        self.m_context_misses.set(cache["misses"])
         self.m_sessions.set(len(self.sessions))
         self.m_projects.set(len(self.system.running_projects()))
         self.m_restarts.set(self.system.root.total_restarts())

@@ -328,7 +328,7 @@ class Server:
         if path == "/health" and method in ("GET", "HEAD"):
             return 200, orjson.dumps(self._health()), []
         if path == "/metrics" and method == "GET":
-            return 200, self.api.metrics(), [(b"content-type", b"text/plain; version=0.0.4")]
+            return 200, await self.api.metrics(), [(b"content-type", b"text/plain; version=0.0.4")]
         if path == "/status" and method == "GET":
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None

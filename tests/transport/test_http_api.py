@@ -320,6 +320,8 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
     assert (await h.request("GET", "/api/context/ISS-9/python-specialist?max_bytes=5000000", tok)).status == 413
     status = (await h.request("GET", "/status")).json()
     assert status["context_cache"]["hits"] >= 1
+    metrics = (await h.request("GET", "/metrics")).body.decode()
+    assert "orchestra_context_cache_hits" in metrics and "orchestra_context_cache_misses" in metrics
     async with h.ws(tok) as ws:
         r = await ws.call("context.get", issue_id="ISS-9", task="jwt", max_bytes=4096)
         assert r["ok"] and len(orjson.dumps(r["result"])) <= 4096
