@@ -243,9 +243,12 @@ class Server:
                 return
             self.busy += 1
             try:
+                started = time.perf_counter()
                 status, body, headers = await self._respond_to(stream, conn, event)
                 if status is None:
                     return
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
                 await self._send(stream, conn, status, body, headers)
             finally:
                 self.busy -= 1

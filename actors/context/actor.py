@@ -8,6 +8,7 @@ ids of the issue's stored results, so a changed file or a new result makes a new
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..profiles import Profiles
 from ..runtime import Actor, ActorRef
 from ..store import QueryResults
 from .engine import ContextEngine
+from .index import ChangeSet
 from .ranking import Signals
 
 __all__ = ["ContextActor", "ContextGet", "ClearContext", "ContextStats"]
@@ -43,7 +45,16 @@ class ContextStats:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class _ApplyChanges:
+    changes: ChangeSet
+
+
 class ContextActor(Actor):
+    """See the module docstring. File changes are found by a background sweep every
+    ``sweep_interval`` seconds (a helper task scanning on its own thread), so requests never
+    wait for one; with ``sweep_interval <= 0`` every request sweeps first (deterministic)."""
+
     def __init__(self, project_id: str, root: Path, store: ActorRef, profiles: Profiles,
                  cache_size: int = 256, sweep_interval: float = 2.0) -> None:
         self.sweep_interval = sweep_interval
@@ -59,6 +70,24 @@ class ContextActor(Actor):
         self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.sweeping = False
+        self.indexed = False
+        self.next_sweep = trio.current_time() + max(self.sweep_interval, 0.0)
+
+    def next_deadline(self) -> float:
+        if self.sweep_interval <= 0 or self.sweeping or not self.indexed:
+            return math.inf
+        return self.next_sweep
+
+    async def on_timeout(self) -> None:
+        self.sweeping = True
+        index = self.engine.index
+        known = await trio.to_thread.run_sync(index.stat_snapshot, limiter=self.limiter)
+        self.helpers.start_soon(self._scan, known, index.head)
+
+    async def _scan(self, known: dict[str, tuple[float, int]], head: str | None) -> None:
+        changes = await trio.to_thread.run_sync(self.engine.index.scan, known, head)
+        await self.ref.cast(_ApplyChanges(changes))
 
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, ContextGet):
@@ -68,6 +97,11 @@ class ContextActor(Actor):
             for k in keys:
                 del self.cache[k]
             return {"cleared": True, "entries_removed": len(keys)}
+        if isinstance(msg, _ApplyChanges):
+            await trio.to_thread.run_sync(self.engine.index.apply, msg.changes, limiter=self.limiter)
+            self.sweeping = False
+            self.next_sweep = trio.current_time() + self.sweep_interval
+            return None
         if isinstance(msg, ContextStats):
             total = self.hits + self.misses
             return {"hits": self.hits, "misses": self.misses, "entries": len(self.cache),
@@ -76,7 +110,11 @@ class ContextActor(Actor):
         raise TypeError(f"unexpected message {msg!r}")
 
     async def _get(self, msg: ContextGet) -> bytes:
-        generation = await trio.to_thread.run_sync(self.engine.refresh, limiter=self.limiter)
+        if self.sweep_interval <= 0 or not self.indexed:
+            await trio.to_thread.run_sync(self.engine.refresh, True, limiter=self.limiter)
+            self.indexed = True
+            self.next_sweep = trio.current_time() + max(self.sweep_interval, 0.0)
+        generation = self.engine.index.generation
         rows = await self.store.call(
             QueryResults(project_id=self.project_id, issue_id=msg.issue_id, limit=20), timeout=30
         )

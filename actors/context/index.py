@@ -17,14 +17,19 @@ import os
 import re
 import stat
 import subprocess
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FileEntry", "ProjectIndex", "tokenize", "language_of"]
+__all__ = ["ChangeSet", "FileEntry", "ProjectIndex", "tokenize", "language_of"]
 
 MAX_INDEXED_BYTES = 512 * 1024
 HISTORY_COMMITS = 2000
+#: Indexing runs on worker threads in pure-Python loops that would hold the GIL for long
+#: stretches, making the event loop's thread wait up to the switch interval (5 ms) at every
+#: system call. Giving the GIL up every few files keeps the loop's latency low meanwhile.
+_YIELD_EVERY = 50
 HISTORY_MAX_FILES_PER_COMMIT = 30  # bulk commits (renames, formatting) say little about coupling
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", "dist", "build", "target",
              ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "vendor", ".idea", ".vscode"}
@@ -66,10 +71,13 @@ def language_of(path: str) -> str:
 def tokenize(text: str) -> list[str]:
     """Words, with identifiers split: ``parseHTTPRequest_v2`` -> parse http request v2 (and whole)."""
     out: list[str] = []
+    append = out.append
     for word in _WORD.findall(text):
         low = word.lower()
         if len(low) > 1:
-            out.append(low)
+            append(low)
+        if low == word or word.isupper():
+            continue  # nothing to split: most words
         parts = _CAMEL.findall(word)
         if len(parts) > 1:
             out.extend(p.lower() for p in parts if len(p) > 1)
@@ -91,8 +99,21 @@ class FileEntry:
     kind: str = "other"  # source, test, doc, config or other (see ranking.file_kind)
 
 
+@dataclass(slots=True)
+class ChangeSet:
+    """What a scan found: files new or changed (already read), files gone, new history."""
+
+    entries: list[FileEntry]
+    removed: list[str]
+    history: tuple[str, Counter[str], dict[str, Counter[str]]] | None
+
+
 class ProjectIndex:
-    """Files of one root and the statistics over them. Not thread-safe: one owner at a time."""
+    """Files of one root and the statistics over them.
+
+    Not thread-safe: one thread at a time reads or changes it. Only :meth:`scan` may run
+    on another thread meanwhile, as it reads the files, not the index.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -159,9 +180,25 @@ class ProjectIndex:
     # -- building and refreshing --
 
     def refresh(self) -> bool:
-        """Bring the index up to date (stat sweep; re-read only changed files). True if changed."""
-        seen = set()
-        changed = False
+        """Bring the index up to date now (scan, then apply). True if anything changed."""
+        return self.apply(self.scan(self.stat_snapshot(), self._head))
+
+    @property
+    def head(self) -> str | None:
+        """The git commit the history figures were taken at."""
+        return self._head
+
+    def stat_snapshot(self) -> dict[str, tuple[float, int]]:
+        """What the index knows of each file, for a :meth:`scan` on another thread."""
+        return {path: (f.mtime, f.size) for path, f in self.files.items()}
+
+    def scan(self, known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
+        """Find and read what changed since ``known`` (a stat sweep: only changed files are read).
+
+        Touches no state of the index, so it may run on any thread while the index serves.
+        """
+        entries: list[FileEntry] = []
+        seen: set[str] = set()
         root = str(self.root)
         dirs_ok: dict[str, bool] = {}
         for rel in self.list_paths():
@@ -188,20 +225,31 @@ class ProjectIndex:
             if not stat.S_ISREG(st.st_mode):
                 continue
             seen.add(rel)
-            old = self.files.get(rel)
-            if old is not None and old.mtime == st.st_mtime and old.size == st.st_size:
+            if known.get(rel) == (st.st_mtime, st.st_size):
                 continue
+            entries.append(self._read(rel, st.st_size, st.st_mtime))
+            if len(entries) % _YIELD_EVERY == 0:
+                time.sleep(0)
+        removed = [rel for rel in known if rel not in seen]
+        return ChangeSet(entries, removed, self._scan_history(head))
+
+    def apply(self, changes: ChangeSet) -> bool:
+        """Take a scan's findings into the index. Quick: the reading was done by the scan."""
+        changed = bool(changes.entries or changes.removed or changes.history)
+        for i, entry in enumerate(changes.entries):
+            if i % _YIELD_EVERY == 0:
+                time.sleep(0)  # let the event loop's thread have the GIL (see _YIELD_EVERY)
+            old = self.files.get(entry.path)
             if old is not None:
                 self._forget(old)
-            entry = self._read(rel, st.st_size, st.st_mtime)
-            self.files[rel] = entry
+            self.files[entry.path] = entry
             self._remember(entry)
-            changed = True
-        for rel in [r for r in self.files if r not in seen]:
-            self._forget(self.files.pop(rel))
-            changed = True
-        if self._refresh_history():
-            changed = True
+        for rel in changes.removed:
+            old = self.files.pop(rel, None)
+            if old is not None:
+                self._forget(old)
+        if changes.history is not None:
+            self._head, self.churn, self.cochange = changes.history
         if changed:
             self.generation += 1
             lengths = [f.length for f in self.files.values() if f.length]
@@ -275,18 +323,17 @@ class ProjectIndex:
             )
         return entry
 
-    def _refresh_history(self) -> bool:
-        """Churn and co-change from the last commits, recomputed only when HEAD moves."""
+    def _scan_history(self, known_head: str | None) -> tuple[str, Counter[str], dict[str, Counter[str]]] | None:
+        """Churn and co-change from the last commits, or None when HEAD has not moved."""
         if not self.is_git:
-            return False
+            return None
         try:
             head = subprocess.run(["git", "-C", str(self.root), "rev-parse", "HEAD"],
                                   capture_output=True, timeout=10).stdout.strip().decode()
         except (OSError, subprocess.SubprocessError):
-            return False
-        if not head or head == self._head:
-            return False
-        self._head = head
+            return None
+        if not head or head == known_head:
+            return None
         try:
             log = subprocess.run(
                 ["git", "-C", str(self.root), "log", f"-n{HISTORY_COMMITS}", "--no-merges",
@@ -294,7 +341,7 @@ class ProjectIndex:
                 capture_output=True, timeout=60,
             ).stdout.decode("utf-8", "replace")
         except (OSError, subprocess.SubprocessError):
-            return False
+            return None
         churn: Counter[str] = Counter()
         cochange: dict[str, Counter[str]] = defaultdict(Counter)
         for block in log.split("\x1e"):
@@ -306,9 +353,7 @@ class ProjectIndex:
                 for b in files:
                     if a != b:
                         cochange[a][b] += 1
-        self.churn = churn
-        self.cochange = cochange
-        return True
+        return head, churn, cochange
 
     # -- statistics --
 

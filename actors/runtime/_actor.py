@@ -94,13 +94,14 @@ class ActorRef:
         self.alive = False
         #: Counts starts; a restart makes a new incarnation.
         self.incarnation = 0
-        self._down = trio.Event()
+        self._down: trio.Event | None = trio.Event()
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name}>"
 
     def monitor(self) -> trio.Event:
         """An event set when the current incarnation stops or crashes (an Erlang monitor)."""
+        assert self._down is not None
         return self._down
 
     @property
@@ -194,6 +195,8 @@ class Actor:
     """
 
     ref: ActorRef
+    #: Helper tasks of this incarnation: cancelled when it ends; one that raises crashes it.
+    helpers: trio.Nursery
     _deferred: set[Call]
     _current: Call | None
     _batch: list[Call]
@@ -266,10 +269,25 @@ async def run_actor(
     actor._deferred = set()
     actor._current = None
     actor._batch = []
+    try:
+        async with trio.open_nursery() as helpers:
+            actor.helpers = helpers
+            await _serve(ref, actor, task_status)
+    except BaseExceptionGroup as group:
+        # a helper's failure (or the loop's own) surfaces as itself, not wrapped
+        raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
+    finally:
+        ref.alive = False
+        if ref._down is not None:
+            ref._down.set()
+        actor.on_exit()
+
+
+async def _serve(ref: ActorRef, actor: Actor, task_status: trio.TaskStatus[None]) -> None:
     recv = ref._recv
     await actor.on_start()
     ref.incarnation += 1
-    ref._down = down = trio.Event()
+    ref._down = trio.Event()
     ref.alive = True
     task_status.started()
     try:
@@ -285,6 +303,7 @@ async def run_actor(
                         await actor.on_timeout()
                         continue
             except trio.EndOfChannel:
+                actor.helpers.cancel_scope.cancel()
                 return  # the ref was closed: an orderly, final stop
             if actor.max_batch > 1:
                 await _serve_batch(actor, recv, item)
@@ -322,10 +341,6 @@ async def run_actor(
         _fail_pending(actor, ActorCrashed(ref.name, f"{type(exc).__name__}: {exc}"))
         _fail_queued(ref, ActorCrashed(ref.name, f"{type(exc).__name__}: {exc}"))
         raise
-    finally:
-        ref.alive = False
-        down.set()
-        actor.on_exit()
 
 
 async def _serve_batch(actor: Actor, recv: trio.MemoryReceiveChannel[Any], first: Any) -> None:

@@ -439,3 +439,42 @@ async def test_on_exit_runs_after_a_crash(autojump_clock):
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     assert exits == [1, 0]  # the crashed incarnation, then the stopped one
+
+
+async def test_helpers_end_with_their_incarnation_and_a_failing_helper_crashes_it(autojump_clock):
+    events = []
+
+    class WithHelper(Counter):
+        async def on_start(self):
+            await super().on_start()
+            self.helpers.start_soon(self.tick)
+
+        async def tick(self):
+            try:
+                while True:
+                    await trio.sleep(1)
+                    events.append("tick")
+            finally:
+                events.append("helper stopped")
+
+        async def handle(self, msg):
+            if msg == "helper-boom":
+                async def boom():
+                    raise Boom("helper failed")
+                self.helpers.start_soon(boom)
+                return "started"
+            return await super().handle(msg)
+
+    ref = ActorRef("helped")
+    sup = Supervisor("root", [ChildSpec.actor("helped", ref, WithHelper)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(2.5)
+        assert events.count("tick") == 2
+        await ref.call("incr")
+        assert await ref.call("helper-boom") == "started"
+        await trio.testing.wait_all_tasks_blocked()
+        assert "Boom: helper failed" in sup.tree()["children"][0]["last_crash"]
+        assert await ref.call("incr") == 1  # restarted with fresh state
+        nursery.cancel_scope.cancel()
+    assert events.count("helper stopped") == 2  # the crashed incarnation's and the last one's
