@@ -213,10 +213,12 @@ class Server:
         self.connections += 1
         try:
             await self._http(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, trio.TooSlowError):
             pass
-        except trio.TooSlowError:
-            pass
+        except Exception:
+            # A connection dies alone: whatever went wrong here must not reach the nursery
+            # that holds every other connection.
+            log.exception("connection failed; closing it")
         finally:
             self.connections -= 1
             with trio.move_on_after(1) as scope:
@@ -249,7 +251,7 @@ class Server:
                     return
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
-                await self._send(stream, conn, status, body, headers)
+                await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
             finally:
                 self.busy -= 1
                 if not self.busy:
@@ -328,7 +330,9 @@ class Server:
             raise ApiError(414, "REQ_001", "request target too long")
         path, _, query = target.partition("?")
         method = req.method.decode()
-        if path == "/health" and method in ("GET", "HEAD"):
+        if method == "HEAD":
+            method = "GET"  # answered like GET, sent without the body
+        if path == "/health" and method == "GET":
             return 200, orjson.dumps(self._health()), []
         if path == "/metrics" and method == "GET":
             return 200, await self.api.metrics(), [(b"content-type", b"text/plain; version=0.0.4")]
@@ -388,7 +392,7 @@ class Server:
 
     async def _send(
         self, stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]], head: bool = False,
     ) -> None:
         all_headers = [*_JSON, (b"content-length", str(len(body)).encode())]
         names = {h[0] for h in headers}
@@ -398,7 +402,10 @@ class Server:
         if self.api.shutting_down:
             all_headers.append((b"connection", b"close"))
         data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=b""))
-        data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())  # type: ignore[operator]
+        if head:  # a HEAD answer: the headers of the GET, no body
+            data += conn.send(h11.EndOfMessage())  # type: ignore[operator]
+        else:
+            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())  # type: ignore[operator]
         await stream.send_all(data)
 
     async def _refuse(self, stream: trio.SocketStream, conn: h11.Connection, status: int, why: str) -> None:

@@ -104,5 +104,6 @@ def test_iso_time_matches_datetime(epoch):
 
 
 def test_iso_time_orders_like_time():
-    now = time.time()
-    assert iso_time(now) < iso_time(now + 0.000001) < iso_time(now + 1)
+    t = 1_764_000_000.25  # fixed: at this magnitude a float carries ~0.2 us, so steps are exact
+    assert iso_time(t) < iso_time(t + 0.001) < iso_time(t + 1) < iso_time(t + 86_400)
+    assert iso_time(time.time()).endswith("Z")

@@ -383,3 +383,26 @@ async def test_metrics_show_restarts_per_actor(server):
     await trio.sleep(0.1)
     text = (await server.request("GET", "/metrics")).body.decode()
     assert 'orchestra_actor_child_restarts{child="project:p1",supervisor="projects"} 1.0' in text
+
+
+async def test_head_requests_and_bad_inputs_never_take_the_server_down(server):
+    r = await server.request("HEAD", "/health")
+    assert r.status == 200 and r.body == b"" and int(r.headers["content-length"]) > 0
+    r = await server.request("HEAD", "/api/results", server.token())
+    assert r.status == 200 and r.body == b""
+    # a WebSocket upgrade without a key, garbage bytes, a truncated request: each dies alone
+    for raw in [
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage-tls-hello\r\n\r\n",
+        b"POST /api/results HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"trunc",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ]:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(raw)
+        with trio.move_on_after(0.5):
+            while await stream.receive_some(65536):
+                pass
+        await stream.aclose()
+    assert (await server.request("GET", "/health")).json()["status"] == "healthy"
+    async with server.ws(server.token()) as ws:
+        assert (await ws.call("ping"))["ok"]
