@@ -268,10 +268,15 @@ class ProjectActor(Actor):
                 pending.append(self._prepare_results(call, msg.bodies))
             elif isinstance(msg, Publish):
                 pending.append(self._prepare_event(call, msg))
-            elif isinstance(msg, GetResult):
-                await self._get(call, msg)
-            elif isinstance(msg, Query):
-                call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
+            elif isinstance(msg, GetResult | Query):
+                try:
+                    if isinstance(msg, GetResult):
+                        await self._get(call, msg)
+                    else:
+                        call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
+                except (StoreError, ActorError) as exc:
+                    # the store failing or restarting fails this read, not the project actor
+                    call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
             elif isinstance(msg, Wait):
                 self._wait(call, msg)
             elif isinstance(msg, Subscribe):

@@ -423,6 +423,10 @@ class StoreActor(Actor):
                 break
             if isinstance(item, Call):
                 pending.append(item)
+            elif isinstance(item, _WRITES):
+                call = Call(item)  # a cast (a wait position, say): committed too
+                call.abandoned = True
+                pending.append(call)
         try:
             with trio.move_on_after(5):
                 if pending:

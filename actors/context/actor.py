@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 import trio
 
+from ..errors import Overloaded
 from ..profiles import Profiles
-from ..runtime import Actor, ActorRef
-from ..store import QueryResults
+from ..runtime import Actor, ActorError, ActorRef
+from ..store import QueryResults, StoreError
 from .engine import ContextEngine
 from .index import ChangeSet
 from .ranking import Signals
@@ -115,9 +116,12 @@ class ContextActor(Actor):
             self.indexed = True
             self.next_sweep = trio.current_time() + max(self.sweep_interval, 0.0)
         generation = self.engine.index.generation
-        rows = await self.store.call(
-            QueryResults(project_id=self.project_id, issue_id=msg.issue_id, limit=20), timeout=30
-        )
+        try:
+            rows = await self.store.call(
+                QueryResults(project_id=self.project_id, issue_id=msg.issue_id, limit=20), timeout=30
+            )
+        except (StoreError, ActorError) as exc:  # fail this request, keep the warm index
+            raise Overloaded(f"the store could not answer: {exc}", retry_after=1.0) from None
         key = (msg.issue_id, msg.agent_type, msg.task, msg.max_bytes, generation,
                tuple(seq for seq, _ in rows))
         cached = self.cache.get(key)

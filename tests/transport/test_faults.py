@@ -112,3 +112,30 @@ async def test_project_crash_tells_subscribers_to_resume_and_nothing_is_missed(s
         while len(seen) < 6:
             seen.append((await ws.next_event())["event"]["data"]["n"])
     assert seen == list(range(6))
+
+
+async def test_a_store_crash_fails_reads_without_crashing_the_project(server):
+    tok = server.token()
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    rid = (await server.request("POST", "/api/results", tok, result_body())).json()["id"]
+    statuses = []
+
+    async def reader():
+        statuses.append((await server.request("GET", "/api/results?limit=5", tok)).status)
+
+    # stall the store so that reads queue behind the stall, then queue a crash behind them
+    await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "delay", "ms": 300})
+    async with trio.open_nursery() as n:
+        for _ in range(4):
+            n.start_soon(reader)
+        await trio.sleep(0.1)
+        await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "crash"})
+    # the read in flight at the crash is answered 503 (not hung); the others are served after
+    # the store restarts, by the same project actor
+    assert sorted(statuses) == [200, 200, 200, 503]
+    tree = (await server.request("GET", "/status", admin)).json()["actors"]["tree"]
+    store = next(c for c in tree["children"] if c["id"] == "store")
+    assert store["restarts"] == 1
+    projects = next(c for c in tree["children"] if c["id"] == "projects")["supervisor"]
+    assert all(c["restarts"] == 0 for c in projects["children"])  # no cascade into projects
+    assert (await server.request("GET", f"/api/results/{rid}", tok)).status == 200
