@@ -63,6 +63,9 @@ class ProjectConfig:
     result_cache: int = 10_000  # recent result records kept in memory
     max_waiters: int = 10_000
     max_subscriptions: int = 10_000
+    #: server-side wait positions kept per project, least recently used dropped first (a
+    #: dropped position starts again from the oldest retained event: repeats, never losses)
+    max_wait_positions: int = 100_000
     storage_location: str = "orchestra.db"
     store_timeout: float = 30.0
 
@@ -230,7 +233,7 @@ class ProjectActor(Actor):
             self.cursors.append(cursor)
         #: Every event at or below this cursor may be gone (expired or over the cap).
         self.floor = self.cursors[0] - 1 if self.cursors else snap.last_cursor
-        self.wait_cursors: dict[tuple[str, str], int] = dict(snap.wait_cursors)
+        self.wait_cursors: OrderedDict[tuple[str, str], int] = OrderedDict(snap.wait_cursors)
         self.results: OrderedDict[str, bytes] = OrderedDict()
         self.subscriptions: dict[str, _Subscription] = {}
         self.waiters: list[_Waiter] = []
@@ -509,6 +512,8 @@ class ProjectActor(Actor):
         if msg.since is None:
             key = (msg.sub, f"{msg.event_type}\x00{msg.filter.text}")
             after = self.wait_cursors.get(key, 0)
+            if key in self.wait_cursors:
+                self.wait_cursors.move_to_end(key)
         else:
             after = msg.since
         found, more = self._matching(msg, after, msg.limit)
@@ -534,6 +539,9 @@ class ProjectActor(Actor):
         if found and key is not None:
             last = found[-1].cursor
             self.wait_cursors[key] = last
+            self.wait_cursors.move_to_end(key)
+            if len(self.wait_cursors) > self.config.max_wait_positions:
+                self.wait_cursors.popitem(last=False)
             self.store.try_cast(SaveWaitCursor(self.project_id, key[0], key[1], last))
         return self._wait_reply(found, after, more, timed_out)
 
@@ -595,6 +603,7 @@ class ProjectActor(Actor):
             "retained_events": len(self.events),
             "subscriptions": len(self.subscriptions),
             "waiters": len(self.waiters),
+            "wait_positions": len(self.wait_cursors),
             "cached_results": len(self.results),
         }
 

@@ -131,10 +131,12 @@ async def start_server(
     profiles: Profiles | None = None,
     max_events: int = 10_000,
     max_waiters: int = 10_000,
+    max_wait_positions: int = 100_000,
 ) -> Harness:
     profiles = profiles or Profiles()
     system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles,
-                                      project=ProjectConfig(max_events=max_events, max_waiters=max_waiters)))
+                                      project=ProjectConfig(max_events=max_events, max_waiters=max_waiters,
+                                                            max_wait_positions=max_wait_positions)))
     api = Api(system, Auth(SECRET, profiles), ApiConfig(
         rate_limits=rate_limits, fault_injection=fault_injection, max_body_bytes=max_body_bytes))
     server = Server(api, ServerConfig(max_body_bytes=max_body_bytes, session=session or SessionLimits()))

@@ -296,22 +296,11 @@ class Server:
             return None, b"", []
         body = bytearray()
         try:
-            while True:
-                event = await self._next_event(stream, conn, self.config.request_timeout)
-                if isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > self.config.max_body_bytes:
-                        error = ApiError(
-                            413, "REQ_002",
-                            f"request body is over the limit of {self.config.max_body_bytes} bytes",
-                            limit=self.config.max_body_bytes,
-                        )
-                        await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
-                        return None, b"", []
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    return None, b"", []
+            # one deadline for the whole body: a slow drip cannot hold the connection forever
+            with trio.fail_after(self.config.request_timeout):
+                body_complete = await self._read_body(stream, conn, body, request_id)
+            if not body_complete:
+                return None, b"", []
         except h11.RemoteProtocolError as exc:
             await self._refuse(stream, conn, exc.error_status_hint, str(exc))
             return None, b"", []
@@ -321,6 +310,27 @@ class Server:
             error = from_exception(exc, request_id)
             log.info("request %s: %s %s %s: %s", request_id, req.method.decode(), req.target.decode("latin-1")[:200], error.code, error.message)
             return error.status, encode_error(error, request_id), error.headers
+
+    async def _read_body(
+        self, stream: trio.SocketStream, conn: h11.Connection, body: bytearray, request_id: str
+    ) -> bool:
+        """Read the request's body into ``body``; False if the connection must end."""
+        while True:
+            event = await self._next_event(stream, conn, self.config.request_timeout)
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.config.max_body_bytes:
+                    error = ApiError(
+                        413, "REQ_002",
+                        f"request body is over the limit of {self.config.max_body_bytes} bytes",
+                        limit=self.config.max_body_bytes,
+                    )
+                    await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
+                    return False
+            elif isinstance(event, h11.EndOfMessage):
+                return True
+            else:
+                return False
 
     async def _route(
         self, req: h11.Request, headers: dict[bytes, bytes], body: bytes, request_id: str

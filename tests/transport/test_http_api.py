@@ -406,3 +406,45 @@ async def test_head_requests_and_bad_inputs_never_take_the_server_down(server):
     assert (await server.request("GET", "/health")).json()["status"] == "healthy"
     async with server.ws(server.token()) as ws:
         assert (await ws.call("ping"))["ok"]
+
+
+async def test_a_body_dripping_too_slowly_is_cut_off(nursery, tmp_path):
+    from orchestra.transport.server import ServerConfig
+
+    h = await start_server(nursery, tmp_path / "d")
+    h.server.config = ServerConfig(max_body_bytes=h.server.config.max_body_bytes, request_timeout=0.5)
+    stream = await trio.open_tcp_stream("127.0.0.1", h.port)
+    await stream.send_all(b"POST /api/results HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    t0 = trio.current_time()
+    closed = False
+    with trio.fail_after(10):
+        for _ in range(40):  # one byte every 0.2 s: each read is in time, the whole is not
+            try:
+                await stream.send_all(b"x")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                closed = True
+                break
+            with trio.move_on_after(0.2):
+                if await stream.receive_some(1024) == b"":
+                    closed = True
+                    break
+    assert closed and trio.current_time() - t0 < 2
+    assert (await h.request("GET", "/health")).status == 200
+
+
+async def test_wait_positions_are_bounded(nursery, tmp_path):
+    from orchestra.actors.project import ProjectStats
+
+    h = await start_server(nursery, tmp_path / "d", max_wait_positions=3)
+    tok = h.token()
+    await h.request("POST", "/api/events/e", tok, {"data": {"n": 1}})
+    for i in range(6):
+        r = (await h.request("GET", f"/api/events/wait/e?timeout=0&filter=n:1|x:{i}", tok)).json()
+        assert len(r["events"]) == 1  # each distinct filter is its own position
+    ref = await h.system.project("p1")
+    assert (await ref.call(ProjectStats()))["wait_positions"] == 3
+    # the oldest position was dropped: that filter starts again (a repeat, never a loss)
+    r = (await h.request("GET", "/api/events/wait/e?timeout=0&filter=n:1|x:0", tok)).json()
+    assert len(r["events"]) == 1
+    r = (await h.request("GET", "/api/events/wait/e?timeout=0&filter=n:1|x:5", tok)).json()
+    assert r["events"] == []  # a kept position continues after what it was given
