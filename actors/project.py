@@ -235,6 +235,9 @@ class ProjectActor(Actor):
         self.floor = self.cursors[0] - 1 if self.cursors else snap.last_cursor
         self.wait_cursors: OrderedDict[tuple[str, str], int] = OrderedDict(snap.wait_cursors)
         self.results: OrderedDict[str, bytes] = OrderedDict()
+        # Stored records are immutable: readers may take them from this table directly
+        # (see ActorRef.view); only this actor writes it.
+        self.ref.view = self.results
         self.subscriptions: dict[str, _Subscription] = {}
         self.waiters: list[_Waiter] = []
         self.next_sid = 0

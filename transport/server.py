@@ -267,18 +267,21 @@ class Server:
         event = conn.next_event()
         if event is not h11.NEED_DATA:  # already buffered: no timeout scope needed
             return None if event is h11.PAUSED else event
-        with trio.fail_after(timeout):
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    if self.api.shutting_down and conn.their_state is h11.IDLE:
-                        return None  # an idle keep-alive connection: close it
-                    data = await stream.receive_some(65536)
-                    conn.receive_data(data)
-                    continue
-                if event is h11.PAUSED:
-                    return None
-                return event
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            event = await self._receive_event(stream, conn)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
+        return event
+
+    async def _receive_event(self, stream: trio.SocketStream, conn: h11.Connection) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if self.api.shutting_down and conn.their_state is h11.IDLE:
+                    return None  # an idle keep-alive connection: close it
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            return None if event is h11.PAUSED else event
 
     async def _respond_to(
         self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request
@@ -297,8 +300,10 @@ class Server:
         body = bytearray()
         try:
             # one deadline for the whole body: a slow drip cannot hold the connection forever
-            with trio.fail_after(self.config.request_timeout):
+            with trio.CancelScope(deadline=trio.current_time() + self.config.request_timeout) as scope:
                 body_complete = await self._read_body(stream, conn, body, request_id)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
             if not body_complete:
                 return None, b"", []
         except h11.RemoteProtocolError as exc:

@@ -94,6 +94,11 @@ class ActorRef:
         self.alive = False
         #: Counts starts; a restart makes a new incarnation.
         self.incarnation = 0
+        #: A read-only view the actor may publish for readers that must not queue behind its
+        #: mailbox (in the manner of an Erlang ETS table): only the actor writes it, in its
+        #: own task; readers read it between the actor's steps (trio tasks do not preempt).
+        #: Reset to None whenever an incarnation ends.
+        self.view: Any = None
         self._down: trio.Event | None = trio.Event()
 
     def __repr__(self) -> str:
@@ -121,12 +126,13 @@ class ActorRef:
             if timeout is None:
                 await self._deliver(call)
             else:
-                with trio.fail_after(timeout):
+                # a bare scope: trio.fail_after is a generator-based context manager, and this
+                # is every request's path
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                     await self._deliver(call)
-        except trio.TooSlowError:
-            call.abandoned = True
-            assert timeout is not None
-            raise CallTimeout(self.name, timeout) from None
+                if scope.cancelled_caught:
+                    call.abandoned = True
+                    raise CallTimeout(self.name, timeout)
         except BaseException:
             call.abandoned = True
             raise
@@ -278,6 +284,7 @@ async def run_actor(
         raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
     finally:
         ref.alive = False
+        ref.view = None
         if ref._down is not None:
             ref._down.set()
         actor.on_exit()

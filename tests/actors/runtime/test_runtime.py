@@ -478,3 +478,23 @@ async def test_helpers_end_with_their_incarnation_and_a_failing_helper_crashes_i
         assert await ref.call("incr") == 1  # restarted with fresh state
         nursery.cancel_scope.cancel()
     assert events.count("helper stopped") == 2  # the crashed incarnation's and the last one's
+
+
+async def test_a_published_view_ends_with_its_incarnation(autojump_clock):
+    class Viewed(Counter):
+        async def on_start(self):
+            await super().on_start()
+            self.table = {"started": True}
+            self.ref.view = self.table
+
+    ref = ActorRef("viewed")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(Supervisor("root", [ChildSpec.actor("viewed", ref, Viewed)]).run)
+        first = ref.view
+        assert first == {"started": True}
+        with pytest.raises(ActorCrashed):
+            await ref.call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.view is not None and ref.view is not first  # the new incarnation's own
+        nursery.cancel_scope.cancel()
+    assert ref.view is None
