@@ -132,9 +132,10 @@ async def start_server(
     max_events: int = 10_000,
     max_waiters: int = 10_000,
     max_wait_positions: int = 100_000,
+    context_sweep: float = 2.0,
 ) -> Harness:
     profiles = profiles or Profiles()
-    system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles,
+    system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles, context_sweep=context_sweep,
                                       project=ProjectConfig(max_events=max_events, max_waiters=max_waiters,
                                                             max_wait_positions=max_wait_positions)))
     api = Api(system, Auth(SECRET, profiles), ApiConfig(

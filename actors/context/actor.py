@@ -8,7 +8,9 @@ ids of the issue's stored results, so a changed file or a new result makes a new
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ from .index import ChangeSet
 from .ranking import Signals
 
 __all__ = ["ContextActor", "ContextGet", "ClearContext", "ContextStats"]
+
+log = logging.getLogger("orchestra")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +53,25 @@ class ContextStats:
 @dataclass(frozen=True, slots=True)
 class _ApplyChanges:
     changes: ChangeSet
+    full: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _FilesChanged:
+    paths: frozenset[str]
 
 
 class ContextActor(Actor):
-    """See the module docstring. File changes are found by a background sweep every
-    ``sweep_interval`` seconds (a helper task scanning on its own thread), so requests never
-    wait for one; with ``sweep_interval <= 0`` every request sweeps first (deterministic)."""
+    """See the module docstring.
+
+    File changes are found by a file watcher (watchfiles: inotify and its kin) whose batches
+    become scans of just those paths, plus a full stat sweep every ``full_sweep_interval``
+    seconds as a safety net (or every ``sweep_interval`` if watching cannot start). Scans run
+    on their own thread from a helper task, so requests never wait for one. With
+    ``sweep_interval <= 0`` every request sweeps first instead (deterministic, for benches).
+    """
+
+    full_sweep_interval = 60.0
 
     def __init__(self, project_id: str, root: Path, store: ActorRef, profiles: Profiles,
                  cache_size: int = 256, sweep_interval: float = 2.0) -> None:
@@ -73,22 +90,55 @@ class ContextActor(Actor):
         self.misses = 0
         self.sweeping = False
         self.indexed = False
+        self.watching = False
+        self.dirty: set[str] = set()
         self.next_sweep = trio.current_time() + max(self.sweep_interval, 0.0)
+
+    def _interval(self) -> float:
+        return self.full_sweep_interval if self.watching else self.sweep_interval
+
+    async def _watch(self) -> None:
+        """Feed file changes to the actor; on any failure, fall back to periodic sweeps."""
+        import watchfiles
+
+        prefix = str(self.engine.root) + os.sep  # resolved once, when the engine was made
+        try:
+            async for changes in watchfiles.awatch(self.engine.root, debounce=100, step=20, recursive=True,
+                                                   watch_filter=None, yield_on_timeout=False):
+                paths = set()
+                for _, path in changes:
+                    if path.startswith(prefix):  # watchfiles reports absolute paths
+                        paths.add(path[len(prefix):].replace(os.sep, "/"))
+                if paths:
+                    await self.ref.cast(_FilesChanged(frozenset(paths)))
+        except Exception as exc:  # no inotify here (or out of watches): sweep instead
+            log.warning("context %s: file watching stopped (%s); sweeping every %ss",
+                        self.project_id, exc, self.sweep_interval)
+        self.watching = False
 
     def next_deadline(self) -> float:
         if self.sweep_interval <= 0 or self.sweeping or not self.indexed:
             return math.inf
+        if self.dirty:
+            return trio.current_time()
         return self.next_sweep
 
     async def on_timeout(self) -> None:
         self.sweeping = True
         index = self.engine.index
         known = await trio.to_thread.run_sync(index.stat_snapshot, limiter=self.limiter)
-        self.helpers.start_soon(self._scan, known, index.head)
+        paths, self.dirty = self.dirty, set()
+        full = not paths or trio.current_time() >= self.next_sweep
+        self.helpers.start_soon(self._scan, known, index.head, None if full else paths)
 
-    async def _scan(self, known: dict[str, tuple[float, int]], head: str | None) -> None:
-        changes = await trio.to_thread.run_sync(self.engine.index.scan, known, head)
-        await self.ref.cast(_ApplyChanges(changes))
+    async def _scan(self, known: dict[str, tuple[float, int]], head: str | None,
+                    paths: set[str] | None) -> None:
+        index = self.engine.index
+        if paths is None:
+            changes = await trio.to_thread.run_sync(index.scan, known, head)
+        else:
+            changes = await trio.to_thread.run_sync(index.scan_paths, paths, known, head)
+        await self.ref.cast(_ApplyChanges(changes, full=paths is None))
 
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, ContextGet):
@@ -101,7 +151,11 @@ class ContextActor(Actor):
         if isinstance(msg, _ApplyChanges):
             await trio.to_thread.run_sync(self.engine.index.apply, msg.changes, limiter=self.limiter)
             self.sweeping = False
-            self.next_sweep = trio.current_time() + self.sweep_interval
+            if msg.full:
+                self.next_sweep = trio.current_time() + self._interval()
+            return None
+        if isinstance(msg, _FilesChanged):
+            self.dirty.update(msg.paths)
             return None
         if isinstance(msg, ContextStats):
             total = self.hits + self.misses
@@ -112,9 +166,12 @@ class ContextActor(Actor):
 
     async def _get(self, msg: ContextGet) -> bytes:
         if self.sweep_interval <= 0 or not self.indexed:
+            if not self.indexed and self.sweep_interval > 0:
+                self.watching = True  # start watching before indexing: no change falls between
+                self.helpers.start_soon(self._watch)
             await trio.to_thread.run_sync(self.engine.refresh, True, limiter=self.limiter)
             self.indexed = True
-            self.next_sweep = trio.current_time() + max(self.sweep_interval, 0.0)
+            self.next_sweep = trio.current_time() + max(self._interval(), 0.0)
         generation = self.engine.index.generation
         try:
             rows = await self.store.call(

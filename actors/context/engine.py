@@ -88,8 +88,8 @@ class ContextEngine:
         agent_profile: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         index = self.index
-        paths = sorted(index.files)
-        directories = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
+        paths, directories = index.listing()
+        paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = git_context(self.root)
         mentioned = set(signals.mentioned)
         for rec in previous:
@@ -100,7 +100,7 @@ class ContextEngine:
         sig = Signals(task=task or issue_id, mentioned=frozenset(mentioned),
                       uncommitted=frozenset(uncommitted), globs=signals.globs,
                       keywords=signals.keywords, prefer_kind=signals.prefer_kind)
-        ranked = rank(index, sig)[:MAX_RELEVANT]
+        ranked = rank(index, sig, limit=MAX_RELEVANT)
         body: dict[str, Any] = {
             "issue_id": issue_id,
             "agent_type": agent_type,

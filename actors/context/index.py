@@ -130,6 +130,8 @@ class ProjectIndex:
         self.cochange: dict[str, Counter[str]] = defaultdict(Counter)
         self._imported_by: dict[str, set[str]] | None = None
         self._by_name: dict[str, list[str]] | None = None
+        self._norms: dict[str, float] | None = None
+        self._listing: tuple[list[str], list[str]] | None = None
 
     # -- listing --
 
@@ -233,6 +235,37 @@ class ProjectIndex:
         removed = [rel for rel in known if rel not in seen]
         return ChangeSet(entries, removed, self._scan_history(head))
 
+    def scan_paths(self, paths: set[str], known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
+        """Like :meth:`scan`, for the given relative paths only (from a file watcher)."""
+        entries: list[FileEntry] = []
+        removed: list[str] = []
+        for rel in sorted(paths):
+            if rel.startswith("/") or ".." in rel.split("/") or rel.split("/", 1)[0] in SKIP_DIRS:
+                continue
+            full = self.safe_path(rel)
+            try:
+                st = full.stat() if full is not None else None
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode):
+                if rel in known:
+                    removed.append(rel)
+                continue
+            if self.is_git and not self._tracked_or_untracked(rel):
+                continue  # ignored by git
+            if known.get(rel) == (st.st_mtime, st.st_size):
+                continue
+            entries.append(self._read(rel, st.st_size, st.st_mtime))
+        return ChangeSet(entries, removed, self._scan_history(head))
+
+    def _tracked_or_untracked(self, rel: str) -> bool:
+        try:
+            out = subprocess.run(["git", "-C", str(self.root), "check-ignore", "-q", "--", rel],
+                                 capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return True
+        return out.returncode != 0  # 0 means ignored
+
     def apply(self, changes: ChangeSet) -> bool:
         """Take a scan's findings into the index. Quick: the reading was done by the scan."""
         changed = bool(changes.entries or changes.removed or changes.history)
@@ -256,6 +289,8 @@ class ProjectIndex:
             self.avg_len = sum(lengths) / len(lengths) if lengths else 1.0
             self._imported_by = None
             self._by_name = None
+            self._norms = None
+            self._listing = None
         return changed
 
     def _remember(self, entry: FileEntry) -> None:
@@ -361,6 +396,21 @@ class ProjectIndex:
         n = len(self.files) or 1
         df = self.df.get(term, 0)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def norms(self, k1: float, b: float) -> dict[str, float]:
+        """BM25's length normalisation of every file, computed once per index generation."""
+        if self._norms is None:
+            avg = self.avg_len
+            self._norms = {p: k1 * (1 - b + b * f.length / avg) for p, f in self.files.items()}
+        return self._norms
+
+    def listing(self) -> tuple[list[str], list[str]]:
+        """Sorted files and directories (relative paths), computed once per generation."""
+        if self._listing is None:
+            paths = sorted(self.files)
+            dirs = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
+            self._listing = (paths, dirs)
+        return self._listing
 
     def by_name(self) -> dict[str, list[str]]:
         """File name -> paths with that name."""

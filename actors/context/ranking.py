@@ -14,6 +14,7 @@ Three layers, each measured by ``bench/context_quality.py`` against BM25 baselin
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import math
 import re
 from collections import Counter, defaultdict
@@ -93,16 +94,16 @@ def named_in(task: str, index: ProjectIndex) -> set[str]:
 def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0) -> dict[str, float]:
     """BM25 over contents, plus ``path_weight`` x idf for each task word in a file's path."""
     scores: dict[str, float] = defaultdict(float)
-    avg = index.avg_len
-    files = index.files
+    norms = index.norms(_K1, _B)
     for term, qtf in Counter(terms).items():
         idf = index.idf(term)
+        weight = qtf * idf * (_K1 + 1)
         for path, tf in index.postings.get(term, {}).items():
-            norm = _K1 * (1 - _B + _B * files[path].length / avg)
-            scores[path] += qtf * idf * tf * (_K1 + 1) / (tf + norm)
+            scores[path] += weight * tf / (tf + norms[path])
         if path_weight:
+            bonus = path_weight * idf
             for path in index.path_postings.get(term, ()):
-                scores[path] += path_weight * idf
+                scores[path] += bonus
     return scores
 
 
@@ -118,9 +119,11 @@ def task_identifiers(task: str) -> set[str]:
 
 
 def rank(
-    index: ProjectIndex, signals: Signals, weights: Weights = DEFAULT_WEIGHTS
+    index: ProjectIndex, signals: Signals, weights: Weights = DEFAULT_WEIGHTS,
+    limit: int | None = None,
 ) -> list[tuple[float, str, bool]]:
-    """(score, path, named) for every text file with any relevance, best first."""
+    """(score, path, named) for the text files with any relevance, best first (the best
+    ``limit`` of them when given)."""
     terms = tokenize(signals.task) + [k.lower() for k in signals.keywords]
     if weights.title:
         title = signals.task.strip().split("\n", 1)[0]
@@ -197,7 +200,13 @@ def rank(
         return 1 if (kinds.get(path) or files[path].kind) == wanted else 2
 
     out = [(s, p, p in named) for p, s in scores.items() if s > 0]
-    out.sort(key=lambda x: (group(x[1]), -x[0], x[1]))
+
+    def key(x: tuple[float, str, bool]) -> tuple[int, float, str]:
+        return (group(x[1]), -x[0], x[1])
+
+    if limit is not None and len(out) > limit:
+        return heapq.nsmallest(limit, out, key=key)
+    out.sort(key=key)
     return out
 
 

@@ -448,3 +448,30 @@ async def test_wait_positions_are_bounded(nursery, tmp_path):
     assert len(r["events"]) == 1
     r = (await h.request("GET", "/api/events/wait/e?timeout=0&filter=n:1|x:5", tok)).json()
     assert r["events"] == []  # a kept position continues after what it was given
+
+
+async def test_file_changes_arrive_through_the_watcher_not_the_sweep(nursery, tmp_path):
+    from tests.actors.test_context import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    h = await start_server(nursery, tmp_path / "d", context_sweep=30.0)  # no sweep in this test
+    h.system.config.roots["p1"] = repo
+    tok = h.token()
+    url = "/api/context/ISS-1/python-specialist?task=invoice+pdf+rendering&max_bytes=65536"
+    first = (await h.request("GET", url, tok)).json()
+    assert first["context"]["relevant_files"][0]["path"] == "app/billing/invoice.py"
+    (repo / "app/billing/pdf_renderer.py").write_text("def render_invoice_pdf(invoice):\n    # invoice pdf rendering\n    pass\n")
+    with trio.fail_after(8):
+        while True:
+            await trio.sleep(0.2)
+            body = (await h.request("GET", url, tok)).json()
+            paths = [f["path"] for f in body["context"]["relevant_files"]]
+            if "app/billing/pdf_renderer.py" in paths:
+                break
+    (repo / "app/billing/pdf_renderer.py").unlink()
+    with trio.fail_after(8):
+        while True:
+            await trio.sleep(0.2)
+            body = (await h.request("GET", url, tok)).json()
+            if "app/billing/pdf_renderer.py" not in body["context"]["project_structure"]["files"]:
+                break
