@@ -147,7 +147,7 @@ async def server_figures(files: int) -> None:
                 await trio.sleep(0.2)
                 n.start_soon(cold_request)
             uncached, uncached_server = [], []
-            for _ in range(60):
+            for _ in range(200):
                 t = time.perf_counter()
                 await _request(port, "GET", url(" ".join(rnd.choices(WORDS, k=5))), token, timing=uncached_server)
                 uncached.append(time.perf_counter() - t)

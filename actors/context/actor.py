@@ -8,6 +8,7 @@ ids of the issue's stored results, so a changed file or a new result makes a new
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -170,6 +171,13 @@ class ContextActor(Actor):
                 self.watching = True  # start watching before indexing: no change falls between
                 self.helpers.start_soon(self._watch)
             await trio.to_thread.run_sync(self.engine.refresh, True, limiter=self.limiter)
+            if not self.indexed:
+                # A full index is a large set of long-lived objects; without this, Python's
+                # full collections keep walking them, pausing whichever thread allocates
+                # (measured: uncached answers' p99 on 5,000 files 92 ms -> 55-61 ms). Objects
+                # alive now leave the collector's view; acyclic ones are still freed by
+                # reference counting. Done once per cold index, so its cost stays bounded.
+                gc.freeze()
             self.indexed = True
             self.next_sweep = trio.current_time() + max(self._interval(), 0.0)
         generation = self.engine.index.generation

@@ -291,6 +291,10 @@ class ProjectIndex:
             self._by_name = None
             self._norms = None
             self._listing = None
+            # derived tables are made here, on the index's thread, not by the next request
+            self.listing()
+            self.by_name()
+            self.norms(1.2, 0.75)
         return changed
 
     def _remember(self, entry: FileEntry) -> None:

@@ -24,7 +24,7 @@ from .index import ProjectIndex, tokenize
 
 __all__ = ["Signals", "Weights", "rank", "file_kind", "named_in", "bm25"]
 
-_K1, _B = 1.2, 0.75
+_K1, _B = 1.2, 0.75  # BM25 constants; ProjectIndex.apply precomputes norms for them
 _DOC = re.compile(r"(^|/)(docs?|documentation|examples?)/|\.(md|rst|txt|adoc)$|(^|/)(CHANGELOG|CHANGES|HISTORY|NEWS|LICENSE|AUTHORS)", re.I)
 _TEST = re.compile(r"(^|/)(tests?|testing|spec|__tests__|testdata)/|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(spec|test)\.[a-z]+$|(^|/)conftest\.py$", re.I)
 _CONFIG = re.compile(r"\.(toml|ya?ml|json|ini|cfg|lock|mod|sum)$|(^|/)(Dockerfile|Makefile|\.github/|\.gitignore)", re.I)
