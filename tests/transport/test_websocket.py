@@ -256,3 +256,21 @@ async def test_retention_cap_and_explicit_recovery_flag(nursery, tmp_path):
         assert old["result"]["recovered"] is False  # said, never a silent gap
         recent = await ws.call("event.subscribe", event_types=["capped"], since=r["events"][0]["cursor"])
         assert recent["result"]["recovered"] is True
+
+
+async def test_many_subscriptions_on_one_connection(server):
+    tok = server.token()
+    first = (await server.request("POST", "/api/events/alpha", tok, {"data": {"n": 0}})).json()["cursor"]
+    async with server.ws(tok) as ws:
+        a = (await ws.call("event.subscribe", event_types=["alpha"], since="0"))["result"]["subscription"]
+        b = (await ws.call("event.subscribe", event_types=["beta"]))["result"]["subscription"]
+        both = (await ws.call("event.subscribe", event_types=["alpha", "beta"], filter="n:>0"))["result"]["subscription"]
+        assert len({a, b, both}) == 3
+        await server.request("POST", "/api/events/beta", tok, {"data": {"n": 1}})
+        await server.request("POST", "/api/events/alpha", tok, {"data": {"n": 2}})
+        got = [await ws.next_event() for _ in range(5)]
+    by_sub: dict[str, list[int]] = {}
+    for msg in got:
+        by_sub.setdefault(msg["subscription"], []).append(msg["event"]["data"]["n"])
+    assert by_sub == {a: [0, 2], b: [1], both: [1, 2]}
+    assert got[0]["event"]["cursor"] == first  # the replayed one came first
