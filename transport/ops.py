@@ -1,0 +1,410 @@
+"""The operations: one handler per operation, and the table that both transports serve.
+
+Each handler takes the Api, the verified :class:`Principal`, a dict of arguments (from the
+path, query and body on HTTP; from the frame on WebSocket) and a :class:`Ctx`, and returns a
+dict, or bytes already encoded as JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import trio
+
+from ..actors.context.actor import ClearContext, ContextGet
+from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
+from ..actors.errors import InvalidRequest, NotFound
+from ..actors.events import EventFilter, decode_cursor
+from ..actors.project import (
+    GetResult,
+    Publish,
+    Query,
+    StoreResult,
+    StoreResults,
+    Subscribe,
+    Unsubscribe,
+    Wait,
+)
+from ..actors.records import (
+    parse_iso,
+    validate_event_body,
+    validate_event_type,
+    validate_result_body,
+)
+from ..actors.session import CLOSE_FORBIDDEN, Session, SetExpiry
+from ..actors.store import QueryResults
+from .auth import Principal
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .api import Api
+
+__all__ = ["OPS", "Ctx", "Op", "Reply"]
+
+log = logging.getLogger("orchestra")
+
+Reply = dict[str, Any] | bytes | None
+
+Handler = Callable[["Api", Principal, dict[str, Any], "Ctx"], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """What an operation knows of its request beyond its arguments."""
+
+    request_id: str
+    session: Session | None = None  # WebSocket only
+    reply_id: Any = None  # the WebSocket request's "id"
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    handler: Handler
+    permission: str | None = None  # None: any valid token of the project
+    #: how a WebSocket session runs it: "inline", "pooled" or "blocking"
+    mode: str = "pooled"
+    rate_limited: bool = True
+    ws: bool = True
+
+
+def _str_arg(args: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = args.get(key)
+    if value is None or value == "":
+        if required:
+            raise InvalidRequest(key, f"missing '{key}' (a string)")
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(key, f"'{key}' must be a string")
+    return value
+
+
+def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = args.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}")
+    return value
+
+
+def _cursor_arg(args: dict[str, Any], key: str) -> int | None:
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return decode_cursor(value)
+    except ValueError as exc:
+        raise InvalidRequest(key, f"'{key}': {exc}") from None
+
+
+def _encode_page_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"r1:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_page_cursor(text: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        tag, _, seq = raw.partition(":")
+        if tag != "r1":
+            raise ValueError
+        return int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("cursor", "'cursor' is not a cursor this server returned") from None
+
+
+# -- operations --
+
+
+async def op_ping(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    return b'{"pong":true}'
+
+
+async def op_status(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    return await api.status(p)
+
+
+async def op_result_store(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    body = validate_result_body(args, p.project_id)
+    project = p.project_for(body.get("project_id"))
+    reply = await api.ask(project, StoreResult(body))
+    api.results_stored += 1
+    api.events_published += 1
+    return reply  # type: ignore[no-any-return]
+
+
+MAX_BATCH_RESULTS = 1000
+
+
+async def op_result_store_batch(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    items = args.get("results")
+    if not isinstance(items, list) or not items or len(items) > MAX_BATCH_RESULTS:
+        raise InvalidRequest("results", f"'results' must be a list of 1 to {MAX_BATCH_RESULTS} result bodies")
+    bodies = []
+    project = None
+    for i, item in enumerate(items):
+        try:
+            body = validate_result_body(item, p.project_id)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"results[{i}].{exc.field}", f"results[{i}]: {exc.message}") from None
+        this = p.project_for(body.get("project_id"))
+        if project is not None and this != project:
+            raise InvalidRequest(f"results[{i}].project_id", "all results of a batch belong to one project")
+        project = this
+        bodies.append(body)
+    assert project is not None
+    reply = await api.ask(project, StoreResults(tuple(bodies)))
+    api.results_stored += len(bodies)
+    api.events_published += len(bodies)
+    return reply  # type: ignore[no-any-return]
+
+
+async def op_result_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    result_id = _str_arg(args, "result_id")
+    project = p.project_for(_str_arg(args, "project_id", required=False))
+    ref = await api.project(project)
+    table = ref.view  # the project's table of recent records: no mailbox round trip
+    if table is not None:
+        record = table.get(result_id)
+        if record is not None:
+            return record  # type: ignore[no-any-return]
+    return await ref.call(GetResult(result_id), timeout=api.config.call_timeout)  # type: ignore[no-any-return]
+
+
+async def op_result_query(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    requested = _str_arg(args, "project_id", required=False)
+    if p.project_id == "*" and p.is_admin and requested in (None, "*"):
+        project = None
+    else:
+        project = p.project_for(requested)
+    limit = _int_arg(args, "limit", 50, 1, 1000)
+    cursor = _str_arg(args, "cursor", required=False)
+    q = QueryResults(
+        project_id=project,
+        issue_id=_str_arg(args, "issue_id", required=False),
+        agent_type=_str_arg(args, "agent_type", required=False),
+        agent_id=_str_arg(args, "agent_id", required=False),
+        status=_str_arg(args, "status", required=False),
+        since=parse_iso("since", args["since"]) if args.get("since") else None,
+        until=parse_iso("until", args["until"]) if args.get("until") else None,
+        q=_str_arg(args, "q", required=False),
+        limit=limit + 1,
+        before_seq=_decode_page_cursor(cursor) if cursor else None,
+    )
+    if project is None:
+        rows = await api.system.store.call(q, timeout=api.config.call_timeout)
+    else:
+        rows = await api.ask(project, Query(q))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = orjson.dumps(_encode_page_cursor(rows[-1][0]) if more else None)
+    return b'{"results":[%s],"next_cursor":%s}' % (b",".join(r[1] for r in rows), next_cursor)
+
+
+async def op_event_publish(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    event_type = validate_event_type(args.get("event_type"))
+    body = validate_event_body({k: v for k, v in args.items() if k != "event_type"})
+    project = p.project_for(_str_arg(args, "project_id", required=False))
+    reply = await api.ask(project, Publish(event_type, body, p.sub, p.agent_type))
+    api.events_published += 1
+    return reply  # type: ignore[no-any-return]
+
+
+async def op_event_wait(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    event_type = validate_event_type(args.get("event_type"))
+    timeout_ms = _int_arg(args, "timeout", api.config.wait_default_ms, 0, api.config.wait_max_ms)
+    flt = EventFilter.parse(_str_arg(args, "filter", required=False))
+    since = _cursor_arg(args, "since")
+    limit = _int_arg(args, "limit", 100, 1, 1000)
+    project = p.project_for(_str_arg(args, "project_id", required=False))
+    ref = await api.project(project)
+    return await ref.call(  # type: ignore[no-any-return]
+        Wait(p.sub, event_type, flt, since, limit, timeout_ms / 1000),
+        timeout=timeout_ms / 1000 + api.config.call_timeout,
+    )
+
+
+async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    s = c.session
+    assert s is not None
+    default = list(api.auth.profiles.get(p.agent_type).event_subscriptions) or "*"
+    types = args.get("event_types", default)
+    if types == "*" or types is None:
+        event_types = None
+    elif isinstance(types, list) and all(isinstance(t, str) for t in types) and types:
+        event_types = frozenset(validate_event_type(t) for t in types)
+    else:
+        raise InvalidRequest("event_types", "'event_types' must be a non-empty list of strings or \"*\"")
+    topics = args.get("topics")
+    if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
+        raise InvalidRequest("topics", "'topics' must be a list of strings")
+    flt = EventFilter.parse(_str_arg(args, "filter", required=False))
+    since = _cursor_arg(args, "since")
+    requested = _str_arg(args, "project_id", required=False)
+    if requested == "*" or (requested is None and p.project_id == "*"):
+        if not (p.is_admin and p.project_id == "*"):
+            raise ApiError(403, "AUTH_003", "only an admin token for every project may subscribe to '*'")
+        projects = api.system.running_projects()
+    else:
+        projects = [p.project_for(requested)]
+    single = len(projects) == 1
+    subs = []
+    for project in projects:
+        ref = await api.project(project)
+        reply = await ref.call(
+            Subscribe(
+                s, event_types, frozenset(topics) if topics is not None else None, flt, since,
+                reply_id=c.reply_id, announce=single,
+            ),
+            timeout=api.config.call_timeout,
+        )
+        s.subscriptions[reply["subscription"]] = ref
+        s.watch(project, ref)
+        subs.append(reply)
+    if single:
+        return None  # type: ignore[return-value]  # answered by the project, before its replay
+    return {"subscription": [r["subscription"] for r in subs], "subscriptions": subs, "cursor": None}
+
+
+async def op_event_unsubscribe(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    s = c.session
+    assert s is not None
+    sid = _str_arg(args, "subscription")
+    ref = s.subscriptions.pop(sid, None)
+    if ref is None:
+        raise NotFound(f"no subscription {sid!r} on this connection")
+    await ref.call(Unsubscribe(s.key, sid), timeout=api.config.call_timeout)
+    s.delivered.pop(sid, None)
+    return {}
+
+
+async def op_context_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    issue_id = _str_arg(args, "issue_id")
+    agent_type = _str_arg(args, "agent_type", required=False) or p.agent_type
+    task = _str_arg(args, "task", required=False) or ""
+    raw = args.get("max_bytes")
+    if raw not in (None, ""):
+        try:
+            max_bytes = int(raw)
+        except (TypeError, ValueError):
+            raise InvalidRequest("max_bytes", f"'max_bytes' must be an integer from {MIN_BYTES} to {MAX_BYTES}") from None
+        if isinstance(raw, bool) or max_bytes < MIN_BYTES:
+            raise InvalidRequest("max_bytes", f"'max_bytes' must be an integer from {MIN_BYTES} to {MAX_BYTES}")
+        if max_bytes > MAX_BYTES:
+            raise ApiError(413, "CTX_002", f"max_bytes {max_bytes} is over the maximum of {MAX_BYTES}", limit=MAX_BYTES)
+    else:
+        max_bytes = DEFAULT_BYTES
+    project = p.project_for(_str_arg(args, "project_id", required=False))
+    ref = await api.system.context(project)
+    return await ref.call(  # type: ignore[no-any-return]
+        ContextGet(issue_id, agent_type, task, max_bytes), timeout=api.config.call_timeout * 2
+    )
+
+
+async def op_cache_clear(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    issue_id = _str_arg(args, "issue_id")
+    project = p.project_for(_str_arg(args, "project_id", required=False))
+    ref = await api.system.context(project)
+    return await ref.call(ClearContext(issue_id), timeout=api.config.call_timeout)  # type: ignore[no-any-return]
+
+
+async def op_agent_spawn(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    agent_type = _str_arg(args, "agent_type")
+    _str_arg(args, "issue_id")
+    p.project_for(_str_arg(args, "project_id", required=False))
+    profile = api.auth.profiles.get(agent_type)
+    if not profile.command:
+        raise ApiError(
+            409, "AGENT_001",
+            f"agent type '{agent_type}' has no command configured; add one with --profiles",
+            agent_type=agent_type,
+        )
+    raise ApiError(
+        503, "UNAVAILABLE", "spawning agent processes is not available in this release yet",
+        retry_after_seconds=3600,
+    )
+
+
+async def op_agent_status(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    agent_id = _str_arg(args, "agent_id")
+    raise NotFound(f"no spawned agent {agent_id!r} in this project")
+
+
+async def op_auth_refresh(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    s = c.session
+    assert s is not None
+    token = _str_arg(args, "token", required=False)
+    if token is not None:
+        fresh = api.auth.verify(token)
+        if (fresh.sub, fresh.project_id) != (p.sub, p.project_id):
+            # switching identity on a live connection is forbidden: answer, then close 4003
+            error = ApiError(403, "AUTH_003", "a refreshed token must keep the same sub and project_id")
+            error.close_code = CLOSE_FORBIDDEN
+            raise error
+    else:
+        ttl = max(60.0, p.exp - p.claims.get("iat", p.exp - 3600))
+        token = api.auth.mint(
+            sub=p.sub, agent_type=p.agent_type, project_id=p.project_id, ttl=ttl,
+            permissions=sorted(p.permissions - {"admin"}) if "permissions" in p.claims else None,
+            admin=p.is_admin,
+        )
+        fresh = api.auth.verify(token)
+    s.principal = fresh  # type: ignore[attr-defined]
+    s.claims = fresh.claims
+    await s.ref.cast(SetExpiry(trio.current_time() + (fresh.exp - time.time())))
+    return {"token": token, "expires_at": fresh.exp}
+
+
+async def op_admin_faults(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
+    if not api.config.fault_injection or not p.is_admin:
+        raise ApiError(404, "NOT_FOUND", "no such route")
+    target = _str_arg(args, "target")
+    kind = _str_arg(args, "kind")
+    if kind not in ("crash", "delay"):
+        raise InvalidRequest("kind", "'kind' must be \"crash\" or \"delay\"")
+    ms = args.get("ms", 1000)
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms <= 600_000:
+        raise InvalidRequest("ms", "'ms' must be a number of milliseconds from 0 to 600000")
+    ref = api.system.actor_ref(target)
+    if ref is None:
+        raise InvalidRequest(
+            "target", f"unknown target {target!r} (store, broker, project:<id> or session:<sub>)"
+        )
+    if not ref.inject_fault(kind, ms):
+        raise ApiError(503, "UNAVAILABLE", f"{target}'s mailbox is full", retry_after_seconds=1)
+    log.warning("fault injected: %s %s (%s ms)", target, kind, ms)
+    return {"target": target, "kind": kind, "injected": True}
+
+
+OPS: dict[str, Op] = {
+    op.name: op
+    for op in [
+        Op("ping", op_ping, mode="inline", rate_limited=False),
+        Op("status", op_status, mode="pooled"),
+        Op("result.store", op_result_store, "write_results"),
+        Op("result.store_batch", op_result_store_batch, "write_results"),
+        Op("result.get", op_result_get, mode="inline"),
+        Op("result.query", op_result_query),
+        Op("event.publish", op_event_publish, "publish_events"),
+        Op("event.wait", op_event_wait, mode="blocking"),
+        Op("event.subscribe", op_event_subscribe),
+        Op("event.unsubscribe", op_event_unsubscribe),
+        Op("context.get", op_context_get, "read_context", mode="blocking"),
+        Op("cache.clear", op_cache_clear, "read_context"),
+        Op("agent.spawn", op_agent_spawn, "spawn_agents"),
+        Op("agent.status", op_agent_status),
+        Op("auth.refresh", op_auth_refresh, mode="inline", rate_limited=False),
+        Op("admin.faults", op_admin_faults, ws=False),
+    ]
+}
