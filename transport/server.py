@@ -69,6 +69,18 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, tuple[str, ...], int]] = [
 _JSON = [(b"content-type", b"application/json")]
 
 
+def _prefix(path: str) -> str:
+    """The first two segments of a path: '/api/results/x' -> 'api/results'."""
+    return "/".join(path.split("/", 3)[1:3])
+
+
+# Routes grouped by that prefix, so a request tries only its own family of patterns.
+_ROUTES_BY_PREFIX: dict[str, list[tuple[str, re.Pattern[str], str, tuple[str, ...], int]]] = {}
+for _route in _ROUTES:
+    _ROUTES_BY_PREFIX.setdefault(_prefix(_route[1].pattern.split("(", 1)[0]), []).append(_route)
+del _route
+
+
 class _ReplayStream(trio.abc.Stream):
     """A stream whose first reads return bytes that were already read from the socket."""
 
@@ -356,7 +368,7 @@ class Server:
             principal = self.api.auth.verify(token) if token else None
             return 200, orjson.dumps(await self.api.status(principal)), []
         allowed = []
-        for route_method, pattern, op, names, status in _ROUTES:
+        for route_method, pattern, op, names, status in _ROUTES_BY_PREFIX.get(_prefix(path), ()):
             match = pattern.fullmatch(path)
             if match is None:
                 continue
