@@ -88,7 +88,7 @@ class ContextEngine:
         agent_profile: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         index = self.index
-        paths, directories = index.listing()
+        paths, directories, total_size = index.listing()
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = git_context(self.root)
         mentioned = set(signals.mentioned)
@@ -110,7 +110,7 @@ class ContextEngine:
                     "files": paths,
                     "directories": directories,
                     "total_files": len(paths),
-                    "total_size_bytes": sum(f.size for f in index.files.values()),
+                    "total_size_bytes": total_size,
                 },
                 "relevant_files": [],
                 "git_context": {k: git[k] for k in ("branch", "recent_commits", "uncommitted_changes")},

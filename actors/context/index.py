@@ -131,7 +131,7 @@ class ProjectIndex:
         self._imported_by: dict[str, set[str]] | None = None
         self._by_name: dict[str, list[str]] | None = None
         self._norms: dict[str, float] | None = None
-        self._listing: tuple[list[str], list[str]] | None = None
+        self._listing: tuple[list[str], list[str], int] | None = None
 
     # -- listing --
 
@@ -408,12 +408,12 @@ class ProjectIndex:
             self._norms = {p: k1 * (1 - b + b * f.length / avg) for p, f in self.files.items()}
         return self._norms
 
-    def listing(self) -> tuple[list[str], list[str]]:
-        """Sorted files and directories (relative paths), computed once per generation."""
+    def listing(self) -> tuple[list[str], list[str], int]:
+        """Sorted files and directories (relative paths) and the total size, once per generation."""
         if self._listing is None:
             paths = sorted(self.files)
             dirs = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
-            self._listing = (paths, dirs)
+            self._listing = (paths, dirs, sum(f.size for f in self.files.values()))
         return self._listing
 
     def by_name(self) -> dict[str, list[str]]:

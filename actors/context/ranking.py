@@ -151,7 +151,8 @@ def rank(
                 for path in holders:
                     scores[path] += bonus
     # structure around the best lexical candidates (pseudo-relevance feedback)
-    top = sorted(scores.items(), key=lambda kv: -kv[1])[: weights.feedback_top]
+    top = (heapq.nlargest(weights.feedback_top, scores.items(), key=lambda kv: kv[1])
+           if weights.cochange or weights.imports else [])
     if top:
         best = top[0][1] or 1.0
         imported_by = index.imported_by() if weights.imports else {}
@@ -191,22 +192,25 @@ def rank(
         if not files[path].binary:
             scores[path] = scores.get(path, 0.0) + 100.0
     # Named files first; then the kind a change usually touches (source code, or the agent's
-    # preferred kind), best score first; then everything else.
+    # preferred kind), best score first; then everything else. Ties go by path.
     wanted = signals.prefer_kind or "source"
-
-    def group(path: str) -> int:
+    groups: tuple[list[tuple[float, str]], ...] = ([], [], [])
+    for path, score in scores.items():
+        if score <= 0:
+            continue
         if path in named:
-            return 0
-        return 1 if (kinds.get(path) or files[path].kind) == wanted else 2
-
-    out = [(s, p, p in named) for p, s in scores.items() if s > 0]
-
-    def key(x: tuple[float, str, bool]) -> tuple[int, float, str]:
-        return (group(x[1]), -x[0], x[1])
-
-    if limit is not None and len(out) > limit:
-        return heapq.nsmallest(limit, out, key=key)
-    out.sort(key=key)
+            groups[0].append((-score, path))
+        elif (kinds.get(path) or files[path].kind) == wanted:
+            groups[1].append((-score, path))
+        else:
+            groups[2].append((-score, path))
+    out: list[tuple[float, str, bool]] = []
+    for group in groups:
+        need = None if limit is None else limit - len(out)
+        if need is not None and need <= 0:
+            break
+        chosen = heapq.nsmallest(need, group) if need is not None and need < len(group) else sorted(group)
+        out.extend((-neg, path, path in named) for neg, path in chosen)
     return out
 
 
