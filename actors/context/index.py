@@ -29,7 +29,7 @@ HISTORY_COMMITS = 2000
 #: Indexing runs on worker threads in pure-Python loops that would hold the GIL for long
 #: stretches, making the event loop's thread wait up to the switch interval (5 ms) at every
 #: system call. Giving the GIL up every few files keeps the loop's latency low meanwhile.
-_YIELD_EVERY = 50
+_YIELD_EVERY = 10
 HISTORY_MAX_FILES_PER_COMMIT = 30  # bulk commits (renames, formatting) say little about coupling
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", "dist", "build", "target",
              ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "vendor", ".idea", ".vscode"}
