@@ -475,3 +475,25 @@ async def test_file_changes_arrive_through_the_watcher_not_the_sweep(nursery, tm
             body = (await h.request("GET", url, tok)).json()
             if "app/billing/pdf_renderer.py" not in body["context"]["project_structure"]["files"]:
                 break
+
+
+async def test_idle_waits_cost_no_cpu(server):
+    import resource
+
+    from orchestra.actors.events import EventFilter
+    from orchestra.actors.project import Wait
+
+    tok = server.token()
+    ref = await server.system.project("p1")
+    waiting = 300
+    async with trio.open_nursery() as n:
+        for i in range(waiting):
+            n.start_soon(ref.call, Wait(f"w{i}", "never", EventFilter.parse(None), None, 10, 30.0))
+        await trio.sleep(0.3)  # all registered
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        await trio.sleep(1.0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < 0.05, f"{cpu:.3f} s of CPU in 1 s with {waiting} idle waits"
+        await server.request("POST", "/api/events/never", tok, {})  # answers them all
+    assert (await server.request("GET", "/health")).status == 200
