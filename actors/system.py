@@ -20,7 +20,7 @@ from .broker import BrokerActor, EnsureProject, project_child_id
 from .context.actor import ContextActor, ContextStats
 from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats
-from .runtime import ActorRef, ChildSpec, Supervisor
+from .runtime import ActorError, ActorRef, ChildSpec, Supervisor
 from .store import SQLiteBackend, StoreActor, StoreCounts, default_db_path
 
 __all__ = ["ActorSystem", "SystemConfig"]
@@ -124,7 +124,7 @@ class ActorSystem:
                 continue
             try:
                 stats = await ref.call(ContextStats(), timeout=2)
-            except Exception:  # a restarting context actor: leave it out of the figures
+            except ActorError:  # a restarting context actor: leave it out of the figures
                 continue
             hits += stats["hits"]
             misses += stats["misses"]
@@ -162,6 +162,6 @@ class ActorSystem:
                 continue
             try:
                 out[pid] = await ref.call(ProjectStats(), timeout=2)
-            except Exception as exc:  # a restarting project still shows up
+            except ActorError as exc:  # a restarting project still shows up
                 out[pid] = {"error": f"{type(exc).__name__}"}
         return out

@@ -21,7 +21,9 @@ import prometheus_client as prom
 from ..actors.project import (
     DropSession,
 )
+from ..actors.runtime import ActorError
 from ..actors.session import CLOSE_AUTH, CloseSession, Session
+from ..actors.store import StoreError
 from ..actors.system import ActorSystem
 from .auth import Auth, Principal
 from .errors import ApiError, encode_error, from_exception
@@ -176,7 +178,7 @@ class Api:
     async def status(self, principal: Principal | None) -> dict[str, Any]:
         try:
             counts = await self.system.store_counts()
-        except Exception as exc:
+        except (ActorError, StoreError) as exc:  # the store restarting: say so, answer the rest
             counts = {"error": type(exc).__name__}
         by_type: dict[str, int] = collections.Counter(
             s.claims.get("agent_type", "?") for s in self.sessions.values()

@@ -501,14 +501,18 @@ class Server:
         session.claims = principal.claims
         session.expires_at = trio.current_time() + max(0.0, principal.exp - time.time())
         self.api.sessions[key] = session
+        started = False
         try:
             await self.api.system.sessions.start_child(
                 ChildSpec(f"session:{key}", lambda: session, restart=Restart.TEMPORARY, ref=session.ref)
             )
-        except Exception:
-            self.api.sessions.pop(key, None)
+            started = True
+        except (RuntimeError, ValueError):  # the sessions supervisor is stopping, or a duplicate key
             await adapter.close(1011, "could not start the session")
             return
+        finally:
+            if not started:
+                self.api.sessions.pop(key, None)
         session.ref.try_cast(SetExpiry(session.expires_at))
         await session.finished.wait()
 
