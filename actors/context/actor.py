@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import trio
 
@@ -92,6 +93,7 @@ class ContextActor(Actor):
         self.sweeping = False
         self.indexed = False
         self.watching = False
+        self.watch_stop = anyio.Event()
         self.dirty: set[str] = set()
         self.next_sweep = trio.current_time() + max(self.sweep_interval, 0.0)
 
@@ -104,8 +106,11 @@ class ContextActor(Actor):
 
         prefix = str(self.engine.root) + os.sep  # resolved once, when the engine was made
         try:
+            # The watcher's thread call does not see trio's cancellation: it returns when the
+            # stop event is set (on_stop) or, at the latest, after rust_timeout (a crash).
             async for changes in watchfiles.awatch(self.engine.root, debounce=100, step=20, recursive=True,
-                                                   watch_filter=None, yield_on_timeout=False):
+                                                   watch_filter=None, yield_on_timeout=False,
+                                                   stop_event=self.watch_stop, rust_timeout=500):
                 paths = set()
                 for _, path in changes:
                     if path.startswith(prefix):  # watchfiles reports absolute paths
@@ -116,6 +121,9 @@ class ContextActor(Actor):
             log.warning("context %s: file watching stopped (%s); sweeping every %ss",
                         self.project_id, exc, self.sweep_interval)
         self.watching = False
+
+    async def on_stop(self) -> None:
+        self.watch_stop.set()
 
     def next_deadline(self) -> float:
         if self.sweep_interval <= 0 or self.sweeping or not self.indexed:

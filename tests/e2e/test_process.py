@@ -142,3 +142,22 @@ def test_token_requires_project_unless_admin(tmp_path):
     claims = jwt.decode(admin, options={"verify_signature": False})
     assert claims["project_id"] == "*" and "admin" in claims["permissions"]
     assert claims["exp"] > time.time()
+
+
+async def test_shutdown_is_prompt_with_a_watched_project(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "mod.py").write_text("def handler():\n    pass\n")
+    proc = Proc(tmp_path / "data", "--project", f"p1={repo}")
+    try:
+        port = await proc.ready()
+        tok = token(tmp_path / "data", "--project", "p1", "--agent-type", "python-specialist")
+        r = await client(port).request("GET", "/api/context/ISS-1/python-specialist?task=handler", tok)
+        assert r.status == 200  # the project's code base is now indexed and watched
+        t0 = trio.current_time()
+        proc.p.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(proc.wait) == 0
+        assert trio.current_time() - t0 < 3
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
