@@ -43,12 +43,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate(root, args.files)
-        engine = ContextEngine(root, sweep_interval=3600)
+        engine = ContextEngine(root)
         t = time.perf_counter()
-        engine.refresh(force=True)
+        engine.refresh()
         cold = time.perf_counter() - t
         t = time.perf_counter()
-        engine.refresh(force=True)
+        engine.refresh()
         sweep = time.perf_counter() - t
         rnd = random.Random(1)
         times = []

@@ -86,7 +86,7 @@ class ContextActor(Actor):
         self.limiter = trio.CapacityLimiter(1)
 
     async def on_start(self) -> None:
-        self.engine = ContextEngine(self.root, sweep_interval=self.sweep_interval)
+        self.engine = ContextEngine(self.root)
         self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -178,7 +178,7 @@ class ContextActor(Actor):
             if not self.indexed and self.sweep_interval > 0:
                 self.watching = True  # start watching before indexing: no change falls between
                 self.helpers.start_soon(self._watch)
-            await trio.to_thread.run_sync(self.engine.refresh, True, limiter=self.limiter)
+            await trio.to_thread.run_sync(self.engine.refresh, limiter=self.limiter)
             if not self.indexed:
                 # A full index is a large set of long-lived objects; without this, Python's
                 # full collections keep walking them, pausing whichever thread allocates

@@ -62,19 +62,15 @@ def windows(text: str, terms: set[str], budget: int) -> str:
 
 
 class ContextEngine:
-    """One project root: its index, refreshed by stat sweeps at most every ``sweep_interval``."""
+    """One project root and its index. When to refresh is the context actor's decision."""
 
-    def __init__(self, root: Path, sweep_interval: float = 2.0) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.index = ProjectIndex(self.root)
-        self.sweep_interval = sweep_interval
-        self.last_sweep = -1e9
 
-    def refresh(self, force: bool = False) -> int:
-        now = time.monotonic()
-        if force or now - self.last_sweep >= self.sweep_interval:
-            self.index.refresh()
-            self.last_sweep = now
+    def refresh(self) -> int:
+        """Bring the index up to date now; the index generation after it."""
+        self.index.refresh()
         return self.index.generation
 
     def build(
@@ -191,6 +187,7 @@ class ContextEngine:
         if strategies:
             body["truncated"] = True
             body["truncation_strategy"] = "+".join(strategies)
+        # twice: the figure's own digits are part of the size it states
         body["total_size_bytes"] = _size(body)
         body["total_size_bytes"] = _size(body)
         assert body["total_size_bytes"] <= max_bytes

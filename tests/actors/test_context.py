@@ -129,7 +129,7 @@ def test_cut_utf8():
 
 
 def test_changed_files_bump_the_generation(tmp_path):
-    engine = ContextEngine(make_repo(tmp_path, git=False), sweep_interval=0)
+    engine = ContextEngine(make_repo(tmp_path, git=False))
     g0 = engine.refresh()
     assert engine.refresh() == g0
     (tmp_path / "app/new_module.py").write_text("def fresh(): pass\n")
