@@ -414,26 +414,13 @@ class StoreActor(Actor):
         self._next_purge = trio.current_time() + self.purge_interval
 
     async def on_stop(self) -> None:
-        # Orderly stop: commit whatever is still queued, then close the database.
-        pending: list[Call] = []
-        while True:
-            try:
-                item = self.ref._recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            if isinstance(item, Call):
-                pending.append(item)
-            elif isinstance(item, _WRITES):
-                call = Call(item)  # a cast (a wait position, say): committed too
-                call.abandoned = True
-                pending.append(call)
-        try:
-            with trio.move_on_after(5):
-                if pending:
-                    await self.handle_batch(pending)
-            await self.thread.run(self.backend.close)
-        finally:
-            self.thread.stop()
+        # Orderly stop: commit whatever is still queued, then close the database. The thread
+        # itself is stopped by on_exit, which runs after this and after a crash alike.
+        pending = self.take_queued()
+        with trio.move_on_after(5):
+            if pending:
+                await self.handle_batch(pending)
+        await self.thread.run(self.backend.close)
 
     def on_exit(self) -> None:
         # After a crash too: the thread ends once the jobs handed to it are done.

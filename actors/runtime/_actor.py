@@ -220,6 +220,12 @@ class Actor:
         """
         raise NotImplementedError
 
+    def take_queued(self) -> list[Call]:
+        """Take every message still waiting in the mailbox, casts as calls nobody waits on
+        (faults are dropped). For an orderly stop that must finish what was queued."""
+        items = _take_ready(self.ref._recv, [], self.ref.mailbox_size)
+        return [_as_call(item) for item in items if not isinstance(item, _Fault)]
+
     def defer_call(self, call: Call) -> Call:
         """Like :meth:`defer`, for a call taken from a batch."""
         call._owner = self._deferred
@@ -350,31 +356,34 @@ async def _serve(ref: ActorRef, actor: Actor, task_status: trio.TaskStatus[None]
         raise
 
 
-async def _serve_batch(actor: Actor, recv: trio.MemoryReceiveChannel[Any], first: Any) -> None:
-    items = [first]
-    while len(items) < actor.max_batch:
+def _take_ready(recv: trio.MemoryReceiveChannel[Any], items: list[Any], limit: int) -> list[Any]:
+    """Add the messages already waiting (up to ``limit`` in all) to ``items``; never waits."""
+    while len(items) < limit:
         try:
             items.append(recv.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             break
-    batch: list[Call] = []
-    faults: list[_Fault] = []
-    for item in items:
-        if isinstance(item, _Fault):
-            faults.append(item)
-        elif isinstance(item, Call):
-            batch.append(item)
-        else:
-            call = Call(item)
-            call.abandoned = True
-            batch.append(call)
+    return items
+
+
+def _as_call(item: Any) -> Call:
+    """Batches hold calls only: a cast becomes a call nobody waits on."""
+    if isinstance(item, Call):
+        return item
+    call = Call(item)
+    call.abandoned = True
+    return call
+
+
+async def _serve_batch(actor: Actor, recv: trio.MemoryReceiveChannel[Any], first: Any) -> None:
+    items = _take_ready(recv, [first], actor.max_batch)
+    faults = [item for item in items if isinstance(item, _Fault)]
     # Every drained item is tracked before anything can raise, so a crash fails them all.
-    actor._batch = batch
+    batch = actor._batch = [_as_call(item) for item in items if not isinstance(item, _Fault)]
     for fault in faults:
         if fault.kind == "crash":
             raise InjectedCrash(f"fault injected into {actor.ref.name}")
         await trio.sleep(fault.ms / 1000)
-    actor._batch = batch
     if batch:
         await actor.handle_batch(batch)
     for call in batch:
