@@ -80,7 +80,6 @@ class Api:
         self.latency: dict[str, _Latency] = collections.defaultdict(_Latency)
         self.request_ids = itertools.count(1)
         self.sessions: dict[str, Session] = {}
-        self.session_ids = itertools.count(1)
         self.registry = prom.CollectorRegistry()
         self.m_requests = prom.Counter(
             "orchestra_requests", "Requests served, by operation and status",

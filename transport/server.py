@@ -460,7 +460,9 @@ class Server:
         if path != b"/ws" or self.api.shutting_down:
             status = 404 if path != b"/ws" else 503
             error = ApiError(status, "NOT_FOUND" if status == 404 else "UNAVAILABLE", "no WebSocket endpoint here" if status == 404 else "shutting down")
-            await self._send_raw_response(stream, status, encode_error(error, self.api.new_request_id()))
+            # answering anything but 101 declines the switch; h11 then closes the connection
+            await self._send(stream, conn, status, encode_error(error, self.api.new_request_id()),
+                             [(b"connection", b"close")])
             return
         head = b"%s %s HTTP/1.1\r\n" % (req.method, req.target)
         head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in req.headers) + b"\r\n"
@@ -475,12 +477,6 @@ class Server:
                 await self._session(ws, replay, dict(req.headers))
             finally:
                 nursery.cancel_scope.cancel()
-
-    async def _send_raw_response(self, stream: trio.SocketStream, status: int, body: bytes) -> None:
-        conn = h11.Connection(h11.SERVER)
-        conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        conn.next_event()
-        await self._send(stream, conn, status, body, [(b"connection", b"close")])
 
     async def _session(
         self, ws: trio_websocket.WebSocketConnection, stream: _ReplayStream, headers: dict[bytes, bytes]

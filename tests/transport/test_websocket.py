@@ -274,3 +274,19 @@ async def test_many_subscriptions_on_one_connection(server):
         by_sub.setdefault(msg["subscription"], []).append(msg["event"]["data"]["n"])
     assert by_sub == {a: [0, 2], b: [1], both: [1, 2]}
     assert got[0]["event"]["cursor"] == first  # the replayed one came first
+
+
+async def test_an_upgrade_elsewhere_than_ws_is_refused_with_the_error_object(server):
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    await stream.send_all(
+        b"GET /elsewhere HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    data = b""
+    with trio.fail_after(5):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    await stream.aclose()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404") and orjson.loads(body)["code"] == "NOT_FOUND"
+    assert (await server.request("GET", "/health")).status == 200
