@@ -85,7 +85,11 @@ def _str_arg(args: dict[str, Any], key: str, *, required: bool = True) -> str | 
     return value
 
 
-def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+def _int_arg(
+    args: dict[str, Any], key: str, default: int, lo: int, hi: int,
+    above: Callable[[int], Exception] | None = None,
+) -> int:
+    """An integer argument from ``lo`` to ``hi``; ``above`` makes the error for a value over ``hi``."""
     value = args.get(key)
     if value is None or value == "":
         return default
@@ -94,9 +98,18 @@ def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> 
             value = int(value)
         except ValueError:
             raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}")
+    if value > hi:
+        raise above(value) if above is not None else InvalidRequest(
+            key, f"'{key}' must be an integer from {lo} to {hi}"
+        )
     return value
+
+
+def _project(p: Principal, args: dict[str, Any]) -> str:
+    """The project a request acts on: the token's, or the one it names (403 if another)."""
+    return p.project_for(_str_arg(args, "project_id", required=False))
 
 
 def _cursor_arg(args: dict[str, Any], key: str) -> int | None:
@@ -172,7 +185,7 @@ async def op_result_store_batch(api: Api, p: Principal, args: dict[str, Any], c:
 
 async def op_result_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     result_id = _str_arg(args, "result_id")
-    project = p.project_for(_str_arg(args, "project_id", required=False))
+    project = _project(p, args)
     ref = await api.project(project)
     table = ref.view  # the project's table of recent records: no mailbox round trip
     if table is not None:
@@ -215,7 +228,7 @@ async def op_result_query(api: Api, p: Principal, args: dict[str, Any], c: Ctx) 
 async def op_event_publish(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     event_type = validate_event_type(args.get("event_type"))
     body = validate_event_body({k: v for k, v in args.items() if k != "event_type"})
-    project = p.project_for(_str_arg(args, "project_id", required=False))
+    project = _project(p, args)
     reply = await api.ask(project, Publish(event_type, body, p.sub, p.agent_type))
     api.events_published += 1
     return reply  # type: ignore[no-any-return]
@@ -227,7 +240,7 @@ async def op_event_wait(api: Api, p: Principal, args: dict[str, Any], c: Ctx) ->
     flt = EventFilter.parse(_str_arg(args, "filter", required=False))
     since = _cursor_arg(args, "since")
     limit = _int_arg(args, "limit", 100, 1, 1000)
-    project = p.project_for(_str_arg(args, "project_id", required=False))
+    project = _project(p, args)
     ref = await api.project(project)
     return await ref.call(  # type: ignore[no-any-return]
         Wait(p.sub, event_type, flt, since, limit, timeout_ms / 1000),
@@ -293,19 +306,11 @@ async def op_context_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -
     issue_id = _str_arg(args, "issue_id")
     agent_type = _str_arg(args, "agent_type", required=False) or p.agent_type
     task = _str_arg(args, "task", required=False) or ""
-    raw = args.get("max_bytes")
-    if raw not in (None, ""):
-        try:
-            max_bytes = int(raw)
-        except (TypeError, ValueError):
-            raise InvalidRequest("max_bytes", f"'max_bytes' must be an integer from {MIN_BYTES} to {MAX_BYTES}") from None
-        if isinstance(raw, bool) or max_bytes < MIN_BYTES:
-            raise InvalidRequest("max_bytes", f"'max_bytes' must be an integer from {MIN_BYTES} to {MAX_BYTES}")
-        if max_bytes > MAX_BYTES:
-            raise ApiError(413, "CTX_002", f"max_bytes {max_bytes} is over the maximum of {MAX_BYTES}", limit=MAX_BYTES)
-    else:
-        max_bytes = DEFAULT_BYTES
-    project = p.project_for(_str_arg(args, "project_id", required=False))
+    max_bytes = _int_arg(
+        args, "max_bytes", DEFAULT_BYTES, MIN_BYTES, MAX_BYTES,
+        above=lambda v: ApiError(413, "CTX_002", f"max_bytes {v} is over the maximum of {MAX_BYTES}", limit=MAX_BYTES),
+    )
+    project = _project(p, args)
     ref = await api.system.context(project)
     return await ref.call(  # type: ignore[no-any-return]
         ContextGet(issue_id, agent_type, task, max_bytes), timeout=api.config.call_timeout * 2
@@ -314,7 +319,7 @@ async def op_context_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -
 
 async def op_cache_clear(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     issue_id = _str_arg(args, "issue_id")
-    project = p.project_for(_str_arg(args, "project_id", required=False))
+    project = _project(p, args)
     ref = await api.system.context(project)
     return await ref.call(ClearContext(issue_id), timeout=api.config.call_timeout)  # type: ignore[no-any-return]
 
@@ -322,7 +327,7 @@ async def op_cache_clear(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -
 async def op_agent_spawn(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     agent_type = _str_arg(args, "agent_type")
     _str_arg(args, "issue_id")
-    p.project_for(_str_arg(args, "project_id", required=False))
+    _project(p, args)
     profile = api.auth.profiles.get(agent_type)
     if not profile.command:
         raise ApiError(

@@ -329,6 +329,10 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
     async with h.ws(tok) as ws:
         r = await ws.call("context.get", issue_id="ISS-9", task="jwt", max_bytes=4096)
         assert r["ok"] and len(orjson.dumps(r["result"])) <= 4096
+        r = await ws.call("context.get", issue_id="ISS-9", max_bytes=4096.5)
+        assert r["error"]["code"] == "REQ_001" and r["error"]["field"] == "max_bytes"
+        r = await ws.call("context.get", issue_id="ISS-9", max_bytes=5_000_000)
+        assert r["error"]["code"] == "CTX_002"
 
 
 async def test_store_batch_extension(server):
