@@ -239,6 +239,7 @@ class ProjectIndex:
         """Like :meth:`scan`, for the given relative paths only (from a file watcher)."""
         entries: list[FileEntry] = []
         removed: list[str] = []
+        present: dict[str, os.stat_result] = {}
         for rel in sorted(paths):
             if rel.startswith("/") or ".." in rel.split("/") or rel.split("/", 1)[0] in SKIP_DIRS:
                 continue
@@ -250,21 +251,26 @@ class ProjectIndex:
             if st is None or not stat.S_ISREG(st.st_mode):
                 if rel in known:
                     removed.append(rel)
-                continue
-            if self.is_git and not self._tracked_or_untracked(rel):
-                continue  # ignored by git
-            if known.get(rel) == (st.st_mtime, st.st_size):
-                continue
-            entries.append(self._read(rel, st.st_size, st.st_mtime))
+            elif known.get(rel) != (st.st_mtime, st.st_size):
+                present[rel] = st
+        ignored = self._ignored_by_git(list(present)) if self.is_git else set()
+        for rel, st in present.items():
+            if rel not in ignored:
+                entries.append(self._read(rel, st.st_size, st.st_mtime))
         return ChangeSet(entries, removed, self._scan_history(head))
 
-    def _tracked_or_untracked(self, rel: str) -> bool:
+    def _ignored_by_git(self, paths: list[str]) -> set[str]:
+        """Which of ``paths`` git ignores, in one call for the whole batch."""
+        if not paths:
+            return set()
         try:
-            out = subprocess.run(["git", "-C", str(self.root), "check-ignore", "-q", "--", rel],
-                                 capture_output=True, timeout=10)
+            out = subprocess.run(
+                ["git", "-C", str(self.root), "check-ignore", "-z", "--stdin"],
+                input="\0".join(paths).encode() + b"\0", capture_output=True, timeout=30,
+            )
         except (OSError, subprocess.SubprocessError):
-            return True
-        return out.returncode != 0  # 0 means ignored
+            return set()
+        return {p for p in out.stdout.decode("utf-8", "replace").split("\0") if p}
 
     def apply(self, changes: ChangeSet) -> bool:
         """Take a scan's findings into the index. Quick: the reading was done by the scan."""

@@ -192,3 +192,19 @@ def test_a_file_under_a_symlinked_directory_is_not_indexed(tmp_path):
     index = ProjectIndex(root)
     index.refresh()
     assert not any(p.startswith("linked/") for p in index.files)
+
+
+def test_a_watched_batch_reads_only_changed_files_and_honours_gitignore(tmp_path):
+    root = make_repo(tmp_path)
+    index = ProjectIndex(root)
+    index.refresh()
+    (root / "build" / "x.py").write_text("ignored = True\n")  # build/ is in .gitignore
+    (root / "new.py").write_text("def fresh():\n    pass\n")
+    (root / "README.md").unlink()
+    changes = index.scan_paths(
+        {"build/x.py", "new.py", "README.md", "app/auth/tokens.py", "../outside.py"},
+        index.stat_snapshot(), index.head,
+    )
+    assert [e.path for e in changes.entries] == ["new.py"]
+    assert changes.removed == ["README.md"]
+    assert index.apply(changes) and "new.py" in index.files and "README.md" not in index.files
