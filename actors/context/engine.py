@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,25 @@ class ContextEngine:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.index = ProjectIndex(self.root)
+        # git's answers change only when the index generation moves (files, HEAD, staging):
+        # asked once per generation, not once per answer
+        self._git: tuple[int, dict[str, Any]] | None = None
+        self._mentions: OrderedDict[tuple[int, str], set[str]] = OrderedDict()
+
+    def _git_context(self) -> dict[str, Any]:
+        generation = self.index.generation
+        if self._git is None or self._git[0] != generation:
+            self._git = (generation, git_context(self.root))
+        return self._git[1]
+
+    def _commit_mentions(self, issue_id: str) -> set[str]:
+        key = (self.index.generation, issue_id)
+        found = self._mentions.get(key)
+        if found is None:
+            found = self._mentions[key] = files_of_commits_mentioning(self.root, issue_id)
+            if len(self._mentions) > 256:
+                self._mentions.popitem(last=False)
+        return found
 
     def refresh(self) -> int:
         """Bring the index up to date now; the index generation after it."""
@@ -86,12 +106,12 @@ class ContextEngine:
         index = self.index
         paths, directories, total_size = index.listing()
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
-        git = git_context(self.root)
+        git = self._git_context()
         mentioned = set(signals.mentioned)
         for rec in previous:
             blob = orjson.dumps(rec.get("result", {})).decode()
             mentioned.update(p for p in paths if p in blob)
-        mentioned |= files_of_commits_mentioning(self.root, issue_id) & set(paths)
+        mentioned |= self._commit_mentions(issue_id) & set(paths)
         uncommitted = {c["path"] for c in git["uncommitted_changes"]}
         sig = Signals(task=task or issue_id, mentioned=frozenset(mentioned),
                       uncommitted=frozenset(uncommitted), globs=signals.globs,
@@ -109,7 +129,11 @@ class ContextEngine:
                     "total_size_bytes": total_size,
                 },
                 "relevant_files": [],
-                "git_context": {k: git[k] for k in ("branch", "recent_commits", "uncommitted_changes")},
+                "git_context": {  # copies: the budget may shorten them, the cache must not
+                    "branch": git["branch"],
+                    "recent_commits": list(git["recent_commits"]),
+                    "uncommitted_changes": list(git["uncommitted_changes"]),
+                },
                 "previous_agent_outputs": previous,
                 "metadata": {**project_metadata(self.root, paths), "agent_profile": agent_profile or {}},
             },

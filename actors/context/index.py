@@ -106,10 +106,13 @@ class ChangeSet:
     entries: list[FileEntry]
     removed: list[str]
     history: tuple[str, Counter[str], dict[str, Counter[str]]] | None
+    #: git's own state when scanned (HEAD and index file times); None outside git
+    git_stamp: tuple[float, float] | None = None
 
 
 class ProjectIndex:
-    """Files of one root and the statistics over them.
+    """Files of one root and the statistics over them. ``generation`` moves whenever a file,
+    the git history or git's own state (HEAD, the staging index) changes.
 
     Not thread-safe: one thread at a time reads or changes it. Only :meth:`scan` may run
     on another thread meanwhile, as it reads the files, not the index.
@@ -131,6 +134,7 @@ class ProjectIndex:
         self._imported_by: dict[str, set[str]] | None = None
         self._by_name: dict[str, list[str]] | None = None
         self._norms: dict[str, float] | None = None
+        self._git_state: tuple[float, float] | None = None
         self._listing: tuple[list[str], list[str], int] | None = None
 
     # -- listing --
@@ -233,7 +237,7 @@ class ProjectIndex:
             if len(entries) % _YIELD_EVERY == 0:
                 time.sleep(0)
         removed = [rel for rel in known if rel not in seen]
-        return ChangeSet(entries, removed, self._scan_history(head))
+        return ChangeSet(entries, removed, self._scan_history(head), self._git_stamp())
 
     def scan_paths(self, paths: set[str], known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
         """Like :meth:`scan`, for the given relative paths only (from a file watcher)."""
@@ -257,7 +261,7 @@ class ProjectIndex:
         for rel, st in present.items():
             if rel not in ignored:
                 entries.append(self._read(rel, st.st_size, st.st_mtime))
-        return ChangeSet(entries, removed, self._scan_history(head))
+        return ChangeSet(entries, removed, self._scan_history(head), self._git_stamp())
 
     def _ignored_by_git(self, paths: list[str]) -> set[str]:
         """Which of ``paths`` git ignores, in one call for the whole batch."""
@@ -274,7 +278,9 @@ class ProjectIndex:
 
     def apply(self, changes: ChangeSet) -> bool:
         """Take a scan's findings into the index. Quick: the reading was done by the scan."""
-        changed = bool(changes.entries or changes.removed or changes.history)
+        changed = bool(changes.entries or changes.removed or changes.history
+                       or changes.git_stamp != self._git_state)
+        self._git_state = changes.git_stamp
         for i, entry in enumerate(changes.entries):
             if i % _YIELD_EVERY == 0:
                 time.sleep(0)  # let the event loop's thread have the GIL (see _YIELD_EVERY)
@@ -367,6 +373,18 @@ class ProjectIndex:
                 next(g for g in m.groups() if g) for m in imports.finditer(text) if any(m.groups())
             )
         return entry
+
+    def _git_stamp(self) -> tuple[float, float] | None:
+        """When git's HEAD and index last changed: staging or switching branches moves them."""
+        if not self.is_git:
+            return None
+        stamp = []
+        for name in ("HEAD", "index"):
+            try:
+                stamp.append(os.stat(os.path.join(self.root, ".git", name)).st_mtime)
+            except OSError:
+                stamp.append(0.0)
+        return stamp[0], stamp[1]
 
     def _scan_history(self, known_head: str | None) -> tuple[str, Counter[str], dict[str, Counter[str]]] | None:
         """Churn and co-change from the last commits, or None when HEAD has not moved."""

@@ -208,3 +208,28 @@ def test_a_watched_batch_reads_only_changed_files_and_honours_gitignore(tmp_path
     assert [e.path for e in changes.entries] == ["new.py"]
     assert changes.removed == ["README.md"]
     assert index.apply(changes) and "new.py" in index.files and "README.md" not in index.files
+
+
+def test_git_state_is_asked_once_per_generation_and_follows_staging(tmp_path, monkeypatch):
+    from orchestra.actors.context import engine as engine_module
+
+    root = make_repo(tmp_path)
+    for i in range(12):
+        (root / "app" / f"m{i}.py").write_text(f"x = {i}\n")
+        _commit(root, f"change {i}")
+    engine = ContextEngine(root)
+    engine.refresh()
+    calls = []
+    real = engine_module.git_context
+    monkeypatch.setattr(engine_module, "git_context", lambda r: calls.append(r) or real(r))
+    small = engine.build("i", "python-specialist", "jwt", 1500, [], Signals())
+    assert small["truncated"] and len(small["context"]["git_context"]["recent_commits"]) < 10
+    full = engine.build("i", "python-specialist", "jwt", 262144, [], Signals())
+    assert len(full["context"]["git_context"]["recent_commits"]) == 10  # the cache was not cut
+    assert len(calls) == 1  # one git look-up for both answers
+    (root / "app/auth/tokens.py").write_text("def verify_jwt_token(token):\n    return None\n")
+    subprocess.run(["git", "-C", str(root), "add", "app/auth/tokens.py"], check=True)
+    engine.refresh()
+    staged = engine.build("i", "python-specialist", "jwt", 262144, [], Signals())
+    assert {"status": "M", "path": "app/auth/tokens.py"} in staged["context"]["git_context"]["uncommitted_changes"]
+    assert len(calls) == 2
