@@ -84,6 +84,11 @@ def tokenize(text: str) -> list[str]:
     return out
 
 
+def fold_name(name: str) -> str:
+    """``_bash_complete`` / ``bash-complete`` / ``BashComplete`` -> ``bashcomplete``."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 @dataclass(slots=True)
 class FileEntry:
     path: str
@@ -133,6 +138,7 @@ class ProjectIndex:
         self.cochange: dict[str, Counter[str]] = defaultdict(Counter)
         self._imported_by: dict[str, set[str]] | None = None
         self._by_name: dict[str, list[str]] | None = None
+        self._components: dict[str, set[str]] | None = None
         self._norms: dict[str, float] | None = None
         self._git_state: tuple[float, float] | None = None
         self._listing: tuple[list[str], list[str], int] | None = None
@@ -301,11 +307,13 @@ class ProjectIndex:
             self.avg_len = sum(lengths) / len(lengths) if lengths else 1.0
             self._imported_by = None
             self._by_name = None
+            self._components = None
             self._norms = None
             self._listing = None
             # derived tables are made here, on the index's thread, not by the next request
             self.listing()
             self.by_name()
+            self.components()
             self.norms(1.2, 0.75)
         return changed
 
@@ -448,6 +456,21 @@ class ProjectIndex:
                 names[path.rsplit("/", 1)[-1]].append(path)
             self._by_name = dict(names)
         return self._by_name
+
+    def components(self) -> dict[str, set[str]]:
+        """Folder names and file stems, folded by :func:`fold_name` -> the paths under or named by
+        them: what a task's "scope:" prefix or a phrase such as "active help" can name."""
+        if self._components is None:
+            out: dict[str, set[str]] = defaultdict(set)
+            for path in self.files:
+                parts = path.split("/")
+                parts[-1] = parts[-1].split(".", 1)[0]
+                for part in parts:
+                    key = fold_name(part)
+                    if key:
+                        out[key].add(path)
+            self._components = dict(out)
+        return self._components
 
     def imported_by(self) -> dict[str, set[str]]:
         """File -> files that import it (resolved heuristically by module path)."""

@@ -233,3 +233,67 @@ def test_git_state_is_asked_once_per_generation_and_follows_staging(tmp_path, mo
     staged = engine.build("i", "python-specialist", "jwt", 262144, [], Signals())
     assert {"status": "M", "path": "app/auth/tokens.py"} in staged["context"]["git_context"]["uncommitted_changes"]
     assert len(calls) == 2
+
+
+def _scoped_repo(root: Path) -> Path:
+    make_repo(root)
+    files = {
+        # the same words everywhere: only the scope and the phrase tell these apart
+        "net/transport/conn.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
+        "net/resolver/conn.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
+        "net/linebuffer.py": "def fill(buf):\n    return buf  # close the stream\n",
+        "net/stream.py": "def fill(buf):\n    return buf  # close the stream\n",
+        "shell/_bash_complete.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
+        "shell/_zsh_complete.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    _commit(root, "add net")
+    return root
+
+
+def test_a_scope_prefix_picks_its_folder(tmp_path):
+    from orchestra.actors.context.ranking import Weights
+
+    index = ProjectIndex(_scoped_repo(tmp_path))
+    index.refresh()
+    for task, want in (("resolver: close connection twice", "net/resolver/conn.py"),
+                       ("net/transport: close connection twice", "net/transport/conn.py"),
+                       ("fix(resolver): close connection twice", "net/resolver/conn.py")):
+        ranked = [p for _, p, _ in rank(index, Signals(task=task))]
+        assert ranked[0] == want, (task, ranked[:3])
+    # a conventional-commit type is not a scope; without the signal the tie goes by path
+    assert [p for _, p, _ in rank(index, Signals(task="fix: close connection twice"))][0] == "net/resolver/conn.py"
+    # a scope that is no word of any path: only the signal finds _zsh_complete.py
+    task = "zshcomplete: close connection twice"
+    assert [p for _, p, _ in rank(index, Signals(task=task))][0] == "shell/_zsh_complete.py"
+    assert [p for _, p, _ in rank(index, Signals(task=task), Weights(scope=0))][0] == "net/resolver/conn.py"
+
+
+def test_a_phrase_that_spells_a_file_name_picks_it(tmp_path):
+    from orchestra.actors.context.ranking import Weights
+
+    index = ProjectIndex(_scoped_repo(tmp_path))
+    index.refresh()
+    for task in ("the line buffer does not close the stream", "lineBuffer.fill does not close the stream"):
+        ranked = [p for _, p, _ in rank(index, Signals(task=task))]
+        assert ranked[0] == "net/linebuffer.py", (task, ranked[:3])
+    # without the signal, "stream" in the other file's path wins
+    off = [p for _, p, _ in rank(index, Signals(task="the line buffer does not close the stream"), Weights(phrase=0))]
+    assert off[0] == "net/stream.py"
+
+
+def test_with_few_word_matches_the_most_changed_sources_follow(tmp_path):
+    from orchestra.actors.context.ranking import Weights
+
+    root = make_repo(tmp_path)
+    for i in range(3):
+        (root / "app/http/router.py").write_text(f"def route_request(path):\n    return handlers[path]  # {i}\n")
+        _commit(root, f"router {i}")
+    index = ProjectIndex(root)
+    index.refresh()
+    ranked = [p for _, p, _ in rank(index, Signals(task="Release 3.0.0beta4"))]
+    assert ranked[0] == "app/http/router.py"  # no word matches; the hottest source file
+    assert set(ranked) >= {"app/auth/tokens.py", "app/billing/invoice.py"}
+    assert rank(index, Signals(task="Release 3.0.0beta4"), Weights(prior=False)) == []
