@@ -1,9 +1,11 @@
 """The context actor: one per project; owns that project's index and answer cache.
 
-Indexing, sweeps and ranking run in a worker thread, so the event loop never stalls. Identical
-requests arriving together are computed once (the actor serves them one at a time and the
-second finds the first's answer cached). An answer is cached under the index generation and the
-ids of the issue's stored results, so a changed file or a new result makes a new entry.
+The actor itself never waits on a thread or the store: reading the store, indexing, sweeps
+and ranking run in helper tasks (the index's work on one worker thread at a time), which send
+their outcome back as messages. So a cached answer never queues behind an uncached one, and
+identical requests arriving together are computed once (single-flight: the later ones wait
+for the first one's build). An answer is cached under the index generation and the ids of
+the issue's stored results, so a changed file or a new result makes a new entry.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ import trio
 
 from ..errors import Overloaded
 from ..profiles import Profiles
-from ..runtime import Actor, ActorError, ActorRef
+from ..runtime import DEFERRED, Actor, ActorError, ActorRef, Call
 from ..store import QueryResults, StoreError
 from .engine import ContextEngine
-from .index import ChangeSet
 from .ranking import Signals
 
 __all__ = ["ContextActor", "ContextGet", "ClearContext", "ContextStats"]
@@ -53,14 +54,34 @@ class ContextStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _ApplyChanges:
-    changes: ChangeSet
-    full: bool = True
+class _Indexed:
+    """The cold index is built."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Swept:
+    full: bool
 
 
 @dataclass(frozen=True, slots=True)
 class _FilesChanged:
     paths: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Looked:
+    """A request's issue results are read: serve it from the cache or build it."""
+    call: Call
+    generation: int
+    rows: list[tuple[int, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    key: tuple[Any, ...]
+    epoch: int
+    body: bytes | None = None
+    error: BaseException | None = None
 
 
 class ContextActor(Actor):
@@ -88,9 +109,13 @@ class ContextActor(Actor):
     async def on_start(self) -> None:
         self.engine = ContextEngine(self.root)
         self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self.inflight: dict[tuple[Any, ...], list[Call]] = {}
+        self.cleared: dict[str, int] = {}  # issue id -> how many times its entries were cleared
+        self.waiting: list[Call] = []  # requests that came before the cold index was ready
         self.hits = 0
         self.misses = 0
         self.sweeping = False
+        self.indexing = False
         self.indexed = False
         self.watching = False
         self.watch_stop = anyio.Event()
@@ -134,31 +159,67 @@ class ContextActor(Actor):
 
     async def on_timeout(self) -> None:
         self.sweeping = True
-        index = self.engine.index
-        known = await trio.to_thread.run_sync(index.stat_snapshot, limiter=self.limiter)
         paths, self.dirty = self.dirty, set()
         full = not paths or trio.current_time() >= self.next_sweep
-        self.helpers.start_soon(self._scan, known, index.head, None if full else paths)
+        self.helpers.start_soon(self._sweep, None if full else paths)
 
-    async def _scan(self, known: dict[str, tuple[float, int]], head: str | None,
-                    paths: set[str] | None) -> None:
+    async def _sweep(self, paths: set[str] | None) -> None:
+        """Find what changed (all files, or the watched ones) and apply it to the index. Only
+        the stat snapshot and the apply hold the index's thread; reading files does not."""
         index = self.engine.index
+        known = await trio.to_thread.run_sync(index.stat_snapshot, limiter=self.limiter)
+        head = index.head
         if paths is None:
             changes = await trio.to_thread.run_sync(index.scan, known, head)
         else:
             changes = await trio.to_thread.run_sync(index.scan_paths, paths, known, head)
-        await self.ref.cast(_ApplyChanges(changes, full=paths is None))
+        await trio.to_thread.run_sync(index.apply, changes, limiter=self.limiter)
+        await self.ref.cast(_Swept(full=paths is None))
+
+    async def _index_cold(self) -> None:
+        await trio.to_thread.run_sync(self.engine.refresh, limiter=self.limiter)
+        await self.ref.cast(_Indexed())
 
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, ContextGet):
-            return await self._get(msg)
+            call = self.defer()
+            if not self.indexed:
+                self.waiting.append(call)
+                if not self.indexing:
+                    self.indexing = True
+                    if self.sweep_interval > 0:
+                        self.watching = True  # watch before indexing: no change falls between
+                        self.helpers.start_soon(self._watch)
+                    self.helpers.start_soon(self._index_cold)
+            else:
+                self.helpers.start_soon(self._look, call)
+            return DEFERRED
+        if isinstance(msg, _Looked):
+            self._serve(msg)
+            return None
+        if isinstance(msg, _Built):
+            self._finish(msg)
+            return None
         if isinstance(msg, ClearContext):
+            self.cleared[msg.issue_id] = self.cleared.get(msg.issue_id, 0) + 1
             keys = [k for k in self.cache if k[0] == msg.issue_id]
             for k in keys:
                 del self.cache[k]
             return {"cleared": True, "entries_removed": len(keys)}
-        if isinstance(msg, _ApplyChanges):
-            await trio.to_thread.run_sync(self.engine.index.apply, msg.changes, limiter=self.limiter)
+        if isinstance(msg, _Indexed):
+            # A full index is a large set of long-lived objects; without this, Python's full
+            # collections keep walking them, pausing whichever thread allocates (measured:
+            # uncached answers' p99 on 5,000 files 92 ms -> 55-61 ms). Objects alive now leave
+            # the collector's view; acyclic ones are still freed by reference counting. Done
+            # once per cold index, so its cost stays bounded.
+            gc.freeze()
+            self.indexed, self.indexing = True, False
+            self.next_sweep = trio.current_time() + max(self._interval(), 0.0)
+            waiting, self.waiting = self.waiting, []
+            for call in waiting:
+                self.helpers.start_soon(self._look, call)
+            return None
+        if isinstance(msg, _Swept):
             self.sweeping = False
             if msg.full:
                 self.next_sweep = trio.current_time() + self._interval()
@@ -170,40 +231,39 @@ class ContextActor(Actor):
             total = self.hits + self.misses
             return {"hits": self.hits, "misses": self.misses, "entries": len(self.cache),
                     "hit_rate": round(self.hits / total, 4) if total else None,
-                    "indexed_files": len(self.engine.index.files)}
+                    "indexed_files": len(self.engine.index.files), "building": len(self.inflight)}
         raise TypeError(f"unexpected message {msg!r}")
 
-    async def _get(self, msg: ContextGet) -> bytes:
-        if self.sweep_interval <= 0 or not self.indexed:
-            if not self.indexed and self.sweep_interval > 0:
-                self.watching = True  # start watching before indexing: no change falls between
-                self.helpers.start_soon(self._watch)
+    async def _look(self, call: Call) -> None:
+        """Read the issue's stored results (they are part of the answer and of its cache key)."""
+        msg: ContextGet = call.msg
+        if self.sweep_interval <= 0:  # deterministic mode: every request sees every change
             await trio.to_thread.run_sync(self.engine.refresh, limiter=self.limiter)
-            if not self.indexed:
-                # A full index is a large set of long-lived objects; without this, Python's
-                # full collections keep walking them, pausing whichever thread allocates
-                # (measured: uncached answers' p99 on 5,000 files 92 ms -> 55-61 ms). Objects
-                # alive now leave the collector's view; acyclic ones are still freed by
-                # reference counting. Done once per cold index, so its cost stays bounded.
-                gc.freeze()
-            self.indexed = True
-            self.next_sweep = trio.current_time() + max(self._interval(), 0.0)
-        generation = self.engine.index.generation
         try:
             rows = await self.store.call(
                 QueryResults(project_id=self.project_id, issue_id=msg.issue_id, limit=20), timeout=30
             )
         except (StoreError, ActorError) as exc:  # fail this request, keep the warm index
-            raise Overloaded(f"the store could not answer: {exc}", retry_after=1.0) from None
-        key = (msg.issue_id, msg.agent_type, msg.task, msg.max_bytes, generation,
-               tuple(seq for seq, _ in rows))
+            call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
+            return
+        await self.ref.cast(_Looked(call, self.engine.index.generation, rows))
+
+    def _serve(self, looked: _Looked) -> None:
+        call, msg = looked.call, looked.call.msg
+        key = (msg.issue_id, msg.agent_type, msg.task, msg.max_bytes, looked.generation,
+               tuple(seq for seq, _ in looked.rows))
         cached = self.cache.get(key)
         if cached is not None:
             self.hits += 1
             self.cache.move_to_end(key)
-            return cached.replace(b'"cache_hit":false', b'"cache_hit":true ', 1)
+            call.reply(cached.replace(b'"cache_hit":false', b'"cache_hit":true ', 1))
+            return
         self.misses += 1
-        previous = [orjson.loads(body) for _, body in rows]
+        waiting = self.inflight.get(key)
+        if waiting is not None:  # the same answer is being built: wait for it
+            waiting.append(call)
+            return
+        self.inflight[key] = [call]
         profile = self.profiles.get(msg.agent_type)
         prefer = "test" if "test" in msg.agent_type else "doc" if "doc" in msg.agent_type else None
         signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords, prefer_kind=prefer)
@@ -213,12 +273,31 @@ class ContextActor(Actor):
             "next_agents": list(profile.next_agents),
             "event_subscriptions": list(profile.event_subscriptions),
         }
-        body = await trio.to_thread.run_sync(
-            self.engine.build, msg.issue_id, msg.agent_type, msg.task, msg.max_bytes, previous,
-            signals, agent_profile, limiter=self.limiter,
-        )
-        encoded = orjson.dumps(body)
-        self.cache[key] = encoded
-        if len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
-        return encoded
+        self.helpers.start_soon(self._build, key, self.cleared.get(msg.issue_id, 0), msg,
+                                [body for _, body in looked.rows], signals, agent_profile)
+
+    async def _build(self, key: tuple[Any, ...], epoch: int, msg: ContextGet, rows: list[bytes],
+                     signals: Signals, agent_profile: dict[str, Any]) -> None:
+        def build() -> bytes:
+            previous = [orjson.loads(body) for body in rows]
+            return orjson.dumps(self.engine.build(msg.issue_id, msg.agent_type, msg.task, msg.max_bytes,
+                                                  previous, signals, agent_profile))
+        try:
+            body = await trio.to_thread.run_sync(build, limiter=self.limiter)
+        except Exception as exc:  # this answer failed; the index and every other answer stay
+            await self.ref.cast(_Built(key, epoch, error=exc))
+        else:
+            await self.ref.cast(_Built(key, epoch, body=body))
+
+    def _finish(self, built: _Built) -> None:
+        calls = self.inflight.pop(key := built.key, [])
+        if built.body is None:
+            for call in calls:
+                call.fail(built.error or RuntimeError("no answer"))
+            return
+        if self.cleared.get(key[0], 0) == built.epoch:  # not cleared while it was built
+            self.cache[key] = built.body
+            if len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        for call in calls:
+            call.reply(built.body)

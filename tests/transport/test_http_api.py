@@ -335,6 +335,80 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
         assert r["error"]["code"] == "CTX_002"
 
 
+async def test_context_builds_once_for_identical_requests_and_hits_never_wait_for_a_build(nursery, tmp_path, monkeypatch):
+    import threading
+
+    from orchestra.actors.context.engine import ContextEngine
+    from orchestra.actors.profiles import Profiles
+
+    from tests.actors.test_context import make_repo
+
+    builds: list[str] = []
+    slow_started, release = threading.Event(), threading.Event()
+    original = ContextEngine.build
+
+    def build(self, issue_id, agent_type, task, *args, **kwargs):
+        builds.append(task)
+        if task == "invoice pdf":
+            slow_started.set()
+            release.wait(10)
+        return original(self, issue_id, agent_type, task, *args, **kwargs)
+
+    monkeypatch.setattr(ContextEngine, "build", build)
+    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
+    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    tok = h.token()
+    fast = "/api/context/ISS-1/python-specialist?task=jwt%20token&max_bytes=65536"
+    slow = "/api/context/ISS-2/python-specialist?task=invoice%20pdf&max_bytes=65536"
+    assert (await h.request("GET", fast, tok)).json()["cache_hit"] is False
+    answers = []
+
+    async def ask_slow():
+        answers.append(await h.request("GET", slow, tok))
+
+    try:
+        async with trio.open_nursery() as waiting:
+            for _ in range(5):
+                waiting.start_soon(ask_slow)
+            with trio.fail_after(5):
+                assert await trio.to_thread.run_sync(slow_started.wait, 5)
+                # the build is held; a cached answer for another issue comes back meanwhile
+                assert (await h.request("GET", fast, tok)).json()["cache_hit"] is True
+            release.set()
+    finally:
+        release.set()
+    assert builds.count("invoice pdf") == 1  # five identical requests, one build
+    assert len({r.body for r in answers}) == 1 and answers[0].status == 200
+    assert answers[0].json()["context"]["relevant_files"][0]["path"] == "app/billing/invoice.py"
+    stats = (await h.request("GET", "/status")).json()["context_cache"]
+    assert stats["misses"] == 6 and stats["hits"] == 1
+
+
+async def test_a_failing_context_build_fails_that_answer_only(nursery, tmp_path, monkeypatch):
+    from orchestra.actors.context.engine import ContextEngine
+    from orchestra.actors.profiles import Profiles
+
+    from tests.actors.test_context import make_repo
+
+    original = ContextEngine.build
+
+    def build(self, issue_id, agent_type, task, *args, **kwargs):
+        if task == "boom":
+            raise ValueError("a bug in ranking")
+        return original(self, issue_id, agent_type, task, *args, **kwargs)
+
+    monkeypatch.setattr(ContextEngine, "build", build)
+    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
+    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    tok = h.token()
+    bad = await h.request("GET", "/api/context/ISS-1/python-specialist?task=boom", tok)
+    assert bad.status == 500 and bad.json()["code"] == "INTERNAL"
+    good = await h.request("GET", "/api/context/ISS-1/python-specialist?task=jwt", tok)
+    assert good.status == 200 and good.json()["context"]["relevant_files"]
+    ref = h.system.actor_ref("context:p1")
+    assert ref is not None and ref.incarnation == 1  # the warm index was kept: no restart
+
+
 async def test_store_batch_extension(server):
     tok = server.token()
     bodies = [result_body(agent_id=f"a{i}", n=i) for i in range(5)]
