@@ -14,7 +14,7 @@ from ..records import iso_time
 from .gitinfo import files_of_commits_mentioning, git_context
 from .index import ProjectIndex, language_of, tokenize
 from .manifests import project_metadata
-from .ranking import Signals, rank
+from .ranking import Signals, named_in, rank
 
 __all__ = ["ContextEngine", "MAX_BYTES", "MIN_BYTES", "DEFAULT_BYTES"]
 
@@ -62,6 +62,15 @@ def windows(text: str, terms: set[str], budget: int) -> str:
     return "".join(out)
 
 
+def files_named_in_results(previous: list[dict[str, Any]], index: ProjectIndex) -> set[str]:
+    """Files of the index that earlier results name, by path (``app/auth.py``, also as a
+    trailing part of a longer path only at a folder boundary) or by unique-enough file name."""
+    named: set[str] = set()
+    for rec in previous:
+        named |= named_in(orjson.dumps(rec.get("result", {})).decode(), index)
+    return named
+
+
 class ContextEngine:
     """One project root and its index. When to refresh is the context actor's decision."""
 
@@ -107,11 +116,8 @@ class ContextEngine:
         paths, directories, total_size = index.listing()
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = self._git_context()
-        mentioned = set(signals.mentioned)
-        for rec in previous:
-            blob = orjson.dumps(rec.get("result", {})).decode()
-            mentioned.update(p for p in paths if p in blob)
-        mentioned |= self._commit_mentions(issue_id) & set(paths)
+        mentioned = set(signals.mentioned) | files_named_in_results(previous, index)
+        mentioned |= self._commit_mentions(issue_id) & index.files.keys()
         uncommitted = {c["path"] for c in git["uncommitted_changes"]}
         sig = Signals(task=task or issue_id, mentioned=frozenset(mentioned),
                       uncommitted=frozenset(uncommitted), globs=signals.globs,

@@ -297,3 +297,13 @@ def test_with_few_word_matches_the_most_changed_sources_follow(tmp_path):
     assert ranked[0] == "app/http/router.py"  # no word matches; the hottest source file
     assert set(ranked) >= {"app/auth/tokens.py", "app/billing/invoice.py"}
     assert rank(index, Signals(task="Release 3.0.0beta4"), Weights(prior=False)) == []
+
+
+def test_files_named_by_earlier_results_are_matched_at_folder_boundaries(tmp_path):
+    from orchestra.actors.context.engine import files_named_in_results
+
+    index = ProjectIndex(make_repo(tmp_path))
+    index.refresh()
+    previous = [{"result": {"status": "ok", "touched": ["app/http/router.py", "see notmyapp/billing/invoice.py"],
+                            "notes": "also auth/tokens.py and ./pyproject.toml"}}]
+    assert files_named_in_results(previous, index) == {"app/http/router.py", "app/auth/tokens.py", "pyproject.toml"}
