@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,11 @@ def git_context(root: Path, max_commits: int = 10) -> dict[str, Any]:
 
 
 def files_of_commits_mentioning(root: Path, needle: str, max_commits: int = 20) -> set[str]:
+    """Files of the newest commits whose message names ``needle`` as a whole word: ``#12``
+    is not named by a message about ``#123``, ``ISS-4`` not by one about ``ISS-42``."""
     if not needle or not (root / ".git").exists():
         return set()
-    log = _git(root, "log", f"-n{max_commits}", "--name-only", "-F", f"--grep={needle}", _FORMAT) or ""
+    escaped = re.sub(r"([.\[\]{}()\\*+?^$|])", r"\\\1", needle)
+    pattern = f"(^|[^[:alnum:]_]){escaped}([^[:alnum:]_]|$)"
+    log = _git(root, "log", f"-n{max_commits}", "--name-only", "-E", f"--grep={pattern}", _FORMAT) or ""
     return {f for c in _commits(log) for f in c["files"]}
