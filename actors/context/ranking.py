@@ -84,8 +84,12 @@ class Weights:
     #: files whose stem or folder the task spells as consecutive words ("active help" ->
     #: active_help.go) or as one compound identifier: score x (1 + phrase)
     phrase: float = 1.0
-    #: when few files match the words at all, the most changed source files follow them
+    #: when fewer than ``prior_enough`` source files (or of the agent's preferred kind) match
+    #: the words at all, the files of that kind changed most often (at least ``prior_min``
+    #: times) follow them, before the matches of other kinds
     prior: bool = True
+    prior_enough: int = 10
+    prior_min: int = 2
     #: extra weight of the task's first line (a title says what the task is about)
     title: float = 0.0
 
@@ -247,8 +251,8 @@ def rank(
             else:
                 kinds[path] = entry.kind
                 scores[path] = 0.01 * weight
-    fallback = (_fill_with_prior(index, scores, kinds, signals.prefer_kind or "source")
-                if weights.prior and index.churn else set())
+    if weights.prior and index.churn:
+        _fill_with_prior(index, scores, kinds, signals.prefer_kind or "source", weights.prior_enough, weights.prior_min)
     if signals.prefer_kind == "test":
         _tests_of_top_modules(index, scores, kinds)
     # the request's own signals
@@ -268,17 +272,14 @@ def rank(
         if not files[path].binary:
             scores[path] = scores.get(path, 0.0) + 100.0
     # Named files first; then the kind a change usually touches (source code, or the agent's
-    # preferred kind), best score first; then everything else that matches; then the fallback
-    # of most changed files. Ties go by path.
+    # preferred kind), best score first; then everything else. Ties go by path.
     wanted = signals.prefer_kind or "source"
-    groups: tuple[list[tuple[float, str]], ...] = ([], [], [], [])
+    groups: tuple[list[tuple[float, str]], ...] = ([], [], [])
     for path, score in scores.items():
         if score <= 0:
             continue
         if path in named:
             groups[0].append((-score, path))
-        elif path in fallback:
-            groups[3].append((-score, path))
         elif (kinds.get(path) or files[path].kind) == wanted:
             groups[1].append((-score, path))
         else:
@@ -294,20 +295,19 @@ def rank(
 
 
 def _fill_with_prior(index: ProjectIndex, scores: dict[str, float], kinds: dict[str, str],
-                     wanted: str, enough: int = 20) -> set[str]:
-    """When fewer than ``enough`` files of the wanted kind match the task at all, add the most
-    often changed files of that kind; they rank after every file that matches."""
+                     wanted: str, enough: int, least: int) -> None:
+    """When fewer than ``enough`` files of the wanted kind match the task at all, add the
+    ``enough`` files of that kind changed most often (at least ``least`` times), with scores
+    below every match."""
     files = index.files
     if sum(1 for p in scores if kinds.get(p) == wanted) >= enough:
-        return set()
+        return
     extra = [(n, p) for p, n in index.churn.items()
-             if p not in scores and p in files and files[p].kind == wanted and not files[p].binary]
-    added = set()
+             if n >= least and p not in scores and p in files and files[p].kind == wanted and not files[p].binary]
+    floor = min((v for v in scores.values() if v > 0), default=1.0)
     for n, path in heapq.nlargest(enough, extra):
         kinds[path] = wanted
-        scores[path] = math.log1p(n)
-        added.add(path)
-    return added
+        scores[path] = floor * 1e-3 * math.log1p(n) / math.log1p(n + 1)  # below any match, by churn
 
 
 def _tests_of_top_modules(index: ProjectIndex, scores: dict[str, float], kinds: dict[str, str]) -> None:
