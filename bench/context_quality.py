@@ -189,16 +189,25 @@ def main() -> None:
     table = Table(title="Context quality: files a real commit changed, found from its message")
     for col in ("repository", "commits", "method", "recall@5", "recall@10", "all-files@10"):
         table.add_column(col)
+    gains: list[tuple[str, float, float]] = []
     for repo in args.repo:
         scores = evaluate(repo, args.commits, args.scan, args.in_process)
         n = len(scores["orchestra"].r10)
         for name, score in scores.items():
             table.add_row(repo.name if repo.name not in ("repo", ".git") else repo.parent.name, str(n), name, *score.row())
         gain = scores["orchestra"].mean("r10") - scores["bm25+source-first"].mean("r10")
+        gains.append((repo.name if repo.name not in ("repo", ".git") else repo.parent.name,
+                      scores["orchestra"].mean("r5") - scores["bm25+source-first"].mean("r5"), gain))
         table.add_row("", "", "[bold]orchestra - bm25+source-first[/]",
                       f"{scores['orchestra'].mean('r5') - scores['bm25+source-first'].mean('r5'):+.3f}", f"{gain:+.3f}",
                       f"{scores['orchestra'].mean('all10') - scores['bm25+source-first'].mean('all10'):+.3f}")
     console.print(table)
+    if gains:
+        below = [f"{name} (@5 {g5:+.3f}, @10 {g10:+.3f})" for name, g5, g10 in gains if g5 < 0 or g10 < 0]
+        console.print(f"mean gain over bm25+source-first across {len(gains)} repositories: "
+                      f"recall@5 {sum(g[1] for g in gains) / len(gains):+.3f}, "
+                      f"recall@10 {sum(g[2] for g in gains) / len(gains):+.3f}; "
+                      f"below it on: {', '.join(below) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -64,11 +64,11 @@ class Signals:
 @dataclass(frozen=True)
 class Weights:
     kind: tuple[tuple[str, float], ...] = (("source", 1.0), ("test", 0.45), ("doc", 0.3), ("config", 0.4), ("other", 0.6))
-    # Measured with bench/context_quality.py (40 commits per repository; six repositories to
-    # tune on: click, cobra, express, ripgrep, grpc-go, pydantic; three held out: gin, httpx,
-    # zod). Task words in paths weigh 3 idf (1 and 2 did worse); definitions + churn lifted
-    # recall@5 and @10 over source-first BM25; the scope prefix, phrases and the churn fallback
-    # lifted the mean again (+0.023 / +0.022 on the six, +0.048 / +0.053 on the held-out three).
+    # Measured with bench/context_quality.py through the endpoint (40 commits per repository;
+    # tuned on click, cobra, express, ripgrep, grpc-go, pydantic; held out: gin, httpx, zod).
+    # Gain over source-first BM25, recall@5 / @10: tuned six +0.064 / +0.050, held-out three
+    # +0.062 / +0.071, never below on any. Task words in paths weigh 3 idf (1 and 2 did worse);
+    # definitions, churn, the scope prefix, phrases and the churn fallback each added to it.
     # Measured and left off: co-change and import neighbours (help @10, cost @5; imports still
     # place a module's tests for test engineers), weighting the task's first line, other word
     # forms (plurals, -ed, -ing: better on click, worse on grpc-go), dropping issue references
