@@ -14,6 +14,7 @@ from pathlib import Path
 
 from orchestra.actors.context.engine import ContextEngine
 from orchestra.actors.context.ranking import Signals
+from orchestra.actors.profiles import Profiles
 
 WORDS = ("token auth user session cache router handler invoice parser config event queue worker "
          "retry timeout socket stream buffer schema migrate index search rank score").split()
@@ -52,10 +53,12 @@ def main() -> None:
         sweep = time.perf_counter() - t
         rnd = random.Random(1)
         times = []
+        profile = Profiles().get("python-specialist")  # as the server asks: with its globs
+        signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords)
         for _ in range(50):
             task = " ".join(rnd.choices(WORDS, k=5))
             t = time.perf_counter()
-            engine.build("ISS-1", "python-specialist", task, 262144, [], Signals())
+            engine.build("ISS-1", "python-specialist", task, 262144, [], signals)
             times.append(time.perf_counter() - t)
         times.sort()
         print(f"files: {len(engine.index.files)}")

@@ -19,8 +19,12 @@ import stat
 import subprocess
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["ChangeSet", "FileEntry", "ProjectIndex", "tokenize", "language_of"]
 
@@ -139,6 +143,7 @@ class ProjectIndex:
         self._imported_by: dict[str, set[str]] | None = None
         self._by_name: dict[str, list[str]] | None = None
         self._components: dict[str, set[str]] | None = None
+        self._memo: dict[Any, Any] = {}
         self._norms: dict[str, float] | None = None
         self._git_state: tuple[float, float] | None = None
         self._listing: tuple[list[str], list[str], int] | None = None
@@ -308,6 +313,7 @@ class ProjectIndex:
             self._imported_by = None
             self._by_name = None
             self._components = None
+            self._memo = {}
             self._norms = None
             self._listing = None
             # derived tables are made here, on the index's thread, not by the next request
@@ -456,6 +462,23 @@ class ProjectIndex:
                 names[path.rsplit("/", 1)[-1]].append(path)
             self._by_name = dict(names)
         return self._by_name
+
+    def memo(self, key: Any, make: Callable[[], T]) -> T:
+        """``make()``, computed once per index generation and ``key`` (at most 256 keys)."""
+        try:
+            return self._memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            if len(self._memo) >= 256:
+                self._memo.clear()
+            value = self._memo[key] = make()
+            return value
+
+    def matching(self, globs: tuple[str, ...]) -> frozenset[str]:
+        """Files whose path or name matches any of ``globs`` (fnmatch rules)."""
+        def make() -> frozenset[str]:
+            match = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)).match
+            return frozenset(p for p in self.files if match(p) or match(p.rsplit("/", 1)[-1]))
+        return self.memo(("globs", globs), make)
 
     def components(self) -> dict[str, set[str]]:
         """Folder names and file stems, folded by :func:`fold_name` -> the paths under or named by

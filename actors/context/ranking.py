@@ -15,7 +15,6 @@ Three layers, each measured by ``bench/context_quality.py`` against BM25 baselin
 
 from __future__ import annotations
 
-import fnmatch
 import heapq
 import math
 import re
@@ -115,18 +114,32 @@ def named_in(task: str, index: ProjectIndex) -> set[str]:
 
 def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0) -> dict[str, float]:
     """BM25 over contents, plus ``path_weight`` x idf for each task word in a file's path."""
-    scores: dict[str, float] = defaultdict(float)
-    norms = index.norms(_K1, _B)
+    weighted = []
     for term, qtf in Counter(terms).items():
-        idf = index.idf(term)
-        weight = qtf * idf * (_K1 + 1)
-        for path, tf in index.postings.get(term, {}).items():
-            scores[path] += weight * tf / (tf + norms[path])
-        if path_weight:
-            bonus = path_weight * idf
+        if term in index.postings:
+            weighted.append((qtf * index.idf(term), index.memo(("bm25", term), lambda t=term: _saturated(index, t))))
+    weighted.sort(key=lambda wc: -len(wc[1]))
+    scores: dict[str, float] = {}
+    for weight, contrib in weighted:
+        if not scores:  # the longest list, copied at once
+            scores = {path: weight * value for path, value in contrib.items()}
+            continue
+        get = scores.get
+        for path, value in contrib.items():
+            scores[path] = get(path, 0.0) + weight * value
+    if path_weight:
+        get = scores.get
+        for term in set(terms):
+            bonus = path_weight * index.idf(term)
             for path in index.path_postings.get(term, ()):
-                scores[path] += bonus
+                scores[path] = get(path, 0.0) + bonus
     return scores
+
+
+def _saturated(index: ProjectIndex, term: str) -> dict[str, float]:
+    """BM25's term-frequency part of ``term`` in each file holding it (idf aside)."""
+    norms = index.norms(_K1, _B)
+    return {path: (_K1 + 1) * tf / (tf + norms[path]) for path, tf in index.postings[term].items()}
 
 
 def task_identifiers(task: str) -> set[str]:
@@ -194,20 +207,14 @@ def rank(
     if weights.title:
         title = signals.task.strip().split("\n", 1)[0]
         terms += tokenize(title) * int(weights.title)
-    scores = bm25(index, terms, weights.path)
     files = index.files
-    kind_weight = dict(weights.kind)
-    kinds = {}
-    for path in list(scores):
-        entry = files[path]
-        if entry.binary:
-            del scores[path]
-            continue
-        kind = kinds[path] = entry.kind
-        factor = kind_weight.get(kind, 1.0)
-        if signals.prefer_kind and kind == signals.prefer_kind:
-            factor = max(factor, 1.0) * 1.5
-        scores[path] *= factor
+    # per file, once per index generation: its kind's weight (x1.5 for the agent's preferred
+    # kind; 0 for binaries) and its churn multiplier
+    churn = index.memo(("churn", weights.churn), lambda: _churn_factors(index, weights.churn))
+    static = index.memo(("static", weights.kind, signals.prefer_kind, weights.churn),
+                        lambda: _static_factors(index, weights, signals.prefer_kind, churn))
+    scores = {p: s * static[p] for p, s in bm25(index, terms, weights.path).items() if static[p]}
+    get = scores.get
     # definitions of identifiers the task names
     if weights.definitions:
         for ident in task_identifiers(signals.task):
@@ -215,7 +222,7 @@ def rank(
             if holders and len(holders) <= 5:
                 bonus = weights.definitions * index.idf(ident) / len(holders)
                 for path in holders:
-                    scores[path] += bonus
+                    scores[path] = get(path, 0.0) + bonus * churn.get(path, 1.0)
     # structure around the best lexical candidates (pseudo-relevance feedback)
     top = (heapq.nlargest(weights.feedback_top, scores.items(), key=lambda kv: kv[1])
            if weights.cochange or weights.imports else [])
@@ -230,15 +237,14 @@ def rank(
                 if together and changes:
                     for other, n in together.most_common(20):
                         if other in files and not files[other].binary:
-                            scores[other] += weights.cochange * best * share * n / changes
+                            bonus = weights.cochange * best * share * n / changes
+                            scores[other] = get(other, 0.0) + bonus * churn.get(other, 1.0)
             if weights.imports:
                 near = set(imported_by.get(path, ())) | _imports_of(index, path, imported_by)
                 for other in near:
                     if files[other].kind == "source":
-                        scores[other] += weights.imports * best * share / max(1, len(near)) ** 0.5
-    if weights.churn and index.churn:
-        for path in scores:
-            scores[path] *= 1 + weights.churn * math.log1p(index.churn.get(path, 0))
+                        bonus = weights.imports * best * share / max(1, len(near)) ** 0.5
+                        scores[other] = get(other, 0.0) + bonus * churn.get(other, 1.0)
     # components the task names: its "scope:" prefix, and stems spelled out as phrases
     for weight, paths in ((weights.scope, task_scope(signals.task, index) if weights.scope else ()),
                           (weights.phrase, task_phrases(signals.task, index) if weights.phrase else ())):
@@ -246,27 +252,21 @@ def rank(
             entry = files[path]
             if entry.binary:
                 continue
-            if path in scores:
-                scores[path] *= 1 + weight
-            else:
-                kinds[path] = entry.kind
-                scores[path] = 0.01 * weight
+            scores[path] = scores[path] * (1 + weight) if path in scores else 0.01 * weight
     if weights.prior and index.churn:
-        _fill_with_prior(index, scores, kinds, signals.prefer_kind or "source", weights.prior_enough, weights.prior_min)
+        _fill_with_prior(index, scores, signals.prefer_kind or "source", weights.prior_enough, weights.prior_min)
     if signals.prefer_kind == "test":
-        _tests_of_top_modules(index, scores, kinds)
+        _tests_of_top_modules(index, scores)
     # the request's own signals
     for path in signals.mentioned:
-        if path in files:
-            scores[path] += 8.0
+        if path in files and not files[path].binary:
+            scores[path] = get(path, 0.0) + 8.0
     for path in signals.uncommitted:
-        if path in files:
-            scores[path] += 3.0
+        if path in files and not files[path].binary:
+            scores[path] = get(path, 0.0) + 3.0
     if signals.globs:
-        for path in list(scores):
-            name = path.rsplit("/", 1)[-1]
-            if any(fnmatch.fnmatch(path, g) or fnmatch.fnmatch(name, g) for g in signals.globs):
-                scores[path] = scores[path] * 1.3 + 0.5
+        for path in index.matching(signals.globs).intersection(scores):
+            scores[path] = scores[path] * 1.3 + 0.5
     named = named_in(signals.task, index)
     for path in named:
         if not files[path].binary:
@@ -274,43 +274,61 @@ def rank(
     # Named files first; then the kind a change usually touches (source code, or the agent's
     # preferred kind), best score first; then everything else. Ties go by path.
     wanted = signals.prefer_kind or "source"
-    groups: tuple[list[tuple[float, str]], ...] = ([], [], [])
-    for path, score in scores.items():
-        if score <= 0:
-            continue
-        if path in named:
-            groups[0].append((-score, path))
-        elif (kinds.get(path) or files[path].kind) == wanted:
-            groups[1].append((-score, path))
-        else:
-            groups[2].append((-score, path))
-    out: list[tuple[float, str, bool]] = []
-    for group in groups:
+    kind = index.memo("kinds", lambda: {p: f.kind for p, f in files.items()})
+    out = [(scores[p], p, True) for p in sorted(p for p in named if scores.get(p, 0) > 0)]
+    out.sort(key=lambda x: -x[0])  # stable: ties stay by path
+    for same in (True, False):
         need = None if limit is None else limit - len(out)
         if need is not None and need <= 0:
             break
+        group = [(-s, p) for p, s in scores.items() if s > 0 and (kind[p] == wanted) is same and p not in named]
         chosen = heapq.nsmallest(need, group) if need is not None and need < len(group) else sorted(group)
-        out.extend((-neg, path, path in named) for neg, path in chosen)
+        out.extend((-neg, path, False) for neg, path in chosen)
     return out
 
 
-def _fill_with_prior(index: ProjectIndex, scores: dict[str, float], kinds: dict[str, str],
-                     wanted: str, enough: int, least: int) -> None:
+def _churn_factors(index: ProjectIndex, weight: float) -> dict[str, float]:
+    """Files changed in the history -> 1 + weight x log(1 + changes); absent means 1."""
+    if not weight:
+        return {}
+    return {p: 1 + weight * math.log1p(n) for p, n in index.churn.items()}
+
+
+def _static_factors(index: ProjectIndex, weights: Weights, prefer: str | None,
+                    churn: dict[str, float]) -> dict[str, float]:
+    kind_weight = dict(weights.kind)
+    out = {}
+    for path, entry in index.files.items():
+        if entry.binary:
+            out[path] = 0.0
+            continue
+        factor = kind_weight.get(entry.kind, 1.0)
+        if prefer and entry.kind == prefer:
+            factor = max(factor, 1.0) * 1.5
+        out[path] = factor * churn.get(path, 1.0)
+    return out
+
+
+def _fill_with_prior(index: ProjectIndex, scores: dict[str, float], wanted: str,
+                     enough: int, least: int) -> None:
     """When fewer than ``enough`` files of the wanted kind match the task at all, add the
     ``enough`` files of that kind changed most often (at least ``least`` times), with scores
     below every match."""
     files = index.files
-    if sum(1 for p in scores if kinds.get(p) == wanted) >= enough:
-        return
+    matched = 0
+    for path in scores:
+        if files[path].kind == wanted:
+            matched += 1
+            if matched >= enough:
+                return
     extra = [(n, p) for p, n in index.churn.items()
              if n >= least and p not in scores and p in files and files[p].kind == wanted and not files[p].binary]
     floor = min((v for v in scores.values() if v > 0), default=1.0)
     for n, path in heapq.nlargest(enough, extra):
-        kinds[path] = wanted
         scores[path] = floor * 1e-3 * math.log1p(n) / math.log1p(n + 1)  # below any match, by churn
 
 
-def _tests_of_top_modules(index: ProjectIndex, scores: dict[str, float], kinds: dict[str, str]) -> None:
+def _tests_of_top_modules(index: ProjectIndex, scores: dict[str, float]) -> None:
     """Place the tests of the best-ranked modules just above them (for test engineers)."""
     imported_by = index.imported_by()
     tests_by_stem: dict[str, list[str]] = defaultdict(list)
@@ -319,7 +337,8 @@ def _tests_of_top_modules(index: ProjectIndex, scores: dict[str, float], kinds: 
             stem = path.rsplit("/", 1)[-1].split(".")[0]
             for key in (stem.removeprefix("test_"), stem.removesuffix("_test"), stem.removesuffix(".spec")):
                 tests_by_stem[key].append(path)
-    sources = [p for p, _ in sorted(scores.items(), key=lambda kv: -kv[1]) if kinds.get(p) == "source"][:5]
+    files = index.files
+    sources = heapq.nlargest(5, (p for p in scores if files[p].kind == "source"), key=scores.__getitem__)
     for path in sources:
         stem = path.rsplit("/", 1)[-1].split(".")[0]
         related = {t for t in imported_by.get(path, ()) if index.files[t].kind == "test"}

@@ -324,3 +324,15 @@ def test_commits_mentioning_an_issue_match_its_id_as_a_whole_word(tmp_path):
     assert files_of_commits_mentioning(root, "#123") == {"app/b.py"}
     assert files_of_commits_mentioning(root, "[x.y]+") == {"app/c.py"}
     assert files_of_commits_mentioning(root, "ISS-5") == set()
+
+
+def test_profile_globs_raise_the_files_they_match(tmp_path):
+    index = ProjectIndex(make_repo(tmp_path))
+    index.refresh()
+    task = "request generator"
+    plain = [p for _, p, _ in rank(index, Signals(task=task))]
+    assert plain[0] == "app/http/router.py"
+    for globs in (("**/billing/*",), ("invoice.py",), ("*.md", "app/b*/*.py")):
+        ranked = [p for _, p, _ in rank(index, Signals(task=task, globs=globs))]
+        assert ranked[0] == "app/billing/invoice.py", globs
+    assert index.matching(("*.toml", "**/auth/*")) == {"pyproject.toml", "app/auth/tokens.py"}
