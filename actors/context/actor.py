@@ -10,7 +10,6 @@ the issue's stored results, so a changed file or a new result makes a new entry.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -207,12 +206,6 @@ class ContextActor(Actor):
                 del self.cache[k]
             return {"cleared": True, "entries_removed": len(keys)}
         if isinstance(msg, _Indexed):
-            # A full index is a large set of long-lived objects; without this, Python's full
-            # collections keep walking them, pausing whichever thread allocates (measured:
-            # uncached answers' p99 on 5,000 files 92 ms -> 55-61 ms). Objects alive now leave
-            # the collector's view; acyclic ones are still freed by reference counting. Done
-            # once per cold index, so its cost stays bounded.
-            gc.freeze()
             self.indexed, self.indexing = True, False
             self.next_sweep = trio.current_time() + max(self._interval(), 0.0)
             waiting, self.waiting = self.waiting, []

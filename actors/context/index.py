@@ -19,7 +19,7 @@ import stat
 import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -144,6 +144,7 @@ class ProjectIndex:
         self._by_name: dict[str, list[str]] | None = None
         self._components: dict[str, set[str]] | None = None
         self._memo: dict[Any, Any] = {}
+        self._pending = False  # applied changes not yet derived (see apply)
         self._norms: dict[str, float] | None = None
         self._git_state: tuple[float, float] | None = None
         self._listing: tuple[list[str], list[str], int] | None = None
@@ -214,10 +215,16 @@ class ProjectIndex:
 
         Touches no state of the index, so it may run on any thread while the index serves.
         """
-        entries: list[FileEntry] = []
         seen: set[str] = set()
+        entries = list(self.scan_entries(known, seen))
+        removed = [rel for rel in known if rel not in seen]
+        return ChangeSet(entries, removed, self.read_history(head), self.git_stamp())
+
+    def scan_entries(self, known: dict[str, tuple[float, int]], seen: set[str]) -> Iterator[FileEntry]:
+        """The files that changed since ``known``, read; every file present is added to ``seen``."""
         root = str(self.root)
         dirs_ok: dict[str, bool] = {}
+        read = 0
         for rel in self.list_paths():
             parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
             ok = dirs_ok.get(parent)
@@ -244,11 +251,10 @@ class ProjectIndex:
             seen.add(rel)
             if known.get(rel) == (st.st_mtime, st.st_size):
                 continue
-            entries.append(self._read(rel, st.st_size, st.st_mtime))
-            if len(entries) % _YIELD_EVERY == 0:
+            yield self._read(rel, st.st_size, st.st_mtime)
+            read += 1
+            if read % _YIELD_EVERY == 0:
                 time.sleep(0)
-        removed = [rel for rel in known if rel not in seen]
-        return ChangeSet(entries, removed, self._scan_history(head), self._git_stamp())
 
     def scan_paths(self, paths: set[str], known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
         """Like :meth:`scan`, for the given relative paths only (from a file watcher)."""
@@ -272,7 +278,7 @@ class ProjectIndex:
         for rel, st in present.items():
             if rel not in ignored:
                 entries.append(self._read(rel, st.st_size, st.st_mtime))
-        return ChangeSet(entries, removed, self._scan_history(head), self._git_stamp())
+        return ChangeSet(entries, removed, self.read_history(head), self.git_stamp())
 
     def _ignored_by_git(self, paths: list[str]) -> set[str]:
         """Which of ``paths`` git ignores, in one call for the whole batch."""
@@ -287,11 +293,16 @@ class ProjectIndex:
             return set()
         return {p for p in out.stdout.decode("utf-8", "replace").split("\0") if p}
 
-    def apply(self, changes: ChangeSet) -> bool:
-        """Take a scan's findings into the index. Quick: the reading was done by the scan."""
+    def apply(self, changes: ChangeSet, derive: bool = True) -> bool:
+        """Take a scan's findings into the index. Quick: the reading was done by the scan.
+
+        With ``derive=False`` the generation and the tables derived from all files wait for
+        a later apply (a cold index arriving in parts: nobody reads the index meanwhile).
+        """
         changed = bool(changes.entries or changes.removed or changes.history
                        or changes.git_stamp != self._git_state)
         self._git_state = changes.git_stamp
+        self._pending = self._pending or changed
         for i, entry in enumerate(changes.entries):
             if i % _YIELD_EVERY == 0:
                 time.sleep(0)  # let the event loop's thread have the GIL (see _YIELD_EVERY)
@@ -306,22 +317,29 @@ class ProjectIndex:
                 self._forget(old)
         if changes.history is not None:
             self._head, self.churn, self.cochange = changes.history
-        if changed:
-            self.generation += 1
-            lengths = [f.length for f in self.files.values() if f.length]
-            self.avg_len = sum(lengths) / len(lengths) if lengths else 1.0
-            self._imported_by = None
-            self._by_name = None
-            self._components = None
-            self._memo = {}
-            self._norms = None
-            self._listing = None
-            # derived tables are made here, on the index's thread, not by the next request
-            self.listing()
-            self.by_name()
-            self.components()
-            self.norms(1.2, 0.75)
+        if derive:
+            self.derive()
         return changed
+
+    def derive(self) -> None:
+        """After changes: move the generation, and remake the tables derived from all files."""
+        if not self._pending:
+            return
+        self._pending = False
+        self.generation += 1
+        lengths = [f.length for f in self.files.values() if f.length]
+        self.avg_len = sum(lengths) / len(lengths) if lengths else 1.0
+        self._imported_by = None
+        self._by_name = None
+        self._components = None
+        self._memo = {}
+        self._norms = None
+        self._listing = None
+        # derived tables are made here, on the index's thread, not by the next request
+        self.listing()
+        self.by_name()
+        self.components()
+        self.norms(1.2, 0.75)
 
     def _remember(self, entry: FileEntry) -> None:
         for term, tf in entry.terms.items():
@@ -388,7 +406,7 @@ class ProjectIndex:
             )
         return entry
 
-    def _git_stamp(self) -> tuple[float, float] | None:
+    def git_stamp(self) -> tuple[float, float] | None:
         """When git's HEAD and index last changed: staging or switching branches moves them."""
         if not self.is_git:
             return None
@@ -400,7 +418,7 @@ class ProjectIndex:
                 stamp.append(0.0)
         return stamp[0], stamp[1]
 
-    def _scan_history(self, known_head: str | None) -> tuple[str, Counter[str], dict[str, Counter[str]]] | None:
+    def read_history(self, known_head: str | None) -> tuple[str, Counter[str], dict[str, Counter[str]]] | None:
         """Churn and co-change from the last commits, or None when HEAD has not moved."""
         if not self.is_git:
             return None

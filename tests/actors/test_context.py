@@ -336,3 +336,58 @@ def test_profile_globs_raise_the_files_they_match(tmp_path):
         ranked = [p for _, p, _ in rank(index, Signals(task=task, globs=globs))]
         assert ranked[0] == "app/billing/invoice.py", globs
     assert index.matching(("*.toml", "**/auth/*")) == {"pyproject.toml", "app/auth/tokens.py"}
+
+
+def test_a_cold_index_read_by_a_child_process_equals_one_read_here(tmp_path):
+    from orchestra.actors.context.engine import ContextEngine
+
+    root = _scoped_repo(tmp_path)
+    (root / "app/auth/tokens.py").write_text("def verify_jwt_token(token):\n    return 'changed'\n")
+    _commit(root, "ISS-9 change tokens")
+    (root / "notes.txt").write_text("untracked, not ignored: indexed too\n")
+    child, here = ContextEngine(root), ContextEngine(root, scan_in_child=False)
+    child.refresh()
+    here.refresh()
+    assert child.index.files.keys() == here.index.files.keys() and "notes.txt" in child.index.files
+    assert all(child.index.files[p] == here.index.files[p] for p in here.index.files)
+    assert child.index.churn == here.index.churn and child.index.churn["app/auth/tokens.py"] == 2
+    assert child.index.cochange == here.index.cochange and child.index.head == here.index.head
+    assert dict(child.index.postings) == dict(here.index.postings)
+    assert child.index.git_stamp() == here.index.git_stamp() is not None
+    # later refreshes read only what changed, here
+    (root / "app/new.py").write_text("def fresh():\n    pass\n")
+    generation = child.index.generation
+    assert child.refresh() > generation and "app/new.py" in child.index.files
+
+
+def test_a_failing_child_scan_falls_back_to_reading_here(tmp_path, monkeypatch):
+    import sys
+
+    from orchestra.actors.context.engine import ContextEngine
+
+    root = make_repo(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    engine = ContextEngine(root)
+    engine.refresh()
+    assert "app/auth/tokens.py" in engine.index.files and engine.index.churn
+
+
+def test_a_child_scan_failing_midway_keeps_what_arrived_and_reads_the_rest_here(tmp_path, monkeypatch):
+    from orchestra.actors.context import engine as engine_module
+    from orchestra.actors.context.index import ChangeSet
+    from orchestra.actors.context.scanner import ScanFailed
+
+    root = make_repo(tmp_path)
+    here = ContextEngine(root, scan_in_child=False)
+    here.refresh()
+    first = here.index.files["app/auth/tokens.py"]
+
+    def half_then_fail(index):
+        yield ChangeSet([first], [], None, None)
+        raise ScanFailed("the child died")
+
+    monkeypatch.setattr(engine_module, "scan_in_child", half_then_fail)
+    engine = ContextEngine(root)
+    assert engine.refresh() == 1
+    assert engine.index.files == here.index.files and engine.index.churn == here.index.churn
+    assert dict(engine.index.postings) == dict(here.index.postings)
