@@ -139,3 +139,52 @@ async def test_a_store_crash_fails_reads_without_crashing_the_project(server):
     projects = next(c for c in tree["children"] if c["id"] == "projects")["supervisor"]
     assert all(c["restarts"] == 0 for c in projects["children"])  # no cascade into projects
     assert (await server.request("GET", f"/api/results/{rid}", tok)).status == 200
+
+
+async def test_a_context_actor_crash_fails_its_waiting_requests_at_once_and_it_comes_back(nursery, tmp_path, monkeypatch):
+    import threading
+
+    from orchestra.actors.context.engine import ContextEngine
+
+    from tests.actors.test_context import make_repo
+    from tests.conftest import start_server
+
+    held, release = threading.Event(), threading.Event()
+    original = ContextEngine.build
+
+    def build(self, issue_id, agent_type, task, *args, **kwargs):
+        if task == "invoice pdf":
+            held.set()
+            release.wait(10)
+        return original(self, issue_id, agent_type, task, *args, **kwargs)
+
+    monkeypatch.setattr(ContextEngine, "build", build)
+    h = await start_server(nursery, tmp_path / "d")
+    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    tok = h.token()
+    admin = h.token("*", agent_type="ops", admin=True, sub="ops")
+    await h.request("POST", "/api/results", tok, result_body(issue="ISS-1", touched="app/http/router.py"))
+    fast = "/api/context/ISS-1/python-specialist?task=jwt%20token"
+    assert (await h.request("GET", fast, tok)).json()["cache_hit"] is False
+    answers = []
+
+    async def ask_held():
+        answers.append(await h.request("GET", "/api/context/ISS-2/python-specialist?task=invoice%20pdf", tok))
+
+    try:
+        with trio.fail_after(5):  # the crash answers them while their build is still held
+            async with trio.open_nursery() as waiting:
+                for _ in range(3):
+                    waiting.start_soon(ask_held)
+                assert await trio.to_thread.run_sync(held.wait, 5)
+                r = await h.request("POST", "/api/admin/faults", admin, {"target": "context:p1", "kind": "crash"})
+                assert r.json()["injected"] is True
+    finally:
+        release.set()
+    assert [r.status for r in answers] == [503, 503, 503]
+    assert all(r.json()["code"] == "UNAVAILABLE" for r in answers)
+    again = await h.request("GET", fast, tok)  # a fresh index and an empty cache; the results stay
+    assert again.status == 200 and again.json()["cache_hit"] is False
+    assert h.system.actor_ref("context:p1").incarnation == 2
+    outputs = again.json()["context"]["previous_agent_outputs"]
+    assert [o["result"]["touched"] for o in outputs] == ["app/http/router.py"]
