@@ -17,10 +17,11 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,10 +100,13 @@ class FileEntry:
     size: int
     mtime: float
     binary: bool = False
-    terms: Counter[str] = field(default_factory=Counter)
-    path_terms: frozenset[str] = frozenset()
+    #: the distinct words of the file (their counts live in the index's postings)
+    terms: tuple[str, ...] = ()
+    #: word counts, from a scan to the index: dropped once the index holds them
+    counts: dict[str, int] | None = None
+    path_terms: tuple[str, ...] = ()  # distinct words of the path
     length: int = 0
-    defines: frozenset[str] = frozenset()
+    defines: tuple[str, ...] = ()  # distinct identifiers, in order of definition
     imports: tuple[str, ...] = ()
     language: str = "other"
     kind: str = "other"  # source, test, doc, config or other (see ranking.file_kind)
@@ -133,7 +137,9 @@ class ProjectIndex:
         self.df: Counter[str] = Counter()
         self.postings: dict[str, dict[str, int]] = defaultdict(dict)
         self.path_postings: dict[str, set[str]] = defaultdict(set)
-        self.definitions: dict[str, set[str]] = defaultdict(set)
+        #: identifier -> files defining it (tuples: most names have one holder, and a set
+        #: costs four times the memory of a 1-tuple)
+        self.definitions: dict[str, tuple[str, ...]] = {}
         self.avg_len = 1.0
         self.generation = 0
         self.is_git = (self.root / ".git").exists()
@@ -342,13 +348,19 @@ class ProjectIndex:
         self.norms(1.2, 0.75)
 
     def _remember(self, entry: FileEntry) -> None:
-        for term, tf in entry.terms.items():
-            self.postings[term][entry.path] = tf
+        if entry.counts is not None:
+            # one string per distinct word for the whole index, not one per file holding it
+            entry.terms = tuple(map(sys.intern, entry.counts))
+            postings, path = self.postings, entry.path
+            for term, tf in zip(entry.terms, entry.counts.values(), strict=True):
+                postings[term][path] = tf
+            entry.counts = None
         for term in entry.path_terms:
             self.path_postings[term].add(entry.path)
-        self.df.update(entry.terms.keys())
+        self.df.update(entry.terms)
+        definitions = self.definitions
         for name in entry.defines:
-            self.definitions[name].add(entry.path)
+            definitions[name] = definitions.get(name, ()) + (entry.path,)
 
     def _forget(self, entry: FileEntry) -> None:
         for term in entry.path_terms:
@@ -369,15 +381,17 @@ class ProjectIndex:
         for name in entry.defines:
             paths = self.definitions.get(name)
             if paths is not None:
-                paths.discard(entry.path)
-                if not paths:
+                rest = tuple(p for p in paths if p != entry.path)
+                if rest:
+                    self.definitions[name] = rest
+                else:
                     del self.definitions[name]
 
     def _read(self, rel: str, size: int, mtime: float) -> FileEntry:
         from .ranking import file_kind  # the kind rules live with the ranking
 
         language = language_of(rel)
-        entry = FileEntry(rel, size, mtime, path_terms=frozenset(tokenize(rel)),
+        entry = FileEntry(rel, size, mtime, path_terms=tuple(dict.fromkeys(map(sys.intern, tokenize(rel)))),
                           language=language, kind=file_kind(rel, language))
         if size > MAX_INDEXED_BYTES:
             return entry
@@ -391,14 +405,14 @@ class ProjectIndex:
             return entry
         text = data.decode("utf-8", "replace")
         terms = tokenize(text)
-        entry.terms = Counter(terms)
+        entry.counts = Counter(terms)
         entry.length = len(terms)
         lang = language
         defs = _DEFS.get(lang)
         if defs is not None:
-            entry.defines = frozenset(
-                next(g for g in m.groups() if g).lower() for m in defs.finditer(text) if any(m.groups())
-            )
+            entry.defines = tuple(dict.fromkeys(
+                sys.intern(next(g for g in m.groups() if g).lower()) for m in defs.finditer(text) if any(m.groups())
+            ))
         imports = _IMPORTS.get(lang)
         if imports is not None:
             entry.imports = tuple(

@@ -35,14 +35,14 @@ class ScanFailed(Exception):
 
 
 def _pack(entry: FileEntry) -> tuple[Any, ...]:
-    return (entry.path, entry.size, entry.mtime, entry.binary, dict(entry.terms), tuple(entry.path_terms),
-            entry.length, tuple(entry.defines), entry.imports, entry.language, entry.kind)
+    return (entry.path, entry.size, entry.mtime, entry.binary, entry.counts, entry.path_terms,
+            entry.length, entry.defines, entry.imports, entry.language, entry.kind)
 
 
 def _unpack(t: tuple[Any, ...]) -> FileEntry:
-    path, size, mtime, binary, terms, path_terms, length, defines, imports, language, kind = t
-    return FileEntry(path, size, mtime, binary, Counter(terms), frozenset(path_terms), length,
-                     frozenset(defines), tuple(imports), language, kind)
+    path, size, mtime, binary, counts, path_terms, length, defines, imports, language, kind = t
+    return FileEntry(path, size, mtime, binary, counts=counts, path_terms=tuple(map(sys.intern, path_terms)), length=length,
+                     defines=tuple(map(sys.intern, defines)), imports=tuple(imports), language=language, kind=kind)
 
 
 def _write(out: IO[bytes], frame: Any) -> None:

@@ -380,7 +380,7 @@ def test_a_child_scan_failing_midway_keeps_what_arrived_and_reads_the_rest_here(
     root = make_repo(tmp_path)
     here = ContextEngine(root, scan_in_child=False)
     here.refresh()
-    first = here.index.files["app/auth/tokens.py"]
+    first = ProjectIndex(root).scan({}, None).entries[0]  # read, not yet taken by an index
 
     def half_then_fail(index):
         yield ChangeSet([first], [], None, None)
