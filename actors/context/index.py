@@ -284,6 +284,8 @@ class ProjectIndex:
         for rel, st in present.items():
             if rel not in ignored:
                 entries.append(self._read(rel, st.st_size, st.st_mtime))
+                if len(entries) % _YIELD_EVERY == 0:
+                    time.sleep(0)  # a large batch (a branch switch) must not starve the loop
         return ChangeSet(entries, removed, self.read_history(head), self.git_stamp())
 
     def _ignored_by_git(self, paths: list[str]) -> set[str]:
