@@ -94,6 +94,8 @@ class ContextActor(Actor):
     """
 
     full_sweep_interval = 60.0
+    #: the answer cache's bound in bytes (answers are up to 4 MiB each)
+    cache_bytes = 64 << 20
 
     def __init__(self, project_id: str, root: Path, store: ActorRef, profiles: Profiles,
                  cache_size: int = 256, sweep_interval: float = 2.0) -> None:
@@ -107,12 +109,16 @@ class ContextActor(Actor):
 
     async def on_start(self) -> None:
         self.engine = ContextEngine(self.root)
+        #: answers as a cache hit reads them (``"cache_hit":true``), least recently used first,
+        #: at most cache_size of them and cache_bytes in all
         self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self.cached_bytes = 0
         self.inflight: dict[tuple[Any, ...], list[Call]] = {}
         self.cleared: dict[str, int] = {}  # issue id -> how many times its entries were cleared
         self.waiting: list[Call] = []  # requests that came before the cold index was ready
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # answers not computed for their request: from the cache, or shared
+        self.shared = 0  # ... of them, answers shared with an identical request in flight
+        self.misses = 0  # answers computed
         self.sweeping = False
         self.indexing = False
         self.indexed = False
@@ -203,7 +209,7 @@ class ContextActor(Actor):
             self.cleared[msg.issue_id] = self.cleared.get(msg.issue_id, 0) + 1
             keys = [k for k in self.cache if k[0] == msg.issue_id]
             for k in keys:
-                del self.cache[k]
+                self.cached_bytes -= len(self.cache.pop(k))
             return {"cleared": True, "entries_removed": len(keys)}
         if isinstance(msg, _Indexed):
             self.indexed, self.indexing = True, False
@@ -222,7 +228,8 @@ class ContextActor(Actor):
             return None
         if isinstance(msg, ContextStats):
             total = self.hits + self.misses
-            return {"hits": self.hits, "misses": self.misses, "entries": len(self.cache),
+            return {"hits": self.hits, "shared": self.shared, "misses": self.misses,
+                    "entries": len(self.cache), "bytes": self.cached_bytes,
                     "hit_rate": round(self.hits / total, 4) if total else None,
                     "indexed_files": len(self.engine.index.files), "building": len(self.inflight)}
         raise TypeError(f"unexpected message {msg!r}")
@@ -249,13 +256,15 @@ class ContextActor(Actor):
         if cached is not None:
             self.hits += 1
             self.cache.move_to_end(key)
-            call.reply(cached.replace(b'"cache_hit":false', b'"cache_hit":true ', 1))
+            call.reply(cached)  # the stored bytes themselves: no copy per hit
             return
-        self.misses += 1
         waiting = self.inflight.get(key)
-        if waiting is not None:  # the same answer is being built: wait for it
+        if waiting is not None:  # the same answer is being built: wait for it (not computed again)
+            self.hits += 1
+            self.shared += 1
             waiting.append(call)
             return
+        self.misses += 1
         self.inflight[key] = [call]
         profile = self.profiles.get(msg.agent_type)
         prefer = "test" if "test" in msg.agent_type else "doc" if "doc" in msg.agent_type else None
@@ -289,8 +298,10 @@ class ContextActor(Actor):
                 call.fail(built.error or RuntimeError("no answer"))
             return
         if self.cleared.get(key[0], 0) == built.epoch:  # not cleared while it was built
-            self.cache[key] = built.body
-            if len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+            hit = built.body.replace(b'"cache_hit":false', b'"cache_hit":true ', 1)
+            self.cache[key] = hit
+            self.cached_bytes += len(hit)
+            while self.cache and (len(self.cache) > self.cache_size or self.cached_bytes > self.cache_bytes):
+                self.cached_bytes -= len(self.cache.popitem(last=False)[1])
         for call in calls:
             call.reply(built.body)

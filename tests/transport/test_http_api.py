@@ -338,6 +338,7 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
 async def test_context_builds_once_for_identical_requests_and_hits_never_wait_for_a_build(nursery, tmp_path, monkeypatch):
     import threading
 
+    from orchestra.actors.context.actor import ContextStats
     from orchestra.actors.context.engine import ContextEngine
     from orchestra.actors.profiles import Profiles
 
@@ -360,7 +361,9 @@ async def test_context_builds_once_for_identical_requests_and_hits_never_wait_fo
     tok = h.token()
     fast = "/api/context/ISS-1/python-specialist?task=jwt%20token&max_bytes=65536"
     slow = "/api/context/ISS-2/python-specialist?task=invoice%20pdf&max_bytes=65536"
-    assert (await h.request("GET", fast, tok)).json()["cache_hit"] is False
+    first = await h.request("GET", fast, tok)
+    assert first.json()["cache_hit"] is False
+    fast_body = first.body
     answers = []
 
     async def ask_slow():
@@ -381,7 +384,28 @@ async def test_context_builds_once_for_identical_requests_and_hits_never_wait_fo
     assert len({r.body for r in answers}) == 1 and answers[0].status == 200
     assert answers[0].json()["context"]["relevant_files"][0]["path"] == "app/billing/invoice.py"
     stats = (await h.request("GET", "/status")).json()["context_cache"]
-    assert stats["misses"] == 6 and stats["hits"] == 1
+    assert stats["misses"] == 2 and stats["hits"] == 5  # computed twice; four shared, one cached
+    actor_stats = await h.system.actor_ref("context:p1").call(ContextStats(), timeout=2)
+    assert actor_stats["shared"] == 4 and actor_stats["entries"] == 2
+    assert actor_stats["bytes"] == sum(len(r.body) for r in answers[:1]) + len(fast_body)
+
+
+async def test_the_context_cache_is_bounded_in_bytes(nursery, tmp_path, monkeypatch):
+    from orchestra.actors.context.actor import ContextActor, ContextStats
+    from orchestra.actors.profiles import Profiles
+
+    from tests.actors.test_context import make_repo
+
+    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
+    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    tok = h.token()
+    first = await h.request("GET", "/api/context/ISS-1/python-specialist?task=jwt", tok)
+    monkeypatch.setattr(ContextActor, "cache_bytes", len(first.body) * 3 // 2)
+    await h.request("GET", "/api/context/ISS-2/python-specialist?task=invoice", tok)
+    stats = await h.system.actor_ref("context:p1").call(ContextStats(), timeout=2)
+    assert stats["entries"] == 1 and stats["bytes"] <= len(first.body) * 3 // 2
+    again = await h.request("GET", "/api/context/ISS-1/python-specialist?task=jwt", tok)
+    assert again.json()["cache_hit"] is False  # the older answer was dropped
 
 
 async def test_a_failing_context_build_fails_that_answer_only(nursery, tmp_path, monkeypatch):
