@@ -35,7 +35,7 @@ class ScanFailed(Exception):
 
 
 def _pack(entry: FileEntry) -> tuple[Any, ...]:
-    return (entry.path, entry.size, entry.mtime, entry.binary, entry.counts, entry.path_terms,
+    return (entry.path, entry.size, entry.mtime, entry.binary, dict(entry.counts or {}), entry.path_terms,
             entry.length, entry.defines, entry.imports, entry.language, entry.kind)
 
 

@@ -345,6 +345,11 @@ def test_a_cold_index_read_by_a_child_process_equals_one_read_here(tmp_path):
     (root / "app/auth/tokens.py").write_text("def verify_jwt_token(token):\n    return 'changed'\n")
     _commit(root, "ISS-9 change tokens")
     (root / "notes.txt").write_text("untracked, not ignored: indexed too\n")
+    from orchestra.actors.context.scanner import scan_in_child
+
+    parts = list(scan_in_child(ProjectIndex(root)))  # the child itself answers: no fallback
+    assert sum(len(p.entries) for p in parts) == len(ProjectIndex(root).list_paths())
+    assert parts[-1].history is not None and parts[-1].git_stamp is not None
     child, here = ContextEngine(root), ContextEngine(root, scan_in_child=False)
     child.refresh()
     here.refresh()
