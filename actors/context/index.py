@@ -35,6 +35,8 @@ HISTORY_COMMITS = 2000
 #: stretches, making the event loop's thread wait up to the switch interval (5 ms) at every
 #: system call. Giving the GIL up every few files keeps the loop's latency low meanwhile.
 _YIELD_EVERY = 10
+#: holders of a name kept in a tuple (beyond, a set: adding to a tuple copies it)
+_FEW = 8
 HISTORY_MAX_FILES_PER_COMMIT = 30  # bulk commits (renames, formatting) say little about coupling
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", "dist", "build", "target",
              ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "vendor", ".idea", ".vscode"}
@@ -137,9 +139,9 @@ class ProjectIndex:
         self.df: Counter[str] = Counter()
         self.postings: dict[str, dict[str, int]] = defaultdict(dict)
         self.path_postings: dict[str, set[str]] = defaultdict(set)
-        #: identifier -> files defining it (tuples: most names have one holder, and a set
-        #: costs four times the memory of a 1-tuple)
-        self.definitions: dict[str, tuple[str, ...]] = {}
+        #: identifier -> files defining it: a tuple while few (most names have one holder, and
+        #: a set costs four times a 1-tuple), a set beyond (``__init__`` in a large project)
+        self.definitions: dict[str, tuple[str, ...] | set[str]] = {}
         self.avg_len = 1.0
         self.generation = 0
         self.is_git = (self.root / ".git").exists()
@@ -362,7 +364,13 @@ class ProjectIndex:
         self.df.update(entry.terms)
         definitions = self.definitions
         for name in entry.defines:
-            definitions[name] = definitions.get(name, ()) + (entry.path,)
+            holders = definitions.get(name, ())
+            if isinstance(holders, set):
+                holders.add(entry.path)
+            elif len(holders) < _FEW:
+                definitions[name] = (*holders, entry.path)
+            else:
+                definitions[name] = {*holders, entry.path}
 
     def _forget(self, entry: FileEntry) -> None:
         for term in entry.path_terms:
@@ -382,7 +390,11 @@ class ProjectIndex:
                 del self.df[term]
         for name in entry.defines:
             paths = self.definitions.get(name)
-            if paths is not None:
+            if isinstance(paths, set):
+                paths.discard(entry.path)
+                if not paths:
+                    del self.definitions[name]
+            elif paths is not None:
                 rest = tuple(p for p in paths if p != entry.path)
                 if rest:
                     self.definitions[name] = rest

@@ -396,3 +396,22 @@ def test_a_child_scan_failing_midway_keeps_what_arrived_and_reads_the_rest_here(
     assert engine.refresh() == 1
     assert engine.index.files == here.index.files and engine.index.churn == here.index.churn
     assert dict(engine.index.postings) == dict(here.index.postings)
+
+
+def test_the_definitions_index_follows_adds_and_removals_of_common_names(tmp_path):
+    root = make_repo(tmp_path, git=False)
+    for i in range(12):
+        (root / f"app/w{i}.py").write_text(f"class Widget:\n    pass\n\ndef only_in_{i}():\n    pass\n")
+    index = ProjectIndex(root)
+    index.refresh()
+    assert set(index.definitions["widget"]) == {f"app/w{i}.py" for i in range(12)}
+    assert index.definitions["only_in_3"] == ("app/w3.py",)
+    for i in range(11):
+        (root / f"app/w{i}.py").unlink()
+    index.refresh()
+    assert set(index.definitions["widget"]) == {"app/w11.py"} and "only_in_3" not in index.definitions
+    (root / "app/w11.py").unlink()
+    index.refresh()
+    assert "widget" not in index.definitions
+    ranked = [p for _, p, _ in rank(index, Signals(task="SessionStore widget"))]
+    assert "app/w11.py" not in ranked
