@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLite synchronous mode: normal survives process crashes, full also power loss")
     serve.add_argument("--context-sweep", type=float, default=2.0,
                        help="seconds between checks of the code base for changed files")
+    serve.add_argument("--shutdown-grace", type=float, default=3.0,
+                       help="seconds requests in progress may take to finish on SIGINT/SIGTERM before they are cancelled")
     serve.add_argument("--log-level", default="INFO")
 
     token = sub.add_parser("token", help="print a JWT signed with the server's key")
@@ -137,12 +139,12 @@ def _serve(args: argparse.Namespace) -> int:
     ))
     server = Server(api, ServerConfig(max_body_bytes=args.max_body_bytes))
     try:
-        return trio.run(_serve_async, args.host, args.port, system, api, server)
+        return trio.run(_serve_async, args.host, args.port, system, api, server, max(0.0, args.shutdown_grace))
     except KeyboardInterrupt:
         return 0
 
 
-async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server) -> int:
+async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float) -> int:
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
@@ -161,7 +163,7 @@ async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, serv
             api.shutting_down = True
             server.stop_accepting()
             await server.close_sessions()
-            await server.drain(grace=3.0)
+            await server.drain(grace=grace)
             nursery.cancel_scope.cancel()  # stops the tree in reverse: sessions, broker, projects, store
     log.info("stopped")
     return 0

@@ -323,10 +323,24 @@ class Server:
             return None, b"", []
         try:
             return await self._route(req, headers, bytes(body), request_id)
+        except trio.Cancelled:
+            if self.api.shutting_down:  # the shutdown's grace ended: say so, not just close
+                await self._refuse_on_shutdown(stream, conn, request_id)
+            raise
         except Exception as exc:
             error = from_exception(exc, request_id)
             log.info("request %s: %s %s %s: %s", request_id, req.method.decode(), req.target.decode("latin-1")[:200], error.code, error.message)
             return error.status, encode_error(error, request_id), error.headers
+
+    async def _refuse_on_shutdown(self, stream: trio.SocketStream, conn: h11.Connection, request_id: str) -> None:
+        error = ApiError(503, "UNAVAILABLE", "the server is shutting down; retry shortly",
+                         retry_after_seconds=1, headers=[(b"retry-after", b"1")])
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 0.5):
+            try:
+                await self._send(stream, conn, 503, encode_error(error, request_id),
+                                 [*error.headers, (b"connection", b"close")])
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError, OSError):
+                pass  # the client is gone
 
     async def _read_body(
         self, stream: trio.SocketStream, conn: h11.Connection, body: bytearray, request_id: str

@@ -154,6 +154,7 @@ class ContextActor(Actor):
 
     async def on_stop(self) -> None:
         self.watch_stop.set()
+        self.engine.stop()  # a cold index being read ends now, not when the whole root is read
 
     def next_deadline(self) -> float:
         if self.sweep_interval <= 0 or self.sweeping or not self.indexed:

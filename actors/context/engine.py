@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import subprocess
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -84,6 +85,8 @@ class ContextEngine:
         self.index = ProjectIndex(self.root)
         #: read the first (cold) index in a child process (see scanner.py)
         self.cold_in_child = scan_in_child
+        self._child: subprocess.Popen[bytes] | None = None
+        self.stopped = False
         # git's answers change only when the index generation moves (files, HEAD, staging):
         # asked once per generation, not once per answer
         self._git: tuple[int, dict[str, Any]] | None = None
@@ -104,6 +107,19 @@ class ContextEngine:
                 self._mentions.popitem(last=False)
         return found
 
+    def _started(self, child: subprocess.Popen[bytes]) -> None:
+        self._child = child
+        if self.stopped:
+            child.kill()
+
+    def stop(self) -> None:
+        """From any thread: end a cold index being read by the child now (a server stopping
+        must not wait for a large root to be read)."""
+        self.stopped = True
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
+
     def refresh(self) -> int:
         """Bring the index up to date now; the index generation after it."""
         index = self.index
@@ -115,10 +131,12 @@ class ContextEngine:
         if index.generation == 0 and not index.files and self.cold_in_child:
             self.cold_in_child = False
             try:
-                for part in scan_in_child(index):
+                for part in scan_in_child(index, started=self._started):
                     index.apply(part, derive=False)
                     gc.freeze()
             except ScanFailed as exc:  # what arrived stays; the refresh below reads the rest
+                if self.stopped:
+                    return index.generation
                 log.warning("context %s: reading in a child process failed (%s); reading here", self.root, exc)
             else:
                 index.derive()

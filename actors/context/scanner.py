@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,10 +62,12 @@ def _read(stream: IO[bytes]) -> Any:
     return marshal.loads(data)
 
 
-def scan_in_child(index: ProjectIndex) -> Iterator[ChangeSet]:
+def scan_in_child(index: ProjectIndex,
+                  started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> Iterator[ChangeSet]:
     """Every file of ``index``'s root read by a child process: a cold :meth:`ProjectIndex.scan`
     in parts, as they arrive; the last part holds the history. Raises :class:`ScanFailed`
-    (possibly after some parts) if the child cannot be started or does not finish."""
+    (possibly after some parts) if the child cannot be started or does not finish (killing
+    the child, whose handle ``started`` receives, ends the scan that way)."""
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "orchestra.actors.context.scanner", str(index.root)],
@@ -74,6 +76,8 @@ def scan_in_child(index: ProjectIndex) -> Iterator[ChangeSet]:
     except OSError as exc:
         raise ScanFailed(f"could not start the scanner: {exc}") from None
     assert proc.stdout is not None and proc.stderr is not None
+    if started is not None:
+        started(proc)
     done = None
     try:
         while (frame := _read(proc.stdout)) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -415,3 +416,30 @@ def test_the_definitions_index_follows_adds_and_removals_of_common_names(tmp_pat
     assert "widget" not in index.definitions
     ranked = [p for _, p, _ in rank(index, Signals(task="SessionStore widget"))]
     assert "app/w11.py" not in ranked
+
+
+def test_stopping_ends_a_cold_index_read_by_the_child_without_reading_here(tmp_path):
+    import threading
+
+    from orchestra.actors.context.engine import ContextEngine
+
+    root = make_repo(tmp_path)
+    engine = ContextEngine(root)
+    engine.stop()  # the server stops as the child starts: it is killed, nothing is read here
+    assert engine.refresh() == 0 and not engine.index.files
+    assert engine._child is not None and engine._child.returncode is not None
+    # and while it runs: the refresh returns once the child is killed
+    for i in range(300):
+        (root / f"gen/m{i}.py").parent.mkdir(exist_ok=True)
+        (root / f"gen/m{i}.py").write_text("def f(x):\n    return x  # words words words\n" * 200)
+    engine = ContextEngine(root)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (engine.refresh(), done.set()))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while engine._child is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    engine.stop()
+    assert done.wait(5)
+    worker.join()
+    assert len(engine.index.files) < len(ProjectIndex(root).list_paths())

@@ -161,3 +161,33 @@ async def test_shutdown_is_prompt_with_a_watched_project(tmp_path):
     finally:
         if proc.p.poll() is None:
             proc.p.kill()
+
+
+async def test_shutdown_is_prompt_during_a_cold_index(tmp_path):
+    repo = tmp_path / "repo"
+    for d in range(40):
+        (repo / f"pkg{d}").mkdir(parents=True)
+        for i in range(100):  # 4,000 files: their cold index takes seconds
+            (repo / f"pkg{d}" / f"mod{i}.py").write_text(f"def handler_{i}(x):\n    return x  # words {d} {i}\n" * 30)
+    # the request in flight may take 0.2 s to finish; then the cold index is cut short
+    proc = Proc(tmp_path / "data", "--project", f"p1={repo}", "--shutdown-grace", "0.2")
+    try:
+        port = await proc.ready()
+        tok = token(tmp_path / "data", "--project", "p1", "--agent-type", "python-specialist")
+        statuses = []
+
+        async def ask():
+            r = await client(port).request("GET", "/api/context/ISS-1/python-specialist?task=handler", tok)
+            statuses.append(r.status)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(ask)
+            await trio.sleep(0.4)  # the cold index is under way
+            t0 = trio.current_time()
+            proc.p.send_signal(signal.SIGTERM)
+            assert await trio.to_thread.run_sync(proc.wait) == 0
+            assert trio.current_time() - t0 < 1.2
+        assert statuses == [503]  # the request in flight is told, not just disconnected
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
