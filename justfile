@@ -28,6 +28,14 @@ dashboard:
 bench *ARGS:
     {{py}} -m bench {{ARGS}}
 
+# context engine speed: a generated 5,000-file repository through a real server
+bench-context:
+    {{py}} -m bench.context_speed --server
+
+# context engine quality on the histories of git repositories: just bench-quality ../a ../b
+bench-quality +REPOS:
+    {{py}} -m bench.context_quality $(for r in {{REPOS}}; do printf -- '--repo %s ' "$r"; done)
+
 # ruff over everything, mypy over the actor runtime
 lint:
     {{venv}}/bin/ruff check actors transport tests bench
