@@ -78,7 +78,6 @@ class _Looked:
 @dataclass(frozen=True, slots=True)
 class _Built:
     key: tuple[Any, ...]
-    epoch: int
     body: bytes | None = None
     error: BaseException | None = None
 
@@ -114,7 +113,7 @@ class ContextActor(Actor):
         self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self.cached_bytes = 0
         self.inflight: dict[tuple[Any, ...], list[Call]] = {}
-        self.cleared: dict[str, int] = {}  # issue id -> how many times its entries were cleared
+        self.stale: set[tuple[Any, ...]] = set()  # builds in flight whose issue was cleared
         self.waiting: list[Call] = []  # requests that came before the cold index was ready
         self.hits = 0  # answers not computed for their request: from the cache, or shared
         self.shared = 0  # ... of them, answers shared with an identical request in flight
@@ -207,7 +206,7 @@ class ContextActor(Actor):
             self._finish(msg)
             return None
         if isinstance(msg, ClearContext):
-            self.cleared[msg.issue_id] = self.cleared.get(msg.issue_id, 0) + 1
+            self.stale.update(k for k in self.inflight if k[0] == msg.issue_id)
             keys = [k for k in self.cache if k[0] == msg.issue_id]
             for k in keys:
                 self.cached_bytes -= len(self.cache.pop(k))
@@ -276,10 +275,10 @@ class ContextActor(Actor):
             "next_agents": list(profile.next_agents),
             "event_subscriptions": list(profile.event_subscriptions),
         }
-        self.helpers.start_soon(self._build, key, self.cleared.get(msg.issue_id, 0), msg,
+        self.helpers.start_soon(self._build, key, msg,
                                 [body for _, body in looked.rows], signals, agent_profile)
 
-    async def _build(self, key: tuple[Any, ...], epoch: int, msg: ContextGet, rows: list[bytes],
+    async def _build(self, key: tuple[Any, ...], msg: ContextGet, rows: list[bytes],
                      signals: Signals, agent_profile: dict[str, Any]) -> None:
         def build() -> bytes:
             previous = [orjson.loads(body) for body in rows]
@@ -288,17 +287,19 @@ class ContextActor(Actor):
         try:
             body = await trio.to_thread.run_sync(build, limiter=self.limiter)
         except Exception as exc:  # this answer failed; the index and every other answer stay
-            await self.ref.cast(_Built(key, epoch, error=exc))
+            await self.ref.cast(_Built(key, error=exc))
         else:
-            await self.ref.cast(_Built(key, epoch, body=body))
+            await self.ref.cast(_Built(key, body=body))
 
     def _finish(self, built: _Built) -> None:
         calls = self.inflight.pop(key := built.key, [])
+        stale = key in self.stale  # cleared while it was built: answer, but do not keep
+        self.stale.discard(key)
         if built.body is None:
             for call in calls:
                 call.fail(built.error or RuntimeError("no answer"))
             return
-        if self.cleared.get(key[0], 0) == built.epoch:  # not cleared while it was built
+        if not stale:
             hit = built.body.replace(b'"cache_hit":false', b'"cache_hit":true ', 1)
             self.cache[key] = hit
             self.cached_bytes += len(hit)

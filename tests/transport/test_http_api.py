@@ -390,6 +390,49 @@ async def test_context_builds_once_for_identical_requests_and_hits_never_wait_fo
     assert actor_stats["bytes"] == sum(len(r.body) for r in answers[:1]) + len(fast_body)
 
 
+async def test_an_answer_built_while_its_issue_is_cleared_is_not_kept(nursery, tmp_path, monkeypatch):
+    import threading
+
+    from orchestra.actors.context.engine import ContextEngine
+    from orchestra.actors.profiles import Profiles
+
+    from tests.actors.test_context import make_repo
+
+    held, release = threading.Event(), threading.Event()
+    original = ContextEngine.build
+
+    def build(self, issue_id, agent_type, task, *args, **kwargs):
+        if task == "invoice pdf":
+            held.set()
+            release.wait(10)
+        return original(self, issue_id, agent_type, task, *args, **kwargs)
+
+    monkeypatch.setattr(ContextEngine, "build", build)
+    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
+    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    tok = h.token()
+    url = "/api/context/ISS-2/python-specialist?task=invoice%20pdf"
+    answers = []
+
+    async def ask():
+        answers.append(await h.request("GET", url, tok))
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(ask)
+                assert await trio.to_thread.run_sync(held.wait, 5)
+                cleared = await h.request("DELETE", "/api/cache/context/ISS-2", tok)
+                assert cleared.json() == {"cleared": True, "entries_removed": 0}
+                release.set()
+    finally:
+        release.set()
+    assert answers[0].status == 200 and answers[0].json()["cache_hit"] is False
+    again = await h.request("GET", url, tok)
+    assert again.json()["cache_hit"] is False  # built again: the cleared build was not kept
+    assert (await h.request("GET", url, tok)).json()["cache_hit"] is True
+
+
 async def test_the_context_cache_is_bounded_in_bytes(nursery, tmp_path, monkeypatch):
     from orchestra.actors.context.actor import ContextActor, ContextStats
     from orchestra.actors.profiles import Profiles
