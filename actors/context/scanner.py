@@ -17,6 +17,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,7 +60,10 @@ def _read(stream: IO[bytes]) -> Any:
     data = stream.read(size)
     if len(data) < size:
         return None
-    return marshal.loads(data)
+    try:
+        return marshal.loads(data)
+    except (ValueError, EOFError, TypeError) as exc:
+        raise ScanFailed(f"unreadable frame from the scanner: {exc}") from None
 
 
 def scan_in_child(index: ProjectIndex,
@@ -68,14 +72,16 @@ def scan_in_child(index: ProjectIndex,
     in parts, as they arrive; the last part holds the history. Raises :class:`ScanFailed`
     (possibly after some parts) if the child cannot be started or does not finish (killing
     the child, whose handle ``started`` receives, ends the scan that way)."""
+    errors = tempfile.TemporaryFile()  # not a pipe: a chatty child must never block on it
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "orchestra.actors.context.scanner", str(index.root)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
         )
     except OSError as exc:
+        errors.close()
         raise ScanFailed(f"could not start the scanner: {exc}") from None
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
     if started is not None:
         started(proc)
     done = None
@@ -86,13 +92,14 @@ def scan_in_child(index: ProjectIndex,
             elif frame[0] == "done":
                 done = frame
                 break
-        error = proc.stderr.read().decode("utf-8", "replace").strip()
     finally:  # on any failure here the child's next write fails and it exits
         proc.stdout.close()
-        proc.stderr.close()
         proc.wait()
+        errors.seek(0)
+        error = errors.read()[-500:].decode("utf-8", "replace").strip()
+        errors.close()
     if done is None or proc.returncode != 0:
-        raise ScanFailed(f"the scanner exited with {proc.returncode}: {error[-500:] or 'no answer'}")
+        raise ScanFailed(f"the scanner exited with {proc.returncode}: {error or 'no answer'}")
     history = None
     if done[1] is not None:
         head, churn, cochange = done[1]

@@ -443,3 +443,25 @@ def test_stopping_ends_a_cold_index_read_by_the_child_without_reading_here(tmp_p
     assert done.wait(5)
     worker.join()
     assert len(engine.index.files) < len(ProjectIndex(root).list_paths())
+
+
+@pytest.mark.parametrize("child", [
+    "printf '\\005\\000\\000\\000junk!'",  # a frame that is not marshal data
+    "head -c 300000 /dev/zero | tr '\\0' x >&2; exit 3",  # much on stderr, then a failure
+])
+def test_a_misbehaving_scanner_child_is_a_failed_scan_not_a_crash(tmp_path, monkeypatch, child):
+    import sys
+
+    from orchestra.actors.context.engine import ContextEngine
+    from orchestra.actors.context.scanner import ScanFailed, scan_in_child
+
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\n{child}\n")
+    fake.chmod(0o755)
+    root = make_repo(tmp_path / "repo")
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(ScanFailed):
+        list(scan_in_child(ProjectIndex(root)))
+    engine = ContextEngine(root)
+    engine.refresh()  # read here instead
+    assert "app/auth/tokens.py" in engine.index.files
