@@ -10,9 +10,15 @@ from typing import Any
 __all__ = ["git_context", "files_of_commits_mentioning"]
 
 
+#: git as a background reader: ``--no-optional-locks`` keeps ``git status`` from rewriting the
+#: staging index to refresh its stat data. That rewrite moved git's state, hence the index
+#: generation, so the answer that asked git made the next identical request a cache miss.
+GIT = ("git", "--no-optional-locks")
+
+
 def _git(root: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=15)
+        out = subprocess.run([*GIT, "-C", str(root), *args], capture_output=True, timeout=15)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None

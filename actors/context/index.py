@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .gitinfo import GIT
+
 T = TypeVar("T")
 
 __all__ = ["ChangeSet", "FileEntry", "ProjectIndex", "tokenize", "language_of"]
@@ -163,7 +165,7 @@ class ProjectIndex:
         if self.is_git:
             try:
                 out = subprocess.run(
-                    ["git", "-C", str(self.root), "ls-files", "-co", "--exclude-standard", "-z"],
+                    [*GIT, "-C", str(self.root), "ls-files", "-co", "--exclude-standard", "-z"],
                     capture_output=True, timeout=30, check=True,
                 ).stdout
                 return [p for p in out.decode("utf-8", "replace").split("\0") if p]
@@ -296,7 +298,7 @@ class ProjectIndex:
             return set()
         try:
             out = subprocess.run(
-                ["git", "-C", str(self.root), "check-ignore", "-z", "--stdin"],
+                [*GIT, "-C", str(self.root), "check-ignore", "-z", "--stdin"],
                 input="\0".join(paths).encode() + b"\0", capture_output=True, timeout=30,
             )
         except (OSError, subprocess.SubprocessError):
@@ -451,7 +453,7 @@ class ProjectIndex:
         if not self.is_git:
             return None
         try:
-            head = subprocess.run(["git", "-C", str(self.root), "rev-parse", "HEAD"],
+            head = subprocess.run([*GIT, "-C", str(self.root), "rev-parse", "HEAD"],
                                   capture_output=True, timeout=10).stdout.strip().decode()
         except (OSError, subprocess.SubprocessError):
             return None
@@ -459,7 +461,7 @@ class ProjectIndex:
             return None
         try:
             log = subprocess.run(
-                ["git", "-C", str(self.root), "log", f"-n{HISTORY_COMMITS}", "--no-merges",
+                [*GIT, "-C", str(self.root), "log", f"-n{HISTORY_COMMITS}", "--no-merges",
                  "--name-only", "--format=%x1e"],
                 capture_output=True, timeout=60,
             ).stdout.decode("utf-8", "replace")

@@ -465,3 +465,21 @@ def test_a_misbehaving_scanner_child_is_a_failed_scan_not_a_crash(tmp_path, monk
     engine = ContextEngine(root)
     engine.refresh()  # read here instead
     assert "app/auth/tokens.py" in engine.index.files
+
+
+def test_asking_git_for_the_context_does_not_rewrite_its_staging_index(tmp_path):
+    """A rewrite moves git's state and with it the index generation: each answer would make
+    the next identical request a cache miss."""
+    from orchestra.actors.context.gitinfo import git_context
+
+    root = make_repo(tmp_path)
+    tracked = root / "app/auth/tokens.py"
+    os.utime(tracked, ns=(tracked.stat().st_atime_ns, tracked.stat().st_mtime_ns + 5_000_000_000))
+    before = (root / ".git/index").stat().st_mtime_ns
+    assert git_context(root)["uncommitted_changes"] == []  # same content: not a change
+    assert (root / ".git/index").stat().st_mtime_ns == before
+    index = ProjectIndex(root)
+    index.refresh()
+    generation = index.generation
+    index.refresh()
+    assert index.generation == generation
