@@ -96,6 +96,9 @@ class Weights:
 DEFAULT_WEIGHTS = Weights()
 
 
+_NAMED_AT_MOST = 3
+
+
 def named_in(task: str, index: ProjectIndex) -> set[str]:
     """Files the task text names, by path or by file name."""
     named = set()
@@ -107,8 +110,8 @@ def named_in(task: str, index: ProjectIndex) -> set[str]:
                 named.add(w)
             else:
                 named.update(p for p in by_name.get(w.rsplit("/", 1)[-1], ()) if p.endswith("/" + w))
-        elif "." in w and w in by_name:
-            named.update(by_name[w])
+        elif "." in w and 0 < len(by_name.get(w, ())) <= _NAMED_AT_MOST:
+            named.update(by_name[w])  # a bare name held by many files (__init__.py) names none
     return named
 
 

@@ -483,3 +483,17 @@ def test_asking_git_for_the_context_does_not_rewrite_its_staging_index(tmp_path)
     generation = index.generation
     index.refresh()
     assert index.generation == generation
+
+
+def test_a_bare_file_name_names_its_file_but_not_a_crowd(tmp_path):
+    from orchestra.actors.context.ranking import named_in
+
+    root = make_repo(tmp_path, git=False)
+    for pkg in ("a", "b", "c", "d"):
+        (root / pkg).mkdir()
+        (root / pkg / "__init__.py").write_text("x = 1\n")
+    index = ProjectIndex(root)
+    index.refresh()
+    assert named_in("fix the layout in invoice.py", index) == {"app/billing/invoice.py"}
+    assert named_in("clean up __init__.py", index) == set()  # four of them: none is meant
+    assert named_in("clean up b/__init__.py", index) == {"b/__init__.py"}
