@@ -95,6 +95,9 @@ class Api:
         self.m_restarts = prom.Gauge("orchestra_actor_restarts", "Actor restarts since start", registry=self.registry)
         self.m_context_hits = prom.Gauge("orchestra_context_cache_hits", "Context answers served from the cache", registry=self.registry)
         self.m_context_misses = prom.Gauge("orchestra_context_cache_misses", "Context answers computed", registry=self.registry)
+        self.m_context_hit_rate = prom.Gauge("orchestra_context_cache_hit_rate",
+                                             "Share of context answers not computed for their request (0 before any)",
+                                             registry=self.registry)
         self.m_child_restarts = prom.Gauge(
             "orchestra_actor_child_restarts", "Restarts of each supervised actor since start",
             ["supervisor", "child"], registry=self.registry,
@@ -211,6 +214,7 @@ class Api:
         cache = await self.system.context_stats()
         self.m_context_hits.set(cache["hits"])
         self.m_context_misses.set(cache["misses"])
+        self.m_context_hit_rate.set(cache["hit_rate"] or 0.0)
         self.m_sessions.set(len(self.sessions))
         self.m_projects.set(len(self.system.running_projects()))
         self.m_restarts.set(self.system.root.total_restarts())

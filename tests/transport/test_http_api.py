@@ -326,6 +326,8 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
     assert status["context_cache"]["hits"] >= 1
     metrics = (await h.request("GET", "/metrics")).body.decode()
     assert "orchestra_context_cache_hits" in metrics and "orchestra_context_cache_misses" in metrics
+    rate = float(metrics.split("\norchestra_context_cache_hit_rate ")[1].split()[0])
+    assert rate == status["context_cache"]["hit_rate"] and 0 < rate < 1
     async with h.ws(tok) as ws:
         r = await ws.call("context.get", issue_id="ISS-9", task="jwt", max_bytes=4096)
         assert r["ok"] and len(orjson.dumps(r["result"])) <= 4096
