@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,14 @@ class WsClient:
                 return msg
             self.pushed.append(msg)
 
+    async def closed(self) -> trio_websocket.CloseReason:
+        """Read (and drop) messages until the server closes the connection; its close reason."""
+        try:
+            while True:
+                await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            return exc.reason
+
     async def next_event(self) -> dict[str, Any]:
         if self.pushed:
             return self.pushed.pop(0)
@@ -146,6 +155,49 @@ async def start_server(
     await nursery.start(server.serve, listeners)
     port = listeners[0].socket.getsockname()[1]
     return Harness(port, api, system, server, data_dir)
+
+
+async def start_context_server(nursery: trio.Nursery, tmp_path: Path) -> Harness:
+    """A server whose project p1 reads the handmade repository of tests/actors/test_context.py."""
+    from tests.actors.test_context import make_repo
+
+    h = await start_server(nursery, tmp_path / "d")
+    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    return h
+
+
+class HeldBuilds:
+    """Context answers for ``task`` are built only once released (the build waits on the
+    index's thread); ``tasks`` lists the task of every build started. Leaving a ``with``
+    block releases them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, task: str) -> None:
+        from orchestra.actors.context.engine import ContextEngine
+
+        self.started, self._released = threading.Event(), threading.Event()
+        self.tasks: list[str] = []
+        original = ContextEngine.build
+
+        def build(engine: ContextEngine, issue_id: str, agent_type: str, built: str, *args: Any, **kwargs: Any) -> Any:
+            self.tasks.append(built)
+            if built == task:
+                self.started.set()
+                self._released.wait(10)
+            return original(engine, issue_id, agent_type, built, *args, **kwargs)
+
+        monkeypatch.setattr(ContextEngine, "build", build)
+
+    async def wait_started(self) -> bool:
+        return await trio.to_thread.run_sync(self.started.wait, 5)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __enter__(self) -> HeldBuilds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import orjson
 import trio
 from orchestra.actors.events import decode_cursor
 
-from tests.conftest import SECRET, result_body, start_server
+from tests.conftest import SECRET, HeldBuilds, result_body, start_context_server, start_server
 
 
 async def test_health_and_status_without_token(server):
@@ -285,13 +285,8 @@ async def test_admin_queries_every_project(server):
 
 
 async def test_context_route_cache_and_invalidation(nursery, tmp_path):
-    from orchestra.actors.profiles import Profiles
-
-    from tests.actors.test_context import make_repo
-
-    repo = make_repo(tmp_path / "repo")
-    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
-    h.system.config.roots["p1"] = repo
+    h = await start_context_server(nursery, tmp_path)
+    repo = h.system.config.roots["p1"]
     tok = h.token()
     url = "/api/context/ISS-9/python-specialist?task=jwt%20token%20expiry&max_bytes=65536"
     first = await h.request("GET", url, tok)
@@ -338,28 +333,10 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
 
 
 async def test_context_builds_once_for_identical_requests_and_hits_never_wait_for_a_build(nursery, tmp_path, monkeypatch):
-    import threading
-
     from orchestra.actors.context.actor import ContextStats
-    from orchestra.actors.context.engine import ContextEngine
-    from orchestra.actors.profiles import Profiles
 
-    from tests.actors.test_context import make_repo
-
-    builds: list[str] = []
-    slow_started, release = threading.Event(), threading.Event()
-    original = ContextEngine.build
-
-    def build(self, issue_id, agent_type, task, *args, **kwargs):
-        builds.append(task)
-        if task == "invoice pdf":
-            slow_started.set()
-            release.wait(10)
-        return original(self, issue_id, agent_type, task, *args, **kwargs)
-
-    monkeypatch.setattr(ContextEngine, "build", build)
-    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
-    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    held = HeldBuilds(monkeypatch, "invoice pdf")
+    h = await start_context_server(nursery, tmp_path)
     tok = h.token()
     fast = "/api/context/ISS-1/python-specialist?task=jwt%20token&max_bytes=65536"
     slow = "/api/context/ISS-2/python-specialist?task=invoice%20pdf&max_bytes=65536"
@@ -371,18 +348,16 @@ async def test_context_builds_once_for_identical_requests_and_hits_never_wait_fo
     async def ask_slow():
         answers.append(await h.request("GET", slow, tok))
 
-    try:
+    with held:
         async with trio.open_nursery() as waiting:
             for _ in range(5):
                 waiting.start_soon(ask_slow)
             with trio.fail_after(5):
-                assert await trio.to_thread.run_sync(slow_started.wait, 5)
+                assert await held.wait_started()
                 # the build is held; a cached answer for another issue comes back meanwhile
                 assert (await h.request("GET", fast, tok)).json()["cache_hit"] is True
-            release.set()
-    finally:
-        release.set()
-    assert builds.count("invoice pdf") == 1  # five identical requests, one build
+            held.release()
+    assert held.tasks.count("invoice pdf") == 1  # five identical requests, one build
     assert len({r.body for r in answers}) == 1 and answers[0].status == 200
     assert answers[0].json()["context"]["relevant_files"][0]["path"] == "app/billing/invoice.py"
     stats = (await h.request("GET", "/status")).json()["context_cache"]
@@ -393,25 +368,8 @@ async def test_context_builds_once_for_identical_requests_and_hits_never_wait_fo
 
 
 async def test_an_answer_built_while_its_issue_is_cleared_is_not_kept(nursery, tmp_path, monkeypatch):
-    import threading
-
-    from orchestra.actors.context.engine import ContextEngine
-    from orchestra.actors.profiles import Profiles
-
-    from tests.actors.test_context import make_repo
-
-    held, release = threading.Event(), threading.Event()
-    original = ContextEngine.build
-
-    def build(self, issue_id, agent_type, task, *args, **kwargs):
-        if task == "invoice pdf":
-            held.set()
-            release.wait(10)
-        return original(self, issue_id, agent_type, task, *args, **kwargs)
-
-    monkeypatch.setattr(ContextEngine, "build", build)
-    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
-    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    held = HeldBuilds(monkeypatch, "invoice pdf")
+    h = await start_context_server(nursery, tmp_path)
     tok = h.token()
     url = "/api/context/ISS-2/python-specialist?task=invoice%20pdf"
     answers = []
@@ -419,16 +377,13 @@ async def test_an_answer_built_while_its_issue_is_cleared_is_not_kept(nursery, t
     async def ask():
         answers.append(await h.request("GET", url, tok))
 
-    try:
-        with trio.fail_after(10):
-            async with trio.open_nursery() as waiting:
-                waiting.start_soon(ask)
-                assert await trio.to_thread.run_sync(held.wait, 5)
-                cleared = await h.request("DELETE", "/api/cache/context/ISS-2", tok)
-                assert cleared.json() == {"cleared": True, "entries_removed": 0}
-                release.set()
-    finally:
-        release.set()
+    with held, trio.fail_after(10):
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(ask)
+            assert await held.wait_started()
+            cleared = await h.request("DELETE", "/api/cache/context/ISS-2", tok)
+            assert cleared.json() == {"cleared": True, "entries_removed": 0}
+            held.release()
     assert answers[0].status == 200 and answers[0].json()["cache_hit"] is False
     again = await h.request("GET", url, tok)
     assert again.json()["cache_hit"] is False  # built again: the cleared build was not kept
@@ -437,12 +392,8 @@ async def test_an_answer_built_while_its_issue_is_cleared_is_not_kept(nursery, t
 
 async def test_the_context_cache_is_bounded_in_bytes(nursery, tmp_path, monkeypatch):
     from orchestra.actors.context.actor import ContextActor, ContextStats
-    from orchestra.actors.profiles import Profiles
 
-    from tests.actors.test_context import make_repo
-
-    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
-    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    h = await start_context_server(nursery, tmp_path)
     tok = h.token()
     first = await h.request("GET", "/api/context/ISS-1/python-specialist?task=jwt", tok)
     monkeypatch.setattr(ContextActor, "cache_bytes", len(first.body) * 3 // 2)
@@ -455,9 +406,6 @@ async def test_the_context_cache_is_bounded_in_bytes(nursery, tmp_path, monkeypa
 
 async def test_a_failing_context_build_fails_that_answer_only(nursery, tmp_path, monkeypatch):
     from orchestra.actors.context.engine import ContextEngine
-    from orchestra.actors.profiles import Profiles
-
-    from tests.actors.test_context import make_repo
 
     original = ContextEngine.build
 
@@ -467,8 +415,7 @@ async def test_a_failing_context_build_fails_that_answer_only(nursery, tmp_path,
         return original(self, issue_id, agent_type, task, *args, **kwargs)
 
     monkeypatch.setattr(ContextEngine, "build", build)
-    h = await start_server(nursery, tmp_path / "d", profiles=Profiles())
-    h.system.config.roots["p1"] = make_repo(tmp_path / "repo")
+    h = await start_context_server(nursery, tmp_path)
     tok = h.token()
     bad = await h.request("GET", "/api/context/ISS-1/python-specialist?task=boom", tok)
     assert bad.status == 500 and bad.json()["code"] == "INTERNAL"
