@@ -19,7 +19,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,14 +150,10 @@ class ProjectIndex:
         self._head: str | None = None
         self.churn: Counter[str] = Counter()
         self.cochange: dict[str, Counter[str]] = defaultdict(Counter)
-        self._imported_by: dict[str, set[str]] | None = None
-        self._by_name: dict[str, list[str]] | None = None
-        self._components: dict[str, set[str]] | None = None
-        self._memo: dict[Any, Any] = {}
+        #: tables derived from the files, per generation (see memo)
+        self._memo: OrderedDict[Any, Any] = OrderedDict()
         self._pending = False  # applied changes not yet derived (see apply)
-        self._norms: dict[str, float] | None = None
         self._git_state: tuple[float, float] | None = None
-        self._listing: tuple[list[str], list[str], int] | None = None
 
     # -- listing --
 
@@ -341,12 +337,7 @@ class ProjectIndex:
         self.generation += 1
         lengths = [f.length for f in self.files.values() if f.length]
         self.avg_len = sum(lengths) / len(lengths) if lengths else 1.0
-        self._imported_by = None
-        self._by_name = None
-        self._components = None
-        self._memo = {}
-        self._norms = None
-        self._listing = None
+        self._memo = OrderedDict()
         # derived tables are made here, on the index's thread, not by the next request
         self.listing()
         self.by_name()
@@ -488,37 +479,39 @@ class ProjectIndex:
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
     def norms(self, k1: float, b: float) -> dict[str, float]:
-        """BM25's length normalisation of every file, computed once per index generation."""
-        if self._norms is None:
-            avg = self.avg_len
-            self._norms = {p: k1 * (1 - b + b * f.length / avg) for p, f in self.files.items()}
-        return self._norms
+        """BM25's length normalisation of every file."""
+        avg = self.avg_len
+        return self.memo(("norms", k1, b),
+                         lambda: {p: k1 * (1 - b + b * f.length / avg) for p, f in self.files.items()})
 
     def listing(self) -> tuple[list[str], list[str], int]:
-        """Sorted files and directories (relative paths) and the total size, once per generation."""
-        if self._listing is None:
+        """Sorted files and directories (relative paths) and the total size."""
+        def make() -> tuple[list[str], list[str], int]:
             paths = sorted(self.files)
             dirs = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
-            self._listing = (paths, dirs, sum(f.size for f in self.files.values()))
-        return self._listing
+            return paths, dirs, sum(f.size for f in self.files.values())
+        return self.memo("listing", make)
 
     def by_name(self) -> dict[str, list[str]]:
         """File name -> paths with that name."""
-        if self._by_name is None:
+        def make() -> dict[str, list[str]]:
             names: dict[str, list[str]] = defaultdict(list)
             for path in self.files:
                 names[path.rsplit("/", 1)[-1]].append(path)
-            self._by_name = dict(names)
-        return self._by_name
+            return dict(names)
+        return self.memo("by_name", make)
 
     def memo(self, key: Any, make: Callable[[], T]) -> T:
-        """``make()``, computed once per index generation and ``key`` (at most 256 keys)."""
+        """``make()``, computed once per index generation and ``key``. The 512 most recently
+        used are kept (one per task word asked, so a long-lived index must forget some)."""
+        memo = self._memo
         try:
-            return self._memo[key]  # type: ignore[no-any-return]
+            memo.move_to_end(key)
+            return memo[key]  # type: ignore[no-any-return]
         except KeyError:
-            if len(self._memo) >= 256:
-                self._memo.clear()
-            value = self._memo[key] = make()
+            value = memo[key] = make()
+            if len(memo) > 512:
+                memo.popitem(last=False)
             return value
 
     def matching(self, globs: tuple[str, ...]) -> frozenset[str]:
@@ -531,7 +524,7 @@ class ProjectIndex:
     def components(self) -> dict[str, set[str]]:
         """Folder names and file stems, folded by :func:`fold_name` -> the paths under or named by
         them: what a task's "scope:" prefix or a phrase such as "active help" can name."""
-        if self._components is None:
+        def make() -> dict[str, set[str]]:
             out: dict[str, set[str]] = defaultdict(set)
             for path in self.files:
                 parts = path.split("/")
@@ -540,14 +533,12 @@ class ProjectIndex:
                     key = fold_name(part)
                     if key:
                         out[key].add(path)
-            self._components = dict(out)
-        return self._components
+            return dict(out)
+        return self.memo("components", make)
 
     def imported_by(self) -> dict[str, set[str]]:
         """File -> files that import it (resolved heuristically by module path)."""
-        if self._imported_by is None:
-            self._imported_by = _resolve_imports(self.files)
-        return self._imported_by
+        return self.memo("imported_by", lambda: _resolve_imports(self.files))
 
 
 def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:

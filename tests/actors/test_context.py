@@ -497,3 +497,15 @@ def test_a_bare_file_name_names_its_file_but_not_a_crowd(tmp_path):
     assert named_in("fix the layout in invoice.py", index) == {"app/billing/invoice.py"}
     assert named_in("clean up __init__.py", index) == set()  # four of them: none is meant
     assert named_in("clean up b/__init__.py", index) == {"b/__init__.py"}
+
+
+def test_the_index_memo_forgets_the_least_recently_used_tables_first(tmp_path):
+    index = ProjectIndex(make_repo(tmp_path, git=False))
+    index.refresh()
+    listing = index.listing()
+    made = []
+    for i in range(2000):  # many task words asked over an index's life
+        index.memo(("bm25", f"w{i}"), lambda i=i: made.append(i) or i)
+        assert index.listing() is listing  # used all along: never made again
+    assert index.memo(("bm25", "w1999"), lambda: -1) == 1999 and index.memo(("bm25", "w0"), lambda: -1) == -1
+    assert len(made) == 2000
