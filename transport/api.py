@@ -26,7 +26,7 @@ from ..actors.session import CLOSE_AUTH, CloseSession, Session
 from ..actors.store import StoreError
 from ..actors.system import ActorSystem
 from .auth import Auth, Principal
-from .errors import ApiError, encode_error, from_exception
+from .errors import ApiError, encode_error, from_exception, shutting_down
 from .ops import OPS, Ctx, Op, Reply
 from .ratelimit import RateLimiter, ceil_seconds
 
@@ -122,7 +122,7 @@ class Api:
         if principal is None:
             raise ApiError(401, "AUTH_001", "missing token: send 'Authorization: Bearer <jwt>'")
         if self.shutting_down:
-            raise ApiError(503, "UNAVAILABLE", "the server is shutting down", retry_after_seconds=5)
+            raise shutting_down()
         headers: list[tuple[bytes, bytes]] = []
         if op.rate_limited and self.config.rate_limits:
             headers = self._rate_limit(principal)

@@ -62,6 +62,12 @@ class ApiError(Exception):
         self.close_code: int | None = None
 
 
+def shutting_down() -> ApiError:
+    """The answer to a request that arrives, or is still running, while the server stops."""
+    return ApiError(503, "UNAVAILABLE", "the server is shutting down", retry_after_seconds=5,
+                    headers=[(b"retry-after", b"5")])
+
+
 def error_body(error: ApiError, request_id: str) -> dict[str, Any]:
     return {
         "error": _NAMES.get(error.code, error.code.lower()),

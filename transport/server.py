@@ -32,7 +32,7 @@ from ..actors.session import (
 )
 from .api import VERSION, Api, Ctx
 from .auth import Principal, bearer
-from .errors import ApiError, encode_error, from_exception
+from .errors import ApiError, encode_error, from_exception, shutting_down
 
 __all__ = ["Server", "ServerConfig"]
 
@@ -333,8 +333,7 @@ class Server:
             return error.status, encode_error(error, request_id), error.headers
 
     async def _refuse_on_shutdown(self, stream: trio.SocketStream, conn: h11.Connection, request_id: str) -> None:
-        error = ApiError(503, "UNAVAILABLE", "the server is shutting down; retry shortly",
-                         retry_after_seconds=1, headers=[(b"retry-after", b"1")])
+        error = shutting_down()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 0.5):
             try:
                 await self._send(stream, conn, 503, encode_error(error, request_id),
