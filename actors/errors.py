@@ -54,3 +54,29 @@ class Overloaded(DomainError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message, retry_after_seconds=retry_after)
         self.retry_after = retry_after
+
+
+class NotStored(Overloaded):
+    """A write the store rolled back: nothing of it was stored; a retry stores it (503)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after)
+        self.details["outcome"] = "not_stored"
+
+
+class OutcomeUnknown(Overloaded):
+    """The store stopped while it held the write: it may or may not be stored (503).
+
+    A retry with the same idempotency key answers the original answer if it was stored.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after)
+        self.details["outcome"] = "unknown"
+
+
+class IdempotencyConflict(DomainError):
+    """An idempotency key repeated with a different request (IDEM_001, 409)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="idempotency_key")

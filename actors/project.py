@@ -21,15 +21,19 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from .errors import NotFound, Overloaded
+from .errors import IdempotencyConflict, NotFound, NotStored, OutcomeUnknown, Overloaded
 from .events import EventFilter, encode_cursor
+from .idempotency import IdemKey, IdempotencyEntry, IdempotencyTable
 from .profiles import Profiles
 from .records import iso_time
 from .runtime import Actor, ActorError, ActorRef, Call
 from .store import (
     AppendBatch,
     EventRow,
+    HighWater,
+    IdempotencyRow,
     LoadProject,
+    LookupKeys,
     QueryResults,
     ResultRow,
     SaveWaitCursor,
@@ -68,6 +72,11 @@ class ProjectConfig:
     max_wait_positions: int = 100_000
     storage_location: str = "orchestra.db"
     store_timeout: float = 30.0
+    #: how long a repeat of a keyed write answers the original answer (seconds)
+    idempotency_window: float = 86_400.0
+    #: recent keys kept in memory (older ones are looked up in the store)
+    idempotency_keys: int = 10_000
+    idempotency_bytes: int = 16 * 1024 * 1024
 
 
 class SubscriptionSink(Protocol):
@@ -90,6 +99,7 @@ class SubscriptionSink(Protocol):
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     body: dict[str, Any]
+    idem: IdemKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,7 @@ class StoreResults:
     """Several results in one message: all committed in the same transaction."""
 
     bodies: tuple[dict[str, Any], ...]
+    idem: IdemKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +116,7 @@ class Publish:
     body: dict[str, Any]  # validated: topic, data, correlation_id, ttl_seconds, round, references
     publisher: str
     agent_type: str | None
+    idem: IdemKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +210,9 @@ class _Pending:
     reply: dict[str, Any]
     events: list[_Event] = field(default_factory=list)
     results: list[ResultRow] = field(default_factory=list)
+    idem: IdemKey | None = None
+    #: repeats of the same key in the same batch: answered with this write's answer
+    followers: list[Call] = field(default_factory=list)
 
 
 class ProjectActor(Actor):
@@ -238,6 +253,7 @@ class ProjectActor(Actor):
         # Stored records are immutable: readers may take them from this table directly
         # (see ActorRef.view); only this actor writes it.
         self.ref.view = self.results
+        self.idem = IdempotencyTable(self.config.idempotency_keys, self.config.idempotency_bytes)
         self.subscriptions: dict[str, _Subscription] = {}
         self.waiters: list[_Waiter] = []
         self.next_sid = 0
@@ -266,14 +282,24 @@ class ProjectActor(Actor):
 
     async def handle_batch(self, calls: list[Call]) -> None:
         pending: list[_Pending] = []
+        keyed = [c for c in calls if isinstance(c.msg, _WRITES) and c.msg.idem is not None]
+        recalled = await self._recall_keys(keyed) if keyed else {}
+        inflight: dict[tuple[str, str], _Pending] = {}
         for call in calls:
             msg = call.msg
-            if isinstance(msg, StoreResult):
-                pending.append(self._prepare_result(call, msg.body))
-            elif isinstance(msg, StoreResults):
-                pending.append(self._prepare_results(call, msg.bodies))
-            elif isinstance(msg, Publish):
-                pending.append(self._prepare_event(call, msg))
+            if isinstance(msg, _WRITES):
+                if msg.idem is not None and not self._admit(call, msg.idem, recalled, inflight):
+                    continue
+                if isinstance(msg, StoreResult):
+                    p = self._prepare_result(call, msg.body)
+                elif isinstance(msg, StoreResults):
+                    p = self._prepare_results(call, msg.bodies)
+                else:
+                    p = self._prepare_event(call, msg)
+                if msg.idem is not None:
+                    p.idem = msg.idem
+                    inflight[msg.idem.scope] = p
+                pending.append(p)
             elif isinstance(msg, GetResult | Query):
                 try:
                     if isinstance(msg, GetResult):
@@ -302,6 +328,64 @@ class ProjectActor(Actor):
                 raise TypeError(f"unexpected message {msg!r}")
         if pending:
             await self._commit(pending)
+
+    # -- idempotency keys --
+
+    async def _recall_keys(self, keyed: list[Call]) -> dict[tuple[str, str], IdempotencyEntry]:
+        """Look up in the store the keys of ``keyed`` that are not in memory.
+
+        A write whose key cannot be checked is answered ``NotStored`` (nothing was tried).
+        """
+        now = self.wall_clock()
+        missing = {c.msg.idem.scope for c in keyed if self.idem.get(c.msg.idem.scope, now) is None}
+        if not missing:
+            return {}
+        try:
+            rows = await self.store.call(
+                LookupKeys(self.project_id, tuple(missing), now), timeout=self.config.store_timeout
+            )
+        except (StoreError, ActorError) as exc:
+            for c in keyed:
+                if c.msg.idem.scope in missing:
+                    c.fail(NotStored(f"the idempotency key could not be checked, so nothing was stored: {exc}"))
+            return {}
+        recalled = {}
+        for scope, row in rows.items():
+            entry = recalled[scope] = IdempotencyEntry(row.fingerprint, row.answer, row.expires_at)
+            self.idem.put(scope, entry)
+        return recalled
+
+    def _admit(
+        self,
+        call: Call,
+        idem: IdemKey,
+        recalled: dict[tuple[str, str], IdempotencyEntry],
+        inflight: dict[tuple[str, str], _Pending],
+    ) -> bool:
+        """True if this keyed write is to be prepared; else it is answered (or will be, with
+        the answer of the same key's write earlier in this batch)."""
+        if call.resolved:
+            return False
+        scope = idem.scope
+        entry = self.idem.get(scope, self.wall_clock()) or recalled.get(scope)
+        first = inflight.get(scope)
+        if entry is not None:
+            original = entry.fingerprint
+        elif first is not None and first.idem is not None:
+            original = first.idem.fingerprint
+        else:
+            return True
+        if original != idem.fingerprint:
+            call.fail(IdempotencyConflict(
+                f"idempotency key {idem.key!r} was used for a different request within the "
+                f"window ({self.config.idempotency_window:g} s); use a new key for a new request"
+            ))
+        elif entry is not None:
+            call.reply(entry.answer)  # the original answer, as it was encoded
+        else:
+            assert first is not None
+            first.followers.append(call)
+        return False
 
     # -- results and events --
 
@@ -349,6 +433,7 @@ class ProjectActor(Actor):
             "cursor": ev.event["cursor"],
             "published": True,
             "timestamp": ev.event["timestamp"],
+            "subscribers_notified": [],  # known after the commit
         }
         return _Pending(call, reply, events=[ev])
 
@@ -416,16 +501,29 @@ class ProjectActor(Actor):
         ]
         overflow = len(self.events) + len(events) - self.config.max_events
         trim_below = self.events[overflow].cursor if 0 < overflow < len(self.events) else 0
+        expires_at = self.wall_clock() + self.config.idempotency_window
+        keys = tuple(
+            IdempotencyRow(p.idem.sub, p.idem.key, p.idem.fingerprint, orjson.dumps(p.reply), expires_at)
+            for p in pending
+            if p.idem is not None
+        )
+        batch = AppendBatch(self.project_id, self.last_cursor, tuple(results), tuple(events), trim_below, keys)
+        error: Exception | None = None
         try:
             # No timeout of its own: the caller's bounds the request, and a store crash fails
             # this call at once. A timeout here could not undo a commit in progress anyway.
-            await self.store.call(
-                AppendBatch(self.project_id, self.last_cursor, tuple(results), tuple(events), trim_below)
-            )
-        except (StoreError, ActorError) as exc:
+            await self.store.call(batch)
+        except StoreError as exc:  # rolled back
+            error = NotStored(f"the store rolled back this write, not stored: {exc}; retry")
+        except ActorError as exc:
+            # The store stopped while it held the append: it may have committed it.
+            error = await self._settle(batch, exc)
+        if error is not None:
             # Not acknowledged. The cursors taken are skipped, never reused.
             for p in pending:
-                p.call.fail(Overloaded(f"the store did not commit: {exc}", retry_after=1.0))
+                p.call.fail(error)
+                for follower in p.followers:
+                    follower.fail(error)
             return
         self.stats["commits"] += 1
         new_events: list[_Event] = []
@@ -439,6 +537,30 @@ class ProjectActor(Actor):
             if not p.results:
                 p.reply["subscribers_notified"] = notified.get(p.events[0].cursor, [])
             p.call.reply(p.reply)
+            if p.idem is not None:
+                # in memory the answer as given; the store's copy lists no subscribers
+                self.idem.put(p.idem.scope, IdempotencyEntry(p.idem.fingerprint, orjson.dumps(p.reply), expires_at))
+                for follower in p.followers:
+                    follower.reply(p.reply)
+
+    async def _settle(self, batch: AppendBatch, exc: ActorError) -> Exception | None:
+        """After the store stopped holding ``batch``: None if it committed (the store's
+        high-water cursor reached the batch's), else the error that says what is known.
+
+        A store incarnation ends only after the transaction it ran has ended, so once the
+        restarted store answers, the answer is final.
+        """
+        try:
+            high = await self.store.call(HighWater(self.project_id), timeout=self.config.store_timeout)
+        except (StoreError, ActorError) as again:
+            return OutcomeUnknown(
+                f"the store stopped while it held this write ({exc}) and could not be asked whether "
+                f"it committed ({again}): it may or may not be stored; retry with the same "
+                "idempotency key to get its original answer without storing it twice"
+            )
+        if high >= batch.last_cursor:
+            return None
+        return NotStored(f"the store stopped before committing this write ({exc}), not stored; retry")
 
     def _append_events(self, new_events: list[_Event]) -> dict[int, list[str]]:
         """Retain, deliver and wake waiters; returns who was notified of each cursor."""
@@ -609,6 +731,9 @@ class ProjectActor(Actor):
             "wait_positions": len(self.wait_cursors),
             "cached_results": len(self.results),
         }
+
+
+_WRITES = (StoreResult, StoreResults, Publish)
 
 
 def _epoch(event: dict[str, Any]) -> float:

@@ -23,7 +23,10 @@ __all__ = [
     "AppendBatch",
     "EventRow",
     "GetResult",
+    "HighWater",
+    "IdempotencyRow",
     "LoadProject",
+    "LookupKeys",
     "ProjectSnapshot",
     "PurgeExpired",
     "QueryResults",
@@ -36,7 +39,7 @@ __all__ = [
     "StoreError",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from version i to i + 1; never edit a released entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -81,6 +84,19 @@ MIGRATIONS: list[str] = [
         updated_at  TEXT NOT NULL
     );
     """,
+    # 2: idempotency keys, committed with the write they guard; purged after their window
+    """
+    CREATE TABLE idempotency (
+        project_id   TEXT NOT NULL,
+        sub          TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        fingerprint  BLOB NOT NULL,
+        answer       BLOB NOT NULL,
+        expires_at   REAL NOT NULL,
+        PRIMARY KEY (project_id, sub, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+    """,
 ]
 
 
@@ -113,6 +129,17 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyRow:
+    """An idempotency key and the encoded answer of the write it guards."""
+
+    sub: str
+    key: str
+    fingerprint: bytes
+    answer: bytes
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class AppendBatch:
     """Results and events of one project, committed together or not at all.
 
@@ -126,6 +153,8 @@ class AppendBatch:
     results: tuple[ResultRow, ...] = ()
     events: tuple[EventRow, ...] = ()
     trim_below: int = 0
+    #: keys of the keyed writes in it: recorded if and only if the batch commits
+    keys: tuple[IdempotencyRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +192,23 @@ class LoadProject:
     project_id: str
     now: float
     max_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class LookupKeys:
+    """Answers ``{(sub, key): IdempotencyRow}`` for the keys stored and not expired at ``now``."""
+
+    project_id: str
+    scopes: tuple[tuple[str, str], ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class HighWater:
+    """Answers the project's stored high-water cursor (0 if none): an append whose
+    ``last_cursor`` is at or below it has committed."""
+
+    project_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +349,14 @@ class SQLiteBackend:
                     "DELETE FROM events WHERE project_id = ? AND cursor < ?",
                     (write.project_id, write.trim_below),
                 )
+            if write.keys:
+                # an expired key not yet purged is reused: the new write takes it over
+                db.executemany(
+                    "INSERT OR REPLACE INTO idempotency (project_id, sub, key, fingerprint, answer,"
+                    " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(write.project_id, k.sub, k.key, k.fingerprint, k.answer, k.expires_at)
+                     for k in write.keys],
+                )
         elif isinstance(write, SaveWaitCursor):
             db.execute(
                 "INSERT INTO wait_cursors (project_id, sub, wait_key, cursor) VALUES (?, ?, ?, ?)"
@@ -311,6 +365,7 @@ class SQLiteBackend:
             )
         elif isinstance(write, PurgeExpired):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (write.now,))
+            db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (write.now,))
         else:
             raise TypeError(f"not a store write: {write!r}")
 
@@ -344,6 +399,22 @@ class SQLiteBackend:
                 events=[e[0] for e in events],
                 wait_cursors={(s, k): c for s, k, c in waits},
             )
+        if isinstance(read, LookupKeys):
+            found: dict[tuple[str, str], IdempotencyRow] = {}
+            for sub, key in read.scopes:
+                row = db.execute(
+                    "SELECT fingerprint, answer, expires_at FROM idempotency"
+                    " WHERE project_id = ? AND sub = ? AND key = ? AND expires_at > ?",
+                    (read.project_id, sub, key, read.now),
+                ).fetchone()
+                if row is not None:
+                    found[(sub, key)] = IdempotencyRow(sub, key, row[0], row[1], row[2])
+            return found
+        if isinstance(read, HighWater):
+            row = db.execute(
+                "SELECT last_cursor FROM projects WHERE project_id = ?", (read.project_id,)
+            ).fetchone()
+            return row[0] if row else 0
         if isinstance(read, StoreCounts):
             results = db.execute("SELECT count(*) FROM results").fetchone()[0]
             events = db.execute("SELECT count(*) FROM events").fetchone()[0]

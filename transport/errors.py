@@ -9,10 +9,13 @@ import orjson
 
 from ..actors.errors import (
     DomainError,
+    IdempotencyConflict,
     InvalidEvent,
     InvalidFilter,
     InvalidRequest,
     NotFound,
+    NotStored,
+    OutcomeUnknown,
     Overloaded,
 )
 from ..actors.records import iso_now
@@ -33,6 +36,7 @@ _NAMES = {
     "NOT_FOUND": "not_found",
     "METHOD": "method_not_allowed",
     "AGENT_001": "agent_not_spawnable",
+    "IDEM_001": "idempotency_key_reused",
     "CTX_002": "context_too_large",
     "RATE_001": "rate_limited",
     "INTERNAL": "internal_error",
@@ -95,6 +99,13 @@ def from_exception(exc: BaseException, request_id: str) -> ApiError:
         return ApiError(400, "REQ_001", exc.message, **exc.details)
     if isinstance(exc, NotFound):
         return ApiError(404, "NOT_FOUND", exc.message)
+    if isinstance(exc, IdempotencyConflict):
+        return ApiError(409, "IDEM_001", exc.message, **exc.details)
+    if isinstance(exc, NotStored | OutcomeUnknown):  # the write's outcome is part of the answer
+        return ApiError(
+            503, "UNAVAILABLE", exc.message, **exc.details,
+            headers=[(b"retry-after", str(max(1, round(exc.retry_after))).encode())],
+        )
     if isinstance(exc, Overloaded):
         return ApiError(
             503, "UNAVAILABLE", exc.message, retry_after_seconds=exc.retry_after,
