@@ -250,9 +250,10 @@ class Api:
         rid = request.get("id")
         request_id = self.new_request_id()
         try:
-            args = {k: v for k, v in request.items() if k not in ("id", "op")}
+            args = {k: v for k, v in request.items() if k not in ("id", "op", "idempotency_key")}
             reply, _ = await self.call(
-                request["op"], session.principal, args, Ctx(request_id, session, rid)
+                request["op"], session.principal, args,
+                Ctx(request_id, session, rid, request.get("idempotency_key")),
             )
         except Exception as exc:
             error = from_exception(exc, request_id)

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--jwt-public-key", type=Path, default=None, help="PEM public key for asymmetric tokens")
     serve.add_argument("--jwt-algorithm", default="RS256", choices=["RS256", "ES256", "EdDSA"])
     serve.add_argument("--event-retention", type=int, default=10_000, help="events kept per project")
+    serve.add_argument("--idempotency-window", type=float, default=86_400.0, metavar="SECONDS",
+                       help="how long a repeated idempotency key answers the original answer")
     serve.add_argument("--sync", default="normal", choices=["normal", "full"],
                        help="SQLite synchronous mode: normal survives process crashes, full also power loss")
     serve.add_argument("--context-sweep", type=float, default=2.0,
@@ -119,6 +121,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         print(f"orchestra serve: {exc}", file=sys.stderr)
         return 2
+    if not args.idempotency_window > 0:
+        print("orchestra serve: --idempotency-window must be a number of seconds > 0", file=sys.stderr)
+        return 2
     data_dir = (args.data_dir or default_data_dir()).resolve()
     public_key = args.jwt_public_key.read_bytes() if args.jwt_public_key else None
     auth = Auth(load_secret(data_dir), profiles, public_key=public_key,
@@ -126,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     system = ActorSystem(SystemConfig(
         data_dir=data_dir,
         profiles=profiles,
-        project=ProjectConfig(max_events=args.event_retention),
+        project=ProjectConfig(max_events=args.event_retention, idempotency_window=args.idempotency_window),
         synchronous=args.sync.upper(),
         roots=_project_map(args.project),
         context_sweep=args.context_sweep,

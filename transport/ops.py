@@ -21,6 +21,7 @@ from ..actors.context.actor import ClearContext, ContextGet
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
 from ..actors.errors import InvalidRequest, NotFound
 from ..actors.events import EventFilter, decode_cursor
+from ..actors.idempotency import IdemKey, fingerprint, validate_key
 from ..actors.project import (
     GetResult,
     Publish,
@@ -61,6 +62,8 @@ class Ctx:
     request_id: str
     session: Session | None = None  # WebSocket only
     reply_id: Any = None  # the WebSocket request's "id"
+    #: the ``Idempotency-Key`` header (HTTP) or the request's ``idempotency_key`` (WebSocket)
+    idempotency_key: Any = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,13 @@ def _decode_page_cursor(text: str) -> int:
         raise InvalidRequest("cursor", "'cursor' is not a cursor this server returned") from None
 
 
+def _idem(c: Ctx, p: Principal, op: str, body: Any) -> IdemKey | None:
+    """The request's idempotency key, scoped to the token's ``sub``; None without one."""
+    if c.idempotency_key is None:
+        return None
+    return IdemKey(p.sub, validate_key(c.idempotency_key), fingerprint(op, body))
+
+
 # -- operations --
 
 
@@ -151,9 +161,10 @@ async def op_status(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Rep
 async def op_result_store(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     body = validate_result_body(args, p.project_id)
     project = p.project_for(body.get("project_id"))
-    reply = await api.ask(project, StoreResult(body))
-    api.results_stored += 1
-    api.events_published += 1
+    reply = await api.ask(project, StoreResult(body, _idem(c, p, "result.store", body)))
+    if not isinstance(reply, bytes):  # bytes: a repeat answered with the original answer
+        api.results_stored += 1
+        api.events_published += 1
     return reply  # type: ignore[no-any-return]
 
 
@@ -177,9 +188,10 @@ async def op_result_store_batch(api: Api, p: Principal, args: dict[str, Any], c:
         project = this
         bodies.append(body)
     assert project is not None
-    reply = await api.ask(project, StoreResults(tuple(bodies)))
-    api.results_stored += len(bodies)
-    api.events_published += len(bodies)
+    reply = await api.ask(project, StoreResults(tuple(bodies), _idem(c, p, "result.store_batch", bodies)))
+    if not isinstance(reply, bytes):
+        api.results_stored += len(bodies)
+        api.events_published += len(bodies)
     return reply  # type: ignore[no-any-return]
 
 
@@ -229,8 +241,10 @@ async def op_event_publish(api: Api, p: Principal, args: dict[str, Any], c: Ctx)
     event_type = validate_event_type(args.get("event_type"))
     body = validate_event_body({k: v for k, v in args.items() if k != "event_type"})
     project = _project(p, args)
-    reply = await api.ask(project, Publish(event_type, body, p.sub, p.agent_type))
-    api.events_published += 1
+    idem = _idem(c, p, "event.publish", {"event_type": event_type, **body})
+    reply = await api.ask(project, Publish(event_type, body, p.sub, p.agent_type, idem))
+    if not isinstance(reply, bytes):
+        api.events_published += 1
     return reply  # type: ignore[no-any-return]
 
 

@@ -406,7 +406,10 @@ class Server:
                 args[name] = unquote(value)
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None
-            reply, extra = await self.api.call(op, principal, args, Ctx(request_id))
+            key = headers.get(b"idempotency-key")
+            # surrogateescape: bytes that are not UTF-8 become unprintable, so the key is refused
+            ctx = Ctx(request_id, idempotency_key=key.decode("utf-8", "surrogateescape") if key is not None else None)
+            reply, extra = await self.api.call(op, principal, args, ctx)
             payload = reply if isinstance(reply, bytes) else orjson.dumps(reply)
             return status, payload, extra
         if allowed:
