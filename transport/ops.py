@@ -19,7 +19,7 @@ import trio
 
 from ..actors.context.actor import ClearContext, ContextGet
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
-from ..actors.errors import InvalidRequest, NotFound
+from ..actors.errors import InvalidRequest, NotFound, OutcomeUnknown
 from ..actors.events import EventFilter, decode_cursor
 from ..actors.idempotency import IdemKey, fingerprint, validate_key
 from ..actors.project import (
@@ -38,6 +38,7 @@ from ..actors.records import (
     validate_event_type,
     validate_result_body,
 )
+from ..actors.runtime import ActorError
 from ..actors.session import CLOSE_FORBIDDEN, Session, SetExpiry
 from ..actors.store import QueryResults
 from .auth import Principal
@@ -147,6 +148,19 @@ def _idem(c: Ctx, p: Principal, op: str, body: Any) -> IdemKey | None:
     return IdemKey(p.sub, validate_key(c.idempotency_key), fingerprint(op, body))
 
 
+async def _write(api: Api, project: str, msg: Any) -> Any:
+    """Send a write to its project. Once it was handed over, a failure of the project actor
+    (crash, stop, timeout) leaves its outcome unknown, and the answer says so."""
+    ref = await api.project(project)
+    try:
+        return await ref.call(msg, timeout=api.config.call_timeout)
+    except ActorError as exc:
+        raise OutcomeUnknown(
+            f"the project stopped answering while it held this write ({exc}): it may or may not "
+            "be stored; retry with the same idempotency key to get its original answer"
+        ) from exc
+
+
 # -- operations --
 
 
@@ -161,7 +175,7 @@ async def op_status(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Rep
 async def op_result_store(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     body = validate_result_body(args, p.project_id)
     project = p.project_for(body.get("project_id"))
-    reply = await api.ask(project, StoreResult(body, _idem(c, p, "result.store", body)))
+    reply = await _write(api, project, StoreResult(body, _idem(c, p, "result.store", body)))
     if not isinstance(reply, bytes):  # bytes: a repeat answered with the original answer
         api.results_stored += 1
         api.events_published += 1
@@ -188,7 +202,7 @@ async def op_result_store_batch(api: Api, p: Principal, args: dict[str, Any], c:
         project = this
         bodies.append(body)
     assert project is not None
-    reply = await api.ask(project, StoreResults(tuple(bodies), _idem(c, p, "result.store_batch", bodies)))
+    reply = await _write(api, project, StoreResults(tuple(bodies), _idem(c, p, "result.store_batch", bodies)))
     if not isinstance(reply, bytes):
         api.results_stored += len(bodies)
         api.events_published += len(bodies)
@@ -242,7 +256,7 @@ async def op_event_publish(api: Api, p: Principal, args: dict[str, Any], c: Ctx)
     body = validate_event_body({k: v for k, v in args.items() if k != "event_type"})
     project = _project(p, args)
     idem = _idem(c, p, "event.publish", {"event_type": event_type, **body})
-    reply = await api.ask(project, Publish(event_type, body, p.sub, p.agent_type, idem))
+    reply = await _write(api, project, Publish(event_type, body, p.sub, p.agent_type, idem))
     if not isinstance(reply, bytes):
         api.events_published += 1
     return reply  # type: ignore[no-any-return]
