@@ -121,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         print(f"orchestra serve: {exc}", file=sys.stderr)
         return 2
-    if not args.idempotency_window > 0:
+    if not 0 < args.idempotency_window < float("inf"):
         print("orchestra serve: --idempotency-window must be a number of seconds > 0", file=sys.stderr)
         return 2
     data_dir = (args.data_dir or default_data_dir()).resolve()
