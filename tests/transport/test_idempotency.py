@@ -259,3 +259,25 @@ async def test_a_store_crash_under_writes_of_two_projects_never_misreports_a_wri
     for tok in toks.values():
         tags = [r["result"]["tag"] for r in await all_results(server, tok) if r["result"]["tag"] != "warmup"]
         assert len(tags) == len(set(tags)) == 120
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])
+def test_the_window_flag_refuses_what_is_not_a_positive_number_of_seconds(value, capsys, tmp_path):
+    from orchestra.transport.cli import main
+
+    assert main(["serve", "--data-dir", str(tmp_path), "--idempotency-window", value]) == 2
+    assert "--idempotency-window" in capsys.readouterr().err
+
+
+async def test_a_websocket_retry_after_a_dropped_connection_stores_once(server):
+    tok = server.token()
+    async with server.ws(tok) as ws:
+        await ws.send("result.store", idempotency_key="ws-drop", **result_body(n=3))
+    # whether or not the first was done before the connection went, the retry is stored once
+    async with server.ws(tok) as ws:
+        retry = await ws.call("result.store", idempotency_key="ws-drop", **result_body(n=3))
+        again = await ws.call("result.store", idempotency_key="ws-drop", **result_body(n=3))
+    assert retry["ok"] and again["result"] == retry["result"]
+    assert [r["id"] for r in await all_results(server, tok)] == [retry["result"]["id"]]
+    events = await completed_events(server, tok)
+    assert [e["data"]["result_id"] for e in events] == [retry["result"]["id"]]
