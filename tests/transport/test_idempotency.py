@@ -110,7 +110,8 @@ async def test_a_bad_key_is_400_naming_the_field(server, value):
     assert await all_results(server, tok) == []
 
 
-async def test_concurrent_duplicates_share_the_first_answer(server):
+@pytest.mark.parametrize("stalled", ["project:p1", "store"])
+async def test_concurrent_duplicates_share_the_first_answer(server, stalled):
     tok = server.token()
     admin = server.token("*", agent_type="ops", admin=True, sub="ops")
     await server.request("POST", "/api/results", tok, result_body())  # the project actor exists
@@ -119,8 +120,8 @@ async def test_concurrent_duplicates_share_the_first_answer(server):
     async def send():
         answers.append(await server.request("POST", "/api/results", tok, result_body(n=9), headers=key("dup")))
 
-    # stall the project so that the duplicates arrive while the first has not committed
-    await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "delay", "ms": 300})
+    # duplicates arrive together (project stalled) or while the first commits (store stalled)
+    await server.request("POST", "/api/admin/faults", admin, {"target": stalled, "kind": "delay", "ms": 300})
     async with trio.open_nursery() as n:
         for _ in range(8):
             n.start_soon(send)
