@@ -275,7 +275,8 @@ async def test_duplicates_in_one_batch_share_the_first_answer(nursery, autojump_
         for _ in range(5):
             n.start_soon(send, 1)
         n.start_soon(send, 2)
-    assert len(replies) == 5 and len(conflicts) == 1
+    # whichever body came first is stored; the other one's requests are conflicts
+    assert {len(replies), len(conflicts)} == {1, 5}
     assert all(answer(r) == answer(replies[0]) for r in replies)
     assert len(rig.state.results) == 1 and rig.state.lookups == 1
 
