@@ -57,7 +57,7 @@ class Overloaded(DomainError):
 
 
 class NotStored(Overloaded):
-    """A write the store rolled back: nothing of it was stored; a retry stores it (503)."""
+    """Nothing of this write was stored (rolled back, or never committed); a retry stores it (503)."""
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message, retry_after)
@@ -65,7 +65,7 @@ class NotStored(Overloaded):
 
 
 class OutcomeUnknown(Overloaded):
-    """The store stopped while it held the write: it may or may not be stored (503).
+    """The store or the project stopped while it held the write: it may or may not be stored (503).
 
     A retry with the same idempotency key answers the original answer if it was stored.
     """
