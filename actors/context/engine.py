@@ -232,7 +232,7 @@ class ContextEngine:
                 text = full.read_bytes().decode("utf-8", "replace")
             except OSError:
                 continue
-            record = {
+            record: dict[str, Any] = {
                 "path": path, "content": "", "size": entry.size,
                 "last_modified": iso_time(entry.mtime), "language": language_of(path),
                 "checksum": "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),

@@ -208,7 +208,7 @@ class ProjectIndex:
         if value is None:
             value = make()
             self._memo.put(key, value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def matching(self, globs: tuple[str, ...]) -> frozenset[str]:
         """Files whose path or name matches any of ``globs`` (fnmatch rules)."""

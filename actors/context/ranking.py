@@ -20,6 +20,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import partial
 
 from .files import file_kind, fold_name, tokenize
 from .index import ProjectIndex
@@ -106,7 +107,7 @@ def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0) -> dic
     weighted = []
     for term, qtf in Counter(terms).items():
         if term in index.postings:
-            weighted.append((qtf * index.idf(term), index.memo(("bm25", term), lambda t=term: _saturated(index, t))))
+            weighted.append((qtf * index.idf(term), index.memo(("bm25", term), partial(_saturated, index, term))))
     weighted.sort(key=lambda wc: -len(wc[1]))
     scores: dict[str, float] = {}
     for weight, contrib in weighted:

@@ -105,8 +105,8 @@ def scan_in_child(root: Path,
     if done[1] is not None:
         head, churn, cochange = done[1]
         history = (head, Counter(churn), {path: Counter(c) for path, c in cochange.items()})
-    stamp = tuple(done[2]) if done[2] is not None else None
-    yield ChangeSet([], [], history, stamp)  # type: ignore[arg-type]
+    stamp = (float(done[2][0]), float(done[2][1])) if done[2] is not None else None
+    yield ChangeSet([], [], history, stamp)
 
 
 def _child(root: str) -> int:
