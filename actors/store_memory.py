@@ -111,8 +111,8 @@ class MemoryBackend:
                 for key in [k for k in t.events if k[0] == write.project_id and k[1] < write.trim_below]:
                     del t.events[key]
         elif isinstance(write, SaveWaitCursor):
-            key = (write.project_id, write.sub, write.wait_key)
-            t.wait_cursors[key] = max(t.wait_cursors.get(key, write.cursor), write.cursor)
+            position = (write.project_id, write.sub, write.wait_key)
+            t.wait_cursors[position] = max(t.wait_cursors.get(position, write.cursor), write.cursor)
         elif isinstance(write, PurgeExpired):
             for key in [k for k, v in t.events.items() if v[1] <= write.now]:
                 del t.events[key]
