@@ -36,7 +36,7 @@ bench-context:
 bench-quality +REPOS:
     {{py}} -m bench.context_quality $(for r in {{REPOS}}; do printf -- '--repo %s ' "$r"; done)
 
-# ruff over everything, mypy over the actor runtime
+# ruff over everything, mypy --strict over the whole package (as installed: orchestra.actors, orchestra.transport)
 lint:
     {{venv}}/bin/ruff check actors transport tests bench
-    {{venv}}/bin/mypy
+    {{py}} -m tests.typecheck

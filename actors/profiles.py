@@ -185,13 +185,14 @@ def _parse(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProfileError(f"{path}: line {exc.lineno}: {exc.msg}") from None
+    entries: Any = data
     if isinstance(data, dict) and "agent_type" in data:
-        data = [data]
+        entries = [data]
     elif isinstance(data, dict):
-        data = data.get("profiles", data.get("agents"))
-    if not isinstance(data, list):
+        entries = data.get("profiles", data.get("agents"))
+    if not isinstance(entries, list):
         raise ProfileError(f"{path}: expected a list of profiles (or {{'profiles': [...]}})")
-    return [(f"entry #{i + 1}", entry) for i, entry in enumerate(data)]
+    return [(f"entry #{i + 1}", entry) for i, entry in enumerate(entries)]
 
 
 def _line_of(text_path: Path, key: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from .broker import BrokerActor, EnsureProject, project_child_id
-from .context.actor import ContextActor, ContextStats
+from .context_actor import ContextActor, ContextStats
 from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats
 from .runtime import ActorError, ActorRef, ChildSpec, Supervisor

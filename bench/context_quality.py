@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from orchestra.actors.context.index import ProjectIndex, language_of
-from orchestra.actors.context.ranking import Signals, bm25, file_kind, rank
+from orchestra.actors.context.files import file_kind, language_of
+from orchestra.actors.context.index import ProjectIndex
+from orchestra.actors.context.ranking import Signals, bm25, rank
 from rich.console import Console
 from rich.table import Table
 

@@ -71,32 +71,12 @@ def main() -> None:
 
 async def _request(port: int, method: str, target: str, token: str | None = None, body: bytes = b"",
                    timing: list[float] | None = None) -> tuple[int, bytes]:
-    import h11
-    import trio
+    from orchestra.transport.http_client import request
 
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        headers = [("host", "bench"), ("content-length", str(len(body)))]
-        if token:
-            headers.append(("authorization", f"Bearer {token}"))
-        data = conn.send(h11.Request(method=method, target=target, headers=headers))
-        data += (conn.send(h11.Data(data=body)) if body else b"") + conn.send(h11.EndOfMessage())
-        await stream.send_all(data)
-        status, out = 0, bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                for name, value in event.headers:
-                    if name == b"server-timing" and timing is not None:
-                        timing.append(float(value.split(b"dur=")[1]) / 1000)
-            elif isinstance(event, h11.Data):
-                out += event.data
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return status, bytes(out)
+    answer = await request("127.0.0.1", port, method, target, token=token, body=body)
+    if timing is not None and "server-timing" in answer.headers:
+        timing.append(float(answer.headers["server-timing"].split("dur=")[1]) / 1000)
+    return answer.status, answer.body
 
 
 async def server_figures(files: int) -> None:

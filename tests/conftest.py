@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h11
 import orjson
 import pytest
 import trio
@@ -17,21 +15,16 @@ from orchestra.actors.profiles import Profiles
 from orchestra.actors.project import ProjectConfig
 from orchestra.actors.session import SessionLimits
 from orchestra.actors.system import ActorSystem, SystemConfig
+from orchestra.transport import http_client
 from orchestra.transport.api import Api, ApiConfig
 from orchestra.transport.auth import Auth
+from orchestra.transport.http_client import HttpResponse
 from orchestra.transport.server import Server, ServerConfig
 
 SECRET = b"test-secret-0123456789-0123456789"
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
+Response = HttpResponse
 
 
 class Harness:
@@ -56,30 +49,10 @@ class Harness:
         self, method: str, path: str, token: str | None, body: Any,
         raw: bytes | None, headers: list[tuple[str, str]] | None,
     ) -> Response:
-        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-        async with stream:
-            conn = h11.Connection(h11.CLIENT)
-            data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
-            hdrs = [("host", "test"), ("content-length", str(len(data)))]
-            if token:
-                hdrs.append(("authorization", f"Bearer {token}"))
-            hdrs.extend(headers or [])
-            out = conn.send(h11.Request(method=method, target=path, headers=hdrs))
-            out += conn.send(h11.Data(data=data)) if data else b""
-            out += conn.send(h11.EndOfMessage())
-            await stream.send_all(out)
-            status, rh, body_out = 0, {}, bytearray()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    rh = {k.decode(): v.decode() for k, v in event.headers}
-                elif isinstance(event, h11.Data):
-                    body_out += event.data
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    return Response(status, rh, bytes(body_out))
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
+        return await http_client.request(
+            "127.0.0.1", self.port, method, path, token=token, body=data, headers=headers
+        )
 
     @asynccontextmanager
     async def ws(self, token: str | None = None):

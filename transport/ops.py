@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from ..actors.context.actor import ClearContext, ContextGet
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
+from ..actors.context_actor import ClearContext, ContextGet
 from ..actors.errors import InvalidRequest, NotFound, OutcomeUnknown
 from ..actors.events import EventFilter, decode_cursor
 from ..actors.idempotency import IdemKey, fingerprint, validate_key

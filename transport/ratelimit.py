@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from ..actors.lru import LruCache
 
 __all__ = ["RateLimiter", "Decision"]
 
@@ -27,17 +28,14 @@ class RateLimiter:
 
     def __init__(self, max_keys: int = 100_000) -> None:
         self.max_keys = max_keys
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # key -> [tokens, stamp]
+        self._buckets: LruCache[str, list[float]] = LruCache(max_keys)  # key -> [tokens, stamp]
 
     def take(self, key: str, rate: float, burst: int, now: float) -> Decision:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = [float(burst), now]
-            self._buckets[key] = bucket
-            if len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
+            self._buckets.put(key, bucket)
         else:
-            self._buckets.move_to_end(key)
             bucket[0] = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
             bucket[1] = now
         if bucket[0] >= 1.0:

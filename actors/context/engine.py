@@ -7,15 +7,16 @@ import hashlib
 import logging
 import subprocess
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from ..lru import LruCache
 from ..records import iso_time
+from .files import language_of, tokenize
 from .gitinfo import files_of_commits_mentioning, git_context
-from .index import ProjectIndex, language_of, tokenize
+from .index import ProjectIndex
 from .manifests import project_metadata
 from .ranking import Signals, named_in, rank
 from .scanner import ScanFailed, scan_in_child
@@ -90,7 +91,7 @@ class ContextEngine:
         # git's answers change only when the index generation moves (files, HEAD, staging):
         # asked once per generation, not once per answer
         self._git: tuple[int, dict[str, Any]] | None = None
-        self._mentions: OrderedDict[tuple[int, str], set[str]] = OrderedDict()
+        self._mentions: LruCache[tuple[int, str], set[str]] = LruCache(256)
 
     def _git_context(self) -> dict[str, Any]:
         generation = self.index.generation
@@ -102,9 +103,8 @@ class ContextEngine:
         key = (self.index.generation, issue_id)
         found = self._mentions.get(key)
         if found is None:
-            found = self._mentions[key] = files_of_commits_mentioning(self.root, issue_id)
-            if len(self._mentions) > 256:
-                self._mentions.popitem(last=False)
+            found = files_of_commits_mentioning(self.root, issue_id)
+            self._mentions.put(key, found)
         return found
 
     def _started(self, child: subprocess.Popen[bytes]) -> None:
@@ -131,7 +131,7 @@ class ContextEngine:
         if index.generation == 0 and not index.files and self.cold_in_child:
             self.cold_in_child = False
             try:
-                for part in scan_in_child(index, started=self._started):
+                for part in scan_in_child(index.root, started=self._started):
                     index.apply(part, derive=False)
                     gc.freeze()
             except ScanFailed as exc:  # what arrived stays; the refresh below reads the rest
@@ -225,14 +225,14 @@ class ContextEngine:
         used = _size(body)
         for score, path, _named in ranked:
             entry = index.files[path]
-            full = index.safe_path(path)
+            full = index.scanner.safe_path(path)
             if full is None:
                 continue
             try:
                 text = full.read_bytes().decode("utf-8", "replace")
             except OSError:
                 continue
-            record = {
+            record: dict[str, Any] = {
                 "path": path, "content": "", "size": entry.size,
                 "last_modified": iso_time(entry.mtime), "language": language_of(path),
                 "checksum": "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),

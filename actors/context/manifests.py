@@ -28,7 +28,8 @@ def project_metadata(root: Path, files: list[str]) -> dict[str, Any]:
         types.append("python")
         try:
             data = tomllib.loads(_read(root / "pyproject.toml") or "")
-            names = [_REQ.match(d).group(1) for d in data.get("project", {}).get("dependencies", []) if _REQ.match(d)]
+            names = [m.group(1) for d in data.get("project", {}).get("dependencies", [])
+                     if isinstance(d, str) and (m := _REQ.match(d)) is not None]
             poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {})
             names += [n for n in poetry if n != "python"]
             deps["pyproject.toml"] = names

@@ -20,33 +20,20 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import partial
 
-from .index import ProjectIndex, fold_name, tokenize
+from .files import file_kind, fold_name, tokenize
+from .index import ProjectIndex
 
 __all__ = ["Signals", "Weights", "rank", "file_kind", "named_in", "bm25"]
 
 _K1, _B = 1.2, 0.75  # BM25 constants; ProjectIndex.apply precomputes norms for them
-_DOC = re.compile(r"(^|/)(docs?|documentation|examples?)/|\.(md|rst|txt|adoc)$|(^|/)(CHANGELOG|CHANGES|HISTORY|NEWS|LICENSE|AUTHORS)", re.I)
-_TEST = re.compile(r"(^|/)(tests?|testing|spec|__tests__|testdata)/|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(spec|test)\.[a-z]+$|(^|/)conftest\.py$", re.I)
-_CONFIG = re.compile(r"\.(toml|ya?ml|json|ini|cfg|lock|mod|sum)$|(^|/)(Dockerfile|Makefile|\.github/|\.gitignore)", re.I)
-_SOURCE_LANGS = {"python", "go", "rust", "javascript", "typescript", "java", "kotlin", "c", "cpp",
-                 "ruby", "php", "csharp", "swift", "scala", "shell", "sql"}
 # "scope: subject" and conventional commits' "type(scope): subject" at the start of a task
 _SCOPE = re.compile(r"^\s*(?:[A-Za-z]+\(([^)\n]{1,80})\)!?|([\w./, +-]{1,80}?)):\s")
 _NOT_SCOPES = {"fix", "fixes", "feat", "feature", "chore", "docs", "doc", "refactor", "test", "tests", "perf",
                "ci", "build", "style", "revert", "release", "bug", "bugfix", "hotfix", "wip", "minor",
                "breaking", "security", "deps", "dep", "update", "change", "changes", "note", "todo", "cleanup"}
 _IDENT = re.compile(r"`([^`]+)`|\b([A-Za-z_][A-Za-z0-9_]*(?:[A-Z_][A-Za-z0-9_]*)+)\b|\b([a-z]+_[a-z0-9_]+)\b")
-
-
-def file_kind(path: str, language: str) -> str:
-    if _TEST.search(path):
-        return "test"
-    if _DOC.search(path):
-        return "doc"
-    if _CONFIG.search(path):
-        return "config"
-    return "source" if language in _SOURCE_LANGS else "other"
 
 
 @dataclass(frozen=True)
@@ -120,7 +107,7 @@ def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0) -> dic
     weighted = []
     for term, qtf in Counter(terms).items():
         if term in index.postings:
-            weighted.append((qtf * index.idf(term), index.memo(("bm25", term), lambda t=term: _saturated(index, t))))
+            weighted.append((qtf * index.idf(term), index.memo(("bm25", term), partial(_saturated, index, term))))
     weighted.sort(key=lambda wc: -len(wc[1]))
     scores: dict[str, float] = {}
     for weight, contrib in weighted:

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .index import ChangeSet, FileEntry, ProjectIndex
+from .files import FileEntry
+from .scanning import ChangeSet, TreeScanner
 
 __all__ = ["scan_in_child", "ScanFailed"]
 
@@ -66,16 +67,16 @@ def _read(stream: IO[bytes]) -> Any:
         raise ScanFailed(f"unreadable frame from the scanner: {exc}") from None
 
 
-def scan_in_child(index: ProjectIndex,
+def scan_in_child(root: Path,
                   started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> Iterator[ChangeSet]:
-    """Every file of ``index``'s root read by a child process: a cold :meth:`ProjectIndex.scan`
+    """Every file of ``root`` read by a child process: a cold :meth:`TreeScanner.scan`
     in parts, as they arrive; the last part holds the history. Raises :class:`ScanFailed`
     (possibly after some parts) if the child cannot be started or does not finish (killing
     the child, whose handle ``started`` receives, ends the scan that way)."""
     errors = tempfile.TemporaryFile()  # not a pipe: a chatty child must never block on it
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestra.actors.context.scanner", str(index.root)],
+            [sys.executable, "-m", "orchestra.actors.context.scanner", str(root)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
         )
     except OSError as exc:
@@ -104,26 +105,26 @@ def scan_in_child(index: ProjectIndex,
     if done[1] is not None:
         head, churn, cochange = done[1]
         history = (head, Counter(churn), {path: Counter(c) for path, c in cochange.items()})
-    stamp = tuple(done[2]) if done[2] is not None else None
-    yield ChangeSet([], [], history, stamp)  # type: ignore[arg-type]
+    stamp = (float(done[2][0]), float(done[2][1])) if done[2] is not None else None
+    yield ChangeSet([], [], history, stamp)
 
 
 def _child(root: str) -> int:
     if hasattr(os, "nice"):
         os.nice(10)  # background work: the server's process and its clients go first
-    index = ProjectIndex(Path(root))
+    scanner = TreeScanner(Path(root))
     out = sys.stdout.buffer
     batch: list[tuple[Any, ...]] = []
-    for entry in index.scan_entries({}, set()):
+    for entry in scanner.scan_entries({}, set()):
         batch.append(_pack(entry))
         if len(batch) >= FRAME_FILES:
             _write(out, ("files", batch))
             batch = []
     if batch:
         _write(out, ("files", batch))
-    history = index.read_history(None)
+    history = scanner.read_history(None)
     packed = None if history is None else (history[0], dict(history[1]), {p: dict(c) for p, c in history[2].items()})
-    _write(out, ("done", packed, index.git_stamp()))
+    _write(out, ("done", packed, scanner.git_stamp()))
     out.flush()
     return 0
 

@@ -78,10 +78,10 @@ def test_escapes_are_refused(tmp_path):
     os.symlink(outside, root / "link.txt")
     os.symlink(tmp_path, root / "up")
     index = ProjectIndex(root)
-    assert index.safe_path("../secret.txt") is None
-    assert index.safe_path("/etc/passwd") is None
-    assert index.safe_path("link.txt") is None
-    assert index.safe_path("up/secret.txt") is None
+    assert index.scanner.safe_path("../secret.txt") is None
+    assert index.scanner.safe_path("/etc/passwd") is None
+    assert index.scanner.safe_path("link.txt") is None
+    assert index.scanner.safe_path("up/secret.txt") is None
     index.refresh()
     assert "link.txt" not in index.files
     body = ContextEngine(root).build("i", "python-specialist", "secret", 65536, [], Signals())
@@ -202,7 +202,7 @@ def test_a_watched_batch_reads_only_changed_files_and_honours_gitignore(tmp_path
     (root / "build" / "x.py").write_text("ignored = True\n")  # build/ is in .gitignore
     (root / "new.py").write_text("def fresh():\n    pass\n")
     (root / "README.md").unlink()
-    changes = index.scan_paths(
+    changes = index.scanner.scan_paths(
         {"build/x.py", "new.py", "README.md", "app/auth/tokens.py", "../outside.py"},
         index.stat_snapshot(), index.head,
     )
@@ -348,8 +348,8 @@ def test_a_cold_index_read_by_a_child_process_equals_one_read_here(tmp_path):
     (root / "notes.txt").write_text("untracked, not ignored: indexed too\n")
     from orchestra.actors.context.scanner import scan_in_child
 
-    parts = list(scan_in_child(ProjectIndex(root)))  # the child itself answers: no fallback
-    assert sum(len(p.entries) for p in parts) == len(ProjectIndex(root).list_paths())
+    parts = list(scan_in_child(root))  # the child itself answers: no fallback
+    assert sum(len(p.entries) for p in parts) == len(ProjectIndex(root).scanner.list_paths())
     assert parts[-1].history is not None and parts[-1].git_stamp is not None
     child, here = ContextEngine(root), ContextEngine(root, scan_in_child=False)
     child.refresh()
@@ -359,7 +359,7 @@ def test_a_cold_index_read_by_a_child_process_equals_one_read_here(tmp_path):
     assert child.index.churn == here.index.churn and child.index.churn["app/auth/tokens.py"] == 2
     assert child.index.cochange == here.index.cochange and child.index.head == here.index.head
     assert dict(child.index.postings) == dict(here.index.postings)
-    assert child.index.git_stamp() == here.index.git_stamp() is not None
+    assert child.index.scanner.git_stamp() == here.index.scanner.git_stamp() is not None
     # later refreshes read only what changed, here
     (root / "app/new.py").write_text("def fresh():\n    pass\n")
     generation = child.index.generation
@@ -386,9 +386,9 @@ def test_a_child_scan_failing_midway_keeps_what_arrived_and_reads_the_rest_here(
     root = make_repo(tmp_path)
     here = ContextEngine(root, scan_in_child=False)
     here.refresh()
-    first = ProjectIndex(root).scan({}, None).entries[0]  # read, not yet taken by an index
+    first = ProjectIndex(root).scanner.scan({}, None).entries[0]  # read, not yet taken by an index
 
-    def half_then_fail(index, started=None):
+    def half_then_fail(root, started=None):
         yield ChangeSet([first], [], None, None)
         raise ScanFailed("the child died")
 
@@ -442,7 +442,7 @@ def test_stopping_ends_a_cold_index_read_by_the_child_without_reading_here(tmp_p
     engine.stop()
     assert done.wait(5)
     worker.join()
-    assert len(engine.index.files) < len(ProjectIndex(root).list_paths())
+    assert len(engine.index.files) < len(ProjectIndex(root).scanner.list_paths())
 
 
 @pytest.mark.parametrize("child", [
@@ -461,7 +461,7 @@ def test_a_misbehaving_scanner_child_is_a_failed_scan_not_a_crash(tmp_path, monk
     root = make_repo(tmp_path / "repo")
     monkeypatch.setattr(sys, "executable", str(fake))
     with pytest.raises(ScanFailed):
-        list(scan_in_child(ProjectIndex(root)))
+        list(scan_in_child(root))
     engine = ContextEngine(root)
     engine.refresh()  # read here instead
     assert "app/auth/tokens.py" in engine.index.files

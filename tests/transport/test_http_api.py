@@ -333,7 +333,7 @@ async def test_context_route_cache_and_invalidation(nursery, tmp_path):
 
 
 async def test_context_builds_once_for_identical_requests_and_hits_never_wait_for_a_build(nursery, tmp_path, monkeypatch):
-    from orchestra.actors.context.actor import ContextStats
+    from orchestra.actors.context_actor import ContextStats
 
     held = HeldBuilds(monkeypatch, "invoice pdf")
     h = await start_context_server(nursery, tmp_path)
@@ -391,12 +391,16 @@ async def test_an_answer_built_while_its_issue_is_cleared_is_not_kept(nursery, t
 
 
 async def test_the_context_cache_is_bounded_in_bytes(nursery, tmp_path, monkeypatch):
-    from orchestra.actors.context.actor import ContextActor, ContextStats
+    from orchestra.actors.context_actor import ContextActor, ContextStats
 
-    h = await start_context_server(nursery, tmp_path)
-    tok = h.token()
-    first = await h.request("GET", "/api/context/ISS-1/python-specialist?task=jwt", tok)
+    # the bound is read when the actor starts: measure one answer on a first server, then
+    # serve with a bound of one and a half such answers
+    probe = await start_context_server(nursery, tmp_path / "a")
+    first = await probe.request("GET", "/api/context/ISS-1/python-specialist?task=jwt", probe.token())
     monkeypatch.setattr(ContextActor, "cache_bytes", len(first.body) * 3 // 2)
+    h = await start_context_server(nursery, tmp_path / "b")
+    tok = h.token()
+    assert len((await h.request("GET", "/api/context/ISS-1/python-specialist?task=jwt", tok)).body) == len(first.body)
     await h.request("GET", "/api/context/ISS-2/python-specialist?task=invoice", tok)
     stats = await h.system.actor_ref("context:p1").call(ContextStats(), timeout=2)
     assert stats["entries"] == 1 and stats["bytes"] <= len(first.body) * 3 // 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,13 @@ import anyio
 import orjson
 import trio
 
-from ..errors import Overloaded
-from ..profiles import Profiles
-from ..runtime import DEFERRED, Actor, ActorError, ActorRef, Call
-from ..store import QueryResults, StoreError
-from .engine import ContextEngine
-from .ranking import Signals
+from .context.engine import ContextEngine
+from .context.ranking import Signals
+from .errors import Overloaded
+from .lru import LruCache
+from .profiles import Profiles
+from .runtime import DEFERRED, Actor, ActorError, ActorRef, Call
+from .store import QueryResults, StoreError
 
 __all__ = ["ContextActor", "ContextGet", "ClearContext", "ContextStats"]
 
@@ -110,8 +110,8 @@ class ContextActor(Actor):
         self.engine = ContextEngine(self.root)
         #: answers as a cache hit reads them (``"cache_hit":true``), least recently used first,
         #: at most cache_size of them and cache_bytes in all
-        self.cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-        self.cached_bytes = 0
+        self.cache: LruCache[tuple[Any, ...], bytes] = LruCache(
+            self.cache_size, max_bytes=self.cache_bytes, size=len)
         self.inflight: dict[tuple[Any, ...], list[Call]] = {}
         self.stale: set[tuple[Any, ...]] = set()  # builds in flight whose issue was cleared
         self.waiting: list[Call] = []  # requests that came before the cold index was ready
@@ -175,9 +175,9 @@ class ContextActor(Actor):
         known = await trio.to_thread.run_sync(index.stat_snapshot, limiter=self.limiter)
         head = index.head
         if paths is None:
-            changes = await trio.to_thread.run_sync(index.scan, known, head)
+            changes = await trio.to_thread.run_sync(index.scanner.scan, known, head)
         else:
-            changes = await trio.to_thread.run_sync(index.scan_paths, paths, known, head)
+            changes = await trio.to_thread.run_sync(index.scanner.scan_paths, paths, known, head)
         await trio.to_thread.run_sync(index.apply, changes, limiter=self.limiter)
         await self.ref.cast(_Swept(full=paths is None))
 
@@ -209,7 +209,7 @@ class ContextActor(Actor):
             self.stale.update(k for k in self.inflight if k[0] == msg.issue_id)
             keys = [k for k in self.cache if k[0] == msg.issue_id]
             for k in keys:
-                self.cached_bytes -= len(self.cache.pop(k))
+                self.cache.pop(k)
             return {"cleared": True, "entries_removed": len(keys)}
         if isinstance(msg, _Indexed):
             self.indexed, self.indexing = True, False
@@ -229,7 +229,7 @@ class ContextActor(Actor):
         if isinstance(msg, ContextStats):
             total = self.hits + self.misses
             return {"hits": self.hits, "shared": self.shared, "misses": self.misses,
-                    "entries": len(self.cache), "bytes": self.cached_bytes,
+                    "entries": len(self.cache), "bytes": self.cache.bytes,
                     "hit_rate": round(self.hits / total, 4) if total else None,
                     "indexed_files": len(self.engine.index.files), "building": len(self.inflight)}
         raise TypeError(f"unexpected message {msg!r}")
@@ -255,7 +255,6 @@ class ContextActor(Actor):
         cached = self.cache.get(key)
         if cached is not None:
             self.hits += 1
-            self.cache.move_to_end(key)
             call.reply(cached)  # the stored bytes themselves: no copy per hit
             return
         waiting = self.inflight.get(key)
@@ -301,9 +300,6 @@ class ContextActor(Actor):
             return
         if not stale:
             hit = built.body.replace(b'"cache_hit":false', b'"cache_hit":true ', 1)
-            self.cache[key] = hit
-            self.cached_bytes += len(hit)
-            while self.cache and (len(self.cache) > self.cache_size or self.cached_bytes > self.cache_bytes):
-                self.cached_bytes -= len(self.cache.popitem(last=False)[1])
+            self.cache.put(key, hit)
         for call in calls:
             call.reply(built.body)

@@ -1,0 +1,143 @@
+"""What one file is and says: its language, its kind, its words, its definitions and imports.
+
+Pure rules over a path and a file's bytes (no index, no walking): the scanner reads files with
+them and the ranking classifies paths with them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+
+__all__ = ["FileEntry", "MAX_INDEXED_BYTES", "file_kind", "fold_name", "language_of", "read_file",
+           "tokenize"]
+
+#: files larger than this are listed, not read
+MAX_INDEXED_BYTES = 512 * 1024
+_LANG = {
+    ".py": "python", ".go": "go", ".rs": "rust", ".js": "javascript", ".mjs": "javascript",
+    ".cjs": "javascript", ".ts": "typescript", ".tsx": "typescript", ".jsx": "javascript",
+    ".java": "java", ".kt": "kotlin", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
+    ".hpp": "cpp", ".rb": "ruby", ".php": "php", ".cs": "csharp", ".swift": "swift",
+    ".scala": "scala", ".sh": "shell", ".md": "markdown", ".rst": "rst", ".toml": "toml",
+    ".yaml": "yaml", ".yml": "yaml", ".json": "json", ".html": "html", ".css": "css",
+    ".sql": "sql", ".txt": "text",
+}
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_DEFS = {
+    "python": re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.M),
+    "go": re.compile(r"^(?:func(?:\s*\([^)]*\))?|type)\s+([A-Za-z_]\w*)", re.M),
+    "rust": re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:fn|struct|enum|trait|type|mod|macro_rules!)\s+([A-Za-z_]\w*)", re.M),
+    "javascript": re.compile(r"(?:function\s+([A-Za-z_$][\w$]*)|class\s+([A-Za-z_$][\w$]*)|(?:^|\n)\s*(?:exports\.|module\.exports\.)?([A-Za-z_$][\w$]*)\s*=\s*function|(?:const|let|var)\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?\()"),
+    "typescript": re.compile(r"(?:function\s+([A-Za-z_$][\w$]*)|class\s+([A-Za-z_$][\w$]*)|interface\s+([A-Za-z_$][\w$]*)|(?:const|let)\s+([A-Za-z_$][\w$]*)\s*=\s*(?:async\s*)?\()"),
+    "java": re.compile(r"(?:class|interface|enum)\s+([A-Za-z_]\w*)|\b(?:public|private|protected|static)[\w<>\[\]\s]+\s([a-z]\w*)\s*\("),
+}
+_IMPORTS = {
+    "python": re.compile(r"^\s*(?:from\s+([.\w]+)\s+import|import\s+([\w.]+))", re.M),
+    "javascript": re.compile(r"""(?:require\(\s*['"]([^'"]+)['"]\s*\)|from\s+['"]([^'"]+)['"]|import\s+['"]([^'"]+)['"])"""),
+    "typescript": re.compile(r"""(?:require\(\s*['"]([^'"]+)['"]\s*\)|from\s+['"]([^'"]+)['"]|import\s+['"]([^'"]+)['"])"""),
+    "go": re.compile(r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$', re.M),
+    "rust": re.compile(r"^\s*(?:pub\s+)?(?:mod\s+(\w+)\s*;|use\s+(?:crate|super|self)::([\w:]+))", re.M),
+}
+
+
+def language_of(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    if name in ("Dockerfile", "Makefile", "justfile"):
+        return name.lower()
+    return _LANG.get(os.path.splitext(name)[1].lower(), "other")
+
+
+def tokenize(text: str) -> list[str]:
+    """Words, with identifiers split: ``parseHTTPRequest_v2`` -> parse http request v2 (and whole)."""
+    out: list[str] = []
+    append = out.append
+    for word in _WORD.findall(text):
+        low = word.lower()
+        if len(low) > 1:
+            append(low)
+        if low == word or word.isupper():
+            continue  # nothing to split: most words
+        parts = _CAMEL.findall(word)
+        if len(parts) > 1:
+            out.extend(p.lower() for p in parts if len(p) > 1)
+    return out
+
+
+def fold_name(name: str) -> str:
+    """``_bash_complete`` / ``bash-complete`` / ``BashComplete`` -> ``bashcomplete``."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+_DOC = re.compile(r"(^|/)(docs?|documentation|examples?)/|\.(md|rst|txt|adoc)$|(^|/)(CHANGELOG|CHANGES|HISTORY|NEWS|LICENSE|AUTHORS)", re.I)
+_TEST = re.compile(r"(^|/)(tests?|testing|spec|__tests__|testdata)/|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(spec|test)\.[a-z]+$|(^|/)conftest\.py$", re.I)
+_CONFIG = re.compile(r"\.(toml|ya?ml|json|ini|cfg|lock|mod|sum)$|(^|/)(Dockerfile|Makefile|\.github/|\.gitignore)", re.I)
+_SOURCE_LANGS = {"python", "go", "rust", "javascript", "typescript", "java", "kotlin", "c", "cpp",
+                 "ruby", "php", "csharp", "swift", "scala", "shell", "sql"}
+
+
+def file_kind(path: str, language: str) -> str:
+    if _TEST.search(path):
+        return "test"
+    if _DOC.search(path):
+        return "doc"
+    if _CONFIG.search(path):
+        return "config"
+    return "source" if language in _SOURCE_LANGS else "other"
+
+
+
+@dataclass(slots=True)
+class FileEntry:
+    path: str
+    size: int
+    mtime: float
+    binary: bool = False
+    #: the distinct words of the file (their counts live in the index's postings)
+    terms: tuple[str, ...] = ()
+    #: word counts, from a scan to the index: dropped once the index holds them
+    counts: dict[str, int] | None = None
+    path_terms: tuple[str, ...] = ()  # distinct words of the path
+    length: int = 0
+    defines: tuple[str, ...] = ()  # distinct identifiers, in order of definition
+    imports: tuple[str, ...] = ()
+    language: str = "other"
+    kind: str = "other"  # source, test, doc, config or other (see file_kind)
+
+
+
+def read_file(root: str, rel: str, size: int, mtime: float) -> FileEntry:
+    """The entry of the file at ``root/rel``: its words, definitions and imports when it is a
+    text file of at most MAX_INDEXED_BYTES; the path's facts alone otherwise."""
+    language = language_of(rel)
+    entry = FileEntry(rel, size, mtime, path_terms=tuple(dict.fromkeys(map(sys.intern, tokenize(rel)))),
+                      language=language, kind=file_kind(rel, language))
+    if size > MAX_INDEXED_BYTES:
+        return entry
+    try:
+        with open(os.path.join(root, rel), "rb") as f:
+            data = f.read()
+    except OSError:
+        return entry
+    if b"\0" in data[:8192]:
+        entry.binary = True
+        return entry
+    text = data.decode("utf-8", "replace")
+    terms = tokenize(text)
+    entry.counts = Counter(terms)
+    entry.length = len(terms)
+    defs = _DEFS.get(language)
+    if defs is not None:
+        entry.defines = tuple(dict.fromkeys(
+            sys.intern(next(g for g in m.groups() if g).lower()) for m in defs.finditer(text) if any(m.groups())
+        ))
+    imports = _IMPORTS.get(language)
+    if imports is not None:
+        entry.imports = tuple(
+            next(g for g in m.groups() if g) for m in imports.finditer(text) if any(m.groups())
+        )
+    return entry

@@ -1,0 +1,242 @@
+"""Finding the files of a code base and what changed in them: walking (git's listing, or the
+tree with its .gitignore), stat sweeps, reading changed files, and git's history.
+
+Touches no index: a scan reads the disk and returns a :class:`ChangeSet` that an index applies,
+so it may run on any thread (or in a child process, see scanner.py) while the index serves.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import subprocess
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import FileEntry, read_file
+from .gitinfo import GIT
+
+__all__ = ["ChangeSet", "SKIP_DIRS", "TreeScanner", "YIELD_EVERY"]
+
+HISTORY_COMMITS = 2000
+#: Indexing runs on worker threads in pure-Python loops that would hold the GIL for long
+#: stretches, making the event loop's thread wait up to the switch interval (5 ms) at every
+#: system call. Giving the GIL up every few files keeps the loop's latency low meanwhile.
+YIELD_EVERY = 10
+HISTORY_MAX_FILES_PER_COMMIT = 30  # bulk commits (renames, formatting) say little about coupling
+SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", "dist", "build", "target",
+             ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "vendor", ".idea", ".vscode"}
+
+
+@dataclass(slots=True)
+class ChangeSet:
+    """What a scan found: files new or changed (already read), files gone, new history."""
+
+    entries: list[FileEntry]
+    removed: list[str]
+    history: tuple[str, Counter[str], dict[str, Counter[str]]] | None
+    #: git's own state when scanned (HEAD and index file times); None outside git
+    git_stamp: tuple[float, float] | None = None
+
+
+
+class TreeScanner:
+    """The files under one root: listing, stat sweeps and reads. Holds no file state; safe to
+    use from any thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.is_git = (self.root / ".git").exists()
+
+    def list_paths(self) -> list[str]:
+        if self.is_git:
+            try:
+                out = subprocess.run(
+                    [*GIT, "-C", str(self.root), "ls-files", "-co", "--exclude-standard", "-z"],
+                    capture_output=True, timeout=30, check=True,
+                ).stdout
+                return [p for p in out.decode("utf-8", "replace").split("\0") if p]
+            except (OSError, subprocess.SubprocessError):
+                pass
+        return self._walk()
+
+    def _walk(self) -> list[str]:
+        ignores = self._gitignore()
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not _ignored(rel_dir + d, ignores, True)]
+            for name in filenames:
+                rel = rel_dir + name
+                if not _ignored(rel, ignores, False):
+                    out.append(rel)
+        return sorted(out)
+
+    def _gitignore(self) -> list[str]:
+        try:
+            lines = (self.root / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return []
+        return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#") and not ln.startswith("!")]
+
+    def safe_path(self, rel: str) -> Path | None:
+        """The file at ``rel`` if it resolves inside the root, else None (no escapes)."""
+        if rel.startswith("/") or "\0" in rel:
+            return None
+        try:
+            full = (self.root / rel).resolve()
+        except (OSError, RuntimeError):
+            return None
+        if full != self.root and self.root not in full.parents:
+            return None
+        return full
+
+    def scan(self, known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
+        """Find and read what changed since ``known`` (a stat sweep: only changed files are read).
+
+        Touches no state of the index, so it may run on any thread while the index serves.
+        """
+        seen: set[str] = set()
+        entries = list(self.scan_entries(known, seen))
+        removed = [rel for rel in known if rel not in seen]
+        return ChangeSet(entries, removed, self.read_history(head), self.git_stamp())
+
+    def scan_entries(self, known: dict[str, tuple[float, int]], seen: set[str]) -> Iterator[FileEntry]:
+        """The files that changed since ``known``, read; every file present is added to ``seen``."""
+        root = str(self.root)
+        dirs_ok: dict[str, bool] = {}
+        read = 0
+        for rel in self.list_paths():
+            parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+            ok = dirs_ok.get(parent)
+            if ok is None:  # a directory that is a link out of the root hides nothing from us
+                ok = dirs_ok[parent] = parent == "" or self.safe_path(parent) is not None
+            if not ok:
+                continue
+            try:
+                st = os.lstat(os.path.join(root, rel))
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                full = self.safe_path(rel)  # a link must stay inside the root
+                if full is None:
+                    continue
+                try:
+                    st = full.stat()
+                except OSError:
+                    continue
+            elif ".." in rel.split("/"):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            seen.add(rel)
+            if known.get(rel) == (st.st_mtime, st.st_size):
+                continue
+            yield read_file(root, rel, st.st_size, st.st_mtime)
+            read += 1
+            if read % YIELD_EVERY == 0:
+                time.sleep(0)
+
+    def scan_paths(self, paths: set[str], known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
+        """Like :meth:`scan`, for the given relative paths only (from a file watcher)."""
+        entries: list[FileEntry] = []
+        removed: list[str] = []
+        present: dict[str, os.stat_result] = {}
+        for rel in sorted(paths):
+            if rel.startswith("/") or ".." in rel.split("/") or rel.split("/", 1)[0] in SKIP_DIRS:
+                continue
+            full = self.safe_path(rel)
+            try:
+                st = full.stat() if full is not None else None
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode):
+                if rel in known:
+                    removed.append(rel)
+            elif known.get(rel) != (st.st_mtime, st.st_size):
+                present[rel] = st
+        ignored = self._ignored_by_git(list(present)) if self.is_git else set()
+        for rel, st in present.items():
+            if rel not in ignored:
+                entries.append(read_file(str(self.root), rel, st.st_size, st.st_mtime))
+                if len(entries) % YIELD_EVERY == 0:
+                    time.sleep(0)  # a large batch (a branch switch) must not starve the loop
+        return ChangeSet(entries, removed, self.read_history(head), self.git_stamp())
+
+    def _ignored_by_git(self, paths: list[str]) -> set[str]:
+        """Which of ``paths`` git ignores, in one call for the whole batch."""
+        if not paths:
+            return set()
+        try:
+            out = subprocess.run(
+                [*GIT, "-C", str(self.root), "check-ignore", "-z", "--stdin"],
+                input="\0".join(paths).encode() + b"\0", capture_output=True, timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return set()
+        return {p for p in out.stdout.decode("utf-8", "replace").split("\0") if p}
+
+    def git_stamp(self) -> tuple[float, float] | None:
+        """When git's HEAD and index last changed: staging or switching branches moves them."""
+        if not self.is_git:
+            return None
+        stamp = []
+        for name in ("HEAD", "index"):
+            try:
+                stamp.append(os.stat(os.path.join(self.root, ".git", name)).st_mtime)
+            except OSError:
+                stamp.append(0.0)
+        return stamp[0], stamp[1]
+
+    def read_history(self, known_head: str | None) -> tuple[str, Counter[str], dict[str, Counter[str]]] | None:
+        """Churn and co-change from the last commits, or None when HEAD has not moved."""
+        if not self.is_git:
+            return None
+        try:
+            head = subprocess.run([*GIT, "-C", str(self.root), "rev-parse", "HEAD"],
+                                  capture_output=True, timeout=10).stdout.strip().decode()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if not head or head == known_head:
+            return None
+        try:
+            log = subprocess.run(
+                [*GIT, "-C", str(self.root), "log", f"-n{HISTORY_COMMITS}", "--no-merges",
+                 "--name-only", "--format=%x1e"],
+                capture_output=True, timeout=60,
+            ).stdout.decode("utf-8", "replace")
+        except (OSError, subprocess.SubprocessError):
+            return None
+        churn: Counter[str] = Counter()
+        cochange: dict[str, Counter[str]] = defaultdict(Counter)
+        for block in log.split("\x1e"):
+            files = [f for f in block.split("\n") if f]
+            if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
+                continue
+            churn.update(files)
+            for a in files:
+                for b in files:
+                    if a != b:
+                        cochange[a][b] += 1
+        return head, churn, cochange
+
+
+def _ignored(rel: str, patterns: list[str], is_dir: bool) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    for pat in patterns:
+        dir_only = pat.endswith("/")
+        p = pat.rstrip("/")
+        if dir_only and not is_dir:
+            # a file under an ignored directory is caught when the directory is pruned
+            continue
+        if "/" in p.lstrip("/"):
+            if fnmatch.fnmatch(rel, p.lstrip("/")):
+                return True
+        elif fnmatch.fnmatch(name, p):
+            return True
+    return False
