@@ -595,8 +595,10 @@ async def hostile_server(code_base: Path):
                 max_restarts=MAX_RESTARTS, restart_period=60.0,
                 project=ProjectConfig(max_subscriptions=MAX_SUBSCRIPTIONS),
             ))
+            # waits short and bounded: a hostile value that happens to be a valid timeout costs < 1 s
             api = Api(system, Auth(SECRET, profiles), ApiConfig(
-                rate_limits=False, fault_injection=False, max_body_bytes=MAX_BODY, call_timeout=5.0))
+                rate_limits=False, fault_injection=False, max_body_bytes=MAX_BODY, call_timeout=5.0,
+                wait_max_ms=1000, wait_default_ms=100))
             server = Server(api, ServerConfig(max_body_bytes=MAX_BODY))
             died: list[BaseException] = []
             await nursery.start(_run_system, system, died)
