@@ -265,7 +265,7 @@ async def raw_http(port: int, method: str, target: str, token: str | None, body:
 
 
 async def raw_ws_frames(port: int, token: str | None, frames: list[tuple[int, bytes]],
-                        settle: float = 1.0) -> tuple[int | None, list[bytes]]:
+                        settle: float = 5.0) -> tuple[int | None, list[bytes]]:
     """Send WebSocket frames written by hand (opcode, payload); the close code the server sent
     (1006: the connection ended without a close frame; None: still open after an answer, or
     after ``settle`` seconds) and the text frames it sent."""
