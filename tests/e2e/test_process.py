@@ -168,7 +168,7 @@ async def test_shutdown_is_prompt_during_a_cold_index(tmp_path):
     for d in range(40):
         (repo / f"pkg{d}").mkdir(parents=True)
         for i in range(100):  # 4,000 files: their cold index takes seconds
-            (repo / f"pkg{d}" / f"mod{i}.py").write_text(f"def handler_{i}(x):\n    return x  # words {d} {i}\n" * 30)
+            (repo / f"pkg{d}" / f"mod{i}.py").write_text(f"def handler_{i}(x):\n    return x  # words {d} {i}\n" * 150)
     # the request in flight may take 0.2 s to finish; then the cold index is cut short
     proc = Proc(tmp_path / "data", "--project", f"p1={repo}", "--shutdown-grace", "0.2")
     try:
