@@ -45,7 +45,8 @@ class ReplyError(Exception):
     """Base for errors an actor *answers* with instead of crashing.
 
     When :meth:`Actor.handle` raises a subclass of this, the caller receives it and the
-    actor keeps running. Any other exception crashes the actor.
+    actor keeps running; raised out of :meth:`Actor.handle_batch`, it answers every call of
+    the batch not yet answered. Any other exception crashes the actor.
     """
 
 

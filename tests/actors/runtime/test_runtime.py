@@ -498,3 +498,82 @@ async def test_a_published_view_ends_with_its_incarnation(autojump_clock):
         assert ref.view is not None and ref.view is not first  # the new incarnation's own
         nursery.cancel_scope.cancel()
     assert ref.view is None
+
+
+class PickyBatcher(Actor):
+    """Answers "ok" items, defers "park" items, then raises NotThere if any item is "bad"
+    (or Boom if any is "boom"): an answer-type error, or a bug, out of the whole batch."""
+
+    max_batch = 100
+
+    def __init__(self, gate: trio.Event, starts: list[int]) -> None:
+        self.gate = gate
+        self.parked: list = []
+        starts.append(1)
+
+    async def handle_batch(self, calls):
+        if any(c.msg == "hold" for c in calls):
+            await self.gate.wait()
+        for call in calls:
+            if call.msg in ("ok", "hold"):
+                call.reply("done")
+            elif call.msg == "park":
+                self.parked.append(self.defer_call(call))
+            elif call.msg == "release":
+                for parked in self.parked:
+                    parked.reply("released")
+                call.reply(len(self.parked))
+        if any(c.msg == "bad" for c in calls):
+            raise NotThere("one item of this batch is bad")
+        if any(c.msg == "boom" for c in calls):
+            raise Boom("a bug in handle_batch")
+
+
+async def _drive_batch(ref, nursery, gate, msgs, outcomes):
+    async def caller(key, msg):
+        try:
+            outcomes[key] = await ref.call(msg)
+        except NotThere:
+            outcomes[key] = "not there"
+        except ActorCrashed:
+            outcomes[key] = "crashed"
+
+    nursery.start_soon(caller, "hold", "hold")
+    await trio.testing.wait_all_tasks_blocked()
+    for key, msg in msgs:
+        nursery.start_soon(caller, key, msg)
+        await trio.testing.wait_all_tasks_blocked()
+    gate.set()  # the next drain takes every call above at once
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_reply_error_out_of_handle_batch_fails_the_unresolved_calls_and_the_actor_serves_on(autojump_clock):
+    gate, starts, outcomes = trio.Event(), [], {}
+    ref = ActorRef("batcher")
+    sup = Supervisor("root", [ChildSpec.actor("batcher", ref, lambda: PickyBatcher(gate, starts))])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await _drive_batch(ref, nursery, gate, [("ok", "ok"), ("park", "park"), ("bad", "bad"), ("x", "other")],
+                           outcomes)
+        # answered items keep their answer; the unresolved ones get the batch's error
+        assert outcomes == {"hold": "done", "ok": "done", "bad": "not there", "x": "not there"}
+        # the deferred call is still pending in the same incarnation, which serves on
+        assert await ref.call("release") == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes["park"] == "released"
+        assert starts == [1] and ref.incarnation == 1
+        assert sup.tree()["children"][0]["restarts"] == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_any_other_exception_out_of_handle_batch_still_crashes_the_actor(autojump_clock):
+    gate, starts, outcomes = trio.Event(), [], {}
+    ref = ActorRef("batcher")
+    sup = Supervisor("root", [ChildSpec.actor("batcher", ref, lambda: PickyBatcher(gate, starts))])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await _drive_batch(ref, nursery, gate, [("park", "park"), ("boom", "boom"), ("x", "other")], outcomes)
+        assert outcomes == {"hold": "done", "park": "crashed", "boom": "crashed", "x": "crashed"}
+        assert await ref.call("ok") == "done"
+        assert starts == [1, 1] and sup.tree()["children"][0]["restarts"] == 1
+        nursery.cancel_scope.cancel()
