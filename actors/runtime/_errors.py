@@ -67,3 +67,33 @@ class SupervisorGaveUp(Exception):
         self.name = name
         self.child = child
         self.reason = reason
+
+
+class SupervisorError(Exception):
+    """A supervisor could not do what it was asked at run time (start or stop a child)."""
+
+
+class DuplicateChild(SupervisorError):
+    """:meth:`Supervisor.start_child` with an id that a running-or-restarting child has."""
+
+    def __init__(self, supervisor: str, child_id: str) -> None:
+        super().__init__(f"child id {child_id!r} already exists in {supervisor!r}")
+        self.supervisor = supervisor
+        self.child_id = child_id
+
+
+class SupervisorStopped(SupervisorError):
+    """The supervisor is not running (not started yet, stopping or stopped): it starts no
+    child; a child it was starting when it stopped was stopped with it."""
+
+    def __init__(self, supervisor: str) -> None:
+        super().__init__(f"supervisor {supervisor!r} is not running")
+        self.supervisor = supervisor
+
+
+class ExitedBeforeStarting(SupervisorError):
+    """A child's ``run`` returned without reporting itself started."""
+
+    def __init__(self, child_id: str) -> None:
+        super().__init__(f"child {child_id!r} exited before starting")
+        self.child_id = child_id

@@ -166,3 +166,40 @@ async def test_a_context_actor_crash_fails_its_waiting_requests_at_once_and_it_c
     assert h.system.actor_ref("context:p1").incarnation == 2
     outputs = again.json()["context"]["previous_agent_outputs"]
     assert [o["result"]["touched"] for o in outputs] == ["app/http/router.py"]
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+async def test_a_session_crash_is_counted_as_a_crash_not_a_restart(server):
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    before = (await server.request("GET", "/status")).json()["actors"]
+    metrics_before = (await server.request("GET", "/metrics")).body.decode()
+    assert _metric(metrics_before, "orchestra_actor_crashes_total") == before["crashes"] == 0
+    for _ in range(2):
+        async with server.ws(server.token(sub="victim")) as victim:
+            assert (await victim.call("ping"))["ok"]
+            r = await server.request("POST", "/api/admin/faults", admin, {"target": "session:victim", "kind": "crash"})
+            assert r.status == 200
+            with trio.fail_after(5):
+                assert (await victim.closed()).code == 1011
+    after = (await server.request("GET", "/status")).json()["actors"]
+    assert after["crashes"] == 2 and after["restarts"] == before["restarts"] == 0
+    metrics = (await server.request("GET", "/metrics")).body.decode()
+    assert _metric(metrics, "orchestra_actor_crashes_total") == 2
+    assert _metric(metrics, "orchestra_actor_restarts") == 0
+    # a restarted actor's crash counts in both
+    await server.request("POST", "/api/results", server.token(), result_body())
+    down = server.system.actor_ref("project:p1").monitor()
+    await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "crash"})
+    with trio.fail_after(5):
+        await down.wait()
+        # served by the restarted actor, so the restart is done
+        assert (await server.request("POST", "/api/results", server.token(), result_body())).status == 200
+    status = (await server.request("GET", "/status")).json()["actors"]
+    assert (status["crashes"], status["restarts"]) == (3, 1)
+    assert _metric((await server.request("GET", "/metrics")).body.decode(), "orchestra_actor_crashes_total") == 3

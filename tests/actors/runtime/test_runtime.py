@@ -17,12 +17,15 @@ from orchestra.actors.runtime import (
     ActorUnavailable,
     CallTimeout,
     ChildSpec,
+    DuplicateChild,
     Outbox,
     ReplyError,
     Restart,
     Strategy,
     Supervisor,
+    SupervisorError,
     SupervisorGaveUp,
+    SupervisorStopped,
 )
 
 
@@ -247,7 +250,7 @@ async def test_temporary_children_are_not_restarted_and_dynamic_children(autojum
         ref, spec = counter_spec("s1", restart=Restart.TEMPORARY)
         await sup.start_child(spec)
         assert sup.lookup("s1") is ref
-        with pytest.raises(ValueError):
+        with pytest.raises(DuplicateChild):
             await sup.start_child(spec)
         with pytest.raises(ActorCrashed):
             await ref.call("boom")
@@ -577,3 +580,88 @@ async def test_any_other_exception_out_of_handle_batch_still_crashes_the_actor(a
         assert await ref.call("ok") == "done"
         assert starts == [1, 1] and sup.tree()["children"][0]["restarts"] == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_every_crash_is_counted_also_of_temporary_children_and_in_nested_supervisors(autojump_clock):
+    perm_ref, perm = counter_spec("perm")
+    nested_ref, nested_spec = counter_spec("nested")
+    sessions = Supervisor("sessions")
+    root = Supervisor("root", [
+        perm,
+        ChildSpec("sessions", lambda: sessions),
+        ChildSpec("sub", lambda: Supervisor("sub", [nested_spec])),
+    ])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for n in range(3):  # temporary children: forgotten after their crash, still counted
+            temp_ref, temp = counter_spec(f"s{n}", restart=Restart.TEMPORARY)
+            await sessions.start_child(temp)
+            with pytest.raises(ActorCrashed):
+                await temp_ref.call("boom")
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(sessions) == 0
+        assert (root.total_crashes(), root.total_restarts()) == (3, 0)
+        with pytest.raises(ActorCrashed):
+            await perm_ref.call("boom")
+        with pytest.raises(ActorCrashed):
+            await nested_ref.call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        assert (root.total_crashes(), root.total_restarts()) == (5, 2)
+        kids = {c["id"]: c for c in root.tree()["children"]}
+        assert kids["perm"]["crashes"] == 1 and kids["sessions"]["crashes"] == 0
+        assert kids["sessions"]["supervisor"]["crashes"] == 3
+        assert kids["sub"]["supervisor"]["children"][0]["crashes"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_child_that_fails_to_start_counts_as_a_crash(autojump_clock):
+    class BadStart(Actor):
+        async def on_start(self):
+            raise Boom("cannot open")
+
+    sup = Supervisor("dyn")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        with pytest.raises(Boom):
+            await sup.start_child(ChildSpec.actor("bad", ActorRef("bad"), BadStart, restart=Restart.TEMPORARY))
+        assert sup.total_crashes() == 1 and sup.total_restarts() == 0
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+async def test_a_nested_supervisor_that_gives_up_is_restarted_whole_and_its_counts_kept(autojump_clock, fresh):
+    ref, spec = counter_spec("c")
+    reused = Supervisor("sub", [spec], max_restarts=1)
+    make = (lambda: Supervisor("sub", [spec], max_restarts=1)) if fresh else (lambda: reused)
+    root = Supervisor("root", [ChildSpec("sub", make)], max_restarts=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for _ in range(2):  # the second crash passes sub's intensity: it gives up, root restarts it
+            with pytest.raises(ActorCrashed):
+                await ref.call("boom")
+            await trio.testing.wait_all_tasks_blocked()
+        assert await ref.call("incr") == 1  # served again, by the restarted subtree
+        assert root.tree()["children"][0]["restarts"] == 1
+        # c crashed twice, sub once (gave up); c restarted once, sub once
+        assert (root.total_crashes(), root.total_restarts()) == (3, 2)
+        with pytest.raises(ActorCrashed):  # the restarted sub has a fresh restart history
+            await ref.call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        assert await ref.call("incr") == 1
+        assert root.tree()["children"][0]["restarts"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_supervisors_own_refusals_are_specific_errors(autojump_clock):
+    sup = Supervisor("dyn")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        _, spec = counter_spec("a", restart=Restart.TEMPORARY)
+        await sup.start_child(spec)
+        with pytest.raises(DuplicateChild) as info:
+            await sup.start_child(spec)
+        assert isinstance(info.value, SupervisorError) and info.value.child_id == "a"
+        nursery.cancel_scope.cancel()
+    with pytest.raises(SupervisorStopped) as stopped:
+        await sup.start_child(counter_spec("b")[1])
+    assert isinstance(stopped.value, SupervisorError) and stopped.value.supervisor == "dyn"
