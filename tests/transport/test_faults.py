@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 import trio_websocket
@@ -203,3 +205,88 @@ async def test_a_session_crash_is_counted_as_a_crash_not_a_restart(server):
     status = (await server.request("GET", "/status")).json()["actors"]
     assert (status["crashes"], status["restarts"]) == (3, 1)
     assert _metric((await server.request("GET", "/metrics")).body.decode(), "orchestra_actor_crashes_total") == 3
+
+
+# -- the one mapping of exceptions to answers --
+
+from orchestra.actors.errors import (  # noqa: E402
+    CommitFailed,
+    Conflict,
+    InvalidEvent,
+    InvalidFilter,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    Overloaded,
+    ReadFailed,
+    TooLarge,
+    Unavailable,
+    WriteRejected,
+)
+from orchestra.actors.runtime import (  # noqa: E402
+    ActorCrashed,
+    ActorUnavailable,
+    CallTimeout,
+    DuplicateChild,
+    SupervisorStopped,
+)
+from orchestra.transport.errors import error_body, from_exception  # noqa: E402
+
+
+@pytest.mark.parametrize(("exc", "status", "code", "fields"), [
+    (InvalidRequest("agent_id", "missing"), 400, "REQ_001", {"field": "agent_id"}),
+    (InvalidEvent("data", "bad"), 400, "EVT_002", {"field": "data"}),
+    (InvalidFilter("a:>x", 3, "a number"), 400, "EVT_003", {"position": 3, "expected": "a number"}),
+    (NotFound("no result 'x'"), 404, "NOT_FOUND", {}),
+    (Conflict("the key was used for another request"), 409, "CONFLICT", {}),
+    (TooLarge("context.max_bytes", 4194304, "too big"), 413, "CTX_002", {"limit": 4194304}),
+    (TooLarge("data.depth", 64, "too deep"), 413, "REQ_002", {"limit": 64}),
+    (LimitExceeded("spawns.per_project", 10, "cap"), 429, "LIMIT_001", {"limit": 10}),
+    (LimitExceeded("x", 5, "cap", retry_after=2.5), 429, "LIMIT_001", {"limit": 5, "retry_after_seconds": 2.5}),
+    (Unavailable("the project is restarting", retry_after=2), 503, "UNAVAILABLE", {"retry_after_seconds": 2}),
+    (Overloaded("too many waits", retry_after=1.0), 503, "UNAVAILABLE", {"retry_after_seconds": 1.0}),
+    (CommitFailed("busy", transient=True), 503, "UNAVAILABLE", {"retry_after_seconds": 1}),
+    (ReadFailed("OverflowError"), 500, "INTERNAL", {}),
+    (WriteRejected("IntegrityError"), 500, "INTERNAL", {}),
+    (ActorCrashed("project:p1", "Boom"), 503, "UNAVAILABLE", {"retry_after_seconds": 1}),
+    (ActorUnavailable("store"), 503, "UNAVAILABLE", {"retry_after_seconds": 1}),
+    (CallTimeout("store", 30), 503, "UNAVAILABLE", {"retry_after_seconds": 1}),
+    (SupervisorStopped("sessions"), 503, "UNAVAILABLE", {"retry_after_seconds": 1}),
+    (DuplicateChild("sessions", "session:a#1"), 500, "INTERNAL", {}),
+    (RuntimeError("a bug"), 500, "INTERNAL", {}),
+    (OverflowError("int too big"), 500, "INTERNAL", {}),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None)
+def test_every_error_family_maps_to_its_protocol_answer(exc, status, code, fields):
+    error = from_exception(exc, "req-1")
+    assert (error.status, error.code) == (status, code)
+    body = error_body(error, "req-1")
+    assert body["code"] == code and body["request_id"] == "req-1" and body["message"]
+    assert {k: body[k] for k in fields} == fields
+    if status == 503 or "retry_after_seconds" in fields:
+        whole = max(1, math.ceil(fields["retry_after_seconds"]))
+        assert dict(error.headers)[b"retry-after"] == str(whole).encode()
+
+
+async def test_a_bug_answers_500_and_is_logged_once_with_the_request_id(server, monkeypatch, caplog):
+    import dataclasses
+
+    from orchestra.transport import ops
+
+    async def broken(api, p, args, c):
+        raise ZeroDivisionError("a bug in an operation")
+
+    monkeypatch.setitem(ops.OPS, "result.get", dataclasses.replace(ops.OPS["result.get"], handler=broken))
+    tok = server.token()
+    r = await server.request("GET", "/api/results/some-id", tok)
+    assert r.status == 500 and r.json()["code"] == "INTERNAL"
+    rid = r.json()["request_id"]
+    logged = [rec for rec in caplog.records if rec.levelname == "ERROR" and rid in rec.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    async with server.ws(tok) as ws:  # over WebSocket too; the session is not harmed
+        reply = await ws.call("result.get", result_id="x")
+        assert reply["ok"] is False and reply["error"]["code"] == "INTERNAL"
+        rid = reply["error"]["request_id"]
+        assert (await ws.call("ping"))["ok"]
+    logged = [rec for rec in caplog.records if rec.levelname == "ERROR" and rid in rec.getMessage()]
+    assert len(logged) == 1
+    assert (await server.request("GET", "/status")).json()["actors"]["crashes"] == 0
