@@ -113,6 +113,13 @@ class _Command:
     reply: Any  # trio.MemorySendChannel
 
 
+def _answer(cmd: _Command, outcome: Any) -> None:
+    try:
+        cmd.reply.send_nowait(outcome)
+    except trio.BrokenResourceError:
+        pass  # the caller gave up waiting (cancelled): the outcome stands, nobody to tell
+
+
 class Supervisor:
     """Runs children; restarts them by ``strategy``; gives up after ``max_restarts`` in ``period``.
 
@@ -299,7 +306,7 @@ class Supervisor:
                 outcome = found is not None
         except Exception as exc:
             outcome = exc
-        cmd.reply.send_nowait(outcome)
+        _answer(cmd, outcome)
 
     def _fail_commands(self) -> None:
         while True:
@@ -308,7 +315,7 @@ class Supervisor:
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
             if isinstance(item, _Command):
-                item.reply.send_nowait(SupervisorStopped(self.name))
+                _answer(item, SupervisorStopped(self.name))
 
     async def _on_exit(self, exit: _Exit) -> None:
         state = exit.state
@@ -411,7 +418,10 @@ class Supervisor:
             return
         if state.scope.cancelled_caught:
             return  # stopped by us: not an exit to act on
-        self._inbox_send.send_nowait(_Exit(state, error))
+        try:
+            self._inbox_send.send_nowait(_Exit(state, error))
+        except trio.ClosedResourceError:
+            pass  # the supervisor is stopping: it stops and forgets every child anyway
 
     async def _stop(self, state: _ChildState) -> None:
         state.scope.cancel()

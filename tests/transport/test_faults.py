@@ -290,3 +290,25 @@ async def test_a_bug_answers_500_and_is_logged_once_with_the_request_id(server, 
     logged = [rec for rec in caplog.records if rec.levelname == "ERROR" and rid in rec.getMessage()]
     assert len(logged) == 1
     assert (await server.request("GET", "/status")).json()["actors"]["crashes"] == 0
+
+
+async def test_a_nested_supervisor_that_gives_up_is_restarted_and_the_server_serves_on(server):
+    # The projects supervisor allows 20 restarts in 60 s; the 21st crash makes it give up, and
+    # the root restarts it (it used to be unable to: one give-up below ended the process).
+    tok = server.token()
+    admin = server.token("*", agent_type="ops", admin=True, sub="ops")
+    assert (await server.request("POST", "/api/results", tok, result_body())).status == 200
+    limit = server.system.projects.max_restarts
+    with trio.fail_after(30):
+        for _ in range(limit + 1):
+            down = server.system.actor_ref("project:p1").monitor()
+            r = await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "crash"})
+            assert r.status == 200
+            await down.wait()
+            assert (await server.request("POST", "/api/results", tok, result_body())).status == 200
+    tree = (await server.request("GET", "/status", admin)).json()["actors"]["tree"]
+    projects = next(c for c in tree["children"] if c["id"] == "projects")
+    assert projects["restarts"] == 1 and projects["state"] == "running"
+    assert (await server.request("GET", "/health")).json()["status"] == "healthy"
+    status = (await server.request("GET", "/status")).json()["actors"]
+    assert status["crashes"] == limit + 2  # every project crash, and the supervisor's give-up

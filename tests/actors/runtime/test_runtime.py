@@ -665,3 +665,27 @@ async def test_the_supervisors_own_refusals_are_specific_errors(autojump_clock):
     with pytest.raises(SupervisorStopped) as stopped:
         await sup.start_child(counter_spec("b")[1])
     assert isinstance(stopped.value, SupervisorError) and stopped.value.supervisor == "dyn"
+
+
+async def test_a_caller_that_gives_up_on_start_child_does_not_harm_the_supervisor(autojump_clock):
+    class SlowStart(Counter):
+        async def on_start(self):
+            await trio.sleep(1)
+            await super().on_start()
+
+    sup = Supervisor("dyn")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        ref = ActorRef("slow")
+        with trio.move_on_after(0.5) as scope:  # the request that asked for it went away
+            await sup.start_child(ChildSpec.actor("slow", ref, SlowStart))
+        assert scope.cancelled_caught
+        with trio.move_on_after(0.1):
+            await sup.stop_child("nothing")  # likewise while asking to stop
+        await trio.sleep(1)
+        assert sup.running and sup.lookup("slow") is ref  # started anyway, and kept
+        assert await ref.call("incr") == 1
+        _, other = counter_spec("other", restart=Restart.TEMPORARY)
+        await sup.start_child(other)  # the supervisor still serves
+        assert sup.total_crashes() == 0
+        nursery.cancel_scope.cancel()
