@@ -249,3 +249,36 @@ async def test_forged_page_cursors_never_take_the_store_down(server):
     assert status["actors"]["crashes"] == 0 and status["actors"]["restarts"] == 0
     r = await server.request("GET", "/api/results", tok)
     assert r.status == 200 and len(r.json()["results"]) == 1
+
+
+# -- a StoreError is an answer wherever it surfaces --
+
+
+async def test_a_project_whose_state_cannot_be_read_is_answered_and_the_broker_serves_on(autojump_clock):
+    from orchestra.actors.broker import BrokerActor, EnsureProject
+    from orchestra.actors.runtime import Actor
+
+    class Unloadable(Actor):
+        async def on_start(self) -> None:
+            raise ReadFailed("read failed: OverflowError: int too big")
+
+    class Fine(Actor):
+        async def handle(self, msg: Any) -> Any:
+            return "ok"
+
+    projects = Supervisor("projects")
+    broker = ActorRef("broker")
+    root = Supervisor("root", [
+        ChildSpec("projects", lambda: projects),
+        ChildSpec.actor("broker", broker, lambda: BrokerActor(projects, lambda pid: Unloadable() if pid == "bad" else Fine())),
+    ])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for _ in range(25):
+            with pytest.raises(ReadFailed):
+                await broker.call(EnsureProject("bad"))
+        ref = await broker.call(EnsureProject("good"))
+        assert await ref.call("x") == "ok"
+        assert broker.incarnation == 1 and root.total_restarts() == 0
+        assert root.total_crashes() == 25  # each failed start of the project counted
+        nursery.cancel_scope.cancel()
