@@ -7,6 +7,28 @@ import math
 import pytest
 import trio
 import trio_websocket
+from orchestra.actors.errors import (
+    CommitFailed,
+    Conflict,
+    InvalidEvent,
+    InvalidFilter,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    Overloaded,
+    ReadFailed,
+    TooLarge,
+    Unavailable,
+    WriteRejected,
+)
+from orchestra.actors.runtime import (
+    ActorCrashed,
+    ActorUnavailable,
+    CallTimeout,
+    DuplicateChild,
+    SupervisorStopped,
+)
+from orchestra.transport.errors import error_body, from_exception
 
 from tests.conftest import HeldBuilds, result_body, start_context_server
 
@@ -208,29 +230,6 @@ async def test_a_session_crash_is_counted_as_a_crash_not_a_restart(server):
 
 
 # -- the one mapping of exceptions to answers --
-
-from orchestra.actors.errors import (  # noqa: E402
-    CommitFailed,
-    Conflict,
-    InvalidEvent,
-    InvalidFilter,
-    InvalidRequest,
-    LimitExceeded,
-    NotFound,
-    Overloaded,
-    ReadFailed,
-    TooLarge,
-    Unavailable,
-    WriteRejected,
-)
-from orchestra.actors.runtime import (  # noqa: E402
-    ActorCrashed,
-    ActorUnavailable,
-    CallTimeout,
-    DuplicateChild,
-    SupervisorStopped,
-)
-from orchestra.transport.errors import error_body, from_exception  # noqa: E402
 
 
 @pytest.mark.parametrize(("exc", "status", "code", "fields"), [
