@@ -4,6 +4,13 @@ The store actor is the only writer. It takes every request waiting in its mailbo
 runs them in one worker-thread call: all writes in one transaction (one savepoint each, so a
 bad write fails alone), then the reads, which therefore see every write queued before them.
 A write is acknowledged only after its transaction has committed.
+
+No request can crash the store: any exception of one write is that write's answer
+(:class:`WriteRejected`, rolled back alone), of one read that read's (:class:`ReadFailed`), and
+a transaction that does not commit fails each of its writes (:class:`CommitFailed`). A
+:class:`StoreError` answer to a write always means *not stored*. Only a fault of the database
+connection itself (a rollback that fails) crashes the actor, and then its callers get
+``ActorCrashed``: outcome unknown.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from typing import Any, Protocol
 
 import trio
 
+from .errors import CommitFailed, ReadFailed, StoreError, WriteRejected
 from .runtime import Actor, Call, WorkerThread
 
 __all__ = [
     "AppendBatch",
+    "CommitFailed",
     "EventRow",
     "GetResult",
     "HighWater",
@@ -30,6 +39,7 @@ __all__ = [
     "ProjectSnapshot",
     "PurgeExpired",
     "QueryResults",
+    "ReadFailed",
     "ResultRow",
     "SQLiteBackend",
     "SaveWaitCursor",
@@ -37,6 +47,7 @@ __all__ = [
     "StoreBackend",
     "StoreCounts",
     "StoreError",
+    "WriteRejected",
 ]
 
 SCHEMA_VERSION = 2
@@ -98,10 +109,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
     """,
 ]
-
-
-class StoreError(Exception):
-    """A store operation failed (disk, corruption, constraint). Nothing was acknowledged."""
 
 
 # -- rows and requests (small frozen messages) --
@@ -240,8 +247,10 @@ class StoreBackend(Protocol):
     def apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
         """Commit ``writes`` in one transaction, then answer ``reads``.
 
-        Returns one outcome per write (None or an exception) and one per read (a value or an
-        exception), in order.
+        Returns one outcome per write (None, or a :class:`StoreError` meaning *not stored*)
+        and one per read (a value or a :class:`StoreError`), in order. Must not raise for
+        anything one request contains; raising means the backend itself is broken (the
+        store actor crashes and is restarted).
         """
         ...
 
@@ -289,33 +298,43 @@ class SQLiteBackend:
     def apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
         db = self.db
         assert db is not None
-        write_outcomes: list[Any] = []
-        if writes:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for write in writes:
-                    db.execute("SAVEPOINT w")
-                    try:
-                        self._write(db, write)
-                    except sqlite3.Error as exc:
-                        db.execute("ROLLBACK TO w")
-                        write_outcomes.append(StoreError(f"write rejected: {exc}"))
-                    else:
-                        write_outcomes.append(None)
-                    db.execute("RELEASE w")
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                failure = StoreError(f"commit failed: {exc}")
-                write_outcomes = [failure for _ in writes]
+        write_outcomes = self._commit(db, writes) if writes else []
         read_outcomes: list[Any] = []
         for read in reads:
             try:
                 read_outcomes.append(self._read(db, read))
-            except sqlite3.Error as exc:
-                read_outcomes.append(StoreError(f"read failed: {exc}"))
+            except Exception as exc:  # any: a value the driver cannot bind is not a crash
+                read_outcomes.append(ReadFailed(f"read failed: {_why(exc)}", transient=_transient(exc)))
         return write_outcomes, read_outcomes
+
+    def _commit(self, db: sqlite3.Connection, writes: list[Any]) -> list[Any]:
+        outcomes: list[Any] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for write in writes:
+                db.execute("SAVEPOINT w")
+                try:
+                    self._write(db, write)
+                except Exception as exc:  # any: this write's error, not the transaction's
+                    db.execute("ROLLBACK TO w")
+                    outcomes.append(
+                        WriteRejected(f"write rejected: {_why(exc)}", transient=_transient(exc))
+                    )
+                else:
+                    outcomes.append(None)
+                db.execute("RELEASE w")
+            db.execute("COMMIT")
+        except Exception as exc:
+            # Nothing of this transaction is stored. A rollback that fails leaves the
+            # connection in doubt: that raises (the actor crashes and reopens the database).
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            failure = CommitFailed(f"commit failed: {_why(exc)}", transient=_transient(exc))
+            return [
+                outcome if isinstance(outcome, WriteRejected) else failure
+                for outcome in outcomes + [None] * (len(writes) - len(outcomes))
+            ]
+        return outcomes
 
     # -- writes --
 
@@ -449,14 +468,24 @@ class SQLiteBackend:
         ).fetchall()
 
 
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors of the database's state (busy, locked, full, I/O), not of the request."""
+    return isinstance(exc, sqlite3.OperationalError)
+
+
 _WRITES = (AppendBatch, SaveWaitCursor, PurgeExpired)
 
 
 class StoreActor(Actor):
     """The only writer of the durable store; group-commits whatever is waiting.
 
-    Replies to a write only after its transaction committed (``None``, or a
-    :class:`StoreError`). Purges expired events every ``purge_interval`` seconds.
+    Replies to a write only after its transaction committed or rolled back (``None``, or a
+    :class:`StoreError`: not stored). A request that fails is answered with its error; the
+    actor serves on. Purges expired events every ``purge_interval`` seconds.
     """
 
     max_batch = 4096

@@ -20,7 +20,7 @@ from .broker import BrokerActor, EnsureProject, project_child_id
 from .context_actor import ContextActor, ContextStats
 from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats
-from .runtime import ActorError, ActorRef, ChildSpec, Supervisor
+from .runtime import ActorError, ActorRef, ChildSpec, DuplicateChild, Supervisor
 from .store import SQLiteBackend, StoreActor, StoreCounts, default_db_path
 
 __all__ = ["ActorSystem", "SystemConfig"]
@@ -110,7 +110,7 @@ class ActorSystem:
                 lambda: ContextActor(project_id, root, self.store, self.config.profiles,
                                      sweep_interval=self.config.context_sweep),
             ))
-        except ValueError:  # started meanwhile by another request
+        except DuplicateChild:  # started meanwhile by another request
             pass
         found = self.contexts.lookup(child_id)
         assert found is not None

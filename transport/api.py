@@ -93,6 +93,11 @@ class Api:
         self.m_sessions = prom.Gauge("orchestra_sessions", "Connected WebSocket sessions", registry=self.registry)
         self.m_projects = prom.Gauge("orchestra_projects", "Running project actors", registry=self.registry)
         self.m_restarts = prom.Gauge("orchestra_actor_restarts", "Actor restarts since start", registry=self.registry)
+        self.m_crashes = prom.Counter(
+            "orchestra_actor_crashes", "Actor crashes since start, also of actors not restarted (sessions)",
+            registry=self.registry,
+        )
+        self._crashes_reported = 0
         self.m_context_hits = prom.Gauge("orchestra_context_cache_hits", "Context answers served from the cache", registry=self.registry)
         self.m_context_misses = prom.Gauge("orchestra_context_cache_misses", "Context answers computed", registry=self.registry)
         self.m_context_hit_rate = prom.Gauge("orchestra_context_cache_hit_rate",
@@ -199,7 +204,8 @@ class Api:
             },
             "events": {"total_published": self.events_published},
             "performance": {name: lat.summary() for name, lat in sorted(self.latency.items())},
-            "actors": {"restarts": self.system.root.total_restarts()},
+            "actors": {"restarts": self.system.root.total_restarts(),
+                       "crashes": self.system.root.total_crashes()},
             "context_cache": await self.system.context_stats(),
         }
         if principal is not None and principal.is_admin:
@@ -218,6 +224,9 @@ class Api:
         self.m_sessions.set(len(self.sessions))
         self.m_projects.set(len(self.system.running_projects()))
         self.m_restarts.set(self.system.root.total_restarts())
+        crashes = self.system.root.total_crashes()  # cumulative: the counter follows it
+        self.m_crashes.inc(crashes - self._crashes_reported)
+        self._crashes_reported = crashes
 
         def walk(tree: dict[str, Any]) -> None:
             for child in tree["children"]:

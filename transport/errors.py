@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
 
 from ..actors.errors import (
+    Conflict,
     DomainError,
     IdempotencyConflict,
     InvalidEvent,
     InvalidFilter,
-    InvalidRequest,
+    InvalidInput,
+    LimitExceeded,
     NotFound,
-    NotStored,
-    OutcomeUnknown,
-    Overloaded,
+    StoreError,
+    TooLarge,
+    Unavailable,
 )
 from ..actors.records import iso_now
-from ..actors.runtime import ActorCrashed, ActorUnavailable, CallTimeout
+from ..actors.runtime import ActorCrashed, ActorUnavailable, CallTimeout, SupervisorStopped
 
 __all__ = ["ApiError", "error_body", "from_exception"]
 
@@ -38,6 +41,8 @@ _NAMES = {
     "AGENT_001": "agent_not_spawnable",
     "IDEM_001": "idempotency_key_reused",
     "CTX_002": "context_too_large",
+    "CONFLICT": "conflict",
+    "LIMIT_001": "limit_exceeded",
     "RATE_001": "rate_limited",
     "INTERNAL": "internal_error",
     "UNAVAILABLE": "unavailable",
@@ -87,38 +92,87 @@ def encode_error(error: ApiError, request_id: str) -> bytes:
     return orjson.dumps(error_body(error, request_id))
 
 
+# The answer of each family of domain errors; the most specific class listed wins (the first
+# found along the exception's MRO). docs/protocol.md "Errors" has this table in words.
+_ANSWERS: dict[type[BaseException], tuple[int, str]] = {
+    InvalidFilter: (400, "EVT_003"),
+    InvalidEvent: (400, "EVT_002"),
+    InvalidInput: (400, "REQ_001"),
+    NotFound: (404, "NOT_FOUND"),
+    IdempotencyConflict: (409, "IDEM_001"),
+    Conflict: (409, "CONFLICT"),
+    TooLarge: (413, "REQ_002"),
+    LimitExceeded: (429, "LIMIT_001"),
+    Unavailable: (503, "UNAVAILABLE"),
+}
+
+#: Bounds that PROTOCOL.md gives a code of their own (a LimitExceeded names its bound).
+BOUND_CODES: dict[str, str] = {
+    "request.max_bytes": "REQ_002",
+    "context.max_bytes": "CTX_002",
+}
+
+_RUNTIME_UNAVAILABLE = (ActorCrashed, ActorUnavailable, CallTimeout, SupervisorStopped)
+
+
+def _retry_after(seconds: float) -> list[tuple[bytes, bytes]]:
+    return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
+
+
 def from_exception(exc: BaseException, request_id: str) -> ApiError:
-    """Map any exception raised while serving a request to the error it answers with."""
+    """Map any exception raised while serving a request to the error it answers with.
+
+    The one place where exceptions become answers. Domain errors answer by family (table
+    above); the runtime's "restarting, busy or stopping" and a transient store failure answer
+    503 with ``retry_after_seconds``; anything else is a bug: 500, logged once (with the
+    request id and the traceback) however many times it is mapped for that request.
+    """
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, InvalidFilter):
-        return ApiError(400, "EVT_003", exc.message, **exc.details)
-    if isinstance(exc, InvalidEvent):
-        return ApiError(400, "EVT_002", exc.message, **exc.details)
-    if isinstance(exc, InvalidRequest):
-        return ApiError(400, "REQ_001", exc.message, **exc.details)
-    if isinstance(exc, NotFound):
-        return ApiError(404, "NOT_FOUND", exc.message)
-    if isinstance(exc, IdempotencyConflict):
-        return ApiError(409, "IDEM_001", exc.message, **exc.details)
-    if isinstance(exc, NotStored | OutcomeUnknown):  # the write's outcome is part of the answer
-        return ApiError(
-            503, "UNAVAILABLE", exc.message, **exc.details,
-            headers=[(b"retry-after", str(max(1, round(exc.retry_after))).encode())],
-        )
-    if isinstance(exc, Overloaded):
-        return ApiError(
-            503, "UNAVAILABLE", exc.message, retry_after_seconds=exc.retry_after,
-            headers=[(b"retry-after", str(max(1, round(exc.retry_after))).encode())],
-        )
+    # One exception may answer several requests (a batch's error, a crash): once per request.
+    memo = getattr(exc, "_orchestra_answer", None)
+    if isinstance(memo, tuple) and memo[0] == request_id:
+        return memo[1]  # type: ignore[no-any-return]
+    mapped = _map(exc, request_id)
+    try:
+        exc._orchestra_answer = (request_id, mapped)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass  # an exception without a __dict__: mapped (and logged) again if seen again
+    return mapped
+
+
+def _map(exc: BaseException, request_id: str) -> ApiError:
+    if isinstance(exc, StoreError):
+        if exc.transient:
+            log.warning("request %s: %s", request_id, exc)
+            return ApiError(503, "UNAVAILABLE", f"the store could not do it now ({exc}); retry shortly",
+                            retry_after_seconds=1, headers=_retry_after(1))
+        # a value or state the database refused: a gap in validation, or a bug; contained
+        log.error("request %s: the store refused it: %s", request_id, exc)
+        return ApiError(500, "INTERNAL", f"internal error (request {request_id}): {exc.message}; "
+                        "the server keeps running")
     if isinstance(exc, DomainError):
-        return ApiError(400, "REQ_001", exc.message, **exc.details)
-    if isinstance(exc, ActorCrashed | ActorUnavailable | CallTimeout):
+        for cls in type(exc).__mro__:
+            answer = _ANSWERS.get(cls)
+            if answer is not None:
+                break
+        else:
+            answer = (400, "REQ_001")
+        status, code = answer
+        details = dict(exc.details)
+        headers: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, LimitExceeded):
+            code = BOUND_CODES.get(exc.bound, code)
+        retry = details.get("retry_after_seconds")
+        if isinstance(retry, int | float):
+            headers = _retry_after(retry)
+        return ApiError(status, code, exc.message, headers=headers, **details)
+    if isinstance(exc, _RUNTIME_UNAVAILABLE):
         log.warning("request %s: %s", request_id, exc)
         return ApiError(
             503, "UNAVAILABLE",
             f"the server part serving this request is restarting or busy ({exc}); retry shortly",
-            retry_after_seconds=1, headers=[(b"retry-after", b"1")],
+            retry_after_seconds=1, headers=_retry_after(1),
         )
     log.error("request %s failed", request_id, exc_info=exc)
     return ApiError(500, "INTERNAL", f"internal error (request {request_id}); the server keeps running")

@@ -20,7 +20,7 @@ import orjson
 import trio
 import trio_websocket
 
-from ..actors.runtime import ChildSpec, Restart
+from ..actors.runtime import ChildSpec, Restart, SupervisorError
 from ..actors.session import (
     CLOSE_AUTH,
     CLOSE_GOING_AWAY,
@@ -519,7 +519,7 @@ class Server:
                 ChildSpec(f"session:{key}", lambda: session, restart=Restart.TEMPORARY, ref=session.ref)
             )
             started = True
-        except (RuntimeError, ValueError):  # the sessions supervisor is stopping, or a duplicate key
+        except SupervisorError:  # the sessions supervisor is stopping, or a duplicate key
             await adapter.close(1011, "could not start the session")
             return
         finally:

@@ -9,9 +9,13 @@ from ._errors import (
     ActorError,
     ActorUnavailable,
     CallTimeout,
+    DuplicateChild,
+    ExitedBeforeStarting,
     InjectedCrash,
     ReplyError,
+    SupervisorError,
     SupervisorGaveUp,
+    SupervisorStopped,
 )
 from ._outbox import Outbox
 from ._supervisor import Child, ChildSpec, Restart, Strategy, Supervisor
@@ -28,13 +32,17 @@ __all__ = [
     "CallTimeout",
     "Child",
     "ChildSpec",
+    "DuplicateChild",
+    "ExitedBeforeStarting",
     "InjectedCrash",
     "Outbox",
     "ReplyError",
     "Restart",
     "Strategy",
     "Supervisor",
+    "SupervisorError",
     "SupervisorGaveUp",
+    "SupervisorStopped",
     "WorkerThread",
     "run_actor",
 ]

@@ -216,7 +216,10 @@ class Actor:
 
         Casts arrive wrapped in a :class:`Call` nobody waits on. Reply to each call with
         :meth:`Call.reply` / :meth:`Call.fail`, or :meth:`defer_call` it; calls left
-        unresolved are answered with None.
+        unresolved are answered with None. A :class:`ReplyError` raised out of this method
+        answers every call still unresolved (not the deferred ones) and the actor serves on;
+        any other exception crashes it, failing every call of the batch with
+        :class:`ActorCrashed`.
         """
         raise NotImplementedError
 
@@ -385,7 +388,14 @@ async def _serve_batch(actor: Actor, recv: trio.MemoryReceiveChannel[Any], first
             raise InjectedCrash(f"fault injected into {actor.ref.name}")
         await trio.sleep(fault.ms / 1000)
     if batch:
-        await actor.handle_batch(batch)
+        try:
+            await actor.handle_batch(batch)
+        except ReplyError as exc:
+            # An answer, not a crash: it answers every call of the batch not yet answered
+            # (deferred calls stay deferred) and the actor serves on.
+            for call in batch:
+                if call._owner is None:
+                    call.fail(exc)
     for call in batch:
         if call._owner is None:
             call.reply(None)

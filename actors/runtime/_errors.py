@@ -45,7 +45,8 @@ class ReplyError(Exception):
     """Base for errors an actor *answers* with instead of crashing.
 
     When :meth:`Actor.handle` raises a subclass of this, the caller receives it and the
-    actor keeps running. Any other exception crashes the actor.
+    actor keeps running; raised out of :meth:`Actor.handle_batch`, it answers every call of
+    the batch not yet answered. Any other exception crashes the actor.
     """
 
 
@@ -66,3 +67,33 @@ class SupervisorGaveUp(Exception):
         self.name = name
         self.child = child
         self.reason = reason
+
+
+class SupervisorError(Exception):
+    """A supervisor could not do what it was asked at run time (start or stop a child)."""
+
+
+class DuplicateChild(SupervisorError):
+    """:meth:`Supervisor.start_child` with an id that a running-or-restarting child has."""
+
+    def __init__(self, supervisor: str, child_id: str) -> None:
+        super().__init__(f"child id {child_id!r} already exists in {supervisor!r}")
+        self.supervisor = supervisor
+        self.child_id = child_id
+
+
+class SupervisorStopped(SupervisorError):
+    """The supervisor is not running (not started yet, stopping or stopped): it starts no
+    child; a child it was starting when it stopped was stopped with it."""
+
+    def __init__(self, supervisor: str) -> None:
+        super().__init__(f"supervisor {supervisor!r} is not running")
+        self.supervisor = supervisor
+
+
+class ExitedBeforeStarting(SupervisorError):
+    """A child's ``run`` returned without reporting itself started."""
+
+    def __init__(self, child_id: str) -> None:
+        super().__init__(f"child {child_id!r} exited before starting")
+        self.child_id = child_id

@@ -4,6 +4,10 @@ Children are declared as data (:class:`ChildSpec`); the strategy and the restart
 are configuration. A supervisor runs its children in its own nursery, restarts those that
 crash according to its strategy, and gives up (stopping every child, then raising
 :class:`SupervisorGaveUp` to its own supervisor) when they crash too often.
+
+Every crash is counted, also of children that are not restarted (temporary ones) and of
+children that fail to start, and every restart; a supervisor's totals include those of the
+supervisors below it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Protocol
 import trio
 
 from ._actor import Actor, ActorRef, run_actor
-from ._errors import SupervisorGaveUp
+from ._errors import DuplicateChild, ExitedBeforeStarting, SupervisorGaveUp, SupervisorStopped
 
 __all__ = ["ChildSpec", "Restart", "Strategy", "Supervisor", "Child"]
 
@@ -84,6 +88,7 @@ class _ChildState:
     done: trio.Event = field(default_factory=trio.Event)
     running: bool = False
     restarts: int = 0
+    crashes: int = 0
     last_crash: str | None = None
     last_crash_at: float | None = None
     started_at: float | None = None
@@ -106,6 +111,13 @@ class _Command:
     spec: ChildSpec | None
     child_id: str | None
     reply: Any  # trio.MemorySendChannel
+
+
+def _answer(cmd: _Command, outcome: Any) -> None:
+    try:
+        cmd.reply.send_nowait(outcome)
+    except trio.BrokenResourceError:
+        pass  # the caller gave up waiting (cancelled): the outcome stands, nobody to tell
 
 
 class Supervisor:
@@ -137,7 +149,14 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         # Bounded by the number of children: each incarnation reports its exit once.
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[Any](math.inf)
+        self._inbox_closed = False
         self.running = False
+        # Cumulative since this object was made, across its runs: of its own children, and
+        # of the supervisors below it (each reports its events up the chain as they happen,
+        # so nothing is lost when a child is forgotten or a sub-supervisor replaced).
+        self._parent: Supervisor | None = None
+        self._crashes = 0
+        self._restarts = 0
 
     # -- introspection (read-only views of state only the supervisor task writes) --
 
@@ -162,6 +181,7 @@ class Supervisor:
                 "restart": st.spec.restart.value,
                 "state": "running" if st.running else "restarting",
                 "restarts": st.restarts,
+                "crashes": st.crashes,
                 "last_crash": st.last_crash,
                 "uptime_seconds": round(now - st.started_at, 3) if st.started_at else None,
             }
@@ -175,21 +195,35 @@ class Supervisor:
             "strategy": self.strategy.value,
             "max_restarts": self.max_restarts,
             "period": self.period,
+            "restarts": self._restarts,
+            "crashes": self._crashes,
             "children": kids,
         }
 
     def total_restarts(self) -> int:
-        total = 0
-        for st in self._children.values():
-            total += st.restarts
-            if isinstance(st.child, Supervisor):
-                total += st.child.total_restarts()
-        return total
+        """Restarts of every child since this supervisor was made, nested supervisors included."""
+        return self._restarts
+
+    def total_crashes(self) -> int:
+        """Crashes (failed starts included) of every child since this supervisor was made,
+        restarted or not (temporary children too), nested supervisors included."""
+        return self._crashes
+
+    def _count(self, crashes: int = 0, restarts: int = 0) -> None:
+        sup: Supervisor | None = self
+        while sup is not None:
+            sup._crashes += crashes
+            sup._restarts += restarts
+            sup = sup._parent
 
     # -- dynamic children --
 
     async def start_child(self, spec: ChildSpec) -> None:
-        """Start a child at run time. Raises ValueError if the id is taken, or the start error."""
+        """Start a child at run time.
+
+        Raises :class:`DuplicateChild` if the id is taken, :class:`SupervisorStopped` if the
+        supervisor is not running, or the child's own start error.
+        """
         await self._command("start", spec=spec)
 
     async def stop_child(self, child_id: str) -> bool:
@@ -203,7 +237,7 @@ class Supervisor:
         try:
             self._inbox_send.send_nowait(_Command(kind, spec, child_id, send))
         except trio.ClosedResourceError:
-            raise RuntimeError(f"supervisor {self.name!r} is not running") from None
+            raise SupervisorStopped(self.name) from None
         async with recv:
             outcome = await recv.receive()
         if isinstance(outcome, BaseException):
@@ -214,6 +248,10 @@ class Supervisor:
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         gave_up: SupervisorGaveUp | None = None
+        if self._inbox_closed:  # run again (restarted by its own supervisor): a fresh start
+            self._inbox_send, self._inbox_recv = trio.open_memory_channel[Any](math.inf)
+            self._inbox_closed = False
+        self._restart_times.clear()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
@@ -227,6 +265,7 @@ class Supervisor:
             finally:
                 self.running = False
                 self._inbox_send.close()
+                self._inbox_closed = True
                 with trio.CancelScope(shield=True):
                     await self._stop_all(forget=True)
                     self._fail_commands()
@@ -235,7 +274,7 @@ class Supervisor:
 
     def _add(self, spec: ChildSpec) -> _ChildState:
         if spec.id in self._children:
-            raise ValueError(f"child id {spec.id!r} already exists in {self.name!r}")
+            raise DuplicateChild(self.name, spec.id)
         state = _ChildState(spec)
         self._children[spec.id] = state
         return state
@@ -255,6 +294,7 @@ class Supervisor:
                 try:
                     await self._start(state)
                 except _StartFailed as failed:
+                    self._note_crash(state, failed.error)
                     self._forget(state, "failed to start")
                     raise failed.error from None
                 outcome: Any = None
@@ -266,7 +306,7 @@ class Supervisor:
                 outcome = found is not None
         except Exception as exc:
             outcome = exc
-        cmd.reply.send_nowait(outcome)
+        _answer(cmd, outcome)
 
     def _fail_commands(self) -> None:
         while True:
@@ -275,16 +315,15 @@ class Supervisor:
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
             if isinstance(item, _Command):
-                item.reply.send_nowait(RuntimeError(f"supervisor {self.name!r} stopped"))
+                _answer(item, SupervisorStopped(self.name))
 
     async def _on_exit(self, exit: _Exit) -> None:
         state = exit.state
         if self._children.get(state.spec.id) is not state:
             return  # a child already stopped and forgotten
         crashed = exit.error is not None
-        if crashed:
-            state.last_crash = f"{type(exit.error).__name__}: {exit.error}"
-            state.last_crash_at = trio.current_time()
+        if exit.error is not None:
+            self._note_crash(state, exit.error)
             log.warning(
                 "%s: child %s crashed (%s)", self.name, state.spec.id, state.last_crash,
                 exc_info=exit.error,
@@ -307,7 +346,14 @@ class Supervisor:
         for member in group:
             if member is not state:
                 member.restarts += 1
+                self._count(restarts=1)
             await self._start_with_restarts(member)
+
+    def _note_crash(self, state: _ChildState, error: BaseException) -> None:
+        state.last_crash = f"{type(error).__name__}: {error}"
+        state.last_crash_at = trio.current_time()
+        state.crashes += 1
+        self._count(crashes=1)
 
     def _note_restart(self, state: _ChildState) -> None:
         now = trio.current_time()
@@ -317,6 +363,7 @@ class Supervisor:
         if len(self._restart_times) > self.max_restarts:
             raise SupervisorGaveUp(self.name, state.spec.id, state.last_crash or "exited")
         state.restarts += 1
+        self._count(restarts=1)
 
     async def _start_with_restarts(self, state: _ChildState) -> None:
         while True:
@@ -324,8 +371,7 @@ class Supervisor:
                 await self._start(state)
                 return
             except _StartFailed as failed:
-                state.last_crash = f"{type(failed.error).__name__}: {failed.error}"
-                state.last_crash_at = trio.current_time()
+                self._note_crash(state, failed.error)
                 self._note_restart(state)
 
     async def _start(self, state: _ChildState) -> None:
@@ -337,6 +383,8 @@ class Supervisor:
         if state.spec.ref is not None:
             state.spec.ref.reopen()
         state.child = state.spec.start()
+        if isinstance(state.child, Supervisor):
+            state.child._parent = self
         error = await self._nursery.start(self._child_task, state)
         if error is not None:
             raise _StartFailed(error)
@@ -366,11 +414,14 @@ class Supervisor:
             state.running = False
             state.done.set()
         if not started:
-            task_status.started(error if error is not None else RuntimeError("exited before starting"))
+            task_status.started(error if error is not None else ExitedBeforeStarting(state.spec.id))
             return
         if state.scope.cancelled_caught:
             return  # stopped by us: not an exit to act on
-        self._inbox_send.send_nowait(_Exit(state, error))
+        try:
+            self._inbox_send.send_nowait(_Exit(state, error))
+        except trio.ClosedResourceError:
+            pass  # the supervisor is stopping: it stops and forgets every child anyway
 
     async def _stop(self, state: _ChildState) -> None:
         state.scope.cancel()

@@ -17,12 +17,15 @@ from orchestra.actors.runtime import (
     ActorUnavailable,
     CallTimeout,
     ChildSpec,
+    DuplicateChild,
     Outbox,
     ReplyError,
     Restart,
     Strategy,
     Supervisor,
+    SupervisorError,
     SupervisorGaveUp,
+    SupervisorStopped,
 )
 
 
@@ -247,7 +250,7 @@ async def test_temporary_children_are_not_restarted_and_dynamic_children(autojum
         ref, spec = counter_spec("s1", restart=Restart.TEMPORARY)
         await sup.start_child(spec)
         assert sup.lookup("s1") is ref
-        with pytest.raises(ValueError):
+        with pytest.raises(DuplicateChild):
             await sup.start_child(spec)
         with pytest.raises(ActorCrashed):
             await ref.call("boom")
@@ -498,3 +501,191 @@ async def test_a_published_view_ends_with_its_incarnation(autojump_clock):
         assert ref.view is not None and ref.view is not first  # the new incarnation's own
         nursery.cancel_scope.cancel()
     assert ref.view is None
+
+
+class PickyBatcher(Actor):
+    """Answers "ok" items, defers "park" items, then raises NotThere if any item is "bad"
+    (or Boom if any is "boom"): an answer-type error, or a bug, out of the whole batch."""
+
+    max_batch = 100
+
+    def __init__(self, gate: trio.Event, starts: list[int]) -> None:
+        self.gate = gate
+        self.parked: list = []
+        starts.append(1)
+
+    async def handle_batch(self, calls):
+        if any(c.msg == "hold" for c in calls):
+            await self.gate.wait()
+        for call in calls:
+            if call.msg in ("ok", "hold"):
+                call.reply("done")
+            elif call.msg == "park":
+                self.parked.append(self.defer_call(call))
+            elif call.msg == "release":
+                for parked in self.parked:
+                    parked.reply("released")
+                call.reply(len(self.parked))
+        if any(c.msg == "bad" for c in calls):
+            raise NotThere("one item of this batch is bad")
+        if any(c.msg == "boom" for c in calls):
+            raise Boom("a bug in handle_batch")
+
+
+async def _drive_batch(ref, nursery, gate, msgs, outcomes):
+    async def caller(key, msg):
+        try:
+            outcomes[key] = await ref.call(msg)
+        except NotThere:
+            outcomes[key] = "not there"
+        except ActorCrashed:
+            outcomes[key] = "crashed"
+
+    nursery.start_soon(caller, "hold", "hold")
+    await trio.testing.wait_all_tasks_blocked()
+    for key, msg in msgs:
+        nursery.start_soon(caller, key, msg)
+        await trio.testing.wait_all_tasks_blocked()
+    gate.set()  # the next drain takes every call above at once
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_reply_error_out_of_handle_batch_fails_the_unresolved_calls_and_the_actor_serves_on(autojump_clock):
+    gate, starts, outcomes = trio.Event(), [], {}
+    ref = ActorRef("batcher")
+    sup = Supervisor("root", [ChildSpec.actor("batcher", ref, lambda: PickyBatcher(gate, starts))])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await _drive_batch(ref, nursery, gate, [("ok", "ok"), ("park", "park"), ("bad", "bad"), ("x", "other")],
+                           outcomes)
+        # answered items keep their answer; the unresolved ones get the batch's error
+        assert outcomes == {"hold": "done", "ok": "done", "bad": "not there", "x": "not there"}
+        # the deferred call is still pending in the same incarnation, which serves on
+        assert await ref.call("release") == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes["park"] == "released"
+        assert starts == [1] and ref.incarnation == 1
+        assert sup.tree()["children"][0]["restarts"] == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_any_other_exception_out_of_handle_batch_still_crashes_the_actor(autojump_clock):
+    gate, starts, outcomes = trio.Event(), [], {}
+    ref = ActorRef("batcher")
+    sup = Supervisor("root", [ChildSpec.actor("batcher", ref, lambda: PickyBatcher(gate, starts))])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await _drive_batch(ref, nursery, gate, [("park", "park"), ("boom", "boom"), ("x", "other")], outcomes)
+        assert outcomes == {"hold": "done", "park": "crashed", "boom": "crashed", "x": "crashed"}
+        assert await ref.call("ok") == "done"
+        assert starts == [1, 1] and sup.tree()["children"][0]["restarts"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_every_crash_is_counted_also_of_temporary_children_and_in_nested_supervisors(autojump_clock):
+    perm_ref, perm = counter_spec("perm")
+    nested_ref, nested_spec = counter_spec("nested")
+    sessions = Supervisor("sessions")
+    root = Supervisor("root", [
+        perm,
+        ChildSpec("sessions", lambda: sessions),
+        ChildSpec("sub", lambda: Supervisor("sub", [nested_spec])),
+    ])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for n in range(3):  # temporary children: forgotten after their crash, still counted
+            temp_ref, temp = counter_spec(f"s{n}", restart=Restart.TEMPORARY)
+            await sessions.start_child(temp)
+            with pytest.raises(ActorCrashed):
+                await temp_ref.call("boom")
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(sessions) == 0
+        assert (root.total_crashes(), root.total_restarts()) == (3, 0)
+        with pytest.raises(ActorCrashed):
+            await perm_ref.call("boom")
+        with pytest.raises(ActorCrashed):
+            await nested_ref.call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        assert (root.total_crashes(), root.total_restarts()) == (5, 2)
+        kids = {c["id"]: c for c in root.tree()["children"]}
+        assert kids["perm"]["crashes"] == 1 and kids["sessions"]["crashes"] == 0
+        assert kids["sessions"]["supervisor"]["crashes"] == 3
+        assert kids["sub"]["supervisor"]["children"][0]["crashes"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_child_that_fails_to_start_counts_as_a_crash(autojump_clock):
+    class BadStart(Actor):
+        async def on_start(self):
+            raise Boom("cannot open")
+
+    sup = Supervisor("dyn")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        with pytest.raises(Boom):
+            await sup.start_child(ChildSpec.actor("bad", ActorRef("bad"), BadStart, restart=Restart.TEMPORARY))
+        assert sup.total_crashes() == 1 and sup.total_restarts() == 0
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+async def test_a_nested_supervisor_that_gives_up_is_restarted_whole_and_its_counts_kept(autojump_clock, fresh):
+    ref, spec = counter_spec("c")
+    reused = Supervisor("sub", [spec], max_restarts=1)
+    make = (lambda: Supervisor("sub", [spec], max_restarts=1)) if fresh else (lambda: reused)
+    root = Supervisor("root", [ChildSpec("sub", make)], max_restarts=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for _ in range(2):  # the second crash passes sub's intensity: it gives up, root restarts it
+            with pytest.raises(ActorCrashed):
+                await ref.call("boom")
+            await trio.testing.wait_all_tasks_blocked()
+        assert await ref.call("incr") == 1  # served again, by the restarted subtree
+        assert root.tree()["children"][0]["restarts"] == 1
+        # c crashed twice, sub once (gave up); c restarted once, sub once
+        assert (root.total_crashes(), root.total_restarts()) == (3, 2)
+        with pytest.raises(ActorCrashed):  # the restarted sub has a fresh restart history
+            await ref.call("boom")
+        await trio.testing.wait_all_tasks_blocked()
+        assert await ref.call("incr") == 1
+        assert root.tree()["children"][0]["restarts"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_supervisors_own_refusals_are_specific_errors(autojump_clock):
+    sup = Supervisor("dyn")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        _, spec = counter_spec("a", restart=Restart.TEMPORARY)
+        await sup.start_child(spec)
+        with pytest.raises(DuplicateChild) as info:
+            await sup.start_child(spec)
+        assert isinstance(info.value, SupervisorError) and info.value.child_id == "a"
+        nursery.cancel_scope.cancel()
+    with pytest.raises(SupervisorStopped) as stopped:
+        await sup.start_child(counter_spec("b")[1])
+    assert isinstance(stopped.value, SupervisorError) and stopped.value.supervisor == "dyn"
+
+
+async def test_a_caller_that_gives_up_on_start_child_does_not_harm_the_supervisor(autojump_clock):
+    class SlowStart(Counter):
+        async def on_start(self):
+            await trio.sleep(1)
+            await super().on_start()
+
+    sup = Supervisor("dyn")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        ref = ActorRef("slow")
+        with trio.move_on_after(0.5) as scope:  # the request that asked for it went away
+            await sup.start_child(ChildSpec.actor("slow", ref, SlowStart))
+        assert scope.cancelled_caught
+        with trio.move_on_after(0.1):
+            await sup.stop_child("nothing")  # likewise while asking to stop
+        await trio.sleep(1)
+        assert sup.running and sup.lookup("slow") is ref  # started anyway, and kept
+        assert await ref.call("incr") == 1
+        _, other = counter_spec("other", restart=Restart.TEMPORARY)
+        await sup.start_child(other)  # the supervisor still serves
+        assert sup.total_crashes() == 0
+        nursery.cancel_scope.cancel()
