@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import TooLarge
 from ..lru import LruCache
 from ..records import iso_time
 from .files import language_of, tokenize
@@ -30,6 +31,29 @@ MIN_BYTES = 1024
 MAX_BYTES = 4_194_304
 MAX_RELEVANT = 50
 WINDOW_LINES = 12
+
+
+def _shrink_skeleton(body: dict[str, Any], limit: int, strategies: list[str]) -> None:
+    """The rest of the skeleton, least useful first, until it fits: uncommitted changes,
+    directories, the declared dependencies, the agent profile's lists. (All are copies made
+    for this answer.)"""
+    ctx = body["context"]
+    metadata = ctx["metadata"]
+    lists = [
+        (ctx["git_context"]["uncommitted_changes"], "git_history_shortened"),
+        (ctx["project_structure"]["directories"], "structure_listing_shortened"),
+        (metadata.get("dependencies"), "metadata_shortened"),
+        *((value, "metadata_shortened") for value in metadata["agent_profile"].values()),
+    ]
+    for items, name in lists:
+        if not isinstance(items, list):
+            continue
+        while items and _size(body) > limit:
+            del items[len(items) // 2:]
+            if name not in strategies:
+                strategies.append(name)
+        if _size(body) <= limit:
+            return
 
 
 def cut_utf8(text: str, max_bytes: int) -> str:
@@ -218,6 +242,8 @@ class ContextEngine:
             outputs.pop()  # oldest last: newest kept
             if "older_outputs_dropped" not in strategies:
                 strategies.append("older_outputs_dropped")
+        if _size(body) > limit:
+            _shrink_skeleton(body, limit, strategies)
         # 2. files by priority: named, then by rank; windows for those that do not fit whole.
         # Sizes are added up per record (each costs its own length and a comma), so the whole
         # body is serialised once here, not once per candidate.
@@ -266,5 +292,12 @@ class ContextEngine:
         # twice: the figure's own digits are part of the size it states
         body["total_size_bytes"] = _size(body)
         body["total_size_bytes"] = _size(body)
-        assert body["total_size_bytes"] <= max_bytes
+        if body["total_size_bytes"] > max_bytes:
+            # what cannot be shortened (the ids asked for, the root, the profile's names) is
+            # larger than the budget: this budget cannot hold an answer
+            raise TooLarge(
+                "context.max_bytes", max_bytes,
+                f"max_bytes {max_bytes} cannot hold the answer's fixed part "
+                f"({body['total_size_bytes']} bytes); ask for more",
+            )
         return body

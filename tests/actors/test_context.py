@@ -123,6 +123,32 @@ def test_budget_is_a_hard_bound_and_never_cuts_a_character(tmp_path, budget):
         assert body["truncated"] is True and body["truncation_strategy"]
 
 
+def test_a_small_budget_shortens_the_skeleton_until_it_fits(tmp_path):
+    """Dependencies, directories and the profile's lists give way before the budget does."""
+    root = make_repo(tmp_path, git=False)
+    deps = ", ".join(f'"dependency-number-{i}"' for i in range(200))
+    (root / "pyproject.toml").write_text(f'[project]\nname = "demo"\ndependencies = [{deps}]\n')
+    for i in range(60):
+        (root / f"pkg{i}" / "deep").mkdir(parents=True)
+        (root / f"pkg{i}" / "deep" / "m.py").write_text("x = 1\n")
+    engine = ContextEngine(root)
+    engine.refresh()
+    profile = {"agent_type": "t", "capabilities": [f"capability-{i}" for i in range(100)]}
+    body = engine.build("i", "t", "", 1024, [], Signals(), profile)
+    assert len(orjson.dumps(body)) <= 1024 and body["truncated"] is True
+    assert "metadata_shortened" in body["truncation_strategy"]
+
+
+def test_a_budget_that_cannot_hold_the_fixed_part_is_refused_not_a_crash(tmp_path):
+    from orchestra.actors.errors import TooLarge
+
+    engine = ContextEngine(make_repo(tmp_path, git=False))
+    engine.refresh()
+    with pytest.raises(TooLarge) as caught:  # the ids asked for are echoed whole
+        engine.build("i" * 700, "t" * 700, "", 1024, [], Signals())
+    assert caught.value.bound == "context.max_bytes"
+
+
 def test_cut_utf8():
     assert cut_utf8("a✓b", 2) == "a"
     assert cut_utf8("a✓b", 4) == "a✓"
