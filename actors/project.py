@@ -25,7 +25,7 @@ from .errors import NotFound, Overloaded
 from .events import EventFilter, encode_cursor
 from .profiles import Profiles
 from .records import iso_time
-from .runtime import Actor, ActorError, ActorRef, Call
+from .runtime import Actor, ActorError, ActorRef, Call, ReplyError
 from .store import (
     AppendBatch,
     EventRow,
@@ -265,43 +265,52 @@ class ProjectActor(Actor):
     # -- messages --
 
     async def handle_batch(self, calls: list[Call]) -> None:
+        """Serve a batch. A message that fails with an answer (a :class:`ReplyError`) fails
+        only its own call; the others are served and the actor keeps its state."""
         pending: list[_Pending] = []
         for call in calls:
-            msg = call.msg
-            if isinstance(msg, StoreResult):
-                pending.append(self._prepare_result(call, msg.body))
-            elif isinstance(msg, StoreResults):
-                pending.append(self._prepare_results(call, msg.bodies))
-            elif isinstance(msg, Publish):
-                pending.append(self._prepare_event(call, msg))
-            elif isinstance(msg, GetResult | Query):
-                try:
-                    if isinstance(msg, GetResult):
-                        await self._get(call, msg)
-                    else:
-                        call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
-                except (StoreError, ActorError) as exc:
-                    # the store failing or restarting fails this read, not the project actor
-                    call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
-            elif isinstance(msg, Wait):
-                self._wait(call, msg)
-            elif isinstance(msg, Subscribe):
-                call.reply(self._subscribe(msg))
-            elif isinstance(msg, Unsubscribe):
-                sub = self.subscriptions.get(msg.sid)
-                if sub is None or sub.sink.session_key != msg.session_key:
-                    call.fail(NotFound(f"no subscription {msg.sid!r} on this connection"))
-                else:
-                    del self.subscriptions[msg.sid]
-                    call.reply({})
-            elif isinstance(msg, DropSession):
-                self._drop_session(msg.session_key)
-            elif isinstance(msg, ProjectStats):
-                call.reply(self._stats())
-            else:
-                raise TypeError(f"unexpected message {msg!r}")
+            try:
+                await self._handle_one(call, pending)
+            except ReplyError as exc:
+                call.fail(exc)
         if pending:
             await self._commit(pending)
+
+    async def _handle_one(self, call: Call, pending: list[_Pending]) -> None:
+        """Serve one message; writes join ``pending`` to be committed with the batch."""
+        msg = call.msg
+        if isinstance(msg, StoreResult):
+            pending.append(self._prepare_result(call, msg.body))
+        elif isinstance(msg, StoreResults):
+            pending.append(self._prepare_results(call, msg.bodies))
+        elif isinstance(msg, Publish):
+            pending.append(self._prepare_event(call, msg))
+        elif isinstance(msg, GetResult | Query):
+            try:
+                if isinstance(msg, GetResult):
+                    await self._get(call, msg)
+                else:
+                    call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
+            except (StoreError, ActorError) as exc:
+                # the store failing or restarting fails this read, not the project actor
+                call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
+        elif isinstance(msg, Wait):
+            self._wait(call, msg)
+        elif isinstance(msg, Subscribe):
+            call.reply(self._subscribe(msg))
+        elif isinstance(msg, Unsubscribe):
+            sub = self.subscriptions.get(msg.sid)
+            if sub is None or sub.sink.session_key != msg.session_key:
+                call.fail(NotFound(f"no subscription {msg.sid!r} on this connection"))
+            else:
+                del self.subscriptions[msg.sid]
+                call.reply({})
+        elif isinstance(msg, DropSession):
+            self._drop_session(msg.session_key)
+        elif isinstance(msg, ProjectStats):
+            call.reply(self._stats())
+        else:
+            raise TypeError(f"unexpected message {msg!r}")
 
     # -- results and events --
 

@@ -1,0 +1,179 @@
+"""The project actor and the broker on MockClock(autojump_threshold=0), over an in-memory store.
+
+No sockets, no sleeps: a fake store actor answers the project's few store messages, and a fake
+sink stands for a session's outbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from orchestra.actors.broker import BrokerActor, EnsureProject
+from orchestra.actors.errors import Overloaded
+from orchestra.actors.events import EventFilter
+from orchestra.actors.profiles import Profiles
+from orchestra.actors.project import (
+    ProjectActor,
+    ProjectConfig,
+    ProjectStats,
+    Publish,
+    Subscribe,
+)
+from orchestra.actors.runtime import Actor, ActorRef, Call, ChildSpec, Outbox, Supervisor
+from orchestra.actors.store import (
+    AppendBatch,
+    LoadProject,
+    ProjectSnapshot,
+    SaveWaitCursor,
+    StoreError,
+)
+
+
+class MemoryStore(Actor):
+    """Keeps appended event bodies per project; ``fail_loads`` makes LoadProject fail."""
+
+    max_batch = 64
+
+    def __init__(self, fail_loads: bool = False) -> None:
+        self.fail_loads = fail_loads
+        self.events: dict[str, list[tuple[int, bytes]]] = {}
+        self.last: dict[str, int] = {}
+        self.wait_cursors: dict[str, dict[tuple[str, str], int]] = {}
+
+    async def handle_batch(self, calls: list[Call]) -> None:
+        for call in calls:
+            msg = call.msg
+            if isinstance(msg, LoadProject):
+                if self.fail_loads:
+                    call.fail(StoreError("disk I/O error"))
+                    continue
+                rows = self.events.get(msg.project_id, [])[-msg.max_events:]
+                call.reply(ProjectSnapshot(
+                    self.last.get(msg.project_id, 0), [body for _, body in rows],
+                    dict(self.wait_cursors.get(msg.project_id, {})),
+                ))
+            elif isinstance(msg, AppendBatch):
+                rows = self.events.setdefault(msg.project_id, [])
+                rows.extend((ev.cursor, ev.body) for ev in msg.events)
+                rows[:] = [r for r in rows if r[0] >= msg.trim_below]
+                self.last[msg.project_id] = msg.last_cursor
+                call.reply(None)
+            elif isinstance(msg, SaveWaitCursor):
+                self.wait_cursors.setdefault(msg.project_id, {})[(msg.sub, msg.wait_key)] = msg.cursor
+                call.reply(None)
+            else:
+                call.fail(StoreError(f"unexpected {msg!r}"))
+
+
+class Sink:
+    """A session's outbox as the project sees it."""
+
+    def __init__(self, key: str = "agent-1#1", max_messages: int = 1000) -> None:
+        self.session_key = key
+        self.agent_id = key.split("#")[0]
+        self.outbox = Outbox(max_messages, 1 << 30)
+        self.answers: list[dict[str, Any]] = []
+
+    def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
+        self.answers.append(reply)
+
+    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
+        return self.outbox.offer(event, (sid, cursor))
+
+
+def publish(topic: str = "t", **data: Any) -> Publish:
+    return Publish("build", {"topic": topic, "data": data, "ttl_seconds": 3600}, "agent-1", None)
+
+
+def subscribe(sink: Sink, since: int | None = None) -> Subscribe:
+    return Subscribe(sink, None, None, EventFilter.parse(None), since)
+
+
+async def start_project(
+    nursery: trio.Nursery, config: ProjectConfig | None = None, store: MemoryStore | None = None,
+) -> tuple[ActorRef, Supervisor, MemoryStore]:
+    store = store or MemoryStore()
+    store_ref = ActorRef("store")
+    ref = ActorRef("project:p1")
+    sup = Supervisor("root", [
+        ChildSpec.actor("store", store_ref, lambda: store),
+        ChildSpec.actor("project:p1", ref, lambda: ProjectActor(
+            "p1", store_ref, Profiles(), config or ProjectConfig(), wall_clock=lambda: 1_000_000.0,
+        )),
+    ])
+    await nursery.start(sup.run)
+    return ref, sup, store
+
+
+# -- 1. one request's content fails only that request --
+
+
+async def test_a_subscription_past_the_limit_fails_alone(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, sup, _ = await start_project(nursery, ProjectConfig(max_subscriptions=1))
+        first = Sink("a#1")
+        await ref.call(subscribe(first))
+        with pytest.raises(Overloaded):
+            await ref.call(subscribe(Sink("b#2")))
+        # the actor kept its state: the first subscriber still gets events
+        await ref.call(publish())
+        assert len(first.outbox) == 1
+        stats = await ref.call(ProjectStats())
+        assert stats["subscriptions"] == 1
+        assert sup.total_restarts() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_message_in_a_batch_leaves_the_others_answered(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, sup, _ = await start_project(nursery, ProjectConfig(max_subscriptions=1))
+        await ref.call(subscribe(Sink("a#1")))
+        outcomes: dict[str, Any] = {}
+
+        async def ask(name: str, msg: Any) -> None:
+            try:
+                outcomes[name] = await ref.call(msg)
+            except Overloaded as exc:
+                outcomes[name] = exc
+
+        # queued together: one batch holds a subscribe past the limit and a publish
+        with trio.fail_after(60):
+            async with trio.open_nursery() as callers:
+                callers.start_soon(ask, "sub", subscribe(Sink("b#2")))
+                callers.start_soon(ask, "pub", publish())
+        assert isinstance(outcomes["sub"], Overloaded)
+        assert outcomes["pub"]["published"] is True
+        assert sup.total_restarts() == 0
+        nursery.cancel_scope.cancel()
+
+
+# -- 2. a project that fails to start fails its request, not the broker --
+
+
+async def test_a_project_that_cannot_load_answers_unavailable_and_the_broker_lives(autojump_clock):
+    store = MemoryStore(fail_loads=True)
+    store_ref, broker_ref = ActorRef("store"), ActorRef("broker")
+    projects = Supervisor("projects", max_restarts=3, period=60)
+
+    def make_project(pid: str) -> ProjectActor:
+        return ProjectActor(pid, store_ref, Profiles(), ProjectConfig())
+
+    root = Supervisor("root", [
+        ChildSpec.actor("store", store_ref, lambda: store),
+        ChildSpec("projects", lambda: projects),
+        ChildSpec.actor("broker", broker_ref, lambda: BrokerActor(projects, make_project)),
+    ], max_restarts=3, period=60)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for _ in range(10):  # past every restart intensity in the tree
+            with pytest.raises(Overloaded):
+                await broker_ref.call(EnsureProject("p1"))
+        assert root.total_restarts() == 0
+        assert broker_ref.alive
+        assert len(projects) == 0
+        store.fail_loads = False  # the store recovered: the project starts
+        ref = await broker_ref.call(EnsureProject("p1"))
+        assert (await ref.call(publish()))["published"] is True
+        nursery.cancel_scope.cancel()
