@@ -7,13 +7,20 @@ costs a dict lookup. Only a first request for a project calls the broker, which 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import Overloaded
 from .runtime import Actor, ActorRef, ChildSpec, Supervisor
 
-__all__ = ["BrokerActor", "EnsureProject", "project_child_id"]
+__all__ = ["BrokerActor", "EnsureProject", "ProjectUnavailable", "project_child_id"]
+
+log = logging.getLogger("orchestra")
+
+
+class ProjectUnavailable(Overloaded):
+    """The project's actor could not start (its state could not be loaded): 503, retry."""
 
 
 def project_child_id(project_id: str) -> str:
@@ -39,8 +46,14 @@ class BrokerActor(Actor):
         self.max_projects = max_projects
         self.mailbox_size = mailbox_size
         self.started = 0
+        self.failed_starts = 0
 
     async def handle(self, msg: EnsureProject) -> ActorRef:
+        """The ref of the running project, started now if needed.
+
+        Raises :class:`Overloaded` past ``max_projects`` and :class:`ProjectUnavailable` if
+        the project fails to start; the broker keeps running either way.
+        """
         child_id = project_child_id(msg.project_id)
         ref = self.projects.lookup(child_id)
         if ref is not None:
@@ -49,8 +62,19 @@ class BrokerActor(Actor):
             raise Overloaded(f"project limit reached ({self.max_projects})", retry_after=30.0)
         ref = ActorRef(child_id, mailbox_size=self.mailbox_size)
         project_id = msg.project_id
-        await self.projects.start_child(
-            ChildSpec.actor(child_id, ref, lambda: self.make_project(project_id))
-        )
+        try:
+            await self.projects.start_child(
+                ChildSpec.actor(child_id, ref, lambda: self.make_project(project_id))
+            )
+        except Exception as exc:
+            # A start that fails (the store could not load the project, say) fails this
+            # request only: the supervisor forgot the child, so the next request tries again.
+            # Not a crash of the broker, and no restart counted anywhere.
+            self.failed_starts += 1
+            log.warning("project %s failed to start: %s: %s", project_id, type(exc).__name__, exc)
+            raise ProjectUnavailable(
+                f"project {project_id!r} could not start ({type(exc).__name__}); retry shortly",
+                retry_after=1.0,
+            ) from None
         self.started += 1
         return ref
