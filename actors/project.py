@@ -45,6 +45,8 @@ __all__ = [
     "GetResult",
     "Query",
     "Wait",
+    "WaitAnswer",
+    "ConfirmWait",
     "Subscribe",
     "Unsubscribe",
     "DropSession",
@@ -125,6 +127,26 @@ class Wait:
     since: int | None
     limit: int
     timeout: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmWait:
+    """Cast by the transport once a wait's answer was written to its client: the server-side
+    position of (``sub``, ``key``) moves to ``cursor`` (never backwards)."""
+
+    sub: str
+    key: str
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitAnswer:
+    """The answer to a :class:`Wait`. A wait without ``since`` does not move its position
+    when answered: the caller casts ``confirm`` to the project once ``reply`` was delivered.
+    An answer lost on its way therefore moves nothing (the events are given again)."""
+
+    reply: dict[str, Any]
+    confirm: ConfirmWait | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +279,7 @@ class ProjectActor(Actor):
             if w.call.abandoned:
                 continue
             if w.deadline <= now:
-                w.call.reply(self._wait_reply([], w.after, False, timed_out=True))
+                w.call.reply(WaitAnswer(self._wait_reply([], w.after, False, timed_out=True)))
             else:
                 keep.append(w)
         self.waiters = keep
@@ -296,6 +318,8 @@ class ProjectActor(Actor):
                 call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
         elif isinstance(msg, Wait):
             self._wait(call, msg)
+        elif isinstance(msg, ConfirmWait):
+            self._advance_wait((msg.sub, msg.key), msg.cursor)
         elif isinstance(msg, Subscribe):
             call.reply(self._subscribe(msg))
         elif isinstance(msg, Unsubscribe):
@@ -547,15 +571,21 @@ class ProjectActor(Actor):
         found: list[_Event],
         more: bool,
         timed_out: bool,
-    ) -> dict[str, Any]:
+    ) -> WaitAnswer:
+        reply = self._wait_reply(found, after, more, timed_out)
         if found and key is not None:
-            last = found[-1].cursor
-            self.wait_cursors[key] = last
-            self.wait_cursors.move_to_end(key)
-            if len(self.wait_cursors) > self.config.max_wait_positions:
-                self.wait_cursors.popitem(last=False)
-            self.store.try_cast(SaveWaitCursor(self.project_id, key[0], key[1], last))
-        return self._wait_reply(found, after, more, timed_out)
+            return WaitAnswer(reply, ConfirmWait(key[0], key[1], found[-1].cursor))
+        return WaitAnswer(reply)
+
+    def _advance_wait(self, key: tuple[str, str], cursor: int) -> None:
+        """Move a server-side wait position forward (a delivered answer); never backwards."""
+        if cursor <= self.wait_cursors.get(key, 0):
+            return
+        self.wait_cursors[key] = cursor
+        self.wait_cursors.move_to_end(key)
+        if len(self.wait_cursors) > self.config.max_wait_positions:
+            self.wait_cursors.popitem(last=False)
+        self.store.try_cast(SaveWaitCursor(self.project_id, key[0], key[1], cursor))
 
     def _wait_reply(
         self, found: list[_Event], after: int, more: bool, timed_out: bool
@@ -614,7 +644,7 @@ class ProjectActor(Actor):
             "last_cursor": encode_cursor(self.last_cursor),
             "retained_events": len(self.events),
             "subscriptions": len(self.subscriptions),
-            "waiters": len(self.waiters),
+            "waiters": sum(not w.call.abandoned for w in self.waiters),
             "wait_positions": len(self.wait_cursors),
             "cached_results": len(self.results),
         }

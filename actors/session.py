@@ -175,8 +175,9 @@ class Session:
 
     # -- lifecycle --
 
-    def send_frame(self, frame: bytes) -> bool:
-        return self.outbox.offer(frame)
+    def send_frame(self, frame: bytes, on_sent: Callable[[], None] | None = None) -> bool:
+        """Queue a frame; ``on_sent`` is called once the writer wrote it (never if it was not)."""
+        return self.outbox.offer(frame, on_sent)
 
     async def close(self, code: int, reason: str) -> None:
         if self.close_code is None:
@@ -273,7 +274,11 @@ class Session:
                 batch = await self.outbox.get_batch()
                 await self.conn.send_many([frame for frame, _ in batch])
                 for _, tag in batch:
-                    if tag is not None:
+                    if tag is None:
+                        continue
+                    if callable(tag):  # an answer's delivery hook (a wait's position)
+                        tag()
+                    else:
                         self.delivered[tag[0]] = tag[1]
                         self.last_delivered = tag[1]
         except trio.EndOfChannel:

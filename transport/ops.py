@@ -11,7 +11,7 @@ import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,6 +30,7 @@ from ..actors.project import (
     Subscribe,
     Unsubscribe,
     Wait,
+    WaitAnswer,
 )
 from ..actors.records import (
     parse_iso,
@@ -61,6 +62,10 @@ class Ctx:
     request_id: str
     session: Session | None = None  # WebSocket only
     reply_id: Any = None  # the WebSocket request's "id"
+    #: Called once the answer was written to the client (HTTP: after the response's bytes
+    #: were handed to the socket; WebSocket: after the session's writer wrote the frame).
+    #: Never called for an answer that was not written. Must not block.
+    on_sent: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -242,10 +247,15 @@ async def op_event_wait(api: Api, p: Principal, args: dict[str, Any], c: Ctx) ->
     limit = _int_arg(args, "limit", 100, 1, 1000)
     project = _project(p, args)
     ref = await api.project(project)
-    return await ref.call(  # type: ignore[no-any-return]
+    answer: WaitAnswer = await ref.call(
         Wait(p.sub, event_type, flt, since, limit, timeout_ms / 1000),
         timeout=timeout_ms / 1000 + api.config.call_timeout,
     )
+    confirm = answer.confirm
+    if confirm is not None:
+        # the position moves only once the answer reached the client
+        c.on_sent.append(lambda: ref.try_cast(confirm))
+    return answer.reply
 
 
 async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:

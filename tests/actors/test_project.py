@@ -177,3 +177,31 @@ async def test_a_project_that_cannot_load_answers_unavailable_and_the_broker_liv
         ref = await broker_ref.call(EnsureProject("p1"))
         assert (await ref.call(publish()))["published"] is True
         nursery.cancel_scope.cancel()
+
+
+# -- 3. a wait's position moves only when its answer was delivered --
+
+
+async def test_a_wait_position_moves_only_on_confirmation(autojump_clock):
+    from orchestra.actors.project import Wait, WaitAnswer
+
+    def wait() -> Wait:
+        return Wait("w", "build", EventFilter.parse(None), None, 10, 0.0)
+
+    async with trio.open_nursery() as nursery:
+        ref, _, store = await start_project(nursery)
+        await ref.call(publish(n=1))
+        first = await ref.call(wait())
+        assert isinstance(first, WaitAnswer) and first.confirm is not None
+        # not confirmed (the answer was lost): the same event is given again
+        again = await ref.call(wait())
+        assert [e["data"] for e in again.reply["events"]] == [{"n": 1}]
+        await ref.cast(again.confirm)
+        after = await ref.call(wait())
+        assert after.reply["events"] == [] and after.confirm is None
+        assert store.wait_cursors["p1"] == {("w", "build\x00"): 1}
+        # an old confirmation arriving late never moves the position back
+        await ref.cast(first.confirm)
+        await ref.call(publish(n=2))
+        assert [e["data"] for e in (await ref.call(wait())).reply["events"]] == [{"n": 2}]
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,85 @@
+"""Delivery promises over real sockets: an answer that was not delivered moves no cursor;
+a subscriber that resumes always converges."""
+
+from __future__ import annotations
+
+import h11
+import trio
+
+from tests.conftest import Harness
+
+
+async def _abandoned_http_wait(server: Harness, token: str, path: str, after: float) -> None:
+    """Send a wait and close the connection ``after`` seconds later, unanswered."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    conn = h11.Connection(h11.CLIENT)
+    headers = [("host", "test"), ("authorization", f"Bearer {token}")]
+    await stream.send_all(conn.send(h11.Request(method="GET", target=path, headers=headers))
+                          + conn.send(h11.EndOfMessage()))
+    await trio.sleep(after)
+    await stream.aclose()
+
+
+async def _no_waits(server: Harness, project: str = "p1") -> None:
+    """Until the project holds no wait in progress (the departure was noticed)."""
+    ref = await server.system.project(project)
+    from orchestra.actors.project import ProjectStats
+
+    for _ in range(500):
+        if not (await ref.call(ProjectStats()))["waiters"]:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the wait of a client that left is still in progress")
+
+
+async def test_an_http_wait_whose_client_left_does_not_take_the_next_event(server):
+    tok = server.token(sub="waiter")
+    await _abandoned_http_wait(server, tok, "/api/events/wait/build_done?timeout=10000", 0.3)
+    await _no_waits(server)
+    publisher = server.token(sub="pub")
+    r = await server.request("POST", "/api/events/build_done", publisher, {"data": {"n": 1}})
+    assert r.status == 200
+    got = (await server.request("GET", "/api/events/wait/build_done?timeout=2000", tok)).json()
+    assert [e["data"]["n"] for e in got["events"]] == [1]
+
+
+async def test_a_websocket_wait_whose_client_left_does_not_take_the_next_event(server):
+    tok = server.token(sub="waiter")
+    async with server.ws(tok) as ws:
+        await ws.send("event.wait", event_type="build_done", timeout=10000)
+        await trio.sleep(0.3)
+    await _no_waits(server)
+    publisher = server.token(sub="pub")
+    assert (await server.request("POST", "/api/events/build_done", publisher, {"data": {"n": 1}})).status == 200
+    async with server.ws(tok) as ws:
+        got = await ws.call("event.wait", event_type="build_done", timeout=2000)
+    assert [e["data"]["n"] for e in got["result"]["events"]] == [1]
+
+
+async def test_a_pipelined_request_behind_a_wait_is_still_answered(server):
+    """The departure watch keeps the bytes it reads: h11 gets them for the next request."""
+    tok = server.token(sub="waiter")
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    conn = h11.Connection(h11.CLIENT)
+    headers = [("host", "test"), ("authorization", f"Bearer {tok}")]
+    first = conn.send(h11.Request(method="GET", target="/api/events/wait/x?timeout=300", headers=headers))
+    first += conn.send(h11.EndOfMessage())
+    await stream.send_all(first)
+    await trio.sleep(0.1)  # the wait is in progress, watched, when the next request arrives
+    # a second request on the same connection, written before the first is answered
+    second = h11.Connection(h11.CLIENT)
+    raw = second.send(h11.Request(method="GET", target="/health", headers=[("host", "test")]))
+    raw += second.send(h11.EndOfMessage())
+    await stream.send_all(raw)
+    statuses = []
+    with trio.fail_after(10):
+        while len(statuses) < 2:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                statuses.append(event.status_code)
+            elif isinstance(event, h11.EndOfMessage):
+                conn.start_next_cycle()
+    await stream.aclose()
+    assert statuses == [200, 200]
