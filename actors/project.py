@@ -49,6 +49,7 @@ __all__ = [
     "ConfirmWait",
     "Subscribe",
     "Unsubscribe",
+    "Pull",
     "DropSession",
     "ProjectStats",
     "SubscriptionSink",
@@ -83,7 +84,28 @@ class SubscriptionSink(Protocol):
         """Queue the answer to the subscribe request, before any of its events."""
         ...
 
-    def deliver(self, sid: str, cursor: str, event: bytes) -> bool: ...
+    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
+        """Queue a live event; False if the outbox is past its bound (the sink is cut)."""
+        ...
+
+    def begin(self, sid: str, cursor: str) -> None:
+        """The subscription ``sid`` starts after ``cursor`` (what a resume names if nothing
+        was delivered yet)."""
+        ...
+
+    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
+        """Queue a replayed event if the outbox has room for replay (it keeps room for live
+        events); False if not now: nothing queued, nothing cut."""
+        ...
+
+    def want_more(self, ref: ActorRef, msg: Any) -> None:
+        """Cast ``msg`` to ``ref`` once the outbox has drained enough to take more replay."""
+        ...
+
+    def behind(self, sid: str) -> None:
+        """``sid`` cannot continue without a gap (its next events were trimmed while it was
+        catching up): close as too far behind; the client resumes with ``recovered: false``."""
+        ...
 
 
 # -- messages --
@@ -162,6 +184,14 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Pull:
+    """Cast by a session whose outbox drained: continue the replay of subscription ``sid``."""
+
+    session_key: str
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unsubscribe:
     session_key: str
     sid: str
@@ -196,6 +226,8 @@ class _Subscription:
     event_types: frozenset[str] | None
     topics: frozenset[str] | None
     filter: EventFilter
+    #: None: live. A cursor: still catching up, every wanted event after it not yet queued.
+    position: int | None = None
 
     def wants(self, ev: _Event) -> bool:
         if self.event_types is not None and ev.event_type not in self.event_types:
@@ -322,6 +354,10 @@ class ProjectActor(Actor):
             self._advance_wait((msg.sub, msg.key), msg.cursor)
         elif isinstance(msg, Subscribe):
             call.reply(self._subscribe(msg))
+        elif isinstance(msg, Pull):
+            sub = self.subscriptions.get(msg.sid)
+            if sub is not None and sub.sink.session_key == msg.session_key:
+                self._catch_up(sub)
         elif isinstance(msg, Unsubscribe):
             sub = self.subscriptions.get(msg.sid)
             if sub is None or sub.sink.session_key != msg.session_key:
@@ -498,7 +534,8 @@ class ProjectActor(Actor):
             cursor = ev.event["cursor"]
             for sub in self.subscriptions.values():
                 sink = sub.sink
-                if sink.session_key in dead or not sub.wants(ev):
+                # one still catching up takes this event from the log, in order, later
+                if sub.position is not None or sink.session_key in dead or not sub.wants(ev):
                     continue
                 if sink.deliver(sub.sid, cursor, ev.body):
                     agents.add(sink.agent_id)
@@ -624,15 +661,33 @@ class ProjectActor(Actor):
         reply = {"subscription": sid, "cursor": cursor, "recovered": recovered}
         if msg.announce:
             msg.sink.subscribed(msg.reply_id, reply)
-        if msg.since is not None:
-            now = self.wall_clock()
-            for ev in self.events[self._live_after(msg.since):]:
-                if ev.expires_at > now and sub.wants(ev):
-                    if not msg.sink.deliver(sid, ev.event["cursor"], ev.body):
-                        self._drop_session(msg.sink.session_key)
-                        return reply
+        msg.sink.begin(sid, cursor if msg.since is None else encode_cursor(msg.since))
         self.subscriptions[sid] = sub
+        if msg.since is not None:
+            sub.position = max(msg.since, self.floor)
+            self._catch_up(sub)
         return reply
+
+    def _catch_up(self, sub: _Subscription) -> None:
+        """Queue the retained events ``sub`` wants after its position, as far as its sink
+        takes them now. At the end of the log the subscription goes live, in this same step
+        (no gap, no duplicate); otherwise the sink pulls again once its outbox drained.
+        Replay thus runs at the consumer's pace and never overflows the outbound bound."""
+        assert sub.position is not None
+        if sub.position < self.floor:
+            # what it still needed was trimmed while it caught up: never a silent gap
+            del self.subscriptions[sub.sid]
+            sub.sink.behind(sub.sid)
+            return
+        now = self.wall_clock()
+        sink = sub.sink
+        for ev in self.events[self._live_after(sub.position):]:
+            if ev.expires_at > now and sub.wants(ev):
+                if not sink.replay(sub.sid, ev.event["cursor"], ev.body):
+                    sink.want_more(self.ref, Pull(sink.session_key, sub.sid))
+                    return
+            sub.position = ev.cursor
+        sub.position = None
 
     def _drop_session(self, session_key: str) -> None:
         for sid in [s for s, sub in self.subscriptions.items() if sub.sink.session_key == session_key]:

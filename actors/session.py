@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 import trio
 
-from .runtime import Actor, ActorRef, Outbox, run_actor
+from .events import encode_cursor
+from .runtime import Actor, ActorError, ActorRef, Outbox, run_actor
 
 __all__ = ["Connection", "ConnectionGone", "Dispatcher", "Session", "SessionLimits", "CloseSession"]
 
@@ -153,6 +154,8 @@ class Session:
         self.delivered: dict[str, str] = {}
         self.last_delivered: str | None = None
         self.watched: set[str] = set()
+        #: replays waiting for the outbox to drain: the message to cast -> the project's ref
+        self._pulls: dict[Any, ActorRef] = {}
         self.close_code: int | None = None
         self.requests = 0
         self._nursery: trio.Nursery | None = None
@@ -172,6 +175,55 @@ class Session:
     def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
         frame = b'{"op":"event","subscription":"%s","event":%s}' % (sid.encode(), event)
         return self.outbox.offer(frame, (sid, cursor))
+
+    def begin(self, sid: str, cursor: str) -> None:
+        self.delivered[sid] = cursor
+
+    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
+        # Replay fills the outbox to half its bounds only: the other half stays for live
+        # events (of other subscriptions) and answers. One frame always fits an empty outbox.
+        frame = b'{"op":"event","subscription":"%s","event":%s}' % (sid.encode(), event)
+        outbox = self.outbox
+        if len(outbox) and (
+            len(outbox) >= outbox.max_messages // 2
+            or outbox.queued_bytes + len(frame) > outbox.max_bytes // 2
+        ):
+            return False
+        return outbox.offer(frame, (sid, cursor))
+
+    def want_more(self, ref: ActorRef, msg: Any) -> None:
+        self._pulls[msg] = ref
+
+    def behind(self, sid: str) -> None:
+        self._cut_behind()
+
+    def _cut_behind(self) -> None:
+        if self.close_code is None:
+            cursor = self.resume_cursor()
+            self.close_code = CLOSE_SLOW
+            self.close_reason = (
+                f"too far behind; last cursor delivered {cursor}; resubscribe with since={cursor}"
+            )
+        self._closing.set()
+
+    def resume_cursor(self) -> str:
+        """A cursor to resume from with nothing lost: the oldest of every subscription's last
+        cursor written (or, if none was yet, the cursor it started from)."""
+        if self.delivered:
+            return min(self.delivered.values())
+        return self.last_delivered or encode_cursor(0)
+
+    async def _pull_more(self) -> None:
+        """Ask for more replay once the outbox is back under the replay mark."""
+        outbox = self.outbox
+        if len(outbox) >= outbox.max_messages // 2 or outbox.queued_bytes > outbox.max_bytes // 2:
+            return
+        pulls, self._pulls = self._pulls, {}
+        for msg, ref in pulls.items():
+            try:
+                await ref.cast(msg)
+            except ActorError:
+                pass  # the project stopped: its restart closes this connection (1012)
 
     # -- lifecycle --
 
@@ -197,7 +249,8 @@ class Session:
         await down.wait()
         self.watched.discard(project)
         if any(r.name.endswith(f":{project}") for r in self.subscriptions.values()):
-            cursor = self.last_delivered or ""
+            mine = [c for sid, c in self.delivered.items() if sid.startswith(f"{project}/")]
+            cursor = min(mine) if mine else (self.last_delivered or "")
             await self.close(CLOSE_RESTART, f"project restarted; resubscribe with since={cursor}")
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -281,12 +334,11 @@ class Session:
                     else:
                         self.delivered[tag[0]] = tag[1]
                         self.last_delivered = tag[1]
+                if self._pulls:
+                    await self._pull_more()
         except trio.EndOfChannel:
             if self.outbox.overflowed:
-                await self.close(
-                    CLOSE_SLOW,
-                    f"too far behind; last cursor delivered {self.last_delivered or 'none'}",
-                )
+                self._cut_behind()
         except ConnectionGone:
             await self.close(CLOSE_NORMAL, "")
         finally:

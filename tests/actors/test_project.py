@@ -75,12 +75,33 @@ class Sink:
         self.agent_id = key.split("#")[0]
         self.outbox = Outbox(max_messages, 1 << 30)
         self.answers: list[dict[str, Any]] = []
+        self.pull: tuple[ActorRef, Any] | None = None
+        self.cut: str | None = None
+        self.started_from: str | None = None
 
     def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
         self.answers.append(reply)
 
     def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
         return self.outbox.offer(event, (sid, cursor))
+
+    def begin(self, sid: str, cursor: str) -> None:
+        self.started_from = cursor
+
+    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
+        if len(self.outbox) >= max(1, self.outbox.max_messages // 2):
+            return False
+        return self.outbox.offer(event, (sid, cursor))
+
+    def want_more(self, ref: ActorRef, msg: Any) -> None:
+        self.pull = (ref, msg)
+
+    def behind(self, sid: str) -> None:
+        self.cut = sid
+
+    async def drain(self) -> list[int]:
+        """Take everything queued; the cursors taken."""
+        return [int(tag[1]) for _, tag in await self.outbox.get_batch(10_000)]
 
 
 def publish(topic: str = "t", **data: Any) -> Publish:
@@ -204,4 +225,49 @@ async def test_a_wait_position_moves_only_on_confirmation(autojump_clock):
         await ref.cast(first.confirm)
         await ref.call(publish(n=2))
         assert [e["data"] for e in (await ref.call(wait())).reply["events"]] == [{"n": 2}]
+        nursery.cancel_scope.cancel()
+
+
+# -- 4. replay at the consumer's pace; live in the step that reaches the end of the log --
+
+
+async def test_replay_follows_the_consumer_and_joins_live_without_gap_or_duplicate(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery)
+        for i in range(10):
+            await ref.call(publish(n=i))
+        sink = Sink(max_messages=4)  # replay takes at most 2 at a time
+        await ref.call(subscribe(sink, since=0))
+        assert sink.started_from == "0" * 20
+        seen = await sink.drain()
+        assert seen == [1, 2]
+        await ref.call(publish(n=10))  # live while catching up: comes from the log, in order
+        while sink.pull is not None:
+            pull_ref, msg = sink.pull
+            sink.pull = None
+            await pull_ref.cast(msg)
+            await ref.call(ProjectStats())  # the pull was served
+            seen += await sink.drain() if len(sink.outbox) else []
+        await ref.call(publish(n=11))  # live now: delivered at once
+        seen += await sink.drain()
+        assert seen == list(range(1, 13))
+        assert sink.cut is None and not sink.outbox.overflowed
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_replay_overtaken_by_trimming_is_cut_never_silently_gapped(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery, ProjectConfig(max_events=5))
+        for i in range(5):
+            await ref.call(publish(n=i))
+        sink = Sink(max_messages=2)
+        reply = await ref.call(subscribe(sink, since=0))
+        assert reply["recovered"] is True
+        assert await sink.drain() == [1]
+        for i in range(5):  # trims past where the replay stands
+            await ref.call(publish(n=i))
+        pull_ref, msg = sink.pull
+        await pull_ref.cast(msg)
+        assert (await ref.call(ProjectStats()))["subscriptions"] == 0
+        assert sink.cut == reply["subscription"]
         nursery.cancel_scope.cancel()

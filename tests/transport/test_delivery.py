@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import h11
 import trio
+from orchestra.actors.session import SessionLimits
 
-from tests.conftest import Harness
+from tests.conftest import Harness, result_body, start_server
 
 
 async def _abandoned_http_wait(server: Harness, token: str, path: str, after: float) -> None:
@@ -83,3 +84,42 @@ async def test_a_pipelined_request_behind_a_wait_is_still_answered(server):
                 conn.start_next_cycle()
     await stream.aclose()
     assert statuses == [200, 200]
+
+
+async def test_a_resume_larger_than_the_outbound_bound_converges(nursery, tmp_path):
+    """3,000 retained events, an outbox of 1,000 messages: a slow reader resuming from 0 gets
+    every event, in order, and is never cut."""
+    h = await start_server(nursery, tmp_path / "d", session=SessionLimits(max_messages=1000))
+    tok = h.token()
+    for batch in range(3):
+        bodies = [result_body(issue=f"iss-{batch}-{i}") for i in range(1000)]
+        assert (await h.request("POST", "/api/results/batch", tok, {"results": bodies})).status == 200
+    async with h.ws(tok) as ws:
+        reply = await ws.call("event.subscribe", event_types=["agent_completed"], since="0")
+        assert reply["ok"] and reply["result"]["recovered"] is True
+        cursors = []
+        with trio.fail_after(60):
+            while len(cursors) < 3000:
+                cursors.append((await ws.next_event())["event"]["cursor"])
+                if len(cursors) % 100 == 0:
+                    await trio.sleep(0.005)  # a slow reader
+        assert cursors == sorted(set(cursors)) and len(cursors) == 3000
+        # live after the replay, on the same subscription
+        await h.request("POST", "/api/results", tok, result_body(issue="live"))
+        with trio.fail_after(10):
+            assert (await ws.next_event())["event"]["data"]["issue_id"] == "live"
+
+
+async def test_4008_names_a_cursor_even_before_anything_was_delivered(nursery, tmp_path):
+    h = await start_server(nursery, tmp_path / "d", session=SessionLimits(max_bytes=4096))
+    tok = h.token()
+    await h.request("POST", "/api/events/flood", tok, {"data": {"n": 0}})
+    async with h.ws(tok) as ws:
+        reply = await ws.call("event.subscribe", event_types=["flood"])
+        start = reply["result"]["cursor"]
+        # one event over the outbound bound: cut before anything was delivered
+        await h.request("POST", "/api/events/flood", tok, {"data": {"pad": "x" * 10_000}})
+        with trio.fail_after(10):
+            reason = await ws.closed()
+    assert reason.code == 4008
+    assert reason.reason.endswith(f"since={start}")
