@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 import trio
 from orchestra.actors.broker import BrokerActor, EnsureProject
@@ -216,15 +217,15 @@ async def test_a_wait_position_moves_only_on_confirmation(autojump_clock):
         assert isinstance(first, WaitAnswer) and first.confirm is not None
         # not confirmed (the answer was lost): the same event is given again
         again = await ref.call(wait())
-        assert [e["data"] for e in again.reply["events"]] == [{"n": 1}]
+        assert [e["data"] for e in orjson.loads(again.reply)["events"]] == [{"n": 1}]
         await ref.cast(again.confirm)
         after = await ref.call(wait())
-        assert after.reply["events"] == [] and after.confirm is None
+        assert orjson.loads(after.reply)["events"] == [] and after.confirm is None
         assert store.wait_cursors["p1"] == {("w", "build\x00"): 1}
         # an old confirmation arriving late never moves the position back
         await ref.cast(first.confirm)
         await ref.call(publish(n=2))
-        assert [e["data"] for e in (await ref.call(wait())).reply["events"]] == [{"n": 2}]
+        assert [e["data"] for e in orjson.loads((await ref.call(wait())).reply)["events"]] == [{"n": 2}]
         nursery.cancel_scope.cancel()
 
 
@@ -270,4 +271,29 @@ async def test_a_replay_overtaken_by_trimming_is_cut_never_silently_gapped(autoj
         await pull_ref.cast(msg)
         assert (await ref.call(ProjectStats()))["subscriptions"] == 0
         assert sink.cut == reply["subscription"]
+        nursery.cancel_scope.cancel()
+
+
+# -- 6. retention bounded in bytes, at run time and at load --
+
+
+async def test_retention_is_bounded_in_bytes_also_when_loading(autojump_clock):
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery, ProjectConfig(max_event_bytes=1 << 30), store)
+        for i in range(10):
+            await ref.call(publish(n=i, pad="x" * 1000))
+        one = len(store.events["p1"][0][1])
+        nursery.cancel_scope.cancel()
+    # the same store, a smaller byte bound: the load keeps the newest 3, the store follows
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery, ProjectConfig(max_event_bytes=3 * one + 10), store)
+        stats = await ref.call(ProjectStats())
+        assert stats["retained_events"] == 3 and stats["retained_bytes"] <= 3 * one + 10
+        sink = Sink()
+        reply = await ref.call(subscribe(sink, since=0))
+        assert reply["recovered"] is False  # 1..7 are gone: said, not silently skipped
+        assert await sink.drain() == [8, 9, 10]
+        await ref.call(publish(n=10, pad="x" * 1000))
+        assert [c for c, _ in store.events["p1"]] == [9, 10, 11]
         nursery.cancel_scope.cancel()
