@@ -154,6 +154,8 @@ class Session:
         self.delivered: dict[str, str] = {}
         self.last_delivered: str | None = None
         self.watched: set[str] = set()
+        #: this connection's global ("*") subscriptions, kept by the broker
+        self.global_subscriptions: set[str] = set()
         #: replays waiting for the outbox to drain: the message to cast -> the project's ref
         self._pulls: dict[Any, ActorRef] = {}
         self.close_code: int | None = None
@@ -196,6 +198,11 @@ class Session:
 
     def behind(self, sid: str) -> None:
         self._cut_behind()
+
+    def attached(self, project_id: str, sid: str, ref: ActorRef) -> None:
+        """A global ("*") subscription reached ``project_id`` (called by the broker)."""
+        self.subscriptions[sid] = ref
+        self.watch(project_id, ref)
 
     def _cut_behind(self) -> None:
         if self.close_code is None:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import prometheus_client as prom
 
+from ..actors.broker import DropGlobals
 from ..actors.project import (
     DropSession,
 )
@@ -276,6 +277,8 @@ class Api:
     async def drop_session(self, session: Session) -> None:
         """Forget a closed session: its subscriptions at every project."""
         self.sessions.pop(session.key, None)
+        if session.global_subscriptions:
+            self.system.broker.try_cast(DropGlobals(session.key))
         for ref in set(session.subscriptions.values()):
             ref.try_cast(DropSession(session.key))
 

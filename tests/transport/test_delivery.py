@@ -123,3 +123,46 @@ async def test_4008_names_a_cursor_even_before_anything_was_delivered(nursery, t
             reason = await ws.closed()
     assert reason.code == 4008
     assert reason.reason.endswith(f"since={start}")
+
+
+async def test_a_star_subscription_covers_projects_started_after_it(server):
+    admin = server.token("*", agent_type="dashboard", admin=True, sub="dash")
+    a, g = server.token("alpha", sub="a"), server.token("gamma", sub="g")
+    await server.request("POST", "/api/events/warmup", a, {})  # alpha runs already
+    async with server.ws(admin) as dash:
+        star = await dash.call("event.subscribe", event_types=["job"], project_id="*")
+        assert star["ok"], star
+        gsid = star["result"]["global_subscription"]
+        # gamma starts after the subscription: its first event reaches the dashboard
+        await server.request("POST", "/api/events/job", g, {"data": {"n": "g1"}})
+        await server.request("POST", "/api/events/job", a, {"data": {"n": "a1"}})
+        with trio.fail_after(10):
+            got = [(await dash.next_event())["event"] for _ in range(2)]
+        assert {(e["project_id"], e["data"]["n"]) for e in got} == {("gamma", "g1"), ("alpha", "a1")}
+        last = {e["project_id"]: e["cursor"] for e in got}
+        assert (await dash.call("event.unsubscribe", subscription=gsid))["ok"]
+        assert server.system.broker.alive
+    # published while the dashboard was away, in an old project and in a new one
+    await server.request("POST", "/api/events/job", a, {"data": {"n": "a2"}})
+    await server.request("POST", "/api/events/job", g, {"data": {"n": "g2"}})
+    await server.request("POST", "/api/events/job", server.token("delta", sub="d"), {"data": {"n": "d1"}})
+    async with server.ws(admin) as dash:
+        resumed = await dash.call("event.subscribe", event_types=["job"], project_id="*", since=last)
+        assert resumed["ok"], resumed
+        with trio.fail_after(10):
+            got = {(e["project_id"], e["data"]["n"]) for e in [(await dash.next_event())["event"] for _ in range(3)]}
+        assert got == {("alpha", "a2"), ("gamma", "g2"), ("delta", "d1")}  # nothing repeated or lost
+        bad = await dash.call("event.subscribe", project_id="*", since={"alpha": "x"})
+        assert bad["error"]["code"] == "REQ_001"
+    await _no_globals(server)
+
+
+async def _no_globals(server: Harness) -> None:
+    """The broker forgets a closed session's global subscriptions."""
+    from orchestra.actors.broker import BrokerStats
+
+    for _ in range(200):
+        if not (await server.system.broker.call(BrokerStats()))["global_subscriptions"]:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the closed session's global subscriptions were kept")
