@@ -11,13 +11,23 @@ from __future__ import annotations
 import bisect
 import itertools
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 __all__ = ["Entry", "EventLog"]
+
+
+class Sized(Protocol):
+    """What trimming needs of an event: its cursor and its encoded size."""
+
+    @property
+    def cursor(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -81,7 +91,7 @@ class EventLog:
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries)
 
-    def trim_below(self, new: list[Entry]) -> int:
+    def trim_below(self, new: Sequence[Sized]) -> int:
         """The cursor below which events go if ``new`` is appended (0: none go). Changes
         nothing: the store is told before :meth:`append` runs."""
         keep = self._keep_from(new)
@@ -118,7 +128,7 @@ class EventLog:
             self.bytes = sum(len(e.body) for e in kept)
         return dropped
 
-    def _keep_from(self, new: list[Entry]) -> int:
+    def _keep_from(self, new: Sequence[Sized]) -> int:
         """Index (in retained + new) of the oldest event kept after appending ``new``."""
         total = len(self._entries) + len(new)
         size = self.bytes + sum(len(e.body) for e in new)
@@ -129,7 +139,7 @@ class EventLog:
             keep += 1
         return keep
 
-    def _at(self, i: int, new: list[Entry]) -> Entry:
+    def _at(self, i: int, new: Sequence[Sized]) -> Sized:
         n = len(self._entries)
         return self._entries[i] if i < n else new[i - n]
 

@@ -169,7 +169,7 @@ class WaitAnswer:
     when answered: the caller casts ``confirm`` to the project once ``reply`` was delivered.
     An answer lost on its way therefore moves nothing (the events are given again)."""
 
-    reply: dict[str, Any]
+    reply: bytes  # the encoded answer
     confirm: ConfirmWait | None = None
 
 
