@@ -252,6 +252,20 @@ class Session:
         down = ref.monitor()
         self._nursery.start_soon(self._watch, project, down)
 
+    def watch_broker(self, ref: ActorRef) -> None:
+        """Close this connection (1012) if the broker, which keeps its global ("*")
+        subscriptions, restarts: they would no longer reach projects started later."""
+        if "*" in self.watched or self._nursery is None:
+            return
+        self.watched.add("*")
+        self._nursery.start_soon(self._watch_broker, ref.monitor())
+
+    async def _watch_broker(self, down: trio.Event) -> None:
+        await down.wait()
+        self.watched.discard("*")
+        if self.global_subscriptions:
+            await self.close(CLOSE_RESTART, "broker restarted; resubscribe '*' with since per project")
+
     async def _watch(self, project: str, down: trio.Event) -> None:
         await down.wait()
         self.watched.discard(project)

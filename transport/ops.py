@@ -285,6 +285,7 @@ async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ct
             timeout=api.config.call_timeout,
         )
         s.global_subscriptions.add(reply["global_subscription"])
+        s.watch_broker(api.system.broker)
         return reply
     since = _cursor_arg(args, "since")
     project = p.project_for(requested)

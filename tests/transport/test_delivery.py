@@ -166,3 +166,13 @@ async def _no_globals(server: Harness) -> None:
             return
         await trio.sleep(0.01)
     raise AssertionError("the closed session's global subscriptions were kept")
+
+
+async def test_a_broker_restart_closes_star_subscribers_1012(server):
+    admin = server.token("*", agent_type="dashboard", admin=True, sub="dash")
+    async with server.ws(admin) as dash:
+        assert (await dash.call("event.subscribe", project_id="*"))["ok"]
+        assert server.system.broker.inject_fault("crash")
+        with trio.fail_after(10):
+            reason = await dash.closed()
+    assert reason.code == 1012 and "'*'" in reason.reason
