@@ -111,10 +111,12 @@ class BrokerActor(Actor):
         *,
         max_projects: int = 10_000,
         mailbox_size: int = 1024,
+        max_globals: int = 1_000,
     ) -> None:
         self.projects = projects
         self.make_project = make_project
         self.max_projects = max_projects
+        self.max_globals = max_globals
         self.mailbox_size = mailbox_size
         self.started = 0
         self.failed_starts = 0
@@ -145,6 +147,8 @@ class BrokerActor(Actor):
         raise TypeError(f"unexpected message {msg!r}")
 
     async def _subscribe_all(self, msg: SubscribeAll) -> dict[str, Any]:
+        if len(self.globals) >= self.max_globals:
+            raise Overloaded(f"too many '*' subscriptions ({self.max_globals})", retry_after=5.0)
         self._next_gsid += 1
         g = _Global(f"*/{self._next_gsid}", msg, {})
         self.globals[g.gsid] = g

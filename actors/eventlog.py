@@ -47,8 +47,10 @@ class Entry:
         return cls.of(event, body, expires_at)
 
     @classmethod
-    def of(cls, event: dict[str, Any], body: bytes, expires_at: float) -> Entry:
-        """An entry for ``event`` already encoded as ``body``.
+    def of(
+        cls, event: dict[str, Any], body: bytes, expires_at: float, cursor: int | None = None
+    ) -> Entry:
+        """An entry for ``event`` already encoded as ``body`` (``cursor``: its number, if known).
 
         The entry keeps an exact-size copy of ``body``: orjson's output keeps the capacity it
         reserved (about 4 KiB for a small event, several times the size of a large one), which
@@ -56,7 +58,7 @@ class Entry:
         """
         topic = event.get("topic")
         return cls(
-            int(event["cursor"]), sys.intern(event["event_type"]),
+            int(event["cursor"]) if cursor is None else cursor, sys.intern(event["event_type"]),
             sys.intern(topic) if isinstance(topic, str) else None, expires_at,
             bytes(memoryview(body)),
         )

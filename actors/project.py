@@ -223,7 +223,7 @@ class _Event:
     body: bytes
 
     def entry(self) -> Entry:
-        return Entry.of(self.event, self.body, self.expires_at)
+        return Entry.of(self.event, self.body, self.expires_at, self.cursor)
 
 
 @dataclass(slots=True)

@@ -297,3 +297,26 @@ async def test_retention_is_bounded_in_bytes_also_when_loading(autojump_clock):
         await ref.call(publish(n=10, pad="x" * 1000))
         assert [c for c, _ in store.events["p1"]] == [9, 10, 11]
         nursery.cancel_scope.cancel()
+
+
+async def test_star_subscriptions_are_bounded(autojump_clock):
+    from orchestra.actors.broker import SubscribeAll
+
+    class GlobalSink(Sink):
+        def attached(self, project_id: str, sid: str, ref: ActorRef) -> None:
+            pass
+
+    broker_ref = ActorRef("broker")
+    projects = Supervisor("projects")
+    root = Supervisor("root", [
+        ChildSpec("projects", lambda: projects),
+        ChildSpec.actor("broker", broker_ref, lambda: BrokerActor(projects, lambda pid: None, max_globals=2)),
+    ])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for _ in range(2):
+            await broker_ref.call(SubscribeAll(GlobalSink(), None, None, EventFilter.parse(None)))
+        with pytest.raises(Overloaded):
+            await broker_ref.call(SubscribeAll(GlobalSink(), None, None, EventFilter.parse(None)))
+        assert broker_ref.alive
+        nursery.cancel_scope.cancel()
