@@ -454,7 +454,7 @@ class Server:
             buffered = 0
             try:
                 while buffered <= self.config.max_header_bytes:
-                    data = await stream.receive_some(65536)
+                    data = await stream.receive_some(self.config.max_header_bytes + 1 - buffered)
                     if not data:
                         break
                     conn.receive_data(data)
