@@ -9,7 +9,6 @@ append: never one without the other.
 
 from __future__ import annotations
 
-import bisect
 import math
 import time
 import uuid
@@ -22,11 +21,12 @@ import orjson
 import trio
 
 from .errors import IdempotencyConflict, NotFound, NotStored, OutcomeUnknown, Overloaded
+from .eventlog import Entry, EventLog
 from .events import EventFilter, encode_cursor
 from .idempotency import IdemKey, IdempotencyEntry, IdempotencyTable
 from .profiles import Profiles
 from .records import iso_time
-from .runtime import Actor, ActorError, ActorRef, Call
+from .runtime import Actor, ActorError, ActorRef, Call, ReplyError
 from .store import (
     AppendBatch,
     EventRow,
@@ -49,8 +49,11 @@ __all__ = [
     "GetResult",
     "Query",
     "Wait",
+    "WaitAnswer",
+    "ConfirmWait",
     "Subscribe",
     "Unsubscribe",
+    "Pull",
     "DropSession",
     "ProjectStats",
     "SubscriptionSink",
@@ -64,6 +67,8 @@ _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 v
 @dataclass(frozen=True)
 class ProjectConfig:
     max_events: int = 10_000  # retained events per project (memory and store)
+    #: encoded bytes of retained events per project (memory and store); the oldest go first
+    max_event_bytes: int = 64 * 1024 * 1024
     result_cache: int = 10_000  # recent result records kept in memory
     max_waiters: int = 10_000
     max_subscriptions: int = 10_000
@@ -90,7 +95,28 @@ class SubscriptionSink(Protocol):
         """Queue the answer to the subscribe request, before any of its events."""
         ...
 
-    def deliver(self, sid: str, cursor: str, event: bytes) -> bool: ...
+    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
+        """Queue a live event; False if the outbox is past its bound (the sink is cut)."""
+        ...
+
+    def begin(self, sid: str, cursor: str) -> None:
+        """The subscription ``sid`` starts after ``cursor`` (what a resume names if nothing
+        was delivered yet)."""
+        ...
+
+    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
+        """Queue a replayed event if the outbox has room for replay (it keeps room for live
+        events); False if not now: nothing queued, nothing cut."""
+        ...
+
+    def want_more(self, ref: ActorRef, msg: Any) -> None:
+        """Cast ``msg`` to ``ref`` once the outbox has drained enough to take more replay."""
+        ...
+
+    def behind(self, sid: str) -> None:
+        """``sid`` cannot continue without a gap (its next events were trimmed while it was
+        catching up): close as too far behind; the client resumes with ``recovered: false``."""
+        ...
 
 
 # -- messages --
@@ -140,6 +166,26 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmWait:
+    """Cast by the transport once a wait's answer was written to its client: the server-side
+    position of (``sub``, ``key``) moves to ``cursor`` (never backwards)."""
+
+    sub: str
+    key: str
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitAnswer:
+    """The answer to a :class:`Wait`. A wait without ``since`` does not move its position
+    when answered: the caller casts ``confirm`` to the project once ``reply`` was delivered.
+    An answer lost on its way therefore moves nothing (the events are given again)."""
+
+    reply: bytes  # the encoded answer
+    confirm: ConfirmWait | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     sink: SubscriptionSink
     event_types: frozenset[str] | None  # None: all
@@ -149,6 +195,14 @@ class Subscribe:
     #: The request's id: the sink answers it before replaying. None: the caller answers.
     reply_id: Any = None
     announce: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """Cast by a session whose outbox drained: continue the replay of subscription ``sid``."""
+
+    session_key: str
+    sid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +226,16 @@ class ProjectStats:
 
 @dataclass(slots=True)
 class _Event:
+    """A new event on its way to the store; once committed only its :class:`Entry` is kept."""
+
     cursor: int
     event_type: str
     expires_at: float
     event: dict[str, Any]
     body: bytes
+
+    def entry(self) -> Entry:
+        return Entry.of(self.event, self.body, self.expires_at, self.cursor)
 
 
 @dataclass(slots=True)
@@ -186,13 +245,17 @@ class _Subscription:
     event_types: frozenset[str] | None
     topics: frozenset[str] | None
     filter: EventFilter
+    #: None: live. A cursor: still catching up, every wanted event after it not yet queued.
+    position: int | None = None
 
-    def wants(self, ev: _Event) -> bool:
-        if self.event_types is not None and ev.event_type not in self.event_types:
+    def wants(self, event_type: str, topic: str | None, event: dict[str, Any] | Entry) -> bool:
+        """Whether this subscription takes the event; a retained :class:`Entry` is decoded
+        only if the filter looks into the event."""
+        if self.event_types is not None and event_type not in self.event_types:
             return False
-        if self.topics is not None and ev.event.get("topic") not in self.topics:
+        if self.topics is not None and topic not in self.topics:
             return False
-        return self.filter.matches(ev.event)
+        return _passes(self.filter, event)
 
 
 @dataclass(slots=True)
@@ -202,6 +265,8 @@ class _Waiter:
     after: int
     deadline: float
     key: tuple[str, str] | None  # server-side cursor key when no ``since``
+    #: the log was searched up to here and held nothing for this wait
+    scanned: int = 0
 
 
 @dataclass(slots=True)
@@ -239,15 +304,17 @@ class ProjectActor(Actor):
             timeout=self.config.store_timeout,
         )
         self.last_cursor: int = snap.last_cursor
-        self.events: list[_Event] = []
-        self.cursors: list[int] = []
-        for body in snap.events:
-            ev = orjson.loads(body)
-            cursor = int(ev["cursor"])
-            self.events.append(_Event(cursor, ev["event_type"], _epoch(ev), ev, body))
-            self.cursors.append(cursor)
-        #: Every event at or below this cursor may be gone (expired or over the cap).
-        self.floor = self.cursors[0] - 1 if self.cursors else snap.last_cursor
+        entries = [_loaded(body) for body in snap.events]
+        # Every event at or below the log's floor may be gone (trimmed); the byte bound
+        # applies to what was stored too.
+        self.log = EventLog(
+            self.config.max_events, self.config.max_event_bytes,
+            floor=entries[0].cursor - 1 if entries else snap.last_cursor,
+        )
+        #: the floor the store has applied: a load that trimmed tells the store at the next append
+        self._store_floor = self.log.floor
+        self.log.append(entries)
+        self._next_sweep = self.wall_clock() + _SWEEP_SECONDS
         self.wait_cursors: OrderedDict[tuple[str, str], int] = OrderedDict(snap.wait_cursors)
         self.results: OrderedDict[str, bytes] = OrderedDict()
         # Stored records are immutable: readers may take them from this table directly
@@ -273,7 +340,7 @@ class ProjectActor(Actor):
             if w.call.abandoned:
                 continue
             if w.deadline <= now:
-                w.call.reply(self._wait_reply([], w.after, False, timed_out=True))
+                w.call.reply(WaitAnswer(self._wait_reply([], w.after, False, timed_out=True)))
             else:
                 keep.append(w)
         self.waiters = keep
@@ -281,53 +348,74 @@ class ProjectActor(Actor):
     # -- messages --
 
     async def handle_batch(self, calls: list[Call]) -> None:
+        """Serve a batch. A message that fails with an answer (a :class:`ReplyError`) fails
+        only its own call; the others are served and the actor keeps its state."""
         pending: list[_Pending] = []
         keyed = [c for c in calls if isinstance(c.msg, _WRITES) and c.msg.idem is not None]
         recalled = await self._recall_keys(keyed) if keyed else {}
         inflight: dict[tuple[str, str], _Pending] = {}
         for call in calls:
-            msg = call.msg
-            if isinstance(msg, _WRITES):
-                if msg.idem is not None and not self._admit(call, msg.idem, recalled, inflight):
-                    continue
-                if isinstance(msg, StoreResult):
-                    p = self._prepare_result(call, msg.body)
-                elif isinstance(msg, StoreResults):
-                    p = self._prepare_results(call, msg.bodies)
-                else:
-                    p = self._prepare_event(call, msg)
-                if msg.idem is not None:
-                    p.idem = msg.idem
-                    inflight[msg.idem.scope] = p
-                pending.append(p)
-            elif isinstance(msg, GetResult | Query):
-                try:
-                    if isinstance(msg, GetResult):
-                        await self._get(call, msg)
-                    else:
-                        call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
-                except (StoreError, ActorError) as exc:
-                    # the store failing or restarting fails this read, not the project actor
-                    call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
-            elif isinstance(msg, Wait):
-                self._wait(call, msg)
-            elif isinstance(msg, Subscribe):
-                call.reply(self._subscribe(msg))
-            elif isinstance(msg, Unsubscribe):
-                sub = self.subscriptions.get(msg.sid)
-                if sub is None or sub.sink.session_key != msg.session_key:
-                    call.fail(NotFound(f"no subscription {msg.sid!r} on this connection"))
-                else:
-                    del self.subscriptions[msg.sid]
-                    call.reply({})
-            elif isinstance(msg, DropSession):
-                self._drop_session(msg.session_key)
-            elif isinstance(msg, ProjectStats):
-                call.reply(self._stats())
-            else:
-                raise TypeError(f"unexpected message {msg!r}")
+            try:
+                await self._handle_one(call, pending, recalled, inflight)
+            except ReplyError as exc:
+                call.fail(exc)
         if pending:
             await self._commit(pending)
+
+    async def _handle_one(
+        self,
+        call: Call,
+        pending: list[_Pending],
+        recalled: dict[tuple[str, str], IdempotencyEntry],
+        inflight: dict[tuple[str, str], _Pending],
+    ) -> None:
+        """Serve one message; writes join ``pending`` to be committed with the batch."""
+        msg = call.msg
+        if isinstance(msg, _WRITES):
+            if msg.idem is not None and not self._admit(call, msg.idem, recalled, inflight):
+                return
+            if isinstance(msg, StoreResult):
+                p = self._prepare_result(call, msg.body)
+            elif isinstance(msg, StoreResults):
+                p = self._prepare_results(call, msg.bodies)
+            else:
+                p = self._prepare_event(call, msg)
+            if msg.idem is not None:
+                p.idem = msg.idem
+                inflight[msg.idem.scope] = p
+            pending.append(p)
+        elif isinstance(msg, GetResult | Query):
+            try:
+                if isinstance(msg, GetResult):
+                    await self._get(call, msg)
+                else:
+                    call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
+            except (StoreError, ActorError) as exc:
+                # the store failing or restarting fails this read, not the project actor
+                call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
+        elif isinstance(msg, Wait):
+            self._wait(call, msg)
+        elif isinstance(msg, ConfirmWait):
+            self._advance_wait((msg.sub, msg.key), msg.cursor)
+        elif isinstance(msg, Subscribe):
+            call.reply(self._subscribe(msg))
+        elif isinstance(msg, Pull):
+            sub = self.subscriptions.get(msg.sid)
+            if sub is not None and sub.sink.session_key == msg.session_key:
+                self._catch_up(sub)
+        elif isinstance(msg, Unsubscribe):
+            sub = self.subscriptions.get(msg.sid)
+            if sub is None or sub.sink.session_key != msg.session_key:
+                call.fail(NotFound(f"no subscription {msg.sid!r} on this connection"))
+            else:
+                del self.subscriptions[msg.sid]
+                call.reply({})
+        elif isinstance(msg, DropSession):
+            self._drop_session(msg.session_key)
+        elif isinstance(msg, ProjectStats):
+            call.reply(self._stats())
+        else:
+            raise TypeError(f"unexpected message {msg!r}")
 
     # -- idempotency keys --
 
@@ -499,8 +587,9 @@ class ProjectActor(Actor):
             for p in pending
             for ev in p.events
         ]
-        overflow = len(self.events) + len(events) - self.config.max_events
-        trim_below = self.events[overflow].cursor if 0 < overflow < len(self.events) else 0
+        trim_below = self.log.trim_below([ev for p in pending for ev in p.events])
+        if not trim_below and self.log.floor > self._store_floor:
+            trim_below = self.log.floor + 1
         expires_at = self.wall_clock() + self.config.idempotency_window
         keys = tuple(
             IdempotencyRow(p.idem.sub, p.idem.key, p.idem.fingerprint, orjson.dumps(p.reply), expires_at)
@@ -526,6 +615,7 @@ class ProjectActor(Actor):
                     follower.fail(error)
             return
         self.stats["commits"] += 1
+        self._store_floor = max(self._store_floor, trim_below - 1)
         new_events: list[_Event] = []
         for p in pending:
             for row in p.results:
@@ -567,13 +657,11 @@ class ProjectActor(Actor):
         if not new_events:
             return {}
         self.stats["events_published"] += len(new_events)
-        self.events.extend(new_events)
-        self.cursors.extend(ev.cursor for ev in new_events)
-        overflow = len(self.events) - self.config.max_events
-        if overflow > 0:
-            self.floor = self.events[overflow - 1].cursor
-            del self.events[:overflow]
-            del self.cursors[:overflow]
+        self.log.append(ev.entry() for ev in new_events)
+        now = self.wall_clock()
+        if now >= self._next_sweep:  # expired events are never given again: free them
+            self._next_sweep = now + _SWEEP_SECONDS
+            self.log.drop_expired(now)
         notified = self._fan_out(new_events)
         if self.waiters:
             self._wake_waiters()
@@ -585,9 +673,12 @@ class ProjectActor(Actor):
         for ev in new_events:
             agents: set[str] = set()
             cursor = ev.event["cursor"]
+            topic = ev.event.get("topic")
             for sub in self.subscriptions.values():
                 sink = sub.sink
-                if sink.session_key in dead or not sub.wants(ev):
+                # one still catching up takes this event from the log, in order, later
+                if (sub.position is not None or sink.session_key in dead
+                        or not sub.wants(ev.event_type, topic, ev.event)):
                     continue
                 if sink.deliver(sub.sid, cursor, ev.body):
                     agents.add(sink.agent_id)
@@ -618,14 +709,10 @@ class ProjectActor(Actor):
 
     # -- waits --
 
-    def _live_after(self, after: int) -> int:
-        return bisect.bisect_right(self.cursors, after)
-
-    def _matching(self, msg: Wait, after: int, limit: int) -> tuple[list[_Event], bool]:
-        now = self.wall_clock()
-        out: list[_Event] = []
-        for ev in self.events[self._live_after(after):]:
-            if ev.event_type != msg.event_type or ev.expires_at <= now or not msg.filter.matches(ev.event):
+    def _matching(self, msg: Wait, after: int, limit: int) -> tuple[list[Entry], bool]:
+        out: list[Entry] = []
+        for ev in self.log.after(after, self.wall_clock()):
+            if ev.event_type != msg.event_type or not _passes(msg.filter, ev):
                 continue
             if len(out) == limit:
                 return out, True
@@ -657,40 +744,44 @@ class ProjectActor(Actor):
         msg: Wait,
         key: tuple[str, str] | None,
         after: int,
-        found: list[_Event],
+        found: list[Entry],
         more: bool,
         timed_out: bool,
-    ) -> dict[str, Any]:
+    ) -> WaitAnswer:
+        reply = self._wait_reply(found, after, more, timed_out)
         if found and key is not None:
-            last = found[-1].cursor
-            self.wait_cursors[key] = last
-            self.wait_cursors.move_to_end(key)
-            if len(self.wait_cursors) > self.config.max_wait_positions:
-                self.wait_cursors.popitem(last=False)
-            self.store.try_cast(SaveWaitCursor(self.project_id, key[0], key[1], last))
-        return self._wait_reply(found, after, more, timed_out)
+            return WaitAnswer(reply, ConfirmWait(key[0], key[1], found[-1].cursor))
+        return WaitAnswer(reply)
 
-    def _wait_reply(
-        self, found: list[_Event], after: int, more: bool, timed_out: bool
-    ) -> dict[str, Any]:
-        reply: dict[str, Any] = {
-            "events": [ev.event for ev in found],
-            "more_available": more,
-            "next_cursor": encode_cursor(found[-1].cursor if found else max(after, 0)),
-        }
-        if timed_out:
-            reply["timeout"] = True
-        return reply
+    def _advance_wait(self, key: tuple[str, str], cursor: int) -> None:
+        """Move a server-side wait position forward (a delivered answer); never backwards."""
+        if cursor <= self.wait_cursors.get(key, 0):
+            return
+        self.wait_cursors[key] = cursor
+        self.wait_cursors.move_to_end(key)
+        if len(self.wait_cursors) > self.config.max_wait_positions:
+            self.wait_cursors.popitem(last=False)
+        self.store.try_cast(SaveWaitCursor(self.project_id, key[0], key[1], cursor))
+
+    def _wait_reply(self, found: list[Entry], after: int, more: bool, timed_out: bool) -> bytes:
+        """The answer, encoded: the retained events' bytes are spliced in, never re-encoded."""
+        return b'{"events":[%s],"more_available":%s,"next_cursor":"%s"%s}' % (
+            b",".join(ev.body for ev in found),
+            b"true" if more else b"false",
+            encode_cursor(found[-1].cursor if found else max(after, 0)).encode(),
+            b',"timeout":true' if timed_out else b"",
+        )
 
     def _wake_waiters(self) -> None:
         keep = []
         for w in self.waiters:
             if w.call.abandoned:
                 continue
-            found, more = self._matching(w.msg, w.after, w.msg.limit)
+            found, more = self._matching(w.msg, max(w.after, w.scanned), w.msg.limit)
             if found:
                 w.call.reply(self._answer_wait(w.msg, w.key, w.after, found, more, timed_out=False))
             else:
+                w.scanned = self.last_cursor  # nothing up to here: never search it again
                 keep.append(w)
         self.waiters = keep
 
@@ -703,19 +794,37 @@ class ProjectActor(Actor):
         sid = f"{self.project_id}/{self.next_sid}"
         sub = _Subscription(sid, msg.sink, msg.event_types, msg.topics, msg.filter)
         cursor = encode_cursor(self.last_cursor)
-        recovered = msg.since is None or msg.since >= self.floor
+        recovered = msg.since is None or msg.since >= self.log.floor
         reply = {"subscription": sid, "cursor": cursor, "recovered": recovered}
         if msg.announce:
             msg.sink.subscribed(msg.reply_id, reply)
-        if msg.since is not None:
-            now = self.wall_clock()
-            for ev in self.events[self._live_after(msg.since):]:
-                if ev.expires_at > now and sub.wants(ev):
-                    if not msg.sink.deliver(sid, ev.event["cursor"], ev.body):
-                        self._drop_session(msg.sink.session_key)
-                        return reply
+        msg.sink.begin(sid, cursor if msg.since is None else encode_cursor(msg.since))
         self.subscriptions[sid] = sub
+        if msg.since is not None:
+            sub.position = max(msg.since, self.log.floor)
+            self._catch_up(sub)
         return reply
+
+    def _catch_up(self, sub: _Subscription) -> None:
+        """Queue the retained events ``sub`` wants after its position, as far as its sink
+        takes them now. At the end of the log the subscription goes live, in this same step
+        (no gap, no duplicate); otherwise the sink pulls again once its outbox drained.
+        Replay thus runs at the consumer's pace and never overflows the outbound bound."""
+        assert sub.position is not None
+        if sub.position < self.log.floor:
+            # what it still needed was trimmed while it caught up: never a silent gap
+            del self.subscriptions[sub.sid]
+            sub.sink.behind(sub.sid)
+            return
+        now = self.wall_clock()
+        sink = sub.sink
+        for ev in self.log.after(sub.position):
+            if ev.expires_at > now and sub.wants(ev.event_type, ev.topic, ev):
+                if not sink.replay(sub.sid, encode_cursor(ev.cursor), ev.body):
+                    sink.want_more(self.ref, Pull(sink.session_key, sub.sid))
+                    return
+            sub.position = ev.cursor
+        sub.position = None
 
     def _drop_session(self, session_key: str) -> None:
         for sid in [s for s, sub in self.subscriptions.items() if sub.sink.session_key == session_key]:
@@ -725,16 +834,29 @@ class ProjectActor(Actor):
         return {
             **self.stats,
             "last_cursor": encode_cursor(self.last_cursor),
-            "retained_events": len(self.events),
+            "retained_events": len(self.log),
+            "retained_bytes": self.log.bytes,
             "subscriptions": len(self.subscriptions),
-            "waiters": len(self.waiters),
+            "waiters": sum(not w.call.abandoned for w in self.waiters),
             "wait_positions": len(self.wait_cursors),
             "cached_results": len(self.results),
         }
 
 
 _WRITES = (StoreResult, StoreResults, Publish)
+_SWEEP_SECONDS = 30.0
 
 
-def _epoch(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(event["expires_at"].replace("Z", "+00:00")).timestamp()
+def _passes(flt: EventFilter, event: dict[str, Any] | Entry) -> bool:
+    """Whether ``event`` passes ``flt``; an :class:`Entry` is decoded only for a filter with
+    conditions."""
+    if not flt.terms:
+        return True
+    return flt.matches(event if isinstance(event, dict) else event.decoded())
+
+
+def _loaded(body: bytes) -> Entry:
+    """The log entry of a stored event (decoded once, here; the log keeps the bytes)."""
+    event = orjson.loads(body)
+    expires_at = datetime.fromisoformat(event["expires_at"].replace("Z", "+00:00")).timestamp()
+    return Entry.of(event, body, expires_at)

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 import trio
 
-from .runtime import Actor, ActorRef, Outbox, run_actor
+from .events import encode_cursor
+from .runtime import Actor, ActorError, ActorRef, Outbox, run_actor
 
 __all__ = ["Connection", "ConnectionGone", "Dispatcher", "Session", "SessionLimits", "CloseSession"]
 
@@ -153,6 +154,10 @@ class Session:
         self.delivered: dict[str, str] = {}
         self.last_delivered: str | None = None
         self.watched: set[str] = set()
+        #: this connection's global ("*") subscriptions, kept by the broker
+        self.global_subscriptions: set[str] = set()
+        #: replays waiting for the outbox to drain: the message to cast -> the project's ref
+        self._pulls: dict[Any, ActorRef] = {}
         self.close_code: int | None = None
         self.requests = 0
         self._nursery: trio.Nursery | None = None
@@ -173,10 +178,65 @@ class Session:
         frame = b'{"op":"event","subscription":"%s","event":%s}' % (sid.encode(), event)
         return self.outbox.offer(frame, (sid, cursor))
 
+    def begin(self, sid: str, cursor: str) -> None:
+        self.delivered[sid] = cursor
+
+    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
+        # Replay fills the outbox to half its bounds only: the other half stays for live
+        # events (of other subscriptions) and answers. One frame always fits an empty outbox.
+        frame = b'{"op":"event","subscription":"%s","event":%s}' % (sid.encode(), event)
+        outbox = self.outbox
+        if len(outbox) and (
+            len(outbox) >= outbox.max_messages // 2
+            or outbox.queued_bytes + len(frame) > outbox.max_bytes // 2
+        ):
+            return False
+        return outbox.offer(frame, (sid, cursor))
+
+    def want_more(self, ref: ActorRef, msg: Any) -> None:
+        self._pulls[msg] = ref
+
+    def behind(self, sid: str) -> None:
+        self._cut_behind()
+
+    def attached(self, project_id: str, sid: str, ref: ActorRef) -> None:
+        """A global ("*") subscription reached ``project_id`` (called by the broker)."""
+        self.subscriptions[sid] = ref
+        self.watch(project_id, ref)
+
+    def _cut_behind(self) -> None:
+        if self.close_code is None:
+            cursor = self.resume_cursor()
+            self.close_code = CLOSE_SLOW
+            self.close_reason = (
+                f"too far behind; last cursor delivered {cursor}; resubscribe with since={cursor}"
+            )
+        self._closing.set()
+
+    def resume_cursor(self) -> str:
+        """A cursor to resume from with nothing lost: the oldest of every subscription's last
+        cursor written (or, if none was yet, the cursor it started from)."""
+        if self.delivered:
+            return min(self.delivered.values())
+        return self.last_delivered or encode_cursor(0)
+
+    async def _pull_more(self) -> None:
+        """Ask for more replay once the outbox is back under the replay mark."""
+        outbox = self.outbox
+        if len(outbox) >= outbox.max_messages // 2 or outbox.queued_bytes > outbox.max_bytes // 2:
+            return
+        pulls, self._pulls = self._pulls, {}
+        for msg, ref in pulls.items():
+            try:
+                await ref.cast(msg)
+            except ActorError:
+                pass  # the project stopped: its restart closes this connection (1012)
+
     # -- lifecycle --
 
-    def send_frame(self, frame: bytes) -> bool:
-        return self.outbox.offer(frame)
+    def send_frame(self, frame: bytes, on_sent: Callable[[], None] | None = None) -> bool:
+        """Queue a frame; ``on_sent`` is called once the writer wrote it (never if it was not)."""
+        return self.outbox.offer(frame, on_sent)
 
     async def close(self, code: int, reason: str) -> None:
         if self.close_code is None:
@@ -192,11 +252,26 @@ class Session:
         down = ref.monitor()
         self._nursery.start_soon(self._watch, project, down)
 
+    def watch_broker(self, ref: ActorRef) -> None:
+        """Close this connection (1012) if the broker, which keeps its global ("*")
+        subscriptions, restarts: they would no longer reach projects started later."""
+        if "*" in self.watched or self._nursery is None:
+            return
+        self.watched.add("*")
+        self._nursery.start_soon(self._watch_broker, ref.monitor())
+
+    async def _watch_broker(self, down: trio.Event) -> None:
+        await down.wait()
+        self.watched.discard("*")
+        if self.global_subscriptions:
+            await self.close(CLOSE_RESTART, "broker restarted; resubscribe '*' with since per project")
+
     async def _watch(self, project: str, down: trio.Event) -> None:
         await down.wait()
         self.watched.discard(project)
         if any(r.name.endswith(f":{project}") for r in self.subscriptions.values()):
-            cursor = self.last_delivered or ""
+            mine = [c for sid, c in self.delivered.items() if sid.startswith(f"{project}/")]
+            cursor = min(mine) if mine else (self.last_delivered or "")
             await self.close(CLOSE_RESTART, f"project restarted; resubscribe with since={cursor}")
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -273,15 +348,18 @@ class Session:
                 batch = await self.outbox.get_batch()
                 await self.conn.send_many([frame for frame, _ in batch])
                 for _, tag in batch:
-                    if tag is not None:
+                    if tag is None:
+                        continue
+                    if callable(tag):  # an answer's delivery hook (a wait's position)
+                        tag()
+                    else:
                         self.delivered[tag[0]] = tag[1]
                         self.last_delivered = tag[1]
+                if self._pulls:
+                    await self._pull_more()
         except trio.EndOfChannel:
             if self.outbox.overflowed:
-                await self.close(
-                    CLOSE_SLOW,
-                    f"too far behind; last cursor delivered {self.last_delivered or 'none'}",
-                )
+                self._cut_behind()
         except ConnectionGone:
             await self.close(CLOSE_NORMAL, "")
         finally:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import prometheus_client as prom
 
+from ..actors.broker import DropGlobals
 from ..actors.project import (
     DropSession,
 )
@@ -260,10 +261,8 @@ class Api:
         request_id = self.new_request_id()
         try:
             args = {k: v for k, v in request.items() if k not in ("id", "op", "idempotency_key")}
-            reply, _ = await self.call(
-                request["op"], session.principal, args,
-                Ctx(request_id, session, rid, request.get("idempotency_key")),
-            )
+            ctx = Ctx(request_id, session, rid, request.get("idempotency_key"))
+            reply, _ = await self.call(request["op"], session.principal, args, ctx)
         except Exception as exc:
             error = from_exception(exc, request_id)
             close_code = error.close_code
@@ -277,11 +276,18 @@ class Api:
         if reply is None:
             return None
         result = reply if isinstance(reply, bytes) else orjson.dumps(reply)
-        return b'{"id":%s,"ok":true,"result":%s}' % (orjson.dumps(rid), result)
+        frame = b'{"id":%s,"ok":true,"result":%s}' % (orjson.dumps(rid), result)
+        if ctx.on_sent:
+            hooks = ctx.on_sent
+            session.send_frame(frame, lambda: [hook() for hook in hooks])
+            return None
+        return frame
 
     async def drop_session(self, session: Session) -> None:
         """Forget a closed session: its subscriptions at every project."""
         self.sessions.pop(session.key, None)
+        if session.global_subscriptions:
+            self.system.broker.try_cast(DropGlobals(session.key))
         for ref in set(session.subscriptions.values()):
             ref.try_cast(DropSession(session.key))
 

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--event-retention", type=int, default=10_000, help="events kept per project")
     serve.add_argument("--idempotency-window", type=float, default=86_400.0, metavar="SECONDS",
                        help="how long a repeated idempotency key answers the original answer")
+    serve.add_argument("--event-retention-bytes", type=int, default=64 * 1024 * 1024,
+                       help="encoded bytes of events kept per project (the oldest go first)")
     serve.add_argument("--sync", default="normal", choices=["normal", "full"],
                        help="SQLite synchronous mode: normal survives process crashes, full also power loss")
     serve.add_argument("--context-sweep", type=float, default=2.0,
@@ -131,7 +133,8 @@ def _serve(args: argparse.Namespace) -> int:
     system = ActorSystem(SystemConfig(
         data_dir=data_dir,
         profiles=profiles,
-        project=ProjectConfig(max_events=args.event_retention, idempotency_window=args.idempotency_window),
+        project=ProjectConfig(max_events=args.event_retention, max_event_bytes=args.event_retention_bytes,
+                              idempotency_window=args.idempotency_window),
         synchronous=args.sync.upper(),
         roots=_project_map(args.project),
         context_sweep=args.context_sweep,

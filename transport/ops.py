@@ -11,12 +11,13 @@ import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
 
+from ..actors.broker import SubscribeAll, UnsubscribeAll
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
 from ..actors.context_actor import ClearContext, ContextGet
 from ..actors.errors import InvalidRequest, NotFound, OutcomeUnknown
@@ -31,6 +32,7 @@ from ..actors.project import (
     Subscribe,
     Unsubscribe,
     Wait,
+    WaitAnswer,
 )
 from ..actors.records import (
     parse_iso,
@@ -65,6 +67,10 @@ class Ctx:
     reply_id: Any = None  # the WebSocket request's "id"
     #: the ``Idempotency-Key`` header (HTTP) or the request's ``idempotency_key`` (WebSocket)
     idempotency_key: Any = None
+    #: Called once the answer was written to the client (HTTP: after the response's bytes
+    #: were handed to the socket; WebSocket: after the session's writer wrote the frame).
+    #: Never called for an answer that was not written. Must not block.
+    on_sent: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -270,10 +276,15 @@ async def op_event_wait(api: Api, p: Principal, args: dict[str, Any], c: Ctx) ->
     limit = _int_arg(args, "limit", 100, 1, 1000)
     project = _project(p, args)
     ref = await api.project(project)
-    return await ref.call(  # type: ignore[no-any-return]
+    answer: WaitAnswer = await ref.call(
         Wait(p.sub, event_type, flt, since, limit, timeout_ms / 1000),
         timeout=timeout_ms / 1000 + api.config.call_timeout,
     )
+    confirm = answer.confirm
+    if confirm is not None:
+        # the position moves only once the answer reached the client
+        c.on_sent.append(lambda: ref.try_cast(confirm))
+    return answer.reply
 
 
 async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
@@ -291,37 +302,58 @@ async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ct
     if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
         raise InvalidRequest("topics", "'topics' must be a list of strings")
     flt = EventFilter.parse(_str_arg(args, "filter", required=False))
-    since = _cursor_arg(args, "since")
     requested = _str_arg(args, "project_id", required=False)
+    topic_set = frozenset(topics) if topics is not None else None
     if requested == "*" or (requested is None and p.project_id == "*"):
         if not (p.is_admin and p.project_id == "*"):
             raise ApiError(403, "AUTH_003", "only an admin token for every project may subscribe to '*'")
-        projects = api.system.running_projects()
-    else:
-        projects = [p.project_for(requested)]
-    single = len(projects) == 1
-    subs = []
-    for project in projects:
-        ref = await api.project(project)
-        reply = await ref.call(
-            Subscribe(
-                s, event_types, frozenset(topics) if topics is not None else None, flt, since,
-                reply_id=c.reply_id, announce=single,
-            ),
+        # every project, present and future: the broker keeps it and attaches it to each
+        reply: dict[str, Any] = await api.system.broker.call(
+            SubscribeAll(s, event_types, topic_set, flt, _since_map(args)),
             timeout=api.config.call_timeout,
         )
-        s.subscriptions[reply["subscription"]] = ref
-        s.watch(project, ref)
-        subs.append(reply)
-    if single:
-        return None  # type: ignore[return-value]  # answered by the project, before its replay
-    return {"subscription": [r["subscription"] for r in subs], "subscriptions": subs, "cursor": None}
+        s.global_subscriptions.add(reply["global_subscription"])
+        s.watch_broker(api.system.broker)
+        return reply
+    since = _cursor_arg(args, "since")
+    project = p.project_for(requested)
+    ref = await api.project(project)
+    reply = await ref.call(
+        Subscribe(s, event_types, topic_set, flt, since, reply_id=c.reply_id),
+        timeout=api.config.call_timeout,
+    )
+    s.subscriptions[reply["subscription"]] = ref
+    s.watch(project, ref)
+    return None  # answered by the project, before its replay
+
+
+MAX_SINCE_PROJECTS = 10_000
+
+
+def _since_map(args: dict[str, Any]) -> int | dict[str, int] | None:
+    """``since`` of a "*" subscription: one cursor, or an object of cursors by project id."""
+    since = args.get("since")
+    if not isinstance(since, dict):
+        return _cursor_arg(args, "since")
+    if len(since) > MAX_SINCE_PROJECTS:
+        raise InvalidRequest("since", f"'since' names more than {MAX_SINCE_PROJECTS} projects")
+    out = {}
+    for project, cursor in since.items():
+        try:
+            out[project] = decode_cursor(cursor)
+        except (ValueError, TypeError):
+            raise InvalidRequest("since", f"'since.{project[:64]}' is not a cursor") from None
+    return out
 
 
 async def op_event_unsubscribe(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     s = c.session
     assert s is not None
     sid = _str_arg(args, "subscription")
+    if sid in s.global_subscriptions:
+        await api.system.broker.call(UnsubscribeAll(s.key, sid), timeout=api.config.call_timeout)
+        s.global_subscriptions.discard(sid)
+        return {}
     ref = s.subscriptions.pop(sid, None)
     if ref is None:
         raise NotFound(f"no subscription {sid!r} on this connection")

@@ -11,8 +11,9 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import h11
@@ -30,13 +31,19 @@ from ..actors.session import (
     SessionLimits,
     SetExpiry,
 )
-from .api import VERSION, Api, Ctx
+from .api import OPS, VERSION, Api, Ctx
 from .auth import Principal, bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
 
 __all__ = ["Server", "ServerConfig"]
 
 log = logging.getLogger("orchestra")
+
+_T = TypeVar("_T")
+
+
+class _ClientGone(Exception):
+    """The client of a blocking request went away before its answer."""
 
 
 @dataclass(frozen=True)
@@ -258,12 +265,15 @@ class Server:
             self.busy += 1
             try:
                 started = time.perf_counter()
-                status, body, headers = await self._respond_to(stream, conn, event)
+                on_sent: list[Callable[[], None]] = []
+                status, body, headers = await self._respond_to(stream, conn, event, on_sent)
                 if status is None:
                     return
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
                 await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
+                for hook in on_sent:  # the answer was handed to the socket
+                    hook()
             finally:
                 self.busy -= 1
                 if not self.busy:
@@ -296,7 +306,8 @@ class Server:
             return None if event is h11.PAUSED else event
 
     async def _respond_to(
-        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request
+        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request,
+        on_sent: list[Callable[[], None]],
     ) -> tuple[int | None, bytes, list[tuple[bytes, bytes]]]:
         request_id = self.api.new_request_id()
         headers = dict(req.headers)
@@ -322,7 +333,9 @@ class Server:
             await self._refuse(stream, conn, exc.error_status_hint, str(exc))
             return None, b"", []
         try:
-            return await self._route(req, headers, bytes(body), request_id)
+            return await self._route(req, headers, bytes(body), request_id, stream, conn, on_sent)
+        except _ClientGone:
+            return None, b"", []
         except trio.Cancelled:
             if self.api.shutting_down:  # the shutdown's grace ended: say so, not just close
                 await self._refuse_on_shutdown(stream, conn, request_id)
@@ -363,7 +376,8 @@ class Server:
                 return False
 
     async def _route(
-        self, req: h11.Request, headers: dict[bytes, bytes], body: bytes, request_id: str
+        self, req: h11.Request, headers: dict[bytes, bytes], body: bytes, request_id: str,
+        stream: trio.SocketStream, conn: h11.Connection, on_sent: list[Callable[[], None]],
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         target = req.target.decode("latin-1")
         if len(req.target) > self.config.max_target_bytes:
@@ -408,8 +422,14 @@ class Server:
             principal = self.api.auth.verify(token) if token else None
             key = headers.get(b"idempotency-key")
             # surrogateescape: bytes that are not UTF-8 become unprintable, so the key is refused
-            ctx = Ctx(request_id, idempotency_key=key.decode("utf-8", "surrogateescape") if key is not None else None)
-            reply, extra = await self.api.call(op, principal, args, ctx)
+            ctx = Ctx(request_id, idempotency_key=key.decode("utf-8", "surrogateescape") if key is not None else None,
+                      on_sent=on_sent)
+            if OPS[op].mode == "blocking":
+                reply, extra = await self._while_present(
+                    stream, conn, self.api.call, op, principal, args, ctx
+                )
+            else:
+                reply, extra = await self.api.call(op, principal, args, ctx)
             payload = reply if isinstance(reply, bytes) else orjson.dumps(reply)
             return status, payload, extra
         if allowed:
@@ -418,6 +438,54 @@ class Server:
                 headers=[(b"allow", ", ".join(sorted(set(allowed))).encode())],
             )
         raise ApiError(404, "NOT_FOUND", f"no route {method} {path}")
+
+    async def _while_present(
+        self, stream: trio.SocketStream, conn: h11.Connection,
+        answer: Callable[..., Awaitable[_T]], *args: Any,
+    ) -> _T:
+        """Run ``answer(*args)`` (a blocking request) while watching the socket.
+
+        If the client goes away (end of stream or a reset) the request is cancelled and
+        :class:`_ClientGone` raised: a wait whose client left takes no event. Bytes that
+        arrive meanwhile (a pipelined request) are handed to h11, which keeps them for the
+        next cycle; past ``max_header_bytes`` of them the watch stops reading (TCP
+        backpressure), so it never buffers more than one request head.
+        """
+        outcome: list[Any] = []
+
+        async def watch(scope: trio.CancelScope) -> None:
+            buffered = 0
+            try:
+                while buffered <= self.config.max_header_bytes:
+                    data = await stream.receive_some(self.config.max_header_bytes + 1 - buffered)
+                    if not data:
+                        break
+                    conn.receive_data(data)
+                    buffered += len(data)
+                else:
+                    return  # the client is clearly there: stop reading
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            scope.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch, nursery.cancel_scope)
+                try:
+                    outcome.append(await answer(*args))
+                except Exception as exc:
+                    outcome.append(exc)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # cancelled from outside (shutdown): one Cancelled, as the caller expects
+            if all(isinstance(e, trio.Cancelled) for e in group.exceptions):
+                raise group.exceptions[0] from None
+            raise
+        if not outcome:
+            raise _ClientGone
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]  # type: ignore[no-any-return]
 
     def _health(self) -> dict[str, Any]:
         store_ok = self.api.system.store.alive

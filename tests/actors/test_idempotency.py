@@ -346,7 +346,8 @@ async def test_a_store_crash_after_the_commit_is_settled_as_stored(nursery, auto
     rig.state.crash_after = 1
     reply = await rig.store_result(key=None)  # committed: the truth is "stored", keyed or not
     assert reply["stored"] is True and list(rig.state.results) == [reply["id"]]
-    found = await rig.project.call(Wait("w", "agent_completed", EventFilter.parse(None), 0, 10, 0), timeout=5)
+    answer = await rig.project.call(Wait("w", "agent_completed", EventFilter.parse(None), 0, 10, 0), timeout=5)
+    found = orjson.loads(answer.reply)
     assert [e["data"]["result_id"] for e in found["events"]] == [reply["id"]]  # and delivered
 
 

@@ -1,0 +1,322 @@
+"""The project actor and the broker on MockClock(autojump_threshold=0), over an in-memory store.
+
+No sockets, no sleeps: a fake store actor answers the project's few store messages, and a fake
+sink stands for a session's outbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+import trio
+from orchestra.actors.broker import BrokerActor, EnsureProject
+from orchestra.actors.errors import Overloaded
+from orchestra.actors.events import EventFilter
+from orchestra.actors.profiles import Profiles
+from orchestra.actors.project import (
+    ProjectActor,
+    ProjectConfig,
+    ProjectStats,
+    Publish,
+    Subscribe,
+)
+from orchestra.actors.runtime import Actor, ActorRef, Call, ChildSpec, Outbox, Supervisor
+from orchestra.actors.store import (
+    AppendBatch,
+    LoadProject,
+    ProjectSnapshot,
+    SaveWaitCursor,
+    StoreError,
+)
+
+
+class MemoryStore(Actor):
+    """Keeps appended event bodies per project; ``fail_loads`` makes LoadProject fail."""
+
+    max_batch = 64
+
+    def __init__(self, fail_loads: bool = False) -> None:
+        self.fail_loads = fail_loads
+        self.events: dict[str, list[tuple[int, bytes]]] = {}
+        self.last: dict[str, int] = {}
+        self.wait_cursors: dict[str, dict[tuple[str, str], int]] = {}
+
+    async def handle_batch(self, calls: list[Call]) -> None:
+        for call in calls:
+            msg = call.msg
+            if isinstance(msg, LoadProject):
+                if self.fail_loads:
+                    call.fail(StoreError("disk I/O error"))
+                    continue
+                rows = self.events.get(msg.project_id, [])[-msg.max_events:]
+                call.reply(ProjectSnapshot(
+                    self.last.get(msg.project_id, 0), [body for _, body in rows],
+                    dict(self.wait_cursors.get(msg.project_id, {})),
+                ))
+            elif isinstance(msg, AppendBatch):
+                rows = self.events.setdefault(msg.project_id, [])
+                rows.extend((ev.cursor, ev.body) for ev in msg.events)
+                rows[:] = [r for r in rows if r[0] >= msg.trim_below]
+                self.last[msg.project_id] = msg.last_cursor
+                call.reply(None)
+            elif isinstance(msg, SaveWaitCursor):
+                self.wait_cursors.setdefault(msg.project_id, {})[(msg.sub, msg.wait_key)] = msg.cursor
+                call.reply(None)
+            else:
+                call.fail(StoreError(f"unexpected {msg!r}"))
+
+
+class Sink:
+    """A session's outbox as the project sees it."""
+
+    def __init__(self, key: str = "agent-1#1", max_messages: int = 1000) -> None:
+        self.session_key = key
+        self.agent_id = key.split("#")[0]
+        self.outbox = Outbox(max_messages, 1 << 30)
+        self.answers: list[dict[str, Any]] = []
+        self.pull: tuple[ActorRef, Any] | None = None
+        self.cut: str | None = None
+        self.started_from: str | None = None
+
+    def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
+        self.answers.append(reply)
+
+    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
+        return self.outbox.offer(event, (sid, cursor))
+
+    def begin(self, sid: str, cursor: str) -> None:
+        self.started_from = cursor
+
+    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
+        if len(self.outbox) >= max(1, self.outbox.max_messages // 2):
+            return False
+        return self.outbox.offer(event, (sid, cursor))
+
+    def want_more(self, ref: ActorRef, msg: Any) -> None:
+        self.pull = (ref, msg)
+
+    def behind(self, sid: str) -> None:
+        self.cut = sid
+
+    async def drain(self) -> list[int]:
+        """Take everything queued; the cursors taken."""
+        return [int(tag[1]) for _, tag in await self.outbox.get_batch(10_000)]
+
+
+def publish(topic: str = "t", **data: Any) -> Publish:
+    return Publish("build", {"topic": topic, "data": data, "ttl_seconds": 3600}, "agent-1", None)
+
+
+def subscribe(sink: Sink, since: int | None = None) -> Subscribe:
+    return Subscribe(sink, None, None, EventFilter.parse(None), since)
+
+
+async def start_project(
+    nursery: trio.Nursery, config: ProjectConfig | None = None, store: MemoryStore | None = None,
+) -> tuple[ActorRef, Supervisor, MemoryStore]:
+    store = store or MemoryStore()
+    store_ref = ActorRef("store")
+    ref = ActorRef("project:p1")
+    sup = Supervisor("root", [
+        ChildSpec.actor("store", store_ref, lambda: store),
+        ChildSpec.actor("project:p1", ref, lambda: ProjectActor(
+            "p1", store_ref, Profiles(), config or ProjectConfig(), wall_clock=lambda: 1_000_000.0,
+        )),
+    ])
+    await nursery.start(sup.run)
+    return ref, sup, store
+
+
+# -- 1. one request's content fails only that request --
+
+
+async def test_a_subscription_past_the_limit_fails_alone(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, sup, _ = await start_project(nursery, ProjectConfig(max_subscriptions=1))
+        first = Sink("a#1")
+        await ref.call(subscribe(first))
+        with pytest.raises(Overloaded):
+            await ref.call(subscribe(Sink("b#2")))
+        # the actor kept its state: the first subscriber still gets events
+        await ref.call(publish())
+        assert len(first.outbox) == 1
+        stats = await ref.call(ProjectStats())
+        assert stats["subscriptions"] == 1
+        assert sup.total_restarts() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_message_in_a_batch_leaves_the_others_answered(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, sup, _ = await start_project(nursery, ProjectConfig(max_subscriptions=1))
+        await ref.call(subscribe(Sink("a#1")))
+        outcomes: dict[str, Any] = {}
+
+        async def ask(name: str, msg: Any) -> None:
+            try:
+                outcomes[name] = await ref.call(msg)
+            except Overloaded as exc:
+                outcomes[name] = exc
+
+        # queued together: one batch holds a subscribe past the limit and a publish
+        with trio.fail_after(60):
+            async with trio.open_nursery() as callers:
+                callers.start_soon(ask, "sub", subscribe(Sink("b#2")))
+                callers.start_soon(ask, "pub", publish())
+        assert isinstance(outcomes["sub"], Overloaded)
+        assert outcomes["pub"]["published"] is True
+        assert sup.total_restarts() == 0
+        nursery.cancel_scope.cancel()
+
+
+# -- 2. a project that fails to start fails its request, not the broker --
+
+
+async def test_a_project_that_cannot_load_answers_unavailable_and_the_broker_lives(autojump_clock):
+    store = MemoryStore(fail_loads=True)
+    store_ref, broker_ref = ActorRef("store"), ActorRef("broker")
+    projects = Supervisor("projects", max_restarts=3, period=60)
+
+    def make_project(pid: str) -> ProjectActor:
+        return ProjectActor(pid, store_ref, Profiles(), ProjectConfig())
+
+    root = Supervisor("root", [
+        ChildSpec.actor("store", store_ref, lambda: store),
+        ChildSpec("projects", lambda: projects),
+        ChildSpec.actor("broker", broker_ref, lambda: BrokerActor(projects, make_project)),
+    ], max_restarts=3, period=60)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for _ in range(10):  # past every restart intensity in the tree
+            with pytest.raises(Overloaded):
+                await broker_ref.call(EnsureProject("p1"))
+        assert root.total_restarts() == 0
+        assert broker_ref.alive
+        assert len(projects) == 0
+        store.fail_loads = False  # the store recovered: the project starts
+        ref = await broker_ref.call(EnsureProject("p1"))
+        assert (await ref.call(publish()))["published"] is True
+        nursery.cancel_scope.cancel()
+
+
+# -- 3. a wait's position moves only when its answer was delivered --
+
+
+async def test_a_wait_position_moves_only_on_confirmation(autojump_clock):
+    from orchestra.actors.project import Wait, WaitAnswer
+
+    def wait() -> Wait:
+        return Wait("w", "build", EventFilter.parse(None), None, 10, 0.0)
+
+    async with trio.open_nursery() as nursery:
+        ref, _, store = await start_project(nursery)
+        await ref.call(publish(n=1))
+        first = await ref.call(wait())
+        assert isinstance(first, WaitAnswer) and first.confirm is not None
+        # not confirmed (the answer was lost): the same event is given again
+        again = await ref.call(wait())
+        assert [e["data"] for e in orjson.loads(again.reply)["events"]] == [{"n": 1}]
+        await ref.cast(again.confirm)
+        after = await ref.call(wait())
+        assert orjson.loads(after.reply)["events"] == [] and after.confirm is None
+        assert store.wait_cursors["p1"] == {("w", "build\x00"): 1}
+        # an old confirmation arriving late never moves the position back
+        await ref.cast(first.confirm)
+        await ref.call(publish(n=2))
+        assert [e["data"] for e in orjson.loads((await ref.call(wait())).reply)["events"]] == [{"n": 2}]
+        nursery.cancel_scope.cancel()
+
+
+# -- 4. replay at the consumer's pace; live in the step that reaches the end of the log --
+
+
+async def test_replay_follows_the_consumer_and_joins_live_without_gap_or_duplicate(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery)
+        for i in range(10):
+            await ref.call(publish(n=i))
+        sink = Sink(max_messages=4)  # replay takes at most 2 at a time
+        await ref.call(subscribe(sink, since=0))
+        assert sink.started_from == "0" * 20
+        seen = await sink.drain()
+        assert seen == [1, 2]
+        await ref.call(publish(n=10))  # live while catching up: comes from the log, in order
+        while sink.pull is not None:
+            pull_ref, msg = sink.pull
+            sink.pull = None
+            await pull_ref.cast(msg)
+            await ref.call(ProjectStats())  # the pull was served
+            seen += await sink.drain() if len(sink.outbox) else []
+        await ref.call(publish(n=11))  # live now: delivered at once
+        seen += await sink.drain()
+        assert seen == list(range(1, 13))
+        assert sink.cut is None and not sink.outbox.overflowed
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_replay_overtaken_by_trimming_is_cut_never_silently_gapped(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery, ProjectConfig(max_events=5))
+        for i in range(5):
+            await ref.call(publish(n=i))
+        sink = Sink(max_messages=2)
+        reply = await ref.call(subscribe(sink, since=0))
+        assert reply["recovered"] is True
+        assert await sink.drain() == [1]
+        for i in range(5):  # trims past where the replay stands
+            await ref.call(publish(n=i))
+        pull_ref, msg = sink.pull
+        await pull_ref.cast(msg)
+        assert (await ref.call(ProjectStats()))["subscriptions"] == 0
+        assert sink.cut == reply["subscription"]
+        nursery.cancel_scope.cancel()
+
+
+# -- 6. retention bounded in bytes, at run time and at load --
+
+
+async def test_retention_is_bounded_in_bytes_also_when_loading(autojump_clock):
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery, ProjectConfig(max_event_bytes=1 << 30), store)
+        for i in range(10):
+            await ref.call(publish(n=i, pad="x" * 1000))
+        one = len(store.events["p1"][0][1])
+        nursery.cancel_scope.cancel()
+    # the same store, a smaller byte bound: the load keeps the newest 3, the store follows
+    async with trio.open_nursery() as nursery:
+        ref, _, _ = await start_project(nursery, ProjectConfig(max_event_bytes=3 * one + 10), store)
+        stats = await ref.call(ProjectStats())
+        assert stats["retained_events"] == 3 and stats["retained_bytes"] <= 3 * one + 10
+        sink = Sink()
+        reply = await ref.call(subscribe(sink, since=0))
+        assert reply["recovered"] is False  # 1..7 are gone: said, not silently skipped
+        assert await sink.drain() == [8, 9, 10]
+        await ref.call(publish(n=10, pad="x" * 1000))
+        assert [c for c, _ in store.events["p1"]] == [9, 10, 11]
+        nursery.cancel_scope.cancel()
+
+
+async def test_star_subscriptions_are_bounded(autojump_clock):
+    from orchestra.actors.broker import SubscribeAll
+
+    class GlobalSink(Sink):
+        def attached(self, project_id: str, sid: str, ref: ActorRef) -> None:
+            pass
+
+    broker_ref = ActorRef("broker")
+    projects = Supervisor("projects")
+    root = Supervisor("root", [
+        ChildSpec("projects", lambda: projects),
+        ChildSpec.actor("broker", broker_ref, lambda: BrokerActor(projects, lambda pid: None, max_globals=2)),
+    ])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)
+        for _ in range(2):
+            await broker_ref.call(SubscribeAll(GlobalSink(), None, None, EventFilter.parse(None)))
+        with pytest.raises(Overloaded):
+            await broker_ref.call(SubscribeAll(GlobalSink(), None, None, EventFilter.parse(None)))
+        assert broker_ref.alive
+        nursery.cancel_scope.cancel()
