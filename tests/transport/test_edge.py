@@ -282,3 +282,18 @@ async def test_fault_route_is_404_when_disabled(nursery, tmp_path):
     for tok in (h.token(), h.token("*", agent_type="ops", admin=True, sub="ops")):
         r = await h.request("POST", "/api/admin/faults", tok, {"target": "store", "kind": "delay", "ms": 1})
         assert r.status == 404 and r.json()["code"] == "NOT_FOUND"
+
+
+# -- 9. project_structure.directories --
+
+
+def test_listing_names_every_directory(tmp_path):
+    from orchestra.actors.context.index import ProjectIndex
+
+    for rel in ("src/pkg/deep/mod.py", "src/pkg/__init__.py", "top.py", "a/b/c/d.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    index = ProjectIndex(tmp_path)
+    index.refresh()
+    _, directories, _ = index.listing()
+    assert directories == ["a", "a/b", "a/b/c", "src", "src/pkg", "src/pkg/deep"]
