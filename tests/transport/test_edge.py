@@ -297,3 +297,53 @@ def test_listing_names_every_directory(tmp_path):
     index.refresh()
     _, directories, _ = index.listing()
     assert directories == ["a", "a/b", "a/b/c", "src", "src/pkg", "src/pkg/deep"]
+
+
+# -- 10. every other argument of the operation table is bounded --
+
+
+async def test_lists_and_texts_of_operations_are_bounded(server):
+    tok = server.token()
+    for body, field in [
+        ({"references": ["r"] * 101}, "references"),
+        ({"references": ["ok", "a\x00"]}, "references[1]"),
+        ({"topic": "t" * 257}, "topic"),
+        ({"topic": "a\x00"}, "topic"),
+    ]:
+        r = await server.request("POST", "/api/events/ci", tok, body)
+        assert r.status == 400 and r.json()["field"] == field, (body, r.body)
+    for path, field in [
+        ("/api/results?q=" + "x" * 1025, "q"),
+        ("/api/results?q=a%00", "q"),
+        ("/api/events/wait/ci?timeout=0&filter=" + "a:b," * 1025, "filter"),
+    ]:
+        r = await server.request("GET", path, tok)
+        assert r.status == 400 and r.json()["field"] == field, (path[:80], r.body)
+    spawner = server.token(agent_type="chief-architect", sub="chief")
+    for body, field in [
+        ({"environment": {"ORCHESTRA_TOKEN": "x"}}, "environment"),
+        ({"environment": {"A B": "x"}}, "environment"),
+        ({"environment": {f"V{i}": "x" for i in range(65)}}, "environment"),
+        ({"environment": {"A": 5}}, "environment.A"),
+        ({"environment": {"A": "x" * 4097}}, "environment.A"),
+        ({"environment": ["A=1"]}, "environment"),
+        ({"task": "x" * 8193}, "task"),
+        ({"context_requirements": "all"}, "context_requirements"),
+    ]:
+        r = await server.request("POST", "/api/agents/spawn", spawner,
+                                 {"agent_type": "python-specialist", "issue_id": "iss-1", **body})
+        assert r.status == 400 and r.json()["field"] == field, (body, r.body)
+    async with server.ws(tok) as ws:
+        for args, field in [
+            ({"event_types": ["ci"] * 65}, "event_types"),
+            ({"topics": ["t"] * 65}, "topics"),
+            ({"topics": ["ok", 5]}, "topics[1]"),
+            ({"filter": "a:" + "b" * 5000}, "filter"),
+        ]:
+            reply = await ws.call("event.subscribe", **args)
+            assert reply["ok"] is False and reply["error"]["field"] == field, (args, reply)
+        reply = await ws.call("context.get", issue_id="iss", task="x" * 8193)
+        assert reply["ok"] is False and reply["error"]["field"] == "task"
+        reply = await ws.call("auth.refresh", token="x" * 20_000)
+        assert reply["ok"] is False and reply["error"]["field"] == "token"
+    assert await _restarts(server) == 0
