@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import InvalidFilter
 
-__all__ = ["EventFilter", "decode_cursor", "encode_cursor", "CURSOR_WIDTH", "EVENT_FIELDS"]
+__all__ = ["EventFilter", "decode_cursor", "encode_cursor", "CURSOR_WIDTH", "EVENT_FIELDS", "MAX_CURSOR", "MAX_FILTER_CHARS"]
 
 CURSOR_WIDTH = 20
 
@@ -34,12 +34,19 @@ def encode_cursor(n: int) -> str:
     return f"{n:0{CURSOR_WIDTH}d}"
 
 
+#: Sequence numbers are SQLite integers: a cursor the server takes is at most this.
+MAX_CURSOR = 2**63 - 1
+
+
 def decode_cursor(text: str) -> int:
     """The sequence number of a cursor; ValueError if it is not one."""
     if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > CURSOR_WIDTH:
         raise ValueError("a cursor is a string of up to 20 digits, as returned by the server")
     return int(text)
 
+
+#: A filter expression's length bound (checked by the transport).
+MAX_FILTER_CHARS = 4096
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 _NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")

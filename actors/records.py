@@ -11,19 +11,75 @@ from .errors import InvalidEvent, InvalidRequest
 
 __all__ = [
     "DEFAULT_TTL_SECONDS",
+    "MAX_ID_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_REFERENCES",
+    "MAX_ROUND",
     "MAX_TTL_SECONDS",
     "iso_now",
     "iso_time",
+    "json_too_deep",
     "parse_iso",
     "validate_event_body",
     "validate_event_type",
+    "validate_id",
+    "validate_depth",
     "validate_result_body",
 ]
 
 DEFAULT_TTL_SECONDS = 86_400  # one day
 MAX_TTL_SECONDS = 7 * 86_400  # one week
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_ID_MAX = 256
+#: An id (issue, agent, agent type, result, project, subscription, correlation) or a topic.
+MAX_ID_CHARS = 256
+#: Default bound on JSON nesting, the body or frame object counting as level 1: far below the
+#: 254 levels orjson encodes, so whatever is accepted can be wrapped (record, event, frame) and
+#: encoded again.
+MAX_JSON_DEPTH = 64
+#: ``round`` is an integer every JSON reader represents exactly (±2^53).
+MAX_ROUND = 2**53
+MAX_REFERENCES = 100
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def validate_id(field: str, value: Any, error: type[InvalidRequest] | type[InvalidEvent] = InvalidRequest) -> str:
+    """``value`` if it is an id: a string of 1 to 256 characters, no control character (C0
+    with NUL, DEL, C1), not only whitespace. Else ``error`` naming ``field``."""
+    if (
+        not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS
+        or _CONTROL.search(value) is not None or value.isspace()
+    ):
+        raise error(
+            field,
+            f"'{field}' must be a string of 1 to {MAX_ID_CHARS} characters, without control "
+            "characters and not only whitespace",
+        )
+    return value
+
+
+def json_too_deep(value: Any, limit: int) -> str | None:
+    """Where ``value`` (parsed JSON, itself level 1) nests containers deeper than ``limit``
+    levels: the top-level key (or ``"[i]"``) holding the too deep part; None if it does not.
+
+    Iterative and visits containers only; no recursion, so any depth is safe to check.
+    """
+    if not isinstance(value, dict | list):
+        return None
+    stack: list[tuple[Any, int, str | None]] = [(value, 1, None)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth, top = pop()
+        if depth > limit:
+            return top if top is not None else "body"
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if type(child) is dict or type(child) is list:
+                    push((child, depth + 1, top if top is not None else key))
+        else:
+            for i, child in enumerate(node):
+                if type(child) is dict or type(child) is list:
+                    push((child, depth + 1, top if top is not None else f"[{i}]"))
+    return None
 
 
 _SECONDS: dict[int, str] = {}
@@ -51,15 +107,39 @@ def iso_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_iso(field: str, text: str) -> str:
-    """Normalise an ISO 8601 time to the stored form; InvalidRequest naming ``field`` if not one."""
+def validate_depth(raw: str | bytes, value: Any, limit: int) -> None:
+    """InvalidRequest naming the top-level field (or ``"body"``) of ``value``, parsed from
+    ``raw``, that nests deeper than ``limit`` levels (``value`` itself is level 1).
+
+    Cheap for ordinary input: nesting needs an opening bracket per level, so a text with at
+    most ``limit`` of them is not walked at all.
+    """
+    opens = raw.count(b"{") + raw.count(b"[") if isinstance(raw, bytes) else raw.count("{") + raw.count("[")
+    if opens <= limit:
+        return
+    where = json_too_deep(value, limit)
+    if where is not None:
+        raise InvalidRequest(where, f"'{where}' is nested deeper than {limit} levels (the whole body counts as 1)")
+
+
+def parse_iso(field: str, text: Any) -> str:
+    """Normalise an ISO 8601 time to the stored form (UTC, fixed width, so string order is
+    time order); InvalidRequest naming ``field`` for anything else, including times outside
+    the years 0001-9999 once converted to UTC."""
     try:
+        if not isinstance(text, str) or len(text) > 64:
+            raise ValueError
         value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except (ValueError, AttributeError):
-        raise InvalidRequest(field, f"{field} must be an ISO 8601 time, like 2026-01-31T12:00:00Z") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidRequest(
+            field, f"{field} must be an ISO 8601 time from year 0001 to 9999 (UTC), like 2026-01-31T12:00:00Z"
+        ) from None
+    # by hand: strftime's %Y does not pad years before 1000
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+            f"{value.second:02d}.{value.microsecond:06d}Z")
 
 
 def _string(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -68,9 +148,7 @@ def _string(body: dict[str, Any], key: str, *, required: bool = True) -> str | N
         if required:
             raise InvalidRequest(key, f"missing field '{key}' (a non-empty string)")
         return None
-    if not isinstance(value, str) or not value or len(value) > _ID_MAX:
-        raise InvalidRequest(key, f"field '{key}' must be a non-empty string of at most {_ID_MAX} characters")
-    return value
+    return validate_id(key, value)
 
 
 def validate_result_body(body: Any, token_project: str) -> dict[str, Any]:
@@ -90,8 +168,10 @@ def validate_result_body(body: Any, token_project: str) -> dict[str, Any]:
     status = result.get("status")
     if not isinstance(status, str) or not status:
         raise InvalidRequest("result.status", "field 'result.status' must be a non-empty string")
-    if "timestamp" in body and not isinstance(body["timestamp"], str):
-        raise InvalidRequest("timestamp", "field 'timestamp' must be a string (ISO 8601)")
+    validate_id("result.status", status)
+    timestamp = body.get("timestamp")
+    if "timestamp" in body and (not isinstance(timestamp, str) or len(timestamp) > 64):
+        raise InvalidRequest("timestamp", "field 'timestamp' must be a string (ISO 8601) of at most 64 characters")
     return body
 
 
@@ -113,8 +193,8 @@ def validate_event_body(body: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("topic", "correlation_id"):
         value = body.get(key)
-        if value is not None and not isinstance(value, str):
-            raise InvalidEvent(key, f"field '{key}' must be a string")
+        if value is not None:
+            validate_id(key, value, InvalidEvent)
         out[key] = value
     data = body.get("data", {})
     if data is None:
@@ -129,11 +209,14 @@ def validate_event_body(body: Any) -> dict[str, Any]:
         )
     out["ttl_seconds"] = ttl
     rnd = body.get("round")
-    if rnd is not None and (isinstance(rnd, bool) or not isinstance(rnd, int)):
-        raise InvalidEvent("round", "field 'round' must be an integer")
+    if rnd is not None and (isinstance(rnd, bool) or not isinstance(rnd, int) or not -MAX_ROUND <= rnd <= MAX_ROUND):
+        raise InvalidEvent("round", f"field 'round' must be an integer from -{MAX_ROUND} to {MAX_ROUND}")
     out["round"] = rnd
     refs = body.get("references")
-    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, str) for r in refs)):
-        raise InvalidEvent("references", "field 'references' must be a list of strings")
+    if refs is not None:
+        if not isinstance(refs, list) or len(refs) > MAX_REFERENCES:
+            raise InvalidEvent("references", f"field 'references' must be a list of at most {MAX_REFERENCES} ids")
+        for i, ref in enumerate(refs):
+            validate_id(f"references[{i}]", ref, InvalidEvent)
     out["references"] = refs or []
     return out

@@ -19,9 +19,11 @@ import orjson
 import prometheus_client as prom
 
 from ..actors.broker import DropGlobals
+from ..actors.errors import InvalidRequest
 from ..actors.project import (
     DropSession,
 )
+from ..actors.records import MAX_ID_CHARS, MAX_JSON_DEPTH, validate_depth
 from ..actors.runtime import ActorError
 from ..actors.session import CLOSE_AUTH, CloseSession, Session
 from ..actors.store import StoreError
@@ -31,7 +33,7 @@ from .errors import ApiError, encode_error, from_exception, shutting_down
 from .ops import OPS, Ctx, Op, Reply
 from .ratelimit import RateLimiter, ceil_seconds
 
-__all__ = ["Api", "ApiConfig", "Ctx", "Op", "OPS", "Reply"]
+__all__ = ["Api", "ApiConfig", "Ctx", "Op", "OPS", "Reply", "valid_request_id"]
 
 log = logging.getLogger("orchestra")
 VERSION = "0.1.0"
@@ -44,6 +46,22 @@ class ApiConfig:
     wait_max_ms: int = 300_000
     wait_default_ms: int = 30_000
     call_timeout: float = 30.0
+    #: JSON nesting of a WebSocket frame, the frame object counting as 1 (see records.MAX_JSON_DEPTH)
+    max_json_depth: int = MAX_JSON_DEPTH
+
+
+def valid_request_id(value: Any) -> bool:
+    """A WebSocket request ``id`` the server echoes: a string of at most 256 characters, a
+    number, a boolean or null."""
+    if isinstance(value, str):
+        return len(value) <= MAX_ID_CHARS
+    return value is None or isinstance(value, int | float)
+
+
+_BAD_ID = ApiError(
+    400, "REQ_001", f"'id' must be a string of at most {MAX_ID_CHARS} characters, a number, a boolean or null",
+    field="id",
+)
 
 
 class _Latency:
@@ -248,12 +266,18 @@ class Api:
             return self.ws_error(None, ApiError(400, "REQ_001", f"malformed JSON: {exc}"))
         if not isinstance(request, dict):
             return self.ws_error(None, ApiError(400, "REQ_001", "a request is a JSON object with 'op'", field="op"))
+        try:
+            validate_depth(raw, request, self.config.max_json_depth)
+        except InvalidRequest as exc:
+            return self.ws_error(None, ApiError(400, "REQ_001", exc.message, field=exc.field))
+        rid = request.get("id")
+        if not valid_request_id(rid):
+            return self.ws_error(None, _BAD_ID)
         name = request.get("op")
         op = OPS.get(name) if isinstance(name, str) else None
         if op is None or not op.ws:
-            return self.ws_error(
-                request.get("id"), ApiError(404, "NOT_FOUND", f"unknown op {name!r}", field="op")
-            )
+            shown = repr(name[:64]) + ("..." if len(name) > 64 else "") if isinstance(name, str) else type(name).__name__
+            return self.ws_error(rid, ApiError(404, "NOT_FOUND", f"unknown op {shown}", field="op"))
         return request, op.mode
 
     async def handle(self, session: Session, request: dict[str, Any]) -> bytes | None:

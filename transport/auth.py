@@ -17,13 +17,18 @@ from typing import Any
 
 import jwt
 
+from ..actors.errors import InvalidRequest
 from ..actors.profiles import PERMISSIONS, Profiles
+from ..actors.records import MAX_ID_CHARS, validate_id
 from .errors import ApiError
 
-__all__ = ["Auth", "Principal", "load_secret", "LEEWAY_SECONDS"]
+__all__ = ["Auth", "Principal", "load_secret", "LEEWAY_SECONDS", "MAX_CLAIM_TIME"]
 
 LEEWAY_SECONDS = 1.0
 _ASYMMETRIC = {"RS256", "ES256", "EdDSA"}
+#: ``exp``, ``iat`` and ``nbf`` are seconds since 1970 up to the end of year 9999 (UTC).
+MAX_CLAIM_TIME = 253_402_300_799
+_TIME_CLAIMS = ("exp", "iat", "nbf")
 
 
 def load_secret(data_dir: Path, create: bool = True) -> bytes:
@@ -132,10 +137,26 @@ class Auth:
             raise ApiError(401, "AUTH_002", "the token has expired; get a new one") from None
         except jwt.PyJWTError as exc:
             raise ApiError(401, "AUTH_001", f"invalid token: {exc}") from None
+        except (OverflowError, ValueError, TypeError):  # a time claim no number can hold
+            raise ApiError(401, "AUTH_001", "invalid token: a time claim is out of range") from None
+        for name in _TIME_CLAIMS:
+            value = claims.get(name)
+            if name in claims and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_CLAIM_TIME
+            ):
+                raise ApiError(
+                    401, "AUTH_001",
+                    f"invalid token: claim '{name}' must be a number of seconds from 0 to {MAX_CLAIM_TIME} (year 9999)",
+                )
         sub, agent_type, project = claims.get("sub"), claims.get("agent_type"), claims.get("project_id")
         for name, value in (("sub", sub), ("agent_type", agent_type), ("project_id", project)):
-            if not isinstance(value, str) or not value:
-                raise ApiError(401, "AUTH_001", f"invalid token: claim '{name}' must be a non-empty string")
+            try:
+                validate_id(name, value)
+            except InvalidRequest:
+                raise ApiError(
+                    401, "AUTH_001", f"invalid token: claim '{name}' must be a string of 1 to "
+                    f"{MAX_ID_CHARS} characters without control characters",
+                ) from None
         perms = claims.get("permissions")
         if perms is None:
             granted = set(self.profiles.get(agent_type).permissions)

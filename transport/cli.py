@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
 import trio
 
+from ..actors.errors import InvalidRequest
 from ..actors.profiles import PERMISSIONS, ProfileError, Profiles
 from ..actors.project import ProjectConfig
+from ..actors.records import MAX_JSON_DEPTH, validate_id
 from ..actors.system import ActorSystem, SystemConfig
 from .api import Api, ApiConfig
 from .auth import Auth, load_secret
@@ -31,50 +35,122 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("orchestra", appauthor=False))
 
 
-def _project_map(values: list[str]) -> dict[str, Path]:
-    out = {}
-    for value in values:
-        pid, sep, path = value.partition("=")
-        if not sep or not pid or not path:
-            raise SystemExit(f"orchestra: --project takes ID=PATH, got {value!r}")
-        out[pid] = Path(path).resolve()
-    return out
+#: Bounds of command-line values (docs/protocol.md, "Running and tokens").
+MAX_TOKEN_TTL = 10 * 366 * 86_400  # ten years
+MAX_JSON_DEPTH_FLAG = 200  # leaves room under orjson's 254 levels for what wraps a body
+
+
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad value with one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not an integer from {lo} to {hi}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _seconds(lo: float, hi: float, *, above_lo: bool = False) -> Callable[[str], float]:
+    """A finite number of seconds from ``lo`` (excluded if ``above_lo``) to ``hi``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value > hi or value < lo or (above_lo and value == lo):
+            shown = f"above {lo:g}" if above_lo else f"from {lo:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds {shown} to {hi:g}")
+        return value
+    parse.__name__ = "seconds"
+    return parse
+
+
+def _existing_dir(text: str) -> Path:
+    path = Path(text).resolve()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
+    return path
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing file")
+    return path
+
+
+def _id(text: str) -> str:
+    try:
+        return validate_id("value", text)
+    except InvalidRequest:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an id (1 to 256 characters, no control characters, not only whitespace)"
+        ) from None
+
+
+def _project_entry(text: str) -> tuple[str, Path]:
+    pid, sep, path = text.partition("=")
+    if not sep or not pid or not path:
+        raise argparse.ArgumentTypeError(f"takes ID=PATH, got {text!r}")
+    return _id(pid), _existing_dir(path)
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of debug, info, warning, error, critical")
+    return level
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestra", description="Orchestration sidecar for fleets of AI coding agents")
+    parser = _Parser(prog="orchestra", description="Orchestration sidecar for fleets of AI coding agents")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3001)
+    serve.add_argument("--port", type=_int_in(0, 65535), default=3001)
     serve.add_argument("--data-dir", type=Path, default=None, help="durable store, logs and key (env ORCHESTRA_DATA_DIR)")
-    serve.add_argument("--root", type=Path, default=Path.cwd(), help="code base for context of projects without --project")
-    serve.add_argument("--project", action="append", default=[], metavar="ID=PATH", help="code base of one project")
-    serve.add_argument("--profiles", type=Path, default=None, help="agent profiles file (TOML or JSON)")
-    serve.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
+    serve.add_argument("--root", type=_existing_dir, default=None,
+                       help="code base for context of projects without --project (default: the current directory)")
+    serve.add_argument("--project", type=_project_entry, action="append", default=[], metavar="ID=PATH",
+                       help="code base of one project")
+    serve.add_argument("--profiles", type=_existing_file, default=None, help="agent profiles file (TOML or JSON)")
+    serve.add_argument("--max-body-bytes", type=_int_in(1, 2**31 - 1), default=10 * 1024 * 1024)
+    serve.add_argument("--max-json-depth", type=_int_in(2, MAX_JSON_DEPTH_FLAG), default=MAX_JSON_DEPTH,
+                       help="JSON nesting levels of a body or frame (the body counts as 1)")
     serve.add_argument("--fault-injection", action="store_true", help="enable POST /api/admin/faults (admin only)")
     serve.add_argument("--no-rate-limits", action="store_true")
-    serve.add_argument("--jwt-public-key", type=Path, default=None, help="PEM public key for asymmetric tokens")
+    serve.add_argument("--jwt-public-key", type=_existing_file, default=None, help="PEM public key for asymmetric tokens")
     serve.add_argument("--jwt-algorithm", default="RS256", choices=["RS256", "ES256", "EdDSA"])
-    serve.add_argument("--event-retention", type=int, default=10_000, help="events kept per project")
-    serve.add_argument("--idempotency-window", type=float, default=86_400.0, metavar="SECONDS",
-                       help="how long a repeated idempotency key answers the original answer")
-    serve.add_argument("--event-retention-bytes", type=int, default=64 * 1024 * 1024,
+    serve.add_argument("--event-retention", type=_int_in(1, 10**9), default=10_000, help="events kept per project")
+    serve.add_argument("--idempotency-window", type=_seconds(0, 366 * 86_400, above_lo=True), default=86_400.0,
+                       metavar="SECONDS", help="how long a repeated idempotency key answers the original answer")
+    serve.add_argument("--event-retention-bytes", type=_int_in(1024, 2**40), default=64 * 1024 * 1024,
                        help="encoded bytes of events kept per project (the oldest go first)")
     serve.add_argument("--sync", default="normal", choices=["normal", "full"],
                        help="SQLite synchronous mode: normal survives process crashes, full also power loss")
-    serve.add_argument("--context-sweep", type=float, default=2.0,
+    serve.add_argument("--context-sweep", type=_seconds(0, 86_400), default=2.0,
                        help="seconds between checks of the code base for changed files")
-    serve.add_argument("--shutdown-grace", type=float, default=3.0,
+    serve.add_argument("--shutdown-grace", type=_seconds(0, 3600), default=3.0,
                        help="seconds requests in progress may take to finish on SIGINT/SIGTERM before they are cancelled")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-level", type=_log_level, default="INFO")
 
     token = sub.add_parser("token", help="print a JWT signed with the server's key")
-    token.add_argument("--project", default=None)
-    token.add_argument("--agent-type", required=True)
-    token.add_argument("--sub", default=None)
-    token.add_argument("--ttl", type=float, default=3600)
+    token.add_argument("--project", type=_id, default=None)
+    token.add_argument("--agent-type", type=_id, required=True)
+    token.add_argument("--sub", type=_id, default=None)
+    token.add_argument("--ttl", type=_seconds(0, MAX_TOKEN_TTL, above_lo=True), default=3600,
+                       help=f"seconds the token is valid, above 0 and at most {MAX_TOKEN_TTL} (ten years)")
     token.add_argument("--admin", action="store_true")
     token.add_argument("--permissions", default=None, help="comma-separated: " + ",".join(sorted(PERMISSIONS)))
     token.add_argument("--data-dir", type=Path, default=None)
@@ -114,7 +190,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -122,9 +198,6 @@ def _serve(args: argparse.Namespace) -> int:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:
         print(f"orchestra serve: {exc}", file=sys.stderr)
-        return 2
-    if not 0 < args.idempotency_window < float("inf"):
-        print("orchestra serve: --idempotency-window must be a number of seconds > 0", file=sys.stderr)
         return 2
     data_dir = (args.data_dir or default_data_dir()).resolve()
     public_key = args.jwt_public_key.read_bytes() if args.jwt_public_key else None
@@ -136,18 +209,19 @@ def _serve(args: argparse.Namespace) -> int:
         project=ProjectConfig(max_events=args.event_retention, max_event_bytes=args.event_retention_bytes,
                               idempotency_window=args.idempotency_window),
         synchronous=args.sync.upper(),
-        roots=_project_map(args.project),
+        roots=dict(args.project),
         context_sweep=args.context_sweep,
-        default_root=args.root.resolve(),
+        default_root=args.root or Path.cwd().resolve(),
     ))
     api = Api(system, auth, ApiConfig(
         rate_limits=not args.no_rate_limits,
         fault_injection=args.fault_injection,
         max_body_bytes=args.max_body_bytes,
+        max_json_depth=args.max_json_depth,
     ))
-    server = Server(api, ServerConfig(max_body_bytes=args.max_body_bytes))
+    server = Server(api, ServerConfig(max_body_bytes=args.max_body_bytes, max_json_depth=args.max_json_depth))
     try:
-        return trio.run(_serve_async, args.host, args.port, system, api, server, max(0.0, args.shutdown_grace))
+        return trio.run(_serve_async, args.host, args.port, system, api, server, args.shutdown_grace)
     except KeyboardInterrupt:
         return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ..actors.broker import SubscribeAll, UnsubscribeAll
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
 from ..actors.context_actor import ClearContext, ContextGet
 from ..actors.errors import InvalidRequest, NotFound, OutcomeUnknown
-from ..actors.events import EventFilter, decode_cursor
+from ..actors.events import MAX_CURSOR, MAX_FILTER_CHARS, EventFilter, decode_cursor
 from ..actors.idempotency import IdemKey, fingerprint, validate_key
 from ..actors.project import (
     GetResult,
@@ -38,6 +39,7 @@ from ..actors.records import (
     parse_iso,
     validate_event_body,
     validate_event_type,
+    validate_id,
     validate_result_body,
 )
 from ..actors.runtime import ActorError
@@ -84,14 +86,48 @@ class Op:
     ws: bool = True
 
 
-def _str_arg(args: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+#: Bounds of the free-text arguments (characters); ids are bounded by ``validate_id``.
+MAX_TASK_CHARS = 8192
+MAX_Q_CHARS = 1024
+MAX_TOKEN_CHARS = 16_384
+#: ``event_types`` and ``topics`` of one subscription.
+MAX_SUBSCRIBE_LIST = 64
+#: ``environment`` of a spawn: variables, and characters of one value.
+MAX_ENV_VARS = 64
+MAX_ENV_VALUE_CHARS = 4096
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+# free text may hold tabs and line breaks, never other control characters
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DECIMAL = re.compile(r"-?[0-9]{1,18}")
+_PAGE_CURSOR = re.compile(r"r1:([1-9][0-9]{0,18})")
+
+
+def _id_arg(args: dict[str, Any], key: str) -> str:
+    """A required id argument (see ``validate_id``)."""
     value = args.get(key)
     if value is None or value == "":
-        if required:
-            raise InvalidRequest(key, f"missing '{key}' (a string)")
+        raise InvalidRequest(key, f"missing '{key}' (a string)")
+    return validate_id(key, value)
+
+
+def _opt_id_arg(args: dict[str, Any], key: str) -> str | None:
+    """An optional id argument; absent or empty is None."""
+    value = args.get(key)
+    if value is None or value == "":
         return None
-    if not isinstance(value, str):
-        raise InvalidRequest(key, f"'{key}' must be a string")
+    return validate_id(key, value)
+
+
+def _opt_text_arg(args: dict[str, Any], key: str, max_chars: int) -> str | None:
+    """Optional free text of at most ``max_chars`` characters (tabs and line breaks allowed);
+    absent or empty is None."""
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > max_chars or _TEXT_CONTROL.search(value) is not None:
+        raise InvalidRequest(
+            key, f"'{key}' must be a string of at most {max_chars} characters without control characters"
+        )
     return value
 
 
@@ -99,15 +135,15 @@ def _int_arg(
     args: dict[str, Any], key: str, default: int, lo: int, hi: int,
     above: Callable[[int], Exception] | None = None,
 ) -> int:
-    """An integer argument from ``lo`` to ``hi``; ``above`` makes the error for a value over ``hi``."""
+    """An integer argument from ``lo`` to ``hi`` (a JSON integer, or decimal digits in a query);
+    ``above`` makes the error for a value over ``hi``."""
     value = args.get(key)
     if value is None or value == "":
         return default
     if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}") from None
+        if _DECIMAL.fullmatch(value) is None:
+            raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}")
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}")
     if value > hi:
@@ -119,7 +155,7 @@ def _int_arg(
 
 def _project(p: Principal, args: dict[str, Any]) -> str:
     """The project a request acts on: the token's, or the one it names (403 if another)."""
-    return p.project_for(_str_arg(args, "project_id", required=False))
+    return p.project_for(_opt_id_arg(args, "project_id"))
 
 
 def _cursor_arg(args: dict[str, Any], key: str) -> int | None:
@@ -127,23 +163,31 @@ def _cursor_arg(args: dict[str, Any], key: str) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return decode_cursor(value)
+        seq = decode_cursor(value)
     except ValueError as exc:
         raise InvalidRequest(key, f"'{key}': {exc}") from None
+    if seq > MAX_CURSOR:
+        raise InvalidRequest(key, f"'{key}': a cursor is at most {MAX_CURSOR}")
+    return seq
 
 
 def _encode_page_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"r1:{seq}".encode()).decode().rstrip("=")
 
 
-def _decode_page_cursor(text: str) -> int:
+def _decode_page_cursor(value: Any) -> int | None:
+    """The position a ``cursor`` argument names (1 to 2^63-1: the store's integers); None if absent."""
+    if value is None or value == "":
+        return None
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        tag, _, seq = raw.partition(":")
-        if tag != "r1":
+        if not isinstance(value, str) or len(value) > 64:
             raise ValueError
-        return int(seq)
-    except (ValueError, UnicodeDecodeError):
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+        match = _PAGE_CURSOR.fullmatch(raw)
+        if match is None or int(match.group(1)) > MAX_CURSOR:
+            raise ValueError
+        return int(match.group(1))
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
         raise InvalidRequest("cursor", "'cursor' is not a cursor this server returned") from None
 
 
@@ -216,7 +260,7 @@ async def op_result_store_batch(api: Api, p: Principal, args: dict[str, Any], c:
 
 
 async def op_result_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
-    result_id = _str_arg(args, "result_id")
+    result_id = _id_arg(args, "result_id")
     project = _project(p, args)
     ref = await api.project(project)
     table = ref.view  # the project's table of recent records: no mailbox round trip
@@ -228,24 +272,23 @@ async def op_result_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) ->
 
 
 async def op_result_query(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
-    requested = _str_arg(args, "project_id", required=False)
+    requested = _opt_id_arg(args, "project_id")
     if p.project_id == "*" and p.is_admin and requested in (None, "*"):
         project = None
     else:
         project = p.project_for(requested)
     limit = _int_arg(args, "limit", 50, 1, 1000)
-    cursor = _str_arg(args, "cursor", required=False)
     q = QueryResults(
         project_id=project,
-        issue_id=_str_arg(args, "issue_id", required=False),
-        agent_type=_str_arg(args, "agent_type", required=False),
-        agent_id=_str_arg(args, "agent_id", required=False),
-        status=_str_arg(args, "status", required=False),
+        issue_id=_opt_id_arg(args, "issue_id"),
+        agent_type=_opt_id_arg(args, "agent_type"),
+        agent_id=_opt_id_arg(args, "agent_id"),
+        status=_opt_id_arg(args, "status"),
         since=parse_iso("since", args["since"]) if args.get("since") else None,
         until=parse_iso("until", args["until"]) if args.get("until") else None,
-        q=_str_arg(args, "q", required=False),
+        q=_opt_text_arg(args, "q", MAX_Q_CHARS),
         limit=limit + 1,
-        before_seq=_decode_page_cursor(cursor) if cursor else None,
+        before_seq=_decode_page_cursor(args.get("cursor")),
     )
     if project is None:
         rows = await api.system.store.call(q, timeout=api.config.call_timeout)
@@ -271,7 +314,7 @@ async def op_event_publish(api: Api, p: Principal, args: dict[str, Any], c: Ctx)
 async def op_event_wait(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     event_type = validate_event_type(args.get("event_type"))
     timeout_ms = _int_arg(args, "timeout", api.config.wait_default_ms, 0, api.config.wait_max_ms)
-    flt = EventFilter.parse(_str_arg(args, "filter", required=False))
+    flt = EventFilter.parse(_opt_text_arg(args, "filter", MAX_FILTER_CHARS))
     since = _cursor_arg(args, "since")
     limit = _int_arg(args, "limit", 100, 1, 1000)
     project = _project(p, args)
@@ -294,15 +337,20 @@ async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ct
     types = args.get("event_types", default)
     if types == "*" or types is None:
         event_types = None
-    elif isinstance(types, list) and all(isinstance(t, str) for t in types) and types:
+    elif isinstance(types, list) and all(isinstance(t, str) for t in types) and 0 < len(types) <= MAX_SUBSCRIBE_LIST:
         event_types = frozenset(validate_event_type(t) for t in types)
     else:
-        raise InvalidRequest("event_types", "'event_types' must be a non-empty list of strings or \"*\"")
+        raise InvalidRequest(
+            "event_types", f"'event_types' must be a list of 1 to {MAX_SUBSCRIBE_LIST} strings or \"*\""
+        )
     topics = args.get("topics")
-    if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
-        raise InvalidRequest("topics", "'topics' must be a list of strings")
-    flt = EventFilter.parse(_str_arg(args, "filter", required=False))
-    requested = _str_arg(args, "project_id", required=False)
+    if topics is not None:
+        if not isinstance(topics, list) or len(topics) > MAX_SUBSCRIBE_LIST:
+            raise InvalidRequest("topics", f"'topics' must be a list of at most {MAX_SUBSCRIBE_LIST} strings")
+        for i, topic in enumerate(topics):
+            validate_id(f"topics[{i}]", topic)
+    flt = EventFilter.parse(_opt_text_arg(args, "filter", MAX_FILTER_CHARS))
+    requested = _opt_id_arg(args, "project_id")
     topic_set = frozenset(topics) if topics is not None else None
     if requested == "*" or (requested is None and p.project_id == "*"):
         if not (p.is_admin and p.project_id == "*"):
@@ -339,17 +387,20 @@ def _since_map(args: dict[str, Any]) -> int | dict[str, int] | None:
         raise InvalidRequest("since", f"'since' names more than {MAX_SINCE_PROJECTS} projects")
     out = {}
     for project, cursor in since.items():
+        validate_id("since", project)
         try:
             out[project] = decode_cursor(cursor)
         except (ValueError, TypeError):
             raise InvalidRequest("since", f"'since.{project[:64]}' is not a cursor") from None
+        if out[project] > MAX_CURSOR:
+            raise InvalidRequest("since", f"'since.{project[:64]}': a cursor is at most {MAX_CURSOR}")
     return out
 
 
 async def op_event_unsubscribe(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     s = c.session
     assert s is not None
-    sid = _str_arg(args, "subscription")
+    sid = _id_arg(args, "subscription")
     if sid in s.global_subscriptions:
         await api.system.broker.call(UnsubscribeAll(s.key, sid), timeout=api.config.call_timeout)
         s.global_subscriptions.discard(sid)
@@ -363,9 +414,9 @@ async def op_event_unsubscribe(api: Api, p: Principal, args: dict[str, Any], c: 
 
 
 async def op_context_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
-    issue_id = _str_arg(args, "issue_id")
-    agent_type = _str_arg(args, "agent_type", required=False) or p.agent_type
-    task = _str_arg(args, "task", required=False) or ""
+    issue_id = _id_arg(args, "issue_id")
+    agent_type = _opt_id_arg(args, "agent_type") or p.agent_type
+    task = _opt_text_arg(args, "task", MAX_TASK_CHARS) or ""
     max_bytes = _int_arg(
         args, "max_bytes", DEFAULT_BYTES, MIN_BYTES, MAX_BYTES,
         above=lambda v: ApiError(413, "CTX_002", f"max_bytes {v} is over the maximum of {MAX_BYTES}", limit=MAX_BYTES),
@@ -378,15 +429,42 @@ async def op_context_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -
 
 
 async def op_cache_clear(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
-    issue_id = _str_arg(args, "issue_id")
+    issue_id = _id_arg(args, "issue_id")
     project = _project(p, args)
     ref = await api.system.context(project)
     return await ref.call(ClearContext(issue_id), timeout=api.config.call_timeout)  # type: ignore[no-any-return]
 
 
+def _environment_arg(args: dict[str, Any]) -> dict[str, str]:
+    """A spawn's ``environment``: names of letters, digits and ``_``, never ``ORCHESTRA_*``
+    (the server sets those); values strings without NUL."""
+    env = args.get("environment")
+    if env is None:
+        return {}
+    if not isinstance(env, dict) or len(env) > MAX_ENV_VARS:
+        raise InvalidRequest("environment", f"'environment' must be an object of at most {MAX_ENV_VARS} variables")
+    for name, value in env.items():
+        if _ENV_NAME.fullmatch(name) is None or name.upper().startswith("ORCHESTRA_"):
+            raise InvalidRequest(
+                "environment", f"environment variable names are letters, digits and '_', "
+                f"not starting with a digit or ORCHESTRA_; got {name[:64]!r}",
+            )
+        if not isinstance(value, str) or len(value) > MAX_ENV_VALUE_CHARS or "\x00" in value:
+            raise InvalidRequest(
+                f"environment.{name}", f"'environment.{name}' must be a string of at most "
+                f"{MAX_ENV_VALUE_CHARS} characters without NUL",
+            )
+    return env
+
+
 async def op_agent_spawn(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
-    agent_type = _str_arg(args, "agent_type")
-    _str_arg(args, "issue_id")
+    agent_type = _id_arg(args, "agent_type")
+    _id_arg(args, "issue_id")
+    _opt_text_arg(args, "task", MAX_TASK_CHARS)
+    requirements = args.get("context_requirements")
+    if requirements is not None and not isinstance(requirements, dict):
+        raise InvalidRequest("context_requirements", "'context_requirements' must be an object")
+    _environment_arg(args)
     _project(p, args)
     profile = api.auth.profiles.get(agent_type)
     if not profile.command:
@@ -402,14 +480,14 @@ async def op_agent_spawn(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -
 
 
 async def op_agent_status(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
-    agent_id = _str_arg(args, "agent_id")
+    agent_id = _id_arg(args, "agent_id")
     raise NotFound(f"no spawned agent {agent_id!r} in this project")
 
 
 async def op_auth_refresh(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
     s = c.session
     assert s is not None
-    token = _str_arg(args, "token", required=False)
+    token = _opt_text_arg(args, "token", MAX_TOKEN_CHARS)
     if token is not None:
         fresh = api.auth.verify(token)
         if (fresh.sub, fresh.project_id) != (p.sub, p.project_id):
@@ -432,10 +510,11 @@ async def op_auth_refresh(api: Api, p: Principal, args: dict[str, Any], c: Ctx) 
 
 
 async def op_admin_faults(api: Api, p: Principal, args: dict[str, Any], c: Ctx) -> Reply:
-    if not api.config.fault_injection or not p.is_admin:
+    if not api.config.fault_injection:
         raise ApiError(404, "NOT_FOUND", "no such route")
-    target = _str_arg(args, "target")
-    kind = _str_arg(args, "kind")
+    p.require("admin")
+    target = _id_arg(args, "target")
+    kind = _id_arg(args, "kind")
     if kind not in ("crash", "delay"):
         raise InvalidRequest("kind", "'kind' must be \"crash\" or \"delay\"")
     ms = args.get("ms", 1000)

@@ -21,6 +21,8 @@ import orjson
 import trio
 import trio_websocket
 
+from ..actors.errors import InvalidRequest
+from ..actors.records import MAX_JSON_DEPTH, validate_depth, validate_id
 from ..actors.runtime import ChildSpec, Restart, SupervisorError
 from ..actors.session import (
     CLOSE_AUTH,
@@ -31,7 +33,7 @@ from ..actors.session import (
     SessionLimits,
     SetExpiry,
 )
-from .api import OPS, VERSION, Api, Ctx
+from .api import OPS, VERSION, Api, Ctx, valid_request_id
 from .auth import Principal, bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
 
@@ -54,6 +56,8 @@ class ServerConfig:
     idle_timeout: float = 60.0
     request_timeout: float = 30.0
     auth_timeout: float = 5.0
+    #: JSON nesting of an HTTP body, the body object counting as 1 (see records.MAX_JSON_DEPTH)
+    max_json_depth: int = MAX_JSON_DEPTH
     session: SessionLimits = SessionLimits()
 
 
@@ -410,6 +414,7 @@ class Server:
                     raise ApiError(400, "REQ_001", f"malformed JSON body: {exc}", field="body") from None
                 if not isinstance(parsed, dict):
                     raise ApiError(400, "REQ_001", "the body must be a JSON object", field="body")
+                validate_depth(body, parsed, self.config.max_json_depth)
                 args.update(parsed)
             elif method == "POST" and op not in ("admin.faults",):
                 raise ApiError(400, "REQ_001", "missing JSON body", field="body")
@@ -417,7 +422,8 @@ class Server:
                 for key, value in parse_qsl(query, keep_blank_values=True):
                     args.setdefault(key, value)
             for name, value in zip(names, match.groups(), strict=True):
-                args[name] = unquote(value)
+                # a path segment is an id (event_type has its own, narrower rule)
+                args[name] = unquote(value) if name == "event_type" else validate_id(name, unquote(value))
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None
             key = headers.get(b"idempotency-key")
@@ -608,6 +614,13 @@ class Server:
                 raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}") from None
             if not isinstance(frame, dict) or frame.get("op") != "auth" or not isinstance(frame.get("token"), str):
                 raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}")
+            try:
+                validate_depth(raw, frame, self.api.config.max_json_depth)
+            except InvalidRequest as exc:
+                raise ApiError(401, "AUTH_001", f"the auth frame: {exc.message}") from None
+            if not valid_request_id(frame.get("id")):
+                raise ApiError(401, "AUTH_001", "the auth frame's 'id' must be a string of at most 256 "
+                                                "characters, a number, a boolean or null")
             principal = self.api.auth.verify(frame["token"])
             reply = {"authenticated": True, "sub": principal.sub, "project_id": principal.project_id,
                      "expires_at": principal.exp}

@@ -185,11 +185,17 @@ class ProjectIndex:
                          lambda: {p: k1 * (1 - b + b * f.length / avg) for p, f in self.files.items()})
 
     def listing(self) -> tuple[list[str], list[str], int]:
-        """Sorted files and directories (relative paths) and the total size."""
+        """Sorted files and directories (relative paths) and the total size. Every directory is
+        listed, also one that holds only directories."""
         def make() -> tuple[list[str], list[str], int]:
             paths = sorted(self.files)
-            dirs = sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p})
-            return paths, dirs, sum(f.size for f in self.files.values())
+            dirs: set[str] = set()
+            for p in paths:
+                parent = p.rpartition("/")[0]
+                while parent and parent not in dirs:  # ancestors of a known one are known
+                    dirs.add(parent)
+                    parent = parent.rpartition("/")[0]
+            return paths, sorted(dirs), sum(f.size for f in self.files.values())
         return self.memo("listing", make)
 
     def by_name(self) -> dict[str, list[str]]:

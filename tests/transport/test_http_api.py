@@ -221,7 +221,7 @@ async def test_admin_status_detail_and_faults(server):
     r = (await server.request("GET", "/status", admin)).json()
     assert "p1" in r["projects"]["detail"] and r["actors"]["tree"]["name"] == "root"
     r = await server.request("POST", "/api/admin/faults", server.token(), {"target": "store", "kind": "crash"})
-    assert r.status == 404  # not admin
+    assert r.status == 403 and r.json()["code"] == "AUTH_003"  # not admin (PROTOCOL.md)
     r = await server.request("POST", "/api/admin/faults", admin, {"target": "nothing", "kind": "crash"})
     assert r.status == 400
     r = await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "melt"})

@@ -266,7 +266,9 @@ async def test_a_store_crash_under_writes_of_two_projects_never_misreports_a_wri
 def test_the_window_flag_refuses_what_is_not_a_positive_number_of_seconds(value, capsys, tmp_path):
     from orchestra.transport.cli import main
 
-    assert main(["serve", "--data-dir", str(tmp_path), "--idempotency-window", value]) == 2
+    with pytest.raises(SystemExit) as info:  # argparse refuses it: one line, exit 2
+        main(["serve", "--data-dir", str(tmp_path), "--idempotency-window", value])
+    assert info.value.code == 2
     assert "--idempotency-window" in capsys.readouterr().err
 
 
