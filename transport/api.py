@@ -58,10 +58,11 @@ def valid_request_id(value: Any) -> bool:
     return value is None or isinstance(value, int | float)
 
 
-_BAD_ID = ApiError(
-    400, "REQ_001", f"'id' must be a string of at most {MAX_ID_CHARS} characters, a number, a boolean or null",
-    field="id",
-)
+def _bad_id() -> ApiError:
+    return ApiError(
+        400, "REQ_001", f"'id' must be a string of at most {MAX_ID_CHARS} characters, a number, a boolean or null",
+        field="id",
+    )
 
 
 class _Latency:
@@ -272,7 +273,7 @@ class Api:
             return self.ws_error(None, ApiError(400, "REQ_001", exc.message, field=exc.field))
         rid = request.get("id")
         if not valid_request_id(rid):
-            return self.ws_error(None, _BAD_ID)
+            return self.ws_error(None, _bad_id())
         name = request.get("op")
         op = OPS.get(name) if isinstance(name, str) else None
         if op is None or not op.ws:

@@ -60,16 +60,15 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(lo: float, hi: float, *, above_lo: bool = False) -> Callable[[str], float]:
-    """A finite number of seconds from ``lo`` (excluded if ``above_lo``) to ``hi``."""
+def _seconds(lo: float, hi: float) -> Callable[[str], float]:
+    """A finite number of seconds from ``lo`` to ``hi``."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value > hi or value < lo or (above_lo and value == lo):
-            shown = f"above {lo:g}" if above_lo else f"from {lo:g}"
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds {shown} to {hi:g}")
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from {lo:g} to {hi:g}")
         return value
     parse.__name__ = "seconds"
     return parse
@@ -149,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--project", type=_id, default=None)
     token.add_argument("--agent-type", type=_id, required=True)
     token.add_argument("--sub", type=_id, default=None)
-    token.add_argument("--ttl", type=_seconds(0, MAX_TOKEN_TTL, above_lo=True), default=3600,
-                       help=f"seconds the token is valid, above 0 and at most {MAX_TOKEN_TTL} (ten years)")
+    token.add_argument("--ttl", type=_seconds(1, MAX_TOKEN_TTL), default=3600,
+                       help=f"seconds the token is valid, from 1 to {MAX_TOKEN_TTL} (ten years)")
     token.add_argument("--admin", action="store_true")
     token.add_argument("--permissions", default=None, help="comma-separated: " + ",".join(sorted(PERMISSIONS)))
     token.add_argument("--data-dir", type=Path, default=None)
