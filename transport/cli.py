@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--jwt-public-key", type=_existing_file, default=None, help="PEM public key for asymmetric tokens")
     serve.add_argument("--jwt-algorithm", default="RS256", choices=["RS256", "ES256", "EdDSA"])
     serve.add_argument("--event-retention", type=_int_in(1, 10**9), default=10_000, help="events kept per project")
-    serve.add_argument("--idempotency-window", type=_seconds(0, 366 * 86_400, above_lo=True), default=86_400.0,
+    serve.add_argument("--idempotency-window", type=_seconds(1, 366 * 86_400), default=86_400.0,
                        metavar="SECONDS", help="how long a repeated idempotency key answers the original answer")
     serve.add_argument("--event-retention-bytes", type=_int_in(1024, 2**40), default=64 * 1024 * 1024,
                        help="encoded bytes of events kept per project (the oldest go first)")
