@@ -20,6 +20,7 @@ import prometheus_client as prom
 
 from ..actors.broker import DropGlobals
 from ..actors.errors import InvalidRequest
+from ..actors.principal import Principal
 from ..actors.project import (
     DropSession,
 )
@@ -28,7 +29,7 @@ from ..actors.runtime import ActorError
 from ..actors.session import CLOSE_AUTH, CloseSession, Session
 from ..actors.store import StoreError
 from ..actors.system import ActorSystem
-from .auth import Auth, Principal
+from .auth import Auth
 from .errors import ApiError, encode_error, from_exception, shutting_down
 from .ops import OPS, Ctx, Op, Reply
 from .ratelimit import RateLimiter, ceil_seconds
@@ -202,8 +203,9 @@ class Api:
     # -- public status (also for HTTP without a token) --
 
     async def status(self, principal: Principal | None) -> dict[str, Any]:
+        counts: dict[str, int | str]
         try:
-            counts = await self.system.store_counts()
+            counts = dict(await self.system.store_counts())
         except (ActorError, StoreError) as exc:  # the store restarting: say so, answer the rest
             counts = {"error": type(exc).__name__}
         by_type: dict[str, int] = collections.Counter(
@@ -303,7 +305,12 @@ class Api:
         frame = b'{"id":%s,"ok":true,"result":%s}' % (orjson.dumps(rid), result)
         if ctx.on_sent:
             hooks = ctx.on_sent
-            session.send_frame(frame, lambda: [hook() for hook in hooks])
+
+            def sent() -> None:
+                for hook in hooks:
+                    hook()
+
+            session.send_frame(frame, sent)
             return None
         return frame
 

@@ -11,6 +11,7 @@ import orjson
 from ..actors.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     IdempotencyConflict,
     InvalidEvent,
     InvalidFilter,
@@ -98,6 +99,7 @@ _ANSWERS: dict[type[BaseException], tuple[int, str]] = {
     InvalidFilter: (400, "EVT_003"),
     InvalidEvent: (400, "EVT_002"),
     InvalidInput: (400, "REQ_001"),
+    Forbidden: (403, "AUTH_003"),
     NotFound: (404, "NOT_FOUND"),
     IdempotencyConflict: (409, "IDEM_001"),
     Conflict: (409, "CONFLICT"),

@@ -21,9 +21,10 @@ import trio
 from ..actors.broker import SubscribeAll, UnsubscribeAll
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
 from ..actors.context_actor import ClearContext, ContextGet
-from ..actors.errors import InvalidRequest, NotFound, OutcomeUnknown
+from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown
 from ..actors.events import MAX_CURSOR, MAX_FILTER_CHARS, EventFilter, decode_cursor
 from ..actors.idempotency import IdemKey, fingerprint, validate_key
+from ..actors.principal import Principal
 from ..actors.project import (
     GetResult,
     Publish,
@@ -45,7 +46,6 @@ from ..actors.records import (
 from ..actors.runtime import ActorError
 from ..actors.session import CLOSE_FORBIDDEN, Session, SetExpiry
 from ..actors.store import QueryResults
-from .auth import Principal
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -265,7 +265,7 @@ async def op_result_get(api: Api, p: Principal, args: dict[str, Any], c: Ctx) ->
     ref = await api.project(project)
     table = ref.view  # the project's table of recent records: no mailbox round trip
     if table is not None:
-        record = table.get(result_id)
+        record = table.peek(result_id)  # a reader: never reorders the owner's table
         if record is not None:
             return record  # type: ignore[no-any-return]
     return await ref.call(GetResult(result_id), timeout=api.config.call_timeout)  # type: ignore[no-any-return]
@@ -354,7 +354,7 @@ async def op_event_subscribe(api: Api, p: Principal, args: dict[str, Any], c: Ct
     topic_set = frozenset(topics) if topics is not None else None
     if requested == "*" or (requested is None and p.project_id == "*"):
         if not (p.is_admin and p.project_id == "*"):
-            raise ApiError(403, "AUTH_003", "only an admin token for every project may subscribe to '*'")
+            raise Forbidden("only an admin token for every project may subscribe to '*'")
         # every project, present and future: the broker keeps it and attaches it to each
         reply: dict[str, Any] = await api.system.broker.call(
             SubscribeAll(s, event_types, topic_set, flt, _since_map(args)),
@@ -503,7 +503,7 @@ async def op_auth_refresh(api: Api, p: Principal, args: dict[str, Any], c: Ctx) 
             admin=p.is_admin,
         )
         fresh = api.auth.verify(token)
-    s.principal = fresh  # type: ignore[attr-defined]
+    s.principal = fresh
     s.claims = fresh.claims
     await s.ref.cast(SetExpiry(trio.current_time() + (fresh.exp - time.time())))
     return {"token": token, "expires_at": fresh.exp}

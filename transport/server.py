@@ -22,6 +22,7 @@ import trio
 import trio_websocket
 
 from ..actors.errors import InvalidRequest
+from ..actors.principal import Principal
 from ..actors.records import MAX_JSON_DEPTH, validate_depth, validate_id
 from ..actors.runtime import ChildSpec, Restart, SupervisorError
 from ..actors.session import (
@@ -34,7 +35,7 @@ from ..actors.session import (
     SetExpiry,
 )
 from .api import OPS, VERSION, Api, Ctx, valid_request_id
-from .auth import Principal, bearer
+from .auth import bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
 
 __all__ = ["Server", "ServerConfig"]
@@ -42,6 +43,19 @@ __all__ = ["Server", "ServerConfig"]
 log = logging.getLogger("orchestra")
 
 _T = TypeVar("_T")
+
+
+#: What reading, writing or closing a connection the peer already left raises.
+_CLOSED = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def _too_large(request_id: str, limit: int, size: int | None = None) -> bytes:
+    """The 413 answer to a body over ``limit`` bytes (``size`` when its length was declared)."""
+    message = (
+        f"request body of {size} bytes is over the limit of {limit}" if size is not None
+        else f"request body is over the limit of {limit} bytes"
+    )
+    return encode_error(ApiError(413, "REQ_002", message, limit=limit), request_id)
 
 
 class _ClientGone(Exception):
@@ -109,7 +123,7 @@ class _ReplayStream(trio.abc.Stream):
         if data:
             await self._stream.send_all(b"".join(data))
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix:
             n = len(self._prefix) if max_bytes is None else max_bytes
             chunk, self._prefix = self._prefix[:n], self._prefix[n:]
@@ -147,7 +161,7 @@ class _WsConnection:
     async def send(self, frame: bytes) -> None:
         try:
             await self.ws.send_message(frame.decode())
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        except _CLOSED:
             raise ConnectionGone from None
 
     async def send_many(self, frames: list[bytes]) -> None:
@@ -159,7 +173,7 @@ class _WsConnection:
             for frame in frames:
                 await self.ws.send_message(frame.decode())
             await self.stream.uncork()
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        except _CLOSED:
             raise ConnectionGone from None
         finally:
             self.stream._corked = None
@@ -167,7 +181,7 @@ class _WsConnection:
     async def close(self, code: int, reason: str) -> None:
         try:
             await self.ws.aclose(code, reason[:120])
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        except _CLOSED:
             pass
 
 
@@ -236,7 +250,7 @@ class Server:
         self.connections += 1
         try:
             await self._http(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, trio.TooSlowError):
+        except (*_CLOSED, trio.TooSlowError):
             pass
         except Exception:
             # A connection dies alone: whatever went wrong here must not reach the nursery
@@ -317,12 +331,8 @@ class Server:
         headers = dict(req.headers)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
-            error = ApiError(
-                413, "REQ_002",
-                f"request body of {int(length)} bytes is over the limit of {self.config.max_body_bytes}",
-                limit=self.config.max_body_bytes,
-            )
-            await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
+            refusal = _too_large(request_id, self.config.max_body_bytes, int(length))
+            await self._send(stream, conn, 413, refusal, [(b"connection", b"close")])
             return None, b"", []
         body = bytearray()
         try:
@@ -355,7 +365,7 @@ class Server:
             try:
                 await self._send(stream, conn, 503, encode_error(error, request_id),
                                  [*error.headers, (b"connection", b"close")])
-            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError, OSError):
+            except (*_CLOSED, h11.LocalProtocolError):
                 pass  # the client is gone
 
     async def _read_body(
@@ -367,12 +377,8 @@ class Server:
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.config.max_body_bytes:
-                    error = ApiError(
-                        413, "REQ_002",
-                        f"request body is over the limit of {self.config.max_body_bytes} bytes",
-                        limit=self.config.max_body_bytes,
-                    )
-                    await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
+                    await self._send(stream, conn, 413, _too_large(request_id, self.config.max_body_bytes),
+                                     [(b"connection", b"close")])
                     return False
             elif isinstance(event, h11.EndOfMessage):
                 return True
@@ -426,9 +432,9 @@ class Server:
                 args[name] = unquote(value) if name == "event_type" else validate_id(name, unquote(value))
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None
-            key = headers.get(b"idempotency-key")
+            idem = headers.get(b"idempotency-key")
             # surrogateescape: bytes that are not UTF-8 become unprintable, so the key is refused
-            ctx = Ctx(request_id, idempotency_key=key.decode("utf-8", "surrogateescape") if key is not None else None,
+            ctx = Ctx(request_id, idempotency_key=idem.decode("utf-8", "surrogateescape") if idem is not None else None,
                       on_sent=on_sent)
             if OPS[op].mode == "blocking":
                 reply, extra = await self._while_present(
@@ -470,7 +476,7 @@ class Server:
                     buffered += len(data)
                 else:
                     return  # the client is clearly there: stop reading
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except _CLOSED:
                 pass
             scope.cancel()
 
@@ -520,9 +526,9 @@ class Server:
             all_headers.append((b"connection", b"close"))
         data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=b""))
         if head:  # a HEAD answer: the headers of the GET, no body
-            data += conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            data += conn.send(h11.EndOfMessage())
         else:
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
         await stream.send_all(data)
 
     async def _refuse(self, stream: trio.SocketStream, conn: h11.Connection, status: int, why: str) -> None:
