@@ -24,6 +24,7 @@ from ..actors.errors import (
 )
 from ..actors.records import iso_now
 from ..actors.runtime import ActorCrashed, ActorUnavailable, CallTimeout, SupervisorStopped
+from ..actors.session import CloseReason
 
 __all__ = ["ApiError", "error_body", "from_exception"]
 
@@ -68,8 +69,8 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or []
-        #: WebSocket only: close the connection with this code after answering
-        self.close_code: int | None = None
+        #: WebSocket only: end the session for this reason after answering
+        self.close_reason: CloseReason | None = None
 
 
 def shutting_down() -> ApiError:
