@@ -140,6 +140,7 @@ class BrokerActor(Actor):
         self.max_globals = max_globals
         self.mailbox_size = mailbox_size
         self.started = 0
+        self.contexts_started = 0
         self.failed_starts = 0
         #: global ("*") subscriptions, attached to every project this broker starts
         self.globals: dict[str, _Global] = {}
@@ -165,7 +166,8 @@ class BrokerActor(Actor):
                 del self.globals[gsid]
             return None
         if isinstance(msg, BrokerStats):
-            return {"started": self.started, "failed_starts": self.failed_starts,
+            return {"started": self.started, "contexts_started": self.contexts_started,
+                    "failed_starts": self.failed_starts,
                     "global_subscriptions": len(self.globals)}
         raise TypeError(f"unexpected message {msg!r}")
 
@@ -262,4 +264,5 @@ class BrokerActor(Actor):
                 f"the context of project {project_id!r} could not start ({type(exc).__name__}); "
                 "retry shortly", retry_after=1.0,
             ) from None
+        self.contexts_started += 1
         return ref

@@ -21,8 +21,9 @@ from ..actors.store import QueryResults, StoreError
 from ..actors.system import ActorSystem
 from .auth import Auth
 from .errors import ApiError, from_exception, shutting_down
-from .ops import OPS, Ctx, OpContext, OpLimits, Reply, Services
+from .ops import OPS
 from .ratelimit import RateLimiter, ceil_seconds
+from .services import Ctx, OpContext, OpLimits, Reply, Services
 
 __all__ = ["Api", "ApiConfig", "VERSION"]
 

@@ -5,15 +5,14 @@ frame on WebSocket; read with ``transport/args.py``) and an :class:`OpContext` h
 verified :class:`Principal`, the request's facts (:class:`Ctx`) and the narrow
 :class:`Services` it may use. It returns a dict, bytes already encoded as JSON, or None when
 the answer was queued already. Authentication, permissions, rate limits and metrics happen
-before it (``api.py``); its exceptions become answers in one place (``errors.py``).
+before it (``api.py``); its exceptions become answers in one place (``errors.py``). The types
+a handler sees are in ``services.py`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -24,7 +23,6 @@ from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown
 from ..actors.events import MAX_FILTER_CHARS, EventFilter
 from ..actors.idempotency import IdemKey, fingerprint, validate_key
 from ..actors.principal import ALL_PROJECTS, Principal
-from ..actors.profiles import Profiles
 from ..actors.project import (
     GetResult,
     Publish,
@@ -43,8 +41,8 @@ from ..actors.records import (
     validate_id,
     validate_result_body,
 )
-from ..actors.runtime import ActorError, ActorRef
-from ..actors.session import CloseReason, Session
+from ..actors.runtime import ActorError
+from ..actors.session import CloseReason
 from ..actors.store import QueryResults
 from .args import (
     MAX_BATCH_RESULTS,
@@ -63,100 +61,11 @@ from .args import (
     since_map,
 )
 from .errors import ApiError
+from .services import Ctx, Handler, Op, OpContext, OpLimits, Reply, Services, Tokens
 
 __all__ = ["OPS", "Ctx", "Handler", "Op", "OpContext", "OpLimits", "Reply", "Services", "Tokens"]
 
 log = logging.getLogger("orchestra")
-
-Reply = dict[str, Any] | bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Ctx:
-    """The facts of one request beyond its arguments, as its transport read them."""
-
-    request_id: str
-    session: Session | None = None  # WebSocket only
-    reply_id: Any = None  # the WebSocket request's "id"
-    #: the ``Idempotency-Key`` header (HTTP) or the request's ``idempotency_key`` (WebSocket)
-    idempotency_key: Any = None
-    #: Called once the answer was written to the client (HTTP: after the response's bytes
-    #: were handed to the socket; WebSocket: after the session's writer wrote the frame).
-    #: Never called for an answer that was not written. Must not block.
-    on_sent: list[Callable[[], None]] = field(default_factory=list)
-
-
-class Tokens(Protocol):
-    """Token work a handler may ask for (``transport/auth.py`` ``Auth`` is one)."""
-
-    def verify(self, token: str, now: float | None = None) -> Principal: ...
-
-    def mint(
-        self, *, sub: str, agent_type: str, project_id: str, ttl: float = 3600,
-        permissions: list[str] | None = None, admin: bool = False,
-    ) -> str: ...
-
-
-@dataclass(frozen=True)
-class OpLimits:
-    """The bounds operations apply (docs/protocol.md "Bounds")."""
-
-    call_timeout: float = 30.0
-    wait_default_ms: int = 30_000
-    wait_max_ms: int = 300_000
-    fault_injection: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """What handlers may use of the server, and nothing else."""
-
-    #: the ref of a project's actor, started on first use
-    project: Callable[[str], Awaitable[ActorRef]]
-    #: the ref of a project's context actor, started on first use
-    context: Callable[[str], Awaitable[ActorRef]]
-    #: a results query over every project (an all-projects admin's)
-    query_store: Callable[[QueryResults], Awaitable[list[tuple[int, bytes]]]]
-    #: keeps the "*" subscriptions
-    broker: ActorRef
-    profiles: Profiles
-    tokens: Tokens
-    limits: OpLimits
-    #: the /status body as ``principal`` may see it
-    status: Callable[[Principal | None], Awaitable[dict[str, Any]]]
-    #: the actor a fault-injection target names, or None
-    fault_target: Callable[[str], ActorRef | None]
-
-
-@dataclass(frozen=True, slots=True)
-class OpContext:
-    """What a handler knows: who asks, the request's facts, and the services it may use."""
-
-    principal: Principal
-    request: Ctx
-    services: Services
-
-    @property
-    def session(self) -> Session:
-        """The WebSocket session of the request (ops with ``ws_only`` run only there)."""
-        session = self.request.session
-        if session is None:
-            raise InvalidRequest("op", "this operation is served over WebSocket only")
-        return session
-
-
-Handler = Callable[[OpContext, dict[str, Any]], Awaitable[Reply]]
-
-
-@dataclass(frozen=True)
-class Op:
-    name: str
-    handler: Handler
-    permission: str | None = None  # None: any valid token of the project
-    #: how a WebSocket session runs it: "inline", "pooled" or "blocking"
-    mode: str = "pooled"
-    rate_limited: bool = True
-    ws: bool = True
 
 
 def _project(p: Principal, args: dict[str, Any]) -> str:

@@ -35,9 +35,6 @@ log = logging.getLogger("orchestra")
 _T = TypeVar("_T")
 
 
-_CLOSED = CONNECTION_GONE
-
-
 def _too_large(request_id: str, limit: int, size: int | None = None) -> bytes:
     """The 413 answer to a body over ``limit`` bytes (``size`` when its length was declared)."""
     message = (
@@ -138,7 +135,7 @@ class Server:
         self.connections += 1
         try:
             await self._http(stream)
-        except (*_CLOSED, trio.TooSlowError):
+        except (*CONNECTION_GONE, trio.TooSlowError):
             pass
         except Exception:
             # A connection dies alone: whatever went wrong here must not reach the nursery
@@ -253,7 +250,7 @@ class Server:
             try:
                 await self._send(stream, conn, 503, encode_error(error, request_id),
                                  [*error.headers, (b"connection", b"close")])
-            except (*_CLOSED, h11.LocalProtocolError):
+            except (*CONNECTION_GONE, h11.LocalProtocolError):
                 pass  # the client is gone
 
     async def _read_body(
@@ -347,7 +344,7 @@ class Server:
                     buffered += len(data)
                 else:
                     return  # the client is clearly there: stop reading
-            except _CLOSED:
+            except CONNECTION_GONE:
                 pass
             scope.cancel()
 
