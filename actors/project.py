@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -302,7 +303,7 @@ class ProjectActor(Actor):
         profiles: Profiles,
         config: ProjectConfig | None = None,
         *,
-        wall_clock: Any = time.time,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.project_id = project_id
         self.store = store

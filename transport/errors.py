@@ -134,11 +134,11 @@ def from_exception(exc: BaseException, request_id: str) -> ApiError:
         return exc
     # One exception may answer several requests (a batch's error, a crash): once per request.
     memo = getattr(exc, "_orchestra_answer", None)
-    if isinstance(memo, tuple) and memo[0] == request_id:
-        return memo[1]  # type: ignore[no-any-return]
+    if isinstance(memo, tuple) and memo[0] == request_id and isinstance(memo[1], ApiError):
+        return memo[1]
     mapped = _map(exc, request_id)
     try:
-        exc._orchestra_answer = (request_id, mapped)  # type: ignore[attr-defined]
+        vars(exc)["_orchestra_answer"] = (request_id, mapped)
     except (AttributeError, TypeError):
         pass  # an exception without a __dict__: mapped (and logged) again if seen again
     return mapped

@@ -331,7 +331,8 @@ class Server:
         next cycle; past ``max_header_bytes`` of them the watch stops reading (TCP
         backpressure), so it never buffers more than one request head.
         """
-        outcome: list[Any] = []
+        answered: list[_T] = []
+        failed: list[Exception] = []
 
         async def watch(scope: trio.CancelScope) -> None:
             buffered = 0
@@ -352,20 +353,20 @@ class Server:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch, nursery.cancel_scope)
                 try:
-                    outcome.append(await answer(*args))
+                    answered.append(await answer(*args))
                 except Exception as exc:
-                    outcome.append(exc)
+                    failed.append(exc)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # cancelled from outside (shutdown): one Cancelled, as the caller expects
             if all(isinstance(e, trio.Cancelled) for e in group.exceptions):
                 raise group.exceptions[0] from None
             raise
-        if not outcome:
+        if failed:
+            raise failed[0]
+        if not answered:
             raise _ClientGone
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]  # type: ignore[no-any-return]
+        return answered[0]
 
     def _health(self) -> dict[str, Any]:
         store_ok = self.api.system.store.alive
