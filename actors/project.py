@@ -304,12 +304,16 @@ class ProjectActor(Actor):
         config: ProjectConfig | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        counts: dict[str, int] | None = None,
     ) -> None:
         self.project_id = project_id
         self.store = store
         self.profiles = profiles
         self.config = config or ProjectConfig()
         self.wall_clock = wall_clock
+        #: what this project stored, published, delivered and committed; a dict handed in
+        #: outlives this incarnation (the next one counts on; one writer at a time)
+        self.stats = counts if counts is not None else {}
 
     async def on_start(self) -> None:
         snap = await self.store.call(
@@ -342,7 +346,8 @@ class ProjectActor(Actor):
         self.next_sid = 0
         self._id_base = uuid.uuid4().int
         self._id_count = 0
-        self.stats = {"results_stored": 0, "events_published": 0, "deliveries": 0, "commits": 0}
+        for name in ("results_stored", "events_published", "deliveries", "commits"):
+            self.stats.setdefault(name, 0)
 
     # -- timers: waits that time out --
 

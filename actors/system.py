@@ -68,8 +68,12 @@ class ActorSystem:
         #: the live sessions (each session enters and leaves it itself)
         self.live_sessions = SessionRegistry()
 
+        #: each project's counts, kept across its actor's restarts (written by that actor only)
+        self._project_counts: dict[str, dict[str, int]] = {}
+
         def make_project(project_id: str) -> ProjectActor:
-            return ProjectActor(project_id, self.store, config.profiles, project_config)
+            counts = self._project_counts.setdefault(project_id, {})
+            return ProjectActor(project_id, self.store, config.profiles, project_config, counts=counts)
 
         def make_context(project_id: str) -> ContextActor:
             return ContextActor(project_id, self.root_of(project_id), self.store, config.profiles,
@@ -144,6 +148,15 @@ class ActorSystem:
             misses += stats["misses"]
         total = hits + misses
         return {"hits": hits, "misses": misses, "hit_rate": round(hits / total, 4) if total else None}
+
+    def project_totals(self) -> dict[str, int]:
+        """The counts of every project started since this system started, summed (read without
+        a call: each project actor writes its own between its steps)."""
+        totals: dict[str, int] = {}
+        for counts in self._project_counts.values():
+            for name, value in counts.items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
 
     def running_projects(self) -> list[str]:
         return [c.split(":", 1)[1] for c in self.projects.child_ids()]

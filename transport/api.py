@@ -203,10 +203,8 @@ class Api:
             counts = {"error": type(exc).__name__}
         sessions = list(self.system.live_sessions)
         by_type = collections.Counter(s.principal.agent_type for s in sessions)
-        # the project actors count what they stored and published (since each started)
-        projects = await self.system.project_stats()
-        stored = sum(int(p.get("results_stored", 0)) for p in projects.values())
-        published = sum(int(p.get("events_published", 0)) for p in projects.values())
+        # the project actors count what they stored and published (across their restarts)
+        totals = self.system.project_totals()
         body: dict[str, Any] = {
             "service": "orchestration-sidecar",
             "version": VERSION,
@@ -217,16 +215,16 @@ class Api:
                 "results_stored": counts.get("results"),
                 "events_retained": counts.get("events"),
                 "projects": counts.get("projects"),
-                "results_stored_since_start": stored,
+                "results_stored_since_start": totals.get("results_stored", 0),
             },
-            "events": {"total_published": published},
+            "events": {"total_published": totals.get("events_published", 0)},
             "performance": {name: lat.summary() for name, lat in sorted(self.latency.items())},
             "actors": {"restarts": self.system.root.total_restarts(),
                        "crashes": self.system.root.total_crashes()},
             "context_cache": await self.system.context_stats(),
         }
         if principal is not None and principal.is_admin:
-            detail = projects
+            detail = await self.system.project_stats()
             if principal.project_id != ALL_PROJECTS:
                 detail = {k: v for k, v in detail.items() if k == principal.project_id}
             body["projects"]["detail"] = detail

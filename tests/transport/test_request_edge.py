@@ -179,3 +179,18 @@ async def test_one_registry_of_live_sessions(server):
         await session.finished.wait()  # it left the registry before finishing
     assert not len(server.system.live_sessions)
     assert (await server.request("GET", "/status")).json()["agents"]["connected"] == 0
+
+
+async def test_status_figures_outlive_a_project_restart(server):
+    tok = server.token()
+    assert (await server.request("POST", "/api/results", tok, result_body())).status == 200
+    down = server.system.actor_ref("project:p1").monitor()
+    assert server.system.actor_ref("project:p1").inject_fault("crash")
+    with trio.fail_after(5):
+        await down.wait()
+        # served by the restarted actor, so the restart is done
+        assert (await server.request("POST", "/api/results", tok, result_body())).status == 200
+    status = (await server.request("GET", "/status")).json()
+    assert status["actors"]["restarts"] == 1
+    assert status["storage"]["results_stored_since_start"] == 2
+    assert status["events"]["total_published"] == 2
