@@ -88,7 +88,8 @@ class OpContext:
 
     @property
     def session(self) -> Session:
-        """The WebSocket session of the request (ops with ``ws_only`` run only there)."""
+        """The WebSocket session of the request; an operation served over HTTP too has none
+        (InvalidRequest: the operations that use it are WebSocket-only)."""
         session = self.request.session
         if session is None:
             raise InvalidRequest("op", "this operation is served over WebSocket only")
