@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import platformdirs
 import trio
@@ -43,7 +44,7 @@ MAX_JSON_DEPTH_FLAG = 200  # leaves room under orjson's 254 levels for what wrap
 class _Parser(argparse.ArgumentParser):
     """Refuses a bad value with one line on stderr and exit status 2 (no usage dump)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

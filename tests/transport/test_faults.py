@@ -271,7 +271,7 @@ async def test_a_bug_answers_500_and_is_logged_once_with_the_request_id(server, 
 
     from orchestra.transport import ops
 
-    async def broken(api, p, args, c):
+    async def broken(c, args):
         raise ZeroDivisionError("a bug in an operation")
 
     monkeypatch.setitem(ops.OPS, "result.get", dataclasses.replace(ops.OPS["result.get"], handler=broken))

@@ -455,12 +455,12 @@ async def test_store_batch_extension(server):
 
 
 async def test_a_bug_answers_500_with_the_object_and_the_server_keeps_serving(server, monkeypatch, caplog):
-    from orchestra.transport import api as api_module
+    from orchestra.transport import ops as ops_module
 
-    async def broken(api, p, args, c):
+    async def broken(c, args):
         raise RuntimeError("deliberate bug")
 
-    monkeypatch.setitem(api_module.OPS, "agent.status", api_module.Op("agent.status", broken))
+    monkeypatch.setitem(ops_module.OPS, "agent.status", ops_module.Op("agent.status", broken))
     r = await server.request("GET", "/api/agents/x/status", server.token())
     assert r.status == 500
     err = r.json()
