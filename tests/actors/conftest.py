@@ -13,12 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import trio
 from orchestra.actors.broker import BrokerActor
 from orchestra.actors.profiles import Profiles
 from orchestra.actors.project import ProjectActor, ProjectConfig
-from orchestra.actors.runtime import Actor, ActorRef, ChildSpec, Supervisor
+from orchestra.actors.runtime import Actor, ActorRef, ChildSpec, Outbox, Supervisor
 from orchestra.actors.store import StoreActor
 from orchestra.actors.store_memory import MemoryBackend
 
@@ -36,6 +35,43 @@ class WallClock:
 def store_spec(backend: MemoryBackend, ref: ActorRef, **kwargs: Any) -> ChildSpec:
     """The store actor over ``backend``: every restart runs a fresh actor on the same data."""
     return ChildSpec.actor("store", ref, lambda: StoreActor(backend, **kwargs))
+
+
+class Sink:
+    """A session's outbox as the project sees it."""
+
+    def __init__(self, key: str = "agent-1#1", max_messages: int = 1000) -> None:
+        self.session_key = key
+        self.agent_id = key.split("#")[0]
+        self.outbox = Outbox(max_messages, 1 << 30)
+        self.answers: list[dict[str, Any]] = []
+        self.pull: tuple[ActorRef, Any] | None = None
+        self.cut: str | None = None
+        self.started_from: str | None = None
+
+    def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
+        self.answers.append(reply)
+
+    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
+        return self.outbox.offer(event, (sid, cursor))
+
+    def begin(self, sid: str, cursor: str) -> None:
+        self.started_from = cursor
+
+    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
+        if len(self.outbox) >= max(1, self.outbox.max_messages // 2):
+            return False
+        return self.outbox.offer(event, (sid, cursor))
+
+    def want_more(self, ref: ActorRef, msg: Any) -> None:
+        self.pull = (ref, msg)
+
+    def behind(self, sid: str) -> None:
+        self.cut = sid
+
+    async def drain(self) -> list[int]:
+        """Take everything queued; the cursors taken."""
+        return [int(tag[1]) for _, tag in await self.outbox.get_batch(10_000)]
 
 
 @dataclass
@@ -112,14 +148,3 @@ async def start_broker(
     ], max_restarts=max_restarts, period=60)
     await nursery.start(root.run)
     return BrokerDomain(backend, store, broker, projects, root, clock)
-
-
-@pytest.fixture
-def memory_backend() -> MemoryBackend:
-    return MemoryBackend()
-
-
-@pytest.fixture
-async def domain(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> Domain:
-    """Store and project ``p1`` with the default configuration, on the autojump clock."""
-    return await start_domain(nursery)

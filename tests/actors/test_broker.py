@@ -16,8 +16,7 @@ from orchestra.actors.runtime import Actor, ActorRef
 from orchestra.actors.store import AppendBatch, EventRow, LoadProject
 from orchestra.actors.store_memory import MemoryBackend
 
-from tests.actors.conftest import WallClock, start_broker
-from tests.actors.test_project import Sink
+from tests.actors.conftest import Sink, WallClock, start_broker
 
 
 class GlobalSink(Sink):

@@ -21,48 +21,11 @@ from orchestra.actors.project import (
     Publish,
     Subscribe,
 )
-from orchestra.actors.runtime import ActorRef, ChildSpec, Outbox, Supervisor
+from orchestra.actors.runtime import ActorRef, ChildSpec, Supervisor
 from orchestra.actors.store import LoadProject
 from orchestra.actors.store_memory import MemoryBackend
 
-from tests.actors.conftest import start_broker, start_domain
-
-
-class Sink:
-    """A session's outbox as the project sees it."""
-
-    def __init__(self, key: str = "agent-1#1", max_messages: int = 1000) -> None:
-        self.session_key = key
-        self.agent_id = key.split("#")[0]
-        self.outbox = Outbox(max_messages, 1 << 30)
-        self.answers: list[dict[str, Any]] = []
-        self.pull: tuple[ActorRef, Any] | None = None
-        self.cut: str | None = None
-        self.started_from: str | None = None
-
-    def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
-        self.answers.append(reply)
-
-    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
-        return self.outbox.offer(event, (sid, cursor))
-
-    def begin(self, sid: str, cursor: str) -> None:
-        self.started_from = cursor
-
-    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
-        if len(self.outbox) >= max(1, self.outbox.max_messages // 2):
-            return False
-        return self.outbox.offer(event, (sid, cursor))
-
-    def want_more(self, ref: ActorRef, msg: Any) -> None:
-        self.pull = (ref, msg)
-
-    def behind(self, sid: str) -> None:
-        self.cut = sid
-
-    async def drain(self) -> list[int]:
-        """Take everything queued; the cursors taken."""
-        return [int(tag[1]) for _, tag in await self.outbox.get_batch(10_000)]
+from tests.actors.conftest import Sink, start_broker, start_domain
 
 
 def publish(topic: str = "t", **data: Any) -> Publish:

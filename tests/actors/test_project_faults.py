@@ -27,8 +27,7 @@ from orchestra.actors.project import (
 from orchestra.actors.runtime import ActorRef, CallTimeout
 from orchestra.actors.store import AppendBatch, HighWater, LoadProject, PurgeExpired
 
-from tests.actors.conftest import Domain, start_domain
-from tests.actors.test_project import Sink
+from tests.actors.conftest import Sink, start_domain
 
 
 def publish(n: int, topic: str = "t", ttl: float = 3600) -> Publish:
@@ -252,7 +251,7 @@ async def test_a_filtered_replay_joins_live_without_gap_or_duplicate(nursery, au
 
 
 async def test_a_subscription_from_the_last_cursor_is_live_at_once(nursery, autojump_clock):
-    d: Domain = await start_domain(nursery)
+    d = await start_domain(nursery)
     last = await d.project.call(publish(0))
     sink = Sink(max_messages=2)
     reply = await d.project.call(Subscribe(sink, None, None, EventFilter.parse(None), int(last["cursor"])))
