@@ -272,7 +272,9 @@ class MemoryBackend:
             mine = sorted(
                 (cursor, body) for (project, cursor), (_, expires_at, body) in t.events.items()
                 if project == read.project_id and expires_at > read.now
-            )[-read.max_events:] if read.max_events > 0 else []
+            )
+            if read.max_events >= 0:  # SQLite: a negative LIMIT is none
+                mine = mine[len(mine) - read.max_events:] if read.max_events else []
             return ProjectSnapshot(
                 last_cursor=t.projects.get(read.project_id, 0),
                 events=[body for _, body in mine],

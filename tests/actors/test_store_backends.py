@@ -104,6 +104,8 @@ def test_a_project_loads_its_last_cursor_retained_events_and_wait_positions(back
     assert snap.last_cursor == 7 and snap.events == [b'{"cursor":"7"}']
     assert snap.wait_cursors == {("a1", "tick"): 6}
     assert _read(backend, LoadProject("p1", 20.0, 10)).events == [b'{"cursor":"6"}', b'{"cursor":"7"}']
+    assert _read(backend, LoadProject("p1", 20.0, 0)).events == []
+    assert len(_read(backend, LoadProject("p1", 20.0, -1)).events) == 2  # no bound, as SQLite's LIMIT -1
 
 
 def test_trimming_and_purging_drop_events_but_never_the_last_cursor(backend):
