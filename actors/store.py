@@ -1,8 +1,9 @@
 """The durable store: a narrow backend interface, its SQLite implementation, and the store actor.
 
 The store actor is the only writer. It takes every request waiting in its mailbox at once and
-runs them in one worker-thread call: all writes in one transaction (one savepoint each, so a
-bad write fails alone), then the reads, which therefore see every write queued before them.
+runs them in one backend call (on a worker thread, or inline for a backend that never blocks):
+all writes in one transaction (one savepoint each, so a bad write fails alone), then the
+reads, which therefore see every write queued before them.
 A write is acknowledged only after its transaction has committed.
 
 No request can crash the store: any exception of one write is that write's answer
@@ -18,9 +19,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -49,6 +51,8 @@ __all__ = [
     "StoreError",
     "WriteRejected",
 ]
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 2
 
@@ -236,7 +240,8 @@ class StoreCounts:
 
 
 class StoreBackend(Protocol):
-    """What the store actor needs from a database. Synchronous: it runs in a worker thread.
+    """What the store actor needs from a database. Synchronous: it runs in a worker thread,
+    unless its class says ``blocking = False`` (then on the store actor's own task).
 
     Kept narrow so that another database (PostgreSQL for several hosts) can stand in
     without touching any actor.
@@ -256,8 +261,12 @@ class StoreBackend(Protocol):
 
 
 class SQLiteBackend:
-    """SQLite in WAL mode. ``synchronous`` is NORMAL (a commit survives a crash or SIGKILL
-    of the process; an OS crash may lose the last instants) or FULL (fsync per commit)."""
+    """SQLite in WAL mode, run on the store actor's worker thread. ``synchronous`` is NORMAL
+    (a commit survives a crash or SIGKILL of the process; an OS crash may lose the last
+    instants) or FULL (fsync per commit)."""
+
+    #: its calls block: the store actor runs them on its worker thread
+    blocking = True
 
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
@@ -505,11 +514,13 @@ class StoreActor(Actor):
 
     async def on_start(self) -> None:
         # The one thread that touches the database, for this incarnation's lifetime.
-        self.thread = WorkerThread("orchestra-store")
+        self.thread: WorkerThread | None = None
+        if getattr(type(self.backend), "blocking", True):
+            self.thread = WorkerThread("orchestra-store")
         try:
-            await self.thread.run(self.backend.open)
+            await self._run(self.backend.open)
         except BaseException:
-            self.thread.stop()
+            self.on_exit()
             raise
         self._next_purge = trio.current_time() + self.purge_interval
 
@@ -520,11 +531,20 @@ class StoreActor(Actor):
         with trio.move_on_after(5):
             if pending:
                 await self.handle_batch(pending)
-        await self.thread.run(self.backend.close)
+        await self._run(self.backend.close)
 
     def on_exit(self) -> None:
         # After a crash too: the thread ends once the jobs handed to it are done.
-        self.thread.stop()
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the worker thread, or inline (with a checkpoint) for a non-blocking backend."""
+        if self.thread is None:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await self.thread.run(fn)
 
     def next_deadline(self) -> float:
         return self._next_purge
@@ -551,7 +571,7 @@ class StoreActor(Actor):
                 call.reply(outcome)
 
     async def _apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
-        result = await self.thread.run(lambda: self.backend.apply(writes, reads))
+        result = await self._run(lambda: self.backend.apply(writes, reads))
         if writes:
             self.commits += 1
             self.writes += len(writes)
