@@ -40,6 +40,8 @@ def _bad_id() -> ApiError:
         400, "REQ_001", f"'id' must be a string of at most {MAX_ID_CHARS} characters, a number, a boolean or null",
         field="id",
     )
+
+
 #: the errors after which a connection cannot go on (except to refresh the token)
 _UNAUTHENTICATED = ("AUTH_001", "AUTH_002")
 

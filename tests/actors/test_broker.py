@@ -70,7 +70,7 @@ async def test_a_start_that_fails_is_answered_to_each_request_and_the_next_one_r
     # the first start failed (ActorCrashed from the store); the others started it again
     assert len(failed) == 1 and failed[0].details["retry_after_seconds"] == 1.0
     stats = await d.broker.call(BrokerStats())
-    assert stats == {"started": 1, "failed_starts": 1, "global_subscriptions": 0}
+    assert stats == {"started": 1, "contexts_started": 0, "failed_starts": 1, "global_subscriptions": 0}
     assert d.store.incarnation == 2 and d.broker.incarnation == 1
     ref = await d.broker.call(EnsureProject("p1"))
     assert (await ref.call(publish(1)))["published"] is True

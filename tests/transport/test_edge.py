@@ -391,16 +391,16 @@ def test_pure_validators_answer_4xx(value):
         validate_id,
         validate_result_body,
     )
-    from orchestra.transport import ops
+    from orchestra.transport import args as ops
 
     args = {"k": value}
     _answers_4xx_or_value(lambda: validate_id("k", value))
     _answers_4xx_or_value(lambda: parse_iso("since", value))
-    _answers_4xx_or_value(lambda: ops._int_arg(args, "k", 1, 0, 1000))
-    _answers_4xx_or_value(lambda: ops._cursor_arg(args, "k"))
-    _answers_4xx_or_value(lambda: ops._decode_page_cursor(value))
-    _answers_4xx_or_value(lambda: ops._opt_text_arg(args, "k", 100))
-    _answers_4xx_or_value(lambda: ops._environment_arg({"environment": value}))
+    _answers_4xx_or_value(lambda: ops.int_arg(args, "k", 1, 0, 1000))
+    _answers_4xx_or_value(lambda: ops.cursor_arg(args, "k"))
+    _answers_4xx_or_value(lambda: ops.decode_page_cursor(value))
+    _answers_4xx_or_value(lambda: ops.opt_text_arg(args, "k", 100))
+    _answers_4xx_or_value(lambda: ops.environment_arg({"environment": value}))
     _answers_4xx_or_value(lambda: validate_event_body({"data": {"x": value}, "round": value}))
     _answers_4xx_or_value(lambda: validate_event_body({"references": value, "topic": value}))
     _answers_4xx_or_value(lambda: validate_result_body({**result_body(), "issue_id": value}, "p1"))
