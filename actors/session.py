@@ -122,6 +122,30 @@ class SetExpiry:
 
 
 @dataclass(frozen=True, slots=True)
+class _Begin:
+    """Note to the writer: subscription ``sid`` starts at ``cursor`` (a resume point even
+    before anything of it was written)."""
+
+    sid: str
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Pull:
+    """Note to the writer: once the outbox drains, cast ``msg`` (more replay) to ``ref``."""
+
+    msg: Any
+    ref: ActorRef
+
+
+@dataclass(frozen=True, slots=True)
+class _Forget:
+    """Note to the writer: subscription ``sid`` ended."""
+
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Attached:
     """A "*" subscription reached another project (sent by the broker)."""
 
@@ -263,7 +287,8 @@ class Session:
         return self.outbox.offer(self.dispatcher.event_frame(sid, event), (sid, cursor))
 
     def begin(self, sid: str, cursor: str) -> None:
-        self._delivered[sid] = cursor
+        # a note to the writer, which alone keeps the delivery bookkeeping
+        self.outbox.offer(None, _Begin(sid, cursor))
 
     def replay(self, sid: str, cursor: str, event: bytes) -> bool:
         # Replay fills the outbox to half its bounds only: the other half stays for live
@@ -278,7 +303,8 @@ class Session:
         return outbox.offer(frame, (sid, cursor))
 
     def want_more(self, ref: ActorRef, msg: Any) -> None:
-        self._pulls[msg] = ref
+        # refused only once the outbox overflowed: the connection is cut (4008) then anyway
+        self.outbox.offer(None, _Pull(msg, ref))
 
     def behind(self, sid: str) -> None:
         self._cut_behind()
@@ -301,7 +327,7 @@ class Session:
         """Forget subscription ``sid``; the ref of its project, None if it is not one."""
         ref = self._subscriptions.pop(sid, None)
         if ref is not None:
-            self._delivered.pop(sid, None)
+            self.outbox.offer(None, _Forget(sid))
         return ref
 
     def add_global(self, gsid: str, broker: ActorRef) -> None:
@@ -336,9 +362,21 @@ class Session:
     def resume_cursor(self) -> str:
         """A cursor to resume from with nothing lost: the oldest of every subscription's last
         cursor written (or, if none was yet, the cursor it started from)."""
-        if self._delivered:
-            return min(self._delivered.values())
+        positions = self._positions()
+        if positions:
+            return min(positions.values())
         return self._last_delivered or encode_cursor(0)
+
+    def _positions(self) -> dict[str, str]:
+        """Each subscription's last cursor written, or where it started; notes still queued
+        for the writer count (a cut can come before the writer took them)."""
+        positions = dict(self._delivered)
+        for tag in self.outbox.pending_tags():
+            if isinstance(tag, _Begin):
+                positions.setdefault(tag.sid, tag.cursor)
+            elif isinstance(tag, _Forget):
+                positions.pop(tag.sid, None)
+        return positions
 
     async def _pull_more(self) -> None:
         """Ask for more replay once the outbox is back under the replay mark."""
@@ -388,7 +426,7 @@ class Session:
         await down.wait()
         self._watched.discard(project)
         if any(r.name.endswith(f":{project}") for r in self._subscriptions.values()):
-            mine = [c for sid, c in self._delivered.items() if sid.startswith(f"{project}/")]
+            mine = [c for sid, c in self._positions().items() if sid.startswith(f"{project}/")]
             cursor = min(mine) if mine else (self._last_delivered or "")
             self.close(CloseReason.RESTARTED, f"project restarted; resubscribe with since={cursor}")
 
@@ -473,15 +511,23 @@ class Session:
         try:
             while True:
                 batch = await self.outbox.get_batch()
-                await self.conn.send_many([frame for frame, _ in batch])
+                frames = [frame for frame, _ in batch if frame is not None]
+                if frames:
+                    await self.conn.send_many(frames)
                 for _, tag in batch:
                     if tag is None:
                         continue
                     if callable(tag):  # an answer's delivery hook (a wait's position)
                         tag()
-                    else:
+                    elif isinstance(tag, tuple):  # an event frame written: (sid, cursor)
                         self._delivered[tag[0]] = tag[1]
                         self._last_delivered = tag[1]
+                    elif isinstance(tag, _Begin):
+                        self._delivered.setdefault(tag.sid, tag.cursor)
+                    elif isinstance(tag, _Pull):
+                        self._pulls[tag.msg] = tag.ref
+                    elif isinstance(tag, _Forget):
+                        self._delivered.pop(tag.sid, None)
                 if self._pulls:
                     await self._pull_more()
         except trio.EndOfChannel:
