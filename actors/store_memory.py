@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .store import (
+    LIVE_AGENT_STATES,
+    AgentRow,
+    AgentSeq,
     AppendBatch,
+    FindSpawn,
+    GetAgent,
     GetResult,
+    ListAgents,
+    LiveAgents,
     LoadProject,
     ProjectSnapshot,
     PurgeExpired,
     QueryResults,
     ResultRow,
+    SaveAgent,
     SaveWaitCursor,
     StoreCounts,
     StoreError,
@@ -36,6 +44,8 @@ class _Tables:
     projects: dict[str, int] = field(default_factory=dict)
     wait_cursors: dict[tuple[str, str, str], int] = field(default_factory=dict)
     next_seq: int = 1
+    #: agent_id -> row (spawned agents)
+    agents: dict[str, AgentRow] = field(default_factory=dict)
 
 
 class MemoryBackend:
@@ -116,6 +126,19 @@ class MemoryBackend:
         elif isinstance(write, PurgeExpired):
             for key in [k for k, v in t.events.items() if v[1] <= write.now]:
                 del t.events[key]
+        elif isinstance(write, SaveAgent):
+            agent, old = write.row, t.agents.get(write.row.agent_id)
+            if agent.spawn_key is not None and any(
+                a.project_id == agent.project_id and a.spawn_key == agent.spawn_key
+                and a.agent_id != agent.agent_id for a in t.agents.values()
+            ):
+                raise StoreError("UNIQUE constraint failed: agents.project_id, agents.spawn_key")
+            if old is not None:
+                agent = AgentRow(
+                    agent.agent_id, agent.project_id, agent.state, old.seq, agent.updated_at,
+                    agent.body, old.spawn_key or agent.spawn_key, old.answer or agent.answer,
+                )
+            t.agents[agent.agent_id] = agent
         else:
             raise TypeError(f"not a store write: {write!r}")
 
@@ -141,6 +164,22 @@ class MemoryBackend:
             )
         if isinstance(read, StoreCounts):
             return {"results": len(t.results), "events": len(t.events), "projects": len(t.projects)}
+        if isinstance(read, AgentSeq):
+            return max((a.seq for a in t.agents.values()), default=0)
+        if isinstance(read, GetAgent):
+            agent = t.agents.get(read.agent_id)
+            return agent if agent is not None and agent.project_id == read.project_id else None
+        if isinstance(read, FindSpawn):
+            return next((a for a in t.agents.values()
+                         if a.project_id == read.project_id and a.spawn_key == read.spawn_key), None)
+        if isinstance(read, ListAgents):
+            rows = sorted((a for a in t.agents.values() if a.project_id == read.project_id
+                           and (read.state is None or a.state == read.state)),
+                          key=lambda a: a.seq, reverse=True)
+            return rows[: read.limit]
+        if isinstance(read, LiveAgents):
+            return sorted((a for a in t.agents.values() if a.state in LIVE_AGENT_STATES),
+                          key=lambda a: a.seq)[: read.limit]
         raise TypeError(f"not a store read: {read!r}")
 
     def _query(self, read: QueryResults) -> list[tuple[int, bytes]]:
