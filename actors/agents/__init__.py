@@ -1,7 +1,7 @@
 """Spawned agents: each one an actor that owns one OS process, under a dynamic supervisor,
 with a registry for spawns, the governor's caps, idempotency and crash recovery."""
 
-from ._agent import AgentActor, AgentChanged, GetAnswer, GetRecord, Stop, Touch
+from ._agent import AgentActor, AgentChanged, GetAnswer, GetRecord, ServerStopping, Stop, Touch
 from ._errors import AgentCapReached, NotSpawnable
 from ._logs import MAX_TAIL_LINES, RotatingLog, tail_lines
 from ._policy import Caps, Governor, RestartPolicy
@@ -58,6 +58,7 @@ __all__ = [
     "ProcessIdentity",
     "RestartPolicy",
     "RotatingLog",
+    "ServerStopping",
     "Spawn",
     "Stop",
     "StopAgent",

@@ -32,7 +32,7 @@ from ._procs import ProcessIdentity, identity_of, is_own_group, signal_group
 from ._spec import LIVE_STATES, TERMINAL_STATES, AgentHooks, AgentSpec, public_record
 from ._workspace import WorkspaceError, add_worktree, remove_worktree
 
-__all__ = ["AgentActor", "AgentChanged", "GetAnswer", "GetRecord", "Stop", "Touch"]
+__all__ = ["AgentActor", "AgentChanged", "GetAnswer", "GetRecord", "ServerStopping", "Stop", "Touch"]
 
 log = logging.getLogger("orchestra.agents")
 
@@ -61,6 +61,12 @@ class Stop:
     profile's ``stop_grace``). Answers the public record once the process has ended."""
 
     grace: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStopping:
+    """Cast by the registry before it ends every process group at shutdown: the exit that
+    follows is a stop (``stopped``, no restart, no event), not a failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,8 @@ class AgentActor(Actor):
         self.run = 0
         self.kill_at = self.restart_at = self.stall_at = math.inf
         self.stopping = False
+        #: why the agent is being stopped; None: on request (published), else the server's stop
+        self.stop_reason: str | None = None
         self.stoppers: list[Call] = []
         self.last_activity: float | None = None
         self.cwd = spec.root
@@ -132,8 +140,10 @@ class AgentActor(Actor):
                 self.record["workspace"] = str(self.cwd)
             spec.context_path.parent.mkdir(parents=True, exist_ok=True)
             await self.hooks.write_context(spec, spec.context_path)
-        except (WorkspaceError, OSError) as exc:
-            await self._end("failed", f"could not prepare the agent: {exc}")
+        except Exception as exc:  # any: this agent fails, its actor (and the registry) serve on
+            await self._end("failed", f"could not prepare the agent: {exc!r}"
+                            if not isinstance(exc, WorkspaceError | OSError) else
+                            f"could not prepare the agent: {exc}")
         else:
             await self._launch()
         self.answer = {
@@ -164,6 +174,8 @@ class AgentActor(Actor):
             if is_own_group(ProcessIdentity(**ident)):
                 signal_group(pgid, signal.SIGKILL)
             await _reap(pgid)
+        # restarts already counted by earlier incarnations still count against the policy
+        self.policy.history.extend(self.record.get("_restart_times") or ())
         if self.record["state"] in LIVE_STATES:
             await self._failed_run(None, "the agent's actor crashed")
 
@@ -226,6 +238,11 @@ class AgentActor(Actor):
             return await self._exited(msg)
         if isinstance(msg, Stop):
             return await self._stop(msg)
+        if isinstance(msg, ServerStopping):
+            self.stopping = True
+            self.stop_reason = "the server stopped"
+            self.restart_at = math.inf
+            return None
         raise TypeError(f"not an agent message: {msg!r}")
 
     def _snapshot(self) -> dict[str, Any]:
@@ -267,7 +284,10 @@ class AgentActor(Actor):
         code = msg.returncode
         self.record["exit_code"] = code
         if self.stopping:
-            await self._end("stopped", "stopped on request")
+            if self.stop_reason is None:
+                await self._end("stopped", "stopped on request")
+            else:
+                await self._end("stopped", self.stop_reason, publish=False)
         elif code == 0:
             await self._end("exited", None)
         else:
@@ -366,7 +386,8 @@ class AgentActor(Actor):
                                 f"within {self.policy.period:g} s")
             return
         self.record.update(state="starting", restarts=self.record["restarts"] + 1,
-                           reason=f"{why}; restarting in {delay:.2f} s")
+                           reason=f"{why}; restarting in {delay:.2f} s",
+                           _restart_times=list(self.policy.history))
         self.restart_at = trio.current_time() + delay
         await self._changed()
 

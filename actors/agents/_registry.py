@@ -31,7 +31,7 @@ from ..profiles import Profiles
 from ..records import iso_time
 from ..runtime import DEFERRED, Actor, ActorError, ActorRef, Call, ChildSpec, Restart, Supervisor
 from ..store import AgentRow, AgentSeq, FindSpawn, GetAgent, ListAgents, LiveAgents, SaveAgent
-from ._agent import AgentActor, AgentChanged, GetAnswer, GetRecord, Stop, Touch
+from ._agent import AgentActor, AgentChanged, GetAnswer, GetRecord, ServerStopping, Stop, Touch
 from ._errors import NotSpawnable
 from ._logs import tail_lines
 from ._policy import Caps, Governor
@@ -201,6 +201,10 @@ class AgentRegistry(Actor):
     async def on_stop(self) -> None:
         # The server stops: every process group at once (the agent actors, stopped after this,
         # then find their processes gone and record them stopped).
+        for agent_id in self.live:
+            ref = self.children.lookup(agent_child_id(agent_id))
+            if ref is not None:
+                ref.try_cast(ServerStopping())  # a full mailbox: that agent's own stop does it
         pids = [r["pid"] for r in self.live.values() if r["state"] in ("running", "stalled") and r["pid"]]
         if pids:
             await end_groups(pids, self.config.shutdown_grace)
@@ -435,10 +439,21 @@ class AgentRegistry(Actor):
 
     # -- reads (helpers: they read ``live`` between the actor's steps, never write it) --
 
+    async def _fresh(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A live agent's record from the agent itself (its last activity is not told to the
+        registry); the registry's copy if it does not answer at once."""
+        ref = self.children.lookup(agent_child_id(record["agent_id"]))
+        if ref is None:
+            return record
+        try:
+            return await ref.call(GetRecord(), timeout=1)  # type: ignore[no-any-return]
+        except ActorError:
+            return record
+
     async def _record(self, project_id: str, agent_id: str) -> dict[str, Any]:
         record = self.live.get(agent_id)
         if record is not None and record["project_id"] == project_id:
-            return record
+            return await self._fresh(record)
         row = await self._store(GetAgent(project_id, agent_id))
         if row is None:
             raise NotFound(f"no spawned agent {agent_id!r} in this project")
@@ -465,7 +480,8 @@ class AgentRegistry(Actor):
             rows = await self._store(ListAgents(msg.project_id, limit=self.config.max_listed))
             out = []
             for row in rows:
-                record = self.live.get(row.agent_id) or orjson.loads(row.body)
+                live = self.live.get(row.agent_id)
+                record = await self._fresh(live) if live is not None else orjson.loads(row.body)
                 if msg.state is not None and record["state"] != msg.state:
                     continue
                 if msg.agent_type is not None and record["agent_type"] != msg.agent_type:

@@ -146,9 +146,13 @@ async def test_a_sigstopped_agent_is_stalled_and_a_request_makes_it_running(tmp_
                 assert h.event_types(agent_id) == ["agent_spawned", "agent_stalled"]
             finally:
                 os.kill(pid, signal.SIGCONT)
+            before = record["last_activity"]
             h.sup.touch(agent_id)  # the edge's word: this agent made a request
             record = await h.until(agent_id, lambda r: r["state"] == "running", timeout=1)
-            assert record["last_activity"] is not None
+            assert record["last_activity"] > before
+            h.sup.touch(agent_id)
+            await trio.sleep(0.01)
+            assert (await h.sup.status("p1", agent_id))["last_activity"] > record["last_activity"]
             h.sup.touch("not-a-spawned-agent")  # any other sub: nothing happens
 
 
@@ -189,9 +193,12 @@ async def test_what_an_agent_forked_ends_when_it_exits(tmp_path):
 
 async def test_no_agent_outlives_a_shutdown(tmp_path):
     children: list[int] = []
+    kinds = profiles(
+        script(FORKS, restart="on-failure", restart_backoff=0.001, restart_backoff_max=0.001),
+        script(IGNORES_TERM, agent_type="stubborn"),
+    )
     with trio.fail_after(20):
-        async with running_agents(tmp_path / "d", profiles(script(FORKS), script(IGNORES_TERM, agent_type="stubborn")),
-                                  shutdown_grace=0.3) as h:
+        async with running_agents(tmp_path / "d", kinds, shutdown_grace=0.3) as h:
             first = await h.spawn()
             second = await h.spawn("stubborn")
             children.append(_pid_after(await h.log_until(first["agent_id"], " ."), "child"))
@@ -199,6 +206,13 @@ async def test_no_agent_outlives_a_shutdown(tmp_path):
             pids = [first["process_id"], second["process_id"], *children]
             assert all(alive(p) for p in pids)
         await gone(*pids, timeout=1)
+        async with running_agents(tmp_path / "d", kinds) as h:
+            for answer in (first, second):
+                record = await h.sup.status("p1", answer["agent_id"])
+                # a stop, not a failure: the restart policy does not start it again
+                assert (record["state"], record["reason"], record["restarts"]) == (
+                    "stopped", "the server stopped", 0)
+            assert h.events == []
 
 
 async def test_log_is_size_capped_and_rotated(tmp_path):
@@ -302,6 +316,22 @@ async def test_a_crash_of_the_agent_actor_does_not_leave_its_process_unowned(tmp
             record = await h.until(once["agent_id"], lambda r: r["state"] == "failed")
             assert "actor crashed" in record["reason"]
             await gone(once["process_id"], timeout=2)
+
+
+async def test_restarts_after_crashes_of_the_agent_actor_count_against_the_policy(tmp_path):
+    worker = script(SLEEPER, restart="on-failure", max_restarts=1, restart_backoff=0.01,
+                    restart_backoff_max=0.01)
+    with trio.fail_after(20):
+        async with running_agents(tmp_path / "d", profiles(worker)) as h:
+            answer = await h.spawn()
+            agent_id = answer["agent_id"]
+            ref = h.sup.children.lookup(agent_child_id(agent_id))
+            assert ref.inject_fault("crash")
+            record = await h.until(agent_id, lambda r: r["state"] == "running" and r["restarts"] == 1)
+            assert ref.inject_fault("crash")
+            record = await h.until(agent_id, lambda r: r["state"] == "failed")
+            assert record["restarts"] == 1 and "gave up after 1 restarts" in record["reason"]
+            await gone(answer["process_id"], record["pid"], timeout=2)
 
 
 async def test_a_crash_of_the_registry_keeps_agents_and_caps(tmp_path):
