@@ -33,6 +33,7 @@ from ._spec import (
     path_segment,
     public_record,
 )
+from ._wiring import server_hooks
 
 __all__ = [
     "LIVE_STATES",
@@ -70,6 +71,7 @@ __all__ = [
     "is_own_group",
     "path_segment",
     "public_record",
+    "server_hooks",
     "signal_group",
     "tail_lines",
 ]

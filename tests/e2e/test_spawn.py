@@ -463,3 +463,47 @@ async def test_a_command_that_cannot_start_is_failed_not_a_crash(tmp_path):
             assert h.sup.children.total_crashes() == 0
             await h.spawn("missing")  # and it holds no slot
 
+
+
+async def test_server_hooks_give_the_issue_context_and_publish_in_the_project(tmp_path):
+    """The production hooks over a real actor system: the context file is the context answer
+    for the agent's issue and type, and the agent_* events are the project's own events."""
+    from orchestra.actors.agents import AgentsConfig, AgentSupervisor, Spawn, server_hooks
+    from orchestra.actors.events import EventFilter
+    from orchestra.actors.project import Wait
+    from orchestra.actors.system import ActorSystem, SystemConfig
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "parser.py").write_text("def parse_header(line):\n    return line.split(':')\n")
+    code = "import json, os; print(json.load(open(os.environ['ORCHESTRA_CONTEXT_FILE']))['issue_id'])"
+    kinds = profiles(script(code))
+    system = ActorSystem(SystemConfig(data_dir=tmp_path / "d", profiles=kinds, roots={"p1": repo}))
+    hooks = server_hooks(url=lambda: "http://127.0.0.1:9", mint_token=lambda s: "tok",
+                         project=system.project, context=system.context)
+    sup = AgentSupervisor(AgentsConfig(data_dir=tmp_path / "d", root_of=system.root_of), kinds,
+                          system.store, hooks)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as outer:
+            await outer.start(system.run)
+            async with trio.open_nursery() as inner:
+                await inner.start(sup.run)
+                answer = await sup.spawn(Spawn("p1", "worker", "iss-9", task="parse header"))
+                agent_id = answer["agent_id"]
+                context = orjson.loads((tmp_path / "d" / "contexts" / "p1" / f"{agent_id}.json").read_bytes())
+                assert context["issue_id"] == "iss-9" and context["agent_type"] == "worker"
+                assert any(f["path"] == "parser.py" for f in context["context"]["relevant_files"])
+                project = await system.project("p1")
+                events = []
+                for event_type in ("agent_spawned", "agent_exited"):
+                    answer = await project.call(
+                        Wait("observer", event_type, EventFilter.parse(None), 0, 10, 5.0), timeout=10)
+                    events += orjson.loads(answer.reply)["events"]
+                assert [(e["event_type"], e["publisher"], e["topic"], e["data"]["agent_id"]) for e in events] == [
+                    ("agent_spawned", "orchestra", "coordination", agent_id),
+                    ("agent_exited", "orchestra", "coordination", agent_id),
+                ]
+                assert events[1]["data"]["exit_code"] == 0 and events[1]["correlation_id"] == "iss-9"
+                assert (await sup.logs("p1", agent_id))["lines"] == ["iss-9"]
+                inner.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
