@@ -140,6 +140,8 @@ class _Found:
 class _Started:
     pending: _Pending
     outcome: Any
+    #: the agent's actor runs (even if its answer could not be had)
+    running: bool = True
 
 
 def spawn_key(idem: IdemKey) -> str:
@@ -389,11 +391,13 @@ class AgentRegistry(Actor):
     async def _start(self, pending: _Pending, spec: AgentSpec) -> None:
         """Record the agent (with its spawn key) durably, then start its actor, which starts
         the process before it reports started."""
+        recorded = False
         try:
             await self._store(SaveAgent(AgentRow(
                 spec.agent_id, spec.project_id, "starting", spec.seq, iso_time(self.wall_clock()),
                 orjson.dumps(spec.initial_record()), spec.spawn_key,
             )))
+            recorded = True
             ref = ActorRef(agent_child_id(spec.agent_id), mailbox_size=self.mailbox_size)
             starts = itertools.count()
             config, hooks, store, registry = self.config, self.hooks, self.store, self.ref
@@ -406,8 +410,23 @@ class AgentRegistry(Actor):
                 ),
                 restart=Restart.TRANSIENT,
             ))
-            outcome: Any = await ref.call(GetAnswer(), timeout=self.config.store_timeout)
         except Exception as exc:  # any: this spawn's answer, the registry serves on
+            if recorded:  # nothing runs: the record (and a retry with its key) says so
+                record = {**spec.initial_record(), "state": "failed",
+                          "reason": f"could not be started: {exc!r}", "ended_at": iso_time(self.wall_clock())}
+                with trio.move_on_after(self.config.store_timeout):
+                    try:
+                        await self._store(SaveAgent(AgentRow(
+                            spec.agent_id, spec.project_id, "failed", spec.seq,
+                            iso_time(self.wall_clock()), orjson.dumps(record),
+                        )))
+                    except (StoreError, ActorError) as again:
+                        log.warning("agent %s: its failed start could not be recorded: %r", spec.agent_id, again)
+            await self.ref.cast(_Started(pending, exc, running=False))
+            return
+        try:
+            outcome: Any = await ref.call(GetAnswer(), timeout=self.config.store_timeout)
+        except Exception as exc:  # any: the agent runs; its answer could not be had now
             outcome = exc
         await self.ref.cast(_Started(pending, outcome))
 
@@ -418,12 +437,15 @@ class AgentRegistry(Actor):
         self.starting.discard(agent_id)
         outcome = msg.outcome
         if isinstance(outcome, BaseException):
-            log.warning("agent %s could not be started: %r", agent_id, outcome, exc_info=outcome)
-            self.live.pop(agent_id, None)
-            self.governor.remove(agent_id)
+            log.warning("agent %s: its spawn could not be answered: %r", agent_id, outcome, exc_info=outcome)
             if not isinstance(outcome, StoreError | Unavailable):
                 outcome = Unavailable(f"the agent could not be started: {outcome}")
-        if agent_id in self.ended_early or isinstance(outcome, BaseException):
+        if not msg.running:  # nothing runs: its slot is free
+            self.live.pop(agent_id, None)
+            self.governor.remove(agent_id)
+        elif agent_id in self.ended_early:
+            # it ended before its spawn was answered: forget it now (a running agent whose
+            # answer was late stays: it runs, and a retry with its key finds its answer)
             self.ended_early.discard(agent_id)
             self.helpers.start_soon(self.children.stop_child, agent_child_id(agent_id))
         self._finish(pending, outcome)

@@ -507,3 +507,22 @@ async def test_server_hooks_give_the_issue_context_and_publish_in_the_project(tm
                 assert (await sup.logs("p1", agent_id))["lines"] == ["iss-9"]
                 inner.cancel_scope.cancel()
             outer.cancel_scope.cancel()
+
+
+async def test_an_agent_whose_actor_cannot_start_is_recorded_failed_and_frees_its_slot(tmp_path):
+    from orchestra.actors.errors import Unavailable
+
+    data = tmp_path / "d"
+    (data / "logs").mkdir(parents=True)
+    (data / "logs" / "p1").write_text("a file where the project's log folder should be")
+    key = IdemKey("caller", "k", fingerprint("agent.spawn", {}))
+    with trio.fail_after(20):
+        async with running_agents(data, profiles(script(SLEEPER)), per_project=1) as h:
+            with pytest.raises(Unavailable, match="could not be started"):
+                await h.spawn(spawned_by="caller", idem=key)
+            (record,) = await h.sup.list("p1")
+            assert record["state"] == "failed" and "could not be started" in record["reason"]
+            again = await h.spawn(spawned_by="caller", idem=key)  # the key's outcome, nothing new
+            assert (again["agent_id"], again["state"], again["spawned"]) == (record["agent_id"], "failed", False)
+            (data / "logs" / "p1").unlink()
+            assert (await h.spawn())["spawned"]  # its slot was freed
