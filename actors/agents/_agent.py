@@ -324,8 +324,9 @@ class AgentActor(Actor):
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        except OSError as exc:
-            await self._failed_run(None, f"cannot start {spec.profile.command[0]!r}: {exc.strerror or exc}")
+        except (OSError, ValueError) as exc:  # ValueError: a NUL or '=' in the environment
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            await self._failed_run(None, f"cannot start {spec.profile.command[0]!r}: {why}")
             return
         self.proc = proc
         ident = identity_of(proc.pid)

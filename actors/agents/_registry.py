@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import trio
 
-from ..errors import IdempotencyConflict, NotFound, StoreError, Unavailable
+from ..errors import IdempotencyConflict, InvalidRequest, NotFound, StoreError, Unavailable
 from ..idempotency import IdemKey
 from ..profiles import Profiles
 from ..records import iso_time
@@ -306,6 +306,7 @@ class AgentRegistry(Actor):
         profile = self.profiles.get(msg.agent_type)
         if not profile.command:
             raise NotSpawnable(msg.agent_type)
+        _check_os_strings(msg)
         call = self.defer()
         key = spawn_key(msg.idem) if msg.idem is not None else None
         fp = msg.idem.fingerprint.hex() if msg.idem is not None else None
@@ -514,6 +515,34 @@ class AgentRegistry(Actor):
             call.reply(out)
         except Exception as exc:  # any: the answer to this request only
             call.fail(exc)
+
+
+def _utf8(field: str, value: str) -> None:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(field, f"'{field}' must be valid Unicode (no lone surrogates)") from None
+
+
+def _check_os_strings(msg: Spawn) -> None:
+    """What the operating system cannot take (the edge's validation is wider): environment
+    names that are empty or hold '=' or NUL, values or a task with NUL, text that is not UTF-8."""
+    for name, value in msg.environment:
+        if not name or "=" in name or "\x00" in name:
+            raise InvalidRequest("environment", f"environment variable name {name[:64]!r} is not valid")
+        if "\x00" in value:
+            raise InvalidRequest(f"environment.{name}", f"'environment.{name}' must not contain NUL")
+        _utf8("environment", name)
+        _utf8(f"environment.{name}", value)
+    if msg.task is not None:
+        if "\x00" in msg.task:
+            raise InvalidRequest("task", "'task' must not contain NUL")
+        _utf8("task", msg.task)
+    for key, value in (("agent_type", msg.agent_type), ("issue_id", msg.issue_id),
+                       ("project_id", msg.project_id)):
+        _utf8(key, value)
+        if "\x00" in value:
+            raise InvalidRequest(key, f"'{key}' must not contain NUL")
 
 
 def _reused(idem: IdemKey | None) -> IdempotencyConflict:

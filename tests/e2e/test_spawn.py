@@ -11,6 +11,8 @@ import textwrap
 import orjson
 import pytest
 import trio
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from orchestra.actors.agents import AgentCapReached, NotSpawnable, agent_child_id
 from orchestra.actors.errors import IdempotencyConflict, NotFound
 from orchestra.actors.idempotency import IdemKey, fingerprint
@@ -526,3 +528,33 @@ async def test_an_agent_whose_actor_cannot_start_is_recorded_failed_and_frees_it
             assert (again["agent_id"], again["state"], again["spawned"]) == (record["agent_id"], "failed", False)
             (data / "logs" / "p1").unlink()
             assert (await h.spawn())["spawned"]  # its slot was freed
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cases=st.lists(st.tuples(
+    st.lists(st.tuples(st.text(max_size=6), st.text(max_size=12)), max_size=3).map(tuple),
+    st.none() | st.text(max_size=24),
+), min_size=1, max_size=4))
+@example(cases=[((("A=B", "x"),), None), ((("X", "a\x00b"),), None), ((), "\ud800"), ((("", "v"),), "ok")])
+def test_any_environment_or_task_is_an_answer_never_a_crash(tmp_path_factory, cases):
+    """The edge validates the environment; behind it, what the OS cannot take (a NUL, an '='
+    in a name, a lone surrogate) is refused as the request's error, and anything else the
+    process refuses fails that agent — never a crash of an actor."""
+    from orchestra.actors.agents import TERMINAL_STATES
+    from orchestra.actors.errors import InvalidRequest
+
+    async def main() -> None:
+        kinds = profiles(script("pass", restart="on-failure", restart_backoff=0.001, restart_backoff_max=0.001))
+        with trio.fail_after(30):
+            async with running_agents(tmp_path_factory.mktemp("d"), kinds) as h:
+                for env, task in cases:
+                    try:
+                        answer = await h.spawn(task=task, environment=env)
+                    except InvalidRequest as refused:
+                        assert refused.field in ("task", "environment") or refused.field.startswith("environment.")
+                        continue
+                    record = await h.until(answer["agent_id"], lambda r: r["state"] in TERMINAL_STATES)
+                    assert record["state"] in ("exited", "failed")
+                assert h.sup.tree.total_crashes() == 0
+
+    trio.run(main)
