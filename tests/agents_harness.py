@@ -81,7 +81,7 @@ async def running_agents(data_dir: Path, profile_set: Profiles, root: Path | Non
     sup = AgentSupervisor(cfg, profile_set, store, hooks)
     tree = Supervisor("root", [
         ChildSpec.actor("store", store, lambda: StoreActor(SQLiteBackend(data_dir / "orchestra.db"))),
-        ChildSpec("agents", lambda: sup),
+        ChildSpec("agents", lambda: sup.tree),
     ])
     async with trio.open_nursery() as nursery:
         await nursery.start(tree.run)

@@ -16,7 +16,6 @@ from ._procs import (
 from ._registry import (
     AgentRegistry,
     AgentStatus,
-    AgentSupervisor,
     ListAgentRecords,
     LogPath,
     Spawn,
@@ -33,6 +32,7 @@ from ._spec import (
     path_segment,
     public_record,
 )
+from ._supervisor import AgentSupervisor
 from ._wiring import server_hooks
 
 __all__ = [

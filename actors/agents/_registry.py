@@ -1,14 +1,9 @@
-"""The agents of the server: a registry actor and a dynamic supervisor of agent actors.
+"""The registry of spawned agents: spawns (idempotency, the governor), the index of live
+agents, status, lists, stops and log paths, and the recovery after a crash of the server.
 
-::
-
-    agents              Supervisor   one_for_one
-    ├── agent-processes Supervisor   dynamic: one AgentActor per spawned agent (transient)
-    └── agent-registry  AgentRegistry   spawns, governor, idempotency, lists, crash recovery
-
-One registry for the whole server (not per project): the caps and the recovery after a crash
-span projects, a spawned agent outlives the connection (and the project actor) that asked for
-it, and shutdown must end every process group at once. Each agent actor owns its process; the
+It is one for the whole server (not per project): the caps and the recovery span projects,
+a spawned agent outlives the connection (and the project actor) that asked for it, and
+shutdown must end every process group at once. Each agent actor owns its process; the
 registry owns the index of live agents (told by the agents on every change) and the governor.
 """
 
@@ -18,22 +13,21 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import trio
 
-from ..errors import IdempotencyConflict, InvalidRequest, NotFound, StoreError, Unavailable
+from ..errors import IdempotencyConflict, NotFound, StoreError, Unavailable
 from ..idempotency import IdemKey
 from ..profiles import Profiles
 from ..records import iso_time
 from ..runtime import DEFERRED, Actor, ActorError, ActorRef, Call, ChildSpec, Restart, Supervisor
 from ..store import AgentRow, AgentSeq, FindSpawn, GetAgent, ListAgents, LiveAgents, SaveAgent
-from ._agent import AgentActor, AgentChanged, GetAnswer, GetRecord, ServerStopping, Stop, Touch
+from ._agent import AgentActor, AgentChanged, GetAnswer, GetRecord, ServerStopping, Stop
 from ._errors import NotSpawnable
-from ._logs import tail_lines
 from ._policy import Caps, Governor
 from ._procs import ProcessIdentity, end_groups, is_own_group
 from ._spec import (
@@ -42,6 +36,7 @@ from ._spec import (
     AgentHooks,
     AgentsConfig,
     AgentSpec,
+    check_os_strings,
     public_record,
 )
 from ._workspace import remove_worktree
@@ -49,7 +44,6 @@ from ._workspace import remove_worktree
 __all__ = [
     "AgentRegistry",
     "AgentStatus",
-    "AgentSupervisor",
     "ListAgentRecords",
     "LogPath",
     "Spawn",
@@ -306,7 +300,8 @@ class AgentRegistry(Actor):
         profile = self.profiles.get(msg.agent_type)
         if not profile.command:
             raise NotSpawnable(msg.agent_type)
-        _check_os_strings(msg)
+        check_os_strings(msg.environment, msg.task, {
+            "agent_type": msg.agent_type, "issue_id": msg.issue_id, "project_id": msg.project_id})
         call = self.defer()
         key = spawn_key(msg.idem) if msg.idem is not None else None
         fp = msg.idem.fingerprint.hex() if msg.idem is not None else None
@@ -517,34 +512,6 @@ class AgentRegistry(Actor):
             call.fail(exc)
 
 
-def _utf8(field: str, value: str) -> None:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise InvalidRequest(field, f"'{field}' must be valid Unicode (no lone surrogates)") from None
-
-
-def _check_os_strings(msg: Spawn) -> None:
-    """What the operating system cannot take (the edge's validation is wider): environment
-    names that are empty or hold '=' or NUL, values or a task with NUL, text that is not UTF-8."""
-    for name, value in msg.environment:
-        if not name or "=" in name or "\x00" in name:
-            raise InvalidRequest("environment", f"environment variable name {name[:64]!r} is not valid")
-        if "\x00" in value:
-            raise InvalidRequest(f"environment.{name}", f"'environment.{name}' must not contain NUL")
-        _utf8("environment", name)
-        _utf8(f"environment.{name}", value)
-    if msg.task is not None:
-        if "\x00" in msg.task:
-            raise InvalidRequest("task", "'task' must not contain NUL")
-        _utf8("task", msg.task)
-    for key, value in (("agent_type", msg.agent_type), ("issue_id", msg.issue_id),
-                       ("project_id", msg.project_id)):
-        _utf8(key, value)
-        if "\x00" in value:
-            raise InvalidRequest(key, f"'{key}' must not contain NUL")
-
-
 def _reused(idem: IdemKey | None) -> IdempotencyConflict:
     key = idem.key if idem is not None else "?"
     return IdempotencyConflict(
@@ -555,81 +522,3 @@ def _reused(idem: IdemKey | None) -> IdempotencyConflict:
 def _type_slug(agent_type: str) -> str:
     slug = "".join(c for c in agent_type if c.isascii() and (c.isalnum() or c in "-_"))[:48]
     return slug or "agent"
-
-
-@dataclass
-class AgentSupervisor:
-    """The agents' subtree, and the few calls the request edge makes (one per operation).
-
-    ``hooks`` may be set after construction and before :meth:`run`. Mount ``self`` (it is a
-    supervisor child: ``run(task_status=...)``) in the root supervisor after the broker, so it
-    stops before the projects and the store (which its last records and events need).
-    """
-
-    config: AgentsConfig
-    profiles: Profiles
-    store: ActorRef
-    hooks: AgentHooks | None = None
-    mailbox_size: int = 4096
-    max_restarts: int = 1000
-    restart_period: float = 60.0
-    call_timeout: float = 30.0
-    ref: ActorRef = field(init=False)
-    children: Supervisor = field(init=False)
-    tree: Supervisor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ref = ActorRef("agent-registry", mailbox_size=self.mailbox_size)
-        self.children = Supervisor("agent-processes", max_restarts=self.max_restarts,
-                                   period=self.restart_period)
-        starts = itertools.count()
-
-        def registry() -> AgentRegistry:
-            assert self.hooks is not None, "AgentSupervisor.hooks must be set before it runs"
-            return AgentRegistry(self.config, self.profiles, self.store, self.children, self.hooks,
-                                 recover=next(starts) == 0, mailbox_size=self.mailbox_size)
-
-        self.tree = Supervisor("agents", [
-            ChildSpec("agent-processes", lambda: self.children),
-            ChildSpec.actor("agent-registry", self.ref, registry),
-        ], max_restarts=self.max_restarts, period=self.restart_period)
-
-    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.tree.run(task_status=task_status)
-
-    # -- the request edge's calls --
-
-    async def spawn(self, msg: Spawn) -> dict[str, Any]:
-        """The spawn answer (``agent_id``, ``spawned``, ``process_id``, ``context_injected``,
-        ``jwt_token``, ``webhook_url``, ``state``). Raises NotSpawnable (409 AGENT_001),
-        AgentCapReached (429, names the cap), IdempotencyConflict, Unavailable/StoreError."""
-        return await self.ref.call(msg, timeout=self.call_timeout)  # type: ignore[no-any-return]
-
-    async def status(self, project_id: str, agent_id: str) -> dict[str, Any]:
-        return await self.ref.call(AgentStatus(project_id, agent_id), timeout=self.call_timeout)  # type: ignore[no-any-return]
-
-    async def list(self, project_id: str, *, state: str | None = None, agent_type: str | None = None,
-                   issue_id: str | None = None) -> list[dict[str, Any]]:
-        return await self.ref.call(  # type: ignore[no-any-return]
-            ListAgentRecords(project_id, state, agent_type, issue_id), timeout=self.call_timeout
-        )
-
-    async def stop(self, project_id: str, agent_id: str, grace: float | None = None) -> dict[str, Any]:
-        """The record once the agent has ended (``stopped``, or how it had ended before)."""
-        timeout = self.call_timeout + (grace or 0.0) + 600.0 * (grace is None)
-        return await self.ref.call(StopAgent(project_id, agent_id, grace), timeout=timeout)  # type: ignore[no-any-return]
-
-    async def logs(self, project_id: str, agent_id: str, tail: int = 100) -> dict[str, Any]:
-        """``{"agent_id", "lines", "log_path"}``: the last ``tail`` lines (at most 10,000)."""
-        path = await self.ref.call(LogPath(project_id, agent_id), timeout=self.call_timeout)
-        lines = await trio.to_thread.run_sync(tail_lines, Path(path), tail)
-        return {"agent_id": agent_id, "lines": lines, "log_path": path}
-
-    def touch(self, sub: str) -> None:
-        """The token ``sub`` made a request: if it is a spawned agent, it is alive. A dict
-        lookup for any other ``sub``; never waits (a full mailbox drops the touch)."""
-        ref = self.children.lookup(agent_child_id(sub))
-        if ref is not None:
-            ref.try_cast(Touch())
-
-

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidRequest
 from ..profiles import AgentProfile
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "LIVE_STATES",
     "STATES",
     "TERMINAL_STATES",
+    "check_os_strings",
     "path_segment",
     "public_record",
 ]
@@ -138,3 +140,31 @@ class AgentSpec:
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
     """The agent record as PROTOCOL.md answers it (internal keys removed)."""
     return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _utf8(field: str, value: str) -> None:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(field, f"'{field}' must be valid Unicode (no lone surrogates)") from None
+
+
+def check_os_strings(environment: tuple[tuple[str, str], ...], task: str | None,
+                     ids: dict[str, str]) -> None:
+    """Raise InvalidRequest for what the operating system cannot take (the edge's validation is wider): environment
+    names that are empty or hold '=' or NUL, values or a task with NUL, text that is not UTF-8."""
+    for name, value in environment:
+        if not name or "=" in name or "\x00" in name:
+            raise InvalidRequest("environment", f"environment variable name {name[:64]!r} is not valid")
+        if "\x00" in value:
+            raise InvalidRequest(f"environment.{name}", f"'environment.{name}' must not contain NUL")
+        _utf8("environment", name)
+        _utf8(f"environment.{name}", value)
+    if task is not None:
+        if "\x00" in task:
+            raise InvalidRequest("task", "'task' must not contain NUL")
+        _utf8("task", task)
+    for key, value in ids.items():
+        _utf8(key, value)
+        if "\x00" in value:
+            raise InvalidRequest(key, f"'{key}' must not contain NUL")
