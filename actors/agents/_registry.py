@@ -363,7 +363,8 @@ class AgentRegistry(Actor):
     def _admit(self, pending: _Pending, parent: dict[str, Any] | None) -> None:
         msg = pending.msg
         profile = self.profiles.get(msg.agent_type)
-        depth = parent["depth"] + 1 if parent is not None and parent["project_id"] == msg.project_id else 1
+        same_project = parent is not None and parent.get("project_id") == msg.project_id
+        depth = int(parent.get("depth") or 1) + 1 if parent is not None and same_project else 1
         try:
             self.governor.check(msg.project_id, profile, depth)
         except Exception as exc:
@@ -500,11 +501,11 @@ class AgentRegistry(Actor):
             for row in rows:
                 live = self.live.get(row.agent_id)
                 record = await self._fresh(live) if live is not None else orjson.loads(row.body)
-                if msg.state is not None and record["state"] != msg.state:
+                if msg.state is not None and record.get("state") != msg.state:
                     continue
-                if msg.agent_type is not None and record["agent_type"] != msg.agent_type:
+                if msg.agent_type is not None and record.get("agent_type") != msg.agent_type:
                     continue
-                if msg.issue_id is not None and record["issue_id"] != msg.issue_id:
+                if msg.issue_id is not None and record.get("issue_id") != msg.issue_id:
                     continue
                 out.append(public_record(record))
             call.reply(out)
