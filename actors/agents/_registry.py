@@ -176,6 +176,8 @@ class AgentRegistry(Actor):
 
     async def on_start(self) -> None:
         self.governor = Governor(Caps(self.config.per_project, self.config.max_depth))
+        # read-only for others, between this actor's steps (AgentSupervisor.running)
+        self.ref.view = self.governor
         self.live: dict[str, dict[str, Any]] = {}
         self.spawning: dict[str, _Pending] = {}
         #: agents whose spawn is not yet answered: forgotten only after it is

@@ -104,6 +104,14 @@ class AgentSupervisor:
         lines = await trio.to_thread.run_sync(tail_lines, Path(path), tail)
         return {"agent_id": agent_id, "lines": lines, "log_path": path}
 
+    def running(self, project_id: str | None = None) -> int:
+        """Live agents (starting, running, stalled) of the project, or of the server; 0 while
+        the registry restarts. Never waits (for ``/status``)."""
+        governor = self.ref.view
+        if governor is None:
+            return 0
+        return len(governor) if project_id is None else governor.running(project_id)
+
     def touch(self, sub: str) -> None:
         """The token ``sub`` made a request: if it is a spawned agent, it is alive. A dict
         lookup for any other ``sub``; never waits (a full mailbox drops the touch)."""

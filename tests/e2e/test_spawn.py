@@ -251,6 +251,7 @@ async def test_caps_per_project_per_type_and_depth(tmp_path):
             assert caught.value.cap == "project" and caught.value.details["retry_after_seconds"] > 0
             other = await h.spawn(project="p2")  # another project has its own cap
             assert other["spawned"]
+            assert (h.sup.running("p1"), h.sup.running("p2"), h.sup.running()) == (3, 1, 4)
             await h.sup.stop("p1", first["agent_id"], grace=1)
             assert (await h.spawn("capped"))["spawned"]  # an ended agent frees its slots
             assert {r["depth"] for r in await h.sup.list("p1")} == {1, 2}
