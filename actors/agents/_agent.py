@@ -129,6 +129,7 @@ class AgentActor(Actor):
         self.cwd = spec.root
         self.worktree = False
         self._first_token: str | None = None
+        self.log: RotatingLog | None = None
         self.log = RotatingLog(spec.log_path, self.log_max_bytes, self.log_backups)
         if self.restarted:
             await self._after_crash()
@@ -183,7 +184,8 @@ class AgentActor(Actor):
         # A crash too: the process group must not outlive its owner.
         if self.proc is not None and self.proc.poll() is None:
             signal_group(self.proc.pid, signal.SIGKILL)
-        self.log.close()
+        if self.log is not None:  # None: the start failed before the log was opened
+            self.log.close()
 
     async def on_stop(self) -> None:
         """The server stops (or the registry forgets an ended agent): end the process group,
@@ -364,6 +366,7 @@ class AgentActor(Actor):
         try:
             while data := await stream.receive_some(65536):
                 try:
+                    assert self.log is not None
                     self.log.write(data)
                 except OSError as exc:  # a full disk loses log lines, not the agent
                     if not failed:

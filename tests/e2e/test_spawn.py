@@ -525,6 +525,7 @@ async def test_an_agent_whose_actor_cannot_start_is_recorded_failed_and_frees_it
                 await h.spawn(spawned_by="caller", idem=key)
             (record,) = await h.sup.list("p1")
             assert record["state"] == "failed" and "could not be started" in record["reason"]
+            assert "FileExistsError" in record["reason"] or "NotADirectoryError" in record["reason"]
             again = await h.spawn(spawned_by="caller", idem=key)  # the key's outcome, nothing new
             assert (again["agent_id"], again["state"], again["spawned"]) == (record["agent_id"], "failed", False)
             (data / "logs" / "p1").unlink()
