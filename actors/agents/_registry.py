@@ -159,7 +159,7 @@ class AgentRegistry(Actor):
         profiles: Profiles,
         store: ActorRef,
         children: Supervisor,
-        hooks: AgentHooks,
+        hooks: AgentHooks | None,
         *,
         recover: bool = False,
         mailbox_size: int = 4096,
@@ -248,6 +248,8 @@ class AgentRegistry(Actor):
             orjson.dumps(record),
         )))
         log.warning("agent %s (project %s) left by a crash: %s", row.agent_id, row.project_id, why)
+        if self.hooks is None:
+            return
         with trio.move_on_after(self.config.store_timeout):
             try:
                 await self.hooks.publish(row.project_id, "agent_failed", {
@@ -302,6 +304,9 @@ class AgentRegistry(Actor):
         profile = self.profiles.get(msg.agent_type)
         if not profile.command:
             raise NotSpawnable(msg.agent_type)
+        if self.hooks is None:
+            raise Unavailable("this server cannot spawn agents: it was started without their hooks",
+                              retry_after=3600)
         check_os_strings(msg.environment, msg.task, {
             "agent_type": msg.agent_type, "issue_id": msg.issue_id, "project_id": msg.project_id})
         call = self.defer()
@@ -400,6 +405,7 @@ class AgentRegistry(Actor):
             ref = ActorRef(agent_child_id(spec.agent_id), mailbox_size=self.mailbox_size)
             starts = itertools.count()
             config, hooks, store, registry = self.config, self.hooks, self.store, self.ref
+            assert hooks is not None
             await self.children.start_child(ChildSpec.actor(
                 agent_child_id(spec.agent_id), ref,
                 lambda: AgentActor(

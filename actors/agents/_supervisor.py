@@ -39,7 +39,8 @@ __all__ = ["AgentSupervisor"]
 class AgentSupervisor:
     """The agents' subtree, and the few calls the request edge makes (one per operation).
 
-    ``hooks`` may be set after construction and before it runs. Mount ``self.tree`` (a
+    ``hooks`` may be set after construction and before it runs (without them, spawns answer
+    Unavailable; recovery after a crash still ends leftover agents). Mount ``self.tree`` (a
     :class:`Supervisor`, so its crashes and restarts count in the root's totals) in the root
     supervisor after the broker, so that it stops before the projects and the store, which
     its last records and events need: ``ChildSpec("agents", lambda: agents.tree)``.
@@ -64,7 +65,6 @@ class AgentSupervisor:
         starts = itertools.count()
 
         def registry() -> AgentRegistry:
-            assert self.hooks is not None, "AgentSupervisor.hooks must be set before it runs"
             return AgentRegistry(self.config, self.profiles, self.store, self.children, self.hooks,
                                  recover=next(starts) == 0, mailbox_size=self.mailbox_size)
 

@@ -560,3 +560,24 @@ def test_any_environment_or_task_is_an_answer_never_a_crash(tmp_path_factory, ca
                 assert h.sup.tree.total_crashes() == 0
 
     trio.run(main)
+
+
+async def test_without_hooks_a_spawn_is_unavailable_and_the_subtree_runs(tmp_path):
+    from orchestra.actors.agents import AgentsConfig, AgentSupervisor, Spawn
+    from orchestra.actors.errors import Unavailable
+    from orchestra.actors.runtime import ActorRef, ChildSpec, Supervisor
+    from orchestra.actors.store import SQLiteBackend, StoreActor
+
+    store = ActorRef("store")
+    sup = AgentSupervisor(AgentsConfig(data_dir=tmp_path), profiles(script(SLEEPER)), store)
+    tree = Supervisor("root", [
+        ChildSpec.actor("store", store, lambda: StoreActor(SQLiteBackend(tmp_path / "o.db"))),
+        ChildSpec("agents", lambda: sup.tree),
+    ])
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(tree.run)
+            with pytest.raises(Unavailable, match="without their hooks"):
+                await sup.spawn(Spawn("p1", "worker", "iss-1"))
+            assert await sup.list("p1") == [] and tree.total_crashes() == 0
+            nursery.cancel_scope.cancel()
