@@ -389,12 +389,17 @@ async def test_after_a_sigkill_of_the_server_leftover_agents_are_ended_and_marke
         finally:
             host.kill()  # SIGKILL: nothing of the host runs its shutdown
             await host.wait()
-        assert alive(pid) and alive(child)  # left behind, as after a crash
-        async with running_agents(data, profiles(script(FORKS)), shutdown_grace=0.5) as h:
-            await gone(pid, child, timeout=3)
-            record = await h.sup.status("p1", agent_id)
-            assert record["state"] == "failed" and record["reason"].startswith("server restarted")
-            assert ("p1", "agent_failed") in {(p, t) for p, t, _ in h.events}
+        try:
+            assert alive(pid) and alive(child)  # left behind, as after a crash
+            async with running_agents(data, profiles(script(FORKS)), shutdown_grace=0.5) as h:
+                await gone(pid, child, timeout=3)
+                record = await h.sup.status("p1", agent_id)
+                assert record["state"] == "failed" and record["reason"].startswith("server restarted")
+                assert ("p1", "agent_failed") in {(p, t) for p, t, _ in h.events}
+        finally:  # a failure here must not leave this test's own processes behind
+            for leftover in (pid, child):
+                if alive(leftover):
+                    os.kill(leftover, signal.SIGKILL)
 
 
 async def test_recovery_never_signals_a_process_it_cannot_prove_is_its_own(tmp_path):
