@@ -76,6 +76,8 @@ class Spawn:
     environment: tuple[tuple[str, str], ...] = ()
     spawned_by: str | None = None
     idem: IdemKey | None = None
+    #: the size of the agent's context file (``context_requirements.max_bytes``); None: default
+    context_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +388,7 @@ class AgentRegistry(Actor):
             depth=depth, spawned_by=msg.spawned_by, seq=self.seq,
             root=self.config.root_of(msg.project_id), data_dir=self.config.data_dir,
             spawn_key=pending.spawn_key, fingerprint=pending.fingerprint,
+            context_bytes=msg.context_bytes,
         )
         self.live[agent_id] = spec.initial_record()
         self.governor.add(agent_id, msg.project_id, msg.agent_type)

@@ -98,6 +98,7 @@ class AgentSpec:
     data_dir: Path
     spawn_key: str | None = None
     fingerprint: str | None = None
+    context_bytes: int | None = None
 
     @property
     def log_path(self) -> Path:

@@ -35,7 +35,8 @@ def server_hooks(
     async def write_context(spec: AgentSpec, path: Path) -> None:
         ref = await context(spec.project_id)
         body: bytes = await ref.call(
-            ContextGet(spec.issue_id, spec.agent_type, spec.task or "", context_bytes), timeout=timeout
+            ContextGet(spec.issue_id, spec.agent_type, spec.task or "", spec.context_bytes or context_bytes),
+            timeout=timeout,
         )
         await trio.Path(path).write_bytes(body)
 

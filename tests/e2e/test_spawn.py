@@ -496,11 +496,13 @@ async def test_server_hooks_give_the_issue_context_and_publish_in_the_project(tm
             await outer.start(system.run)
             async with trio.open_nursery() as inner:
                 await inner.start(sup.run)
-                answer = await sup.spawn(Spawn("p1", "worker", "iss-9", task="parse header"))
+                answer = await sup.spawn(Spawn("p1", "worker", "iss-9", task="parse header", context_bytes=4096))
                 agent_id = answer["agent_id"]
-                context = orjson.loads((tmp_path / "d" / "contexts" / "p1" / f"{agent_id}.json").read_bytes())
+                context_file = tmp_path / "d" / "contexts" / "p1" / f"{agent_id}.json"
+                context = orjson.loads(context_file.read_bytes())
                 assert context["issue_id"] == "iss-9" and context["agent_type"] == "worker"
                 assert any(f["path"] == "parser.py" for f in context["context"]["relevant_files"])
+                assert context_file.stat().st_size <= 4096
                 project = await system.project("p1")
                 events = []
                 for event_type in ("agent_spawned", "agent_exited"):
