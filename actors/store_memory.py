@@ -21,16 +21,24 @@ from typing import Any
 
 from .errors import CommitFailed, ReadFailed, StoreError, WriteRejected
 from .store import (
+    LIVE_AGENT_STATES,
+    AgentRow,
+    AgentSeq,
     AppendBatch,
+    FindSpawn,
+    GetAgent,
     GetResult,
     HighWater,
     IdempotencyRow,
+    ListAgents,
+    LiveAgents,
     LoadProject,
     LookupKeys,
     ProjectSnapshot,
     PurgeExpired,
     QueryResults,
     ResultRow,
+    SaveAgent,
     SaveWaitCursor,
     StoreCounts,
 )
@@ -55,6 +63,8 @@ class _Tables:
     #: (project, sub, key) -> row
     keys: dict[tuple[str, str, str], IdempotencyRow] = field(default_factory=dict)
     next_seq: int = 1
+    #: agent_id -> row (spawned agents)
+    agents: dict[str, AgentRow] = field(default_factory=dict)
 
 
 @dataclass
@@ -254,6 +264,19 @@ class MemoryBackend:
                 del t.events[key]
             for scope in [s for s, row in t.keys.items() if row.expires_at <= write.now]:
                 del t.keys[scope]
+        elif isinstance(write, SaveAgent):
+            agent, old = write.row, t.agents.get(write.row.agent_id)
+            if agent.spawn_key is not None and any(
+                a.project_id == agent.project_id and a.spawn_key == agent.spawn_key
+                and a.agent_id != agent.agent_id for a in t.agents.values()
+            ):
+                raise StoreError("UNIQUE constraint failed: agents.project_id, agents.spawn_key")
+            if old is not None:
+                agent = AgentRow(
+                    agent.agent_id, agent.project_id, agent.state, old.seq, agent.updated_at,
+                    agent.body, old.spawn_key or agent.spawn_key, old.answer or agent.answer,
+                )
+            t.agents[agent.agent_id] = agent
         else:
             raise TypeError(f"not a store write: {write!r}")
 
@@ -291,6 +314,22 @@ class MemoryBackend:
             return t.projects.get(read.project_id, 0)
         if isinstance(read, StoreCounts):
             return {"results": len(t.results), "events": len(t.events), "projects": len(t.projects)}
+        if isinstance(read, AgentSeq):
+            return max((a.seq for a in t.agents.values()), default=0)
+        if isinstance(read, GetAgent):
+            agent = t.agents.get(read.agent_id)
+            return agent if agent is not None and agent.project_id == read.project_id else None
+        if isinstance(read, FindSpawn):
+            return next((a for a in t.agents.values()
+                         if a.project_id == read.project_id and a.spawn_key == read.spawn_key), None)
+        if isinstance(read, ListAgents):
+            rows = sorted((a for a in t.agents.values() if a.project_id == read.project_id
+                           and (read.state is None or a.state == read.state)),
+                          key=lambda a: a.seq, reverse=True)
+            return rows[: read.limit]
+        if isinstance(read, LiveAgents):
+            return sorted((a for a in t.agents.values() if a.state in LIVE_AGENT_STATES),
+                          key=lambda a: a.seq)[: read.limit]
         raise TypeError(f"not a store read: {read!r}")
 
     def _query(self, read: QueryResults) -> list[tuple[int, bytes]]:
