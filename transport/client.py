@@ -384,8 +384,10 @@ class Client:
         self._subs: list[Subscription] = []
         self._in_flight = trio.Semaphore(self.config.max_in_flight)
         self._refresh_now = trio.Event()
-        #: connections opened (1 after connect); for tests and diagnostics
+        #: connections opened (1 after connect), and requests sent again after their
+        #: connection dropped: diagnostics
         self.connections = 0
+        self.resends = 0
 
     # -- the operations of PROTOCOL.md --
 
@@ -577,6 +579,7 @@ class Client:
                 return await link.request(fields, on_reply)
             except _LinkLost:
                 resends += 1
+                self.resends += 1
                 if resends > self.config.max_resends:
                     raise ConnectionFailed(
                         f"{fields['op']} was lost with its connection {resends} times") from None
