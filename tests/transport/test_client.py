@@ -3,16 +3,21 @@ requests in flight, reconnect with resume, writes sent again stored once, the bl
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 import trio
 from orchestra.transport.client import Backoff, ClientConfig, token_claims
 from orchestra.transport.client_errors import error_from_body, error_from_close
 
 from orchestra import client as sdk
-from tests.conftest import start_server
+from tests.conftest import start_context_server, start_server
 
 FAST = ClientConfig(backoff_initial=0.02, backoff_max=0.2, reconnect_timeout=10)
 
@@ -324,3 +329,62 @@ async def test_the_blocking_client_has_the_same_methods_and_exceptions(server):
         out = await trio.to_thread.run_sync(script)
     assert out == ["script", "NOT_FOUND", True, "timeout", "unauthorized"], out
     assert time.monotonic() - t0 < 30
+
+
+async def test_a_star_subscription_resumes_per_project_across_a_dropped_connection(server):
+    """An admin "*" subscription: projects running and started later, resumed with a cursor
+    per project after its connection crashed: each project's events once, in order."""
+    h = server
+    admin = h.token("*", agent_type="dashboard", admin=True, sub="dash")
+    with trio.fail_after(30):
+        async with sdk.connect(url(h), h.token("alpha", sub="a")) as alpha, \
+                sdk.connect(url(h), admin, config=FAST) as dash:
+            await alpha.publish("job", {"n": -1})  # alpha runs before the subscription
+            sub = await dash.subscribe(["job"], project_id="*")
+            with pytest.raises(ValueError):
+                await dash.subscribe(["job"], project_id="*")
+            async with sdk.connect(url(h), h.token("beta", sub="b")) as beta:
+                for n in range(10):
+                    await alpha.publish("job", {"n": n})
+                    await beta.publish("job", {"n": n})  # beta starts after the subscription
+                    if n == 4:
+                        assert h.system.actor_ref("session:dash").inject_fault("crash")
+                seen: dict[str, list[int]] = {"alpha": [], "beta": []}
+                async for event in sub:
+                    seen[event["project_id"]].append(event["data"]["n"])
+                    if sum(map(len, seen.values())) == 20:
+                        break
+            assert seen == {"alpha": list(range(10)), "beta": list(range(10))}
+            assert dash.connections >= 2 and set(sub.cursor()) == {"alpha", "beta"}
+
+
+async def test_the_example_agent_reads_stores_publishes_and_waits(nursery, tmp_path):
+    """examples/sdk_agent.py, run as a process the way a spawned agent runs."""
+    h = await start_context_server(nursery, tmp_path)
+    env = {**os.environ, "ORCHESTRA_URL": url(h), "ORCHESTRA_ISSUE_ID": "ISS-5",
+           "ORCHESTRA_TOKEN": h.token(agent_type="code-reviewer", sub="rev-1")}
+    example = Path(__file__).parents[2] / "examples" / "sdk_agent.py"
+    out: list[Any] = []
+
+    async def agent():
+        out.append(await trio.run_process([sys.executable, str(example), "--task", "review app", "--wait", "10"],
+                                          env=env, capture_stdout=True, capture_stderr=True, check=False))
+
+    with trio.fail_after(30):
+        async with sdk.connect(url(h), h.token(sub="lead")) as lead:
+            ready = await lead.subscribe(["review_ready"])
+            async with trio.open_nursery() as n:
+                n.start_soon(agent)
+                event = await ready.__anext__()
+                assert event["publisher"] == "rev-1" and event["data"]["issue_id"] == "ISS-5"
+                await lead.publish("review_acknowledged", {"issue_id": "ISS-5"})
+            proc = out[0]
+            assert proc.returncode == 0, proc.stderr
+            summary = orjson.loads(proc.stdout)
+            assert summary["acknowledged_by"] == ["lead"]
+            record = await lead.get_result(summary["result_id"])
+            assert record["agent_id"] == "rev-1" and record["result"]["files_reviewed"]
+    env["ORCHESTRA_TOKEN"] = "bad"
+    refused = await trio.run_process([sys.executable, str(example)], env=env, capture_stdout=True,
+                                     capture_stderr=True, check=False)
+    assert refused.returncode == 3
