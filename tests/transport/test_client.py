@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from orchestra.transport.client import Backoff, ClientConfig, token_claims
+from orchestra.transport.client import ClientConfig
 from orchestra.transport.client_errors import error_from_body, error_from_close
+from orchestra.transport.client_link import Backoff, refresh_delay, token_claims
 
 from orchestra import client as sdk
 from tests.conftest import start_context_server, start_server
@@ -388,3 +389,14 @@ async def test_the_example_agent_reads_stores_publishes_and_waits(nursery, tmp_p
     refused = await trio.run_process([sys.executable, str(example)], env=env, capture_stdout=True,
                                      capture_stderr=True, check=False)
     assert refused.returncode == 3
+
+
+def test_the_token_is_refreshed_before_it_expires():
+    now = 1_000_000.0
+    hour = {"iat": now, "exp": now + 3600}
+    assert refresh_delay(hour, now, 60) == 3600 - 60
+    short = {"iat": now, "exp": now + 30}  # at most a third of its lifetime ahead
+    assert refresh_delay(short, now, 60) == 20
+    assert refresh_delay({"exp": now + 300}, now, 60) == 240  # no iat
+    assert refresh_delay({"exp": now - 5, "iat": now - 65}, now, 60) < 0  # due now
+    assert refresh_delay({}, now, 60) is None
