@@ -385,6 +385,8 @@ class Client:
                 except OrchestraError as final:
                     self._fail(final)
                     return
+                if self._closed:
+                    return
                 closed_for_good = error_from_close(close_code or 0, close_reason)
                 if closed_for_good is not None:
                     self._fail(closed_for_good)
@@ -410,6 +412,23 @@ class Client:
         if it never opened or was cut without one) and a delay the server asked for. Raises a
         final error (a refused upgrade or resubscription: 401, 403, 404)."""
         headers = [(b"authorization", f"Bearer {self.token}".encode())]
+        link: Link | None = None
+        failure: BaseException | None = None
+        try:
+            link, failure = await self._run_link(backoff, ready, headers)
+        except* trio_websocket.HandshakeError as group:  # a refused upgrade, raised by its reader task
+            failure = group.exceptions[0]
+        if link is not None and link.close_code is not None:
+            return link.close_code, link.close_reason, None
+        if isinstance(failure, trio_websocket.ConnectionRejected):
+            return None, None, self._rejected(failure)
+        if isinstance(failure, Unauthorized | Forbidden):
+            raise failure
+        return None, None, None
+
+    async def _run_link(
+        self, backoff: Backoff, ready: list[Callable[[], object]], headers: list[tuple[bytes, bytes]]
+    ) -> tuple[Link | None, BaseException | None]:
         link: Link | None = None
         failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
@@ -440,22 +459,20 @@ class Client:
                     self._link = None
                 if self._ready.is_set() and self._final is None:
                     self._ready = trio.Event()
-                nursery.cancel_scope.cancel()
-        if link is not None:
-            closed = link.ws.closed
-            code, reason = link.close_code, link.close_reason
-            if code is None and closed is not None:
-                code, reason = closed.code, closed.reason
-            link.lose(code, reason)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await link.ws.aclose()
-            if code is not None:
-                return code, reason, None
-        if isinstance(failure, trio_websocket.ConnectionRejected):
-            return None, None, self._rejected(failure)
-        if isinstance(failure, Unauthorized | Forbidden):
-            raise failure
-        return None, None, None
+                if link is not None:
+                    # the server's close code if it closed (the reader may not have seen it yet)
+                    closed = link.ws.closed
+                    if link.close_code is None and closed is not None:
+                        link.lose(closed.code, closed.reason)
+                    link.lose()
+                    # the close handshake needs the reader: brief if it is being cancelled too
+                    cancelled = trio.current_effective_deadline() == -math.inf
+                    with trio.CancelScope(shield=True), trio.move_on_after(0.1 if cancelled else 1):
+                        await link.ws.aclose()
+                # let the connection's own reader finish the close handshake (it ends once
+                # the server closes the TCP stream), within a grace
+                nursery.cancel_scope.deadline = trio.current_time() + 1
+        return link, failure
 
     def _rejected(self, exc: trio_websocket.ConnectionRejected) -> float | None:
         """A refused upgrade: final for 401, 403 and 404; otherwise the delay it asks for."""
@@ -535,6 +552,10 @@ async def connect(url: str, token: str, *, config: ClientConfig | None = None) -
         client._closed = True
         for sub in client._subs:
             sub._end()
+        link = client._link
+        if link is not None:  # a clean close while the connection's reader still runs
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await link.ws.aclose()
         nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error

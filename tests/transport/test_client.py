@@ -400,3 +400,32 @@ def test_the_token_is_refreshed_before_it_expires():
     assert refresh_delay({"exp": now + 300}, now, 60) == 240  # no iat
     assert refresh_delay({"exp": now - 5, "iat": now - 65}, now, 60) < 0  # due now
     assert refresh_delay({}, now, 60) is None
+
+
+async def test_errors_and_cancellation_leave_the_block_as_themselves(server):
+    """Not wrapped in an exception group by the client's own tasks."""
+    h = server
+    with trio.fail_after(20):
+        with pytest.raises(sdk.NotFound):
+            async with sdk.connect(url(h), h.token()) as c:
+                await c.get_result("missing")
+        with trio.move_on_after(0.2) as scope:
+            async with sdk.connect(url(h), h.token()) as c:
+                await c.wait("never", timeout=10)
+        assert scope.cancelled_caught
+        with pytest.raises(sdk.NotFound):  # no WebSocket endpoint there: final, not retried
+            async with sdk.connect(f"ws://127.0.0.1:{h.port}/elsewhere", h.token()):
+                pass
+
+
+async def test_a_resume_past_retention_raises_events_lost_then_goes_on(nursery, tmp_path):
+    h = await start_server(nursery, tmp_path / "d", max_events=5)
+    with trio.fail_after(20):
+        async with sdk.connect(url(h), h.token()) as c:
+            for i in range(10):
+                await c.publish("tick", {"i": i})
+            sub = await c.subscribe(["tick"], since="00000000000000000001")
+            with pytest.raises(sdk.EventsLost) as info:
+                await sub.__anext__()
+            assert info.value.code == "EVENTS_LOST" and not sub.recovered
+            assert [(await sub.__anext__())["data"]["i"] for _ in range(5)] == [5, 6, 7, 8, 9]
