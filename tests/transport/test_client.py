@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import trio
+from orchestra.actors.session import SessionLimits
 from orchestra.transport.client import ClientConfig
 from orchestra.transport.client_errors import error_from_body, error_from_close
 from orchestra.transport.client_link import Backoff, refresh_delay, token_claims
@@ -429,3 +430,23 @@ async def test_a_resume_past_retention_raises_events_lost_then_goes_on(nursery, 
                 await sub.__anext__()
             assert info.value.code == "EVENTS_LOST" and not sub.recovered
             assert [(await sub.__anext__())["data"]["i"] for _ in range(5)] == [5, 6, 7, 8, 9]
+
+
+async def test_a_connection_cut_as_too_far_behind_resumes_without_loss(nursery, tmp_path):
+    """A burst past the connection's outbound bound closes it with 4008; the client
+    reconnects, resumes from its cursor and the replay runs at its pace."""
+    h = await start_server(nursery, tmp_path / "d", session=SessionLimits(max_messages=8))
+    with trio.fail_after(30):
+        async with sdk.connect(url(h), h.token(sub="w")) as writer, \
+                sdk.connect(url(h), h.token(sub="r"), config=FAST) as c:
+            sub = await c.subscribe(["agent_completed"])
+            bodies = [writer.result_body("ISS-B", {"status": "success", "i": i}) for i in range(300)]
+            await writer.store_results(bodies)  # 300 events at once
+            seen = []
+            async for event in sub:
+                seen.append(event["data"]["result_id"])
+                if len(seen) == 300:
+                    break
+            stored = await c.query_results(issue_id="ISS-B", limit=1000)
+            assert seen == [r["id"] for r in reversed(stored["results"])]
+            assert c.connections >= 2  # it was cut (4008) and came back
