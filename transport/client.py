@@ -246,14 +246,16 @@ class Client:
         link = self._link
         if link is None or subscription.sid is None or link.closed.is_set():
             return  # no server-side subscription to end: the next connection will not have it
-        for sid in [s for s, sub in link.subs.items() if sub is subscription]:
-            del link.subs[sid]
-        if link.global_sub is subscription:
-            link.global_sub = None
+        retired = link.retire(subscription)
         try:
             await link.request({"op": "event.unsubscribe", "subscription": subscription.sid})
         except (LinkLost, NotFound):
             pass  # gone with its connection, or never reached this one
+        if not subscription.is_global:
+            # a project answers after the pushes it queued: none of them can follow.
+            # ("*": its projects are told after the answer, so its ids stay retired.)
+            for sid in retired:
+                link.subs.pop(sid, None)
 
     async def refresh(self, token: str | None = None) -> dict[str, Any]:
         """``auth.refresh``: a fresh token for the same claims (or adopt ``token``, which must
@@ -304,30 +306,25 @@ class Client:
             sub._on_reply(link, reply)
             self._subs.append(sub)
 
-        def prepare(link: Link) -> None:
-            if sub.is_global:  # pushes of a "*" subscription may precede its answer
-                link.global_sub = sub
-
         async with self._in_flight:
-            await self._send({"op": "event.subscribe", **sub.subscribe_args()}, on_reply, prepare)
+            await self._send(sub.subscribe_request, on_reply)
 
     async def _send(
-        self, fields: dict[str, Any], on_reply: Callable[[Link, Any], None] | None = None,
-        prepare: Callable[[Link], None] | None = None,
+        self, fields: dict[str, Any] | Callable[[Link], dict[str, Any]],
+        on_reply: Callable[[Link, Any], None] | None = None,
     ) -> Any:
+        """Send a request until answered (``fields``: or made for each connection it is sent on)."""
         resends = unavailable = 0
         while True:
             link = await self._current_link()
-            if prepare is not None:
-                prepare(link)
             try:
-                return await link.request(fields, on_reply)
+                return await link.request(fields(link) if callable(fields) else fields, on_reply)
             except LinkLost:
                 resends += 1
                 self.resends += 1
                 if resends > self.config.max_resends:
                     raise ConnectionFailed(
-                        f"{fields['op']} was lost with its connection {resends} times") from None
+                        f"a request was lost with its connection {resends} times") from None
             except Unavailable as exc:
                 wait = exc.retry_after
                 if wait is None or wait > self.config.max_retry_after or unavailable >= self.config.unavailable_retries:
@@ -353,17 +350,23 @@ class Client:
         if link is None or link.closed.is_set():
             await self._current_link()
             return
-        for sid in [s for s, mine in link.subs.items() if mine is sub]:
-            del link.subs[sid]
+        if sub.is_global:
+            # pushes of its old attachments could arrive after the new replay began and be
+            # taken for newer: a new connection resubscribes it with nothing in between
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await link.ws.aclose()
+            await self._current_link()
+            return
+        retired = link.retire(sub)
         try:
             if sub.sid is not None:
                 try:
                     await link.request({"op": "event.unsubscribe", "subscription": sub.sid})
                 except NotFound:
                     pass
-            if sub.is_global:
-                link.global_sub = sub
-            await link.request({"op": "event.subscribe", **sub.subscribe_args()}, sub._on_reply)
+            for sid in retired:  # the project answered after the pushes it had queued
+                link.subs.pop(sid, None)
+            await link.request(sub.subscribe_request(link), sub._on_reply)
         except LinkLost:
             await self._current_link()  # the next connection resubscribes it
         except (RateLimited, Unavailable) as exc:  # still behind: the consumer's next read tries again
@@ -441,9 +444,7 @@ class Client:
                     nursery.start_soon(self._reader, link)
                     await link.request({"op": "ping"})
                     for sub in list(self._subs):
-                        if sub.is_global:
-                            link.global_sub = sub
-                        await link.request({"op": "event.subscribe", **sub.subscribe_args()}, sub._on_reply)
+                        await link.request(sub.subscribe_request(link), sub._on_reply)
                 self.connections += 1
                 backoff.reset()
                 self._link = link
@@ -496,7 +497,7 @@ class Client:
                 if "ok" in msg:
                     link.answer(msg)
                 elif msg.get("op") == "event":
-                    sub = link.subs.get(str(msg.get("subscription"))) or link.global_sub
+                    sub = link.route(msg.get("subscription"))
                     if sub is not None and isinstance(msg.get("event"), dict):
                         sub._push(msg["event"])
                 elif msg.get("op") == "auth.expiring":
@@ -554,7 +555,8 @@ async def connect(url: str, token: str, *, config: ClientConfig | None = None) -
             sub._end()
         link = client._link
         if link is not None:  # a clean close while the connection's reader still runs
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
+            cancelled = trio.current_effective_deadline() == -math.inf  # then its reader is too
+            with trio.CancelScope(shield=True), trio.move_on_after(0.1 if cancelled else 1):
                 await link.ws.aclose()
         nursery.cancel_scope.cancel()
     if body_error is not None:

@@ -98,14 +98,31 @@ class Link:
         self.ws = ws
         self.max_bytes = max_bytes
         self.pending: dict[int, Pending] = {}
-        #: server subscription id -> the client's subscription
-        self.subs: dict[str, Subscription] = {}
+        #: server subscription id -> the client's subscription; None: retired (its pushes
+        #: still in flight are dropped, never routed to another subscription)
+        self.subs: dict[str, Subscription | None] = {}
         #: the "*" subscription on this link, which takes pushes of projects attached later
         self.global_sub: Subscription | None = None
         self.closed = trio.Event()
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._ids = itertools.count(1)
+
+    def retire(self, sub: Subscription) -> list[str]:
+        """Stop routing pushes to ``sub`` on this connection; its server ids."""
+        sids = [sid for sid, mine in self.subs.items() if mine is sub]
+        for sid in sids:
+            self.subs[sid] = None
+        if self.global_sub is sub:
+            self.global_sub = None
+        return sids
+
+    def route(self, sid: Any) -> Subscription | None:
+        """The subscription a push of server id ``sid`` is for (None: drop it). Ids this
+        connection was not told of belong to its "*" subscription (projects started later)."""
+        if sid in self.subs:
+            return self.subs[sid]
+        return self.global_sub
 
     def lose(self, code: int | None = None, reason: str | None = None) -> None:
         if self.closed.is_set():

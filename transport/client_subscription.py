@@ -53,8 +53,13 @@ class Subscription:
 
     # -- what the client sends --
 
-    def subscribe_args(self) -> dict[str, Any]:
-        args = dict(self._args)
+    def subscribe_request(self, link: Link) -> dict[str, Any]:
+        """The ``event.subscribe`` request that (re)subscribes it on ``link`` from its cursor.
+        From here on it takes pushes again (those of a "*" subscription may precede the answer)."""
+        self._overflowed = False
+        if self.is_global:
+            link.global_sub = self
+        args = {"op": "event.subscribe", **self._args}
         if self.is_global:
             since: Any = dict(self._cursors) if self._cursors else self._since_all
         else:
@@ -84,7 +89,7 @@ class Subscription:
             if reply.get("recovered") is False:
                 self._gap(self._cursors.get(""))
             self._cursors.setdefault("", reply["cursor"])
-        self._overflowed = False
+        # (an overflow is not cleared here: pushes dropped since the request would be a gap)
         self._wake()
 
     def _push(self, event: Event) -> None:
@@ -105,7 +110,8 @@ class Subscription:
 
     def _gap(self, since: Any) -> None:
         self.recovered = False
-        self._lost.append(since)
+        if not self._lost:  # one notice until the consumer has seen it
+            self._lost.append(since)
         self._wake()
 
     def _wake(self) -> None:

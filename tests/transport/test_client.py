@@ -450,3 +450,19 @@ async def test_a_connection_cut_as_too_far_behind_resumes_without_loss(nursery, 
             stored = await c.query_results(issue_id="ISS-B", limit=1000)
             assert seen == [r["id"] for r in reversed(stored["results"])]
             assert c.connections >= 2  # it was cut (4008) and came back
+
+
+async def test_a_slow_star_consumer_is_resumed_on_a_fresh_connection(server):
+    h = server
+    admin = h.token("*", agent_type="dashboard", admin=True, sub="dash")
+    config = ClientConfig(subscription_buffer=4, backoff_initial=0.01, backoff_max=0.05)
+    with trio.fail_after(30):
+        async with sdk.connect(url(h), h.token("alpha", sub="a")) as alpha, \
+                sdk.connect(url(h), admin, config=config) as dash:
+            await alpha.publish("warm")
+            sub = await dash.subscribe(["job"], project_id="*")
+            for n in range(20):
+                await alpha.publish("job", {"n": n})
+            await trio.sleep(0.2)  # far more than the buffer holds has arrived
+            seen = [(await sub.__anext__())["data"]["n"] for _ in range(20)]
+            assert seen == list(range(20)) and dash.connections >= 2
