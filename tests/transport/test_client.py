@@ -13,10 +13,13 @@ from typing import Any
 import orjson
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from orchestra.actors.session import SessionLimits
 from orchestra.transport.client import ClientConfig
 from orchestra.transport.client_errors import error_from_body, error_from_close
 from orchestra.transport.client_link import Backoff, refresh_delay, token_claims
+from orchestra.transport.client_subscription import Subscription
 
 from orchestra import client as sdk
 from tests.conftest import start_context_server, start_server
@@ -78,6 +81,69 @@ def test_error_objects_map_to_one_class_per_family():
 
 def test_token_claims_are_read_without_verifying():
     assert token_claims("not-a-token") == {}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=json_values | st.dictionaries(st.sampled_from(
+    ["code", "message", "retry_after_seconds", "limit", "outcome", "field", "request_id"]), json_values),
+    status=st.none() | st.integers(100, 599))
+def test_any_answer_becomes_an_orchestra_error(body, status):
+    exc = error_from_body(body, status)
+    assert isinstance(exc, sdk.OrchestraError) and isinstance(exc.body, dict) and isinstance(exc.code, str)
+    str(exc)
+    if isinstance(exc, sdk.RateLimited | sdk.Unavailable):
+        assert exc.retry_after is None or exc.retry_after >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60))
+def test_any_url_or_token_text_is_refused_cleanly(text):
+    try:
+        assert sdk.ws_url(text).startswith(("ws://", "wss://"))
+    except ValueError:
+        pass
+    assert isinstance(token_claims(text), dict)
+
+
+class _Owner:
+    """What a Subscription asks of its client, without one."""
+
+    def __init__(self, buffer: int) -> None:
+        self.config = ClientConfig(subscription_buffer=buffer)
+        self._final = None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    replays=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=8),
+    reads=st.lists(st.integers(0, 10), min_size=8, max_size=8),
+)
+def test_a_subscription_hands_over_each_cursor_once_in_order(replays, reads):
+    """Pushes as the server sends them across resumes (each connection replays an ascending
+    run from somewhere at or before the subscription's cursor): whatever the consumer's pace
+    and its small buffer, what it reads is strictly ascending, and every cursor up to the last
+    it read was read (no gap)."""
+    sub = Subscription(_Owner(buffer=4), {"event_types": "*"}, None)  # type: ignore[arg-type]
+    link = type("L", (), {"global_sub": None})()
+    got: list[int] = []
+    for (back, length), n_reads in zip(replays, reads, strict=False):
+        sub.subscribe_request(link)  # a (re)subscription from its cursor
+        start = int(sub.cursor() or 0)
+        for c in range(max(0, start - back), start + length + 1):  # repeats, then new ones
+            sub._push({"cursor": f"{c:020d}", "data": c})
+        for _ in range(n_reads):
+            if sub._buffer:
+                got.append(sub._buffer.popleft()["data"])
+    assert got == sorted(set(got))
+    if got:
+        assert got == list(range(got[0], got[-1] + 1))
 
 
 # -- against a server --
