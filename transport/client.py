@@ -429,6 +429,18 @@ class Client:
             raise failure
         return None, None, None
 
+    async def _resubscribe(self, link: Link, sub: Subscription) -> None:
+        """Resubscribe ``sub`` on a new connection from its cursor; a refusal for now (429,
+        503: many subscriptions count against the rate limit) waits as asked, within
+        ``connect_timeout`` for each."""
+        with trio.fail_after(self.config.connect_timeout):
+            while True:
+                try:
+                    await link.request(sub.subscribe_request(link), sub._on_reply)
+                    return
+                except (RateLimited, Unavailable) as exc:
+                    await trio.sleep(min(exc.retry_after or 1.0, self.config.connect_timeout))
+
     async def _run_link(
         self, backoff: Backoff, ready: list[Callable[[], object]], headers: list[tuple[bytes, bytes]]
     ) -> tuple[Link | None, BaseException | None]:
@@ -443,8 +455,8 @@ class Client:
                     link = Link(ws, self.config.max_message_bytes)
                     nursery.start_soon(self._reader, link)
                     await link.request({"op": "ping"})
-                    for sub in list(self._subs):
-                        await link.request(sub.subscribe_request(link), sub._on_reply)
+                for sub in list(self._subs):
+                    await self._resubscribe(link, sub)
                 self.connections += 1
                 backoff.reset()
                 self._link = link

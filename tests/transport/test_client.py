@@ -534,3 +534,25 @@ async def test_a_slow_star_consumer_is_resumed_on_a_fresh_connection(server):
             await trio.sleep(0.2)  # far more than the buffer holds has arrived
             seen = [(await sub.__anext__())["data"]["n"] for _ in range(20)]
             assert seen == list(range(20)) and dash.connections >= 2
+
+
+async def test_many_subscriptions_resume_within_the_rate_limit(nursery, tmp_path):
+    """More subscriptions than the rate limit's burst: the resubscriptions of a new
+    connection wait their turn instead of failing the connection over and over."""
+    h = await start_server(nursery, tmp_path / "d", rate_limits=True)
+    with trio.fail_after(40):
+        async with sdk.connect(url(h), h.token(sub="pub")) as pub, \
+                sdk.connect(url(h), h.token(sub="many"), config=FAST) as c:
+            subs = []
+            for i in range(45):  # past the burst of 40 (resubscribing takes about 2 s at 20/s)
+                while True:
+                    try:
+                        subs.append(await c.subscribe([f"t{i}"]))
+                        break
+                    except sdk.RateLimited as exc:
+                        await trio.sleep(exc.retry_after)
+            await trio.sleep(2.5)  # the bucket refills
+            assert h.system.actor_ref("session:many").inject_fault("crash")
+            await pub.publish("t44", {"ok": True})
+            assert (await subs[44].__anext__())["data"] == {"ok": True}
+            assert c.connections == 2
