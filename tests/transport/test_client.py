@@ -3,6 +3,7 @@ requests in flight, reconnect with resume, writes sent again stored once, the bl
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import random
@@ -394,6 +395,7 @@ async def test_the_blocking_client_has_the_same_methods_and_exceptions(server):
             out.append("unauthorized")
         return out
 
+    assert "idempotency_key" in inspect.signature(sdk.SyncClient.store_result).parameters
     t0 = time.monotonic()
     with trio.fail_after(30):
         out = await trio.to_thread.run_sync(script)
