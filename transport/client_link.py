@@ -168,7 +168,11 @@ class Link:
         if msg["ok"]:
             slot.result = msg.get("result")
             if slot.on_reply is not None:
-                slot.on_reply(self, slot.result)
+                try:
+                    slot.on_reply(self, slot.result)
+                except (KeyError, TypeError, AttributeError) as exc:  # not the answer's shape
+                    slot.error = OrchestraError({"error": "invalid_answer", "code": "",
+                                                 "message": f"unexpected answer: {exc!r:.200}"})
         else:
             slot.error = error_from_body(msg.get("error"))
         slot.done.set()

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from orchestra.actors.session import SessionLimits
 from orchestra.transport.client import ClientConfig
 from orchestra.transport.client_errors import error_from_body, error_from_close
-from orchestra.transport.client_link import Backoff, refresh_delay, token_claims
+from orchestra.transport.client_link import Backoff, Link, Pending, refresh_delay, token_claims
 from orchestra.transport.client_subscription import Subscription
 
 from orchestra import client as sdk
@@ -558,3 +558,16 @@ async def test_many_subscriptions_resume_within_the_rate_limit(nursery, tmp_path
             await pub.publish("t44", {"ok": True})
             assert (await subs[44].__anext__())["data"] == {"ok": True}
             assert c.connections == 2
+
+
+async def test_an_answer_of_an_unexpected_shape_fails_its_request_only():
+    link = Link(None, 1024)  # type: ignore[arg-type]
+
+    def on_reply(link, reply):
+        reply["subscription"]  # the answer lacks it
+
+    slot = Pending(on_reply)
+    link.pending[1] = slot
+    link.answer({"id": 1, "ok": True, "result": {}})
+    assert slot.done.is_set() and isinstance(slot.error, sdk.OrchestraError)
+    link.answer({"id": 2, "ok": False, "error": "not an object"})  # no such request: ignored
