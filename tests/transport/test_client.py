@@ -75,6 +75,9 @@ def test_error_objects_map_to_one_class_per_family():
     assert down.retry_after == 1 and down.outcome == "unknown"
     # a cap of a later release with its own code is still a RateLimited
     assert type(error_from_body({"code": "AGENT_009", "retry_after_seconds": 5, "limit": 3})) is sdk.RateLimited
+    assert type(error_from_body({"code": "AGENT_008", "limit": 3})) is sdk.RateLimited
+    assert type(error_from_body({"code": "NEW_002", "retry_after_seconds": 5})) is sdk.Unavailable
+    assert type(error_from_body({"code": "NEW_003"})) is sdk.OrchestraError
     assert type(error_from_body({"code": "NEW_001"}, 409)) is sdk.Conflict
     assert type(error_from_close(4001, "expired")) is sdk.Unauthorized
     assert type(error_from_close(4003, "no")) is sdk.Forbidden
