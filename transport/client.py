@@ -134,6 +134,12 @@ class Client:
         self.connections = 0
         self.resends = 0
 
+    @property
+    def final_error(self) -> OrchestraError | None:
+        """The error that ended the client (``Unauthorized``, ``Forbidden``,
+        ``ConnectionFailed``), raised by every call since; None while it serves."""
+        return self._final
+
     # -- the operations of PROTOCOL.md --
 
     async def ping(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import base64
 import itertools
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -19,10 +19,13 @@ import trio_websocket
 
 from .client_errors import OrchestraError, TooLarge, error_from_body
 
-if TYPE_CHECKING:
-    from .client_subscription import Subscription
+__all__ = ["Backoff", "EventSink", "Link", "LinkLost", "refresh_delay", "token_claims", "ws_url"]
 
-__all__ = ["Backoff", "Link", "LinkLost", "refresh_delay", "token_claims", "ws_url"]
+
+class EventSink(Protocol):
+    """Where a connection hands the pushed events of one subscription (a ``Subscription``)."""
+
+    def _push(self, event: dict[str, Any]) -> None: ...
 
 
 class Backoff:
@@ -100,15 +103,15 @@ class Link:
         self.pending: dict[int, Pending] = {}
         #: server subscription id -> the client's subscription; None: retired (its pushes
         #: still in flight are dropped, never routed to another subscription)
-        self.subs: dict[str, Subscription | None] = {}
+        self.subs: dict[str, EventSink | None] = {}
         #: the "*" subscription on this link, which takes pushes of projects attached later
-        self.global_sub: Subscription | None = None
+        self.global_sub: EventSink | None = None
         self.closed = trio.Event()
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._ids = itertools.count(1)
 
-    def retire(self, sub: Subscription) -> list[str]:
+    def retire(self, sub: EventSink) -> list[str]:
         """Stop routing pushes to ``sub`` on this connection; its server ids."""
         sids = [sid for sid, mine in self.subs.items() if mine is sub]
         for sid in sids:
@@ -117,7 +120,7 @@ class Link:
             self.global_sub = None
         return sids
 
-    def route(self, sid: Any) -> Subscription | None:
+    def route(self, sid: Any) -> EventSink | None:
         """The subscription a push of server id ``sid`` is for (None: drop it). Ids this
         connection was not told of belong to its "*" subscription (projects started later)."""
         if sid in self.subs:

@@ -4,15 +4,23 @@ across reconnects. Internal to ``orchestra.transport.client`` (which re-exports 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from .client_errors import EventsLost
+from .client_errors import EventsLost, OrchestraError
+from .client_link import Link
 
-if TYPE_CHECKING:
-    from .client import Client
-    from .client_link import Link
+
+class Owner(Protocol):
+    """What a subscription needs of its client (a ``Client``)."""
+
+    @property
+    def config(self) -> Any: ...
+    @property
+    def final_error(self) -> OrchestraError | None: ...
+    async def _renew(self, sub: Subscription) -> None: ...
+    async def unsubscribe(self, subscription: Subscription) -> None: ...
 
 __all__ = ["Event", "Subscription"]
 
@@ -27,7 +35,7 @@ class Subscription:
     :meth:`unsubscribe` (or leaving ``async with``), or the client closing; a final error
     of the client (``Unauthorized``, ``Forbidden``, ``ConnectionFailed``) is raised."""
 
-    def __init__(self, client: Client, args: dict[str, Any], since: Any) -> None:
+    def __init__(self, client: Owner, args: dict[str, Any], since: Any) -> None:
         self._client = client
         self._args = args
         self.is_global = args.get("project_id") == "*"
@@ -133,8 +141,9 @@ class Subscription:
             if self._buffer:
                 await trio.lowlevel.checkpoint()
                 return self._buffer.popleft()
-            if self._client._final is not None:
-                raise self._client._final
+            final = self._client.final_error
+            if final is not None:
+                raise final
             if self._closed:
                 raise StopAsyncIteration
             if self._overflowed:

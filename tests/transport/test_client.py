@@ -122,7 +122,7 @@ class _Owner:
 
     def __init__(self, buffer: int) -> None:
         self.config = ClientConfig(subscription_buffer=buffer)
-        self._final = None
+        self.final_error = None
 
 
 @settings(max_examples=300, deadline=None)
