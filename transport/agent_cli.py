@@ -5,9 +5,12 @@ a script can test (``EXIT_CODES``, docs/agent-cli.md). The server and the token 
 ``ORCHESTRA_URL`` and ``ORCHESTRA_TOKEN`` (what a spawned agent is given), or ``--url`` and
 ``--token``.
 
-A script calls this many times, so it starts fast: at import only the standard library's
-cheapest modules load; a request adds h11 and orjson and speaks HTTP/1.1 over one blocking
-socket. Only ``subscribe``, which is long-lived, imports trio and trio-websocket.
+A script calls this many times, so it starts fast (bench/shell_client.py): a request loads
+nothing beyond what the interpreter's start-up already loaded plus ``socket`` and ``json`` —
+not h11, orjson, dataclasses or typing, which together cost more than the whole request; it
+speaks HTTP/1.1 over one blocking socket (``ResponseReader``, sans-IO) and prints the server's
+bytes as they came. Only ``subscribe``, which is long-lived, imports trio, trio-websocket and
+orjson.
 
 Guarantees:
 - A write (``result``, ``publish``, ``spawn``) carries an ``Idempotency-Key`` (``--key``, else a
@@ -20,15 +23,18 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs start-up time; only checkers read these imports
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 __all__ = ["EXIT_CODES", "CliFailure", "Endpoint", "main"]
 
@@ -124,14 +130,13 @@ def _error(name: str, code: str, message: str, **details: Any) -> dict[str, Any]
 
 # -- the server and the token -------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where to send requests: ``http://HOST[:PORT][/PREFIX]`` and the bearer token."""
 
-    host: str
-    port: int
-    prefix: str
-    token: str
+    __slots__ = ("host", "port", "prefix", "token")
+
+    def __init__(self, host: str, port: int, prefix: str, token: str) -> None:
+        self.host, self.port, self.prefix, self.token = host, port, prefix, token
 
     @classmethod
     def parse(cls, url: str | None, token: str | None) -> Endpoint:
@@ -160,11 +165,9 @@ class Endpoint:
         """The token's claims, read without verifying it (the server does that): defaults only."""
         import binascii
 
-        import orjson
-
         try:
             part = self.token.split(".")[1]
-            claims = orjson.loads(binascii.a2b_base64(part.replace("-", "+").replace("_", "/") + "=="))
+            claims = json.loads(binascii.a2b_base64(part.replace("-", "+").replace("_", "/") + "=="))
         except (IndexError, ValueError, binascii.Error):
             return {}
         return claims if isinstance(claims, dict) else {}
@@ -185,18 +188,103 @@ def query_string(params: dict[str, Any]) -> str:
     return "?" + "&".join(pairs) if pairs else ""
 
 
-@dataclass(frozen=True, slots=True)
 class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
+    """An HTTP answer: status, headers (names lower-case, the last of repeated ones), body."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+
+class BadResponse(ValueError):
+    """Bytes that are not an HTTP/1.1 answer."""
+
+
+#: Bounds of an answer's head, so that a wrong peer cannot make this client buffer forever.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class ResponseReader:
+    """Sans-IO reader of one HTTP/1.1 answer: ``feed`` it bytes (``b""`` at end of stream) until
+    it returns the Answer. Bodies framed by Content-Length, chunked, or the end of the stream."""
+
+    def __init__(self, method: str = "GET") -> None:
+        self._buf = bytearray()
+        self._head: tuple[int, dict[str, str]] | None = None
+        self._bodyless = method == "HEAD"
+
+    def feed(self, data: bytes) -> Answer | None:
+        eof = not data
+        self._buf += data
+        if self._head is None:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                if eof or len(self._buf) > MAX_HEAD_BYTES:
+                    raise BadResponse("incomplete or oversized response head")
+                return None
+            self._head = self._parse_head(bytes(self._buf[:end]))
+            del self._buf[:end + 4]
+        status, headers = self._head
+        if self._bodyless or status in (204, 304) or 100 <= status < 200:
+            return Answer(status, headers, b"")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self._dechunk(eof)
+        elif "content-length" in headers:
+            try:
+                length = int(headers["content-length"])
+            except ValueError:
+                raise BadResponse("bad content-length") from None
+            if len(self._buf) < length:
+                if eof:
+                    raise BadResponse("the connection closed inside the body")
+                return None
+            body = bytes(self._buf[:length])
+        else:
+            body = bytes(self._buf) if eof else None
+        return None if body is None else Answer(status, headers, body)
+
+    @staticmethod
+    def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+            raise BadResponse(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise BadResponse(f"bad header line: {line[:80]!r}")
+            headers[name.strip().lower()] = value.strip()
+        return int(rest[:3]), headers
+
+    def _dechunk(self, eof: bool) -> bytes | None:
+        body, pos = bytearray(), 0
+        while True:
+            end = self._buf.find(b"\r\n", pos)
+            if end < 0:
+                break
+            try:
+                size = int(bytes(self._buf[pos:end]).split(b";")[0], 16)
+            except ValueError:
+                raise BadResponse("bad chunk size") from None
+            if size == 0:  # the last chunk; complete once the trailers (unused) have ended
+                rest = self._buf[end + 2:]
+                if rest.startswith(b"\r\n") or b"\r\n\r\n" in rest:
+                    return bytes(body)
+                break
+            if len(self._buf) < end + 2 + size + 2:
+                break
+            body += self._buf[end + 2:end + 2 + size]
+            pos = end + 2 + size + 2
+        if eof:
+            raise BadResponse("the connection closed inside a chunked body")
+        return None
 
 
 def http_request(endpoint: Endpoint, method: str, target: str, body: bytes | None,
                  headers: Sequence[tuple[str, str]], timeout: float) -> Answer:
     """One request on a new connection; the whole answer. Raises Unreachable, TimedOut."""
-    import h11
-
     deadline = time.monotonic() + timeout
     where = f"http://{endpoint.host}:{endpoint.port}"
     try:
@@ -210,48 +298,35 @@ def http_request(endpoint: Endpoint, method: str, target: str, body: bytes | Non
     with sock:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = h11.Connection(h11.CLIENT)
-            head = [("host", f"{endpoint.host}:{endpoint.port}"), ("authorization", f"Bearer {endpoint.token}"),
-                    ("content-length", str(len(body or b""))), *headers]
+            body = body or b""
+            head = [f"{method} {endpoint.prefix}{target} HTTP/1.1", f"host: {endpoint.host}:{endpoint.port}",
+                    f"authorization: Bearer {endpoint.token}", f"content-length: {len(body)}",
+                    "connection: close", *(f"{k}: {v}" for k, v in headers)]
             if body:
-                head.append(("content-type", "application/json"))
-            data = conn.send(h11.Request(method=method, target=endpoint.prefix + target, headers=head))
-            if body:
-                data += conn.send(h11.Data(data=body))
-            data += conn.send(h11.EndOfMessage())
+                head.append("content-type: application/json")
+            data = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+            if any(c in "\r\n" for k, v in headers for c in k + v) or "\n" in target or "\r" in target:
+                raise UsageError("a header or the target holds a line break")
             sock.sendall(data)
             sent = True
-            status, received, out = 0, {}, bytearray()
+            reader = ResponseReader(method)
             while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                    conn.receive_data(sock.recv(65536))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    received = {k.decode(): v.decode("latin-1") for k, v in event.headers}
-                elif isinstance(event, h11.Data):
-                    out += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    return Answer(status, received, bytes(out))
-                elif isinstance(event, h11.ConnectionClosed):
-                    break
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                answer = reader.feed(sock.recv(65536))
+                if answer is not None:
+                    return answer
         except TimeoutError:
             raise TimedOut(_error("timeout", "CLI_TIMEOUT", f"no answer from {where} within {timeout:g}s")) from None
-        except (OSError, h11.ProtocolError) as exc:
+        except (OSError, BadResponse) as exc:
             lost = f"connection to {where} lost: {exc}"
-        else:
-            lost = f"connection to {where} closed before the answer was complete"
     # after the request went out a write's outcome is unknown: a retry with its key is safe
     raise Unreachable(_error("unavailable", "CLI_CONNECTION_LOST", lost, outcome="unknown" if sent else "not_stored"))
 
 
 def _error_of(answer: Answer) -> ErrorAnswer:
-    import orjson
-
     try:
-        error = orjson.loads(answer.body)
-    except orjson.JSONDecodeError:
+        error = json.loads(answer.body)
+    except ValueError:
         error = None
     if not isinstance(error, dict):
         error = _error("http_error", f"HTTP_{answer.status}",
@@ -263,9 +338,7 @@ def call(endpoint: Endpoint, method: str, target: str, body: dict[str, Any] | No
          key: str | None = None, retries: int = 2, timeout: float = 60.0) -> Answer:
     """A request, retried (with the same idempotency key) after a lost connection or a 503 that
     asks for at most ``MAX_RETRY_WAIT`` s; a 2xx answer, else raises a CliFailure."""
-    import orjson
-
-    data = orjson.dumps(body) if body is not None else None
+    data = _dumps(body) if body is not None else None
     headers = [("idempotency-key", key)] if key else []
     attempt = 0
     while True:
@@ -286,13 +359,15 @@ def call(endpoint: Endpoint, method: str, target: str, body: dict[str, Any] | No
 
 # -- commands -------------------------------------------------------------------------------------
 
-def _json_arg(text: str, what: str) -> Any:
-    import orjson
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogateescape")
 
+
+def _json_arg(text: str, what: str) -> Any:
     raw = sys.stdin.buffer.read() if text == "-" else text.encode("utf-8", "surrogateescape")
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return json.loads(raw)
+    except ValueError as exc:
         source = "stdin" if text == "-" else "the argument"
         raise UsageError(f"{what}: {source} is not JSON ({exc})") from None
 
@@ -322,14 +397,14 @@ def _key(args: argparse.Namespace) -> str:
     return args.key or "cli-" + os.urandom(16).hex()
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    method: str
-    target: str
-    body: dict[str, Any] | None = None
-    key: str | None = None
-    #: seconds the server may take beyond the client's ``--http-timeout``
-    extra_time: float = 0.0
+    """What a command sends; ``extra_time``: seconds the server may take beyond ``--http-timeout``."""
+
+    __slots__ = ("method", "target", "body", "key", "extra_time")
+
+    def __init__(self, method: str, target: str, body: dict[str, Any] | None = None,
+                 key: str | None = None, extra_time: float = 0.0) -> None:
+        self.method, self.target, self.body, self.key, self.extra_time = method, target, body, key, extra_time
 
 
 def req_context(args: argparse.Namespace, ep: Endpoint) -> Request:
@@ -653,17 +728,13 @@ def _write_stdout(data: bytes) -> None:
 
 def _emit(body: bytes, pretty: bool) -> None:
     if pretty:
-        import orjson
-
-        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+        body = json.dumps(json.loads(body), indent=2, ensure_ascii=False).encode()
     _write_stdout(body.rstrip(b"\n") + b"\n")
 
 
 def _report(failure: CliFailure) -> int:
-    import orjson
-
     try:
-        sys.stderr.buffer.write(orjson.dumps(failure.error) + b"\n")
+        sys.stderr.buffer.write(_dumps(failure.error) + b"\n")
         sys.stderr.buffer.flush()
     except OSError:
         pass
@@ -685,9 +756,7 @@ def run(argv: Sequence[str]) -> int:
                   retries=retries, timeout=timeout + request.extra_time)
     _emit(answer.body, pretty)
     if args.command == "wait":
-        import orjson
-
-        if orjson.loads(answer.body).get("timeout") is True:
+        if json.loads(answer.body).get("timeout") is True:
             return EXIT_TIMEOUT
     return EXIT_OK
 

@@ -6,23 +6,20 @@ agent`` (transport/agent_cli.py) is called by scripts many times and must start 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not typing's: importing typing slows `orchestra agent` down
 if TYPE_CHECKING:
     from ..actors.system import ActorSystem
     from .api import Api
     from .server import Server
 
 __all__ = ["main"]
-
-log = logging.getLogger("orchestra")
 
 
 def default_data_dir() -> Path:
@@ -202,6 +199,8 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     import trio
 
     from ..actors.profiles import ProfileError, Profiles
@@ -249,7 +248,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float) -> int:
+    import logging
+
     import trio
+
+    log = logging.getLogger("orchestra")
 
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)

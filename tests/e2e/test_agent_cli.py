@@ -151,12 +151,12 @@ async def test_wait_without_since_continues_where_this_agent_left_off(server):
 
 async def test_context_uses_the_issue_and_type_of_the_environment(server):
     agent = Agent(server)
-    got = await agent("context", "--max-bytes", "4096", ORCHESTRA_TASK="fix the parser")
+    got = await agent("context", "--max-bytes", "65536", ORCHESTRA_TASK="fix the parser")
     assert got.code == 0, got.err
     answer = got.json()
     assert (answer["issue_id"], answer["agent_type"]) == ("iss-1", "python-specialist")
-    assert len(got.out.encode()) <= 4096 + 1
-    pretty = await agent("context", "iss-2", "--agent-type", "code-reviewer", "--pretty", "--max-bytes", "4096")
+    assert len(got.out.encode()) <= 65536 + 1
+    pretty = await agent("context", "iss-2", "--agent-type", "code-reviewer", "--pretty", "--max-bytes", "65536")
     assert pretty.code == 0 and pretty.out.startswith("{\n")
     assert (pretty.json()["issue_id"], pretty.json()["agent_type"]) == ("iss-2", "code-reviewer")
 
@@ -472,3 +472,45 @@ async def test_a_request_imports_neither_trio_nor_the_server(tmp_path):
         env=agent_env(f"http://127.0.0.1:{_closed_port()}", "t.t.t")))
     assert done.stdout.strip() == "[]", (done.stdout, done.stderr)
     assert orjson.loads(done.stderr)["code"] == "CLI_UNREACHABLE"
+
+
+# -- the response reader (pure) ---------------------------------------------------------------
+
+def _feed_bytewise(reader: agent_cli.ResponseReader, data: bytes, eof: bool = False) -> agent_cli.Answer | None:
+    answer = None
+    for i in range(len(data)):
+        assert answer is None, "answered before the end"
+        answer = reader.feed(data[i:i + 1])
+    return reader.feed(b"") if eof and answer is None else answer
+
+
+def test_response_reader_frames_bodies_however_the_bytes_arrive():
+    fixed = b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"
+    answer = _feed_bytewise(agent_cli.ResponseReader(), fixed)
+    assert (answer.status, answer.body, answer.headers["x-a"]) == (404, b"hello", "2")
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    assert _feed_bytewise(agent_cli.ResponseReader(), chunked).body == b"abcde"
+    until_close = b"HTTP/1.0 200 OK\r\n\r\n{}"
+    assert _feed_bytewise(agent_cli.ResponseReader(), until_close, eof=True).body == b"{}"
+    assert agent_cli.ResponseReader("HEAD").feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n").body == b""
+
+
+@pytest.mark.parametrize("data", [
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n",
+])
+def test_response_reader_refuses_what_is_not_a_complete_answer(data):
+    reader = agent_cli.ResponseReader()
+    with pytest.raises(agent_cli.BadResponse):
+        reader.feed(data)
+        reader.feed(b"")
+
+
+def test_response_reader_bounds_the_head():
+    with pytest.raises(agent_cli.BadResponse):
+        agent_cli.ResponseReader().feed(b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 20_000)
