@@ -534,7 +534,7 @@ async def _subscribe(endpoint: Endpoint, args: argparse.Namespace, pretty: bool,
         try:
             async with trio_websocket.open_websocket(
                 endpoint.host, endpoint.port, endpoint.prefix + "/ws", use_ssl=False,
-                extra_headers=[("authorization", f"Bearer {endpoint.token}")],
+                extra_headers=[(b"authorization", f"Bearer {endpoint.token}".encode())],
                 connect_timeout=min(timeout, _CONNECT_TIMEOUT), disconnect_timeout=1,
             ) as ws:
                 await ws.send_message(orjson.dumps({**request, "since": since}).decode())
@@ -556,20 +556,22 @@ async def _subscribe(endpoint: Endpoint, args: argparse.Namespace, pretty: bool,
                                 "subscription could replay them; continuing with the retained ones")))
                     elif msg.get("id") == 1:
                         error = msg.get("error") or {}
-                        if error.get("code") not in _TRANSIENT_CODES:
-                            raise CliFailure(error, _EXIT_BY_CODE.get(error.get("code"), EXIT_REFUSED))
+                        code = str(error.get("code"))
+                        if code not in _TRANSIENT_CODES:
+                            raise CliFailure(error, _EXIT_BY_CODE.get(code, EXIT_REFUSED))
                         wait = float(error.get("retry_after_seconds") or 0)
-                        failure = CliFailure(error, _EXIT_BY_CODE[error["code"]])
+                        failure = CliFailure(error, _EXIT_BY_CODE[code])
                         break
                 else:
                     return EXIT_OK
         except trio_websocket.ConnectionClosed as exc:
-            code = exc.reason.code if exc.reason else None
-            if code in _FINAL_CLOSES:
-                raise CliFailure(_error("closed", f"CLOSE_{code}", f"the server closed the subscription: "
-                                        f"{code} {exc.reason.reason or ''}".rstrip()), _FINAL_CLOSES[code]) from None
+            close = exc.reason.code if exc.reason else None
+            if close in _FINAL_CLOSES:
+                why = exc.reason.reason if exc.reason and exc.reason.reason else ""
+                raise CliFailure(_error("closed", f"CLOSE_{close}", f"the server closed the subscription: "
+                                        f"{close} {why}".rstrip()), _FINAL_CLOSES[close]) from None
             failure = Unreachable(_error("unavailable", "CLI_CONNECTION_LOST",
-                                         f"subscription to {where} closed ({code}); resuming after {since}"))
+                                         f"subscription to {where} closed ({close}); resuming after {since}"))
         except trio_websocket.ConnectionRejected as exc:
             answer = Answer(exc.status_code, {}, exc.body or b"")
             failure = _error_of(answer)
@@ -624,7 +626,7 @@ errors are the error object on stderr. See docs/agent-cli.md."""
 def build_parser() -> argparse.ArgumentParser:
     # common options on the command and on each subcommand (SUPPRESS: a value given before the
     # subcommand is not reset by the subcommand's default)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help="server URL (env ORCHESTRA_URL)")
     common.add_argument("--token", default=argparse.SUPPRESS, help="JWT (env ORCHESTRA_TOKEN)")
     common.add_argument("--pretty", action="store_true", default=argparse.SUPPRESS, help="indent the JSON")
