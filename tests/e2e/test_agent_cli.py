@@ -233,6 +233,59 @@ async def test_subscribe_resumes_after_a_dropped_connection_without_loss_or_repe
         sub.kill()
 
 
+class ServeProcess:
+    """``orchestra serve`` on a fixed port and data dir, so that it can be killed and started again."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.env = {**agent_env(None, None), "ORCHESTRA_DATA_DIR": str(data_dir),
+                    "ORCHESTRA_JWT_SECRET": "agent-cli-secret-0123456789-0123456789"}
+        self.port = port
+        self.p: subprocess.Popen[str] | None = None
+
+    def _spawn(self) -> None:
+        self.p = subprocess.Popen([*ORCHESTRA, "serve", "--port", str(self.port), "--no-rate-limits"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env)
+
+    async def start(self) -> None:
+        self._spawn()
+        with trio.fail_after(20):
+            line = await trio.to_thread.run_sync(self.p.stdout.readline, abandon_on_cancel=True)
+        assert line.startswith("listening on"), line
+
+    def token(self) -> str:
+        out = subprocess.run([*ORCHESTRA, "token", "--project", "p1", "--agent-type", "python-specialist",
+                              "--sub", "watcher"], env=self.env, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def kill(self) -> None:
+        if self.p is not None and self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+async def test_subscribe_resumes_across_a_server_sigkill_and_restart(tmp_path):
+    serve = ServeProcess(tmp_path / "data", _closed_port())
+    sub = None
+    try:
+        await serve.start()
+        tok = serve.token()
+        sub = Subscriber(serve.port, tok, "e", "--since", ZERO, "--max", "6", "--retry-for", "30")
+        for n in range(3):
+            assert (await run_agent(serve.port, tok, "publish", "e", "--data", f'{{"n": {n}}}')).code == 0
+        seen = [(await sub.line())["data"]["n"] for _ in range(3)]
+        serve.kill()
+        await serve.start()  # same port, same data dir: the events and cursors are durable
+        for n in range(3, 6):
+            assert (await run_agent(serve.port, tok, "publish", "e", "--data", f'{{"n": {n}}}')).code == 0
+        seen += [(await sub.line())["data"]["n"] for _ in range(3)]
+        assert await sub.exit_code() == 0
+        assert seen == [0, 1, 2, 3, 4, 5]
+    finally:
+        if sub is not None:
+            sub.kill()
+        serve.kill()
+
+
 async def test_subscribe_with_a_bad_token_exits_with_the_auth_code(server):
     sub = Subscriber(server.port, "not-a-token", "e", "--max", "1")
     try:
