@@ -316,7 +316,8 @@ def http_request(endpoint: Endpoint, method: str, target: str, body: bytes | Non
                 if answer is not None:
                     return answer
         except TimeoutError:
-            raise TimedOut(_error("timeout", "CLI_TIMEOUT", f"no answer from {where} within {timeout:g}s")) from None
+            raise TimedOut(_error("timeout", "CLI_TIMEOUT", f"no answer from {where} within {timeout:g}s",
+                                  outcome="unknown")) from None
         except (OSError, BadResponse) as exc:
             lost = f"connection to {where} lost: {exc}"
     # after the request went out a write's outcome is unknown: a retry with its key is safe
@@ -751,6 +752,8 @@ def run(argv: Sequence[str]) -> int:
     pretty = getattr(args, "pretty", False)
     retries = getattr(args, "retries", 2)
     timeout = getattr(args, "http_timeout", 60.0)
+    if timeout <= 0:
+        raise UsageError("--http-timeout must be above 0")
     if args.command == "subscribe":
         return subscribe(endpoint, args, pretty=pretty, timeout=timeout)
     request = args.build(args, endpoint)

@@ -324,6 +324,9 @@ async def test_usage_errors_exit_2_and_send_nothing(server):
         (("result", "[1]"), {}),
         (("get",), {}),
         (("wait", "e", "--timeout", "-1"), {}),
+        (("get", "x", "--http-timeout", "0"), {}),
+        (("get", "x", "--url", "https://127.0.0.1:1"), {}),
+        (("--url", "http://127.0.0.1:notaport", "get", "x"), {}),
         (("result", "--status", "ok"), {"ORCHESTRA_ISSUE_ID": ""}),  # no issue anywhere
     ]:
         done = await agent(*args, **env)
@@ -407,7 +410,7 @@ class FakeServer:
     """An HTTP server that answers from a script and records each request, to pin what the client
     sends for routes today's server does not serve yet (and the retries of a write)."""
 
-    answer: Callable[[FakeServer, str, str, dict[str, str], bytes], tuple[int, Any] | None]
+    answer: Callable[[FakeServer, str, str, dict[str, str], bytes], tuple[int, Any] | str | None]
     requests: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
     port: int = 0
 
@@ -436,6 +439,8 @@ class FakeServer:
             reply = self.answer(self, method, target, headers, body)
             if reply is None:
                 return  # drop the connection without an answer
+            if reply == "hang":
+                await trio.sleep_forever()
             status, payload = reply
             data = orjson.dumps(payload)
             out = conn.send(h11.Response(status_code=status, headers=[
@@ -567,3 +572,12 @@ def test_response_reader_refuses_what_is_not_a_complete_answer(data):
 def test_response_reader_bounds_the_head():
     with pytest.raises(agent_cli.BadResponse):
         agent_cli.ResponseReader().feed(b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 20_000)
+
+
+async def test_no_answer_in_time_exits_8(nursery):
+    fake = FakeServer(lambda *_: "hang")
+    await fake.start(nursery)
+    done = await run_agent(fake.port, "t.t.t", "publish", "e", "--http-timeout", "0.3")
+    assert done.code == agent_cli.EXIT_TIMEOUT == 8
+    assert done.error()["code"] == "CLI_TIMEOUT" and done.error()["outcome"] == "unknown"
+    assert len(fake.requests) == 1  # a timeout is not retried: the script decides
