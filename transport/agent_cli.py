@@ -8,7 +8,7 @@ a script can test (``EXIT_CODES``, docs/agent-cli.md). The server and the token 
 A script calls this many times, so it starts fast (bench/shell_client.py): a request loads
 nothing beyond what the interpreter's start-up already loaded plus ``socket`` and ``json`` —
 not h11, orjson, dataclasses or typing, which together cost more than the whole request; it
-speaks HTTP/1.1 over one blocking socket (``ResponseReader``, sans-IO) and prints the server's
+speaks HTTP/1.1 over one blocking socket (transport/blocking_http.py) and prints the server's
 bytes as they came. Only ``subscribe``, which is long-lived, imports trio, trio-websocket and
 orjson.
 
@@ -27,9 +27,11 @@ import json
 import math
 import os
 import random
-import socket
 import sys
 import time
+
+from . import blocking_http
+from .blocking_http import Answer, query_string, quote
 
 TYPE_CHECKING = False  # typing costs start-up time; only checkers read these imports
 if TYPE_CHECKING:
@@ -175,153 +177,27 @@ class Endpoint:
 
 # -- HTTP -----------------------------------------------------------------------------------------
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-def quote(text: str) -> str:
-    """Percent-encode ``text`` for a path segment or a query value (UTF-8)."""
-    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in text.encode("utf-8", "surrogateescape"))
-
-
-def query_string(params: dict[str, Any]) -> str:
-    pairs = [f"{quote(k)}={quote(str(v))}" for k, v in params.items() if v is not None]
-    return "?" + "&".join(pairs) if pairs else ""
-
-
-class Answer:
-    """An HTTP answer: status, headers (names lower-case, the last of repeated ones), body."""
-
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-
-class BadResponse(ValueError):
-    """Bytes that are not an HTTP/1.1 answer."""
-
-
-#: Bounds of an answer's head, so that a wrong peer cannot make this client buffer forever.
-MAX_HEAD_BYTES = 64 * 1024
-
-
-class ResponseReader:
-    """Sans-IO reader of one HTTP/1.1 answer: ``feed`` it bytes (``b""`` at end of stream) until
-    it returns the Answer. Bodies framed by Content-Length, chunked, or the end of the stream."""
-
-    def __init__(self, method: str = "GET") -> None:
-        self._buf = bytearray()
-        self._head: tuple[int, dict[str, str]] | None = None
-        self._bodyless = method == "HEAD"
-
-    def feed(self, data: bytes) -> Answer | None:
-        eof = not data
-        self._buf += data
-        if self._head is None:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                if eof or len(self._buf) > MAX_HEAD_BYTES:
-                    raise BadResponse("incomplete or oversized response head")
-                return None
-            self._head = self._parse_head(bytes(self._buf[:end]))
-            del self._buf[:end + 4]
-        status, headers = self._head
-        if self._bodyless or status in (204, 304) or 100 <= status < 200:
-            return Answer(status, headers, b"")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._dechunk(eof)
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise BadResponse("bad content-length") from None
-            if len(self._buf) < length:
-                if eof:
-                    raise BadResponse("the connection closed inside the body")
-                return None
-            body = bytes(self._buf[:length])
-        else:
-            body = bytes(self._buf) if eof else None
-        return None if body is None else Answer(status, headers, body)
-
-    @staticmethod
-    def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-            raise BadResponse(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
-        headers = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise BadResponse(f"bad header line: {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        return int(rest[:3]), headers
-
-    def _dechunk(self, eof: bool) -> bytes | None:
-        body, pos = bytearray(), 0
-        while True:
-            end = self._buf.find(b"\r\n", pos)
-            if end < 0:
-                break
-            try:
-                size = int(bytes(self._buf[pos:end]).split(b";")[0], 16)
-            except ValueError:
-                raise BadResponse("bad chunk size") from None
-            if size == 0:  # the last chunk; complete once the trailers (unused) have ended
-                rest = self._buf[end + 2:]
-                if rest.startswith(b"\r\n") or b"\r\n\r\n" in rest:
-                    return bytes(body)
-                break
-            if len(self._buf) < end + 2 + size + 2:
-                break
-            body += self._buf[end + 2:end + 2 + size]
-            pos = end + 2 + size + 2
-        if eof:
-            raise BadResponse("the connection closed inside a chunked body")
-        return None
-
-
 def http_request(endpoint: Endpoint, method: str, target: str, body: bytes | None,
                  headers: Sequence[tuple[str, str]], timeout: float) -> Answer:
-    """One request on a new connection; the whole answer. Raises Unreachable, TimedOut."""
-    deadline = time.monotonic() + timeout
+    """One request on a new connection; the whole answer. Raises Unreachable, TimedOut, UsageError."""
     where = f"http://{endpoint.host}:{endpoint.port}"
+    head = [("authorization", f"Bearer {endpoint.token}"), *headers]
     try:
-        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=min(timeout, _CONNECT_TIMEOUT))
-    except TimeoutError:
-        raise TimedOut(_error("timeout", "CLI_TIMEOUT", f"no connection to {where} within {timeout:g}s")) from None
-    except OSError as exc:
+        return blocking_http.request(endpoint.host, endpoint.port, method, endpoint.prefix + target, body,
+                                     head, timeout=timeout, connect_timeout=_CONNECT_TIMEOUT)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except blocking_http.ConnectFailed as exc:
         raise Unreachable(_error("unavailable", "CLI_UNREACHABLE",
-                                 f"cannot connect to {where}: {exc.strerror or exc}; is the server running?")) from None
-    sent = False
-    with sock:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            body = body or b""
-            head = [f"{method} {endpoint.prefix}{target} HTTP/1.1", f"host: {endpoint.host}:{endpoint.port}",
-                    f"authorization: Bearer {endpoint.token}", f"content-length: {len(body)}",
-                    "connection: close", *(f"{k}: {v}" for k, v in headers)]
-            if body:
-                head.append("content-type: application/json")
-            data = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
-            if any(c in "\r\n" for k, v in headers for c in k + v) or "\n" in target or "\r" in target:
-                raise UsageError("a header or the target holds a line break")
-            sock.sendall(data)
-            sent = True
-            reader = ResponseReader(method)
-            while True:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                answer = reader.feed(sock.recv(65536))
-                if answer is not None:
-                    return answer
-        except TimeoutError:
-            raise TimedOut(_error("timeout", "CLI_TIMEOUT", f"no answer from {where} within {timeout:g}s",
-                                  outcome="unknown")) from None
-        except (OSError, BadResponse) as exc:
-            lost = f"connection to {where} lost: {exc}"
-    # after the request went out a write's outcome is unknown: a retry with its key is safe
-    raise Unreachable(_error("unavailable", "CLI_CONNECTION_LOST", lost, outcome="unknown" if sent else "not_stored"))
+                                 f"cannot connect to {where}: {exc}; is the server running?")) from None
+    except blocking_http.NoAnswerInTime as exc:
+        outcome = {"outcome": "unknown"} if exc.sent else {}
+        raise TimedOut(_error("timeout", "CLI_TIMEOUT", f"no answer from {where} within {timeout:g}s"
+                              if exc.sent else f"no connection to {where} within {timeout:g}s", **outcome)) from None
+    except blocking_http.ConnectionLost as exc:
+        # the request went out, so a write's outcome is unknown: a retry with its key is safe
+        raise Unreachable(_error("unavailable", "CLI_CONNECTION_LOST", f"connection to {where} lost: {exc}",
+                                 outcome="unknown")) from None
 
 
 def _error_of(answer: Answer) -> ErrorAnswer:

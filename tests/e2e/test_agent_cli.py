@@ -16,7 +16,7 @@ import orjson
 import pytest
 import trio
 from orchestra.actors.profiles import BUILTIN, AgentProfile, Profiles
-from orchestra.transport import agent_cli
+from orchestra.transport import agent_cli, blocking_http
 
 from tests.conftest import Harness, start_server
 
@@ -534,7 +534,7 @@ async def test_a_request_imports_neither_trio_nor_the_server(tmp_path):
 
 # -- the response reader (pure) ---------------------------------------------------------------
 
-def _feed_bytewise(reader: agent_cli.ResponseReader, data: bytes, eof: bool = False) -> agent_cli.Answer | None:
+def _feed_bytewise(reader: blocking_http.ResponseReader, data: bytes, eof: bool = False) -> blocking_http.Answer | None:
     answer = None
     for i in range(len(data)):
         assert answer is None, "answered before the end"
@@ -544,13 +544,13 @@ def _feed_bytewise(reader: agent_cli.ResponseReader, data: bytes, eof: bool = Fa
 
 def test_response_reader_frames_bodies_however_the_bytes_arrive():
     fixed = b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"
-    answer = _feed_bytewise(agent_cli.ResponseReader(), fixed)
+    answer = _feed_bytewise(blocking_http.ResponseReader(), fixed)
     assert (answer.status, answer.body, answer.headers["x-a"]) == (404, b"hello", "2")
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-    assert _feed_bytewise(agent_cli.ResponseReader(), chunked).body == b"abcde"
+    assert _feed_bytewise(blocking_http.ResponseReader(), chunked).body == b"abcde"
     until_close = b"HTTP/1.0 200 OK\r\n\r\n{}"
-    assert _feed_bytewise(agent_cli.ResponseReader(), until_close, eof=True).body == b"{}"
-    assert agent_cli.ResponseReader("HEAD").feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n").body == b""
+    assert _feed_bytewise(blocking_http.ResponseReader(), until_close, eof=True).body == b"{}"
+    assert blocking_http.ResponseReader("HEAD").feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n").body == b""
 
 
 @pytest.mark.parametrize("data", [
@@ -563,15 +563,15 @@ def test_response_reader_frames_bodies_however_the_bytes_arrive():
     b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n",
 ])
 def test_response_reader_refuses_what_is_not_a_complete_answer(data):
-    reader = agent_cli.ResponseReader()
-    with pytest.raises(agent_cli.BadResponse):
+    reader = blocking_http.ResponseReader()
+    with pytest.raises(blocking_http.BadResponse):
         reader.feed(data)
         reader.feed(b"")
 
 
 def test_response_reader_bounds_the_head():
-    with pytest.raises(agent_cli.BadResponse):
-        agent_cli.ResponseReader().feed(b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 20_000)
+    with pytest.raises(blocking_http.BadResponse):
+        blocking_http.ResponseReader().feed(b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 20_000)
 
 
 async def test_no_answer_in_time_exits_8(nursery):
