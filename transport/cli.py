@@ -1,9 +1,11 @@
-"""The ``orchestra`` command: serve, token."""
+"""The ``orchestra`` command: serve, token, agent.
+
+The server's modules are imported by the commands that use them, not at import time: ``orchestra
+agent`` (transport/agent_cli.py) is called by scripts many times and must start fast."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import signal
@@ -12,24 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-import platformdirs
-import trio
-
-from ..actors.errors import InvalidRequest
-from ..actors.profiles import PERMISSIONS, ProfileError, Profiles
-from ..actors.project import ProjectConfig
-from ..actors.records import MAX_JSON_DEPTH, validate_id
-from ..actors.system import ActorSystem, SystemConfig
-from .api import Api, ApiConfig
-from .auth import Auth, load_secret
-from .server import Server, ServerConfig
+TYPE_CHECKING = False  # not typing's: importing typing slows `orchestra agent` down
+if TYPE_CHECKING:
+    from ..actors.system import ActorSystem
+    from .api import Api
+    from .server import Server
 
 __all__ = ["main"]
 
-log = logging.getLogger("orchestra")
-
 
 def default_data_dir() -> Path:
+    import platformdirs
+
     env = os.environ.get("ORCHESTRA_DATA_DIR")
     if env:
         return Path(env)
@@ -90,6 +86,9 @@ def _existing_file(text: str) -> Path:
 
 
 def _id(text: str) -> str:
+    from ..actors.errors import InvalidRequest
+    from ..actors.records import validate_id
+
     try:
         return validate_id("value", text)
     except InvalidRequest:
@@ -113,6 +112,9 @@ def _log_level(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..actors.profiles import PERMISSIONS
+    from ..actors.records import MAX_JSON_DEPTH
+
     parser = _Parser(prog="orchestra", description="Orchestration sidecar for fleets of AI coding agents")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -158,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        from .agent_cli import main as agent_main
+
+        return agent_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "token":
         return _token(args)
@@ -165,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from ..actors.profiles import PERMISSIONS, Profiles
+    from .auth import Auth, load_secret
+
     if args.project is None and not args.admin:
         print("orchestra token: --project is required unless --admin", file=sys.stderr)
         return 2
@@ -189,6 +199,17 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import trio
+
+    from ..actors.profiles import ProfileError, Profiles
+    from ..actors.project import ProjectConfig
+    from ..actors.system import ActorSystem, SystemConfig
+    from .api import Api, ApiConfig
+    from .auth import Auth, load_secret
+    from .server import Server, ServerConfig
+
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -227,6 +248,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float) -> int:
+    import logging
+
+    import trio
+
+    log = logging.getLogger("orchestra")
+
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
