@@ -39,6 +39,9 @@ async def test_subscriber_sees_every_event_once_in_order_across_a_server_sigkill
                 async def killer() -> None:
                     while len(acked) < N // 3:  # noqa: ASYNC110 (the publisher's progress)
                         await trio.sleep(0.01)
+                    # frozen first, so that a write is surely sent and unanswered at the kill
+                    procs[0].p.send_signal(signal.SIGSTOP)
+                    await trio.sleep(0.2)  # the publisher's next write goes out, unanswered
                     procs[0].p.kill()  # SIGKILL, with writes in flight
                     await trio.to_thread.run_sync(procs[0].wait)
                     procs.append(Proc(tmp_path, "--port", str(port)))
