@@ -14,6 +14,7 @@ from typing import Any
 
 import prometheus_client as prom
 
+from .. import __version__
 from ..actors.principal import ALL_PROJECTS, Principal
 from ..actors.records import MAX_JSON_DEPTH
 from ..actors.runtime import ActorError, ActorRef
@@ -27,7 +28,7 @@ from .services import Ctx, OpContext, OpLimits, Reply, Services
 
 __all__ = ["Api", "ApiConfig", "VERSION"]
 
-VERSION = "0.1.0"
+VERSION = __version__  # said once, in the package face (orchestra/__init__.py)
 
 
 @dataclass(frozen=True)
