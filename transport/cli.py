@@ -232,12 +232,16 @@ async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, serv
     except OSError as exc:
         print(f"orchestra serve: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    sockname = listeners[0].socket.getsockname()
+    shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+    # spawned agents run on this machine: they reach a wildcard address over loopback
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(sockname[0], sockname[0])
+    agents_url = f"http://{f'[{reach}]' if ':' in reach else reach}:{sockname[1]}"
+    system.agents.hooks = api.spawn_hooks(lambda: agents_url)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(system.run)
             await nursery.start(server.serve, listeners)
-            sockname = listeners[0].socket.getsockname()
-            shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
             print(f"listening on http://{shown}:{sockname[1]}", flush=True)
             async for signum in signals:
                 log.info("signal %s: shutting down", signal.Signals(signum).name)
@@ -246,6 +250,8 @@ async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, serv
             server.stop_accepting()
             await server.close_sessions()
             await server.drain(grace=grace)
-            nursery.cancel_scope.cancel()  # stops the tree in reverse: sessions, broker, projects, store
+            # stops the tree in reverse: contexts, sessions, agents (every spawned process group
+            # gets SIGTERM, then SIGKILL after the grace), broker, projects, store
+            nursery.cancel_scope.cancel()
     log.info("stopped")
     return 0

@@ -150,7 +150,10 @@ SPECS: dict[str, Spec] = {
     "agent.spawn": Spec({"agent_type": "python-specialist", "issue_id": "iss-1"}, _f(
         "agent_type", "issue_id", "task", "context_requirements", "environment", "project_id",
     )),
-    "agent.status": Spec({"agent_id": "a-1"}, _f("agent_id")),
+    "agent.status": Spec({"agent_id": "a-1"}, _f("agent_id", "project_id")),
+    "agent.list": Spec({"state": "running"}, _f("state", "agent_type", "issue_id", "project_id")),
+    "agent.logs": Spec({"agent_id": "a-1", "tail": 10}, _f("agent_id", "tail", "project_id")),
+    "agent.stop": Spec({"agent_id": "a-1", "grace_seconds": 0}, _f("agent_id", "grace_seconds", "project_id")),
     "auth.refresh": Spec({}, _f("token")),
     "admin.faults": Spec({"target": "store", "kind": "delay", "ms": 1}, _f("target", "kind", "ms"), admin=True),
 }
@@ -181,10 +184,6 @@ HTTP_TARGETS: list[HttpTarget] = [
     HttpTarget("GET", "/health", (), None),
     HttpTarget("GET", "/status", (), None),
     HttpTarget("GET", "/metrics", (), None),
-    # named by PROTOCOL.md; whether served or not, hostile input gets the error object
-    HttpTarget("GET", "/api/agents", (), None),
-    HttpTarget("GET", "/api/agents/([^/]+)/logs", ("agent_id",), None),
-    HttpTarget("POST", "/api/agents/([^/]+)/stop", ("agent_id",), None),
 ]
 WS_OPS = sorted(name for name, op in OPS.items() if op.ws)
 
