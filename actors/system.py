@@ -116,6 +116,9 @@ class ActorSystem:
             ],
             max_restarts=config.max_restarts,
             period=config.restart_period,
+            # children stop in turn, each awaited this long before the next: the agents' stop
+            # (their grace included) must end before the projects and the store stop
+            stop_timeout=config.agents_shutdown_grace + 10.0,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:

@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between checks of the code base for changed files")
     serve.add_argument("--shutdown-grace", type=_seconds(0, 3600), default=3.0,
                        help="seconds requests in progress may take to finish on SIGINT/SIGTERM before they are cancelled")
+    serve.add_argument("--max-agents-per-project", type=_int_in(1, 100_000), default=64, metavar="N",
+                       help="spawned agents running at once in one project (more: 429 AGENT_002)")
+    serve.add_argument("--max-spawn-depth", type=_int_in(1, 100), default=3, metavar="N",
+                       help="an agent spawned by a spawned agent ... at most this deep (deeper: 429 AGENT_002)")
+    serve.add_argument("--agent-stop-grace", type=_seconds(0, 600), default=5.0, metavar="SECONDS",
+                       help="on shutdown, seconds between SIGTERM and SIGKILL of every spawned agent")
     serve.add_argument("--log-level", type=_log_level, default="INFO")
 
     token = sub.add_parser("token", help="print a JWT signed with the server's key")
@@ -212,6 +218,9 @@ def _serve(args: argparse.Namespace) -> int:
         roots=dict(args.project),
         context_sweep=args.context_sweep,
         default_root=args.root or Path.cwd().resolve(),
+        agents_per_project=args.max_agents_per_project,
+        agents_max_depth=args.max_spawn_depth,
+        agents_shutdown_grace=args.agent_stop_grace,
     ))
     api = Api(system, auth, ApiConfig(
         rate_limits=not args.no_rate_limits,
