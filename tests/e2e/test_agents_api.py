@@ -325,3 +325,15 @@ async def test_no_agent_outlives_the_in_process_server(tmp_path):
             agents = (await h.request("GET", "/api/agents", spawner(h))).json()["agents"]
             assert {a["state"] for a in agents} == {"stopped"}
             nursery.cancel_scope.cancel()
+
+
+async def test_context_requirements_bound_the_agents_context_file(h):
+    arch = spawner(h)
+    body = {"agent_type": "sleeper", "issue_id": "iss-1"}
+    for max_bytes, status, code in [(1023, 400, "REQ_001"), ("many", 400, "REQ_001"), (4194305, 413, "CTX_002")]:
+        r = await h.request("POST", "/api/agents/spawn", arch, {**body, "context_requirements": {"max_bytes": max_bytes}})
+        assert (r.status, r.json()["code"], r.json()["field"]) == (status, code, "context_requirements.max_bytes")
+    r = await h.request("POST", "/api/agents/spawn", arch, {**body, "context_requirements": {"max_bytes": 1024}})
+    assert r.status == 201, r.body
+    context = h.data_dir / "contexts" / "p1" / f"{r.json()['agent_id']}.json"
+    assert 0 < context.stat().st_size <= 1024
