@@ -20,7 +20,7 @@ from ..actors.agents import MAX_TAIL_LINES, STATES, Spawn
 from ..actors.broker import SubscribeAll, UnsubscribeAll
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
 from ..actors.context_actor import ClearContext, ContextGet
-from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown
+from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown, TooLarge
 from ..actors.events import MAX_FILTER_CHARS, EventFilter
 from ..actors.idempotency import IdemKey, fingerprint, validate_key
 from ..actors.principal import ALL_PROJECTS, Principal
@@ -314,8 +314,8 @@ def _context_bytes(args: dict[str, Any]) -> int | None:
     try:
         return int_arg(
             requirements, "max_bytes", DEFAULT_BYTES, MIN_BYTES, MAX_BYTES,
-            above=lambda v: ApiError(413, "CTX_002", f"{field} {v} is over the maximum of {MAX_BYTES}",
-                                     limit=MAX_BYTES, field=field),
+            above=lambda v: TooLarge("context.max_bytes", MAX_BYTES,
+                                     f"{field} {v} is over the maximum of {MAX_BYTES}", field=field),
         )
     except InvalidRequest as exc:
         raise InvalidRequest(field, f"'{field}' must be an integer from {MIN_BYTES} to {MAX_BYTES}") from exc
