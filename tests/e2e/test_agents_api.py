@@ -41,7 +41,8 @@ RECORD = {"agent_id", "agent_type", "issue_id", "state", "pid", "exit_code", "re
 def fleet() -> Profiles:
     return profiles(
         script(REPORTER),
-        script(SLEEPER, agent_type="sleeper", stall_timeout=0.5),
+        script(SLEEPER, agent_type="sleeper"),
+        script(SLEEPER, agent_type="staller", stall_timeout=0.5),
         script(SLEEPER, agent_type="single", max_running=1),
         script("import sys; sys.exit(3)", agent_type="failing"),
     )
@@ -257,7 +258,7 @@ async def test_a_sigstopped_agent_is_stalled_and_any_request_of_its_token_revive
     arch = spawner(h)
     async with h.ws(arch) as watcher:
         await watcher.call("event.subscribe", event_types=["agent_stalled"])
-        answer = (await h.request("POST", "/api/agents/spawn", arch, {"agent_type": "sleeper", "issue_id": "i"})).json()
+        answer = (await h.request("POST", "/api/agents/spawn", arch, {"agent_type": "staller", "issue_id": "i"})).json()
         agent_id, pid = answer["agent_id"], answer["process_id"]
         os.kill(pid, signal.SIGSTOP)
         try:
