@@ -4,10 +4,14 @@
     ├── store      StoreActor      permanent   the only writer of the durable store
     ├── projects   Supervisor      permanent   one ProjectActor per project id, started on demand
     ├── broker     BrokerActor     permanent   starts project and context actors on first use
+    ├── agents     Supervisor      permanent   spawned agent processes and their registry
     ├── sessions   Supervisor      permanent   one Session per WebSocket connection (temporary)
     └── contexts   Supervisor      permanent   one ContextActor per project, started on first use
 
 The live sessions are listed in one :class:`SessionRegistry`, written by the sessions only.
+The agents' subtree stops before the broker, the projects and the store (children stop in
+reverse order), so that its last records and events still reach them; its spawns answer
+Unavailable until ``agents.hooks`` is set (by the transport, before :meth:`ActorSystem.run`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import trio
 
+from .agents import AgentsConfig, AgentSupervisor
 from .broker import BrokerActor, EnsureContext, EnsureProject, context_child_id, project_child_id
 from .context_actor import ContextActor, ContextStats
 from .principal import Principal
@@ -43,6 +48,11 @@ class SystemConfig:
     context_sweep: float = 2.0
     max_restarts: int = 20
     restart_period: float = 60.0
+    #: spawned agents running at once per project, and the spawn depth (docs/protocol.md "Bounds")
+    agents_per_project: int = 64
+    agents_max_depth: int = 3
+    #: SIGTERM -> SIGKILL of every spawned agent when the server stops
+    agents_shutdown_grace: float = 5.0
 
 
 class ActorSystem:
@@ -71,6 +81,14 @@ class ActorSystem:
         #: each project's counts, kept across its actor's restarts (written by that actor only)
         self._project_counts: dict[str, dict[str, int]] = {}
 
+        #: spawned agents; ``agents.hooks`` is set by the transport before the tree runs
+        self.agents = AgentSupervisor(
+            AgentsConfig(data_dir=config.data_dir, root_of=self.root_of,
+                         per_project=config.agents_per_project, max_depth=config.agents_max_depth,
+                         shutdown_grace=config.agents_shutdown_grace),
+            config.profiles, self.store, mailbox_size=config.mailbox_size,
+        )
+
         def make_project(project_id: str) -> ProjectActor:
             counts = self._project_counts.setdefault(project_id, {})
             return ProjectActor(project_id, self.store, config.profiles, project_config, counts=counts)
@@ -92,11 +110,15 @@ class ActorSystem:
                     lambda: BrokerActor(self.projects, make_project, mailbox_size=config.mailbox_size,
                                         contexts=self.contexts, make_context=make_context),
                 ),
+                ChildSpec("agents", lambda: self.agents.tree),
                 ChildSpec("sessions", lambda: self.sessions),
                 ChildSpec("contexts", lambda: self.contexts),
             ],
             max_restarts=config.max_restarts,
             period=config.restart_period,
+            # children stop in turn, each awaited this long before the next: the agents' stop
+            # (their grace included) must end before the projects and the store stop
+            stop_timeout=config.agents_shutdown_grace + 10.0,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:

@@ -115,6 +115,7 @@ async def start_server(
     max_waiters: int = 10_000,
     max_wait_positions: int = 100_000,
     context_sweep: float = 2.0,
+    spawn_hooks: bool = True,
 ) -> Harness:
     profiles = profiles or Profiles()
     system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles, context_sweep=context_sweep,
@@ -123,10 +124,12 @@ async def start_server(
     api = Api(system, Auth(SECRET, profiles), ApiConfig(
         rate_limits=rate_limits, fault_injection=fault_injection, max_body_bytes=max_body_bytes))
     server = Server(api, ServerConfig(max_body_bytes=max_body_bytes, session=session or SessionLimits()))
-    await nursery.start(system.run)
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    await nursery.start(server.serve, listeners)
     port = listeners[0].socket.getsockname()[1]
+    if spawn_hooks:  # as `orchestra serve` does, once its port is known
+        system.agents.hooks = api.spawn_hooks(lambda: f"http://127.0.0.1:{port}")
+    await nursery.start(system.run)
+    await nursery.start(server.serve, listeners)
     return Harness(port, api, system, server, data_dir)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import collections
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client as prom
 
 from .. import __version__
+from ..actors.agents import AgentHooks, AgentSpec, server_hooks
 from ..actors.principal import ALL_PROJECTS, Principal
 from ..actors.records import MAX_JSON_DEPTH
 from ..actors.runtime import ActorError, ActorRef
@@ -88,6 +90,7 @@ class Api:
                             config.fault_injection),
             status=self.status,
             fault_target=system.actor_ref,
+            agents=system.agents,
         )
         self.registry = prom.CollectorRegistry()
         self.m_requests = prom.Counter(
@@ -101,6 +104,8 @@ class Api:
         )
         self.m_sessions = prom.Gauge("orchestra_sessions", "Connected WebSocket sessions", registry=self.registry)
         self.m_projects = prom.Gauge("orchestra_projects", "Running project actors", registry=self.registry)
+        self.m_agents = prom.Gauge("orchestra_agents_running",
+                                   "Spawned agents live (starting, running, stalled)", registry=self.registry)
         self.m_restarts = prom.Gauge("orchestra_actor_restarts", "Actor restarts since start", registry=self.registry)
         self.m_crashes = prom.Counter(
             "orchestra_actor_crashes", "Actor crashes since start, also of actors not restarted (sessions)",
@@ -133,6 +138,8 @@ class Api:
             raise ApiError(404, "NOT_FOUND", f"unknown operation {name!r}")
         if principal is None:
             raise ApiError(401, "AUTH_001", "missing token: send 'Authorization: Bearer <jwt>'")
+        # a spawned agent's request is its sign of life (one dict lookup for any other token)
+        self.system.agents.touch(principal.sub)
         if self.shutting_down:
             raise shutting_down()
         headers: list[tuple[bytes, bytes]] = []
@@ -180,6 +187,20 @@ class Api:
             )
         return headers
 
+    def spawn_hooks(self, url: Callable[[], str]) -> AgentHooks:
+        """What spawned agents need of the server: ``url()`` its base URL (known once it
+        listens), tokens minted for ``sub = agent_id`` in the agent's project with its
+        profile's permissions and ``token_ttl``, contexts and events through the actors.
+        Set as ``system.agents.hooks`` before the system runs."""
+        auth = self.auth
+
+        def mint_token(spec: AgentSpec) -> str:
+            return auth.mint(sub=spec.agent_id, agent_type=spec.agent_type, project_id=spec.project_id,
+                             ttl=spec.profile.token_ttl)
+
+        return server_hooks(url=url, mint_token=mint_token, project=self._project, context=self._context,
+                            timeout=self.config.call_timeout)
+
     # -- the services handlers use --
 
     async def _project(self, project_id: str) -> ActorRef:
@@ -210,7 +231,8 @@ class Api:
             "service": "orchestration-sidecar",
             "version": VERSION,
             "uptime_seconds": round(time.time() - self.started_at, 3),
-            "agents": {"connected": len(sessions), "by_type": dict(by_type)},
+            "agents": {"connected": len(sessions), "by_type": dict(by_type),
+                       "spawned_running": self.system.agents.running()},
             "projects": {"running": len(self.system.running_projects())},
             "storage": {
                 "results_stored": counts.get("results"),
@@ -239,6 +261,7 @@ class Api:
         self.m_context_hit_rate.set(cache["hit_rate"] or 0.0)
         self.m_sessions.set(len(self.system.live_sessions))
         self.m_projects.set(len(self.system.running_projects()))
+        self.m_agents.set(self.system.agents.running())
         self.m_restarts.set(self.system.root.total_restarts())
         crashes = self.system.root.total_crashes()  # cumulative: the counter follows it
         self.m_crashes.inc(crashes - self._crashes_reported)

@@ -8,6 +8,7 @@ frame on WebSocket; each reader accepts both forms of the same value.
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "id_arg",
     "int_arg",
     "opt_id_arg",
+    "opt_seconds_arg",
     "opt_text_arg",
     "since_map",
 ]
@@ -51,6 +53,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 # free text may hold tabs and line breaks, never other control characters
 _TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _DECIMAL = re.compile(r"-?[0-9]{1,18}")
+_SECONDS = re.compile(r"[0-9]{1,18}(\.[0-9]{1,9})?")
 _PAGE_CURSOR = re.compile(r"r1:([1-9][0-9]{0,18})")
 
 
@@ -103,6 +106,20 @@ def int_arg(
             key, f"'{key}' must be an integer from {lo} to {hi}"
         )
     return value
+
+
+def opt_seconds_arg(args: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    """An optional number of seconds from ``lo`` to ``hi`` (a JSON number, or decimal digits
+    with an optional fraction in a query); absent or empty is None."""
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and _SECONDS.fullmatch(value) is not None:
+        value = float(value)
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            or not lo <= value <= hi):
+        raise InvalidRequest(key, f"'{key}' must be a number of seconds from {lo:g} to {hi:g}")
+    return float(value)
 
 
 def cursor_arg(args: dict[str, Any], key: str) -> int | None:

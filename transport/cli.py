@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between checks of the code base for changed files")
     serve.add_argument("--shutdown-grace", type=_seconds(0, 3600), default=3.0,
                        help="seconds requests in progress may take to finish on SIGINT/SIGTERM before they are cancelled")
+    serve.add_argument("--max-agents-per-project", type=_int_in(1, 100_000), default=64, metavar="N",
+                       help="spawned agents running at once in one project (more: 429 AGENT_002)")
+    serve.add_argument("--max-spawn-depth", type=_int_in(1, 100), default=3, metavar="N",
+                       help="an agent spawned by a spawned agent ... at most this deep (deeper: 429 AGENT_002)")
+    serve.add_argument("--agent-stop-grace", type=_seconds(0, 600), default=5.0, metavar="SECONDS",
+                       help="on shutdown, seconds between SIGTERM and SIGKILL of every spawned agent")
     serve.add_argument("--log-level", type=_log_level, default="INFO")
 
     token = sub.add_parser("token", help="print a JWT signed with the server's key")
@@ -233,6 +239,9 @@ def _serve(args: argparse.Namespace) -> int:
         roots=dict(args.project),
         context_sweep=args.context_sweep,
         default_root=args.root or Path.cwd().resolve(),
+        agents_per_project=args.max_agents_per_project,
+        agents_max_depth=args.max_spawn_depth,
+        agents_shutdown_grace=args.agent_stop_grace,
     ))
     api = Api(system, auth, ApiConfig(
         rate_limits=not args.no_rate_limits,
@@ -259,12 +268,16 @@ async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, serv
     except OSError as exc:
         print(f"orchestra serve: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    sockname = listeners[0].socket.getsockname()
+    shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+    # spawned agents run on this machine: they reach a wildcard address over loopback
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(sockname[0], sockname[0])
+    agents_url = f"http://{f'[{reach}]' if ':' in reach else reach}:{sockname[1]}"
+    system.agents.hooks = api.spawn_hooks(lambda: agents_url)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(system.run)
             await nursery.start(server.serve, listeners)
-            sockname = listeners[0].socket.getsockname()
-            shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
             print(f"listening on http://{shown}:{sockname[1]}", flush=True)
             async for signum in signals:
                 log.info("signal %s: shutting down", signal.Signals(signum).name)
@@ -273,6 +286,8 @@ async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, serv
             server.stop_accepting()
             await server.close_sessions()
             await server.drain(grace=grace)
-            nursery.cancel_scope.cancel()  # stops the tree in reverse: sessions, broker, projects, store
+            # stops the tree in reverse: contexts, sessions, agents (every spawned process group
+            # gets SIGTERM, then SIGKILL after the grace), broker, projects, store
+            nursery.cancel_scope.cancel()
     log.info("stopped")
     return 0

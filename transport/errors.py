@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from ..actors.agents import NotSpawnable
 from ..actors.errors import (
     Conflict,
     DomainError,
@@ -41,6 +42,7 @@ _NAMES = {
     "NOT_FOUND": "not_found",
     "METHOD": "method_not_allowed",
     "AGENT_001": "agent_not_spawnable",
+    "AGENT_002": "agent_cap_reached",
     "IDEM_001": "idempotency_key_reused",
     "CTX_002": "context_too_large",
     "CONFLICT": "conflict",
@@ -102,6 +104,7 @@ _ANSWERS: dict[type[BaseException], tuple[int, str]] = {
     InvalidInput: (400, "REQ_001"),
     Forbidden: (403, "AUTH_003"),
     NotFound: (404, "NOT_FOUND"),
+    NotSpawnable: (409, "AGENT_001"),
     IdempotencyConflict: (409, "IDEM_001"),
     Conflict: (409, "CONFLICT"),
     TooLarge: (413, "REQ_002"),
@@ -113,6 +116,10 @@ _ANSWERS: dict[type[BaseException], tuple[int, str]] = {
 BOUND_CODES: dict[str, str] = {
     "request.max_bytes": "REQ_002",
     "context.max_bytes": "CTX_002",
+    # the governor's caps of spawned agents (the error object also names the ``cap``)
+    "agents.project": "AGENT_002",
+    "agents.type": "AGENT_002",
+    "agents.depth": "AGENT_002",
 }
 
 _RUNTIME_UNAVAILABLE = (ActorCrashed, ActorUnavailable, CallTimeout, SupervisorStopped)

@@ -16,10 +16,11 @@ from typing import Any
 
 import orjson
 
+from ..actors.agents import MAX_TAIL_LINES, STATES, Spawn
 from ..actors.broker import SubscribeAll, UnsubscribeAll
 from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
 from ..actors.context_actor import ClearContext, ContextGet
-from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown
+from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown, TooLarge
 from ..actors.events import MAX_FILTER_CHARS, EventFilter
 from ..actors.idempotency import IdemKey, fingerprint, validate_key
 from ..actors.principal import ALL_PROJECTS, Principal
@@ -57,6 +58,7 @@ from .args import (
     id_arg,
     int_arg,
     opt_id_arg,
+    opt_seconds_arg,
     opt_text_arg,
     since_map,
 )
@@ -66,6 +68,9 @@ from .services import Ctx, Handler, Op, OpContext, OpLimits, Reply, Services, To
 __all__ = ["OPS", "Ctx", "Handler", "Op", "OpContext", "OpLimits", "Reply", "Services", "Tokens"]
 
 log = logging.getLogger("orchestra")
+
+#: ``grace_seconds`` of a stop: SIGTERM -> SIGKILL (docs/protocol.md "Bounds")
+MAX_STOP_GRACE = 600.0
 
 
 def _project(p: Principal, args: dict[str, Any]) -> str:
@@ -296,32 +301,71 @@ async def op_cache_clear(c: OpContext, args: dict[str, Any]) -> Reply:
     return cleared
 
 
+def _context_bytes(args: dict[str, Any]) -> int | None:
+    """``context_requirements.max_bytes`` of a spawn: the size of the agent's context file."""
+    requirements = args.get("context_requirements")
+    if requirements is None:
+        return None
+    if not isinstance(requirements, dict):
+        raise InvalidRequest("context_requirements", "'context_requirements' must be an object")
+    if requirements.get("max_bytes") is None:
+        return None
+    field = "context_requirements.max_bytes"
+    try:
+        return int_arg(
+            requirements, "max_bytes", DEFAULT_BYTES, MIN_BYTES, MAX_BYTES,
+            above=lambda v: TooLarge("context.max_bytes", MAX_BYTES,
+                                     f"{field} {v} is over the maximum of {MAX_BYTES}", field=field),
+        )
+    except InvalidRequest as exc:
+        raise InvalidRequest(field, f"'{field}' must be an integer from {MIN_BYTES} to {MAX_BYTES}") from exc
+
+
 async def op_agent_spawn(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
     agent_type = id_arg(args, "agent_type")
-    id_arg(args, "issue_id")
-    opt_text_arg(args, "task", MAX_TASK_CHARS)
-    requirements = args.get("context_requirements")
-    if requirements is not None and not isinstance(requirements, dict):
-        raise InvalidRequest("context_requirements", "'context_requirements' must be an object")
-    environment_arg(args)
-    _project(p, args)
-    profile = sv.profiles.get(agent_type)
-    if not profile.command:
-        raise ApiError(
-            409, "AGENT_001",
-            f"agent type '{agent_type}' has no command configured; add one with --profiles",
-            agent_type=agent_type,
-        )
-    raise ApiError(
-        503, "UNAVAILABLE", "spawning agent processes is not available in this release yet",
-        retry_after_seconds=3600,
-    )
+    issue_id = id_arg(args, "issue_id")
+    task = opt_text_arg(args, "task", MAX_TASK_CHARS)
+    context_bytes = _context_bytes(args)
+    environment = environment_arg(args)
+    project = _project(p, args)  # never "*": an all-projects token names its project
+    # the request as it was understood: a repeat of its key must mean the same spawn
+    body = {"agent_type": agent_type, "issue_id": issue_id, "task": task, "environment": environment,
+            "context_bytes": context_bytes, "project_id": project}
+    return await sv.agents.spawn(Spawn(
+        project, agent_type, issue_id, task, tuple(environment.items()), spawned_by=p.sub,
+        idem=_idem(c, "agent.spawn", body), context_bytes=context_bytes,
+    ))
 
 
 async def op_agent_status(c: OpContext, args: dict[str, Any]) -> Reply:
     agent_id = id_arg(args, "agent_id")
-    raise NotFound(f"no spawned agent {agent_id!r} in this project")
+    return await c.services.agents.status(_project(c.principal, args), agent_id)
+
+
+async def op_agent_list(c: OpContext, args: dict[str, Any]) -> Reply:
+    state = args.get("state")
+    if state == "":
+        state = None
+    if state is not None and state not in STATES:
+        raise InvalidRequest("state", f"'state' must be one of {', '.join(STATES)}")
+    agents = await c.services.agents.list(
+        _project(c.principal, args), state=state, agent_type=opt_id_arg(args, "agent_type"),
+        issue_id=opt_id_arg(args, "issue_id"),
+    )
+    return {"agents": agents}
+
+
+async def op_agent_logs(c: OpContext, args: dict[str, Any]) -> Reply:
+    agent_id = id_arg(args, "agent_id")
+    tail = int_arg(args, "tail", 100, 0, MAX_TAIL_LINES)
+    return await c.services.agents.logs(_project(c.principal, args), agent_id, tail)
+
+
+async def op_agent_stop(c: OpContext, args: dict[str, Any]) -> Reply:
+    agent_id = id_arg(args, "agent_id")
+    grace = opt_seconds_arg(args, "grace_seconds", 0, MAX_STOP_GRACE)
+    return await c.services.agents.stop(_project(c.principal, args), agent_id, grace)
 
 
 async def op_auth_refresh(c: OpContext, args: dict[str, Any]) -> Reply:
@@ -385,8 +429,11 @@ OPS: dict[str, Op] = {
         Op("event.unsubscribe", op_event_unsubscribe),
         Op("context.get", op_context_get, "read_context", mode="blocking"),
         Op("cache.clear", op_cache_clear, "read_context"),
-        Op("agent.spawn", op_agent_spawn, "spawn_agents"),
+        Op("agent.spawn", op_agent_spawn, "spawn_agents", mode="blocking"),
         Op("agent.status", op_agent_status),
+        Op("agent.list", op_agent_list),
+        Op("agent.logs", op_agent_logs),
+        Op("agent.stop", op_agent_stop, "spawn_agents", mode="blocking"),
         Op("auth.refresh", op_auth_refresh, mode="inline", rate_limited=False),
         Op("admin.faults", op_admin_faults, ws=False),
     ]

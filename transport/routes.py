@@ -29,12 +29,15 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, tuple[str, ...], int]] = [
         ("GET", r"/api/context/([^/]+)/([^/]+)", "context.get", ("issue_id", "agent_type"), 200),
         ("DELETE", r"/api/cache/context/([^/]+)", "cache.clear", ("issue_id",), 200),
         ("POST", r"/api/agents/spawn", "agent.spawn", (), 201),
+        ("GET", r"/api/agents", "agent.list", (), 200),
         ("GET", r"/api/agents/([^/]+)/status", "agent.status", ("agent_id",), 200),
+        ("GET", r"/api/agents/([^/]+)/logs", "agent.logs", ("agent_id",), 200),
+        ("POST", r"/api/agents/([^/]+)/stop", "agent.stop", ("agent_id",), 200),
         ("POST", r"/api/admin/faults", "admin.faults", (), 200),
     ]
 ]
 #: operations a POST may send without a body
-_BODY_OPTIONAL = frozenset({"admin.faults"})
+_BODY_OPTIONAL = frozenset({"admin.faults", "agent.stop"})
 
 
 def _prefix(path: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..actors.agents import AgentSupervisor
 from ..actors.errors import InvalidRequest
 from ..actors.principal import Principal
 from ..actors.profiles import Profiles
@@ -76,6 +77,8 @@ class Services:
     status: Callable[[Principal | None], Awaitable[dict[str, Any]]]
     #: the actor a fault-injection target names, or None
     fault_target: Callable[[str], ActorRef | None]
+    #: spawned agents: spawn, status, list, logs, stop (each scoped to a project by the caller)
+    agents: AgentSupervisor
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,6 +205,11 @@ class AgentActor(Actor):
                 self.record["exit_code"] = proc.poll()
             with trio.move_on_after(self.store_timeout):
                 await self._end("stopped", "the server stopped", publish=False)
+        else:
+            # the save of its end may have been cut short by this stop (cancelled before the
+            # store had it): the durable record must not stay live
+            with trio.move_on_after(self.store_timeout):
+                await self._save()
         for call in self.stoppers:
             call.reply(public_record(self.record))
 

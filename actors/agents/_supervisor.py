@@ -71,7 +71,9 @@ class AgentSupervisor:
         self.tree = Supervisor("agents", [
             ChildSpec("agent-processes", lambda: self.children),
             ChildSpec.actor("agent-registry", self.ref, registry),
-        ], max_restarts=self.max_restarts, period=self.restart_period)
+        ], max_restarts=self.max_restarts, period=self.restart_period,
+            # the registry's stop ends every group: SIGTERM, the grace, SIGKILL, reaping
+            stop_timeout=self.config.shutdown_grace + 5.0)
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         await self.tree.run(task_status=task_status)

@@ -38,6 +38,11 @@ def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], flag: str) -> 
     (["--max-json-depth", "300"], "--max-json-depth"),
     (["--project", "p1=/does/not/exist"], "--project"),
     (["--project", "nopath"], "--project"),
+    (["--max-agents-per-project", "0"], "--max-agents-per-project"),
+    (["--max-spawn-depth", "0"], "--max-spawn-depth"),
+    (["--max-spawn-depth", "101"], "--max-spawn-depth"),
+    (["--agent-stop-grace", "601"], "--agent-stop-grace"),
+    (["--agent-stop-grace", "nan"], "--agent-stop-grace"),
 ])
 def test_serve_refuses_bad_values(capsys, argv, flag):
     _refused(capsys, ["serve", *argv], flag)
@@ -47,8 +52,10 @@ def test_serve_accepts_good_values(tmp_path):
     args = build_parser().parse_args([
         "serve", "--port", "0", "--root", str(tmp_path), "--log-level", "debug", "--context-sweep", "0",
         "--shutdown-grace", "0", "--max-json-depth", "32", "--project", f"p1={tmp_path}",
+        "--max-agents-per-project", "8", "--max-spawn-depth", "1", "--agent-stop-grace", "0.5",
     ])
     assert args.port == 0 and args.log_level == "DEBUG" and args.max_json_depth == 32
+    assert (args.max_agents_per_project, args.max_spawn_depth, args.agent_stop_grace) == (8, 1, 0.5)
     assert args.root == tmp_path.resolve()
 
 

@@ -42,7 +42,7 @@ import trio
 import trio_websocket
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from orchestra.actors.profiles import Profiles
+from orchestra.actors.profiles import BUILTIN, AgentProfile, Profiles
 from orchestra.actors.project import ProjectConfig
 from orchestra.actors.system import ActorSystem, SystemConfig
 from orchestra.transport.api import Api, ApiConfig
@@ -82,6 +82,7 @@ SETTINGS = settings(
 )
 
 P1, P2 = "p1", "p2"
+SPAWNABLE = "hostile-spawnable"  # its command: `true`
 AGENT_TYPE = "chief-architect"  # the profile with every permission but admin: input reaches the op
 TOKENS = token_cases(SECRET, P1, AGENT_TYPE)
 #: tokens signed with the server's key whose claims are odd but not forged
@@ -147,10 +148,13 @@ SPECS: dict[str, Spec] = {
         "issue_id", "agent_type", "task", "max_bytes", "project_id",
     )),
     "cache.clear": Spec({"issue_id": "iss-1"}, _f("issue_id", "project_id")),
-    "agent.spawn": Spec({"agent_type": "python-specialist", "issue_id": "iss-1"}, _f(
+    "agent.spawn": Spec({"agent_type": SPAWNABLE, "issue_id": "iss-1"}, _f(
         "agent_type", "issue_id", "task", "context_requirements", "environment", "project_id",
     )),
-    "agent.status": Spec({"agent_id": "a-1"}, _f("agent_id")),
+    "agent.status": Spec({"agent_id": "a-1"}, _f("agent_id", "project_id")),
+    "agent.list": Spec({"state": "running"}, _f("state", "agent_type", "issue_id", "project_id")),
+    "agent.logs": Spec({"agent_id": "a-1", "tail": 10}, _f("agent_id", "tail", "project_id")),
+    "agent.stop": Spec({"agent_id": "a-1", "grace_seconds": 0}, _f("agent_id", "grace_seconds", "project_id")),
     "auth.refresh": Spec({}, _f("token")),
     "admin.faults": Spec({"target": "store", "kind": "delay", "ms": 1}, _f("target", "kind", "ms"), admin=True),
 }
@@ -181,10 +185,6 @@ HTTP_TARGETS: list[HttpTarget] = [
     HttpTarget("GET", "/health", (), None),
     HttpTarget("GET", "/status", (), None),
     HttpTarget("GET", "/metrics", (), None),
-    # named by PROTOCOL.md; whether served or not, hostile input gets the error object
-    HttpTarget("GET", "/api/agents", (), None),
-    HttpTarget("GET", "/api/agents/([^/]+)/logs", ("agent_id",), None),
-    HttpTarget("POST", "/api/agents/([^/]+)/stop", ("agent_id",), None),
 ]
 WS_OPS = sorted(name for name, op in OPS.items() if op.ws)
 
@@ -597,7 +597,8 @@ async def hostile_server(code_base: Path):
     bystander subscribers (one in the project under attack, one in another)."""
     with tempfile.TemporaryDirectory() as tmp:
         async with trio.open_nursery() as nursery, AsyncExitStack() as exits:
-            profiles = Profiles()
+            # a spawnable type, so that hostile spawns reach the agents' registry and the OS
+            profiles = Profiles(by_type={**BUILTIN, SPAWNABLE: AgentProfile(SPAWNABLE, command=("true",))})
             system = ActorSystem(SystemConfig(
                 data_dir=Path(tmp), profiles=profiles, default_root=code_base,
                 max_restarts=MAX_RESTARTS, restart_period=60.0,
@@ -609,8 +610,10 @@ async def hostile_server(code_base: Path):
                 wait_max_ms=1000, wait_default_ms=100))
             server = Server(api, ServerConfig(max_body_bytes=MAX_BODY))
             died: list[BaseException] = []
-            await nursery.start(_run_system, system, died)
             listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            port = listeners[0].socket.getsockname()[1]
+            system.agents.hooks = api.spawn_hooks(lambda: f"http://127.0.0.1:{port}")
+            await nursery.start(_run_system, system, died)
             await nursery.start(server.serve, listeners)
             h = Harness(listeners[0].socket.getsockname()[1], api, system, server, Path(tmp))
             b = Barrage(h, died, exits)
