@@ -1,8 +1,10 @@
-"""The broker: starts project actors on demand and keeps the way to each.
+"""The broker: starts a project's actors on demand (its project actor and its context actor)
+and keeps the way to each.
 
-Lookups of running projects do not pass through the broker's mailbox: the projects
-supervisor's child table (written only by that supervisor) is read directly, so the hot path
-costs a dict lookup. Only a first request for a project calls the broker, which starts it.
+Lookups of running actors do not pass through the broker's mailbox: the supervisors' child
+tables (each written only by its supervisor) are read directly, so the hot path costs a dict
+lookup. Only a first request for a project (or for its context) calls the broker, which starts
+the actor: one way to start things on first use, so a start is never raced.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ __all__ = [
     "BrokerActor",
     "BrokerStats",
     "DropGlobals",
+    "EnsureContext",
     "EnsureProject",
     "GlobalSink",
     "ProjectUnavailable",
     "SubscribeAll",
     "UnsubscribeAll",
+    "context_child_id",
     "project_child_id",
 ]
 
@@ -40,8 +44,21 @@ def project_child_id(project_id: str) -> str:
     return f"project:{project_id}"
 
 
+def context_child_id(project_id: str) -> str:
+    return f"context:{project_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class EnsureProject:
+    """Answered with the ref of the project's actor, started if it was not running."""
+
+    project_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureContext:
+    """Answered with the ref of the project's context actor, started if it was not running."""
+
     project_id: str
 
 
@@ -112,13 +129,18 @@ class BrokerActor(Actor):
         max_projects: int = 10_000,
         mailbox_size: int = 1024,
         max_globals: int = 1_000,
+        contexts: Supervisor | None = None,
+        make_context: Callable[[str], Actor] | None = None,
     ) -> None:
         self.projects = projects
         self.make_project = make_project
+        self.contexts = contexts
+        self.make_context = make_context
         self.max_projects = max_projects
         self.max_globals = max_globals
         self.mailbox_size = mailbox_size
         self.started = 0
+        self.contexts_started = 0
         self.failed_starts = 0
         #: global ("*") subscriptions, attached to every project this broker starts
         self.globals: dict[str, _Global] = {}
@@ -127,6 +149,8 @@ class BrokerActor(Actor):
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, EnsureProject):
             return await self._ensure(msg)
+        if isinstance(msg, EnsureContext):
+            return await self._ensure_context(msg.project_id)
         if isinstance(msg, SubscribeAll):
             return await self._subscribe_all(msg)
         if isinstance(msg, UnsubscribeAll):
@@ -142,7 +166,8 @@ class BrokerActor(Actor):
                 del self.globals[gsid]
             return None
         if isinstance(msg, BrokerStats):
-            return {"started": self.started, "failed_starts": self.failed_starts,
+            return {"started": self.started, "contexts_started": self.contexts_started,
+                    "failed_starts": self.failed_starts,
                     "global_subscriptions": len(self.globals)}
         raise TypeError(f"unexpected message {msg!r}")
 
@@ -216,4 +241,28 @@ class BrokerActor(Actor):
         self.started += 1
         for g in list(self.globals.values()):
             await self._attach(g, project_id, ref, running=False)
+        return ref
+
+    async def _ensure_context(self, project_id: str) -> ActorRef:
+        """The ref of the project's context actor, started now if needed (at most one per
+        project running: the context actor is as bounded as the project actors)."""
+        if self.contexts is None or self.make_context is None:
+            raise TypeError("this broker starts no context actors")
+        child_id = context_child_id(project_id)
+        ref = self.contexts.lookup(child_id)
+        if ref is not None:
+            return ref
+        if len(self.contexts) >= self.max_projects:
+            raise Overloaded(f"project limit reached ({self.max_projects})", retry_after=30.0)
+        ref = ActorRef(child_id, mailbox_size=self.mailbox_size)
+        make = self.make_context
+        try:
+            await self.contexts.start_child(ChildSpec.actor(child_id, ref, lambda: make(project_id)))
+        except Exception as exc:
+            log.warning("context of %s failed to start: %s: %s", project_id, type(exc).__name__, exc)
+            raise ProjectUnavailable(
+                f"the context of project {project_id!r} could not start ({type(exc).__name__}); "
+                "retry shortly", retry_after=1.0,
+            ) from None
+        self.contexts_started += 1
         return ref

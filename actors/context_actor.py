@@ -23,7 +23,7 @@ import trio
 
 from .context.engine import ContextEngine
 from .context.ranking import Signals
-from .errors import Overloaded
+from .errors import store_unavailable
 from .lru import LruCache
 from .profiles import Profiles
 from .runtime import DEFERRED, Actor, ActorError, ActorRef, Call
@@ -244,7 +244,7 @@ class ContextActor(Actor):
                 QueryResults(project_id=self.project_id, issue_id=msg.issue_id, limit=20), timeout=30
             )
         except (StoreError, ActorError) as exc:  # fail this request, keep the warm index
-            call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
+            call.fail(store_unavailable(exc))
             return
         await self.ref.cast(_Looked(call, self.engine.index.generation, rows))
 

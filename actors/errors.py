@@ -5,9 +5,11 @@ Every class here is an *answer* (a :class:`~orchestra.actors.runtime.ReplyError`
 an actor, it fails the request it answers and the actor keeps running. An exception that is
 not one of these (nor a runtime error such as ``ActorCrashed``) is a bug.
 
-Families: validation (:class:`InvalidInput`), :class:`NotFound`, :class:`Conflict`, limits
-(:class:`LimitExceeded`), unavailable (:class:`Unavailable`) and the store's own
-(:class:`StoreError`). Authentication and permissions belong to the transport.
+Families: validation (:class:`InvalidInput`), permissions (:class:`Forbidden`),
+:class:`NotFound`, :class:`Conflict`, limits (:class:`LimitExceeded`), unavailable
+(:class:`Unavailable`) and the store's own (:class:`StoreError`). Verifying tokens belongs to
+the transport; what a verified :class:`~orchestra.actors.principal.Principal` may do is decided
+inside.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "CommitFailed",
     "Conflict",
     "DomainError",
+    "Forbidden",
     "InvalidEvent",
     "InvalidFilter",
     "InvalidInput",
@@ -27,6 +30,7 @@ __all__ = [
     "LimitExceeded",
     "NotFound",
     "Overloaded",
+    "store_unavailable",
     "ReadFailed",
     "StoreError",
     "TooLarge",
@@ -79,6 +83,13 @@ class InvalidFilter(InvalidInput):
         self.expected = expected
 
 
+# -- permissions --
+
+
+class Forbidden(DomainError):
+    """The verified token may not do this (AUTH_003, 403)."""
+
+
 # -- not found, conflict --
 
 
@@ -127,6 +138,12 @@ class Unavailable(DomainError):
 
 class Overloaded(Unavailable):
     """A bounded queue or table is full; retry later (503)."""
+
+
+def store_unavailable(exc: BaseException) -> Overloaded:
+    """The answer to a read the store could not serve (failing or restarting): this request
+    fails, its asker keeps running, and a retry may succeed."""
+    return Overloaded(f"the store could not answer: {exc}", retry_after=1.0)
 
 
 # -- the store --

@@ -66,7 +66,7 @@ class Condition:
 
     def _compare(self, actual: Any) -> bool:
         if self.op == "eq":
-            return _as_text(actual) == self.value
+            return bool(_as_text(actual) == self.value)
         if self.op == "glob":
             return fnmatch.fnmatchcase(_as_text(actual), self.value)
         if isinstance(actual, bool) or not isinstance(actual, int | float):

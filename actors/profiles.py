@@ -6,12 +6,17 @@ Pure data and validation; loaded once at start from the built-ins and ``--profil
 from __future__ import annotations
 
 import json
+import math
+import shlex
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AgentProfile", "ProfileError", "Profiles", "PERMISSIONS", "PROFILE_PERMISSIONS"]
+__all__ = [
+    "AgentProfile", "ProfileError", "Profiles", "PERMISSIONS", "PROFILE_PERMISSIONS",
+    "RESTART_POLICIES", "WORKSPACES",
+]
 
 PERMISSIONS = frozenset({"read_context", "write_results", "publish_events", "spawn_agents", "admin"})
 #: What a profile may grant; ``admin`` only ever comes from a token.
@@ -39,6 +44,27 @@ class AgentProfile:
     context_keywords: tuple[str, ...] = ()
     #: The command that runs an agent of this type (argv); empty: it cannot be spawned.
     command: tuple[str, ...] = ()
+    #: Restart policy of a spawned agent: ``never``, or ``on-failure`` (a non-zero exit or a
+    #: signal) at most ``max_restarts`` times within ``restart_period`` seconds, after an
+    #: exponential backoff from ``restart_backoff`` up to ``restart_backoff_max`` seconds
+    #: (with jitter); past that the agent is ``failed``.
+    restart: str = "never"
+    max_restarts: int = 3
+    restart_period: float = 60.0
+    restart_backoff: float = 0.5
+    restart_backoff_max: float = 30.0
+    #: A live agent that made no request for this many seconds is ``stalled``.
+    stall_timeout: float = 300.0
+    #: Agents of this type running at once in one project; None: only the project's cap.
+    max_running: int | None = None
+    #: Where a spawned agent runs: the project ``root``, or its own git ``worktree``.
+    workspace: str = "root"
+    #: Keep an agent's worktree after it ended (default: removed).
+    keep_worktree: bool = False
+    #: Seconds between SIGTERM and SIGKILL when an agent is stopped.
+    stop_grace: float = 5.0
+    #: Lifetime of the token a spawned agent gets (it renews it with ``auth.refresh``).
+    token_ttl: float = 900.0
     model: str | None = None
     capabilities: tuple[str, ...] = ()
     authority_level: str = "standard"
@@ -126,7 +152,21 @@ _FIELDS = {
     "agent_type", "permissions", "rate_per_second", "burst", "rate_limit", "next_agents",
     "event_subscriptions", "context_globs", "context_keywords", "context_requirements",
     "command", "model", "capabilities", "authority_level",
+    "restart", "max_restarts", "restart_period", "restart_backoff", "restart_backoff_max",
+    "stall_timeout", "max_running", "workspace", "keep_worktree", "stop_grace", "token_ttl",
 }
+RESTART_POLICIES = ("never", "on-failure")
+WORKSPACES = ("root", "worktree")
+#: Bounds of the numeric keys of a spawned agent: (lowest, highest) accepted.
+_SECONDS = {
+    "restart_period": (0.001, 86_400.0),
+    "restart_backoff": (0.0, 3_600.0),
+    "restart_backoff_max": (0.0, 3_600.0),
+    "stall_timeout": (0.001, 7 * 86_400.0),
+    "stop_grace": (0.0, 600.0),
+    "token_ttl": (60.0, 86_400.0),
+}
+_COUNTS = {"max_restarts": (0, 1_000), "max_running": (1, 100_000)}
 
 
 @dataclass
@@ -262,12 +302,42 @@ def _profile_from(path: Path, where: str, entry: Any, profiles: Profiles) -> Age
     if "command" in entry:
         cmd = entry["command"]
         if isinstance(cmd, str):
-            cmd = cmd.split()
+            try:
+                cmd = shlex.split(cmd)
+            except ValueError as exc:
+                raise bad("command", f"cannot split the command line: {exc}") from None
             entry = {**entry, "command": cmd}
-        kw["command"] = strings("command")
+        argv = strings("command")
+        if not argv or not all(argv) or any("\x00" in a for a in argv):
+            raise bad("command", "must be a non-empty argv list of non-empty strings without NUL")
+        kw["command"] = argv
+    for key, choices in (("restart", RESTART_POLICIES), ("workspace", WORKSPACES)):
+        if key in entry:
+            if entry[key] not in choices:
+                raise bad(key, f"must be one of {', '.join(repr(c) for c in choices)}")
+            kw[key] = entry[key]
+    for key, (low, high) in _SECONDS.items():
+        if key in entry:
+            v = entry[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not low <= v <= high:
+                raise bad(key, f"must be a number of seconds from {low:g} to {high:g}")
+            kw[key] = float(v)
+    for key, (lo, hi) in _COUNTS.items():
+        if key in entry:
+            v = entry[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise bad(key, f"must be an integer from {lo} to {hi}")
+            kw[key] = v
+    if "keep_worktree" in entry:
+        if not isinstance(entry["keep_worktree"], bool):
+            raise bad("keep_worktree", "must be true or false")
+        kw["keep_worktree"] = entry["keep_worktree"]
     for key in ("model", "authority_level"):
         if key in entry:
             if not isinstance(entry[key], str):
                 raise bad(key, "must be a string")
             kw[key] = entry[key]
-    return replace(base, **kw)
+    profile = replace(base, **kw)
+    if profile.restart_backoff_max < profile.restart_backoff:
+        raise bad("restart_backoff_max", "must be at least restart_backoff")
+    return profile

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -20,10 +20,18 @@ from typing import Any, Protocol
 import orjson
 import trio
 
-from .errors import IdempotencyConflict, NotFound, NotStored, OutcomeUnknown, Overloaded
+from .errors import (
+    IdempotencyConflict,
+    NotFound,
+    NotStored,
+    OutcomeUnknown,
+    Overloaded,
+    store_unavailable,
+)
 from .eventlog import Entry, EventLog
 from .events import EventFilter, encode_cursor
 from .idempotency import IdemKey, IdempotencyEntry, IdempotencyTable
+from .lru import LruCache
 from .profiles import Profiles
 from .records import iso_time
 from .runtime import Actor, ActorError, ActorRef, Call, ReplyError
@@ -88,8 +96,13 @@ class SubscriptionSink(Protocol):
     """Where a subscription's frames go: a session's outbox. Called from the project's task;
     must not block."""
 
-    session_key: str
-    agent_id: str
+    @property
+    def session_key(self) -> str:
+        """The session the sink belongs to (unsubscribes name it)."""
+        ...
+
+    @property
+    def agent_id(self) -> str: ...
 
     def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
         """Queue the answer to the subscribe request, before any of its events."""
@@ -290,13 +303,17 @@ class ProjectActor(Actor):
         profiles: Profiles,
         config: ProjectConfig | None = None,
         *,
-        wall_clock: Any = time.time,
+        wall_clock: Callable[[], float] = time.time,
+        counts: dict[str, int] | None = None,
     ) -> None:
         self.project_id = project_id
         self.store = store
         self.profiles = profiles
         self.config = config or ProjectConfig()
         self.wall_clock = wall_clock
+        #: what this project stored, published, delivered and committed; a dict handed in
+        #: outlives this incarnation (the next one counts on; one writer at a time)
+        self.stats = counts if counts is not None else {}
 
     async def on_start(self) -> None:
         snap = await self.store.call(
@@ -315,8 +332,11 @@ class ProjectActor(Actor):
         self._store_floor = self.log.floor
         self.log.append(entries)
         self._next_sweep = self.wall_clock() + _SWEEP_SECONDS
-        self.wait_cursors: OrderedDict[tuple[str, str], int] = OrderedDict(snap.wait_cursors)
-        self.results: OrderedDict[str, bytes] = OrderedDict()
+        #: (sub, type and filter) -> the cursor of the last wait answer delivered
+        self.wait_cursors: LruCache[tuple[str, str], int] = LruCache(self.config.max_wait_positions)
+        for key, cursor in snap.wait_cursors.items():
+            self.wait_cursors.put(key, cursor)
+        self.results: LruCache[str, bytes] = LruCache(self.config.result_cache)
         # Stored records are immutable: readers may take them from this table directly
         # (see ActorRef.view); only this actor writes it.
         self.ref.view = self.results
@@ -326,7 +346,8 @@ class ProjectActor(Actor):
         self.next_sid = 0
         self._id_base = uuid.uuid4().int
         self._id_count = 0
-        self.stats = {"results_stored": 0, "events_published": 0, "deliveries": 0, "commits": 0}
+        for name in ("results_stored", "events_published", "deliveries", "commits"):
+            self.stats.setdefault(name, 0)
 
     # -- timers: waits that time out --
 
@@ -392,7 +413,7 @@ class ProjectActor(Actor):
                     call.reply(await self.store.call(msg.query, timeout=self.config.store_timeout))
             except (StoreError, ActorError) as exc:
                 # the store failing or restarting fails this read, not the project actor
-                call.fail(Overloaded(f"the store could not answer: {exc}", retry_after=1.0))
+                call.fail(store_unavailable(exc))
         elif isinstance(msg, Wait):
             self._wait(call, msg)
         elif isinstance(msg, ConfirmWait):
@@ -619,7 +640,7 @@ class ProjectActor(Actor):
         new_events: list[_Event] = []
         for p in pending:
             for row in p.results:
-                self._cache_result(row.id, row.body)
+                self.results.put(row.id, row.body)
             self.stats["results_stored"] += len(p.results)
             new_events.extend(p.events)
         notified = self._append_events(new_events)
@@ -690,11 +711,6 @@ class ProjectActor(Actor):
             self._drop_session(key)
         return notified
 
-    def _cache_result(self, rid: str, encoded: bytes) -> None:
-        self.results[rid] = encoded
-        if len(self.results) > self.config.result_cache:
-            self.results.popitem(last=False)
-
     async def _get(self, call: Call, msg: GetResult) -> None:
         encoded = self.results.get(msg.result_id)
         if encoded is None:
@@ -704,7 +720,7 @@ class ProjectActor(Actor):
             if encoded is None:
                 call.fail(NotFound(f"no result {msg.result_id!r}"))
                 return
-            self._cache_result(msg.result_id, encoded)
+            self.results.put(msg.result_id, encoded)
         call.reply(encoded)
 
     # -- waits --
@@ -723,9 +739,7 @@ class ProjectActor(Actor):
         key = None
         if msg.since is None:
             key = (msg.sub, f"{msg.event_type}\x00{msg.filter.text}")
-            after = self.wait_cursors.get(key, 0)
-            if key in self.wait_cursors:
-                self.wait_cursors.move_to_end(key)
+            after = self.wait_cursors.get(key) or 0
         else:
             after = msg.since
         found, more = self._matching(msg, after, msg.limit)
@@ -755,12 +769,9 @@ class ProjectActor(Actor):
 
     def _advance_wait(self, key: tuple[str, str], cursor: int) -> None:
         """Move a server-side wait position forward (a delivered answer); never backwards."""
-        if cursor <= self.wait_cursors.get(key, 0):
+        if cursor <= (self.wait_cursors.peek(key) or 0):
             return
-        self.wait_cursors[key] = cursor
-        self.wait_cursors.move_to_end(key)
-        if len(self.wait_cursors) > self.config.max_wait_positions:
-            self.wait_cursors.popitem(last=False)
+        self.wait_cursors.put(key, cursor)
         self.store.try_cast(SaveWaitCursor(self.project_id, key[0], key[1], cursor))
 
     def _wait_reply(self, found: list[Entry], after: int, more: bool, timed_out: bool) -> bytes:

@@ -61,24 +61,26 @@ def json_too_deep(value: Any, limit: int) -> str | None:
     """Where ``value`` (parsed JSON, itself level 1) nests containers deeper than ``limit``
     levels: the top-level key (or ``"[i]"``) holding the too deep part; None if it does not.
 
-    Iterative and visits containers only; no recursion, so any depth is safe to check.
+    Iterative and only containers are kept on the stack; no recursion, so any depth is safe.
     """
     if not isinstance(value, dict | list):
         return None
-    stack: list[tuple[Any, int, str | None]] = [(value, 1, None)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth, top = pop()
-        if depth > limit:
-            return top if top is not None else "body"
-        if isinstance(node, dict):
-            for key, child in node.items():
-                if type(child) is dict or type(child) is list:
-                    push((child, depth + 1, top if top is not None else key))
-        else:
-            for i, child in enumerate(node):
-                if type(child) is dict or type(child) is list:
-                    push((child, depth + 1, top if top is not None else f"[{i}]"))
+    if limit < 1:
+        return "body"
+    tops = value.items() if isinstance(value, dict) else ((f"[{i}]", v) for i, v in enumerate(value))
+    for top, child in tops:
+        if type(child) is not dict and type(child) is not list:
+            continue
+        stack: list[tuple[Any, int]] = [(child, 2)]
+        pop, push = stack.pop, stack.append
+        while stack:
+            node, depth = pop()
+            if depth > limit:
+                return str(top)
+            below = depth + 1
+            for item in (node.values() if type(node) is dict else node):
+                if type(item) is dict or type(item) is list:
+                    push((item, below))
     return None
 
 

@@ -1,35 +1,67 @@
 """The session actor: one per connected agent (one WebSocket connection).
 
-It owns the connection's bounded outbound queue, its subscriptions and its authentication
-state. Requests are read by one task; cheap ones are answered inline, the others by a small
-fixed pool of workers, and long waits by tasks bounded per connection. Nothing here knows the
-wire format: the transport hands in a :class:`Connection` and a :class:`Dispatcher`.
+It owns the connection's bounded outbound queue, its subscriptions, its principal and the
+token's expiry: only the session's own tasks write them (its reader, workers and wait tasks,
+which run the operation handlers, and its mailbox actor). Others reach it by messages
+(:class:`CloseSession`) or through the :class:`~orchestra.actors.project.SubscriptionSink`
+methods, which only offer frames to its outbox. Requests are read by one task; cheap ones are
+answered inline, the others by a small fixed pool of workers, and long waits by tasks bounded
+per connection.
 
-A session is a *temporary* child: when it crashes its connection is closed (1011) and the
-agent reconnects and resumes its subscriptions from their cursors; nothing acknowledged is lost.
+Nothing here knows the wire format: the transport hands in a :class:`Connection` (which maps a
+:class:`CloseReason` to its close code) and a :class:`Dispatcher` (which builds every frame).
+
+A session is a *temporary* child: when it crashes its connection is closed
+(:attr:`CloseReason.CRASHED`) and the agent reconnects and resumes its subscriptions from their
+cursors; nothing acknowledged is lost.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 
+from .broker import DropGlobals
 from .events import encode_cursor
+from .principal import Principal
+from .project import DropSession
 from .runtime import Actor, ActorError, ActorRef, Outbox, run_actor
 
-__all__ = ["Connection", "ConnectionGone", "Dispatcher", "Session", "SessionLimits", "CloseSession"]
+__all__ = [
+    "CloseReason",
+    "CloseSession",
+    "Connection",
+    "ConnectionGone",
+    "Dispatcher",
+    "Session",
+    "SessionLimits",
+    "SessionRegistry",
+]
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_INTERNAL = 1011
-CLOSE_RESTART = 1012
-CLOSE_AUTH = 4001
-CLOSE_FORBIDDEN = 4003
-CLOSE_SLOW = 4008
+
+class CloseReason(enum.Enum):
+    """Why a session ends; the transport gives each its close code (PROTOCOL.md)."""
+
+    #: the client closed, or went away
+    NORMAL = "normal"
+    #: the server is shutting down
+    GOING_AWAY = "going_away"
+    #: the session itself failed (a bug): reconnect and resume
+    CRASHED = "crashed"
+    #: an actor feeding its subscriptions restarted: resubscribe from the cursor named
+    RESTARTED = "restarted"
+    #: the token expired, or is not valid
+    UNAUTHENTICATED = "unauthenticated"
+    #: the connection asked for what its token may not do (switching identity)
+    FORBIDDEN = "forbidden"
+    #: the client read too slowly: its outbound queue passed its bound
+    TOO_SLOW = "too_slow"
 
 
 class ConnectionGone(Exception):
@@ -44,7 +76,7 @@ class Connection(Protocol):
         """Send frames in order, in as few writes to the socket as the transport can."""
         ...
 
-    async def close(self, code: int, reason: str) -> None: ...
+    async def close(self, reason: CloseReason, message: str) -> None: ...
 
 
 class Dispatcher(Protocol):
@@ -64,6 +96,10 @@ class Dispatcher(Protocol):
         """A frame the server sends on its own (not an answer)."""
         ...
 
+    def event_frame(self, sid: str, event: bytes) -> bytes:
+        """The frame pushing ``event`` (encoded) to subscription ``sid``."""
+        ...
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -76,8 +112,8 @@ class SessionLimits:
 
 @dataclass(frozen=True, slots=True)
 class CloseSession:
-    code: int
-    reason: str
+    reason: CloseReason
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,47 +121,112 @@ class SetExpiry:
     expires_at: float  # trio time
 
 
+@dataclass(frozen=True, slots=True)
+class _Begin:
+    """Note to the writer: subscription ``sid`` starts at ``cursor`` (a resume point even
+    before anything of it was written)."""
+
+    sid: str
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Pull:
+    """Note to the writer: once the outbox drains, cast ``msg`` (more replay) to ``ref``."""
+
+    msg: Any
+    ref: ActorRef
+
+
+@dataclass(frozen=True, slots=True)
+class _Forget:
+    """Note to the writer: subscription ``sid`` ended."""
+
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Attached:
+    """A "*" subscription reached another project (sent by the broker)."""
+
+    project_id: str
+    sid: str
+    ref: ActorRef
+
+
+class SessionRegistry:
+    """The live sessions, by key. Each session adds itself once it runs and removes itself when
+    it ends: no one else writes it. Readers (status, shutdown) iterate a snapshot."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._live.values()))
+
+    def get(self, key: str) -> Session | None:
+        return self._live.get(key)
+
+    def _enter(self, session: Session) -> None:
+        self._live[session.key] = session
+
+    def _leave(self, session: Session) -> None:
+        if self._live.get(session.key) is session:
+            del self._live[session.key]
+
+
 class _SessionActor(Actor):
-    """The mailbox side of a session: closes, token expiry and fault injection.
+    """The mailbox side of a session: closes, token expiry, "*" attachments, fault injection.
 
     Before the token expires the client is told (a notice frame, ``warn_before`` seconds
-    ahead); at expiry, unless a refresh moved it, the connection is closed with 4001.
+    ahead); at expiry, unless a refresh moved it, the connection is closed
+    (:attr:`CloseReason.UNAUTHENTICATED`).
     """
 
     warn_before = 30.0
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, expires_at: float) -> None:
         self.session = session
+        self.expires_at = expires_at
         self.warned_for = math.inf
 
     def next_deadline(self) -> float:
-        expires = self.session.expires_at
-        if expires != self.warned_for:
-            return expires - self.warn_before
-        return expires
+        if self.expires_at != self.warned_for:
+            return self.expires_at - self.warn_before
+        return self.expires_at
 
     async def on_timeout(self) -> None:
         session = self.session
         now = trio.current_time()
-        if session.expires_at != self.warned_for and now < session.expires_at:
-            self.warned_for = session.expires_at
+        if self.expires_at != self.warned_for and now < self.expires_at:
+            self.warned_for = self.expires_at
             session.send_frame(session.dispatcher.notice_frame(
-                "auth.expiring", {"expires_in_seconds": round(session.expires_at - now, 3)}
+                "auth.expiring", {"expires_in_seconds": round(self.expires_at - now, 3)}
             ))
             return
-        session.expires_at = math.inf
-        await session.close(CLOSE_AUTH, "token expired; reconnect with a fresh token")
+        self.expires_at = math.inf
+        session.close(CloseReason.UNAUTHENTICATED, "token expired; reconnect with a fresh token")
 
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, CloseSession):
-            await self.session.close(msg.code, msg.reason)
+            self.session.close(msg.reason, msg.message)
         elif isinstance(msg, SetExpiry):
-            self.session.expires_at = msg.expires_at
+            self.expires_at = msg.expires_at
+        elif isinstance(msg, _Attached):
+            self.session.add_subscription(msg.project_id, msg.sid, msg.ref)
         return None
 
 
 class Session:
-    """One connection's state and tasks. ``claims`` is the verified token, set by the transport."""
+    """One connection's state and tasks, for the verified ``principal``.
+
+    Guarantees: its state is written only by its own tasks; once :meth:`run` returns, its
+    connection was closed with the first reason given, every project and the broker were told
+    to forget its subscriptions, and it left ``registry``.
+    """
 
     def __init__(
         self,
@@ -133,32 +234,36 @@ class Session:
         conn: Connection,
         dispatcher: Dispatcher,
         limits: SessionLimits,
-        on_close: Callable[[Session], Awaitable[None]] | None = None,
+        principal: Principal,
+        registry: SessionRegistry,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.key = key
         self.conn = conn
         self.dispatcher = dispatcher
         self.limits = limits
-        self.on_close = on_close
-        self.ref = ActorRef(f"session:{key}", mailbox_size=64)
+        #: the verified token; a refresh replaces it (:meth:`refresh`)
+        self.principal = principal
+        self.registry = registry
+        self.wall_clock = wall_clock
+        self.ref = ActorRef(f"session:{key}", mailbox_size=256)
         self.outbox = Outbox(limits.max_messages, limits.max_bytes)
-        self.claims: dict[str, Any] = {}
-        #: the verified token (a transport Principal); set before the session starts
-        self.principal: Any = None
         self.finished = trio.Event()
-        self.agent_id = key.split("#", 1)[0]
-        self.expires_at = math.inf
+        self._agent_id = key.split("#", 1)[0]
         #: sid -> project ref, for unsubscribe and cleanup
-        self.subscriptions: dict[str, ActorRef] = {}
+        self._subscriptions: dict[str, ActorRef] = {}
         #: the last cursor written to the socket, per subscription
-        self.delivered: dict[str, str] = {}
-        self.last_delivered: str | None = None
-        self.watched: set[str] = set()
+        self._delivered: dict[str, str] = {}
+        self._last_delivered: str | None = None
+        self._watched: set[str] = set()
         #: this connection's global ("*") subscriptions, kept by the broker
-        self.global_subscriptions: set[str] = set()
+        self._globals: set[str] = set()
+        self._broker: ActorRef | None = None
         #: replays waiting for the outbox to drain: the message to cast -> the project's ref
         self._pulls: dict[Any, ActorRef] = {}
-        self.close_code: int | None = None
+        self.close_reason: CloseReason | None = None
+        self.close_message = ""
         self.requests = 0
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
@@ -169,22 +274,26 @@ class Session:
     def session_key(self) -> str:
         return self.key
 
+    @property
+    def agent_id(self) -> str:
+        return self._agent_id
+
     # -- SubscriptionSink (called from project actors' tasks; never blocks) --
 
     def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
         self.outbox.offer(self.dispatcher.reply_frame(reply_id, reply))
 
     def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
-        frame = b'{"op":"event","subscription":"%s","event":%s}' % (sid.encode(), event)
-        return self.outbox.offer(frame, (sid, cursor))
+        return self.outbox.offer(self.dispatcher.event_frame(sid, event), (sid, cursor))
 
     def begin(self, sid: str, cursor: str) -> None:
-        self.delivered[sid] = cursor
+        # a note to the writer, which alone keeps the delivery bookkeeping
+        self.outbox.offer(None, _Begin(sid, cursor))
 
     def replay(self, sid: str, cursor: str, event: bytes) -> bool:
         # Replay fills the outbox to half its bounds only: the other half stays for live
         # events (of other subscriptions) and answers. One frame always fits an empty outbox.
-        frame = b'{"op":"event","subscription":"%s","event":%s}' % (sid.encode(), event)
+        frame = self.dispatcher.event_frame(sid, event)
         outbox = self.outbox
         if len(outbox) and (
             len(outbox) >= outbox.max_messages // 2
@@ -194,31 +303,80 @@ class Session:
         return outbox.offer(frame, (sid, cursor))
 
     def want_more(self, ref: ActorRef, msg: Any) -> None:
-        self._pulls[msg] = ref
+        # refused only once the outbox overflowed: the connection is cut (4008) then anyway
+        self.outbox.offer(None, _Pull(msg, ref))
 
     def behind(self, sid: str) -> None:
         self._cut_behind()
 
     def attached(self, project_id: str, sid: str, ref: ActorRef) -> None:
-        """A global ("*") subscription reached ``project_id`` (called by the broker)."""
-        self.subscriptions[sid] = ref
-        self.watch(project_id, ref)
+        """A global ("*") subscription reached ``project_id`` (called by the broker): the
+        session's own actor records it."""
+        if not self.ref.try_cast(_Attached(project_id, sid, ref)):
+            # cannot record it, so a restart of that project could go unnoticed: resubscribe
+            self._cut(CloseReason.RESTARTED, "too many projects attached at once; resubscribe '*'")
+
+    # -- the session's state, written by its own tasks (the handlers of its requests) --
+
+    def add_subscription(self, project_id: str, sid: str, ref: ActorRef) -> None:
+        """Record subscription ``sid`` at ``project_id``'s actor, and watch that actor."""
+        self._subscriptions[sid] = ref
+        self._watch(project_id, ref)
+
+    def remove_subscription(self, sid: str) -> ActorRef | None:
+        """Forget subscription ``sid``; the ref of its project, None if it is not one."""
+        ref = self._subscriptions.pop(sid, None)
+        if ref is not None:
+            self.outbox.offer(None, _Forget(sid))
+        return ref
+
+    def add_global(self, gsid: str, broker: ActorRef) -> None:
+        """Record a "*" subscription the broker keeps, and watch the broker."""
+        self._globals.add(gsid)
+        self._broker = broker
+        if "*" not in self._watched and self._nursery is not None:
+            self._watched.add("*")
+            self._nursery.start_soon(self._watch_broker, broker.monitor())
+
+    def has_global(self, gsid: str) -> bool:
+        return gsid in self._globals
+
+    def remove_global(self, gsid: str) -> None:
+        self._globals.discard(gsid)
+
+    async def refresh(self, principal: Principal) -> None:
+        """Act as ``principal`` from now on (a refreshed token) and expire with it."""
+        self.principal = principal
+        await self.ref.cast(SetExpiry(self._expiry_of(principal)))
+
+    def _expiry_of(self, principal: Principal) -> float:
+        return trio.current_time() + max(0.0, principal.exp - self.wall_clock())
 
     def _cut_behind(self) -> None:
-        if self.close_code is None:
-            cursor = self.resume_cursor()
-            self.close_code = CLOSE_SLOW
-            self.close_reason = (
-                f"too far behind; last cursor delivered {cursor}; resubscribe with since={cursor}"
-            )
-        self._closing.set()
+        cursor = self.resume_cursor()
+        self._cut(
+            CloseReason.TOO_SLOW,
+            f"too far behind; last cursor delivered {cursor}; resubscribe with since={cursor}",
+        )
 
     def resume_cursor(self) -> str:
         """A cursor to resume from with nothing lost: the oldest of every subscription's last
         cursor written (or, if none was yet, the cursor it started from)."""
-        if self.delivered:
-            return min(self.delivered.values())
-        return self.last_delivered or encode_cursor(0)
+        positions = self._positions()
+        if positions:
+            return min(positions.values())
+        return self._last_delivered or encode_cursor(0)
+
+    def _positions(self) -> dict[str, str]:
+        """Each subscription's last cursor written, or where it started; notes still queued
+        for the writer count (a cut can come before the writer took them)."""
+        positions = dict(self._delivered)
+        for tag in self.outbox.pending_tags():
+            if isinstance(tag, _Begin):
+                positions.setdefault(tag.sid, tag.cursor)
+            elif isinstance(tag, _Forget):
+                positions.pop(tag.sid, None)
+        return positions
 
     async def _pull_more(self) -> None:
         """Ask for more replay once the outbox is back under the replay mark."""
@@ -230,7 +388,7 @@ class Session:
             try:
                 await ref.cast(msg)
             except ActorError:
-                pass  # the project stopped: its restart closes this connection (1012)
+                pass  # the project stopped: its restart closes this connection
 
     # -- lifecycle --
 
@@ -238,50 +396,58 @@ class Session:
         """Queue a frame; ``on_sent`` is called once the writer wrote it (never if it was not)."""
         return self.outbox.offer(frame, on_sent)
 
-    async def close(self, code: int, reason: str) -> None:
-        if self.close_code is None:
-            self.close_code = code
+    def close(self, reason: CloseReason, message: str) -> None:
+        """End the session (called by its own tasks; others send :class:`CloseSession`).
+        The first reason given is the one the connection closes with."""
+        self._cut(reason, message)
+
+    def _cut(self, reason: CloseReason, message: str) -> None:
+        if self.close_reason is None:
             self.close_reason = reason
+            self.close_message = message
         self._closing.set()
 
-    def watch(self, project: str, ref: ActorRef) -> None:
-        """Close this connection (1012) if the project's actor restarts under its subscriptions."""
-        if project in self.watched or self._nursery is None:
+    def _watch(self, project: str, ref: ActorRef) -> None:
+        """Close this connection if the project's actor restarts under its subscriptions."""
+        if project in self._watched or self._nursery is None:
             return
-        self.watched.add(project)
-        down = ref.monitor()
-        self._nursery.start_soon(self._watch, project, down)
-
-    def watch_broker(self, ref: ActorRef) -> None:
-        """Close this connection (1012) if the broker, which keeps its global ("*")
-        subscriptions, restarts: they would no longer reach projects started later."""
-        if "*" in self.watched or self._nursery is None:
-            return
-        self.watched.add("*")
-        self._nursery.start_soon(self._watch_broker, ref.monitor())
+        self._watched.add(project)
+        self._nursery.start_soon(self._watch_project, project, ref.monitor())
 
     async def _watch_broker(self, down: trio.Event) -> None:
+        """The broker keeps the "*" subscriptions: restarted, it no longer reaches projects
+        started later."""
         await down.wait()
-        self.watched.discard("*")
-        if self.global_subscriptions:
-            await self.close(CLOSE_RESTART, "broker restarted; resubscribe '*' with since per project")
+        self._watched.discard("*")
+        if self._globals:
+            self.close(CloseReason.RESTARTED, "broker restarted; resubscribe '*' with since per project")
 
-    async def _watch(self, project: str, down: trio.Event) -> None:
+    async def _watch_project(self, project: str, down: trio.Event) -> None:
         await down.wait()
-        self.watched.discard(project)
-        if any(r.name.endswith(f":{project}") for r in self.subscriptions.values()):
-            mine = [c for sid, c in self.delivered.items() if sid.startswith(f"{project}/")]
-            cursor = min(mine) if mine else (self.last_delivered or "")
-            await self.close(CLOSE_RESTART, f"project restarted; resubscribe with since={cursor}")
+        self._watched.discard(project)
+        if any(r.name.endswith(f":{project}") for r in self._subscriptions.values()):
+            mine = [c for sid, c in self._positions().items() if sid.startswith(f"{project}/")]
+            cursor = min(mine) if mine else (self._last_delivered or "")
+            self.close(CloseReason.RESTARTED, f"project restarted; resubscribe with since={cursor}")
+
+    def _forget(self) -> None:
+        """Tell the broker and every project to drop this session's subscriptions."""
+        self.registry._leave(self)
+        if self._globals and self._broker is not None:
+            self._broker.try_cast(DropGlobals(self.key))
+        for ref in set(self._subscriptions.values()):
+            ref.try_cast(DropSession(self.key))
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         requests_send, requests_recv = trio.open_memory_channel[dict[str, Any]](
             self.limits.request_queue
         )
+        self.registry._enter(self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await nursery.start(run_actor, self.ref, _SessionActor(self))
+                actor = _SessionActor(self, self._expiry_of(self.principal))
+                await nursery.start(run_actor, self.ref, actor)
                 nursery.start_soon(self._writer)
                 for _ in range(self.limits.workers):
                     nursery.start_soon(self._worker, requests_recv)
@@ -297,12 +463,11 @@ class Session:
         finally:
             self.outbox.close()
             with trio.CancelScope(shield=True):
-                if self.close_code is None:
-                    self.close_code, self.close_reason = CLOSE_INTERNAL, "session crashed"
+                if self.close_reason is None:
+                    self.close_reason, self.close_message = CloseReason.CRASHED, "session crashed"
                 with trio.move_on_after(2):
-                    await self.conn.close(self.close_code, self.close_reason)
-                if self.on_close is not None:
-                    await self.on_close(self)
+                    await self.conn.close(self.close_reason, self.close_message)
+                self._forget()
                 self.finished.set()
 
     async def _reader(self, requests: trio.MemorySendChannel[dict[str, Any]]) -> None:
@@ -325,7 +490,7 @@ class Session:
                 else:
                     await requests.send(request)
         except ConnectionGone:
-            await self.close(CLOSE_NORMAL, "")
+            self.close(CloseReason.NORMAL, "")
 
     async def _blocking_task(self, request: dict[str, Any], borrower: object) -> None:
         try:
@@ -346,21 +511,29 @@ class Session:
         try:
             while True:
                 batch = await self.outbox.get_batch()
-                await self.conn.send_many([frame for frame, _ in batch])
+                frames = [frame for frame, _ in batch if frame is not None]
+                if frames:
+                    await self.conn.send_many(frames)
                 for _, tag in batch:
                     if tag is None:
                         continue
                     if callable(tag):  # an answer's delivery hook (a wait's position)
                         tag()
-                    else:
-                        self.delivered[tag[0]] = tag[1]
-                        self.last_delivered = tag[1]
+                    elif isinstance(tag, tuple):  # an event frame written: (sid, cursor)
+                        self._delivered[tag[0]] = tag[1]
+                        self._last_delivered = tag[1]
+                    elif isinstance(tag, _Begin):
+                        self._delivered.setdefault(tag.sid, tag.cursor)
+                    elif isinstance(tag, _Pull):
+                        self._pulls[tag.msg] = tag.ref
+                    elif isinstance(tag, _Forget):
+                        self._delivered.pop(tag.sid, None)
                 if self._pulls:
                     await self._pull_more()
         except trio.EndOfChannel:
             if self.outbox.overflowed:
                 self._cut_behind()
         except ConnectionGone:
-            await self.close(CLOSE_NORMAL, "")
+            self.close(CloseReason.NORMAL, "")
         finally:
             self._writer_done.set()

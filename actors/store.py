@@ -1,8 +1,9 @@
 """The durable store: a narrow backend interface, its SQLite implementation, and the store actor.
 
 The store actor is the only writer. It takes every request waiting in its mailbox at once and
-runs them in one worker-thread call: all writes in one transaction (one savepoint each, so a
-bad write fails alone), then the reads, which therefore see every write queued before them.
+runs them in one backend call (on a worker thread, or inline for a backend that never blocks):
+all writes in one transaction (one savepoint each, so a bad write fails alone), then the
+reads, which therefore see every write queued before them.
 A write is acknowledged only after its transaction has committed.
 
 No request can crash the store: any exception of one write is that write's answer
@@ -18,9 +19,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -28,7 +30,15 @@ from .errors import CommitFailed, ReadFailed, StoreError, WriteRejected
 from .runtime import Actor, Call, WorkerThread
 
 __all__ = [
+    "LIVE_AGENT_STATES",
+    "AgentRow",
+    "AgentSeq",
     "AppendBatch",
+    "FindSpawn",
+    "GetAgent",
+    "ListAgents",
+    "LiveAgents",
+    "SaveAgent",
     "CommitFailed",
     "EventRow",
     "GetResult",
@@ -50,7 +60,9 @@ __all__ = [
     "WriteRejected",
 ]
 
-SCHEMA_VERSION = 2
+T = TypeVar("T")
+
+SCHEMA_VERSION = 3
 
 # Each entry migrates from version i to i + 1; never edit a released entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -107,6 +119,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (project_id, sub, key)
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+    """,
+    # 3: spawned agents: their state (to find those left running by a crash), the spawn's
+    # idempotency scope and its original answer
+    """
+    ALTER TABLE agents ADD COLUMN state TEXT NOT NULL DEFAULT 'starting';
+    ALTER TABLE agents ADD COLUMN spawn_key TEXT;
+    ALTER TABLE agents ADD COLUMN answer BLOB;
+    ALTER TABLE agents ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX agents_by_project ON agents (project_id, seq);
+    CREATE INDEX agents_by_state ON agents (state);
+    CREATE UNIQUE INDEX agents_by_spawn_key ON agents (project_id, spawn_key)
+        WHERE spawn_key IS NOT NULL;
     """,
 ]
 
@@ -235,8 +259,79 @@ class StoreCounts:
     pass
 
 
+# -- spawned agents --
+
+#: States in which an agent's process may be alive (or about to be): the ones to look for
+#: after a crash of the server.
+LIVE_AGENT_STATES = ("starting", "running", "stalled")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One spawned agent's record (``body``: its JSON), written whole on every change.
+
+    ``seq`` orders a project's agents by spawn (newest last); ``spawn_key`` is the spawn's
+    idempotency scope (``sub`` NUL ``key``), unique per project; ``answer`` the encoded
+    original spawn answer, once there is one.
+    """
+
+    agent_id: str
+    project_id: str
+    state: str
+    seq: int
+    updated_at: str
+    body: bytes
+    spawn_key: str | None = None
+    answer: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveAgent:
+    """Insert or replace an agent's record; the spawn key and answer, once set, are kept."""
+
+    row: AgentRow
+
+
+@dataclass(frozen=True, slots=True)
+class GetAgent:
+    """Answers the :class:`AgentRow` of that agent in that project, or None."""
+
+    project_id: str
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListAgents:
+    """Answers a project's :class:`AgentRow` s, newest spawn first, at most ``limit``."""
+
+    project_id: str
+    state: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveAgents:
+    """Answers every :class:`AgentRow` (all projects) recorded in a live state."""
+
+    limit: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class FindSpawn:
+    """Answers the :class:`AgentRow` spawned with this idempotency scope, or None."""
+
+    project_id: str
+    spawn_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSeq:
+    """Answers the highest ``seq`` of any agent (0 if none)."""
+
+
 class StoreBackend(Protocol):
-    """What the store actor needs from a database. Synchronous: it runs in a worker thread.
+    """What the store actor needs from a database. Synchronous: it runs in a worker thread,
+    unless its class says ``blocking = False`` (then on the store actor's own task).
 
     Kept narrow so that another database (PostgreSQL for several hosts) can stand in
     without touching any actor.
@@ -256,8 +351,12 @@ class StoreBackend(Protocol):
 
 
 class SQLiteBackend:
-    """SQLite in WAL mode. ``synchronous`` is NORMAL (a commit survives a crash or SIGKILL
-    of the process; an OS crash may lose the last instants) or FULL (fsync per commit)."""
+    """SQLite in WAL mode, run on the store actor's worker thread. ``synchronous`` is NORMAL
+    (a commit survives a crash or SIGKILL of the process; an OS crash may lose the last
+    instants) or FULL (fsync per commit)."""
+
+    #: its calls block: the store actor runs them on its worker thread
+    blocking = True
 
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
@@ -385,6 +484,17 @@ class SQLiteBackend:
         elif isinstance(write, PurgeExpired):
             db.execute("DELETE FROM events WHERE expires_at <= ?", (write.now,))
             db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (write.now,))
+        elif isinstance(write, SaveAgent):
+            r = write.row
+            db.execute(
+                "INSERT INTO agents (agent_id, project_id, body, updated_at, state, spawn_key,"
+                " answer, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET"
+                " body = excluded.body, updated_at = excluded.updated_at, state = excluded.state,"
+                " spawn_key = coalesce(agents.spawn_key, excluded.spawn_key),"
+                " answer = coalesce(agents.answer, excluded.answer)",
+                (r.agent_id, r.project_id, r.body, r.updated_at, r.state, r.spawn_key, r.answer,
+                 r.seq),
+            )
         else:
             raise TypeError(f"not a store write: {write!r}")
 
@@ -439,7 +549,47 @@ class SQLiteBackend:
             events = db.execute("SELECT count(*) FROM events").fetchone()[0]
             projects = db.execute("SELECT count(*) FROM projects").fetchone()[0]
             return {"results": results, "events": events, "projects": projects}
+        if isinstance(read, GetAgent | ListAgents | LiveAgents | FindSpawn | AgentSeq):
+            return self._agents(db, read)
         raise TypeError(f"not a store read: {read!r}")
+
+    _AGENT_COLUMNS = "agent_id, project_id, state, seq, updated_at, body, spawn_key, answer"
+
+    def _agents(self, db: sqlite3.Connection, read: Any) -> Any:
+        cols = self._AGENT_COLUMNS
+        if isinstance(read, AgentSeq):
+            return db.execute("SELECT coalesce(max(seq), 0) FROM agents").fetchone()[0]
+        if isinstance(read, GetAgent):
+            row = db.execute(
+                f"SELECT {cols} FROM agents WHERE agent_id = ? AND project_id = ?",
+                (read.agent_id, read.project_id),
+            ).fetchone()
+            return AgentRow(*row) if row else None
+        if isinstance(read, FindSpawn):
+            row = db.execute(
+                f"SELECT {cols} FROM agents WHERE project_id = ? AND spawn_key = ?",
+                (read.project_id, read.spawn_key),
+            ).fetchone()
+            return AgentRow(*row) if row else None
+        if isinstance(read, ListAgents):
+            if read.state is None:
+                rows = db.execute(
+                    f"SELECT {cols} FROM agents WHERE project_id = ? ORDER BY seq DESC LIMIT ?",
+                    (read.project_id, read.limit),
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    f"SELECT {cols} FROM agents WHERE project_id = ? AND state = ?"
+                    " ORDER BY seq DESC LIMIT ?",
+                    (read.project_id, read.state, read.limit),
+                ).fetchall()
+            return [AgentRow(*r) for r in rows]
+        marks = ", ".join("?" for _ in LIVE_AGENT_STATES)
+        rows = db.execute(
+            f"SELECT {cols} FROM agents WHERE state IN ({marks}) ORDER BY seq LIMIT ?",
+            (*LIVE_AGENT_STATES, read.limit),
+        ).fetchall()
+        return [AgentRow(*r) for r in rows]
 
     def _query(self, db: sqlite3.Connection, read: QueryResults) -> list[tuple[int, bytes]]:
         clauses: list[str] = []
@@ -477,7 +627,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError)
 
 
-_WRITES = (AppendBatch, SaveWaitCursor, PurgeExpired)
+_WRITES = (AppendBatch, SaveWaitCursor, PurgeExpired, SaveAgent)
 
 
 class StoreActor(Actor):
@@ -505,11 +655,13 @@ class StoreActor(Actor):
 
     async def on_start(self) -> None:
         # The one thread that touches the database, for this incarnation's lifetime.
-        self.thread = WorkerThread("orchestra-store")
+        self.thread: WorkerThread | None = None
+        if getattr(type(self.backend), "blocking", True):
+            self.thread = WorkerThread("orchestra-store")
         try:
-            await self.thread.run(self.backend.open)
+            await self._run(self.backend.open)
         except BaseException:
-            self.thread.stop()
+            self.on_exit()
             raise
         self._next_purge = trio.current_time() + self.purge_interval
 
@@ -520,11 +672,20 @@ class StoreActor(Actor):
         with trio.move_on_after(5):
             if pending:
                 await self.handle_batch(pending)
-        await self.thread.run(self.backend.close)
+        await self._run(self.backend.close)
 
     def on_exit(self) -> None:
         # After a crash too: the thread ends once the jobs handed to it are done.
-        self.thread.stop()
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the worker thread, or inline (with a checkpoint) for a non-blocking backend."""
+        if self.thread is None:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await self.thread.run(fn)
 
     def next_deadline(self) -> float:
         return self._next_purge
@@ -551,7 +712,7 @@ class StoreActor(Actor):
                 call.reply(outcome)
 
     async def _apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
-        result = await self.thread.run(lambda: self.backend.apply(writes, reads))
+        result = await self._run(lambda: self.backend.apply(writes, reads))
         if writes:
             self.commits += 1
             self.writes += len(writes)

@@ -3,9 +3,11 @@
     root (one_for_one)
     ├── store      StoreActor      permanent   the only writer of the durable store
     ├── projects   Supervisor      permanent   one ProjectActor per project id, started on demand
-    ├── broker     BrokerActor     permanent   starts project actors under ``projects``
-    ├── sessions   Supervisor      permanent   one SessionActor per WebSocket connection (temporary)
+    ├── broker     BrokerActor     permanent   starts project and context actors on first use
+    ├── sessions   Supervisor      permanent   one Session per WebSocket connection (temporary)
     └── contexts   Supervisor      permanent   one ContextActor per project, started on first use
+
+The live sessions are listed in one :class:`SessionRegistry`, written by the sessions only.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 
 import trio
 
-from .broker import BrokerActor, EnsureProject, project_child_id
+from .broker import BrokerActor, EnsureContext, EnsureProject, context_child_id, project_child_id
 from .context_actor import ContextActor, ContextStats
+from .principal import Principal
 from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats
-from .runtime import ActorError, ActorRef, ChildSpec, DuplicateChild, Supervisor
+from .runtime import ActorError, ActorRef, ChildSpec, Restart, Supervisor
+from .session import Connection, Dispatcher, Session, SessionLimits, SessionRegistry
 from .store import SQLiteBackend, StoreActor, StoreCounts, default_db_path
 
 __all__ = ["ActorSystem", "SystemConfig"]
@@ -61,8 +65,19 @@ class ActorSystem:
             "contexts", max_restarts=config.max_restarts, period=config.restart_period
         )
 
+        #: the live sessions (each session enters and leaves it itself)
+        self.live_sessions = SessionRegistry()
+
+        #: each project's counts, kept across its actor's restarts (written by that actor only)
+        self._project_counts: dict[str, dict[str, int]] = {}
+
         def make_project(project_id: str) -> ProjectActor:
-            return ProjectActor(project_id, self.store, config.profiles, project_config)
+            counts = self._project_counts.setdefault(project_id, {})
+            return ProjectActor(project_id, self.store, config.profiles, project_config, counts=counts)
+
+        def make_context(project_id: str) -> ContextActor:
+            return ContextActor(project_id, self.root_of(project_id), self.store, config.profiles,
+                                sweep_interval=config.context_sweep)
 
         self.root = Supervisor(
             "root",
@@ -74,7 +89,8 @@ class ActorSystem:
                 ChildSpec("projects", lambda: self.projects),
                 ChildSpec.actor(
                     "broker", self.broker,
-                    lambda: BrokerActor(self.projects, make_project, mailbox_size=config.mailbox_size),
+                    lambda: BrokerActor(self.projects, make_project, mailbox_size=config.mailbox_size,
+                                        contexts=self.contexts, make_context=make_context),
                 ),
                 ChildSpec("sessions", lambda: self.sessions),
                 ChildSpec("contexts", lambda: self.contexts),
@@ -91,30 +107,32 @@ class ActorSystem:
         ref = self.projects.lookup(project_child_id(project_id))
         if ref is not None:
             return ref
-        return await self.broker.call(EnsureProject(project_id), timeout=timeout)  # type: ignore[no-any-return]
+        started: ActorRef = await self.broker.call(EnsureProject(project_id), timeout=timeout)
+        return started
 
     def root_of(self, project_id: str) -> Path:
         return self.config.roots.get(project_id, self.config.default_root)
 
-    async def context(self, project_id: str) -> ActorRef:
-        """The ref of a project's context actor, starting it on first use."""
-        child_id = f"context:{project_id}"
-        ref = self.contexts.lookup(child_id)
+    async def context(self, project_id: str, timeout: float = 10.0) -> ActorRef:
+        """The ref of a project's context actor, starting it (through the broker) on first use."""
+        ref = self.contexts.lookup(context_child_id(project_id))
         if ref is not None:
             return ref
-        ref = ActorRef(child_id, mailbox_size=self.config.mailbox_size)
-        root = self.root_of(project_id)
-        try:
-            await self.contexts.start_child(ChildSpec.actor(
-                child_id, ref,
-                lambda: ContextActor(project_id, root, self.store, self.config.profiles,
-                                     sweep_interval=self.config.context_sweep),
-            ))
-        except DuplicateChild:  # started meanwhile by another request
-            pass
-        found = self.contexts.lookup(child_id)
-        assert found is not None
-        return found
+        started: ActorRef = await self.broker.call(EnsureContext(project_id), timeout=timeout)
+        return started
+
+    async def start_session(
+        self, key: str, conn: Connection, dispatcher: Dispatcher, limits: SessionLimits,
+        principal: Principal,
+    ) -> Session:
+        """Start a session for a verified connection under ``sessions`` (temporary: never
+        restarted). Raises :class:`~orchestra.actors.runtime.SupervisorError` if it cannot
+        start (the supervisor stopping, a duplicate key)."""
+        session = Session(key, conn, dispatcher, limits, principal, self.live_sessions)
+        await self.sessions.start_child(
+            ChildSpec(f"session:{key}", lambda: session, restart=Restart.TEMPORARY, ref=session.ref)
+        )
+        return session
 
     async def context_stats(self) -> dict[str, Any]:
         hits = misses = 0
@@ -130,6 +148,15 @@ class ActorSystem:
             misses += stats["misses"]
         total = hits + misses
         return {"hits": hits, "misses": misses, "hit_rate": round(hits / total, 4) if total else None}
+
+    def project_totals(self) -> dict[str, int]:
+        """The counts of every project started since this system started, summed (read without
+        a call: each project actor writes its own between its steps)."""
+        totals: dict[str, int] = {}
+        for counts in self._project_counts.values():
+            for name, value in counts.items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
 
     def running_projects(self) -> list[str]:
         return [c.split(":", 1)[1] for c in self.projects.child_ids()]
@@ -152,7 +179,8 @@ class ActorSystem:
         return None
 
     async def store_counts(self) -> dict[str, int]:
-        return await self.store.call(StoreCounts(), timeout=10)  # type: ignore[no-any-return]
+        counts: dict[str, int] = await self.store.call(StoreCounts(), timeout=10)
+        return counts
 
     async def project_stats(self) -> dict[str, dict[str, Any]]:
         out = {}

@@ -1,42 +1,35 @@
-"""The operation table: one entry per operation, served alike over HTTP and WebSocket.
-
-Each operation takes the verified :class:`Principal` and a dict of arguments (from the path,
-query and body on HTTP; from the frame on WebSocket) and returns a dict, or bytes already
-encoded as JSON. Authentication, permissions, rate limits, metrics and the mapping of errors
-happen here once, for both transports.
+"""The one entry point of operations, for both transports: authentication, permissions, rate
+limits and metrics happen here once; the handler then sees only an
+:class:`~orchestra.transport.ops.OpContext`. Also the /status and /metrics figures, which come
+from the actors.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import prometheus_client as prom
 
-from ..actors.broker import DropGlobals
-from ..actors.errors import InvalidRequest
-from ..actors.project import (
-    DropSession,
-)
-from ..actors.records import MAX_ID_CHARS, MAX_JSON_DEPTH, validate_depth
-from ..actors.runtime import ActorError
-from ..actors.session import CLOSE_AUTH, CloseSession, Session
-from ..actors.store import StoreError
+from .. import __version__
+from ..actors.principal import ALL_PROJECTS, Principal
+from ..actors.records import MAX_JSON_DEPTH
+from ..actors.runtime import ActorError, ActorRef
+from ..actors.store import QueryResults, StoreError
 from ..actors.system import ActorSystem
-from .auth import Auth, Principal
-from .errors import ApiError, encode_error, from_exception, shutting_down
-from .ops import OPS, Ctx, Op, Reply
+from .auth import Auth
+from .errors import ApiError, from_exception, shutting_down
+from .ops import OPS
 from .ratelimit import RateLimiter, ceil_seconds
+from .services import Ctx, OpContext, OpLimits, Reply, Services
 
-__all__ = ["Api", "ApiConfig", "Ctx", "Op", "OPS", "Reply", "valid_request_id"]
+__all__ = ["Api", "ApiConfig", "VERSION"]
 
-log = logging.getLogger("orchestra")
-VERSION = "0.1.0"
+VERSION = __version__  # said once, in the package face (orchestra/__init__.py)
+
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -48,20 +41,6 @@ class ApiConfig:
     call_timeout: float = 30.0
     #: JSON nesting of a WebSocket frame, the frame object counting as 1 (see records.MAX_JSON_DEPTH)
     max_json_depth: int = MAX_JSON_DEPTH
-
-
-def valid_request_id(value: Any) -> bool:
-    """A WebSocket request ``id`` the server echoes: a string of at most 256 characters, a
-    number, a boolean or null."""
-    if isinstance(value, str):
-        return len(value) <= MAX_ID_CHARS
-    return value is None or isinstance(value, int | float)
-
-
-_BAD_ID = ApiError(
-    400, "REQ_001", f"'id' must be a string of at most {MAX_ID_CHARS} characters, a number, a boolean or null",
-    field="id",
-)
 
 
 class _Latency:
@@ -98,7 +77,18 @@ class Api:
         self.shutting_down = False
         self.latency: dict[str, _Latency] = collections.defaultdict(_Latency)
         self.request_ids = itertools.count(1)
-        self.sessions: dict[str, Session] = {}
+        self.services = Services(
+            project=self._project,
+            context=self._context,
+            query_store=self._query_store,
+            broker=system.broker,
+            profiles=auth.profiles,
+            tokens=auth,
+            limits=OpLimits(config.call_timeout, config.wait_default_ms, config.wait_max_ms,
+                            config.fault_injection),
+            status=self.status,
+            fault_target=system.actor_ref,
+        )
         self.registry = prom.CollectorRegistry()
         self.m_requests = prom.Counter(
             "orchestra_requests", "Requests served, by operation and status",
@@ -126,8 +116,6 @@ class Api:
             "orchestra_actor_child_restarts", "Restarts of each supervised actor since start",
             ["supervisor", "child"], registry=self.registry,
         )
-        self.events_published = 0
-        self.results_stored = 0
         self._counters: dict[tuple[str, str], Any] = {}
         self._histograms: dict[str, Any] = {}
 
@@ -155,7 +143,7 @@ class Api:
         started = time.perf_counter()
         status = "200"
         try:
-            return await op.handler(self, principal, args, ctx), headers
+            return await op.handler(OpContext(principal, ctx, self.services), args), headers
         except BaseException as exc:
             if isinstance(exc, Exception):
                 status = str(from_exception(exc, ctx.request_id).status)
@@ -192,36 +180,45 @@ class Api:
             )
         return headers
 
-    async def project(self, project_id: str) -> Any:
+    # -- the services handlers use --
+
+    async def _project(self, project_id: str) -> ActorRef:
         return await self.system.project(project_id, timeout=self.config.call_timeout)
 
-    async def ask(self, project_id: str, msg: Any, timeout: float | None = None) -> Any:
-        ref = await self.project(project_id)
-        return await ref.call(msg, timeout=timeout or self.config.call_timeout)
+    async def _context(self, project_id: str) -> ActorRef:
+        return await self.system.context(project_id, timeout=self.config.call_timeout)
+
+    async def _query_store(self, query: QueryResults) -> list[tuple[int, bytes]]:
+        rows: list[tuple[int, bytes]] = await self.system.store.call(
+            query, timeout=self.config.call_timeout
+        )
+        return rows
 
     # -- public status (also for HTTP without a token) --
 
     async def status(self, principal: Principal | None) -> dict[str, Any]:
+        counts: dict[str, int | str]
         try:
-            counts = await self.system.store_counts()
+            counts = dict(await self.system.store_counts())
         except (ActorError, StoreError) as exc:  # the store restarting: say so, answer the rest
             counts = {"error": type(exc).__name__}
-        by_type: dict[str, int] = collections.Counter(
-            s.claims.get("agent_type", "?") for s in self.sessions.values()
-        )
+        sessions = list(self.system.live_sessions)
+        by_type = collections.Counter(s.principal.agent_type for s in sessions)
+        # the project actors count what they stored and published (across their restarts)
+        totals = self.system.project_totals()
         body: dict[str, Any] = {
             "service": "orchestration-sidecar",
             "version": VERSION,
             "uptime_seconds": round(time.time() - self.started_at, 3),
-            "agents": {"connected": len(self.sessions), "by_type": dict(by_type)},
+            "agents": {"connected": len(sessions), "by_type": dict(by_type)},
             "projects": {"running": len(self.system.running_projects())},
             "storage": {
                 "results_stored": counts.get("results"),
                 "events_retained": counts.get("events"),
                 "projects": counts.get("projects"),
-                "results_stored_since_start": self.results_stored,
+                "results_stored_since_start": totals.get("results_stored", 0),
             },
-            "events": {"total_published": self.events_published},
+            "events": {"total_published": totals.get("events_published", 0)},
             "performance": {name: lat.summary() for name, lat in sorted(self.latency.items())},
             "actors": {"restarts": self.system.root.total_restarts(),
                        "crashes": self.system.root.total_crashes()},
@@ -229,7 +226,7 @@ class Api:
         }
         if principal is not None and principal.is_admin:
             detail = await self.system.project_stats()
-            if principal.project_id != "*":
+            if principal.project_id != ALL_PROJECTS:
                 detail = {k: v for k, v in detail.items() if k == principal.project_id}
             body["projects"]["detail"] = detail
             body["actors"]["tree"] = self.system.root.tree()
@@ -240,7 +237,7 @@ class Api:
         self.m_context_hits.set(cache["hits"])
         self.m_context_misses.set(cache["misses"])
         self.m_context_hit_rate.set(cache["hit_rate"] or 0.0)
-        self.m_sessions.set(len(self.sessions))
+        self.m_sessions.set(len(self.system.live_sessions))
         self.m_projects.set(len(self.system.running_projects()))
         self.m_restarts.set(self.system.root.total_restarts())
         crashes = self.system.root.total_crashes()  # cumulative: the counter follows it
@@ -256,73 +253,3 @@ class Api:
 
         walk(self.system.root.tree())
         return prom.generate_latest(self.registry)
-
-    # -- WebSocket dispatch (the session's Dispatcher) --
-
-    def parse(self, session: Session, raw: str | bytes) -> tuple[dict[str, Any], str] | bytes:
-        try:
-            request = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return self.ws_error(None, ApiError(400, "REQ_001", f"malformed JSON: {exc}"))
-        if not isinstance(request, dict):
-            return self.ws_error(None, ApiError(400, "REQ_001", "a request is a JSON object with 'op'", field="op"))
-        try:
-            validate_depth(raw, request, self.config.max_json_depth)
-        except InvalidRequest as exc:
-            return self.ws_error(None, ApiError(400, "REQ_001", exc.message, field=exc.field))
-        rid = request.get("id")
-        if not valid_request_id(rid):
-            return self.ws_error(None, _BAD_ID)
-        name = request.get("op")
-        op = OPS.get(name) if isinstance(name, str) else None
-        if op is None or not op.ws:
-            shown = repr(name[:64]) + ("..." if len(name) > 64 else "") if isinstance(name, str) else type(name).__name__
-            return self.ws_error(rid, ApiError(404, "NOT_FOUND", f"unknown op {shown}", field="op"))
-        return request, op.mode
-
-    async def handle(self, session: Session, request: dict[str, Any]) -> bytes | None:
-        rid = request.get("id")
-        request_id = self.new_request_id()
-        try:
-            args = {k: v for k, v in request.items() if k not in ("id", "op", "idempotency_key")}
-            ctx = Ctx(request_id, session, rid, request.get("idempotency_key"))
-            reply, _ = await self.call(request["op"], session.principal, args, ctx)
-        except Exception as exc:
-            error = from_exception(exc, request_id)
-            close_code = error.close_code
-            if error.code in ("AUTH_001", "AUTH_002") and request["op"] != "auth.refresh":
-                close_code = CLOSE_AUTH
-            if close_code is not None:  # answer first, then close
-                session.send_frame(self.ws_error(rid, error, request_id))
-                await session.ref.cast(CloseSession(close_code, error.message[:120]))
-                return None
-            return self.ws_error(rid, error, request_id)
-        if reply is None:
-            return None
-        result = reply if isinstance(reply, bytes) else orjson.dumps(reply)
-        frame = b'{"id":%s,"ok":true,"result":%s}' % (orjson.dumps(rid), result)
-        if ctx.on_sent:
-            hooks = ctx.on_sent
-            session.send_frame(frame, lambda: [hook() for hook in hooks])
-            return None
-        return frame
-
-    async def drop_session(self, session: Session) -> None:
-        """Forget a closed session: its subscriptions at every project."""
-        self.sessions.pop(session.key, None)
-        if session.global_subscriptions:
-            self.system.broker.try_cast(DropGlobals(session.key))
-        for ref in set(session.subscriptions.values()):
-            ref.try_cast(DropSession(session.key))
-
-    def ws_error(self, rid: Any, error: ApiError, request_id: str | None = None) -> bytes:
-        request_id = request_id or self.new_request_id()
-        log.log(logging.WARNING if error.status >= 500 else logging.INFO,
-                "ws request %s: %s %s", request_id, error.code, error.message)
-        return b'{"id":%s,"ok":false,"error":%s}' % (orjson.dumps(rid), encode_error(error, request_id))
-
-    def notice_frame(self, op: str, fields: dict[str, Any]) -> bytes:
-        return orjson.dumps({"op": op, **fields})
-
-    def reply_frame(self, reply_id: Any, result: dict[str, Any]) -> bytes:
-        return b'{"id":%s,"ok":true,"result":%s}' % (orjson.dumps(reply_id), orjson.dumps(result))

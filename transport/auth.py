@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
 
 from ..actors.errors import InvalidRequest
+from ..actors.lru import LruCache
+from ..actors.principal import Principal
 from ..actors.profiles import PERMISSIONS, Profiles
 from ..actors.records import MAX_ID_CHARS, validate_id
 from .errors import ApiError
@@ -53,36 +53,6 @@ def load_secret(data_dir: Path, create: bool = True) -> bytes:
     return secret
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is asking, from a verified token."""
-
-    sub: str
-    agent_type: str
-    project_id: str  # "*" for an all-projects admin token
-    permissions: frozenset[str]
-    exp: float
-    claims: dict[str, Any]
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.permissions
-
-    def require(self, permission: str) -> None:
-        if permission not in self.permissions:
-            raise ApiError(403, "AUTH_003", f"this token lacks the '{permission}' permission")
-
-    def project_for(self, requested: str | None) -> str:
-        """The project a request acts on; 403 if it names another one."""
-        if requested is None or requested == self.project_id:
-            if self.project_id == "*":
-                raise ApiError(400, "REQ_001", "an all-projects token must name a project_id", field="project_id")
-            return self.project_id
-        if self.project_id == "*" and self.is_admin:
-            return requested
-        raise ApiError(403, "AUTH_003", "the token is scoped to another project")
-
-
 class Auth:
     def __init__(
         self,
@@ -102,21 +72,19 @@ class Auth:
             if public_algorithm not in _ASYMMETRIC:
                 raise ValueError(f"public key algorithm must be one of {sorted(_ASYMMETRIC)}")
             self.keys[public_algorithm] = public_key
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        #: verified tokens, until they expire (a repeated bearer costs one lookup)
+        self._cache: LruCache[str, Principal] = LruCache(cache_size)
 
     def verify(self, token: str, now: float | None = None) -> Principal:
         now = time.time() if now is None else now
         principal = self._cache.get(token)
         if principal is not None:
             if principal.exp + LEEWAY_SECONDS < now:
-                del self._cache[token]
+                self._cache.pop(token)
                 raise ApiError(401, "AUTH_002", "the token has expired; get a new one")
             return principal
         principal = self._decode(token)
-        self._cache[token] = principal
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(token, principal)
         return principal
 
     def _decode(self, token: str) -> Principal:
@@ -126,7 +94,7 @@ class Auth:
             raise ApiError(401, "AUTH_001", "the token is not a well-formed JWT") from None
         alg = header.get("alg")
         key = self.keys.get(alg) if isinstance(alg, str) else None
-        if key is None:
+        if not isinstance(alg, str) or key is None:
             raise ApiError(401, "AUTH_001", f"token algorithm {alg!r} is not accepted by this server")
         try:
             claims = jwt.decode(
@@ -148,15 +116,9 @@ class Auth:
                     401, "AUTH_001",
                     f"invalid token: claim '{name}' must be a number of seconds from 0 to {MAX_CLAIM_TIME} (year 9999)",
                 )
-        sub, agent_type, project = claims.get("sub"), claims.get("agent_type"), claims.get("project_id")
-        for name, value in (("sub", sub), ("agent_type", agent_type), ("project_id", project)):
-            try:
-                validate_id(name, value)
-            except InvalidRequest:
-                raise ApiError(
-                    401, "AUTH_001", f"invalid token: claim '{name}' must be a string of 1 to "
-                    f"{MAX_ID_CHARS} characters without control characters",
-                ) from None
+        sub, agent_type, project = (
+            _id_claim(claims, "sub"), _id_claim(claims, "agent_type"), _id_claim(claims, "project_id")
+        )
         perms = claims.get("permissions")
         if perms is None:
             granted = set(self.profiles.get(agent_type).permissions)
@@ -195,6 +157,17 @@ class Auth:
                 perms.append("admin")
             claims["permissions"] = perms
         return jwt.encode(claims, self.secret, algorithm="HS256")
+
+
+def _id_claim(claims: dict[str, Any], name: str) -> str:
+    """A claim that must hold an id (see ``validate_id``)."""
+    try:
+        return validate_id(name, claims.get(name))
+    except InvalidRequest:
+        raise ApiError(
+            401, "AUTH_001", f"invalid token: claim '{name}' must be a string of 1 to "
+            f"{MAX_ID_CHARS} characters without control characters",
+        ) from None
 
 
 def bearer(header_value: bytes | None) -> str | None:

@@ -1,34 +1,31 @@
-"""The ``orchestra`` command: serve, token."""
+"""The ``orchestra`` command: serve, token, agent.
+
+The server's modules are imported by the commands that use them, not at import time: ``orchestra
+agent`` (transport/agent_cli.py) is called by scripts many times and must start fast."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-import platformdirs
-import trio
-
-from ..actors.errors import InvalidRequest
-from ..actors.profiles import PERMISSIONS, ProfileError, Profiles
-from ..actors.project import ProjectConfig
-from ..actors.records import MAX_JSON_DEPTH, validate_id
-from ..actors.system import ActorSystem, SystemConfig
-from .api import Api, ApiConfig
-from .auth import Auth, load_secret
-from .server import Server, ServerConfig
+TYPE_CHECKING = False  # not typing's: importing typing slows `orchestra agent` down
+if TYPE_CHECKING:
+    from ..actors.system import ActorSystem
+    from .api import Api
+    from .server import Server
 
 __all__ = ["main"]
 
-log = logging.getLogger("orchestra")
-
 
 def default_data_dir() -> Path:
+    import platformdirs
+
     env = os.environ.get("ORCHESTRA_DATA_DIR")
     if env:
         return Path(env)
@@ -43,7 +40,7 @@ MAX_JSON_DEPTH_FLAG = 200  # leaves room under orjson's 254 levels for what wrap
 class _Parser(argparse.ArgumentParser):
     """Refuses a bad value with one line on stderr and exit status 2 (no usage dump)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -60,16 +57,15 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(lo: float, hi: float, *, above_lo: bool = False) -> Callable[[str], float]:
-    """A finite number of seconds from ``lo`` (excluded if ``above_lo``) to ``hi``."""
+def _seconds(lo: float, hi: float) -> Callable[[str], float]:
+    """A finite number of seconds from ``lo`` to ``hi``."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value > hi or value < lo or (above_lo and value == lo):
-            shown = f"above {lo:g}" if above_lo else f"from {lo:g}"
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds {shown} to {hi:g}")
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from {lo:g} to {hi:g}")
         return value
     parse.__name__ = "seconds"
     return parse
@@ -90,6 +86,9 @@ def _existing_file(text: str) -> Path:
 
 
 def _id(text: str) -> str:
+    from ..actors.errors import InvalidRequest
+    from ..actors.records import validate_id
+
     try:
         return validate_id("value", text)
     except InvalidRequest:
@@ -113,6 +112,9 @@ def _log_level(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..actors.profiles import PERMISSIONS
+    from ..actors.records import MAX_JSON_DEPTH
+
     parser = _Parser(prog="orchestra", description="Orchestration sidecar for fleets of AI coding agents")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="a server and a fleet of agents on a generated code base (see: orchestra demo --help)")
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--jwt-public-key", type=_existing_file, default=None, help="PEM public key for asymmetric tokens")
     serve.add_argument("--jwt-algorithm", default="RS256", choices=["RS256", "ES256", "EdDSA"])
     serve.add_argument("--event-retention", type=_int_in(1, 10**9), default=10_000, help="events kept per project")
-    serve.add_argument("--idempotency-window", type=_seconds(0, 366 * 86_400, above_lo=True), default=86_400.0,
+    serve.add_argument("--idempotency-window", type=_seconds(1, 366 * 86_400), default=86_400.0,
                        metavar="SECONDS", help="how long a repeated idempotency key answers the original answer")
     serve.add_argument("--event-retention-bytes", type=_int_in(1024, 2**40), default=64 * 1024 * 1024,
                        help="encoded bytes of events kept per project (the oldest go first)")
@@ -150,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--project", type=_id, default=None)
     token.add_argument("--agent-type", type=_id, required=True)
     token.add_argument("--sub", type=_id, default=None)
-    token.add_argument("--ttl", type=_seconds(0, MAX_TOKEN_TTL, above_lo=True), default=3600,
-                       help=f"seconds the token is valid, above 0 and at most {MAX_TOKEN_TTL} (ten years)")
+    token.add_argument("--ttl", type=_seconds(1, MAX_TOKEN_TTL), default=3600,
+                       help=f"seconds the token is valid, from 1 to {MAX_TOKEN_TTL} (ten years)")
     token.add_argument("--admin", action="store_true")
     token.add_argument("--permissions", default=None, help="comma-separated: " + ",".join(sorted(PERMISSIONS)))
     token.add_argument("--data-dir", type=Path, default=None)
@@ -160,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        from .agent_cli import main as agent_main
+
+        return agent_main(argv[1:])
     if argv[:1] == ["demo"]:  # its own parser (transport/demo.py)
         from .demo import main as demo_main
 
@@ -171,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from ..actors.profiles import PERMISSIONS, Profiles
+    from .auth import Auth, load_secret
+
     if args.project is None and not args.admin:
         print("orchestra token: --project is required unless --admin", file=sys.stderr)
         return 2
@@ -195,6 +204,17 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import trio
+
+    from ..actors.profiles import ProfileError, Profiles
+    from ..actors.project import ProjectConfig
+    from ..actors.system import ActorSystem, SystemConfig
+    from .api import Api, ApiConfig
+    from .auth import Auth, load_secret
+    from .server import Server, ServerConfig
+
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -233,6 +253,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float) -> int:
+    import logging
+
+    import trio
+
+    log = logging.getLogger("orchestra")
+
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:

@@ -28,18 +28,14 @@ It speaks only the public protocol. Guarantees:
 
 from __future__ import annotations
 
-import base64
-import itertools
 import math
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import trio
@@ -61,6 +57,8 @@ from .client_errors import (
     error_from_body,
     error_from_close,
 )
+from .client_link import Backoff, Link, LinkLost, refresh_delay, token_claims, ws_url
+from .client_subscription import Event, Subscription
 
 __all__ = [
     "Backoff",
@@ -83,10 +81,6 @@ __all__ = [
     "connect",
     "ws_url",
 ]
-
-#: An event object of the protocol (``event_id``, ``cursor``, ``project_id``, ``event_type``,
-#: ``topic``, ``publisher``, ``agent_type``, ``data``, ...).
-Event = dict[str, Any]
 
 #: Operations that store something: each is sent with an idempotency key.
 WRITE_OPS = frozenset({"result.store", "result.store_batch", "event.publish", "agent.spawn"})
@@ -119,255 +113,6 @@ class ClientConfig:
     max_message_bytes: int = 10 * 1024 * 1024
 
 
-class Backoff:
-    """Reconnect delays: exponential from ``initial`` to ``maximum``, each with "equal
-    jitter" (a uniform draw from half the step to the step). Pure."""
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.rng = rng or random.Random()
-        self.attempt = 0
-
-    def next(self) -> float:
-        step = min(self.maximum, self.initial * 2 ** min(self.attempt, 32))
-        self.attempt += 1
-        return step / 2 + self.rng.uniform(0, step / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-def ws_url(url: str) -> str:
-    """The WebSocket URL of a server: ``http://h:p`` (as in ``ORCHESTRA_URL``) becomes
-    ``ws://h:p/ws``, ``https`` becomes ``wss``; a ``ws``/``wss`` URL with a path is kept."""
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"not a server URL: {url!r} (expected http://host:port or ws://host:port/ws)")
-    path = parts.path if parts.path not in ("", "/") else "/ws"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
-
-
-def token_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT, read without verifying it (the server verifies); {} if unreadable."""
-    try:
-        payload = token.split(".")[1]
-        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, orjson.JSONDecodeError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
-class _LinkLost(Exception):
-    """The connection a request was sent on closed before its answer came."""
-
-
-class _Pending:
-    __slots__ = ("done", "error", "lost", "on_reply", "result")
-
-    def __init__(self, on_reply: Callable[[_Link, Any], None] | None) -> None:
-        self.done = trio.Event()
-        self.result: Any = None
-        self.error: OrchestraError | None = None
-        self.lost = False
-        self.on_reply = on_reply
-
-
-class _Link:
-    """One WebSocket connection: its requests awaiting answers and its subscriptions' ids."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection, max_bytes: int) -> None:
-        self.ws = ws
-        self.max_bytes = max_bytes
-        self.pending: dict[int, _Pending] = {}
-        #: server subscription id -> the client's subscription
-        self.subs: dict[str, Subscription] = {}
-        #: the "*" subscription on this link, which takes pushes of projects attached later
-        self.global_sub: Subscription | None = None
-        self.closed = trio.Event()
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        self._ids = itertools.count(1)
-
-    def lose(self, code: int | None = None, reason: str | None = None) -> None:
-        if self.closed.is_set():
-            return
-        self.close_code, self.close_reason = code, reason
-        self.closed.set()
-        for slot in self.pending.values():
-            slot.lost = True
-            slot.done.set()
-
-    async def request(
-        self, fields: dict[str, Any], on_reply: Callable[[_Link, Any], None] | None = None
-    ) -> Any:
-        """Send one request and wait for its answer: the result, or the error raised.
-        ``on_reply`` runs in the reader, before any later frame is handled."""
-        if self.closed.is_set():
-            raise _LinkLost
-        rid = next(self._ids)
-        frame = orjson.dumps({"id": rid, **fields})
-        if len(frame) > self.max_bytes:
-            raise TooLarge({"error": "payload_too_large", "code": "REQ_002", "limit": self.max_bytes,
-                            "message": f"a request of {len(frame)} bytes is over the limit of {self.max_bytes}"})
-        slot = _Pending(on_reply)
-        self.pending[rid] = slot
-        try:
-            try:
-                await self.ws.send_message(frame.decode())
-            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                raise _LinkLost from None
-            await slot.done.wait()
-        finally:
-            self.pending.pop(rid, None)
-        if slot.lost:
-            raise _LinkLost
-        if slot.error is not None:
-            raise slot.error
-        return slot.result
-
-    def answer(self, msg: dict[str, Any]) -> None:
-        slot = self.pending.get(msg["id"]) if isinstance(msg.get("id"), int) else None
-        if slot is None or slot.done.is_set():
-            return  # a caller that gave up, or an error frame about no request
-        if msg["ok"]:
-            slot.result = msg.get("result")
-            if slot.on_reply is not None:
-                slot.on_reply(self, slot.result)
-        else:
-            slot.error = error_from_body(msg.get("error"))
-        slot.done.set()
-
-
-class Subscription:
-    """A subscription's events, as an async iterator, each exactly once and in cursor order
-    (per project for ``"*"``). It lives across reconnects. Ending iteration: after
-    :meth:`unsubscribe` (or leaving ``async with``), or the client closing; a final error
-    of the client (``Unauthorized``, ``Forbidden``, ``ConnectionFailed``) is raised."""
-
-    def __init__(self, client: Client, args: dict[str, Any], since: Any) -> None:
-        self._client = client
-        self._args = args
-        self.is_global = args.get("project_id") == "*"
-        #: the last cursor handed to the buffer, per project ("" for a one-project subscription)
-        self._cursors: dict[str, str] = {}
-        self._since_all: str | None = None  # "*" with one cursor: for projects not yet seen
-        if isinstance(since, dict):
-            self._cursors.update(since)
-        elif since is not None:
-            if self.is_global:
-                self._since_all = since
-            else:
-                self._cursors[""] = since
-        self._buffer: deque[Event] = deque()
-        self._wakeup = trio.Event()
-        self._overflowed = False
-        self._lost: list[Any] = []
-        self._closed = False
-        #: the server's id (of the present connection): one sid, or the global subscription id
-        self.sid: str | None = None
-        #: False once the server said events after a resume point may be gone
-        self.recovered = True
-
-    # -- what the client sends --
-
-    def subscribe_args(self) -> dict[str, Any]:
-        args = dict(self._args)
-        if self.is_global:
-            since: Any = dict(self._cursors) if self._cursors else self._since_all
-        else:
-            since = self._cursors.get("")
-        if since is not None:
-            args["since"] = since
-        return args
-
-    def cursor(self) -> str | dict[str, str] | None:
-        """Where the consumer's buffer ends: the cursor to resume from (per project for ``"*"``)."""
-        return dict(self._cursors) if self.is_global else self._cursors.get("")
-
-    # -- called by the client's reader (never blocks) --
-
-    def _on_reply(self, link: _Link, reply: dict[str, Any]) -> None:
-        if self.is_global:
-            self.sid = reply.get("global_subscription")
-            for attached in reply.get("subscriptions") or []:
-                link.subs[attached["subscription"]] = self
-                if attached.get("recovered") is False:
-                    self._gap(attached.get("project_id"))
-                # attached now: from the cursor asked for, else live from its latest
-                self._cursors.setdefault(attached["project_id"], self._since_all or attached["cursor"])
-        else:
-            self.sid = reply["subscription"]
-            link.subs[self.sid] = self
-            if reply.get("recovered") is False:
-                self._gap(self._cursors.get(""))
-            self._cursors.setdefault("", reply["cursor"])
-        self._overflowed = False
-        self._wake()
-
-    def _push(self, event: Event) -> None:
-        key = str(event.get("project_id", "")) if self.is_global else ""
-        cursor = event.get("cursor")
-        if not isinstance(cursor, str):
-            return
-        last = self._cursors.get(key)
-        if (last is not None and cursor <= last) or self._overflowed or self._closed:
-            return  # seen already, or dropped until the consumer catches up and resubscribes
-        if len(self._buffer) >= self._client.config.subscription_buffer:
-            self._overflowed = True
-            self._wake()
-            return
-        self._buffer.append(event)
-        self._cursors[key] = cursor
-        self._wake()
-
-    def _gap(self, since: Any) -> None:
-        self.recovered = False
-        self._lost.append(since)
-        self._wake()
-
-    def _wake(self) -> None:
-        self._wakeup.set()
-
-    def _end(self) -> None:
-        self._closed = True
-        self._wake()
-
-    # -- the consumer's side --
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Event:
-        while True:
-            if self._lost:
-                raise EventsLost(self._lost.pop(0))
-            if self._buffer:
-                await trio.lowlevel.checkpoint()
-                return self._buffer.popleft()
-            if self._client._final is not None:
-                raise self._client._final
-            if self._closed:
-                raise StopAsyncIteration
-            if self._overflowed:
-                await self._client._renew(self)
-                continue
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
-
-    async def unsubscribe(self) -> None:
-        """End it at the server; iteration ends once the buffer is read."""
-        await self._client.unsubscribe(self)
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            await self.unsubscribe()
-
-
 class Client:
     """A connection to one server, kept open (see the module's guarantees). Made by
     :func:`connect`; its methods may be called from many tasks at once."""
@@ -377,7 +122,7 @@ class Client:
         self.config = config or ClientConfig()
         self.token = token
         self.claims = token_claims(token)
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._ready = trio.Event()
         self._final: OrchestraError | None = None
         self._closed = False
@@ -388,6 +133,12 @@ class Client:
         #: connection dropped: diagnostics
         self.connections = 0
         self.resends = 0
+
+    @property
+    def final_error(self) -> OrchestraError | None:
+        """The error that ended the client (``Unauthorized``, ``Forbidden``,
+        ``ConnectionFailed``), raised by every call since; None while it serves."""
+        return self._final
 
     # -- the operations of PROTOCOL.md --
 
@@ -501,14 +252,16 @@ class Client:
         link = self._link
         if link is None or subscription.sid is None or link.closed.is_set():
             return  # no server-side subscription to end: the next connection will not have it
-        for sid in [s for s, sub in link.subs.items() if sub is subscription]:
-            del link.subs[sid]
-        if link.global_sub is subscription:
-            link.global_sub = None
+        retired = link.retire(subscription)
         try:
             await link.request({"op": "event.unsubscribe", "subscription": subscription.sid})
-        except (_LinkLost, NotFound):
+        except (LinkLost, NotFound):
             pass  # gone with its connection, or never reached this one
+        if not subscription.is_global:
+            # a project answers after the pushes it queued: none of them can follow.
+            # ("*": its projects are told after the answer, so its ids stay retired.)
+            for sid in retired:
+                link.subs.pop(sid, None)
 
     async def refresh(self, token: str | None = None) -> dict[str, Any]:
         """``auth.refresh``: a fresh token for the same claims (or adopt ``token``, which must
@@ -555,34 +308,29 @@ class Client:
             return await self._send(fields)
 
     async def _call_subscribe(self, sub: Subscription) -> None:
-        def on_reply(link: _Link, reply: Any) -> None:
+        def on_reply(link: Link, reply: Any) -> None:
             sub._on_reply(link, reply)
             self._subs.append(sub)
 
-        def prepare(link: _Link) -> None:
-            if sub.is_global:  # pushes of a "*" subscription may precede its answer
-                link.global_sub = sub
-
         async with self._in_flight:
-            await self._send({"op": "event.subscribe", **sub.subscribe_args()}, on_reply, prepare)
+            await self._send(sub.subscribe_request, on_reply)
 
     async def _send(
-        self, fields: dict[str, Any], on_reply: Callable[[_Link, Any], None] | None = None,
-        prepare: Callable[[_Link], None] | None = None,
+        self, fields: dict[str, Any] | Callable[[Link], dict[str, Any]],
+        on_reply: Callable[[Link, Any], None] | None = None,
     ) -> Any:
+        """Send a request until answered (``fields``: or made for each connection it is sent on)."""
         resends = unavailable = 0
         while True:
             link = await self._current_link()
-            if prepare is not None:
-                prepare(link)
             try:
-                return await link.request(fields, on_reply)
-            except _LinkLost:
+                return await link.request(fields(link) if callable(fields) else fields, on_reply)
+            except LinkLost:
                 resends += 1
                 self.resends += 1
                 if resends > self.config.max_resends:
                     raise ConnectionFailed(
-                        f"{fields['op']} was lost with its connection {resends} times") from None
+                        f"a request was lost with its connection {resends} times") from None
             except Unavailable as exc:
                 wait = exc.retry_after
                 if wait is None or wait > self.config.max_retry_after or unavailable >= self.config.unavailable_retries:
@@ -590,7 +338,7 @@ class Client:
                 unavailable += 1
                 await trio.sleep(wait * random.uniform(1.0, 1.25))
 
-    async def _current_link(self) -> _Link:
+    async def _current_link(self) -> Link:
         while True:
             if self._final is not None:
                 raise self._final
@@ -608,19 +356,27 @@ class Client:
         if link is None or link.closed.is_set():
             await self._current_link()
             return
-        for sid in [s for s, mine in link.subs.items() if mine is sub]:
-            del link.subs[sid]
+        if sub.is_global:
+            # pushes of its old attachments could arrive after the new replay began and be
+            # taken for newer: a new connection resubscribes it with nothing in between
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await link.ws.aclose()
+            await self._current_link()
+            return
+        retired = link.retire(sub)
         try:
             if sub.sid is not None:
                 try:
                     await link.request({"op": "event.unsubscribe", "subscription": sub.sid})
                 except NotFound:
                     pass
-            if sub.is_global:
-                link.global_sub = sub
-            await link.request({"op": "event.subscribe", **sub.subscribe_args()}, sub._on_reply)
-        except _LinkLost:
+            for sid in retired:  # the project answered after the pushes it had queued
+                link.subs.pop(sid, None)
+            await link.request(sub.subscribe_request(link), sub._on_reply)
+        except LinkLost:
             await self._current_link()  # the next connection resubscribes it
+        except (RateLimited, Unavailable) as exc:  # still behind: the consumer's next read tries again
+            await trio.sleep(min(exc.retry_after or 1.0, self.config.max_retry_after))
 
     # -- the connection's life --
 
@@ -629,7 +385,7 @@ class Client:
         started once the first connection is ready, or once the client has failed."""
         backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
         down_since = trio.current_time()
-        ready = [task_status.started]
+        ready: list[Callable[[], object]] = [task_status.started]
         try:
             while True:
                 opened = self.connections
@@ -638,9 +394,11 @@ class Client:
                 except OrchestraError as final:
                     self._fail(final)
                     return
-                final = error_from_close(close_code or 0, close_reason)
-                if final is not None:
-                    self._fail(final)
+                if self._closed:
+                    return
+                closed_for_good = error_from_close(close_code or 0, close_reason)
+                if closed_for_good is not None:
+                    self._fail(closed_for_good)
                     return
                 if self.connections != opened:
                     down_since = trio.current_time()
@@ -663,7 +421,36 @@ class Client:
         if it never opened or was cut without one) and a delay the server asked for. Raises a
         final error (a refused upgrade or resubscription: 401, 403, 404)."""
         headers = [(b"authorization", f"Bearer {self.token}".encode())]
-        link: _Link | None = None
+        link: Link | None = None
+        failure: BaseException | None = None
+        try:
+            link, failure = await self._run_link(backoff, ready, headers)
+        except* trio_websocket.HandshakeError as group:  # a refused upgrade, raised by its reader task
+            failure = group.exceptions[0]
+        if link is not None and link.close_code is not None:
+            return link.close_code, link.close_reason, None
+        if isinstance(failure, trio_websocket.ConnectionRejected):
+            return None, None, self._rejected(failure)
+        if isinstance(failure, Unauthorized | Forbidden):
+            raise failure
+        return None, None, None
+
+    async def _resubscribe(self, link: Link, sub: Subscription) -> None:
+        """Resubscribe ``sub`` on a new connection from its cursor; a refusal for now (429,
+        503: many subscriptions count against the rate limit) waits as asked, within
+        ``connect_timeout`` for each."""
+        with trio.fail_after(self.config.connect_timeout):
+            while True:
+                try:
+                    await link.request(sub.subscribe_request(link), sub._on_reply)
+                    return
+                except (RateLimited, Unavailable) as exc:
+                    await trio.sleep(min(exc.retry_after or 1.0, self.config.connect_timeout))
+
+    async def _run_link(
+        self, backoff: Backoff, ready: list[Callable[[], object]], headers: list[tuple[bytes, bytes]]
+    ) -> tuple[Link | None, BaseException | None]:
+        link: Link | None = None
         failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
             try:  # nothing raised in this body: it would come out of the nursery in a group
@@ -671,13 +458,11 @@ class Client:
                     ws = await trio_websocket.connect_websocket_url(
                         nursery, self.url, extra_headers=headers, message_queue_size=64,
                         max_message_size=max(self.config.max_message_bytes, 64 * 1024 * 1024))
-                    link = _Link(ws, self.config.max_message_bytes)
+                    link = Link(ws, self.config.max_message_bytes)
                     nursery.start_soon(self._reader, link)
                     await link.request({"op": "ping"})
-                    for sub in list(self._subs):
-                        if sub.is_global:
-                            link.global_sub = sub
-                        await link.request({"op": "event.subscribe", **sub.subscribe_args()}, sub._on_reply)
+                for sub in list(self._subs):
+                    await self._resubscribe(link, sub)
                 self.connections += 1
                 backoff.reset()
                 self._link = link
@@ -686,28 +471,27 @@ class Client:
                     ready.pop()()
                 await link.closed.wait()
             except (OSError, trio.TooSlowError, trio_websocket.HandshakeError, trio.BrokenResourceError,
-                    _LinkLost, OrchestraError) as exc:
+                    LinkLost, OrchestraError) as exc:
                 failure = exc
             finally:
                 if self._link is link:
                     self._link = None
                 if self._ready.is_set() and self._final is None:
                     self._ready = trio.Event()
-                nursery.cancel_scope.cancel()
-        if link is not None:
-            closed = link.ws.closed
-            code = link.close_code or (closed.code if closed is not None else None)
-            reason = link.close_reason or (closed.reason if closed is not None else None)
-            link.lose(code, reason)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await link.ws.aclose()
-            if code is not None:
-                return code, reason, None
-        if isinstance(failure, trio_websocket.ConnectionRejected):
-            return None, None, self._rejected(failure)
-        if isinstance(failure, Unauthorized | Forbidden):
-            raise failure
-        return None, None, None
+                if link is not None:
+                    # the server's close code if it closed (the reader may not have seen it yet)
+                    closed = link.ws.closed
+                    if link.close_code is None and closed is not None:
+                        link.lose(closed.code, closed.reason)
+                    link.lose()
+                    # the close handshake needs the reader: brief if it is being cancelled too
+                    cancelled = trio.current_effective_deadline() == -math.inf
+                    with trio.CancelScope(shield=True), trio.move_on_after(0.1 if cancelled else 1):
+                        await link.ws.aclose()
+                # let the connection's own reader finish the close handshake (it ends once
+                # the server closes the TCP stream), within a grace
+                nursery.cancel_scope.deadline = trio.current_time() + 1
+        return link, failure
 
     def _rejected(self, exc: trio_websocket.ConnectionRejected) -> float | None:
         """A refused upgrade: final for 401, 403 and 404; otherwise the delay it asks for."""
@@ -722,7 +506,7 @@ class Client:
             raise error
         return error.retry_after if isinstance(error, Unavailable | RateLimited) else None
 
-    async def _reader(self, link: _Link) -> None:
+    async def _reader(self, link: Link) -> None:
         try:
             while True:
                 msg = orjson.loads(await link.ws.get_message())
@@ -731,13 +515,14 @@ class Client:
                 if "ok" in msg:
                     link.answer(msg)
                 elif msg.get("op") == "event":
-                    sub = link.subs.get(msg.get("subscription")) or link.global_sub
+                    sub = link.route(msg.get("subscription"))
                     if sub is not None and isinstance(msg.get("event"), dict):
                         sub._push(msg["event"])
                 elif msg.get("op") == "auth.expiring":
                     self._refresh_now.set()
         except trio_websocket.ConnectionClosed as exc:
-            link.lose(exc.reason.code, exc.reason.reason)
+            reason = exc.reason
+            link.lose(reason.code if reason else None, reason.reason if reason else None)
         except orjson.JSONDecodeError:
             link.lose(1002, "the server sent a frame that is not JSON")
         finally:
@@ -746,12 +531,8 @@ class Client:
     async def _refresher(self) -> None:
         """Refresh the token before it expires: when the server warns, and by a timer."""
         while self._final is None:
-            exp, iat = self.claims.get("exp"), self.claims.get("iat")
-            deadline = math.inf
-            if isinstance(exp, int | float):
-                lifetime = exp - iat if isinstance(iat, int | float) and iat < exp else self.config.refresh_margin * 3
-                margin = min(self.config.refresh_margin, lifetime / 3)
-                deadline = trio.current_time() + (exp - margin - time.time())
+            delay = refresh_delay(self.claims, time.time(), self.config.refresh_margin)
+            deadline = trio.current_time() + delay if delay is not None else math.inf
             with trio.move_on_at(deadline):
                 await self._refresh_now.wait()
             self._refresh_now = trio.Event()
@@ -790,6 +571,11 @@ async def connect(url: str, token: str, *, config: ClientConfig | None = None) -
         client._closed = True
         for sub in client._subs:
             sub._end()
+        link = client._link
+        if link is not None:  # a clean close while the connection's reader still runs
+            cancelled = trio.current_effective_deadline() == -math.inf  # then its reader is too
+            with trio.CancelScope(shield=True), trio.move_on_after(0.1 if cancelled else 1):
+                await link.ws.aclose()
         nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error

@@ -190,10 +190,11 @@ _BY_STATUS: dict[int, type[OrchestraError]] = {
 def error_from_body(body: Any, status: int | None = None) -> OrchestraError:
     """The exception for an error object (``status``: the HTTP status, when known).
 
-    A code not in the table is classed by ``status``; without one, an object with
-    ``retry_after_seconds`` and ``limit`` is a :class:`RateLimited` (the caps of later
-    releases have codes of their own), with ``retry_after_seconds`` alone an
-    :class:`Unavailable`; anything else an :class:`OrchestraError`.
+    A code not in the table is classed by ``status``; without one (WebSocket answers carry
+    none), an object with ``limit`` is a :class:`RateLimited` (a count cap: the caps of later
+    releases, such as the spawn governor's, have codes of their own), one with
+    ``retry_after_seconds`` alone an :class:`Unavailable`; anything else an
+    :class:`OrchestraError`.
     """
     if not isinstance(body, dict):
         body = {"error": "invalid_answer", "code": "", "message": f"not an error object: {body!r:.200}"}
@@ -201,8 +202,10 @@ def error_from_body(body: Any, status: int | None = None) -> OrchestraError:
     if cls is None and status is not None:
         cls = _BY_STATUS.get(status)
     if cls is None:
-        if "retry_after_seconds" in body:
-            cls = RateLimited if "limit" in body else Unavailable
+        if "limit" in body:
+            cls = RateLimited
+        elif "retry_after_seconds" in body:
+            cls = Unavailable
         else:
             cls = OrchestraError
     return cls(body, status)

@@ -7,24 +7,40 @@
         for event in c.subscribe(["agent_completed"]):
             ...
 
-Same methods, same arguments, same exceptions and the same reconnect and resume guarantees
-as :class:`~orchestra.transport.client.Client`; each call blocks until its answer. A call may
-be bounded with ``timeout`` (seconds; ``TimeoutError`` past it), per client or per call.
-Calls may come from several threads at once.
+Same methods with the same signatures, same exceptions and the same reconnect and resume
+guarantees as :class:`~orchestra.transport.client.Client`; each call blocks until its answer.
+The client's ``timeout`` (seconds) bounds every call but ``wait`` (``TimeoutError`` past it);
+``SyncSubscription.next(timeout=...)`` bounds one read. Calls may come from several threads.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
 from .client import Client, ClientConfig, Event, Subscription, connect
 
 __all__ = ["SyncClient", "SyncSubscription", "connect_sync"]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _blocking(method: Callable[Concatenate[Client, P], Awaitable[R]]) -> Callable[Concatenate[SyncClient, P], R]:
+    """``method`` of :class:`Client` as a blocking method of :class:`SyncClient`."""
+
+    def call(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._run(functools.partial(method, self.client, *args, **kwargs))  # type: ignore[no-any-return]
+
+    functools.update_wrapper(call, method)  # help() and inspect show the method's signature
+    call.__qualname__ = f"SyncClient.{method.__name__}"
+    return call
 
 
 class SyncSubscription:
@@ -103,7 +119,7 @@ class SyncClient:
         limit = timeout if timeout is not None else self.timeout
 
         async def call() -> Any:
-            if limit is None:
+            if limit is None or limit == math.inf:
                 return await fn(*args, **kwargs)
             try:
                 with trio.fail_after(limit):
@@ -134,70 +150,49 @@ class SyncClient:
         assert self._client is not None
         return self._client
 
-    # -- the operations (see Client for each) --
+    # -- the operations: Client's, with the same signatures, blocking --
 
-    def ping(self, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._run(self.client.ping, timeout=timeout)  # type: ignore[no-any-return]
-
-    def status(self, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._run(self.client.status, timeout=timeout)  # type: ignore[no-any-return]
-
-    def context_get(self, issue_id: str, *, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.context_get, issue_id, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def clear_context_cache(self, issue_id: str, *, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.clear_context_cache, issue_id, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def store_result(self, issue_id: str, result: dict[str, Any], *, timeout: float | None = None,
-                     **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.store_result, issue_id, result, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def store_results(self, bodies: list[dict[str, Any]], *, timeout: float | None = None,
-                      **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.store_results, bodies, timeout=timeout, **kw)  # type: ignore[no-any-return]
+    ping = _blocking(Client.ping)
+    status = _blocking(Client.status)
+    context_get = _blocking(Client.context_get)
+    clear_context_cache = _blocking(Client.clear_context_cache)
+    store_result = _blocking(Client.store_result)
+    store_results = _blocking(Client.store_results)
+    get_result = _blocking(Client.get_result)
+    query_results = _blocking(Client.query_results)
+    publish = _blocking(Client.publish)
+    refresh = _blocking(Client.refresh)
+    spawn = _blocking(Client.spawn)
+    agent_status = _blocking(Client.agent_status)
+    list_agents = _blocking(Client.list_agents)
+    agent_logs = _blocking(Client.agent_logs)
+    stop_agent = _blocking(Client.stop_agent)
 
     def result_body(self, issue_id: str, result: dict[str, Any], **kw: Any) -> dict[str, Any]:
         return self.client.result_body(issue_id, result, **kw)
 
-    def get_result(self, result_id: str, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._run(self.client.get_result, result_id, timeout=timeout)  # type: ignore[no-any-return]
+    def wait(
+        self, event_type: str, *, timeout: float = 30.0, filter: str | None = None,
+        since: str | None = None, limit: int | None = None, project_id: str | None = None,
+    ) -> dict[str, Any]:
+        """As :meth:`Client.wait`; not bounded by the client's ``timeout`` (the server's wait
+        is the bound)."""
+        call = functools.partial(self.client.wait, event_type, timeout=timeout, filter=filter,
+                                 since=since, limit=limit, project_id=project_id)
+        return self._run(call, timeout=math.inf)  # type: ignore[no-any-return]
 
-    def query_results(self, *, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.query_results, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def publish(self, event_type: str, data: dict[str, Any] | None = None, *,
-                timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.publish, event_type, data, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def wait(self, event_type: str, *, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
-        # the call's own bound leaves the server its whole wait
-        return self._run(functools.partial(self.client.wait, event_type, timeout=timeout, **kw))  # type: ignore[no-any-return]
-
-    def subscribe(self, event_types: list[str] | str = "*", *, timeout: float | None = None,
-                  **kw: Any) -> SyncSubscription:
-        sub = self._run(self.client.subscribe, event_types, timeout=timeout, **kw)
-        return SyncSubscription(self, sub)
+    def subscribe(
+        self, event_types: list[str] | str = "*", *, topics: list[str] | None = None,
+        filter: str | None = None, since: str | dict[str, str] | None = None,
+        project_id: str | None = None,
+    ) -> SyncSubscription:
+        """As :meth:`Client.subscribe`; the events come from a blocking iterator."""
+        call = functools.partial(self.client.subscribe, event_types, topics=topics, filter=filter,
+                                 since=since, project_id=project_id)
+        return SyncSubscription(self, self._run(call))
 
     def unsubscribe(self, subscription: SyncSubscription) -> None:
         subscription.unsubscribe()
-
-    def refresh(self, token: str | None = None) -> dict[str, Any]:
-        return self._run(self.client.refresh, token)  # type: ignore[no-any-return]
-
-    def spawn(self, agent_type: str, issue_id: str, *, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.spawn, agent_type, issue_id, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def agent_status(self, agent_id: str, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._run(self.client.agent_status, agent_id, timeout=timeout)  # type: ignore[no-any-return]
-
-    def list_agents(self, *, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.list_agents, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def agent_logs(self, agent_id: str, *, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.agent_logs, agent_id, timeout=timeout, **kw)  # type: ignore[no-any-return]
-
-    def stop_agent(self, agent_id: str, *, timeout: float | None = None, **kw: Any) -> dict[str, Any]:
-        return self._run(self.client.stop_agent, agent_id, timeout=timeout, **kw)  # type: ignore[no-any-return]
 
 
 def connect_sync(url: str, token: str, *, config: ClientConfig | None = None,

@@ -11,6 +11,7 @@ import orjson
 from ..actors.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     IdempotencyConflict,
     InvalidEvent,
     InvalidFilter,
@@ -23,6 +24,7 @@ from ..actors.errors import (
 )
 from ..actors.records import iso_now
 from ..actors.runtime import ActorCrashed, ActorUnavailable, CallTimeout, SupervisorStopped
+from ..actors.session import CloseReason
 
 __all__ = ["ApiError", "error_body", "from_exception"]
 
@@ -67,8 +69,8 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or []
-        #: WebSocket only: close the connection with this code after answering
-        self.close_code: int | None = None
+        #: WebSocket only: end the session for this reason after answering
+        self.close_reason: CloseReason | None = None
 
 
 def shutting_down() -> ApiError:
@@ -98,6 +100,7 @@ _ANSWERS: dict[type[BaseException], tuple[int, str]] = {
     InvalidFilter: (400, "EVT_003"),
     InvalidEvent: (400, "EVT_002"),
     InvalidInput: (400, "REQ_001"),
+    Forbidden: (403, "AUTH_003"),
     NotFound: (404, "NOT_FOUND"),
     IdempotencyConflict: (409, "IDEM_001"),
     Conflict: (409, "CONFLICT"),
@@ -131,11 +134,11 @@ def from_exception(exc: BaseException, request_id: str) -> ApiError:
         return exc
     # One exception may answer several requests (a batch's error, a crash): once per request.
     memo = getattr(exc, "_orchestra_answer", None)
-    if isinstance(memo, tuple) and memo[0] == request_id:
-        return memo[1]  # type: ignore[no-any-return]
+    if isinstance(memo, tuple) and memo[0] == request_id and isinstance(memo[1], ApiError):
+        return memo[1]
     mapped = _map(exc, request_id)
     try:
-        exc._orchestra_answer = (request_id, mapped)  # type: ignore[attr-defined]
+        vars(exc)["_orchestra_answer"] = (request_id, mapped)
     except (AttributeError, TypeError):
         pass  # an exception without a __dict__: mapped (and logged) again if seen again
     return mapped

@@ -1,47 +1,47 @@
 """One port for HTTP/1.1 (h11 driven directly on trio streams) and WebSocket.
 
-A request for ``GET /ws`` with an Upgrade header is handed, with the bytes h11 already
-consumed replayed first, to trio-websocket's server side. Each connection has header, body
-and idle limits and dies alone: an error in one never reaches another.
+This module holds the server's lifecycle (accept, drain, stop) and the HTTP/1.1 connection:
+reading requests within their limits, routing them (``routes.py``) to the operation table
+(``api.py``) and writing the answers. A request for ``GET /ws`` with an Upgrade header is
+handed to the WebSocket bridge (``websocket.py``). Each connection has header, body and idle
+limits and dies alone: an error in one never reaches another.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote
 
 import h11
 import orjson
 import trio
-import trio_websocket
 
-from ..actors.errors import InvalidRequest
-from ..actors.records import MAX_JSON_DEPTH, validate_depth, validate_id
-from ..actors.runtime import ChildSpec, Restart, SupervisorError
-from ..actors.session import (
-    CLOSE_AUTH,
-    CLOSE_GOING_AWAY,
-    CloseSession,
-    ConnectionGone,
-    Session,
-    SessionLimits,
-    SetExpiry,
-)
-from .api import OPS, VERSION, Api, Ctx, valid_request_id
-from .auth import Principal, bearer
+from ..actors.records import MAX_JSON_DEPTH
+from ..actors.session import CloseReason, CloseSession, SessionLimits
+from .api import VERSION, Api
+from .auth import bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
+from .ops import OPS, Ctx
+from .routes import _ROUTES, Route, find_route, route_args
+from .websocket import CONNECTION_GONE, WebSocketBridge
 
-__all__ = ["Server", "ServerConfig"]
+__all__ = ["Server", "ServerConfig", "_ROUTES"]
 
 log = logging.getLogger("orchestra")
 
 _T = TypeVar("_T")
+
+
+def _too_large(request_id: str, limit: int, size: int | None = None) -> bytes:
+    """The 413 answer to a body over ``limit`` bytes (``size`` when its length was declared)."""
+    message = (
+        f"request body of {size} bytes is over the limit of {limit}" if size is not None
+        else f"request body is over the limit of {limit} bytes"
+    )
+    return encode_error(ApiError(413, "REQ_002", message, limit=limit), request_id)
 
 
 class _ClientGone(Exception):
@@ -61,114 +61,7 @@ class ServerConfig:
     session: SessionLimits = SessionLimits()
 
 
-_ROUTES: list[tuple[str, re.Pattern[str], str, tuple[str, ...], int]] = [
-    (m, re.compile(p), op, names, status)
-    for m, p, op, names, status in [
-        ("POST", r"/api/results", "result.store", (), 200),
-        ("POST", r"/api/results/batch", "result.store_batch", (), 200),
-        ("GET", r"/api/results", "result.query", (), 200),
-        ("GET", r"/api/results/([^/]+)", "result.get", ("result_id",), 200),
-        ("POST", r"/api/events/([^/]+)", "event.publish", ("event_type",), 200),
-        ("GET", r"/api/events/wait/([^/]+)", "event.wait", ("event_type",), 200),
-        ("GET", r"/api/context/([^/]+)/([^/]+)", "context.get", ("issue_id", "agent_type"), 200),
-        ("DELETE", r"/api/cache/context/([^/]+)", "cache.clear", ("issue_id",), 200),
-        ("POST", r"/api/agents/spawn", "agent.spawn", (), 201),
-        ("GET", r"/api/agents/([^/]+)/status", "agent.status", ("agent_id",), 200),
-        ("POST", r"/api/admin/faults", "admin.faults", (), 200),
-    ]
-]
 _JSON = [(b"content-type", b"application/json")]
-
-
-def _prefix(path: str) -> str:
-    """The first two segments of a path: '/api/results/x' -> 'api/results'."""
-    return "/".join(path.split("/", 3)[1:3])
-
-
-# Routes grouped by that prefix, so a request tries only its own family of patterns.
-_ROUTES_BY_PREFIX: dict[str, list[tuple[str, re.Pattern[str], str, tuple[str, ...], int]]] = {}
-for _route in _ROUTES:
-    _ROUTES_BY_PREFIX.setdefault(_prefix(_route[1].pattern.split("(", 1)[0]), []).append(_route)
-del _route
-
-
-class _ReplayStream(trio.abc.Stream):
-    """A stream whose first reads return bytes that were already read from the socket."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-        self._corked: list[bytes] | None = None
-
-    def cork(self) -> None:
-        """Collect writes until :meth:`uncork`, which sends them in one write."""
-        self._corked = []
-
-    async def uncork(self) -> None:
-        data, self._corked = self._corked, None
-        if data:
-            await self._stream.send_all(b"".join(data))
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            chunk, self._prefix = self._prefix[:n], self._prefix[n:]
-            await trio.lowlevel.checkpoint()
-            return chunk
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._corked is not None:
-            self._corked.append(bytes(data))
-            await trio.lowlevel.checkpoint()
-            return
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-class _WsConnection:
-    """Adapts a trio-websocket connection to the session's Connection."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: _ReplayStream) -> None:
-        self.ws = ws
-        self.stream = stream
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self.ws.get_message()
-        except trio_websocket.ConnectionClosed:
-            raise ConnectionGone from None
-
-    async def send(self, frame: bytes) -> None:
-        try:
-            await self.ws.send_message(frame.decode())
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionGone from None
-
-    async def send_many(self, frames: list[bytes]) -> None:
-        if len(frames) == 1:
-            await self.send(frames[0])
-            return
-        self.stream.cork()
-        try:
-            for frame in frames:
-                await self.ws.send_message(frame.decode())
-            await self.stream.uncork()
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionGone from None
-        finally:
-            self.stream._corked = None
-
-    async def close(self, code: int, reason: str) -> None:
-        try:
-            await self.ws.aclose(code, reason[:120])
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
 
 class Server:
@@ -176,7 +69,10 @@ class Server:
         self.api = api
         self.config = config
         self.connections = 0
-        self._session_ids = itertools.count(1)
+        self.websockets = WebSocketBridge(
+            api, max_message_bytes=config.max_body_bytes, auth_timeout=config.auth_timeout,
+            limits=config.session,
+        )
         self._http_scope = trio.CancelScope()
         self._accept_scope = trio.CancelScope()
         self.busy = 0
@@ -223,11 +119,14 @@ class Server:
                 await self._idle.wait()
         self._http_scope.cancel()
 
-    async def close_sessions(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
-        for session in list(self.api.sessions.values()):
-            session.ref.try_cast(CloseSession(code, reason))
+    async def close_sessions(
+        self, reason: CloseReason = CloseReason.GOING_AWAY, message: str = "server shutting down"
+    ) -> None:
+        live = self.api.system.live_sessions
+        for session in live:
+            session.ref.try_cast(CloseSession(reason, message))
         with trio.move_on_after(3):
-            for session in list(self.api.sessions.values()):
+            for session in live:
                 await session.finished.wait()
 
     # -- HTTP --
@@ -236,7 +135,7 @@ class Server:
         self.connections += 1
         try:
             await self._http(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, trio.TooSlowError):
+        except (*CONNECTION_GONE, trio.TooSlowError):
             pass
         except Exception:
             # A connection dies alone: whatever went wrong here must not reach the nursery
@@ -317,12 +216,8 @@ class Server:
         headers = dict(req.headers)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
-            error = ApiError(
-                413, "REQ_002",
-                f"request body of {int(length)} bytes is over the limit of {self.config.max_body_bytes}",
-                limit=self.config.max_body_bytes,
-            )
-            await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
+            refusal = _too_large(request_id, self.config.max_body_bytes, int(length))
+            await self._send(stream, conn, 413, refusal, [(b"connection", b"close")])
             return None, b"", []
         body = bytearray()
         try:
@@ -355,7 +250,7 @@ class Server:
             try:
                 await self._send(stream, conn, 503, encode_error(error, request_id),
                                  [*error.headers, (b"connection", b"close")])
-            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError, OSError):
+            except (*CONNECTION_GONE, h11.LocalProtocolError):
                 pass  # the client is gone
 
     async def _read_body(
@@ -367,12 +262,8 @@ class Server:
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.config.max_body_bytes:
-                    error = ApiError(
-                        413, "REQ_002",
-                        f"request body is over the limit of {self.config.max_body_bytes} bytes",
-                        limit=self.config.max_body_bytes,
-                    )
-                    await self._send(stream, conn, 413, encode_error(error, request_id), [(b"connection", b"close")])
+                    await self._send(stream, conn, 413, _too_large(request_id, self.config.max_body_bytes),
+                                     [(b"connection", b"close")])
                     return False
             elif isinstance(event, h11.EndOfMessage):
                 return True
@@ -398,52 +289,35 @@ class Server:
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None
             return 200, orjson.dumps(await self.api.status(principal)), []
-        allowed = []
-        for route_method, pattern, op, names, status in _ROUTES_BY_PREFIX.get(_prefix(path), ()):
-            match = pattern.fullmatch(path)
-            if match is None:
-                continue
-            if route_method != method:
-                allowed.append(route_method)
-                continue
-            args: dict[str, Any] = {}
-            if body:
-                try:
-                    parsed = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise ApiError(400, "REQ_001", f"malformed JSON body: {exc}", field="body") from None
-                if not isinstance(parsed, dict):
-                    raise ApiError(400, "REQ_001", "the body must be a JSON object", field="body")
-                validate_depth(body, parsed, self.config.max_json_depth)
-                args.update(parsed)
-            elif method == "POST" and op not in ("admin.faults",):
-                raise ApiError(400, "REQ_001", "missing JSON body", field="body")
-            if query:
-                for key, value in parse_qsl(query, keep_blank_values=True):
-                    args.setdefault(key, value)
-            for name, value in zip(names, match.groups(), strict=True):
-                # a path segment is an id (event_type has its own, narrower rule)
-                args[name] = unquote(value) if name == "event_type" else validate_id(name, unquote(value))
-            token = bearer(headers.get(b"authorization"))
-            principal = self.api.auth.verify(token) if token else None
-            key = headers.get(b"idempotency-key")
-            # surrogateescape: bytes that are not UTF-8 become unprintable, so the key is refused
-            ctx = Ctx(request_id, idempotency_key=key.decode("utf-8", "surrogateescape") if key is not None else None,
-                      on_sent=on_sent)
-            if OPS[op].mode == "blocking":
-                reply, extra = await self._while_present(
-                    stream, conn, self.api.call, op, principal, args, ctx
-                )
-            else:
-                reply, extra = await self.api.call(op, principal, args, ctx)
-            payload = reply if isinstance(reply, bytes) else orjson.dumps(reply)
-            return status, payload, extra
-        if allowed:
+        route = find_route(method, path)
+        if isinstance(route, Route):
+            return await self._call(route, method, headers, body, query, request_id, stream, conn, on_sent)
+        if route:
+            allowed = ", ".join(sorted(set(route)))
             raise ApiError(
-                405, "METHOD", f"{method} is not allowed on {path}; use {', '.join(sorted(set(allowed)))}",
-                headers=[(b"allow", ", ".join(sorted(set(allowed))).encode())],
+                405, "METHOD", f"{method} is not allowed on {path}; use {allowed}",
+                headers=[(b"allow", allowed.encode())],
             )
         raise ApiError(404, "NOT_FOUND", f"no route {method} {path}")
+
+    async def _call(
+        self, route: Route, method: str, headers: dict[bytes, bytes], body: bytes, query: str,
+        request_id: str, stream: trio.SocketStream, conn: h11.Connection,
+        on_sent: list[Callable[[], None]],
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        args = route_args(route, method, body, query, self.config.max_json_depth)
+        token = bearer(headers.get(b"authorization"))
+        principal = self.api.auth.verify(token) if token else None
+        idem = headers.get(b"idempotency-key")
+        # surrogateescape: bytes that are not UTF-8 become unprintable, so the key is refused
+        ctx = Ctx(request_id, idempotency_key=idem.decode("utf-8", "surrogateescape") if idem is not None else None,
+                  on_sent=on_sent)
+        if OPS[route.op].mode == "blocking":
+            reply, extra = await self._while_present(stream, conn, self.api.call, route.op, principal, args, ctx)
+        else:
+            reply, extra = await self.api.call(route.op, principal, args, ctx)
+        payload = reply if isinstance(reply, bytes) else orjson.dumps(reply)
+        return route.status, payload, extra
 
     async def _while_present(
         self, stream: trio.SocketStream, conn: h11.Connection,
@@ -457,7 +331,8 @@ class Server:
         next cycle; past ``max_header_bytes`` of them the watch stops reading (TCP
         backpressure), so it never buffers more than one request head.
         """
-        outcome: list[Any] = []
+        answered: list[_T] = []
+        failed: list[Exception] = []
 
         async def watch(scope: trio.CancelScope) -> None:
             buffered = 0
@@ -470,7 +345,7 @@ class Server:
                     buffered += len(data)
                 else:
                     return  # the client is clearly there: stop reading
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except CONNECTION_GONE:
                 pass
             scope.cancel()
 
@@ -478,20 +353,20 @@ class Server:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch, nursery.cancel_scope)
                 try:
-                    outcome.append(await answer(*args))
+                    answered.append(await answer(*args))
                 except Exception as exc:
-                    outcome.append(exc)
+                    failed.append(exc)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # cancelled from outside (shutdown): one Cancelled, as the caller expects
             if all(isinstance(e, trio.Cancelled) for e in group.exceptions):
                 raise group.exceptions[0] from None
             raise
-        if not outcome:
+        if failed:
+            raise failed[0]
+        if not answered:
             raise _ClientGone
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]  # type: ignore[no-any-return]
+        return answered[0]
 
     def _health(self) -> dict[str, Any]:
         store_ok = self.api.system.store.alive
@@ -520,9 +395,9 @@ class Server:
             all_headers.append((b"connection", b"close"))
         data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=b""))
         if head:  # a HEAD answer: the headers of the GET, no body
-            data += conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            data += conn.send(h11.EndOfMessage())
         else:
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())  # type: ignore[operator]
+            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
         await stream.send_all(data)
 
     async def _refuse(self, stream: trio.SocketStream, conn: h11.Connection, status: int, why: str) -> None:
@@ -557,73 +432,4 @@ class Server:
         head = b"%s %s HTTP/1.1\r\n" % (req.method, req.target)
         head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in req.headers) + b"\r\n"
         trailing, _ = conn.trailing_data
-        replay = _ReplayStream(stream, head + trailing)
-        async with trio.open_nursery() as nursery:
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery, replay, message_queue_size=16, max_message_size=self.config.max_body_bytes
-            )
-            ws = await ws_request.accept()
-            try:
-                await self._session(ws, replay, dict(req.headers))
-            finally:
-                nursery.cancel_scope.cancel()
-
-    async def _session(
-        self, ws: trio_websocket.WebSocketConnection, stream: _ReplayStream, headers: dict[bytes, bytes]
-    ) -> None:
-        adapter = _WsConnection(ws, stream)
-        try:
-            principal = await self._authenticate(adapter, headers)
-        except ApiError as error:
-            await adapter.close(CLOSE_AUTH, error.message)
-            return
-        except ConnectionGone:
-            return
-        if principal is None:
-            return
-        key = f"{principal.sub}#{next(self._session_ids)}"
-        session = Session(key, adapter, self.api, self.config.session, on_close=self.api.drop_session)
-        session.principal = principal
-        session.claims = principal.claims
-        session.expires_at = trio.current_time() + max(0.0, principal.exp - time.time())
-        self.api.sessions[key] = session
-        started = False
-        try:
-            await self.api.system.sessions.start_child(
-                ChildSpec(f"session:{key}", lambda: session, restart=Restart.TEMPORARY, ref=session.ref)
-            )
-            started = True
-        except SupervisorError:  # the sessions supervisor is stopping, or a duplicate key
-            await adapter.close(1011, "could not start the session")
-            return
-        finally:
-            if not started:
-                self.api.sessions.pop(key, None)
-        session.ref.try_cast(SetExpiry(session.expires_at))
-        await session.finished.wait()
-
-    async def _authenticate(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> Principal | None:
-        token = bearer(headers.get(b"authorization"))
-        if token is not None:
-            return self.api.auth.verify(token)
-        with trio.move_on_after(self.config.auth_timeout):
-            raw = await conn.receive()
-            try:
-                frame = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}") from None
-            if not isinstance(frame, dict) or frame.get("op") != "auth" or not isinstance(frame.get("token"), str):
-                raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}")
-            try:
-                validate_depth(raw, frame, self.api.config.max_json_depth)
-            except InvalidRequest as exc:
-                raise ApiError(401, "AUTH_001", f"the auth frame: {exc.message}") from None
-            if not valid_request_id(frame.get("id")):
-                raise ApiError(401, "AUTH_001", "the auth frame's 'id' must be a string of at most 256 "
-                                                "characters, a number, a boolean or null")
-            principal = self.api.auth.verify(frame["token"])
-            reply = {"authenticated": True, "sub": principal.sub, "project_id": principal.project_id,
-                     "expires_at": principal.exp}
-            await conn.send(self.api.reply_frame(frame.get("id"), reply))
-            return principal
-        raise ApiError(401, "AUTH_001", f"no token within {self.config.auth_timeout:g}s")
+        await self.websockets.serve(stream, head + trailing, dict(req.headers))

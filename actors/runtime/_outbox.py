@@ -21,7 +21,7 @@ class Outbox:
     def __init__(self, max_messages: int = 1000, max_bytes: int = 8 * 1024 * 1024) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._frames: deque[tuple[bytes, Any]] = deque()
+        self._frames: deque[tuple[bytes | None, Any]] = deque()
         self._bytes = 0
         self._lot = trio.lowlevel.ParkingLot()
         self.overflowed = False
@@ -34,27 +34,34 @@ class Outbox:
     def queued_bytes(self) -> int:
         return self._bytes
 
-    def offer(self, frame: bytes, tag: Any = None) -> bool:
-        """Queue ``frame`` (with a ``tag`` handed back to the consumer beside it).
+    def offer(self, frame: bytes | None, tag: Any = None) -> bool:
+        """Queue ``frame`` (with a ``tag`` handed back to the consumer beside it). A ``None``
+        frame is a note: nothing to send, only its tag for the consumer, in order with the
+        frames (it counts as a message, with no bytes).
 
         False if it would pass a bound (or the outbox is closed).
         """
         if self.closed or self.overflowed:
             return False
-        if len(self._frames) >= self.max_messages or self._bytes + len(frame) > self.max_bytes:
+        size = 0 if frame is None else len(frame)
+        if len(self._frames) >= self.max_messages or self._bytes + size > self.max_bytes:
             self.overflowed = True
             self._lot.unpark_all()
             return False
         self._frames.append((frame, tag))
-        self._bytes += len(frame)
+        self._bytes += size
         self._lot.unpark_all()
         return True
+
+    def pending_tags(self) -> list[Any]:
+        """The tags of what is still queued (not yet taken by the consumer), oldest first."""
+        return [tag for _, tag in self._frames if tag is not None]
 
     def close(self) -> None:
         self.closed = True
         self._lot.unpark_all()
 
-    async def get_batch(self, max_frames: int = 64) -> list[tuple[bytes, Any]]:
+    async def get_batch(self, max_frames: int = 64) -> list[tuple[bytes | None, Any]]:
         """Wait for frames and take up to ``max_frames`` of them, oldest first.
 
         Raises :class:`trio.EndOfChannel` once closed or overflowed (after the queue is
@@ -66,9 +73,10 @@ class Outbox:
             await self._lot.park()
         if self.overflowed:
             raise trio.EndOfChannel
-        batch: list[tuple[bytes, Any]] = []
+        batch: list[tuple[bytes | None, Any]] = []
         while self._frames and len(batch) < max_frames:
             item = self._frames.popleft()
-            self._bytes -= len(item[0])
+            if item[0] is not None:
+                self._bytes -= len(item[0])
             batch.append(item)
         return batch

@@ -1,14 +1,14 @@
-"""Idempotency keys: the pure table, and the project actor's keyed writes against an in-memory store.
+"""Idempotency keys: the pure table, and the project actor's keyed writes against the store.
 
-The project actor runs under a supervisor with a store actor that answers the store's
-messages from dicts (so MockClock(autojump_threshold=0) drives time) and can reject, crash
-before or after committing, or fail to answer, on demand.
+The project actor runs under a supervisor with the real store actor over the in-memory
+backend (tests/actors/conftest.py), so MockClock(autojump_threshold=0) drives time; the
+backend's fault hooks reject, crash before or after committing, or fail to answer, on demand.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,28 +26,26 @@ from orchestra.actors.idempotency import (
     fingerprint,
     validate_key,
 )
-from orchestra.actors.profiles import Profiles
 from orchestra.actors.project import (
-    ProjectActor,
     ProjectConfig,
     Publish,
     StoreResult,
     StoreResults,
     Wait,
 )
-from orchestra.actors.runtime import Actor, ActorRef, Call, ChildSpec, Supervisor
+from orchestra.actors.runtime import ActorRef, Supervisor
 from orchestra.actors.store import (
     MIGRATIONS,
     AppendBatch,
     HighWater,
     IdempotencyRow,
-    LoadProject,
     LookupKeys,
-    ProjectSnapshot,
     PurgeExpired,
     SQLiteBackend,
-    StoreError,
 )
+from orchestra.actors.store_memory import MemoryBackend
+
+from tests.actors.conftest import WallClock, start_domain
 
 # -- the pure table --
 
@@ -117,89 +115,11 @@ def test_the_fingerprint_ignores_key_order_but_not_the_operation_or_a_value():
 
 
 @dataclass
-class MemoryState:
-    """The durable state; outlives store restarts. The counters inject one fault each."""
-
-    results: dict[str, bytes] = field(default_factory=dict)
-    events: dict[int, bytes] = field(default_factory=dict)
-    last_cursor: int = 0
-    keys: dict[tuple[str, str], IdempotencyRow] = field(default_factory=dict)
-    reject: int = 0  # appends answered StoreError (rolled back)
-    crash_before: int = 0  # appends that crash the store before committing
-    crash_after: int = 0  # appends that crash the store after committing
-    high_water_fails: int = 0  # HighWater reads answered StoreError
-    lookup_fails: int = 0  # LookupKeys reads answered StoreError
-    lookups: int = 0
-
-
-class StoreBug(Exception):
-    pass
-
-
-class MemoryStore(Actor):
-    max_batch = 64
-
-    def __init__(self, state: MemoryState) -> None:
-        self.s = state
-
-    async def handle_batch(self, calls: list[Call]) -> None:
-        for call in calls:
-            self._one(call)
-
-    def _one(self, call: Call) -> None:
-        s, msg = self.s, call.msg
-        if isinstance(msg, LoadProject):
-            call.reply(ProjectSnapshot(s.last_cursor, [s.events[c] for c in sorted(s.events)]))
-        elif isinstance(msg, AppendBatch):
-            if s.reject:
-                s.reject -= 1
-                call.fail(StoreError("commit failed: disk I/O error"))
-                return
-            if s.crash_before:
-                s.crash_before -= 1
-                raise StoreBug("before the commit")
-            for r in msg.results:
-                s.results[r.id] = r.body
-            for e in msg.events:
-                s.events[e.cursor] = e.body
-            for k in msg.keys:
-                s.keys[(k.sub, k.key)] = k
-            s.last_cursor = max(s.last_cursor, msg.last_cursor)
-            if s.crash_after:
-                s.crash_after -= 1
-                raise StoreBug("after the commit")
-            call.reply(None)
-        elif isinstance(msg, LookupKeys):
-            s.lookups += 1
-            if s.lookup_fails:
-                s.lookup_fails -= 1
-                call.fail(StoreError("read failed"))
-                return
-            call.reply({sc: s.keys[sc] for sc in msg.scopes if sc in s.keys and s.keys[sc].expires_at > msg.now})
-        elif isinstance(msg, HighWater):
-            if s.high_water_fails:
-                s.high_water_fails -= 1
-                call.fail(StoreError("read failed"))
-                return
-            call.reply(s.last_cursor)
-        else:
-            call.reply(None)  # wait positions: not kept here
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
 class Rig:
-    state: MemoryState
+    backend: MemoryBackend
     project: ActorRef
     store: ActorRef
-    clock: Clock
+    clock: WallClock
     sup: Supervisor
 
     async def store_result(self, key: str | None = "k1", sub: str = "a1", **extra: Any) -> Any:
@@ -208,19 +128,20 @@ class Rig:
         idem = IdemKey(sub, key, fingerprint("result.store", body)) if key is not None else None
         return await self.project.call(StoreResult(body, idem), timeout=30)
 
+    def results(self) -> list[str]:
+        return self.backend.result_ids()
+
+    def events(self) -> list[tuple[int, bytes]]:
+        return self.backend.events_of("p1")
+
+    @property
+    def lookups(self) -> int:
+        return self.backend.seen[LookupKeys]
+
 
 async def start_rig(nursery: trio.Nursery, **config: Any) -> Rig:
-    state, clock = MemoryState(), Clock()
-    store = ActorRef("store", 256)
-    project = ActorRef("project:p1", 256)
-    cfg = ProjectConfig(**config)
-    sup = Supervisor("root", [
-        ChildSpec.actor("store", store, lambda: MemoryStore(state)),
-        ChildSpec.actor("project:p1", project,
-                        lambda: ProjectActor("p1", store, Profiles(), cfg, wall_clock=clock)),
-    ], max_restarts=100)
-    await nursery.start(sup.run)
-    return Rig(state, project, store, clock, sup)
+    d = await start_domain(nursery, ProjectConfig(**config))
+    return Rig(d.backend, d.project, d.store, d.clock, d.sup)
 
 
 def answer(reply: Any) -> dict[str, Any]:
@@ -233,17 +154,17 @@ async def test_a_repeat_answers_the_original_answer_and_stores_nothing_twice(nur
     first = await rig.store_result()
     again = await rig.store_result()
     assert isinstance(again, bytes) and answer(again) == first
-    assert len(rig.state.results) == 1 and len(rig.state.events) == 1
-    assert rig.state.lookups == 1  # the second was answered from memory
+    assert len(rig.results()) == 1 and len(rig.events()) == 1
+    assert rig.lookups == 1  # the second was answered from memory
     other = await rig.store_result(key="k2")
-    assert other["id"] != first["id"] and len(rig.state.results) == 2
+    assert other["id"] != first["id"] and len(rig.results()) == 2
 
 
 async def test_a_key_belongs_to_one_sub(nursery, autojump_clock):
     rig = await start_rig(nursery)
     a = await rig.store_result(sub="a1")
     b = await rig.store_result(sub="b2")
-    assert a["id"] != b["id"] and len(rig.state.results) == 2
+    assert a["id"] != b["id"] and len(rig.results()) == 2
 
 
 async def test_a_repeat_of_another_request_is_a_conflict_and_stores_nothing(nursery, autojump_clock):
@@ -256,7 +177,7 @@ async def test_a_repeat_of_another_request_is_a_conflict_and_stores_nothing(nurs
     with pytest.raises(IdempotencyConflict):  # the same key on another operation
         await rig.project.call(Publish("e", body, "a1", "python-specialist",
                                        IdemKey("a1", "k1", fingerprint("event.publish", body))))
-    assert len(rig.state.results) == 1 and len(rig.state.events) == 1
+    assert len(rig.results()) == 1 and len(rig.events()) == 1
 
 
 async def test_duplicates_in_one_batch_share_the_first_answer(nursery, autojump_clock):
@@ -278,7 +199,7 @@ async def test_duplicates_in_one_batch_share_the_first_answer(nursery, autojump_
     # whichever body came first is stored; the other one's requests are conflicts
     assert {len(replies), len(conflicts)} == {1, 5}
     assert all(answer(r) == answer(replies[0]) for r in replies)
-    assert len(rig.state.results) == 1 and rig.state.lookups == 1
+    assert len(rig.results()) == 1 and rig.lookups == 1
 
 
 async def test_a_batch_of_results_and_a_publish_are_repeated_whole(nursery, autojump_clock):
@@ -292,7 +213,7 @@ async def test_a_batch_of_results_and_a_publish_are_repeated_whole(nursery, auto
     pidem = IdemKey("a1", "p", fingerprint("event.publish", body))
     published = await rig.project.call(Publish("e", body, "a1", None, pidem), timeout=30)
     assert answer(await rig.project.call(Publish("e", body, "a1", None, pidem), timeout=30)) == published
-    assert len(rig.state.results) == 3 and len(rig.state.events) == 4
+    assert len(rig.results()) == 3 and len(rig.events()) == 4
 
 
 async def test_after_the_window_a_key_is_new_again(nursery, autojump_clock):
@@ -303,7 +224,7 @@ async def test_after_the_window_a_key_is_new_again(nursery, autojump_clock):
     rig.clock.now += 1
     later = await rig.store_result()
     assert isinstance(later, dict) and later["id"] != first["id"]
-    assert len(rig.state.results) == 2
+    assert len(rig.results()) == 2
 
 
 async def test_a_repeat_after_a_project_restart_is_answered_from_the_store(nursery, autojump_clock):
@@ -313,8 +234,8 @@ async def test_a_repeat_after_a_project_restart_is_answered_from_the_store(nurse
     await trio.testing.wait_all_tasks_blocked()
     assert rig.project.incarnation == 2
     again = await rig.store_result()
-    assert answer(again) == first and rig.state.lookups == 2
-    assert len(rig.state.results) == 1
+    assert answer(again) == first and rig.lookups == 2
+    assert len(rig.results()) == 1
     rig.clock.now += 61  # the store's copy expires with the window too
     rig.project.inject_fault("crash")
     await trio.testing.wait_all_tasks_blocked()
@@ -323,29 +244,29 @@ async def test_a_repeat_after_a_project_restart_is_answered_from_the_store(nurse
 
 async def test_a_rolled_back_write_says_not_stored_and_does_not_record_its_key(nursery, autojump_clock):
     rig = await start_rig(nursery)
-    rig.state.reject = 1
+    rig.backend.fail_writes(AppendBatch)
     with pytest.raises(NotStored) as info:
         await rig.store_result()
     assert info.value.details["outcome"] == "not_stored" and "not stored" in info.value.message
-    assert rig.state.results == {} and rig.state.keys == {}
+    assert rig.results() == [] and rig.backend.keys_of("p1") == {}
     stored = await rig.store_result()
-    assert isinstance(stored, dict) and len(rig.state.results) == 1
+    assert isinstance(stored, dict) and len(rig.results()) == 1
 
 
 async def test_a_store_crash_before_the_commit_is_settled_as_not_stored(nursery, autojump_clock):
     rig = await start_rig(nursery)
-    rig.state.crash_before = 1
+    rig.backend.crash(AppendBatch)
     with pytest.raises(NotStored):
         await rig.store_result()
-    assert rig.state.results == {}
-    assert isinstance(await rig.store_result(), dict) and len(rig.state.results) == 1
+    assert rig.results() == []
+    assert isinstance(await rig.store_result(), dict) and len(rig.results()) == 1
 
 
 async def test_a_store_crash_after_the_commit_is_settled_as_stored(nursery, autojump_clock):
     rig = await start_rig(nursery)
-    rig.state.crash_after = 1
+    rig.backend.crash(AppendBatch, after_commit=True)
     reply = await rig.store_result(key=None)  # committed: the truth is "stored", keyed or not
-    assert reply["stored"] is True and list(rig.state.results) == [reply["id"]]
+    assert reply["stored"] is True and rig.results() == [reply["id"]]
     answer = await rig.project.call(Wait("w", "agent_completed", EventFilter.parse(None), 0, 10, 0), timeout=5)
     found = orjson.loads(answer.reply)
     assert [e["data"]["result_id"] for e in found["events"]] == [reply["id"]]  # and delivered
@@ -353,22 +274,22 @@ async def test_a_store_crash_after_the_commit_is_settled_as_stored(nursery, auto
 
 async def test_an_unknown_outcome_says_so_and_a_retry_with_the_key_answers_the_original(nursery, autojump_clock):
     rig = await start_rig(nursery)
-    rig.state.crash_after = 1
-    rig.state.high_water_fails = 1
+    rig.backend.crash(AppendBatch, after_commit=True)
+    rig.backend.fail_reads(HighWater)
     with pytest.raises(OutcomeUnknown) as info:
         await rig.store_result()
     assert info.value.details["outcome"] == "unknown" and "same idempotency key" in info.value.message
-    assert len(rig.state.results) == 1  # it was in fact stored
+    assert len(rig.results()) == 1  # it was in fact stored
     again = await rig.store_result()
-    assert answer(again)["id"] == next(iter(rig.state.results)) and len(rig.state.results) == 1
+    assert answer(again)["id"] == rig.results()[0] and len(rig.results()) == 1
 
 
 async def test_a_key_that_cannot_be_checked_stores_nothing(nursery, autojump_clock):
     rig = await start_rig(nursery)
-    rig.state.lookup_fails = 1
+    rig.backend.fail_reads(LookupKeys)
     with pytest.raises(NotStored):
         await rig.store_result()
-    assert rig.state.results == {}
+    assert rig.results() == []
     assert isinstance(await rig.store_result(), dict)
 
 

@@ -1,7 +1,7 @@
-"""The project actor and the broker on MockClock(autojump_threshold=0), over an in-memory store.
+"""The project actor and the broker on MockClock(autojump_threshold=0), over the real store
+actor running the in-memory backend (tests/actors/conftest.py).
 
-No sockets, no sleeps: a fake store actor answers the project's few store messages, and a fake
-sink stands for a session's outbox.
+No sockets, no sleeps, no threads: a fake sink stands for a session's outbox.
 """
 
 from __future__ import annotations
@@ -11,98 +11,21 @@ from typing import Any
 import orjson
 import pytest
 import trio
+import trio.testing
 from orchestra.actors.broker import BrokerActor, EnsureProject
 from orchestra.actors.errors import Overloaded
 from orchestra.actors.events import EventFilter
-from orchestra.actors.profiles import Profiles
 from orchestra.actors.project import (
-    ProjectActor,
     ProjectConfig,
     ProjectStats,
     Publish,
     Subscribe,
 )
-from orchestra.actors.runtime import Actor, ActorRef, Call, ChildSpec, Outbox, Supervisor
-from orchestra.actors.store import (
-    AppendBatch,
-    LoadProject,
-    ProjectSnapshot,
-    SaveWaitCursor,
-    StoreError,
-)
+from orchestra.actors.runtime import ActorRef, ChildSpec, Supervisor
+from orchestra.actors.store import LoadProject
+from orchestra.actors.store_memory import MemoryBackend
 
-
-class MemoryStore(Actor):
-    """Keeps appended event bodies per project; ``fail_loads`` makes LoadProject fail."""
-
-    max_batch = 64
-
-    def __init__(self, fail_loads: bool = False) -> None:
-        self.fail_loads = fail_loads
-        self.events: dict[str, list[tuple[int, bytes]]] = {}
-        self.last: dict[str, int] = {}
-        self.wait_cursors: dict[str, dict[tuple[str, str], int]] = {}
-
-    async def handle_batch(self, calls: list[Call]) -> None:
-        for call in calls:
-            msg = call.msg
-            if isinstance(msg, LoadProject):
-                if self.fail_loads:
-                    call.fail(StoreError("disk I/O error"))
-                    continue
-                rows = self.events.get(msg.project_id, [])[-msg.max_events:]
-                call.reply(ProjectSnapshot(
-                    self.last.get(msg.project_id, 0), [body for _, body in rows],
-                    dict(self.wait_cursors.get(msg.project_id, {})),
-                ))
-            elif isinstance(msg, AppendBatch):
-                rows = self.events.setdefault(msg.project_id, [])
-                rows.extend((ev.cursor, ev.body) for ev in msg.events)
-                rows[:] = [r for r in rows if r[0] >= msg.trim_below]
-                self.last[msg.project_id] = msg.last_cursor
-                call.reply(None)
-            elif isinstance(msg, SaveWaitCursor):
-                self.wait_cursors.setdefault(msg.project_id, {})[(msg.sub, msg.wait_key)] = msg.cursor
-                call.reply(None)
-            else:
-                call.fail(StoreError(f"unexpected {msg!r}"))
-
-
-class Sink:
-    """A session's outbox as the project sees it."""
-
-    def __init__(self, key: str = "agent-1#1", max_messages: int = 1000) -> None:
-        self.session_key = key
-        self.agent_id = key.split("#")[0]
-        self.outbox = Outbox(max_messages, 1 << 30)
-        self.answers: list[dict[str, Any]] = []
-        self.pull: tuple[ActorRef, Any] | None = None
-        self.cut: str | None = None
-        self.started_from: str | None = None
-
-    def subscribed(self, reply_id: Any, reply: dict[str, Any]) -> None:
-        self.answers.append(reply)
-
-    def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
-        return self.outbox.offer(event, (sid, cursor))
-
-    def begin(self, sid: str, cursor: str) -> None:
-        self.started_from = cursor
-
-    def replay(self, sid: str, cursor: str, event: bytes) -> bool:
-        if len(self.outbox) >= max(1, self.outbox.max_messages // 2):
-            return False
-        return self.outbox.offer(event, (sid, cursor))
-
-    def want_more(self, ref: ActorRef, msg: Any) -> None:
-        self.pull = (ref, msg)
-
-    def behind(self, sid: str) -> None:
-        self.cut = sid
-
-    async def drain(self) -> list[int]:
-        """Take everything queued; the cursors taken."""
-        return [int(tag[1]) for _, tag in await self.outbox.get_batch(10_000)]
+from tests.actors.conftest import Sink, start_broker, start_domain
 
 
 def publish(topic: str = "t", **data: Any) -> Publish:
@@ -114,19 +37,10 @@ def subscribe(sink: Sink, since: int | None = None) -> Subscribe:
 
 
 async def start_project(
-    nursery: trio.Nursery, config: ProjectConfig | None = None, store: MemoryStore | None = None,
-) -> tuple[ActorRef, Supervisor, MemoryStore]:
-    store = store or MemoryStore()
-    store_ref = ActorRef("store")
-    ref = ActorRef("project:p1")
-    sup = Supervisor("root", [
-        ChildSpec.actor("store", store_ref, lambda: store),
-        ChildSpec.actor("project:p1", ref, lambda: ProjectActor(
-            "p1", store_ref, Profiles(), config or ProjectConfig(), wall_clock=lambda: 1_000_000.0,
-        )),
-    ])
-    await nursery.start(sup.run)
-    return ref, sup, store
+    nursery: trio.Nursery, config: ProjectConfig | None = None, store: MemoryBackend | None = None,
+) -> tuple[ActorRef, Supervisor, MemoryBackend]:
+    d = await start_domain(nursery, config, backend=store)
+    return d.project, d.sup, d.backend
 
 
 # -- 1. one request's content fails only that request --
@@ -175,27 +89,18 @@ async def test_a_failing_message_in_a_batch_leaves_the_others_answered(autojump_
 
 
 async def test_a_project_that_cannot_load_answers_unavailable_and_the_broker_lives(autojump_clock):
-    store = MemoryStore(fail_loads=True)
-    store_ref, broker_ref = ActorRef("store"), ActorRef("broker")
-    projects = Supervisor("projects", max_restarts=3, period=60)
-
-    def make_project(pid: str) -> ProjectActor:
-        return ProjectActor(pid, store_ref, Profiles(), ProjectConfig())
-
-    root = Supervisor("root", [
-        ChildSpec.actor("store", store_ref, lambda: store),
-        ChildSpec("projects", lambda: projects),
-        ChildSpec.actor("broker", broker_ref, lambda: BrokerActor(projects, make_project)),
-    ], max_restarts=3, period=60)
+    store = MemoryBackend()
+    store.fail_reads(LoadProject, times=None)
     async with trio.open_nursery() as nursery:
-        await nursery.start(root.run)
+        d = await start_broker(nursery, backend=store)
+        root, projects, broker_ref = d.root, d.projects, d.broker
         for _ in range(10):  # past every restart intensity in the tree
             with pytest.raises(Overloaded):
                 await broker_ref.call(EnsureProject("p1"))
         assert root.total_restarts() == 0
         assert broker_ref.alive
         assert len(projects) == 0
-        store.fail_loads = False  # the store recovered: the project starts
+        store.disarm()  # the store recovered: the project starts
         ref = await broker_ref.call(EnsureProject("p1"))
         assert (await ref.call(publish()))["published"] is True
         nursery.cancel_scope.cancel()
@@ -221,7 +126,8 @@ async def test_a_wait_position_moves_only_on_confirmation(autojump_clock):
         await ref.cast(again.confirm)
         after = await ref.call(wait())
         assert orjson.loads(after.reply)["events"] == [] and after.confirm is None
-        assert store.wait_cursors["p1"] == {("w", "build\x00"): 1}
+        await trio.testing.wait_all_tasks_blocked()  # the store took the position's cast
+        assert store.wait_cursors_of("p1") == {("w", "build\x00"): 1}
         # an old confirmation arriving late never moves the position back
         await ref.cast(first.confirm)
         await ref.call(publish(n=2))
@@ -278,12 +184,12 @@ async def test_a_replay_overtaken_by_trimming_is_cut_never_silently_gapped(autoj
 
 
 async def test_retention_is_bounded_in_bytes_also_when_loading(autojump_clock):
-    store = MemoryStore()
+    store = MemoryBackend()
     async with trio.open_nursery() as nursery:
         ref, _, _ = await start_project(nursery, ProjectConfig(max_event_bytes=1 << 30), store)
         for i in range(10):
             await ref.call(publish(n=i, pad="x" * 1000))
-        one = len(store.events["p1"][0][1])
+        one = len(store.events_of("p1")[0][1])
         nursery.cancel_scope.cancel()
     # the same store, a smaller byte bound: the load keeps the newest 3, the store follows
     async with trio.open_nursery() as nursery:
@@ -295,7 +201,7 @@ async def test_retention_is_bounded_in_bytes_also_when_loading(autojump_clock):
         assert reply["recovered"] is False  # 1..7 are gone: said, not silently skipped
         assert await sink.drain() == [8, 9, 10]
         await ref.call(publish(n=10, pad="x" * 1000))
-        assert [c for c, _ in store.events["p1"]] == [9, 10, 11]
+        assert [c for c, _ in store.events_of("p1")] == [9, 10, 11]
         nursery.cancel_scope.cancel()
 
 

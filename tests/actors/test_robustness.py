@@ -213,7 +213,7 @@ async def test_failing_requests_in_one_group_commit_fail_alone(tmp_path):
                     outcomes[key] = type(exc).__name__
 
             assert ref.inject_fault("delay", 200)  # everything below queues into one batch
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the store is in the stall
             async with trio.open_nursery() as callers:
                 callers.start_soon(call, "ok1", append("r1", cursor=1))
                 callers.start_soon(call, "bad", AppendBatch("p1", TOO_BIG, (row("x"),)))

@@ -5,18 +5,24 @@ from __future__ import annotations
 import pytest
 from orchestra.actors.store import (
     AppendBatch,
+    CommitFailed,
     EventRow,
     GetResult,
+    HighWater,
+    IdempotencyRow,
     LoadProject,
+    LookupKeys,
     PurgeExpired,
     QueryResults,
+    ReadFailed,
     ResultRow,
     SaveWaitCursor,
     SQLiteBackend,
     StoreCounts,
     StoreError,
+    WriteRejected,
 )
-from orchestra.actors.store_memory import MemoryBackend
+from orchestra.actors.store_memory import BackendCrash, MemoryBackend
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -98,6 +104,8 @@ def test_a_project_loads_its_last_cursor_retained_events_and_wait_positions(back
     assert snap.last_cursor == 7 and snap.events == [b'{"cursor":"7"}']
     assert snap.wait_cursors == {("a1", "tick"): 6}
     assert _read(backend, LoadProject("p1", 20.0, 10)).events == [b'{"cursor":"6"}', b'{"cursor":"7"}']
+    assert _read(backend, LoadProject("p1", 20.0, 0)).events == []
+    assert len(_read(backend, LoadProject("p1", 20.0, -1)).events) == 2  # no bound, as SQLite's LIMIT -1
 
 
 def test_trimming_and_purging_drop_events_but_never_the_last_cursor(backend):
@@ -107,3 +115,110 @@ def test_trimming_and_purging_drop_events_but_never_the_last_cursor(backend):
     _one(backend, PurgeExpired(1e13))
     snap = _read(backend, LoadProject("p1", 0.0, 100))
     assert snap.events == [] and snap.last_cursor == 4
+
+
+def _key(sub: str = "a1", key: str = "k", expires_at: float = 100.0, answer: bytes = b'{"id":"x"}') -> IdempotencyRow:
+    return IdempotencyRow(sub, key, b"fp", answer, expires_at)
+
+
+def test_keys_commit_with_their_batch_are_looked_up_per_project_until_they_expire(backend):
+    row = _key()
+    assert _one(backend, AppendBatch("p1", 1, keys=(row,))) is None
+    _, (found, other, gone) = backend.apply([], [
+        LookupKeys("p1", (("a1", "k"), ("a1", "nope")), 50.0),
+        LookupKeys("p2", (("a1", "k"),), 50.0),
+        LookupKeys("p1", (("a1", "k"),), 100.0),  # expired at its instant
+    ])
+    assert found == {("a1", "k"): row} and other == {} and gone == {}
+
+
+def test_a_key_of_a_rejected_batch_is_not_recorded(backend):
+    _one(backend, AppendBatch("p1", 1, (_result("r1"),)))
+    outcome = _one(backend, AppendBatch("p1", 2, (_result("r1"),), keys=(_key(),)))  # duplicate id
+    assert isinstance(outcome, StoreError)
+    assert _read(backend, LookupKeys("p1", (("a1", "k"),), 0.0)) == {}
+
+
+def test_an_expired_key_is_taken_over_by_a_new_write(backend):
+    _one(backend, AppendBatch("p1", 1, keys=(_key(expires_at=10.0, answer=b"old"),)))
+    _one(backend, AppendBatch("p1", 2, keys=(_key(expires_at=200.0, answer=b"new"),)))
+    assert _read(backend, LookupKeys("p1", (("a1", "k"),), 50.0))[("a1", "k")].answer == b"new"
+
+
+def test_the_high_water_cursor_only_grows_and_is_zero_for_an_unknown_project(backend):
+    assert _read(backend, HighWater("p1")) == 0
+    _one(backend, AppendBatch("p1", 5))
+    _one(backend, AppendBatch("p1", 3))  # an older batch never moves it back
+    assert _read(backend, HighWater("p1")) == 5 and _read(backend, HighWater("p2")) == 0
+
+
+def test_purging_drops_expired_keys_and_events_and_keeps_the_live_ones(backend):
+    _one(backend, AppendBatch("p1", 2, (), (_event(1, expires_at=10.0), _event(2, expires_at=30.0)),
+                              keys=(_key("a1", "old", 10.0), _key("a1", "new", 30.0))))
+    _one(backend, PurgeExpired(10.0))
+    found = _read(backend, LookupKeys("p1", (("a1", "old"), ("a1", "new")), 0.0))
+    assert list(found) == [("a1", "new")]
+    assert _read(backend, LoadProject("p1", 0.0, 100)).events == [b'{"cursor":"2"}']
+    assert _read(backend, StoreCounts())["events"] == 1
+
+
+def test_values_sqlite_cannot_bind_fail_alone(backend):
+    outcomes, reads = backend.apply(
+        [AppendBatch("p1", 2**63), AppendBatch("p1", 1)],
+        [QueryResults("p1", before_seq=2**63), QueryResults("p1", q="\ud800"), HighWater("p1")],
+    )
+    assert isinstance(outcomes[0], StoreError) and outcomes[1] is None
+    assert isinstance(reads[0], StoreError) and isinstance(reads[1], StoreError) and reads[2] == 1
+
+
+def test_a_query_limit_bounds_the_page(backend):
+    _one(backend, AppendBatch("p1", 0, tuple(_result(f"r{i}") for i in range(3))))
+    assert len(_read(backend, QueryResults("p1", limit=2))) == 2
+    assert _read(backend, QueryResults("p1", limit=0)) == []
+
+
+# -- the memory backend's fault hooks --
+
+
+def test_an_armed_write_fault_fails_the_next_write_of_its_type_alone():
+    b = MemoryBackend()
+    b.open()
+    b.fail_writes(AppendBatch)
+    outcomes, _ = b.apply([SaveWaitCursor("p1", "a", "k", 1), AppendBatch("p1", 1, (_result("r1"),)),
+                           AppendBatch("p1", 2, (_result("r2"),))], [])
+    assert outcomes[0] is None and isinstance(outcomes[1], WriteRejected) and outcomes[2] is None
+    assert b.result_ids() == ["r2"]
+
+
+def test_an_armed_read_fault_fails_reads_of_its_type_until_disarmed():
+    b = MemoryBackend()
+    b.open()
+    b.fail_reads(HighWater, times=None)
+    for _ in range(3):
+        _, (high, counts) = b.apply([], [HighWater("p1"), StoreCounts()])
+        assert isinstance(high, ReadFailed) and high.transient and counts["projects"] == 0
+    b.disarm()
+    assert b.apply([], [HighWater("p1")])[1] == [0]
+    assert b.seen[HighWater] == 4
+
+
+def test_a_failed_commit_applies_none_of_its_writes():
+    b = MemoryBackend()
+    b.open()
+    b.fail_commit(AppendBatch)
+    outcomes, (counts,) = b.apply([AppendBatch("p1", 1, (_result("r1"),)), SaveWaitCursor("p1", "a", "k", 1)],
+                                  [StoreCounts()])
+    assert all(isinstance(o, CommitFailed) for o in outcomes)
+    assert counts == {"results": 0, "events": 0, "projects": 0} and b.wait_cursors_of("p1") == {}
+
+
+@pytest.mark.parametrize("after_commit", [False, True])
+def test_a_crash_raises_out_of_apply_before_or_after_the_commit(after_commit):
+    b = MemoryBackend()
+    b.open()
+    b.crash(AppendBatch, after_commit=after_commit)
+    b.apply([SaveWaitCursor("p1", "a", "k", 1)], [])  # not armed for this one
+    with pytest.raises(BackendCrash):
+        b.apply([AppendBatch("p1", 1, (_result("r1"),))], [])
+    assert b.result_ids() == (["r1"] if after_commit else [])
+    assert b.apply([AppendBatch("p1", 2)], [])[0] == [None]  # fired once

@@ -55,6 +55,7 @@ def test_serve_accepts_good_values(tmp_path):
 @pytest.mark.parametrize("argv, flag", [
     (["--ttl", "-5"], "--ttl"),
     (["--ttl", "0"], "--ttl"),
+    (["--ttl", "0.5"], "--ttl"),
     (["--ttl", "1e300"], "--ttl"),
     (["--ttl", "nan"], "--ttl"),
     (["--sub", "a\x00b"], "--sub"),

@@ -5,6 +5,8 @@ sent again across the kill is stored once."""
 
 from __future__ import annotations
 
+import signal
+
 import trio
 
 from orchestra import client as sdk
@@ -37,6 +39,9 @@ async def test_subscriber_sees_every_event_once_in_order_across_a_server_sigkill
                 async def killer() -> None:
                     while len(acked) < N // 3:  # noqa: ASYNC110 (the publisher's progress)
                         await trio.sleep(0.01)
+                    # frozen first, so that a write is surely sent and unanswered at the kill
+                    procs[0].p.send_signal(signal.SIGSTOP)
+                    await trio.sleep(0.2)  # the publisher's next write goes out, unanswered
                     procs[0].p.kill()  # SIGKILL, with writes in flight
                     await trio.to_thread.run_sync(procs[0].wait)
                     procs.append(Proc(tmp_path, "--port", str(port)))
@@ -57,6 +62,37 @@ async def test_subscriber_sees_every_event_once_in_order_across_a_server_sigkill
                 assert sorted(r["result"]["i"] for r in stored["results"]) == list(range(N))
                 ticks = await c.wait("tick", since="0", limit=1000, timeout=1)
                 assert [e["data"]["i"] for e in ticks["events"]] == list(range(N))
+    finally:
+        for proc in procs:
+            if proc.p.poll() is None:
+                proc.p.kill()
+                proc.p.wait()
+
+
+async def test_a_subscriber_follows_a_graceful_restart(tmp_path):
+    """SIGTERM closes the connection with 1001; the client reconnects once the server is
+    back on its port and resumes from its cursor."""
+    procs = [Proc(tmp_path)]
+    try:
+        port = await procs[0].ready()
+        url = f"http://127.0.0.1:{port}"
+        sub_token = token(tmp_path, "--project", "p1", "--agent-type", "code-reviewer", "--sub", "sub")
+        pub_token = token(tmp_path, "--project", "p1", "--agent-type", "python-specialist", "--sub", "pub")
+        with trio.fail_after(60):
+            async with sdk.connect(url, sub_token, config=CONFIG) as c:
+                sub = await c.subscribe(["tick"])
+                async with sdk.connect(url, pub_token) as pub:
+                    for i in range(5):
+                        await pub.publish("tick", {"i": i})
+                procs[0].p.send_signal(signal.SIGTERM)
+                assert await trio.to_thread.run_sync(procs[0].wait) == 0
+                procs.append(Proc(tmp_path, "--port", str(port)))
+                assert await procs[1].ready() == port
+                async with sdk.connect(url, pub_token) as pub:
+                    for i in range(5, 10):
+                        await pub.publish("tick", {"i": i})
+                assert [(await sub.__anext__())["data"]["i"] for _ in range(10)] == list(range(10))
+                assert c.connections >= 2
     finally:
         for proc in procs:
             if proc.p.poll() is None:

@@ -3,6 +3,8 @@ requests in flight, reconnect with resume, writes sent again stored once, the bl
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import os
 import random
 import sys
@@ -13,8 +15,13 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from orchestra.transport.client import Backoff, ClientConfig, token_claims
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from orchestra.actors.session import SessionLimits
+from orchestra.transport.client import ClientConfig
 from orchestra.transport.client_errors import error_from_body, error_from_close
+from orchestra.transport.client_link import Backoff, Link, Pending, refresh_delay, token_claims
+from orchestra.transport.client_subscription import Subscription
 
 from orchestra import client as sdk
 from tests.conftest import start_context_server, start_server
@@ -68,6 +75,9 @@ def test_error_objects_map_to_one_class_per_family():
     assert down.retry_after == 1 and down.outcome == "unknown"
     # a cap of a later release with its own code is still a RateLimited
     assert type(error_from_body({"code": "AGENT_009", "retry_after_seconds": 5, "limit": 3})) is sdk.RateLimited
+    assert type(error_from_body({"code": "AGENT_008", "limit": 3})) is sdk.RateLimited
+    assert type(error_from_body({"code": "NEW_002", "retry_after_seconds": 5})) is sdk.Unavailable
+    assert type(error_from_body({"code": "NEW_003"})) is sdk.OrchestraError
     assert type(error_from_body({"code": "NEW_001"}, 409)) is sdk.Conflict
     assert type(error_from_close(4001, "expired")) is sdk.Unauthorized
     assert type(error_from_close(4003, "no")) is sdk.Forbidden
@@ -76,6 +86,70 @@ def test_error_objects_map_to_one_class_per_family():
 
 def test_token_claims_are_read_without_verifying():
     assert token_claims("not-a-token") == {}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=json_values | st.dictionaries(st.sampled_from(
+    ["code", "message", "retry_after_seconds", "limit", "outcome", "field", "request_id"]), json_values),
+    status=st.none() | st.integers(100, 599))
+def test_any_answer_becomes_an_orchestra_error(body, status):
+    exc = error_from_body(body, status)
+    assert isinstance(exc, sdk.OrchestraError) and isinstance(exc.body, dict) and isinstance(exc.code, str)
+    str(exc)
+    if isinstance(exc, sdk.RateLimited | sdk.Unavailable):
+        assert exc.retry_after is None or exc.retry_after >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60))
+def test_any_url_or_token_text_is_refused_cleanly(text):
+    try:
+        assert sdk.ws_url(text).startswith(("ws://", "wss://"))
+    except ValueError:
+        pass
+    assert isinstance(token_claims(text), dict)
+
+
+class _Owner:
+    """What a Subscription asks of its client, without one."""
+
+    def __init__(self, buffer: int) -> None:
+        self.config = ClientConfig(subscription_buffer=buffer)
+        self.final_error = None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    replays=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=8),
+    pace=st.lists(st.integers(0, 2), min_size=1, max_size=40),
+)
+def test_a_subscription_hands_over_each_cursor_once_in_order(replays, pace):
+    """Pushes as the server sends them across resumes (each connection replays an ascending
+    run from somewhere at or before the subscription's cursor), the consumer reading between
+    them at any pace from a small buffer: what it reads is strictly ascending, and every
+    cursor up to the last it read was read (no gap)."""
+    sub = Subscription(_Owner(buffer=4), {"event_types": "*"}, None)  # type: ignore[arg-type]
+    link = type("L", (), {"global_sub": None})()
+    got: list[int] = []
+    reads = itertools.cycle(pace)
+    for back, length in replays:
+        sub.subscribe_request(link)  # a (re)subscription from its cursor
+        start = int(sub.cursor() or 0)
+        for c in range(max(0, start - back), start + length + 1):  # repeats, then new ones
+            sub._push({"cursor": f"{c:020d}", "data": c})
+            for _ in range(next(reads)):
+                if sub._buffer:
+                    got.append(sub._buffer.popleft()["data"])
+    assert got == sorted(set(got))
+    if got:
+        assert got == list(range(got[0], got[-1] + 1))
 
 
 # -- against a server --
@@ -324,6 +398,7 @@ async def test_the_blocking_client_has_the_same_methods_and_exceptions(server):
             out.append("unauthorized")
         return out
 
+    assert "idempotency_key" in inspect.signature(sdk.SyncClient.store_result).parameters
     t0 = time.monotonic()
     with trio.fail_after(30):
         out = await trio.to_thread.run_sync(script)
@@ -388,3 +463,114 @@ async def test_the_example_agent_reads_stores_publishes_and_waits(nursery, tmp_p
     refused = await trio.run_process([sys.executable, str(example)], env=env, capture_stdout=True,
                                      capture_stderr=True, check=False)
     assert refused.returncode == 3
+
+
+def test_the_token_is_refreshed_before_it_expires():
+    now = 1_000_000.0
+    hour = {"iat": now, "exp": now + 3600}
+    assert refresh_delay(hour, now, 60) == 3600 - 60
+    short = {"iat": now, "exp": now + 30}  # at most a third of its lifetime ahead
+    assert refresh_delay(short, now, 60) == 20
+    assert refresh_delay({"exp": now + 300}, now, 60) == 240  # no iat
+    assert refresh_delay({"exp": now - 5, "iat": now - 65}, now, 60) < 0  # due now
+    assert refresh_delay({}, now, 60) is None
+
+
+async def test_errors_and_cancellation_leave_the_block_as_themselves(server):
+    """Not wrapped in an exception group by the client's own tasks."""
+    h = server
+    with trio.fail_after(20):
+        with pytest.raises(sdk.NotFound):
+            async with sdk.connect(url(h), h.token()) as c:
+                await c.get_result("missing")
+        with trio.move_on_after(0.2) as scope:
+            async with sdk.connect(url(h), h.token()) as c:
+                await c.wait("never", timeout=10)
+        assert scope.cancelled_caught
+        with pytest.raises(sdk.NotFound):  # no WebSocket endpoint there: final, not retried
+            async with sdk.connect(f"ws://127.0.0.1:{h.port}/elsewhere", h.token()):
+                pass
+
+
+async def test_a_resume_past_retention_raises_events_lost_then_goes_on(nursery, tmp_path):
+    h = await start_server(nursery, tmp_path / "d", max_events=5)
+    with trio.fail_after(20):
+        async with sdk.connect(url(h), h.token()) as c:
+            for i in range(10):
+                await c.publish("tick", {"i": i})
+            sub = await c.subscribe(["tick"], since="00000000000000000001")
+            with pytest.raises(sdk.EventsLost) as info:
+                await sub.__anext__()
+            assert info.value.code == "EVENTS_LOST" and not sub.recovered
+            assert [(await sub.__anext__())["data"]["i"] for _ in range(5)] == [5, 6, 7, 8, 9]
+
+
+async def test_a_connection_cut_as_too_far_behind_resumes_without_loss(nursery, tmp_path):
+    """A burst past the connection's outbound bound closes it with 4008; the client
+    reconnects, resumes from its cursor and the replay runs at its pace."""
+    h = await start_server(nursery, tmp_path / "d", session=SessionLimits(max_messages=8))
+    with trio.fail_after(30):
+        async with sdk.connect(url(h), h.token(sub="w")) as writer, \
+                sdk.connect(url(h), h.token(sub="r"), config=FAST) as c:
+            sub = await c.subscribe(["agent_completed"])
+            bodies = [writer.result_body("ISS-B", {"status": "success", "i": i}) for i in range(300)]
+            await writer.store_results(bodies)  # 300 events at once
+            seen = []
+            async for event in sub:
+                seen.append(event["data"]["result_id"])
+                if len(seen) == 300:
+                    break
+            stored = await c.query_results(issue_id="ISS-B", limit=1000)
+            assert seen == [r["id"] for r in reversed(stored["results"])]
+            assert c.connections >= 2  # it was cut (4008) and came back
+
+
+async def test_a_slow_star_consumer_is_resumed_on_a_fresh_connection(server):
+    h = server
+    admin = h.token("*", agent_type="dashboard", admin=True, sub="dash")
+    config = ClientConfig(subscription_buffer=4, backoff_initial=0.01, backoff_max=0.05)
+    with trio.fail_after(30):
+        async with sdk.connect(url(h), h.token("alpha", sub="a")) as alpha, \
+                sdk.connect(url(h), admin, config=config) as dash:
+            await alpha.publish("warm")
+            sub = await dash.subscribe(["job"], project_id="*")
+            for n in range(20):
+                await alpha.publish("job", {"n": n})
+            await trio.sleep(0.2)  # far more than the buffer holds has arrived
+            seen = [(await sub.__anext__())["data"]["n"] for _ in range(20)]
+            assert seen == list(range(20)) and dash.connections >= 2
+
+
+async def test_many_subscriptions_resume_within_the_rate_limit(nursery, tmp_path):
+    """More subscriptions than the rate limit's burst: the resubscriptions of a new
+    connection wait their turn instead of failing the connection over and over."""
+    h = await start_server(nursery, tmp_path / "d", rate_limits=True)
+    with trio.fail_after(40):
+        async with sdk.connect(url(h), h.token(sub="pub")) as pub, \
+                sdk.connect(url(h), h.token(sub="many"), config=FAST) as c:
+            subs = []
+            for i in range(45):  # past the burst of 40 (resubscribing takes about 2 s at 20/s)
+                while True:
+                    try:
+                        subs.append(await c.subscribe([f"t{i}"]))
+                        break
+                    except sdk.RateLimited as exc:
+                        await trio.sleep(exc.retry_after)
+            await trio.sleep(2.5)  # the bucket refills
+            assert h.system.actor_ref("session:many").inject_fault("crash")
+            await pub.publish("t44", {"ok": True})
+            assert (await subs[44].__anext__())["data"] == {"ok": True}
+            assert c.connections == 2
+
+
+async def test_an_answer_of_an_unexpected_shape_fails_its_request_only():
+    link = Link(None, 1024)  # type: ignore[arg-type]
+
+    def on_reply(link, reply):
+        reply["subscription"]  # the answer lacks it
+
+    slot = Pending(on_reply)
+    link.pending[1] = slot
+    link.answer({"id": 1, "ok": True, "result": {}})
+    assert slot.done.is_set() and isinstance(slot.error, sdk.OrchestraError)
+    link.answer({"id": 2, "ok": False, "error": "not an object"})  # no such request: ignored

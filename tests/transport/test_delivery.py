@@ -8,16 +8,17 @@ import trio
 from orchestra.actors.session import SessionLimits
 
 from tests.conftest import Harness, result_body, start_server
+from tests.waiting import until_waiters
 
 
-async def _abandoned_http_wait(server: Harness, token: str, path: str, after: float) -> None:
-    """Send a wait and close the connection ``after`` seconds later, unanswered."""
+async def _abandoned_http_wait(server: Harness, token: str, path: str) -> None:
+    """Send a wait and close the connection, unanswered, once the wait is in progress."""
     stream = await trio.open_tcp_stream("127.0.0.1", server.port)
     conn = h11.Connection(h11.CLIENT)
     headers = [("host", "test"), ("authorization", f"Bearer {token}")]
     await stream.send_all(conn.send(h11.Request(method="GET", target=path, headers=headers))
                           + conn.send(h11.EndOfMessage()))
-    await trio.sleep(after)
+    await until_waiters(server, 1)
     await stream.aclose()
 
 
@@ -35,7 +36,7 @@ async def _no_waits(server: Harness, project: str = "p1") -> None:
 
 async def test_an_http_wait_whose_client_left_does_not_take_the_next_event(server):
     tok = server.token(sub="waiter")
-    await _abandoned_http_wait(server, tok, "/api/events/wait/build_done?timeout=10000", 0.3)
+    await _abandoned_http_wait(server, tok, "/api/events/wait/build_done?timeout=10000")
     await _no_waits(server)
     publisher = server.token(sub="pub")
     r = await server.request("POST", "/api/events/build_done", publisher, {"data": {"n": 1}})
@@ -48,7 +49,7 @@ async def test_a_websocket_wait_whose_client_left_does_not_take_the_next_event(s
     tok = server.token(sub="waiter")
     async with server.ws(tok) as ws:
         await ws.send("event.wait", event_type="build_done", timeout=10000)
-        await trio.sleep(0.3)
+        await until_waiters(server, 1)
     await _no_waits(server)
     publisher = server.token(sub="pub")
     assert (await server.request("POST", "/api/events/build_done", publisher, {"data": {"n": 1}})).status == 200
@@ -66,7 +67,7 @@ async def test_a_pipelined_request_behind_a_wait_is_still_answered(server):
     first = conn.send(h11.Request(method="GET", target="/api/events/wait/x?timeout=300", headers=headers))
     first += conn.send(h11.EndOfMessage())
     await stream.send_all(first)
-    await trio.sleep(0.1)  # the wait is in progress, watched, when the next request arrives
+    await until_waiters(server, 1)  # the wait is in progress, watched, when the next request arrives
     # a second request on the same connection, written before the first is answered
     second = h11.Connection(h11.CLIENT)
     raw = second.send(h11.Request(method="GET", target="/health", headers=[("host", "test")]))

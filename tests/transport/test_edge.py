@@ -347,3 +347,187 @@ async def test_lists_and_texts_of_operations_are_bounded(server):
         reply = await ws.call("auth.refresh", token="x" * 20_000)
         assert reply["ok"] is False and reply["error"]["field"] == "token"
     assert await _restarts(server) == 0
+
+
+# -- hostile values against every validator: a 4xx error object, never a 500 --
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_BOUNDED = settings(max_examples=int(__import__("os").environ.get("EDGE_EXAMPLES", "60")), deadline=None, suppress_health_check=list(HealthCheck))
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=300),
+    st.sampled_from(["", " ", "\x00", "\x7f", "\x85", "\u2028", "9999-12-31T23:59:59-23:59", "r1:99999999999999999999",
+                     "99999999999999999999", "1_0", "+1", "١٢", "x" * 257, "-0", "1e400"]),
+)
+_hostile = st.one_of(
+    _scalars,
+    st.integers(min_value=1, max_value=400).map(nested),
+    st.recursive(_scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                 max_leaves=12),
+)
+
+
+def _answers_4xx_or_value(call) -> None:
+    """``call()`` returns, or raises an error that maps to a 4xx error object."""
+    from orchestra.transport.errors import from_exception
+
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the point: which exception it is
+        error = from_exception(exc, "req-test")
+        assert 400 <= error.status < 500, (type(exc), exc)
+
+
+@_BOUNDED
+@given(value=_hostile)
+def test_pure_validators_answer_4xx(value):
+    from orchestra.actors.records import (
+        json_too_deep,
+        parse_iso,
+        validate_event_body,
+        validate_id,
+        validate_result_body,
+    )
+    from orchestra.transport import args as ops
+
+    args = {"k": value}
+    _answers_4xx_or_value(lambda: validate_id("k", value))
+    _answers_4xx_or_value(lambda: parse_iso("since", value))
+    _answers_4xx_or_value(lambda: ops.int_arg(args, "k", 1, 0, 1000))
+    _answers_4xx_or_value(lambda: ops.cursor_arg(args, "k"))
+    _answers_4xx_or_value(lambda: ops.decode_page_cursor(value))
+    _answers_4xx_or_value(lambda: ops.opt_text_arg(args, "k", 100))
+    _answers_4xx_or_value(lambda: ops.environment_arg({"environment": value}))
+    _answers_4xx_or_value(lambda: validate_event_body({"data": {"x": value}, "round": value}))
+    _answers_4xx_or_value(lambda: validate_event_body({"references": value, "topic": value}))
+    _answers_4xx_or_value(lambda: validate_result_body({**result_body(), "issue_id": value}, "p1"))
+    json_too_deep(value, 64)
+
+
+@_BOUNDED
+@given(value=_hostile)
+def test_whatever_the_depth_check_accepts_reencodes(value):
+    from orchestra.actors.records import json_too_deep
+
+    try:  # what the edge's parser makes of it (orjson reads integers past 64 bits as floats)
+        body = orjson.loads(deep_json({"result": {"status": "ok", "x": value}}))
+    except orjson.JSONDecodeError:
+        return
+    if json_too_deep(body, 64) is None:
+        # wrapped as a stored record inside a reply inside a frame: still encodable
+        orjson.dumps({"id": 1, "result": {"results": [{"record": body}]}})
+
+
+@_BOUNDED
+@given(claim=st.sampled_from(["exp", "iat", "nbf", "sub", "agent_type", "project_id", "permissions"]),
+       value=_hostile)
+def test_tokens_with_hostile_claims_answer_401_or_verify(claim, value):
+    from orchestra.actors.profiles import Profiles
+    from orchestra.transport.auth import Auth
+
+    now = int(time.time())
+    payload = {"sub": "a", "agent_type": "python-specialist", "project_id": "p1", "iat": now, "exp": now + 60,
+               claim: value}
+    try:
+        tok = jwt.encode(payload, SECRET, algorithm="HS256")
+    except (TypeError, ValueError, OverflowError):
+        return  # not encodable as a JWT
+    _answers_4xx_or_value(lambda: Auth(SECRET, Profiles()).verify(tok))
+
+
+@pytest.fixture
+def threaded_server(tmp_path):
+    """A context server running in its own thread and trio run, so that each hypothesis example
+    (a fresh ``trio.run`` of its own in the test's thread) talks to the same server."""
+    import threading
+
+    from tests.conftest import start_context_server
+
+    ready, held = threading.Event(), {}
+
+    def run() -> None:
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                held["h"] = await start_context_server(nursery, tmp_path)
+                held["token"], held["scope"] = trio.lowlevel.current_trio_token(), nursery.cancel_scope
+                ready.set()
+
+        trio.run(main)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    yield held["h"]
+    trio.from_thread.run_sync(held["scope"].cancel, trio_token=held["token"])
+    thread.join(30)
+
+
+_HTTP_PLACES = [
+    ("POST", "/api/results", "body", "issue_id"), ("POST", "/api/results", "body", "result"),
+    ("POST", "/api/results", "body", "project_id"), ("POST", "/api/results/batch", "body", "results"),
+    ("POST", "/api/events/ci", "body", "data"), ("POST", "/api/events/ci", "body", "round"),
+    ("POST", "/api/events/ci", "body", "ttl_seconds"), ("POST", "/api/events/ci", "body", "references"),
+    ("POST", "/api/events/ci", "body", "correlation_id"),
+    ("GET", "/api/results", "query", "cursor"), ("GET", "/api/results", "query", "since"),
+    ("GET", "/api/results", "query", "limit"), ("GET", "/api/results", "query", "issue_id"),
+    ("GET", "/api/events/wait/ci", "query", "since"), ("GET", "/api/events/wait/ci", "query", "filter"),
+    ("GET", "/api/events/wait/ci", "query", "limit"),
+    ("GET", "/api/results/{}", "path", "result_id"), ("DELETE", "/api/cache/context/{}", "path", "issue_id"),
+    ("GET", "/api/agents/{}/status", "path", "agent_id"), ("POST", "/api/admin/faults", "body", "ms"),
+    ("POST", "/api/agents/spawn", "body", "environment"),
+]
+
+
+@_BOUNDED
+@given(place=st.sampled_from(_HTTP_PLACES), value=_hostile)
+def test_http_routes_answer_hostile_values_with_an_error_object(threaded_server, place, value):
+    from urllib.parse import quote
+
+    server = threaded_server
+    method, path, where, field = place
+    tok = server.token(agent_type="chief-architect", sub="chief")
+    text = value if isinstance(value, str) else json.dumps(value)
+    raw = None
+    if where == "path":
+        path = path.format(quote(text, safe="") or "%20")
+    elif where == "query":
+        path = f"{path}?timeout=0&{field}={quote(text, safe='')}"
+    else:
+        base: dict = {"/api/results": result_body(), "/api/agents/spawn": {"agent_type": "python-specialist",
+                      "issue_id": "i"}, "/api/admin/faults": {"target": "nothing", "kind": "delay"}}.get(path, {})
+        raw = deep_json({**base, field: value})
+    r = trio.run(server.request, method, path, tok, None, raw if raw is not None else b"")
+    assert r.status < 500 or (path == "/api/agents/spawn" and r.status == 503), (place, value, r.body)
+    if r.status >= 400:
+        err = r.json()
+        assert err["code"] and err["request_id"] and err["message"]
+    assert server.system.root.total_restarts() == 0
+
+
+@_BOUNDED
+@given(op=st.sampled_from(["result.get", "result.query", "event.publish", "event.subscribe", "event.wait",
+                           "event.unsubscribe", "context.get", "cache.clear", "agent.status", "auth.refresh"]),
+       field=st.sampled_from(["id", "result_id", "issue_id", "since", "filter", "topics", "event_types",
+                              "event_type", "data", "limit", "subscription", "token", "max_bytes", "task"]),
+       value=_hostile)
+def test_websocket_ops_answer_hostile_values_and_stay_open(threaded_server, op, field, value):
+    h = threaded_server
+    frame = {"id": 1, "op": op, "event_type": "ci", "issue_id": "iss", "timeout": 0, field: value}
+    trio.run(_ws_example, h, frame)
+    assert h.system.root.total_restarts() == 0
+
+
+async def _ws_example(h, frame) -> None:
+    with trio.fail_after(20):
+        async with h.ws(h.token()) as ws:
+            await ws.ws.send_message(deep_json(frame).decode())
+            reply = await ws.recv()
+            while "ok" not in reply:
+                reply = await ws.recv()
+            if reply["ok"] is False:
+                assert reply["error"]["code"] != "INTERNAL" and reply["error"]["request_id"], reply
+                assert not reply["error"]["code"].startswith("UNAVAIL"), reply
+            assert (await ws.call("ping"))["result"] == {"pong": True}

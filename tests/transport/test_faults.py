@@ -6,6 +6,7 @@ import math
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 from orchestra.actors.errors import (
     CommitFailed,
@@ -31,6 +32,7 @@ from orchestra.actors.runtime import (
 from orchestra.transport.errors import error_body, from_exception
 
 from tests.conftest import HeldBuilds, result_body, start_context_server
+from tests.waiting import until
 
 
 async def _writers(server, tok, n_writers, per_writer, acked, failed):
@@ -59,8 +61,8 @@ async def test_crash_under_writes_loses_nothing_acknowledged(server, target):
     failed: list[dict] = []
 
     async def crasher():
-        for _ in range(3):
-            await trio.sleep(0.02)
+        for i in range(3):  # crashes spread over the writes: after 20, 40 and 60 answers
+            await until(lambda i=i: len(acked) + len(failed) >= 20 * (i + 1), "the writers progressed")
             r = await server.request("POST", "/api/admin/faults", admin, {"target": target, "kind": "crash"})
             assert r.status == 200 and r.json() == {"target": target, "kind": "crash", "injected": True}
 
@@ -146,11 +148,13 @@ async def test_a_store_crash_fails_reads_without_crashing_the_project(server):
         statuses.append((await server.request("GET", "/api/results?limit=5", tok)).status)
 
     # stall the store so that reads queue behind the stall, then queue a crash behind them
+    store = server.system.store
     await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "delay", "ms": 300})
+    await trio.testing.wait_all_tasks_blocked()  # the store is in the stall
     async with trio.open_nursery() as n:
         for _ in range(4):
             n.start_soon(reader)
-        await trio.sleep(0.1)
+        await until(lambda: store.queued >= 1, "a read queued behind the stall")
         await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "crash"})
     # the read in flight at the crash is answered 503 (not hung); the others are served after
     # the store restarts, by the same project actor
@@ -271,7 +275,7 @@ async def test_a_bug_answers_500_and_is_logged_once_with_the_request_id(server, 
 
     from orchestra.transport import ops
 
-    async def broken(api, p, args, c):
+    async def broken(c, args):
         raise ZeroDivisionError("a bug in an operation")
 
     monkeypatch.setitem(ops.OPS, "result.get", dataclasses.replace(ops.OPS["result.get"], handler=broken))

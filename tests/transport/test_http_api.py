@@ -10,6 +10,7 @@ import trio
 from orchestra.actors.events import decode_cursor
 
 from tests.conftest import SECRET, HeldBuilds, result_body, start_context_server, start_server
+from tests.waiting import until, until_waiters
 
 
 async def test_health_and_status_without_token(server):
@@ -149,7 +150,7 @@ async def test_publish_and_wait(server):
 
     async with trio.open_nursery() as n:
         n.start_soon(wait)
-        await trio.sleep(0.1)
+        await until_waiters(server, 1)
         await server.request("POST", "/api/events/build_done", tok, {"data": {"score": 10}})
         await server.request("POST", "/api/events/build_done", tok, {"data": {"score": 99}})
     assert [e["data"]["score"] for e in got[0]["events"]] == [99]
@@ -263,7 +264,7 @@ async def test_full_bounds_answer_503_not_a_hang(nursery, tmp_path):
 
     async with trio.open_nursery() as n:
         n.start_soon(wait, "first")
-        await trio.sleep(0.1)  # the first wait holds the only place
+        await until_waiters(h, 1)  # the first wait holds the only place
         for i in range(2):
             n.start_soon(wait, f"more{i}")
     refused = [r for r in results if r.status == 503]
@@ -455,12 +456,12 @@ async def test_store_batch_extension(server):
 
 
 async def test_a_bug_answers_500_with_the_object_and_the_server_keeps_serving(server, monkeypatch, caplog):
-    from orchestra.transport import api as api_module
+    from orchestra.transport import ops as ops_module
 
-    async def broken(api, p, args, c):
+    async def broken(c, args):
         raise RuntimeError("deliberate bug")
 
-    monkeypatch.setitem(api_module.OPS, "agent.status", api_module.Op("agent.status", broken))
+    monkeypatch.setitem(ops_module.OPS, "agent.status", ops_module.Op("agent.status", broken))
     r = await server.request("GET", "/api/agents/x/status", server.token())
     assert r.status == 500
     err = r.json()
@@ -478,7 +479,7 @@ async def test_metrics_show_restarts_per_actor(server):
     admin = server.token("*", agent_type="ops", admin=True, sub="ops")
     await server.request("POST", "/api/results", server.token(), result_body())
     await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "crash"})
-    await trio.sleep(0.1)
+    await until(lambda: server.system.projects.total_restarts() == 1, "the project restarted")
     text = (await server.request("GET", "/metrics")).body.decode()
     assert 'orchestra_actor_child_restarts{child="project:p1",supervisor="projects"} 1.0' in text
 
@@ -587,7 +588,7 @@ async def test_idle_waits_cost_no_cpu(server):
     async with trio.open_nursery() as n:
         for i in range(waiting):
             n.start_soon(ref.call, Wait(f"w{i}", "never", EventFilter.parse(None), None, 10, 30.0))
-        await trio.sleep(0.3)  # all registered
+        await until_waiters(server, waiting)  # all registered
         before = resource.getrusage(resource.RUSAGE_SELF)
         await trio.sleep(1.0)
         after = resource.getrusage(resource.RUSAGE_SELF)

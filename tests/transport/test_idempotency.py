@@ -11,6 +11,7 @@ import trio
 from orchestra.actors.store import AppendBatch, StoreActor
 
 from tests.conftest import result_body, start_server
+from tests.waiting import until
 
 
 def key(k: str) -> list[tuple[str, str]]:
@@ -224,8 +225,8 @@ async def test_a_store_crash_under_writes_of_two_projects_never_misreports_a_wri
             answers[(p, tag)] = r
 
     async def crasher():
-        for _ in range(3):
-            await trio.sleep(0.03)
+        for i in range(3):  # crashes spread over the writes: after 30, 60 and 90 answers
+            await until(lambda i=i: len(answers) >= 30 * (i + 1), "the writers progressed")
             r = await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "crash"})
             assert r.status == 200
 

@@ -43,7 +43,7 @@ async def test_auth_by_first_frame_and_refusals(server):
 
 async def test_auth_timeout_closes_4001(nursery, tmp_path):
     h = await start_server(nursery, tmp_path / "d")
-    h.server.config = type(h.server.config)(auth_timeout=0.2)
+    h.server.websockets.auth_timeout = 0.2
     async with h.ws() as ws:
         with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as info:
             await ws.recv()
@@ -159,7 +159,7 @@ async def test_stalled_reader_is_closed_4008_and_others_continue(nursery, tmp_pa
         assert reason.code == 4008
         assert "last cursor delivered" in reason.reason
         assert (await fast.call("ping"))["ok"]
-        outboxes = [s.outbox.queued_bytes for s in h.api.sessions.values()]
+        outboxes = [s.outbox.queued_bytes for s in h.system.live_sessions]
         assert all(b <= 8 * 1024 * 1024 for b in outboxes)
 
 

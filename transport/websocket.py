@@ -1,0 +1,195 @@
+"""The WebSocket bridge: an upgraded HTTP connection becomes a session.
+
+trio-websocket speaks the protocol over the connection's stream (with the bytes h11 already
+read replayed first); the first frame (or the Authorization header) authenticates; the actor
+system then runs the session. Close reasons of the session get their codes here.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+import trio
+import trio_websocket
+
+from ..actors.errors import InvalidRequest
+from ..actors.principal import Principal
+from ..actors.records import validate_depth
+from ..actors.runtime import SupervisorError
+from ..actors.session import CloseReason, ConnectionGone, SessionLimits
+from .api import Api
+from .auth import bearer
+from .dispatch import WsDispatcher, valid_request_id
+from .errors import ApiError
+
+__all__ = ["CLOSE_CODES", "WebSocketBridge"]
+
+#: The close code of each reason a session ends (PROTOCOL.md "Close codes").
+CLOSE_CODES: dict[CloseReason, int] = {
+    CloseReason.NORMAL: 1000,
+    CloseReason.GOING_AWAY: 1001,
+    CloseReason.CRASHED: 1011,
+    CloseReason.RESTARTED: 1012,
+    CloseReason.UNAUTHENTICATED: 4001,
+    CloseReason.FORBIDDEN: 4003,
+    CloseReason.TOO_SLOW: 4008,
+}
+#: What reading, writing or closing a connection the peer already left raises.
+CONNECTION_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream whose first reads return bytes that were already read from the socket."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self._corked: list[bytes] | None = None
+
+    def cork(self) -> None:
+        """Collect writes until :meth:`uncork`, which sends them in one write."""
+        self._corked = []
+
+    async def uncork(self) -> None:
+        data, self._corked = self._corked, None
+        if data:
+            await self._stream.send_all(b"".join(data))
+
+    def discard_corked(self) -> None:
+        self._corked = None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            chunk, self._prefix = self._prefix[:n], self._prefix[n:]
+            await trio.lowlevel.checkpoint()
+            return chunk
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._corked is not None:
+            self._corked.append(bytes(data))
+            await trio.lowlevel.checkpoint()
+            return
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _WsConnection:
+    """Adapts a trio-websocket connection to the session's Connection."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: ReplayStream) -> None:
+        self.ws = ws
+        self.stream = stream
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            raise ConnectionGone from None
+
+    async def send(self, frame: bytes) -> None:
+        try:
+            await self.ws.send_message(frame.decode())
+        except CONNECTION_GONE:
+            raise ConnectionGone from None
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        if len(frames) == 1:
+            await self.send(frames[0])
+            return
+        self.stream.cork()
+        try:
+            for frame in frames:
+                await self.ws.send_message(frame.decode())
+            await self.stream.uncork()
+        except CONNECTION_GONE:
+            raise ConnectionGone from None
+        finally:
+            self.stream.discard_corked()
+
+    async def close(self, reason: CloseReason, message: str) -> None:
+        try:
+            await self.ws.aclose(CLOSE_CODES[reason], message[:120])
+        except CONNECTION_GONE:
+            pass
+
+
+class WebSocketBridge:
+    """Runs each upgraded connection as a session of the actor system."""
+
+    def __init__(
+        self, api: Api, *, max_message_bytes: int, auth_timeout: float, limits: SessionLimits,
+    ) -> None:
+        self.api = api
+        self.dispatcher = WsDispatcher(api)
+        self.max_message_bytes = max_message_bytes
+        self.auth_timeout = auth_timeout
+        self.limits = limits
+        self._session_ids = itertools.count(1)
+
+    async def serve(self, stream: trio.abc.Stream, replay: bytes, headers: dict[bytes, bytes]) -> None:
+        """Serve one upgraded connection until its session ends; ``replay`` are the bytes of
+        the upgrade request (and any after it) already read from ``stream``."""
+        replaying = ReplayStream(stream, replay)
+        async with trio.open_nursery() as nursery:
+            ws_request = await trio_websocket.wrap_server_stream(
+                nursery, replaying, message_queue_size=16, max_message_size=self.max_message_bytes
+            )
+            ws = await ws_request.accept()
+            try:
+                await self._session(_WsConnection(ws, replaying), headers)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _session(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> None:
+        try:
+            principal = await self._authenticate(conn, headers)
+        except ApiError as error:
+            await conn.close(CloseReason.UNAUTHENTICATED, error.message)
+            return
+        except ConnectionGone:
+            return
+        if principal is None:
+            return
+        key = f"{principal.sub}#{next(self._session_ids)}"
+        try:
+            session = await self.api.system.start_session(
+                key, conn, self.dispatcher, self.limits, principal
+            )
+        except SupervisorError:  # the sessions supervisor is stopping, or a duplicate key
+            await conn.close(CloseReason.CRASHED, "could not start the session")
+            return
+        await session.finished.wait()
+
+    async def _authenticate(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> Principal | None:
+        token = bearer(headers.get(b"authorization"))
+        if token is not None:
+            return self.api.auth.verify(token)
+        with trio.move_on_after(self.auth_timeout):
+            raw = await conn.receive()
+            try:
+                frame = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}") from None
+            if not isinstance(frame, dict) or frame.get("op") != "auth" or not isinstance(frame.get("token"), str):
+                raise ApiError(401, "AUTH_001", "first frame must be {\"op\":\"auth\",\"token\":...}")
+            try:
+                validate_depth(raw, frame, self.api.config.max_json_depth)
+            except InvalidRequest as exc:
+                raise ApiError(401, "AUTH_001", f"the auth frame: {exc.message}") from None
+            if not valid_request_id(frame.get("id")):
+                raise ApiError(401, "AUTH_001", "the auth frame's 'id' must be a string of at most 256 "
+                                                "characters, a number, a boolean or null")
+            principal = self.api.auth.verify(frame["token"])
+            reply = {"authenticated": True, "sub": principal.sub, "project_id": principal.project_id,
+                     "expires_at": principal.exp}
+            await conn.send(self.dispatcher.reply_frame(frame.get("id"), reply))
+            return principal
+        raise ApiError(401, "AUTH_001", f"no token within {self.auth_timeout:g}s")
