@@ -117,7 +117,9 @@ class Agent:
         """Wait until ``count`` matching events arrived (or the round's deadline passed)."""
         seen: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + ROUND_DEADLINE
-        since = None
+        # From the oldest retained event, not from this agent's server-side position: an agent
+        # restarted after a crash must see again the events its first run had already taken.
+        since = "0"
         while len(seen) < count and time.monotonic() < deadline:
             answer = await self.client.wait(event_type, filter=flt, since=since, limit=100,
                                             timeout=min(10.0, max(0.1, deadline - time.monotonic())))

@@ -87,7 +87,6 @@ class ProjectView:
     expected: int
     spawned: set[str] = field(default_factory=set)
     exited_ok: set[str] = field(default_factory=set)
-    exited_bad: Counter[str] = field(default_factory=Counter)
     failed: set[str] = field(default_factory=set)
     results: int = 0
     events: int = 0
@@ -114,7 +113,6 @@ class Demo:
         self.sizes = dict(zip(self.projects, sizes, strict=True))
         self.views = {p: ProjectView(self.sizes[p]) for p in self.projects}
         self.chaos = Chaos()
-        self.pids: dict[str, int] = {}
         self.started = time.monotonic()
         self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
@@ -210,14 +208,9 @@ class Demo:
                 view.rounds.add(event["round"])
             if kind == "agent_spawned":
                 view.spawned.add(agent)
-                if isinstance(data.get("pid"), int):
-                    self.pids[agent] = data["pid"]
-            elif kind == "agent_exited":
-                if data.get("exit_code") == 0:
-                    view.exited_ok.add(agent)
-                else:
-                    view.exited_bad[agent] += 1
-            elif kind == "agent_failed":
+            elif kind == "agent_exited" and data.get("exit_code") == 0:
+                view.exited_ok.add(agent)
+            elif kind in ("agent_exited", "agent_failed"):  # ended for good, without success
                 view.failed.add(agent)
             elif kind == "agent_completed":
                 view.results += 1
@@ -250,12 +243,11 @@ class Demo:
         from rich.table import Table
 
         table = Table(title=f"orchestra demo — {self.url} — {time.monotonic() - self.started:.1f}s")
-        for column in ("project", "agents", "spawned", "done", "restarted", "failed", "results",
-                       "events", "rounds"):
+        for column in ("project", "agents", "spawned", "done", "failed", "results", "events", "rounds"):
             table.add_column(column, justify="right" if column != "project" else "left")
         for project, v in self.views.items():
             table.add_row(project, str(v.expected), str(len(v.spawned)), str(len(v.exited_ok)),
-                          str(len(v.exited_bad)), str(len(v.failed)), str(v.results), str(v.events),
+                          str(len(v.failed)), str(v.results), str(v.events),
                           ",".join(map(str, sorted(v.rounds))))
         if self.args.chaos:
             table.caption = (f"chaos: {sum(self.chaos.injected.values())} actor crashes injected, "
@@ -273,14 +265,20 @@ class Demo:
                    *(f"context:{p}" for p in self.projects)]
         while True:
             await trio.sleep(rnd.uniform(0.5, 1.5))
-            if rnd.random() < 0.5 and self.pids:
-                agent = rnd.choice(sorted(self.pids))
-                pid = self.pids.pop(agent)
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    self.chaos.killed.append(agent)
-                except ProcessLookupError:
-                    pass  # it had ended already
+            running = [(p, a) for p, v in self.views.items()
+                       for a in sorted(v.spawned - v.exited_ok - v.failed)]
+            if rnd.random() < 0.5 and running:
+                project, agent = rnd.choice(running)
+                # its pid now (a restarted agent has a new one), from the agent API
+                answer = await request(host, int(port), "GET",
+                                       f"/api/agents/{agent}/status?project_id={project}", token=admin)
+                record = orjson.loads(answer.body) if answer.status == 200 else {}
+                if record.get("state") == "running" and isinstance(record.get("pid"), int):
+                    try:
+                        os.kill(record["pid"], signal.SIGKILL)
+                        self.chaos.killed.append(agent)
+                    except ProcessLookupError:
+                        pass  # it had ended already
                 continue
             target = rnd.choice(targets)
             answer = await request(host, int(port), "POST", "/api/admin/faults", token=admin,
@@ -293,7 +291,14 @@ class Demo:
 
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
         answer = await request(host, int(port), "GET", "/status", token=admin)
-        return orjson.loads(answer.body) if answer.status == 200 else {}
+        status: dict[str, Any] = orjson.loads(answer.body) if answer.status == 200 else {}
+        restarted = 0
+        for project in self.projects:
+            listed = await request(host, int(port), "GET", f"/api/agents?project_id={project}", token=admin)
+            if listed.status == 200:
+                restarted += sum(1 for a in orjson.loads(listed.body)["agents"] if a.get("restarts"))
+        status["agents_restarted"] = restarted
+        return status
 
     def _summary(self, status: dict[str, Any], *, timed_out: bool) -> None:
         from rich.console import Console
@@ -323,7 +328,7 @@ class Demo:
         console.print(f"context cache hit rate: {cache.get('hit_rate')}; actor restarts: "
                       f"{actors.get('restarts')}, crashes: {actors.get('crashes')}")
         if self.args.chaos:
-            restarted = sum(len(v.exited_bad) for v in self.views.values())
+            restarted = status.get("agents_restarted", 0)
             console.print(
                 f"chaos: injected {dict(self.chaos.injected)} actor crashes and killed "
                 f"{len(self.chaos.killed)} agent processes; {restarted} agents were restarted and "

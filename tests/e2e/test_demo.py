@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from orchestra.transport.demo import plan_fleet
 
 
