@@ -16,9 +16,9 @@ test *ARGS:
 serve *ARGS:
     {{venv}}/bin/orchestra serve {{ARGS}}
 
-# the fleet demo: arrives with the agents issue (ROADMAP 1)
-demo:
-    @echo "orchestra demo is not built yet (ROADMAP item 1); run: just serve" && exit 1
+# the fleet demo: a server, a generated code base and 119 agents (orchestra demo --help)
+demo *ARGS:
+    {{venv}}/bin/orchestra demo {{ARGS}}
 
 # the live dashboard: arrives with the dashboard issue (ROADMAP 2)
 dashboard:

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="orchestra", description="Orchestration sidecar for fleets of AI coding agents")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="a server and a fleet of agents on a generated code base (see: orchestra demo --help)")
 
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1")
@@ -171,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from .agent_cli import main as agent_main
 
         return agent_main(argv[1:])
+    if argv[:1] == ["demo"]:  # its own parser (transport/demo.py)
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "token":
         return _token(args)
