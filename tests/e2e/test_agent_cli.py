@@ -390,16 +390,20 @@ async def test_invalid_request_exits_10(server):
 
 # -- agent operations -----------------------------------------------------------------------------
 
-async def test_agent_operations_on_todays_server_map_to_exit_codes(nursery, tmp_path):
-    """Until spawned processes land (issue 11, section 1) the server refuses these: each refusal
-    still maps to its documented exit code."""
+async def test_agent_operations_spawn_and_answer_with_their_exit_codes(nursery, tmp_path):
+    """spawn, status, logs and stop against the real agent API; refusals map to their codes."""
     profiles = Profiles(by_type={**BUILTIN, "scripted": AgentProfile("scripted", command=("true",))})
     h = await start_server(nursery, tmp_path / "d", profiles=profiles)
     architect = Agent(h, sub="arch", agent_type="chief-architect")
     no_command = await architect("spawn", "python-specialist")
     assert no_command.code == 10 and no_command.error()["code"] == "AGENT_001"
-    not_yet = await architect("spawn", "scripted", "--retries", "0")
-    assert not_yet.code == 7 and not_yet.error()["code"] == "UNAVAILABLE"
+    spawned = await architect("spawn", "scripted")
+    assert spawned.code == 0, spawned.err
+    agent_id = spawned.json()["agent_id"]
+    for args in (("status", agent_id), ("logs", agent_id, "--tail", "5"), ("stop", agent_id)):
+        done = await architect(*args)
+        assert done.code == 0, (args, done.err)
+    assert (await architect("status", agent_id)).json()["state"] in ("exited", "stopped")
     for args in (("status", "a-1"), ("stop", "a-1"), ("logs", "a-1", "--tail", "5")):
         done = await architect(*args)
         assert done.code == 5 and done.error()["code"] == "NOT_FOUND", args
