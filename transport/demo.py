@@ -264,7 +264,7 @@ class Demo:
         targets = ["store", "broker", *(f"project:{p}" for p in self.projects),
                    *(f"context:{p}" for p in self.projects)]
         while True:
-            await trio.sleep(rnd.uniform(0.5, 1.5))
+            await trio.sleep(rnd.uniform(0.2, 0.8))
             running = [(p, a) for p, v in self.views.items()
                        for a in sorted(v.spawned - v.exited_ok - v.failed)]
             if rnd.random() < 0.5 and running:

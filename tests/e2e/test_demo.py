@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -36,7 +37,9 @@ def test_chaos_crashes_actors_and_kills_agents_and_every_round_still_finishes():
     done = _demo("--agents", "16", "--projects", "2", "--chaos", "--timeout", "200")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "16/16 agents succeeded, 0 failed" in done.stdout
-    assert "chaos: injected" in done.stdout
+    summary = " ".join(done.stdout[done.stdout.index("chaos: injected"):].split())
+    injected = re.match(r"chaos: injected \{(.*?)\} actor crashes and killed (\d+) agent", summary)
+    assert injected and (injected.group(1) or int(injected.group(2))), summary  # something was broken
 
 
 @pytest.mark.soak
