@@ -248,6 +248,8 @@ def _json_arg(text: str, what: str) -> Any:
     raw = sys.stdin.buffer.read() if text == "-" else text.encode("utf-8", "surrogateescape")
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise UsageError(f"{what}: nested too deeply") from None
     except ValueError as exc:
         source = "stdin" if text == "-" else "the argument"
         raise UsageError(f"{what}: {source} is not JSON ({exc})") from None

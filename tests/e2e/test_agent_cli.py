@@ -332,6 +332,8 @@ async def test_usage_errors_exit_2_and_send_nothing(server):
         done = await agent(*args, **env)
         assert done.code == agent_cli.EXIT_USAGE == 2, (args, done)
         assert done.error()["code"] == "USAGE" and done.out == ""
+    deep = await agent("result", "-", stdin=b"[" * 200_000)
+    assert deep.code == 2 and "nested too deeply" in deep.error()["message"]
     no_url = await run_agent(None, agent.token, "get", "x")
     assert no_url.code == 2 and "ORCHESTRA_URL" in no_url.error()["message"]
     no_token = await run_agent(server.port, None, "get", "x")
