@@ -78,13 +78,15 @@ def token(data_dir: Path) -> str:
     return out.stdout.strip()
 
 
-def round_trips(argv: list[str], env: dict[str, str], n: int) -> list[float]:
-    """Seconds from start to exit of ``argv``, n times (each must exit 0)."""
-    out = []
+def round_trips(argvs: list[list[str]], env: dict[str, str], n: int) -> list[list[float]]:
+    """Seconds from start to exit of each of ``argvs``, n times each (each must exit 0); the
+    commands take turns, so that a busy moment of the machine falls on all of them alike."""
+    out: list[list[float]] = [[] for _ in argvs]
     for _ in range(n):
-        t = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
-        out.append(time.perf_counter() - t)
+        for argv, times in zip(argvs, out, strict=True):
+            t = time.perf_counter()
+            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+            times.append(time.perf_counter() - t)
     return out
 
 
@@ -142,12 +144,10 @@ def main() -> int:
         rid = stored.stdout.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode()
         get = [*agent, "get", rid]
         curl_get = [curl, "-sf", "-H", f"Authorization: Bearer {tok}", f"{url}/api/results/{rid}"] if curl else None
-        for argv in (get, curl_get):  # warm the page cache (and write the client's bytecode)
-            if argv:
-                round_trips(argv, env, 2)
-        trip_agent = round_trips(get, env, args.n)
-        trip_curl = round_trips(curl_get, env, args.n) if curl_get else None
-        bare = round_trips([sys.executable, "-c", "pass"], env, args.n)
+        argvs = [get, [sys.executable, "-c", "pass"], *([curl_get] if curl_get else [])]
+        round_trips(argvs, env, 2)  # warm the page cache (and write the client's bytecode)
+        trip_agent, bare, *rest = round_trips(argvs, env, args.n)
+        trip_curl = rest[0] if rest else None
     first_agent = first_requests(lambda port: [*agent, "get", "x"], args.n)
     first_curl = first_requests(lambda port: [curl, "-sf", f"http://127.0.0.1:{port}/api/results/x"], args.n) \
         if curl else None

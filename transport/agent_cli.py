@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 import time
 
@@ -121,6 +120,11 @@ def exit_code_for(status: int) -> int:
     if code is not None:
         return code
     return EXIT_REFUSED if 400 <= status < 500 else EXIT_SERVER_ERROR
+
+
+def _jitter() -> float:
+    """A factor from 1 to 1.5 that spreads retries apart (``random`` costs start-up time)."""
+    return 1.0 + os.urandom(1)[0] / 510
 
 
 def _error(name: str, code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -231,7 +235,7 @@ def call(endpoint: Endpoint, method: str, target: str, body: dict[str, Any] | No
         if not retryable or attempt >= retries:
             raise failure
         attempt += 1
-        time.sleep(max(float(wait or 0), _BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(1.0, 1.5))
+        time.sleep(max(float(wait or 0), _BACKOFF_BASE * 2 ** (attempt - 1)) * _jitter())
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -244,6 +248,8 @@ def _json_arg(text: str, what: str) -> Any:
     raw = sys.stdin.buffer.read() if text == "-" else text.encode("utf-8", "surrogateescape")
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise UsageError(f"{what}: nested too deeply") from None
     except ValueError as exc:
         source = "stdin" if text == "-" else "the argument"
         raise UsageError(f"{what}: {source} is not JSON ({exc})") from None
@@ -463,7 +469,7 @@ async def _subscribe(endpoint: Endpoint, args: argparse.Namespace, pretty: bool,
         if now - failing_since >= args.retry_for:
             raise failure
         attempt += 1
-        backoff = min(_MAX_BACKOFF, _BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(1.0, 1.5)
+        backoff = min(_MAX_BACKOFF, _BACKOFF_BASE * 2 ** (attempt - 1)) * _jitter()
         await trio.sleep(max(wait, backoff))
 
 
@@ -500,7 +506,20 @@ ORCHESTRA_AGENT_ID and ORCHESTRA_TASK give defaults. Answers are JSON on stdout,
 errors are the error object on stderr. See docs/agent-cli.md."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The commands, in the order of ``--help``.
+COMMANDS = ("context", "result", "get", "query", "publish", "wait", "subscribe", "spawn", "status", "stop", "logs")
+
+
+class _Unused:
+    """Stands for the parser of a command that is not being run: its arguments are not built."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``orchestra agent``; with ``only``, the arguments of that command alone are
+    built (the others are listed but take none): argparse is a visible part of the start-up."""
     # common options on the command and on each subcommand (SUPPRESS: a value given before the
     # subcommand is not reset by the subcommand's default)
     common = _Parser(add_help=False)
@@ -516,7 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Talk to an Orchestra server from a script.", epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    def command(name: str, build: Callable[..., Request] | None, text: str) -> argparse.ArgumentParser:
+    def command(name: str, build: Callable[..., Request] | None, text: str) -> Any:
+        if only is not None and name != only:
+            sub.add_parser(name, help=text, add_help=False)
+            return _Unused()
         p = sub.add_parser(name, parents=[common], help=text, description=text, formatter_class=raw, epilog=_EPILOG)
         p.set_defaults(build=build)
         return p
@@ -622,7 +644,13 @@ def _report(failure: CliFailure) -> int:
 
 def run(argv: Sequence[str]) -> int:
     """Run one ``orchestra agent`` command; its exit code."""
-    args = build_parser().parse_args(argv)
+    only = next((arg for arg in argv if arg in COMMANDS), None)
+    try:
+        args = build_parser(only).parse_args(argv)
+    except UsageError:
+        if only is None:
+            raise
+        args = build_parser().parse_args(argv)  # e.g. a command's name given as an option's value
     endpoint = Endpoint.parse(getattr(args, "url", None) or os.environ.get("ORCHESTRA_URL"),
                               getattr(args, "token", None) or os.environ.get("ORCHESTRA_TOKEN"))
     pretty = getattr(args, "pretty", False)

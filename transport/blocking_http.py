@@ -152,7 +152,9 @@ def request(host: str, port: int, method: str, target: str, body: bytes | None,
         raise ValueError("a header or the request target holds a line break")
     deadline = time.monotonic() + timeout
     try:
-        sock = socket.create_connection((host, port), timeout=min(timeout, connect_timeout))
+        # an ASCII host as bytes: a str would load the IDNA codec first (start-up time)
+        address = host.encode("ascii") if host.isascii() else host
+        sock = socket.create_connection((address, port), timeout=min(timeout, connect_timeout))  # type: ignore[arg-type]
     except TimeoutError:
         raise NoAnswerInTime(sent=False) from None
     except OSError as exc:

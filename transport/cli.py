@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on shutdown, seconds between SIGTERM and SIGKILL of every spawned agent")
     serve.add_argument("--log-level", type=_log_level, default="INFO")
 
+    # listed for --help; main() hands `orchestra agent ...` to agent_cli before this parser runs
+    sub.add_parser("agent", help="talk to a server from a script (orchestra agent --help)", add_help=False)
     token = sub.add_parser("token", help="print a JWT signed with the server's key")
     token.add_argument("--project", type=_id, default=None)
     token.add_argument("--agent-type", type=_id, required=True)

@@ -332,6 +332,8 @@ async def test_usage_errors_exit_2_and_send_nothing(server):
         done = await agent(*args, **env)
         assert done.code == agent_cli.EXIT_USAGE == 2, (args, done)
         assert done.error()["code"] == "USAGE" and done.out == ""
+    deep = await agent("result", "-", stdin=b"[" * 200_000)
+    assert deep.code == 2 and "nested too deeply" in deep.error()["message"]
     no_url = await run_agent(None, agent.token, "get", "x")
     assert no_url.code == 2 and "ORCHESTRA_URL" in no_url.error()["message"]
     no_token = await run_agent(server.port, None, "get", "x")
@@ -585,3 +587,21 @@ async def test_no_answer_in_time_exits_8(nursery):
     assert done.code == agent_cli.EXIT_TIMEOUT == 8
     assert done.error()["code"] == "CLI_TIMEOUT" and done.error()["outcome"] == "unknown"
     assert len(fake.requests) == 1  # a timeout is not retried: the script decides
+
+
+@pytest.mark.parametrize("argv", [
+    ["get", "r-1", "--pretty"],
+    ["--url", "http://h:1", "result", "-", "--status", "ok", "--key", "k"],
+    ["wait", "e", "--timeout", "2", "--since", ZERO, "--filter", "a:b"],
+    ["subscribe", "a", "b", "--topic", "t", "--max", "3"],
+    ["status"],
+    ["--token", "result", "get", "r-1"],  # a command's name as an option's value
+])
+def test_the_parser_of_one_command_reads_what_the_whole_parser_reads(argv):
+    only = next(arg for arg in argv if arg in agent_cli.COMMANDS)
+    whole = agent_cli.build_parser().parse_args(argv)
+    if argv[0] == "--token":  # the name is an option's value: run() falls back to the whole parser
+        with pytest.raises(agent_cli.UsageError):
+            agent_cli.build_parser(only).parse_args(argv)
+        return
+    assert vars(agent_cli.build_parser(only).parse_args(argv)) == vars(whole)
