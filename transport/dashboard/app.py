@@ -1,0 +1,190 @@
+"""The running dashboard: one SDK client, a poll task (/status, then the agents of each
+project), an event task (one ``"*"`` subscription into the model's bounded tail) and a draw
+loop at a steady rate. Events are aggregated into the model as they come; the screen is
+drawn only by the draw loop (``refresh`` times a second), never per event."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+
+from ..client import ClientConfig, ConnectionFailed, EventsLost, OrchestraError, connect
+from .model import DashboardModel, replay_since
+from .render import render
+
+__all__ = ["DashboardConfig", "main", "run", "snapshot"]
+
+DEFAULT_URL = "http://127.0.0.1:3001"
+
+
+class DashboardConfig(argparse.Namespace):
+    url: str
+    token: str | None
+    filter: str | None
+    once: bool
+    data_dir: Path | None
+    refresh: float
+    poll: float
+
+
+def _rate(lo: float, hi: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {lo:g} to {hi:g}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestra dashboard", description="a live console view of a running server")
+    parser.add_argument("--url", default=os.environ.get("ORCHESTRA_URL", DEFAULT_URL),
+                        help=f"the server (default env ORCHESTRA_URL, else {DEFAULT_URL})")
+    parser.add_argument("--token", default=os.environ.get("ORCHESTRA_TOKEN") or None,
+                        help="an admin token for project '*' (default: minted from the data dir's key)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the server's data dir, for minting a token")
+    parser.add_argument("--filter", default=None, help="the protocol's filter grammar, for the event tail")
+    parser.add_argument("--once", action="store_true", help="print one snapshot and exit (no TTY needed)")
+    parser.add_argument("--refresh", type=_rate(0.5, 10), default=3.0, help="screen redraws per second")
+    parser.add_argument("--poll", type=_rate(0.1, 60), default=1.0, help="seconds between /status polls")
+    return parser
+
+
+def mint_admin_token(data_dir: Path) -> str:
+    """An admin token for every project, signed with the key in ``data_dir`` (as ``orchestra
+    token --admin`` mints it)."""
+    from ...actors.profiles import Profiles
+    from ..auth import Auth, load_secret
+
+    auth = Auth(load_secret(data_dir), Profiles())
+    return auth.mint(sub=f"dashboard-{os.getpid()}", agent_type="dashboard", project_id="*", ttl=86_400, admin=True)
+
+
+async def poll_once(client: Any, model: DashboardModel) -> None:
+    """One round: /status into the model, then the agents of each project it lists."""
+    model.apply_status(await client.status(), trio.current_time())
+    for project in list(model.projects):
+        try:
+            listed = await client.list_agents(project_id=project)
+        except OrchestraError:
+            continue  # a server without agent processes (404/503): no agents shown
+        agents = listed.get("agents") if isinstance(listed, dict) else None
+        model.apply_agents(project, agents if isinstance(agents, list) else [])
+    model.forget_projects(set(model.projects))
+
+
+async def _poller(client: Any, model: DashboardModel, every: float) -> None:
+    connections = client.connections
+    while True:
+        with trio.move_on_after(max(2.0, every * 2)) as scope:
+            try:
+                await poll_once(client, model)
+            except ConnectionFailed as exc:
+                model.set_connection("reconnecting", str(exc)[:60])
+                scope.cancel()
+        if scope.cancelled_caught:
+            model.set_connection("reconnecting", "no answer")
+        else:
+            detail = f"reconnected x{client.connections - 1}" if client.connections > 1 else ""
+            model.set_connection("connected", detail)
+        if client.connections != connections:
+            connections = client.connections
+        await trio.sleep(every)
+
+
+async def _events(client: Any, model: DashboardModel, event_filter: str | None) -> None:
+    since = replay_since(model.projects, model.bounds.replay) or None
+    sub = await client.subscribe("*", filter=event_filter, project_id="*", since=since)
+    while True:
+        try:
+            async for event in sub:
+                model.apply_event(event, time.time())
+            return
+        except EventsLost:
+            model.events_lost += 1
+
+
+async def snapshot(url: str, token: str, *, event_filter: str | None = None, settle: float = 0.5,
+                   config: ClientConfig | None = None) -> DashboardModel:
+    """Connect, poll twice (rates need two snapshots) with events gathered in between, and
+    return the model: what ``--once`` prints."""
+    model = DashboardModel(url=url, filter=event_filter)
+    async with connect(url, token, config=config) as client:
+        model.set_connection("connected")
+        await poll_once(client, model)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_events, client, model, event_filter)
+            await trio.sleep(settle)
+            nursery.cancel_scope.cancel()
+        await poll_once(client, model)
+    return model
+
+
+async def run(args: DashboardConfig, token: str, console: Console) -> int:
+    from rich.live import Live
+
+    model = DashboardModel(url=args.url, filter=args.filter)
+    config = ClientConfig(reconnect_timeout=None, connect_timeout=5.0, backoff_max=2.0)
+
+    def view() -> Any:
+        return render(model, console.size.width, console.size.height, now=trio.current_time())
+
+    with Live(view(), console=console, auto_refresh=False, screen=True, transient=False) as live:
+        async with trio.open_nursery() as nursery:
+            async def draw() -> None:
+                while True:
+                    live.update(view(), refresh=True)
+                    await trio.sleep(1 / args.refresh)
+
+            nursery.start_soon(draw)
+            async with connect(args.url, token, config=config) as client:
+                model.set_connection("connected")
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(_poller, client, model, args.poll)
+                    inner.start_soon(_events, client, model, args.filter)
+            nursery.cancel_scope.cancel()
+    return 0
+
+
+def main(argv: list[str], default_data_dir: Callable[[], Path]) -> int:
+    """``orchestra dashboard``; ``default_data_dir`` is the server's (transport/cli.py), for
+    minting a token when none is given."""
+    args = build_parser().parse_args(argv, namespace=DashboardConfig())
+    token = args.token
+    if token is None:
+        try:
+            token = mint_admin_token(args.data_dir or default_data_dir())
+        except OSError as exc:
+            print(f"orchestra dashboard: cannot mint a token from the data dir: {exc}", file=sys.stderr)
+            return 2
+    if args.once:
+        console = Console(width=max(80, Console().width) if sys.stdout.isatty() else 100)
+        try:
+            model = trio.run(lambda: snapshot(args.url, token, event_filter=args.filter,
+                                              config=ClientConfig(reconnect_timeout=10.0)))
+        except OrchestraError as exc:
+            print(f"orchestra dashboard: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        console.print(render(model, console.width, 60, now=model.status_at,
+                             now_wall=time.time()))
+        return 0
+    try:
+        return trio.run(run, args, token, Console())
+    except KeyboardInterrupt:
+        return 0
+    except OrchestraError as exc:
+        print(f"orchestra dashboard: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
