@@ -32,6 +32,7 @@ class DashboardConfig(argparse.Namespace):
     filter: str | None
     once: bool
     data_dir: Path | None
+    timeout: float
     refresh: float
     poll: float
 
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None, help="the server's data dir, for minting a token")
     parser.add_argument("--filter", default=None, help="the protocol's filter grammar, for the event tail")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit (no TTY needed)")
+    parser.add_argument("--timeout", type=_rate(0.1, 3600), default=10.0,
+                        help="with --once: seconds to wait for a connection before giving up")
     parser.add_argument("--refresh", type=_rate(0.5, 10), default=3.0, help="screen redraws per second")
     parser.add_argument("--poll", type=_rate(0.1, 60), default=1.0, help="seconds between /status polls")
     return parser
@@ -87,7 +90,8 @@ async def poll_once(client: Any, model: DashboardModel) -> None:
 
 
 async def _poller(client: Any, model: DashboardModel, every: float) -> None:
-    connections = client.connections
+    """Polls every ``every`` seconds. A poll not answered in time (the SDK reconnecting
+    underneath) shows ``reconnecting``; the figures shown stay the last ones known."""
     while True:
         with trio.move_on_after(max(2.0, every * 2)) as scope:
             try:
@@ -96,18 +100,15 @@ async def _poller(client: Any, model: DashboardModel, every: float) -> None:
                 model.set_connection("reconnecting", str(exc)[:60])
                 scope.cancel()
         if scope.cancelled_caught:
-            model.set_connection("reconnecting", "no answer")
+            if model.connection == "connected":
+                model.set_connection("reconnecting", "no answer")
         else:
-            detail = f"reconnected x{client.connections - 1}" if client.connections > 1 else ""
-            model.set_connection("connected", detail)
-        if client.connections != connections:
-            connections = client.connections
+            reconnects = client.connections - 1
+            model.set_connection("connected", f"reconnected {reconnects}x" if reconnects else "")
         await trio.sleep(every)
 
 
-async def _events(client: Any, model: DashboardModel, event_filter: str | None) -> None:
-    since = replay_since(model.projects, model.bounds.replay) or None
-    sub = await client.subscribe("*", filter=event_filter, project_id="*", since=since)
+async def _events(sub: Any, model: DashboardModel) -> None:
     while True:
         try:
             async for event in sub:
@@ -115,6 +116,13 @@ async def _events(client: Any, model: DashboardModel, event_filter: str | None) 
             return
         except EventsLost:
             model.events_lost += 1
+
+
+async def _subscribe(client: Any, model: DashboardModel) -> Any:
+    """The ``"*"`` subscription of the tail, replaying the latest events of each project; a
+    filter that does not parse raises here (``InvalidRequest``), before anything is drawn."""
+    since = replay_since(model.projects, model.bounds.replay) or None
+    return await client.subscribe("*", filter=model.filter, project_id="*", since=since)
 
 
 async def snapshot(url: str, token: str, *, event_filter: str | None = None, settle: float = 0.5,
@@ -125,15 +133,16 @@ async def snapshot(url: str, token: str, *, event_filter: str | None = None, set
     async with connect(url, token, config=config) as client:
         model.set_connection("connected")
         await poll_once(client, model)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_events, client, model, event_filter)
-            await trio.sleep(settle)
-            nursery.cancel_scope.cancel()
+        sub = await _subscribe(client, model)
+        with trio.move_on_after(settle):
+            await _events(sub, model)
         await poll_once(client, model)
     return model
 
 
 async def run(args: DashboardConfig, token: str, console: Console) -> int:
+    """The live view until Ctrl-C. Connects (waiting for the server as long as it takes) and
+    subscribes first, so that a refused token or filter is one line on stderr, not a screen."""
     from rich.live import Live
 
     model = DashboardModel(url=args.url, filter=args.filter)
@@ -142,21 +151,31 @@ async def run(args: DashboardConfig, token: str, console: Console) -> int:
     def view() -> Any:
         return render(model, console.size.width, console.size.height, now=trio.current_time())
 
-    with Live(view(), console=console, auto_refresh=False, screen=True, transient=False) as live:
-        async with trio.open_nursery() as nursery:
-            async def draw() -> None:
+    print(f"orchestra dashboard: connecting to {args.url}", file=sys.stderr)
+    async with connect(args.url, token, config=config) as client:
+        model.set_connection("connected")
+        await poll_once(client, model)
+        sub = await _subscribe(client, model)
+        with Live(view(), console=console, auto_refresh=False, screen=True) as live:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_poller, client, model, args.poll)
+                nursery.start_soon(_events, sub, model)
                 while True:
                     live.update(view(), refresh=True)
                     await trio.sleep(1 / args.refresh)
-
-            nursery.start_soon(draw)
-            async with connect(args.url, token, config=config) as client:
-                model.set_connection("connected")
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(_poller, client, model, args.poll)
-                    inner.start_soon(_events, client, model, args.filter)
-            nursery.cancel_scope.cancel()
     return 0
+
+
+def _orchestra_error(exc: BaseException) -> OrchestraError | None:
+    """The SDK's error that ended a run, also from inside an exception group."""
+    if isinstance(exc, OrchestraError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _orchestra_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def main(argv: list[str], default_data_dir: Callable[[], Path]) -> int:
@@ -173,8 +192,8 @@ def main(argv: list[str], default_data_dir: Callable[[], Path]) -> int:
     if args.once:
         console = Console(width=max(80, Console().width) if sys.stdout.isatty() else 100)
         try:
-            model = trio.run(lambda: snapshot(args.url, token, event_filter=args.filter,
-                                              config=ClientConfig(reconnect_timeout=10.0)))
+            config = ClientConfig(reconnect_timeout=args.timeout, connect_timeout=args.timeout)
+            model = trio.run(lambda: snapshot(args.url, token, event_filter=args.filter, config=config))
         except OrchestraError as exc:
             print(f"orchestra dashboard: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
@@ -185,6 +204,11 @@ def main(argv: list[str], default_data_dir: Callable[[], Path]) -> int:
         return trio.run(run, args, token, Console())
     except KeyboardInterrupt:
         return 0
-    except OrchestraError as exc:
-        print(f"orchestra dashboard: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        error = _orchestra_error(exc)
+        if error is None:
+            if isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None:
+                return 0
+            raise
+        print(f"orchestra dashboard: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
