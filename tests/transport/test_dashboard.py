@@ -207,3 +207,29 @@ async def test_status_counts_rate_limit_rejections(nursery, tmp_path):
 async def test_an_all_projects_admin_lists_the_agents_of_one_project_through_the_sdk(server: Harness):
     async with sdk.connect(f"http://127.0.0.1:{server.port}", _admin(server)) as client:
         assert await client.list_agents(project_id="alpha") == {"agents": []}
+
+
+def test_reconnecting_is_shown_in_the_header_with_the_last_figures():
+    m = DashboardModel(url="http://h:1")
+    m.apply_status(_status(1, 1), now=0.0)
+    m.set_connection("reconnecting", "no answer")
+    text = screen(m)
+    assert "reconnecting (no answer)" in text.split("\n")[0] and "alpha" in text
+
+
+async def test_the_poller_shows_a_reconnect_after_its_session_crashed(server: Harness):
+    from orchestra.transport.dashboard.app import _poller
+
+    admin = _admin(server)
+    model = DashboardModel(url="u")
+    async with sdk.connect(f"http://127.0.0.1:{server.port}", admin) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(_poller, client, model, 0.05)
+        with trio.fail_after(10):
+            while model.connection != "connected":
+                await trio.sleep(0.02)
+            r = await server.request("POST", "/api/admin/faults", admin, {"target": "session:dash", "kind": "crash"})
+            assert r.status == 200, r.body
+            while model.connection_detail != "reconnected 1x":
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    assert "connected (reconnected 1x)" in screen(model).split("\n")[0]
