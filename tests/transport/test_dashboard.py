@@ -15,6 +15,7 @@ from rich.console import Console
 
 from orchestra import client as sdk
 from tests.conftest import Harness, result_body, start_server
+from tests.waiting import until
 
 
 def screen(model: DashboardModel, width: int = 80, height: int = 24, **kw: Any) -> str:
@@ -224,12 +225,37 @@ async def test_the_poller_shows_a_reconnect_after_its_session_crashed(server: Ha
     model = DashboardModel(url="u")
     async with sdk.connect(f"http://127.0.0.1:{server.port}", admin) as client, trio.open_nursery() as nursery:
         nursery.start_soon(_poller, client, model, 0.05)
-        with trio.fail_after(10):
-            while model.connection != "connected":
-                await trio.sleep(0.02)
-            r = await server.request("POST", "/api/admin/faults", admin, {"target": "session:dash", "kind": "crash"})
-            assert r.status == 200, r.body
-            while model.connection_detail != "reconnected 1x":
-                await trio.sleep(0.02)
+        await until(lambda: model.connection == "connected", "the first poll", timeout=10)
+        r = await server.request("POST", "/api/admin/faults", admin, {"target": "session:dash", "kind": "crash"})
+        assert r.status == 200, r.body
+        await until(lambda: model.connection_detail == "reconnected 1x", "a reconnect shown", timeout=10)
         nursery.cancel_scope.cancel()
     assert "connected (reconnected 1x)" in screen(model).split("\n")[0]
+
+
+def test_the_chain_of_an_issue_is_bounded_and_follows_the_selection():
+    m = DashboardModel(url="u", bounds=ModelBounds(chains=2, chain_steps=2))
+
+    def done(issue: str, agent: str, nxt: list[str]) -> None:
+        m.apply_event({"event_type": "agent_completed", "project_id": "p", "data": {
+            "issue_id": issue, "agent_id": agent, "agent_type": "t", "status": "success", "next_agents": nxt}},
+            now_wall=1.0)
+
+    done("i1", "a1", ["x"])
+    done("i2", "b1", [])
+    done("i1", "a2", ["y", "z"])
+    done("i1", "a3", [])
+    chain = m.chain()
+    assert chain is not None and chain[0] == "i1" and [s.agent_id for s in chain[1]] == ["a2", "a3"]
+    done("i3", "c1", [])  # three issues: the least recently active (i2) goes
+    assert list(m.chains) == ["i1", "i3"]
+    m.issue = "i1"
+    assert "a2 (t) success → y, z" in screen(m, 100, 60)
+
+
+async def test_a_taller_snapshot_shows_the_chain_of_the_latest_issue(server: Harness):
+    await _workload(server)
+    model = await snapshot(f"http://127.0.0.1:{server.port}", _admin(server), issue="alpha-1")
+    text = screen(model, 120, 60, now=model.status_at)
+    assert "── Chain issue alpha-1" in text
+    assert "agent-1 (python-specialist) success → test-engineer, code-reviewer" in text

@@ -31,6 +31,7 @@ class DashboardConfig(argparse.Namespace):
     token: str | None
     filter: str | None
     once: bool
+    issue: str | None
     data_dir: Path | None
     timeout: float
     refresh: float
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an admin token for project '*' (default: minted from the data dir's key)")
     parser.add_argument("--data-dir", type=Path, default=None, help="the server's data dir, for minting a token")
     parser.add_argument("--filter", default=None, help="the protocol's filter grammar, for the event tail")
+    parser.add_argument("--issue", default=None, help="the issue whose chain is shown (default: the latest completed)")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit (no TTY needed)")
     parser.add_argument("--timeout", type=_rate(0.1, 3600), default=10.0,
                         help="with --once: seconds to wait for a connection before giving up")
@@ -125,11 +127,11 @@ async def _subscribe(client: Any, model: DashboardModel) -> Any:
     return await client.subscribe("*", filter=model.filter, project_id="*", since=since)
 
 
-async def snapshot(url: str, token: str, *, event_filter: str | None = None, settle: float = 0.5,
-                   config: ClientConfig | None = None) -> DashboardModel:
+async def snapshot(url: str, token: str, *, event_filter: str | None = None, issue: str | None = None,
+                   settle: float = 0.5, config: ClientConfig | None = None) -> DashboardModel:
     """Connect, poll twice (rates need two snapshots) with events gathered in between, and
     return the model: what ``--once`` prints."""
-    model = DashboardModel(url=url, filter=event_filter)
+    model = DashboardModel(url=url, filter=event_filter, issue=issue)
     async with connect(url, token, config=config) as client:
         model.set_connection("connected")
         await poll_once(client, model)
@@ -145,7 +147,7 @@ async def run(args: DashboardConfig, token: str, console: Console) -> int:
     subscribes first, so that a refused token or filter is one line on stderr, not a screen."""
     from rich.live import Live
 
-    model = DashboardModel(url=args.url, filter=args.filter)
+    model = DashboardModel(url=args.url, filter=args.filter, issue=args.issue)
     config = ClientConfig(reconnect_timeout=None, connect_timeout=5.0, backoff_max=2.0)
 
     def view() -> Any:
@@ -193,7 +195,8 @@ def main(argv: list[str], default_data_dir: Callable[[], Path]) -> int:
         console = Console(width=max(80, Console().width) if sys.stdout.isatty() else 100)
         try:
             config = ClientConfig(reconnect_timeout=args.timeout, connect_timeout=args.timeout)
-            model = trio.run(lambda: snapshot(args.url, token, event_filter=args.filter, config=config))
+            model = trio.run(lambda: snapshot(args.url, token, event_filter=args.filter,
+                                              issue=args.issue, config=config))
         except OrchestraError as exc:
             print(f"orchestra dashboard: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

@@ -12,7 +12,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ActorRow", "DashboardModel", "ModelBounds", "TailEvent", "replay_since"]
+__all__ = ["ActorRow", "ChainStep", "DashboardModel", "ModelBounds", "TailEvent", "replay_since"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class ModelBounds:
     agents_per_project: int = 200
     #: events replayed per project when the tail starts
     replay: int = 20
+    #: issues whose chain is kept (the latest active), and steps kept per issue
+    chains: int = 50
+    chain_steps: int = 30
     #: seconds a restart stays highlighted
     highlight_seconds: float = 10.0
 
@@ -37,6 +40,16 @@ class TailEvent:
     correlation_id: str
     round: str
     at: float
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """One ``agent_completed`` of an issue: who finished, how, and which agents it named next."""
+
+    agent_id: str
+    agent_type: str
+    status: str
+    next_agents: tuple[str, ...]
 
 
 @dataclass
@@ -111,6 +124,8 @@ class DashboardModel:
     cache_hit_rate: float | None = None
     events_seen: int = 0
     events_lost: int = 0
+    #: the issue whose chain is shown (None: the latest one completed)
+    issue: str | None = None
 
     def __post_init__(self) -> None:
         self.tail: collections.deque[TailEvent] = collections.deque(maxlen=self.bounds.tail)
@@ -119,6 +134,8 @@ class DashboardModel:
         self._last_totals: tuple[float, int, int] | None = None
         self._actor_restarts: dict[str, int] = {}
         self._highlight_until: dict[str, float] = {}
+        #: per issue (the latest active last), its ``agent_completed`` steps in order
+        self.chains: collections.OrderedDict[str, collections.deque[ChainStep]] = collections.OrderedDict()
 
     # -- connection --
 
@@ -225,6 +242,32 @@ class DashboardModel:
             project_id=project, correlation_id=_str(event.get("correlation_id")),
             round="" if rnd is None else _str(rnd), at=now,
         ))
+        if event.get("event_type") == "agent_completed":
+            self._chain(_dict(event.get("data")))
+
+    def _chain(self, data: dict[str, Any]) -> None:
+        issue = _str(data.get("issue_id"))
+        if not issue:
+            return
+        steps = self.chains.pop(issue, None)
+        if steps is None:
+            steps = collections.deque(maxlen=self.bounds.chain_steps)
+            while len(self.chains) >= self.bounds.chains:
+                self.chains.popitem(last=False)
+        self.chains[issue] = steps
+        nxt = data.get("next_agents")
+        steps.append(ChainStep(
+            agent_id=_str(data.get("agent_id")), agent_type=_str(data.get("agent_type")),
+            status=_str(data.get("status")),
+            next_agents=tuple(_str(n) for n in nxt) if isinstance(nxt, list) else (),
+        ))
+
+    def chain(self) -> tuple[str, list[ChainStep]] | None:
+        """The selected issue (``issue``, else the latest completed) and its steps in order."""
+        issue = self.issue if self.issue is not None else next(reversed(self.chains), None)
+        if issue is None:
+            return None
+        return issue, list(self.chains.get(issue, ()))
 
     # -- derived figures --
 

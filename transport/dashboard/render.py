@@ -1,6 +1,6 @@
 """The dashboard's renderer: a :class:`~.model.DashboardModel` to rich renderables that fit
 ``width`` x ``height`` cells. Panels are laid out in priority order (header, agents, projects,
-supervision, events, throughput); each first gets its smallest useful height, the rows left
+supervision, events, throughput, the chain of an issue); each first gets its smallest useful height, the rows left
 then go to them in the same order, and a panel with no room is left out (80x24 shows the
 first ones; a taller terminal shows more rows and more panels). Pure: same model, same text."""
 
@@ -208,6 +208,25 @@ def _throughput(model: DashboardModel, width: int) -> _Section:
                     2 + len(ops), body, chrome=1 if ops else 0)
 
 
+def _chain(model: DashboardModel) -> _Section:
+    chain = model.chain()
+    issue, steps = chain if chain is not None else ("", [])
+
+    def body(n: int) -> RenderableType:
+        lines = []
+        for step in steps[-n:]:
+            line = Text(f"{step.agent_id} ({step.agent_type}) ")
+            line.append(step.status, style="green" if step.status == "success" else "bold red")
+            if step.next_agents:
+                line.append(" → " + ", ".join(step.next_agents), style="cyan")
+            line.no_wrap, line.overflow = True, "ellipsis"
+            lines.append(line)
+        return Group(*lines)
+
+    extra = f"issue {issue}" if chain is not None else "no agent_completed yet"
+    return _Section(lambda: _title("Chain", extra), len(steps), body, chrome=0)
+
+
 def render(model: DashboardModel, width: int = 80, height: int = 24, *,
            now: float | None = None, now_wall: float | None = None) -> RenderableType:
     """The whole view for a ``width`` x ``height`` terminal. ``now`` is the model's clock
@@ -217,7 +236,7 @@ def render(model: DashboardModel, width: int = 80, height: int = 24, *,
     parts: list[RenderableType] = list(_header(model))
     budget = height - len(parts)
     sections = [_agents(model, now_wall), _projects(model, now_wall), _supervision(model), _events(model, now_wall),
-                _throughput(model, width)]
+                _throughput(model, width), _chain(model)]
     # first pass: each panel its title, table header and one row (or its "nothing" line)
     rows: list[int | None] = []
     for s in sections:
