@@ -259,3 +259,20 @@ async def test_a_taller_snapshot_shows_the_chain_of_the_latest_issue(server: Har
     text = screen(model, 120, 60, now=model.status_at)
     assert "── Chain issue alpha-1" in text
     assert "agent-1 (python-specialist) success → test-engineer, code-reviewer" in text
+
+
+async def test_the_poller_shows_a_server_refusing_with_503_and_carries_on(server: Harness):
+    from orchestra.transport.dashboard.app import _poller
+
+    model = DashboardModel(url="u")
+    config = sdk.ClientConfig(unavailable_retries=0)
+    async with sdk.connect(f"http://127.0.0.1:{server.port}", _admin(server), config=config) as client, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(_poller, client, model, 0.05)
+        await until(lambda: model.connection == "connected", "the first poll", timeout=10)
+        server.api.shutting_down = True  # every operation answers 503 UNAVAILABLE
+        await until(lambda: model.connection == "reconnecting", "the refusal shown", timeout=10)
+        assert "reconnecting (Unavailable: UNAVAILABLE)" in screen(model).split("\n")[0]
+        server.api.shutting_down = False
+        await until(lambda: model.connection == "connected", "back", timeout=10)
+        nursery.cancel_scope.cancel()

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from rich.console import Console
 
-from ..client import ClientConfig, ConnectionFailed, EventsLost, OrchestraError, connect
+from ..client import ClientConfig, EventsLost, Forbidden, OrchestraError, Unauthorized, connect
 from .model import DashboardModel, replay_since
 from .render import render
 
@@ -95,15 +95,17 @@ async def _poller(client: Any, model: DashboardModel, every: float) -> None:
     """Polls every ``every`` seconds. A poll not answered in time (the SDK reconnecting
     underneath) shows ``reconnecting``; the figures shown stay the last ones known."""
     while True:
-        with trio.move_on_after(max(2.0, every * 2)) as scope:
+        problem: str | None = "no answer"
+        with trio.move_on_after(max(2.0, every * 2)):
             try:
                 await poll_once(client, model)
-            except ConnectionFailed as exc:
-                model.set_connection("reconnecting", str(exc)[:60])
-                scope.cancel()
-        if scope.cancelled_caught:
-            if model.connection == "connected":
-                model.set_connection("reconnecting", "no answer")
+                problem = None
+            except (Unauthorized, Forbidden):
+                raise  # final for the client: the command ends with one line
+            except OrchestraError as exc:  # a server shutting down (503), a connection given up
+                problem = f"{type(exc).__name__}: {exc.code}"
+        if problem is not None:
+            model.set_connection("reconnecting", problem)
         else:
             reconnects = client.connections - 1
             model.set_connection("connected", f"reconnected {reconnects}x" if reconnects else "")
