@@ -20,9 +20,9 @@ serve *ARGS:
 demo *ARGS:
     {{venv}}/bin/orchestra demo {{ARGS}}
 
-# the live dashboard: arrives with the dashboard issue (ROADMAP 2)
-dashboard:
-    @echo "orchestra dashboard is not built yet (ROADMAP item 2); GET /status shows the figures" && exit 1
+# the live dashboard of a running server (orchestra dashboard --help; --once: one snapshot)
+dashboard *ARGS:
+    {{venv}}/bin/orchestra dashboard {{ARGS}}
 
 # benchmarks: each figure next to the bare limit measured in the same run
 bench *ARGS:

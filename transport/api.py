@@ -78,6 +78,8 @@ class Api:
         self.started_at = time.time()
         self.shutting_down = False
         self.latency: dict[str, _Latency] = collections.defaultdict(_Latency)
+        #: requests refused by a rate limit (429 RATE_001) since start, for /status
+        self.rate_limited = 0
         self.request_ids = itertools.count(1)
         self.services = Services(
             project=self._project,
@@ -178,6 +180,7 @@ class Api:
             (b"x-ratelimit-reset", str(ceil_seconds(d.reset)).encode()),
         ]
         if not d.allowed:
+            self.rate_limited += 1
             raise ApiError(
                 429, "RATE_001",
                 f"rate limit of {profile.rate_per_second:g}/s (burst {d.limit}) for agent type "
@@ -242,6 +245,7 @@ class Api:
             },
             "events": {"total_published": totals.get("events_published", 0)},
             "performance": {name: lat.summary() for name, lat in sorted(self.latency.items())},
+            "requests": {"rate_limited": self.rate_limited},
             "actors": {"restarts": self.system.root.total_restarts(),
                        "crashes": self.system.root.total_crashes()},
             "context_cache": await self.system.context_stats(),

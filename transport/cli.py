@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="orchestra", description="Orchestration sidecar for fleets of AI coding agents")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dashboard", help="a live console view of a running server (see: orchestra dashboard --help)")
     sub.add_parser("demo", help="a server and a fleet of agents on a generated code base (see: orchestra demo --help)")
 
     serve = sub.add_parser("serve", help="run the server")
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["dashboard"]:  # its own parser (transport/dashboard/app.py)
+        from .dashboard.app import main as dashboard_main
+
+        return dashboard_main(argv[1:], default_data_dir)
     args = build_parser().parse_args(argv)
     if args.command == "token":
         return _token(args)

@@ -286,10 +286,12 @@ class Client:
         return await self._call("agent.status", {"agent_id": agent_id})  # type: ignore[no-any-return]
 
     async def list_agents(
-        self, *, state: str | None = None, agent_type: str | None = None, issue_id: str | None = None
+        self, *, state: str | None = None, agent_type: str | None = None, issue_id: str | None = None,
+        project_id: str | None = None,
     ) -> dict[str, Any]:
+        """``project_id``: the project an all-projects admin token lists."""
         return await self._call("agent.list", {  # type: ignore[no-any-return]
-            "state": state, "agent_type": agent_type, "issue_id": issue_id})
+            "state": state, "agent_type": agent_type, "issue_id": issue_id, "project_id": project_id})
 
     async def agent_logs(self, agent_id: str, *, tail: int | None = None) -> dict[str, Any]:
         return await self._call("agent.logs", {"agent_id": agent_id, "tail": tail})  # type: ignore[no-any-return]
