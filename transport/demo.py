@@ -41,6 +41,10 @@ IMPLEMENTERS = AGENT_TYPES[1:6]
 REVIEWERS = ("code-reviewer", "security-auditor")
 MODULES = ("models", "pricing", "storage", "reports", "cli")
 FLEET_AGENT = Path(__file__).resolve().parent.parent / "examples" / "fleet_agent.py"
+#: how often --chaos may kill one agent: its profile restarts it up to 10 times a minute
+KILLS_PER_AGENT = 2
+#: actor crashes --chaos injects in any minute, under the root's intensity of 20
+CRASHES_PER_MINUTE = 8
 
 
 def plan_fleet(size: int) -> list[tuple[str, str | None]]:
@@ -71,7 +75,7 @@ def _profiles(path: Path, fleet_agent: Path, size: int) -> None:
             f'[profiles."{agent_type}"]',
             f"command = {command}",
             'restart = "on-failure"',
-            "max_restarts = 5",
+            "max_restarts = 10",
             "restart_backoff = 0.2",
             "stall_timeout = 120",
             f"max_running = {size + 8}",
@@ -101,6 +105,7 @@ class ProjectView:
 class Chaos:
     injected: Counter[str] = field(default_factory=Counter)
     killed: list[str] = field(default_factory=list)
+    crash_times: list[float] = field(default_factory=list)
 
 
 class Demo:
@@ -170,6 +175,7 @@ class Demo:
                     await self._spawn_architect(client, project)
                 if self.args.chaos:
                     nursery.start_soon(self._chaos, client)
+                nursery.start_soon(self._reconcile)
                 with trio.move_on_after(deadline) as timer:
                     await self._show(watcher)
                 nursery.cancel_scope.cancel()
@@ -214,6 +220,31 @@ class Demo:
                 view.failed.add(agent)
             elif kind == "agent_completed":
                 view.results += 1
+
+    async def _reconcile(self) -> None:
+        """Every two seconds, the agents' states from the agent API, the authority: an
+        ``agent_*`` event whose publication failed while chaos crashed its project is not
+        waited for forever."""
+        from .http_client import request
+
+        admin = self.token("*", "orchestra-demo", "demo-reconcile", admin=True)
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        while True:
+            await trio.sleep(2)
+            for project, view in self.views.items():
+                try:
+                    listed = await request(host, int(port), "GET", f"/api/agents?project_id={project}",
+                                           token=admin)
+                except OSError:
+                    continue
+                if listed.status != 200:
+                    continue
+                for agent in orjson.loads(listed.body)["agents"]:
+                    view.spawned.add(agent["agent_id"])
+                    if agent["state"] == "exited" and agent.get("exit_code") == 0:
+                        view.exited_ok.add(agent["agent_id"])
+                    elif agent["state"] in ("exited", "failed", "stopped"):
+                        view.failed.add(agent["agent_id"])
 
     async def _show(self, watcher: Any) -> None:
         """Until every agent has ended: a live view (rich), or a line every few seconds."""
@@ -265,8 +296,10 @@ class Demo:
                    *(f"context:{p}" for p in self.projects)]
         while True:
             await trio.sleep(rnd.uniform(0.2, 0.8))
+            # at most KILLS_PER_AGENT kills each, well within its restart budget (max_restarts)
             running = [(p, a) for p, v in self.views.items()
-                       for a in sorted(v.spawned - v.exited_ok - v.failed)]
+                       for a in sorted(v.spawned - v.exited_ok - v.failed)
+                       if self.chaos.killed.count(a) < KILLS_PER_AGENT]
             if rnd.random() < 0.5 and running:
                 project, agent = rnd.choice(running)
                 # its pid now (a restarted agent has a new one), from the agent API
@@ -280,11 +313,19 @@ class Demo:
                     except ProcessLookupError:
                         pass  # it had ended already
                 continue
+            # crashes stay under the supervisors' intensity (20 restarts a minute): chaos tests
+            # recovery, not the deliberate give-up of a crash loop
+            now = time.monotonic()
+            recent = [t for t in self.chaos.crash_times if now - t < 60]
+            self.chaos.crash_times = recent
+            if len(recent) >= CRASHES_PER_MINUTE:
+                continue
             target = rnd.choice(targets)
             answer = await request(host, int(port), "POST", "/api/admin/faults", token=admin,
                                    body=orjson.dumps({"target": target, "kind": "crash"}))
             if answer.status == 200:
                 self.chaos.injected[target.split(":")[0]] += 1
+                self.chaos.crash_times.append(now)
 
     async def _status(self, client: Any, admin: str) -> dict[str, Any]:
         from .http_client import request

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import trio
 
+from ..errors import Unavailable
 from ..records import iso_time
 from ..runtime import DEFERRED, Actor, ActorError, ActorRef, Call
 from ..store import AgentRow, GetAgent, SaveAgent, StoreError
@@ -86,6 +87,9 @@ class AgentActor(Actor):
     """Owns one agent's process across its restarts. ``restarted`` says that an earlier
     incarnation of this actor crashed (the supervisor is running it again)."""
 
+    #: how long the context of a new agent may wait for a restarting or busy server part
+    prepare_seconds = 15.0
+
     def __init__(
         self,
         spec: AgentSpec,
@@ -140,7 +144,7 @@ class AgentActor(Actor):
                 self.worktree = True
                 self.record["workspace"] = str(self.cwd)
             spec.context_path.parent.mkdir(parents=True, exist_ok=True)
-            await self.hooks.write_context(spec, spec.context_path)
+            await self._write_context(spec)
         except Exception as exc:  # any: this agent fails, its actor (and the registry) serve on
             await self._end("failed", f"could not prepare the agent: {exc!r}"
                             if not isinstance(exc, WorkspaceError | OSError) else
@@ -382,6 +386,24 @@ class AgentActor(Actor):
         finally:
             drained.set()
             await trio.aclose_forcefully(stream)
+
+    async def _write_context(self, spec: AgentSpec) -> None:
+        """The agent's context file, before its start. A context actor (or store) that is
+        restarting or busy is waited for, with backoff, for up to ``prepare_seconds``: a crash
+        of the server's parts must not fail an agent that has not started yet. Anything else,
+        or still failing at the end, fails the agent (the caller's answer)."""
+        deadline = trio.current_time() + self.prepare_seconds
+        delay = 0.05
+        while True:
+            try:
+                await self.hooks.write_context(spec, spec.context_path)
+                return
+            except (ActorError, Unavailable) as exc:
+                if trio.current_time() + delay >= deadline:
+                    raise
+                log.info("agent %s: its context is not ready yet (%s); trying again", spec.agent_id, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _failed_run(self, code: int | None, why: str) -> None:
         delay = self.policy.after_failure(trio.current_time(), self.rng())

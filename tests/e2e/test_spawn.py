@@ -3,6 +3,7 @@ SQLite store, the agents' subtree as the server runs it. Each test is bounded by
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -588,3 +589,38 @@ async def test_without_hooks_a_spawn_is_unavailable_and_the_subtree_runs(tmp_pat
                 await sup.spawn(Spawn("p1", "worker", "iss-1"))
             assert await sup.list("p1") == [] and tree.total_crashes() == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_a_context_actor_crashing_while_an_agent_is_prepared_is_waited_for(tmp_path):
+    """A crash of the server's parts while a spawn prepares the context (the demo's chaos found
+    it) delays the agent; it does not fail it."""
+    from orchestra.actors.agents import AgentsConfig, AgentSupervisor, Spawn, server_hooks
+    from orchestra.actors.runtime import ActorCrashed
+    from orchestra.actors.system import ActorSystem, SystemConfig
+
+    kinds = profiles(script("print('started')"))
+    system = ActorSystem(SystemConfig(data_dir=tmp_path / "d", profiles=kinds, roots={"p1": tmp_path}))
+    hooks = server_hooks(url=lambda: "http://127.0.0.1:9", mint_token=lambda s: "tok",
+                         project=system.project, context=system.context)
+    failures = [ActorCrashed("context:p1", "InjectedCrash"), ActorCrashed("context:p1", "InjectedCrash")]
+    write = hooks.write_context
+
+    async def flaky(spec, path):
+        if failures:
+            raise failures.pop()
+        await write(spec, path)
+
+    hooks = dataclasses.replace(hooks, write_context=flaky)
+    sup = AgentSupervisor(AgentsConfig(data_dir=tmp_path / "d", root_of=system.root_of), kinds,
+                          system.store, hooks)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as outer:
+            await outer.start(system.run)
+            async with trio.open_nursery() as inner:
+                await inner.start(sup.run)
+                answer = await sup.spawn(Spawn("p1", "worker", "iss-1"))
+                while (record := await sup.status("p1", answer["agent_id"]))["state"] not in ("exited", "failed"):  # noqa: ASYNC110 (the record is the condition)
+                    await trio.sleep(0.05)
+                assert failures == [] and record["state"] == "exited" and record["exit_code"] == 0, record
+                inner.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
