@@ -93,7 +93,7 @@ def _busy_model() -> DashboardModel:
     status["projects"]["detail"] = {f"proj-{i}": {"results_stored": i, "events_published": i} for i in range(30)}
     m.apply_status(_status(10, 5), now=0.0)
     m.apply_status(status, now=1.0)
-    m.apply_agents("proj-1", [{"agent_id": f"ag-{i}", "agent_type": "t", "project_id": "proj-1",
+    m.apply_agents("proj-1", [{"agent_id": f"ag-{i}", "agent_type": f"a-rather-long-agent-type-{i}", "project_id": "proj-1",
                                "state": ["running", "stalled", "failed", "exited"][i % 4], "pid": 100 + i,
                                "exit_code": 1 if i % 4 == 3 else None, "restarts": i} for i in range(40)])
     for i in range(100):

@@ -76,7 +76,7 @@ class _Section:
 
 
 def _title(name: str, extra: str = "") -> Text:
-    text = Text(f"── {name} ", style="bold cyan")
+    text = Text(f"── {name} ", style="bold cyan", no_wrap=True, overflow="ellipsis")
     if extra:
         text.append(extra, style="dim")
     return text
@@ -85,7 +85,7 @@ def _title(name: str, extra: str = "") -> Text:
 def _header(model: DashboardModel) -> list[Text]:
     style = {"connected": "bold green", "reconnecting": "bold yellow", "connecting": "yellow",
              "failed": "bold red"}.get(model.connection, "")
-    line = Text()
+    line = Text(no_wrap=True, overflow="ellipsis")  # one line each, whatever the width
     line.append("Orchestra ", style="bold")
     line.append(f"{model.url}  v{model.version}  up {_duration(model.uptime)}  ")
     line.append(model.connection, style=style)
@@ -93,14 +93,16 @@ def _header(model: DashboardModel) -> list[Text]:
         line.append(f" ({model.connection_detail})", style="dim")
     by_state, _ = model.agent_counts()
     connected = sum(model.connected_by_type.values())
-    summary = Text(
+    # the agents needing a look come first: the line is cut at the terminal's width
+    summary = Text(no_wrap=True, overflow="ellipsis")
+    for state, style in (("failed", "bold red"), ("stalled", "bold yellow")):
+        if by_state.get(state):
+            summary.append(f"{state} {by_state[state]}  ", style=style)
+    summary.append(
         f"connected {connected}  spawned live {model.spawned_running}  projects {len(model.projects)}  "
         f"restarts {model.restarts}  crashes {model.crashes}  events seen {model.events_seen}",
         style="dim",
     )
-    for state, style in (("failed", "bold red"), ("stalled", "bold yellow")):
-        if by_state.get(state):
-            summary.append(f"  {state} {by_state[state]}", style=style)
     return [line, summary]
 
 
