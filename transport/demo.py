@@ -257,33 +257,26 @@ class Demo:
                     print(self._line(), flush=True)
             print(self._line(), flush=True)
             return
-        from rich.live import Live
+        # the live dashboard (orchestra dashboard) on the demo's server, while the fleet works
+        from rich.console import Console
 
-        with Live(self._table(), refresh_per_second=4, transient=False) as live:
-            while not all(v.done for v in self.views.values()):
+        from .dashboard.app import DashboardConfig
+        from .dashboard.app import run as dashboard
+
+        view = DashboardConfig(url=self.url, token=None, filter=None, once=False, issue=None,
+                               data_dir=None, timeout=10.0, refresh=4.0, poll=1.0)
+        admin = self.token("*", "orchestra-demo", "demo-dashboard", admin=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dashboard, view, admin, Console())
+            while not all(v.done for v in self.views.values()):  # noqa: ASYNC110 (set by two tasks)
                 await trio.sleep(0.25)
-                live.update(self._table())
-            live.update(self._table())
+            nursery.cancel_scope.cancel()
+        print(self._line(), flush=True)
 
     def _line(self) -> str:
         parts = [f"{p}: {len(v.exited_ok)}/{v.expected} done, {len(v.spawned)} spawned, "
                  f"{v.results} results" for p, v in self.views.items()]
         return f"[{time.monotonic() - self.started:5.1f}s] " + "; ".join(parts)
-
-    def _table(self) -> Any:
-        from rich.table import Table
-
-        table = Table(title=f"orchestra demo — {self.url} — {time.monotonic() - self.started:.1f}s")
-        for column in ("project", "agents", "spawned", "done", "failed", "results", "events", "rounds"):
-            table.add_column(column, justify="right" if column != "project" else "left")
-        for project, v in self.views.items():
-            table.add_row(project, str(v.expected), str(len(v.spawned)), str(len(v.exited_ok)),
-                          str(len(v.failed)), str(v.results), str(v.events),
-                          ",".join(map(str, sorted(v.rounds))))
-        if self.args.chaos:
-            table.caption = (f"chaos: {sum(self.chaos.injected.values())} actor crashes injected, "
-                             f"{len(self.chaos.killed)} agent processes killed")
-        return table
 
     async def _chaos(self, client: Any) -> None:
         """Crash actors and kill agent processes while the fleet works."""
