@@ -221,23 +221,32 @@ class Demo:
             elif kind == "agent_completed":
                 view.results += 1
 
+    async def _ask(self, method: str, target: str, token: str, body: bytes = b"") -> Any:
+        """One request to the demo's server: the answer, or None when it cannot be had now
+        (a connection reset or refused while chaos crashes things; 10 s at most)."""
+        import h11
+
+        from .http_client import request
+
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        with trio.move_on_after(10):
+            try:
+                return await request(host, int(port), method, target, token=token, body=body)
+            except (OSError, trio.BrokenResourceError, h11.ProtocolError):
+                return None
+        return None
+
     async def _reconcile(self) -> None:
         """Every two seconds, the agents' states from the agent API, the authority: an
         ``agent_*`` event whose publication failed while chaos crashed its project is not
         waited for forever."""
-        from .http_client import request
 
         admin = self.token("*", "orchestra-demo", "demo-reconcile", admin=True)
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
         while True:
             await trio.sleep(2)
             for project, view in self.views.items():
-                try:
-                    listed = await request(host, int(port), "GET", f"/api/agents?project_id={project}",
-                                           token=admin)
-                except OSError:
-                    continue
-                if listed.status != 200:
+                listed = await self._ask("GET", f"/api/agents?project_id={project}", admin)
+                if listed is None or listed.status != 200:
                     continue
                 for agent in orjson.loads(listed.body)["agents"]:
                     view.spawned.add(agent["agent_id"])
@@ -280,11 +289,9 @@ class Demo:
 
     async def _chaos(self, client: Any) -> None:
         """Crash actors and kill agent processes while the fleet works."""
-        from .http_client import request
 
         rnd = random.Random(7)
         admin = self.token("*", "orchestra-demo", "demo-chaos", admin=True)
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
         targets = ["store", "broker", *(f"project:{p}" for p in self.projects),
                    *(f"context:{p}" for p in self.projects)]
         while True:
@@ -296,9 +303,8 @@ class Demo:
             if rnd.random() < 0.5 and running:
                 project, agent = rnd.choice(running)
                 # its pid now (a restarted agent has a new one), from the agent API
-                answer = await request(host, int(port), "GET",
-                                       f"/api/agents/{agent}/status?project_id={project}", token=admin)
-                record = orjson.loads(answer.body) if answer.status == 200 else {}
+                answer = await self._ask("GET", f"/api/agents/{agent}/status?project_id={project}", admin)
+                record = orjson.loads(answer.body) if answer is not None and answer.status == 200 else {}
                 if record.get("state") == "running" and isinstance(record.get("pid"), int):
                     try:
                         os.kill(record["pid"], signal.SIGKILL)
@@ -314,22 +320,20 @@ class Demo:
             if len(recent) >= CRASHES_PER_MINUTE:
                 continue
             target = rnd.choice(targets)
-            answer = await request(host, int(port), "POST", "/api/admin/faults", token=admin,
-                                   body=orjson.dumps({"target": target, "kind": "crash"}))
-            if answer.status == 200:
+            answer = await self._ask("POST", "/api/admin/faults", admin,
+                                     orjson.dumps({"target": target, "kind": "crash"}))
+            if answer is not None and answer.status == 200:
                 self.chaos.injected[target.split(":")[0]] += 1
                 self.chaos.crash_times.append(now)
 
     async def _status(self, client: Any, admin: str) -> dict[str, Any]:
-        from .http_client import request
 
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
-        answer = await request(host, int(port), "GET", "/status", token=admin)
-        status: dict[str, Any] = orjson.loads(answer.body) if answer.status == 200 else {}
+        answer = await self._ask("GET", "/status", admin)
+        status: dict[str, Any] = orjson.loads(answer.body) if answer is not None and answer.status == 200 else {}
         restarted = 0
         for project in self.projects:
-            listed = await request(host, int(port), "GET", f"/api/agents?project_id={project}", token=admin)
-            if listed.status == 200:
+            listed = await self._ask("GET", f"/api/agents?project_id={project}", admin)
+            if listed is not None and listed.status == 200:
                 restarted += sum(1 for a in orjson.loads(listed.body)["agents"] if a.get("restarts"))
         status["agents_restarted"] = restarted
         return status
