@@ -6,13 +6,14 @@ agent`` (transport/agent_cli.py) is called by scripts many times and must start 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from .argtypes import number_in
 
 TYPE_CHECKING = False  # not typing's: importing typing slows `orchestra agent` down
 if TYPE_CHECKING:
@@ -59,16 +60,7 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
 
 def _seconds(lo: float, hi: float) -> Callable[[str], float]:
     """A finite number of seconds from ``lo`` to ``hi``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from {lo:g} to {hi:g}")
-        return value
-    parse.__name__ = "seconds"
-    return parse
+    return number_in(lo, hi, "seconds")
 
 
 def _existing_dir(text: str) -> Path:

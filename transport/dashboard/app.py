@@ -6,7 +6,6 @@ drawn only by the draw loop (``refresh`` times a second), never per event."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import trio
 from rich.console import Console
 
+from ..argtypes import number_in
 from ..client import ClientConfig, EventsLost, Forbidden, OrchestraError, Unauthorized, connect
 from .model import DashboardModel, replay_since
 from .render import render
@@ -38,19 +38,6 @@ class DashboardConfig(argparse.Namespace):
     poll: float
 
 
-def _rate(lo: float, hi: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {lo:g} to {hi:g}")
-        return value
-    parse.__name__ = "number"
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestra dashboard", description="a live console view of a running server")
     parser.add_argument("--url", default=os.environ.get("ORCHESTRA_URL", DEFAULT_URL),
@@ -61,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--filter", default=None, help="the protocol's filter grammar, for the event tail")
     parser.add_argument("--issue", default=None, help="the issue whose chain is shown (default: the latest completed)")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit (no TTY needed)")
-    parser.add_argument("--timeout", type=_rate(0.1, 3600), default=10.0,
+    parser.add_argument("--timeout", type=number_in(0.1, 3600), default=10.0,
                         help="with --once: seconds to wait for a connection before giving up")
-    parser.add_argument("--refresh", type=_rate(0.5, 10), default=3.0, help="screen redraws per second")
-    parser.add_argument("--poll", type=_rate(0.1, 60), default=1.0, help="seconds between /status polls")
+    parser.add_argument("--refresh", type=number_in(0.5, 10), default=3.0, help="screen redraws per second")
+    parser.add_argument("--poll", type=number_in(0.1, 60), default=1.0, help="seconds between /status polls")
     return parser
 
 
