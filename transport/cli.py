@@ -1,7 +1,11 @@
-"""The ``orchestra`` command: serve, token, agent.
+"""The ``orchestra`` command: serve, token, config, agent.
 
 The server's modules are imported by the commands that use them, not at import time: ``orchestra
-agent`` (transport/agent_cli.py) is called by scripts many times and must start fast."""
+agent`` (transport/agent_cli.py) is called by scripts many times and must start fast.
+
+A failure to start is one line on stderr and a non-zero exit status, never a traceback: 2 for a
+setting that cannot be used (a flag, a variable or a config file's key), 1 for what the machine
+refuses (a data dir that cannot be written, a key that cannot be read, a port in use)."""
 
 from __future__ import annotations
 
@@ -9,16 +13,17 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from .argtypes import number_in
+from .argtypes import identifier, number_in
 
 TYPE_CHECKING = False  # not typing's: importing typing slows `orchestra agent` down
 if TYPE_CHECKING:
+    from ..actors.profiles import Profiles
     from ..actors.system import ActorSystem
     from .api import Api
+    from .auth import Auth
     from .server import Server
 
 __all__ = ["main"]
@@ -33,9 +38,8 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("orchestra", appauthor=False))
 
 
-#: Bounds of command-line values (docs/protocol.md, "Running and tokens").
+#: Bounds of command-line values (docs/configuration.md).
 MAX_TOKEN_TTL = 10 * 366 * 86_400  # ten years
-MAX_JSON_DEPTH_FLAG = 200  # leaves room under orjson's 254 levels for what wraps a body
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,120 +49,69 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _int_in(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer from {lo} to {hi}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} is not an integer from {lo} to {hi}")
-        return value
-    parse.__name__ = "integer"
-    return parse
+class _StartError(Exception):
+    """The server cannot start; ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def _seconds(lo: float, hi: float) -> Callable[[str], float]:
-    """A finite number of seconds from ``lo`` to ``hi``."""
-    return number_in(lo, hi, "seconds")
-
-
-def _existing_dir(text: str) -> Path:
-    path = Path(text).resolve()
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
-    return path
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is not an existing file")
-    return path
-
-
-def _id(text: str) -> str:
-    from ..actors.errors import InvalidRequest
-    from ..actors.records import validate_id
-
-    try:
-        return validate_id("value", text)
-    except InvalidRequest:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an id (1 to 256 characters, no control characters, not only whitespace)"
-        ) from None
-
-
-def _project_entry(text: str) -> tuple[str, Path]:
-    pid, sep, path = text.partition("=")
-    if not sep or not pid or not path:
-        raise argparse.ArgumentTypeError(f"takes ID=PATH, got {text!r}")
-    return _id(pid), _existing_dir(path)
-
-
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of debug, info, warning, error, critical")
-    return level
+_CONFIG_HELP = "TOML file of settings, keys as `orchestra config --print-defaults` writes them (env ORCHESTRA_CONFIG)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from ..actors.profiles import PERMISSIONS
-    from ..actors.records import MAX_JSON_DEPTH
+    from .config import SERVE_SETTINGS, add_flags
 
     parser = _Parser(prog="orchestra", description="Orchestration sidecar for fleets of AI coding agents")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dashboard", help="a live console view of a running server (see: orchestra dashboard --help)")
     sub.add_parser("demo", help="a server and a fleet of agents on a generated code base (see: orchestra demo --help)")
 
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_int_in(0, 65535), default=3001)
-    serve.add_argument("--data-dir", type=Path, default=None, help="durable store, logs and key (env ORCHESTRA_DATA_DIR)")
-    serve.add_argument("--root", type=_existing_dir, default=None,
-                       help="code base for context of projects without --project (default: the current directory)")
-    serve.add_argument("--project", type=_project_entry, action="append", default=[], metavar="ID=PATH",
-                       help="code base of one project")
-    serve.add_argument("--profiles", type=_existing_file, default=None, help="agent profiles file (TOML or JSON)")
-    serve.add_argument("--max-body-bytes", type=_int_in(1, 2**31 - 1), default=10 * 1024 * 1024)
-    serve.add_argument("--max-json-depth", type=_int_in(2, MAX_JSON_DEPTH_FLAG), default=MAX_JSON_DEPTH,
-                       help="JSON nesting levels of a body or frame (the body counts as 1)")
-    serve.add_argument("--fault-injection", action="store_true", help="enable POST /api/admin/faults (admin only)")
-    serve.add_argument("--no-rate-limits", action="store_true")
-    serve.add_argument("--jwt-public-key", type=_existing_file, default=None, help="PEM public key for asymmetric tokens")
-    serve.add_argument("--jwt-algorithm", default="RS256", choices=["RS256", "ES256", "EdDSA"])
-    serve.add_argument("--event-retention", type=_int_in(1, 10**9), default=10_000, help="events kept per project")
-    serve.add_argument("--idempotency-window", type=_seconds(1, 366 * 86_400), default=86_400.0,
-                       metavar="SECONDS", help="how long a repeated idempotency key answers the original answer")
-    serve.add_argument("--event-retention-bytes", type=_int_in(1024, 2**40), default=64 * 1024 * 1024,
-                       help="encoded bytes of events kept per project (the oldest go first)")
-    serve.add_argument("--sync", default="normal", choices=["normal", "full"],
-                       help="SQLite synchronous mode: normal survives process crashes, full also power loss")
-    serve.add_argument("--context-sweep", type=_seconds(0, 86_400), default=2.0,
-                       help="seconds between checks of the code base for changed files")
-    serve.add_argument("--shutdown-grace", type=_seconds(0, 3600), default=3.0,
-                       help="seconds requests in progress may take to finish on SIGINT/SIGTERM before they are cancelled")
-    serve.add_argument("--max-agents-per-project", type=_int_in(1, 100_000), default=64, metavar="N",
-                       help="spawned agents running at once in one project (more: 429 AGENT_002)")
-    serve.add_argument("--max-spawn-depth", type=_int_in(1, 100), default=3, metavar="N",
-                       help="an agent spawned by a spawned agent ... at most this deep (deeper: 429 AGENT_002)")
-    serve.add_argument("--agent-stop-grace", type=_seconds(0, 600), default=5.0, metavar="SECONDS",
-                       help="on shutdown, seconds between SIGTERM and SIGKILL of every spawned agent")
-    serve.add_argument("--log-level", type=_log_level, default="INFO")
+    serve = sub.add_parser(
+        "serve", help="run the server",
+        description="Run the server. Every option is also read from its ORCHESTRA_* environment variable, "
+                    "then from the --config file; precedence: flag > environment > file > default "
+                    "(docs/configuration.md).",
+    )
+    serve.add_argument("--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
+    add_flags(serve, SERVE_SETTINGS)
 
     # listed for --help; main() hands `orchestra agent ...` to agent_cli before this parser runs
     sub.add_parser("agent", help="talk to a server from a script (orchestra agent --help)", add_help=False)
     token = sub.add_parser("token", help="print a JWT signed with the server's key")
-    token.add_argument("--project", type=_id, default=None)
-    token.add_argument("--agent-type", type=_id, required=True)
-    token.add_argument("--sub", type=_id, default=None)
-    token.add_argument("--ttl", type=_seconds(1, MAX_TOKEN_TTL), default=3600,
+    token.add_argument("--project", type=identifier, default=None)
+    token.add_argument("--agent-type", type=identifier, required=True)
+    token.add_argument("--sub", type=identifier, default=None)
+    token.add_argument("--ttl", type=number_in(1, MAX_TOKEN_TTL, "seconds"), default=3600,
                        help=f"seconds the token is valid, from 1 to {MAX_TOKEN_TTL} (ten years)")
     token.add_argument("--admin", action="store_true")
     token.add_argument("--permissions", default=None, help="comma-separated: " + ",".join(sorted(PERMISSIONS)))
-    token.add_argument("--data-dir", type=Path, default=None)
+    token.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                       help="the server's data dir, whose key signs (env ORCHESTRA_DATA_DIR, "
+                            "else the --config file's data_dir)")
+    token.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="the server's config file, for its data_dir (env ORCHESTRA_CONFIG)")
+
+    config = sub.add_parser("config", help="the server's settings: a default file, the reference, a check")
+    what = config.add_mutually_exclusive_group(required=True)
+    what.add_argument("--print-defaults", action="store_true",
+                      help="write a commented TOML file of every setting at its default to stdout")
+    what.add_argument("--print-reference", action="store_true",
+                      help="write the settings reference (Markdown, as in docs/configuration.md) to stdout")
+    what.add_argument("--show", action="store_true",
+                      help="check the settings `orchestra serve` would run with (this environment and "
+                           "--config file) and print each with where it came from")
+    config.add_argument("--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
     return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,14 +129,80 @@ def main(argv: list[str] | None = None) -> int:
 
         return dashboard_main(argv[1:], default_data_dir)
     args = build_parser().parse_args(argv)
-    if args.command == "token":
-        return _token(args)
-    return _serve(args)
+    try:
+        if args.command == "token":
+            return _token(args)
+        if args.command == "config":
+            return _config(args)
+        return _serve(args)
+    except _StartError as exc:
+        print(f"orchestra {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+
+
+def _settings(args: argparse.Namespace) -> argparse.Namespace:
+    """The serve settings: flags, environment, file, defaults (transport/config.py)."""
+    from .config import SERVE_SETTINGS, ConfigError, config_path, resolve
+
+    flags = vars(args)
+    try:
+        return resolve(SERVE_SETTINGS, flags, os.environ, config_path(flags, os.environ)).namespace()
+    except ConfigError as exc:
+        raise _StartError(str(exc), 2) from None
+
+
+def _config(args: argparse.Namespace) -> int:
+    from .config import (
+        SERVE_SETTINGS,
+        ConfigError,
+        config_path,
+        default_file,
+        reference_markdown,
+        resolve,
+    )
+
+    if args.print_defaults:
+        sys.stdout.write(default_file(SERVE_SETTINGS))
+        return 0
+    if args.print_reference:
+        sys.stdout.write(reference_markdown(SERVE_SETTINGS))
+        return 0
+    path = config_path(vars(args), os.environ)
+    try:
+        resolved = resolve(SERVE_SETTINGS, {}, os.environ, path)
+    except ConfigError as exc:
+        raise _StartError(str(exc), 2) from None
+    for s in SERVE_SETTINGS:
+        value = resolved.values[s.name]
+        shown = s.shown_default() if value is None else value
+        origin = resolved.origins[s.name]
+        source = {"env": s.env, "file": str(path)}.get(origin, origin)
+        print(f"{s.name} = {shown!s}  ({source})")
+    return 0
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    """``token``'s data dir: flag, else ORCHESTRA_DATA_DIR, else the config file's, else the default."""
+    from .config import SERVE_SETTINGS, ConfigError, config_path, read_file
+
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    if os.environ.get("ORCHESTRA_DATA_DIR"):
+        return Path(os.environ["ORCHESTRA_DATA_DIR"])
+    path = config_path(vars(args), os.environ)
+    if path is not None:
+        try:
+            found = read_file(SERVE_SETTINGS, path, only=("data_dir",)).get("data_dir")
+        except ConfigError as exc:
+            raise _StartError(str(exc), 2) from None
+        if found is not None:
+            return Path(found)
+    return default_data_dir()
 
 
 def _token(args: argparse.Namespace) -> int:
     from ..actors.profiles import PERMISSIONS, Profiles
-    from .auth import Auth, load_secret
+    from .auth import Auth, KeyFileError, load_secret
 
     if args.project is None and not args.admin:
         print("orchestra token: --project is required unless --admin", file=sys.stderr)
@@ -195,8 +214,11 @@ def _token(args: argparse.Namespace) -> int:
         if unknown:
             print(f"orchestra token: unknown permission(s): {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
-    data_dir = args.data_dir or default_data_dir()
-    auth = Auth(load_secret(data_dir), Profiles())
+    try:
+        secret = load_secret(_data_dir(args))
+    except KeyFileError as exc:
+        raise _StartError(str(exc)) from None
+    auth = Auth(secret, Profiles())
     print(auth.mint(
         sub=args.sub or f"{args.agent_type}-{os.getpid()}",
         agent_type=args.agent_type,
@@ -208,6 +230,62 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_data_dir(path: Path) -> None:
+    """Makes the data dir (mode 0700: it holds the signing key) and checks that it can be
+    written; raises ``OSError`` if not."""
+    import tempfile
+
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+        pass
+
+
+def _prepare(args: argparse.Namespace, profiles: Profiles) -> tuple[Path, Auth]:
+    """The data dir, ready to be written, and the verifier of tokens (its keys read and
+    checked): what can fail before the server starts fails here, as one line."""
+    import logging
+    import sqlite3
+
+    from ..actors.store import SQLiteBackend, StoreError, default_db_path
+    from .auth import (
+        Auth,
+        KeyFileError,
+        load_previous_key,
+        load_public_key,
+        load_secret,
+        loose_permissions,
+    )
+    data_dir = (args.data_dir or default_data_dir()).resolve()
+    try:
+        prepare_data_dir(data_dir)
+    except OSError as exc:
+        raise _StartError(f"data dir {data_dir}: {exc.strerror or exc}") from None
+    db_path = default_db_path(data_dir)
+    store = SQLiteBackend(db_path)
+    try:
+        store.open()  # also brings an older store's schema up to date
+    except (sqlite3.Error, StoreError) as exc:
+        raise _StartError(f"the store {db_path} cannot be opened: {exc}") from None
+    finally:
+        store.close()
+    try:
+        secret = load_secret(data_dir, create=True)
+        public_key = load_public_key(args.jwt_public_key, args.jwt_algorithm) if args.jwt_public_key else None
+        previous = (load_previous_key(args.jwt_previous_key, args.jwt_algorithm),) if args.jwt_previous_key else ()
+    except KeyFileError as exc:
+        raise _StartError(str(exc)) from None
+    except OSError as exc:  # the key could not be created
+        raise _StartError(f"data dir {data_dir}: cannot write the signing key: {exc.strerror or exc}") from None
+    key_file = data_dir / "jwt.secret"
+    if not os.environ.get("ORCHESTRA_JWT_SECRET") and loose_permissions(key_file):
+        logging.getLogger("orchestra").warning(
+            "%s can be read by other users than its owner; chmod 600 it", key_file)
+    auth = Auth(secret, profiles, public_key=public_key,
+                public_algorithm=args.jwt_algorithm if public_key is not None else None,
+                previous_keys=previous)
+    return data_dir, auth
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -217,23 +295,19 @@ def _serve(args: argparse.Namespace) -> int:
     from ..actors.project import ProjectConfig
     from ..actors.system import ActorSystem, SystemConfig
     from .api import Api, ApiConfig
-    from .auth import Auth, load_secret
     from .server import Server, ServerConfig
 
+    args = _settings(args)
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:
-        print(f"orchestra serve: {exc}", file=sys.stderr)
-        return 2
-    data_dir = (args.data_dir or default_data_dir()).resolve()
-    public_key = args.jwt_public_key.read_bytes() if args.jwt_public_key else None
-    auth = Auth(load_secret(data_dir), profiles, public_key=public_key,
-                public_algorithm=args.jwt_algorithm if public_key else None)
+        raise _StartError(str(exc), 2) from None
+    data_dir, auth = _prepare(args, profiles)
     system = ActorSystem(SystemConfig(
         data_dir=data_dir,
         profiles=profiles,
@@ -248,7 +322,7 @@ def _serve(args: argparse.Namespace) -> int:
         agents_shutdown_grace=args.agent_stop_grace,
     ))
     api = Api(system, auth, ApiConfig(
-        rate_limits=not args.no_rate_limits,
+        rate_limits=args.rate_limits,
         fault_injection=args.fault_injection,
         max_body_bytes=args.max_body_bytes,
         max_json_depth=args.max_json_depth,

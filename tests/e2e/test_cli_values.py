@@ -54,7 +54,7 @@ def test_serve_accepts_good_values(tmp_path):
         "--shutdown-grace", "0", "--max-json-depth", "32", "--project", f"p1={tmp_path}",
         "--max-agents-per-project", "8", "--max-spawn-depth", "1", "--agent-stop-grace", "0.5",
     ])
-    assert args.port == 0 and args.log_level == "DEBUG" and args.max_json_depth == 32
+    assert args.port == 0 and args.log_level == "debug" and args.max_json_depth == 32
     assert (args.max_agents_per_project, args.max_spawn_depth, args.agent_stop_grace) == (8, 1, 0.5)
     assert args.root == tmp_path.resolve()
 

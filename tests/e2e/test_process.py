@@ -13,6 +13,7 @@ import orjson
 import pytest
 import trio
 import trio_websocket
+from orchestra.transport.auth import load_secret
 
 from tests.conftest import Harness, result_body
 
@@ -137,6 +138,7 @@ def test_token_requires_project_unless_admin(tmp_path):
     env = {**os.environ, "ORCHESTRA_DATA_DIR": str(tmp_path)}
     out = subprocess.run([*ORCHESTRA, "token", "--agent-type", "x"], env=env, capture_output=True, text=True)
     assert out.returncode == 2 and "--project is required" in out.stderr
+    load_secret(tmp_path, create=True)  # as `orchestra serve` makes it
     admin = token(tmp_path, "--agent-type", "dashboard", "--admin")
     import jwt
     claims = jwt.decode(admin, options={"verify_signature": False})

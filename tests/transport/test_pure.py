@@ -82,7 +82,7 @@ def test_asymmetric_keys_by_configuration(alg):
 
 def test_secret_file_is_created_once_with_mode_0600(tmp_path, monkeypatch):
     monkeypatch.delenv("ORCHESTRA_JWT_SECRET", raising=False)
-    first = load_secret(tmp_path)
+    first = load_secret(tmp_path, create=True)
     assert (tmp_path / "jwt.secret").stat().st_mode & 0o777 == 0o600
     assert load_secret(tmp_path) == first
     monkeypatch.setenv("ORCHESTRA_JWT_SECRET", "from-env")
