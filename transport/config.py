@@ -195,16 +195,17 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("sync", one_of("normal", "full"), "normal", "SQLite synchronous mode: normal survives "
             "a crash of the process, full also a power loss", choices=("normal", "full"),
             metavar="{normal,full}"),
-    Setting("context_sweep", _seconds(0, 86_400), 2.0, "seconds between checks of the code base "
-            "for changed files", _NUMBER, metavar="SECONDS"),
+    Setting("context_sweep", _seconds(0, 86_400), 2.0, "seconds between full checks of a code "
+            "base for changes where file watching is unavailable (with watching, changes arrive at "
+            "once and a full check runs every 60 s); 0: a check before every context request", _NUMBER, metavar="SECONDS"),
     Setting("shutdown_grace", _seconds(0, 3600), 3.0, "seconds requests in progress may take to "
             "finish on SIGINT/SIGTERM before they are cancelled", _NUMBER, metavar="SECONDS"),
     Setting("max_agents_per_project", int_in(1, 100_000), 64, "spawned agents running at once "
             "in one project (more: 429 AGENT_002)", _INT, metavar="N"),
     Setting("max_spawn_depth", int_in(1, 100), 3, "an agent spawned by a spawned agent ... at "
             "most this deep (deeper: 429 AGENT_002)", _INT, metavar="N"),
-    Setting("agent_stop_grace", _seconds(0, 600), 5.0, "on shutdown, seconds between SIGTERM and "
-            "SIGKILL of every spawned agent", _NUMBER, metavar="SECONDS"),
+    Setting("agent_stop_grace", _seconds(0, 600), 5.0, "on shutdown (and when a start ends agents "
+            "a crash left behind), seconds between SIGTERM and SIGKILL of every spawned agent", _NUMBER, metavar="SECONDS"),
     Setting("log_level", one_of(*LOG_LEVELS), "info", "lowest level of the log lines on stderr",
             choices=LOG_LEVELS, metavar="{" + ",".join(LOG_LEVELS) + "}"),
 )
