@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 import trio
+from orchestra.transport.auth import load_secret
 
 from tests.conftest import Harness, result_body
 
@@ -39,6 +40,7 @@ async def test_once_prints_one_snapshot_and_exits(server: Harness):
 
 
 async def test_once_without_a_server_says_so_and_fails(tmp_path):
+    load_secret(tmp_path, create=True)  # the key a server there would have made
     done = await trio.run_process(
         [sys.executable, "-m", "orchestra", "dashboard", "--once", "--url", "http://127.0.0.1:9",
          "--data-dir", str(tmp_path), "--timeout", "0.5"],
