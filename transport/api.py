@@ -24,6 +24,7 @@ from ..actors.store import QueryResults, StoreError
 from ..actors.system import ActorSystem
 from .auth import Auth
 from .errors import ApiError, from_exception, shutting_down
+from .observability import current_scope
 from .ops import OPS
 from .ratelimit import RateLimiter, ceil_seconds
 from .services import Ctx, OpContext, OpLimits, Reply, Services
@@ -138,8 +139,15 @@ class Api:
         op = OPS.get(name)
         if op is None:
             raise ApiError(404, "NOT_FOUND", f"unknown operation {name!r}")
+        scope = current_scope()
+        if scope is not None:
+            scope.op = name
         if principal is None:
             raise ApiError(401, "AUTH_001", "missing token: send 'Authorization: Bearer <jwt>'")
+        if scope is not None:
+            scope.agent = principal.sub
+            named = args.get("project_id")
+            scope.project = named if isinstance(named, str) and named else principal.project_id
         # a spawned agent's request is its sign of life (one dict lookup for any other token)
         self.system.agents.touch(principal.sub)
         if self.shutting_down:

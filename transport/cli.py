@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--agent-stop-grace", type=_seconds(0, 600), default=5.0, metavar="SECONDS",
                        help="on shutdown, seconds between SIGTERM and SIGKILL of every spawned agent")
     serve.add_argument("--log-level", type=_log_level, default="INFO")
+    serve.add_argument("--log-format", default="text", choices=["text", "json"],
+                       help="text lines, or one JSON object per line (default: text)")
+    serve.add_argument("--no-access-log", action="store_true",
+                       help="no line per HTTP request and WebSocket op")
 
     # listed for --help; main() hands `orchestra agent ...` to agent_cli before this parser runs
     sub.add_parser("agent", help="talk to a server from a script (orchestra agent --help)", add_help=False)
@@ -209,7 +213,6 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
 
     import trio
 
@@ -218,13 +221,10 @@ def _serve(args: argparse.Namespace) -> int:
     from ..actors.system import ActorSystem, SystemConfig
     from .api import Api, ApiConfig
     from .auth import Auth, load_secret
+    from .observability import configure_logging
     from .server import Server, ServerConfig
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format, access_log=not args.no_access_log)
     try:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:

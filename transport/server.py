@@ -24,6 +24,15 @@ from ..actors.session import CloseReason, CloseSession, SessionLimits
 from .api import VERSION, Api
 from .auth import bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
+from .observability import (
+    AccessLog,
+    RequestScope,
+    TraceParent,
+    current_scope,
+    incoming_request_id,
+    printable,
+    request_scope,
+)
 from .ops import OPS, Ctx
 from .routes import _ROUTES, Route, find_route, route_args
 from .websocket import CONNECTION_GONE, WebSocketBridge
@@ -77,6 +86,7 @@ class Server:
         self._accept_scope = trio.CancelScope()
         self.busy = 0
         self._idle = trio.Event()
+        self.access = AccessLog()
 
     # -- lifecycle --
 
@@ -166,27 +176,41 @@ class Server:
                 await self._websocket(stream, conn, event)
                 return
             self.busy += 1
+            scope = self._scope_of(event)
             try:
-                started = time.perf_counter()
-                on_sent: list[Callable[[], None]] = []
-                status, body, headers = await self._respond_to(stream, conn, event, on_sent)
-                if status is None:
-                    return
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
-                await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
-                for hook in on_sent:  # the answer was handed to the socket
-                    hook()
+                with request_scope(scope):
+                    on_sent: list[Callable[[], None]] = []
+                    status, body, headers = await self._respond_to(stream, conn, event, on_sent)
+                    if status is None:
+                        return
+                    elapsed_ms = (time.perf_counter() - scope.started) * 1000
+                    headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
+                    await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
+                    for hook in on_sent:  # the answer was handed to the socket
+                        hook()
             finally:
                 self.busy -= 1
                 if not self.busy:
                     self._idle.set()
+                self.access.write(scope, event.method.decode("latin-1"),
+                                  event.target.decode("latin-1").partition("?")[0])
             if conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
                 return
             try:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    def _scope_of(self, req: h11.Request) -> RequestScope:
+        """The scope of request ``req``: its ``X-Request-ID`` (if usable, else a new id) and
+        its ``traceparent`` (if valid)."""
+        request_id = trace = None
+        for name, value in req.headers:
+            if name == b"x-request-id":
+                request_id = incoming_request_id(value)
+            elif name == b"traceparent":
+                trace = TraceParent.parse(value)
+        return RequestScope(request_id or self.api.new_request_id(), trace)
 
     async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, timeout: float) -> Any:
         event = conn.next_event()
@@ -212,7 +236,8 @@ class Server:
         self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request,
         on_sent: list[Callable[[], None]],
     ) -> tuple[int | None, bytes, list[tuple[bytes, bytes]]]:
-        request_id = self.api.new_request_id()
+        current = current_scope()
+        request_id = current.request_id if current is not None else self.api.new_request_id()
         headers = dict(req.headers)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
@@ -241,7 +266,8 @@ class Server:
             raise
         except Exception as exc:
             error = from_exception(exc, request_id)
-            log.info("request %s: %s %s %s: %s", request_id, req.method.decode(), req.target.decode("latin-1")[:200], error.code, error.message)
+            log.info("request %s: %s %s %s: %s", request_id, req.method.decode(),
+                     printable(req.target.decode("latin-1")), error.code, error.message)
             return error.status, encode_error(error, request_id), error.headers
 
     async def _refuse_on_shutdown(self, stream: trio.SocketStream, conn: h11.Connection, request_id: str) -> None:
@@ -391,6 +417,10 @@ class Server:
         if b"content-type" in names:
             all_headers = all_headers[1:]
         all_headers.extend(headers)
+        scope = current_scope()
+        if scope is not None:  # the answer of a request: it says which
+            scope.status = status
+            all_headers.append((b"x-request-id", scope.request_id.encode()))
         if self.api.shutting_down:
             all_headers.append((b"connection", b"close"))
         data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=b""))
