@@ -21,9 +21,10 @@ import trio
 
 from ..actors.records import MAX_JSON_DEPTH
 from ..actors.session import CloseReason, CloseSession, SessionLimits
-from .api import VERSION, Api
+from .api import Api
 from .auth import bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
+from .metrics import CONTENT_TYPE
 from .observability import (
     AccessLog,
     RequestScope,
@@ -308,9 +309,10 @@ class Server:
         if method == "HEAD":
             method = "GET"  # answered like GET, sent without the body
         if path == "/health" and method == "GET":
-            return 200, orjson.dumps(self._health()), []
+            healthy, health = self.api.health()
+            return (200 if healthy else 503), orjson.dumps(health), [] if healthy else [(b"retry-after", b"1")]
         if path == "/metrics" and method == "GET":
-            return 200, await self.api.metrics(), [(b"content-type", b"text/plain; version=0.0.4")]
+            return 200, await self.api.metrics(self.connections), [(b"content-type", CONTENT_TYPE)]
         if path == "/status" and method == "GET":
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None
@@ -393,20 +395,6 @@ class Server:
         if not answered:
             raise _ClientGone
         return answered[0]
-
-    def _health(self) -> dict[str, Any]:
-        store_ok = self.api.system.store.alive
-        return {
-            "status": "healthy" if store_ok and not self.api.shutting_down else "degraded",
-            "service": "orchestration-sidecar",
-            "version": VERSION,
-            "uptime_seconds": round(time.time() - self.api.started_at, 3),
-            "checks": {
-                "store": "ok" if store_ok else "restarting",
-                "broker": "ok" if self.api.system.broker.alive else "restarting",
-                "accepting": not self.api.shutting_down,
-            },
-        }
 
     async def _send(
         self, stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes,

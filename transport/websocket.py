@@ -147,6 +147,8 @@ class WebSocketBridge:
             try:
                 await self._session(_WsConnection(ws, replaying), headers)
             finally:
+                closed = ws.closed
+                self.api.metrics_registry.websocket_closed(closed.code if closed is not None else None)
                 nursery.cancel_scope.cancel()
 
     async def _session(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> None:
