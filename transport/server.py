@@ -21,7 +21,7 @@ import trio
 
 from ..actors.records import MAX_JSON_DEPTH
 from ..actors.session import CloseReason, CloseSession, SessionLimits
-from .api import Api
+from .api import VERSION, Api
 from .auth import bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
 from .metrics import CONTENT_TYPE
@@ -34,6 +34,7 @@ from .observability import (
     printable,
     request_scope,
 )
+from .openapi import DocLimits, asyncapi, openapi
 from .ops import OPS, Ctx
 from .routes import _ROUTES, Route, find_route, route_args
 from .websocket import CONNECTION_GONE, WebSocketBridge
@@ -88,6 +89,7 @@ class Server:
         self.busy = 0
         self._idle = trio.Event()
         self.access = AccessLog()
+        self._docs: dict[str, bytes] | None = None
 
     # -- lifecycle --
 
@@ -313,6 +315,8 @@ class Server:
             return (200 if healthy else 503), orjson.dumps(health), [] if healthy else [(b"retry-after", b"1")]
         if path == "/metrics" and method == "GET":
             return 200, await self.api.metrics(self.connections), [(b"content-type", CONTENT_TYPE)]
+        if path in ("/openapi.json", "/asyncapi.json") and method == "GET":
+            return 200, self._documents()[path], []
         if path == "/status" and method == "GET":
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None
@@ -395,6 +399,14 @@ class Server:
         if not answered:
             raise _ClientGone
         return answered[0]
+
+    def _documents(self) -> dict[str, bytes]:
+        """``/openapi.json`` and ``/asyncapi.json`` of this server (its limits), made once."""
+        if self._docs is None:
+            limits = DocLimits(VERSION, self.api.config.wait_max_ms, self.config.max_body_bytes)
+            self._docs = {"/openapi.json": orjson.dumps(openapi(limits)),
+                          "/asyncapi.json": orjson.dumps(asyncapi(limits))}
+        return self._docs
 
     async def _send(
         self, stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes,
