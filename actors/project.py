@@ -156,6 +156,8 @@ class Publish:
     publisher: str
     agent_type: str | None
     idem: IdemKey | None = None
+    #: the W3C ``traceparent`` the publisher sent, kept in the event (absent if None)
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,6 +517,7 @@ class ProjectActor(Actor):
         publisher: str,
         agent_type: str | None,
         now: float,
+        traceparent: str | None = None,
     ) -> _Event:
         cursor = self._next_cursor()
         expires_at = now + float(body["ttl_seconds"])
@@ -533,10 +536,13 @@ class ProjectActor(Actor):
             "timestamp": iso_time(now),
             "expires_at": iso_time(expires_at),
         }
+        if traceparent is not None:
+            event["traceparent"] = traceparent
         return _Event(cursor, event_type, expires_at, event, orjson.dumps(event))
 
     def _prepare_event(self, call: Call, msg: Publish) -> _Pending:
-        ev = self._make_event(msg.event_type, msg.body, msg.publisher, msg.agent_type, self.wall_clock())
+        ev = self._make_event(msg.event_type, msg.body, msg.publisher, msg.agent_type, self.wall_clock(),
+                              msg.traceparent)
         reply = {
             "event_id": ev.event["event_id"],
             "cursor": ev.event["cursor"],

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import prometheus_client as prom
-
 from .. import __version__
 from ..actors.agents import AgentHooks, AgentSpec, server_hooks
 from ..actors.principal import ALL_PROJECTS, Principal
@@ -24,11 +22,24 @@ from ..actors.store import QueryResults, StoreError
 from ..actors.system import ActorSystem
 from .auth import Auth
 from .errors import ApiError, from_exception, shutting_down
+from .metrics import Metrics, Snapshot
+from .observability import current_scope
 from .ops import OPS
 from .ratelimit import RateLimiter, ceil_seconds
 from .services import Ctx, OpContext, OpLimits, Reply, Services
 
 __all__ = ["Api", "ApiConfig", "VERSION"]
+
+
+def _restarting(tree: dict[str, Any]) -> list[str]:
+    """The ids of the permanent actors of ``tree`` (nested) that are restarting."""
+    out = []
+    for child in tree["children"]:
+        if child["restart"] != "temporary" and child["state"] != "running":
+            out.append(child["id"])
+        if "supervisor" in child:
+            out.extend(_restarting(child["supervisor"]))
+    return out
 
 VERSION = __version__  # said once, in the package face (orchestra/__init__.py)
 
@@ -94,37 +105,7 @@ class Api:
             fault_target=system.actor_ref,
             agents=system.agents,
         )
-        self.registry = prom.CollectorRegistry()
-        self.m_requests = prom.Counter(
-            "orchestra_requests", "Requests served, by operation and status",
-            ["op", "status"], registry=self.registry,
-        )
-        self.m_latency = prom.Histogram(
-            "orchestra_request_seconds", "Request latency by operation", ["op"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
-        )
-        self.m_sessions = prom.Gauge("orchestra_sessions", "Connected WebSocket sessions", registry=self.registry)
-        self.m_projects = prom.Gauge("orchestra_projects", "Running project actors", registry=self.registry)
-        self.m_agents = prom.Gauge("orchestra_agents_running",
-                                   "Spawned agents live (starting, running, stalled)", registry=self.registry)
-        self.m_restarts = prom.Gauge("orchestra_actor_restarts", "Actor restarts since start", registry=self.registry)
-        self.m_crashes = prom.Counter(
-            "orchestra_actor_crashes", "Actor crashes since start, also of actors not restarted (sessions)",
-            registry=self.registry,
-        )
-        self._crashes_reported = 0
-        self.m_context_hits = prom.Gauge("orchestra_context_cache_hits", "Context answers served from the cache", registry=self.registry)
-        self.m_context_misses = prom.Gauge("orchestra_context_cache_misses", "Context answers computed", registry=self.registry)
-        self.m_context_hit_rate = prom.Gauge("orchestra_context_cache_hit_rate",
-                                             "Share of context answers not computed for their request (0 before any)",
-                                             registry=self.registry)
-        self.m_child_restarts = prom.Gauge(
-            "orchestra_actor_child_restarts", "Restarts of each supervised actor since start",
-            ["supervisor", "child"], registry=self.registry,
-        )
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._histograms: dict[str, Any] = {}
+        self.metrics_registry = Metrics(VERSION)
 
     def new_request_id(self) -> str:
         return f"req-{int(self.started_at):x}-{next(self.request_ids)}"
@@ -138,8 +119,15 @@ class Api:
         op = OPS.get(name)
         if op is None:
             raise ApiError(404, "NOT_FOUND", f"unknown operation {name!r}")
+        scope = current_scope()
+        if scope is not None:
+            scope.op = name
         if principal is None:
             raise ApiError(401, "AUTH_001", "missing token: send 'Authorization: Bearer <jwt>'")
+        if scope is not None:
+            scope.agent = principal.sub
+            named = args.get("project_id")
+            scope.project = named if isinstance(named, str) and named else principal.project_id
         # a spawned agent's request is its sign of life (one dict lookup for any other token)
         self.system.agents.touch(principal.sub)
         if self.shutting_down:
@@ -162,14 +150,7 @@ class Api:
         finally:
             elapsed = time.perf_counter() - started
             self.latency[name].add(elapsed)
-            counter = self._counters.get((name, status))
-            if counter is None:
-                counter = self._counters[(name, status)] = self.m_requests.labels(name, status)
-            counter.inc()
-            histogram = self._histograms.get(name)
-            if histogram is None:
-                histogram = self._histograms[name] = self.m_latency.labels(name)
-            histogram.observe(elapsed)
+            self.metrics_registry.observe_request(name, status, elapsed)
 
     def _rate_limit(self, principal: Principal) -> list[tuple[bytes, bytes]]:
         profile = self.auth.profiles.get(principal.agent_type)
@@ -258,25 +239,77 @@ class Api:
             body["actors"]["tree"] = self.system.root.tree()
         return body
 
-    async def metrics(self) -> bytes:
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the server is healthy, and the body of ``GET /health`` saying why not.
+
+        Degraded (503) while: it drains (shutting down), the store or the broker is not
+        running (restarting after a crash), the supervision tree stopped (a supervisor gave
+        up), or any permanent actor is restarting. Sessions and agents ending are no sign of it.
+        """
+        system = self.system
+        restarting = sorted(_restarting(system.root.tree()))
+        checks: dict[str, Any] = {
+            "store": "ok" if system.store.alive else "restarting",
+            "broker": "ok" if system.broker.alive else "restarting",
+            "supervisors": "ok" if system.root.running else "stopped",
+            "accepting": not self.shutting_down,
+        }
+        reasons = ["shutting down (draining)"] if self.shutting_down else []
+        reasons += [f"{name} is {checks[name]}" for name in ("store", "broker", "supervisors")
+                    if checks[name] != "ok"]
+        reasons += [f"{child} is restarting" for child in restarting if child not in ("store", "broker")]
+        if restarting:
+            checks["restarting"] = restarting
+        body: dict[str, Any] = {
+            "status": "degraded" if reasons else "healthy",
+            "service": "orchestration-sidecar",
+            "version": VERSION,
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "checks": checks,
+        }
+        if reasons:
+            body["reasons"] = reasons
+        return not reasons, body
+
+    async def metrics(self, connections: int = 0) -> bytes:
+        """The body of ``GET /metrics``; ``connections``: the server's open connections."""
         cache = await self.system.context_stats()
-        self.m_context_hits.set(cache["hits"])
-        self.m_context_misses.set(cache["misses"])
-        self.m_context_hit_rate.set(cache["hit_rate"] or 0.0)
-        self.m_sessions.set(len(self.system.live_sessions))
-        self.m_projects.set(len(self.system.running_projects()))
-        self.m_agents.set(self.system.agents.running())
-        self.m_restarts.set(self.system.root.total_restarts())
-        crashes = self.system.root.total_crashes()  # cumulative: the counter follows it
-        self.m_crashes.inc(crashes - self._crashes_reported)
-        self._crashes_reported = crashes
+        projects = await self.system.project_stats()
+        totals = self.system.project_totals()
+        root = self.system.root
+        children: dict[tuple[str, str], int] = {}
 
         def walk(tree: dict[str, Any]) -> None:
             for child in tree["children"]:
                 if child["restart"] != "temporary":
-                    self.m_child_restarts.labels(tree["name"], child["id"]).set(child["restarts"])
+                    children[(tree["name"], child["id"])] = child["restarts"]
                 if "supervisor" in child:
                     walk(child["supervisor"])
 
-        walk(self.system.root.tree())
-        return prom.generate_latest(self.registry)
+        walk(root.tree())
+        snapshot = Snapshot(
+            counters={
+                "orchestra_actor_restarts": ("Actor restarts since start", root.total_restarts()),
+                "orchestra_actor_crashes": (
+                    "Actor crashes since start, also of actors not restarted (sessions)", root.total_crashes()),
+                "orchestra_context_cache_hits": ("Context answers served from the cache", cache["hits"]),
+                "orchestra_context_cache_misses": ("Context answers computed", cache["misses"]),
+                "orchestra_results_stored": ("Results stored since start", totals.get("results_stored", 0)),
+                "orchestra_events_published": (
+                    "Events published since start (also the server's own)", totals.get("events_published", 0)),
+                "orchestra_rate_limited": ("Requests refused by a rate limit (429 RATE_001)", self.rate_limited),
+            },
+            gauges={
+                "orchestra_connections": ("Open client connections (HTTP and WebSocket)", connections),
+                "orchestra_sessions": ("Connected WebSocket sessions", len(self.system.live_sessions)),
+                "orchestra_projects": ("Running project actors", len(self.system.running_projects())),
+                "orchestra_subscriptions": ("Event subscriptions of running projects",
+                                            sum(p.get("subscriptions", 0) for p in projects.values())),
+                "orchestra_waiters": ("Long-poll waits in progress",
+                                      sum(p.get("waiters", 0) for p in projects.values())),
+                "orchestra_agents_running": ("Spawned agents live (starting, running, stalled)",
+                                             self.system.agents.running()),
+            },
+            child_restarts=children,
+        )
+        return self.metrics_registry.expose(snapshot)

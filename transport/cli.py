@@ -287,7 +287,6 @@ def _prepare(args: argparse.Namespace, profiles: Profiles) -> tuple[Path, Auth]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
 
     import trio
 
@@ -295,14 +294,11 @@ def _serve(args: argparse.Namespace) -> int:
     from ..actors.project import ProjectConfig
     from ..actors.system import ActorSystem, SystemConfig
     from .api import Api, ApiConfig
+    from .observability import configure_logging
     from .server import Server, ServerConfig
 
     args = _settings(args)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level.upper(), args.log_format, access_log=args.access_log)
     try:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:

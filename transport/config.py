@@ -44,6 +44,7 @@ CONFIG_ENV = "ORCHESTRA_CONFIG"
 #: Bounds of values (docs/configuration.md).
 MAX_JSON_DEPTH_FLAG = 200  # leaves room under orjson's 254 levels for what wraps a body
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -208,6 +209,10 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
             "a crash left behind), seconds between SIGTERM and SIGKILL of every spawned agent", _NUMBER, metavar="SECONDS"),
     Setting("log_level", one_of(*LOG_LEVELS), "info", "lowest level of the log lines on stderr",
             choices=LOG_LEVELS, metavar="{" + ",".join(LOG_LEVELS) + "}"),
+    Setting("log_format", one_of(*LOG_FORMATS), "text", "log lines as text, or one JSON object "
+            "per line", choices=LOG_FORMATS, metavar="{" + ",".join(LOG_FORMATS) + "}"),
+    Setting("access_log", boolean, True, "one log line per HTTP request and WebSocket op",
+            (bool,), kind="switch"),
 )
 
 

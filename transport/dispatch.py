@@ -19,6 +19,7 @@ from ..actors.session import CloseReason, Session
 from .api import Api
 from .errors import ApiError, from_exception
 from .frames import error_frame, event_frame, notice_frame, reply_frame
+from .observability import AccessLog, RequestScope, TraceParent, current_scope, request_scope
 from .ops import OPS, Ctx
 
 __all__ = ["WsDispatcher", "valid_request_id"]
@@ -42,6 +43,9 @@ def _bad_id() -> ApiError:
     )
 
 
+#: fields of a request frame that are not arguments of its op
+_NOT_ARGS = frozenset({"id", "op", "idempotency_key", "traceparent"})
+
 #: the errors after which a connection cannot go on (except to refresh the token)
 _UNAUTHENTICATED = ("AUTH_001", "AUTH_002")
 
@@ -51,6 +55,10 @@ class WsDispatcher:
 
     def __init__(self, api: Api) -> None:
         self.api = api
+        self.access = AccessLog()
+        #: the ``traceparent`` of each session's upgrade request, by session key (written by
+        #: the WebSocket bridge as sessions start and end)
+        self.connection_traces: dict[str, TraceParent] = {}
 
     def parse(self, session: Session, raw: str | bytes) -> tuple[dict[str, Any], str] | bytes:
         try:
@@ -74,10 +82,20 @@ class WsDispatcher:
         return request, op.mode
 
     async def handle(self, session: Session, request: dict[str, Any]) -> bytes | None:
+        """Answer one request: the reply frame, or None when it was queued already. Writes
+        the op's access line (its trace: the frame's ``traceparent``, else the upgrade's)."""
+        trace = TraceParent.parse(request["traceparent"]) if "traceparent" in request else None
+        scope = RequestScope(self.api.new_request_id(), trace or self.connection_traces.get(session.key), "ws")
+        with request_scope(scope):
+            try:
+                return await self._handle(session, request, scope.request_id)
+            finally:
+                self.access.write(scope, "WS", "/ws")
+
+    async def _handle(self, session: Session, request: dict[str, Any], request_id: str) -> bytes | None:
         rid = request.get("id")
-        request_id = self.api.new_request_id()
         try:
-            args = {k: v for k, v in request.items() if k not in ("id", "op", "idempotency_key")}
+            args = {k: v for k, v in request.items() if k not in _NOT_ARGS}
             ctx = Ctx(request_id, session, rid, request.get("idempotency_key"))
             reply, _ = await self.api.call(request["op"], session.principal, args, ctx)
         except Exception as exc:
@@ -85,11 +103,17 @@ class WsDispatcher:
             reason = error.close_reason
             if error.code in _UNAUTHENTICATED and request["op"] != "auth.refresh":
                 reason = CloseReason.UNAUTHENTICATED
+            scope = current_scope()
+            if scope is not None:
+                scope.status = error.status
             if reason is not None:  # answer first, then close
                 session.send_frame(self.ws_error(rid, error, request_id))
                 session.close(reason, error.message[:120])
                 return None
             return self.ws_error(rid, error, request_id)
+        scope = current_scope()
+        if scope is not None:
+            scope.status = 200
         if reply is None:
             return None
         frame = reply_frame(rid, reply if isinstance(reply, bytes) else orjson.dumps(reply))

@@ -63,6 +63,7 @@ from .args import (
     since_map,
 )
 from .errors import ApiError
+from .observability import current_scope
 from .services import Ctx, Handler, Op, OpContext, OpLimits, Reply, Services, Tokens
 
 __all__ = ["OPS", "Ctx", "Handler", "Op", "OpContext", "OpLimits", "Reply", "Services", "Tokens"]
@@ -191,7 +192,9 @@ async def op_event_publish(c: OpContext, args: dict[str, Any]) -> Reply:
     body = validate_event_body({k: v for k, v in args.items() if k != "event_type"})
     project = _project(p, args)
     idem = _idem(c, "event.publish", {"event_type": event_type, **body})
-    return await _write(c, project, Publish(event_type, body, p.sub, p.agent_type, idem))
+    scope = current_scope()
+    trace = scope.trace.header() if scope is not None and scope.trace is not None else None
+    return await _write(c, project, Publish(event_type, body, p.sub, p.agent_type, idem, trace))
 
 
 async def op_event_wait(c: OpContext, args: dict[str, Any]) -> Reply:

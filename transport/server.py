@@ -24,6 +24,17 @@ from ..actors.session import CloseReason, CloseSession, SessionLimits
 from .api import VERSION, Api
 from .auth import bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
+from .metrics import CONTENT_TYPE
+from .observability import (
+    AccessLog,
+    RequestScope,
+    TraceParent,
+    current_scope,
+    incoming_request_id,
+    printable,
+    request_scope,
+)
+from .openapi import DocLimits, asyncapi, openapi
 from .ops import OPS, Ctx
 from .routes import _ROUTES, Route, find_route, route_args
 from .websocket import CONNECTION_GONE, WebSocketBridge
@@ -77,6 +88,8 @@ class Server:
         self._accept_scope = trio.CancelScope()
         self.busy = 0
         self._idle = trio.Event()
+        self.access = AccessLog()
+        self._docs: dict[str, bytes] | None = None
 
     # -- lifecycle --
 
@@ -166,27 +179,41 @@ class Server:
                 await self._websocket(stream, conn, event)
                 return
             self.busy += 1
+            scope = self._scope_of(event)
             try:
-                started = time.perf_counter()
-                on_sent: list[Callable[[], None]] = []
-                status, body, headers = await self._respond_to(stream, conn, event, on_sent)
-                if status is None:
-                    return
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
-                await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
-                for hook in on_sent:  # the answer was handed to the socket
-                    hook()
+                with request_scope(scope):
+                    on_sent: list[Callable[[], None]] = []
+                    status, body, headers = await self._respond_to(stream, conn, event, on_sent)
+                    if status is None:
+                        return
+                    elapsed_ms = (time.perf_counter() - scope.started) * 1000
+                    headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
+                    await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
+                    for hook in on_sent:  # the answer was handed to the socket
+                        hook()
             finally:
                 self.busy -= 1
                 if not self.busy:
                     self._idle.set()
+                self.access.write(scope, event.method.decode("latin-1"),
+                                  event.target.decode("latin-1").partition("?")[0])
             if conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
                 return
             try:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    def _scope_of(self, req: h11.Request) -> RequestScope:
+        """The scope of request ``req``: its ``X-Request-ID`` (if usable, else a new id) and
+        its ``traceparent`` (if valid)."""
+        request_id = trace = None
+        for name, value in req.headers:
+            if name == b"x-request-id":
+                request_id = incoming_request_id(value)
+            elif name == b"traceparent":
+                trace = TraceParent.parse(value)
+        return RequestScope(request_id or self.api.new_request_id(), trace)
 
     async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, timeout: float) -> Any:
         event = conn.next_event()
@@ -212,7 +239,8 @@ class Server:
         self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request,
         on_sent: list[Callable[[], None]],
     ) -> tuple[int | None, bytes, list[tuple[bytes, bytes]]]:
-        request_id = self.api.new_request_id()
+        current = current_scope()
+        request_id = current.request_id if current is not None else self.api.new_request_id()
         headers = dict(req.headers)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
@@ -241,7 +269,8 @@ class Server:
             raise
         except Exception as exc:
             error = from_exception(exc, request_id)
-            log.info("request %s: %s %s %s: %s", request_id, req.method.decode(), req.target.decode("latin-1")[:200], error.code, error.message)
+            log.info("request %s: %s %s %s: %s", request_id, req.method.decode(),
+                     printable(req.target.decode("latin-1")), error.code, error.message)
             return error.status, encode_error(error, request_id), error.headers
 
     async def _refuse_on_shutdown(self, stream: trio.SocketStream, conn: h11.Connection, request_id: str) -> None:
@@ -282,9 +311,12 @@ class Server:
         if method == "HEAD":
             method = "GET"  # answered like GET, sent without the body
         if path == "/health" and method == "GET":
-            return 200, orjson.dumps(self._health()), []
+            healthy, health = self.api.health()
+            return (200 if healthy else 503), orjson.dumps(health), [] if healthy else [(b"retry-after", b"1")]
         if path == "/metrics" and method == "GET":
-            return 200, await self.api.metrics(), [(b"content-type", b"text/plain; version=0.0.4")]
+            return 200, await self.api.metrics(self.connections), [(b"content-type", CONTENT_TYPE)]
+        if path in ("/openapi.json", "/asyncapi.json") and method == "GET":
+            return 200, self._documents()[path], []
         if path == "/status" and method == "GET":
             token = bearer(headers.get(b"authorization"))
             principal = self.api.auth.verify(token) if token else None
@@ -368,19 +400,13 @@ class Server:
             raise _ClientGone
         return answered[0]
 
-    def _health(self) -> dict[str, Any]:
-        store_ok = self.api.system.store.alive
-        return {
-            "status": "healthy" if store_ok and not self.api.shutting_down else "degraded",
-            "service": "orchestration-sidecar",
-            "version": VERSION,
-            "uptime_seconds": round(time.time() - self.api.started_at, 3),
-            "checks": {
-                "store": "ok" if store_ok else "restarting",
-                "broker": "ok" if self.api.system.broker.alive else "restarting",
-                "accepting": not self.api.shutting_down,
-            },
-        }
+    def _documents(self) -> dict[str, bytes]:
+        """``/openapi.json`` and ``/asyncapi.json`` of this server (its limits), made once."""
+        if self._docs is None:
+            limits = DocLimits(VERSION, self.api.config.wait_max_ms, self.config.max_body_bytes)
+            self._docs = {"/openapi.json": orjson.dumps(openapi(limits)),
+                          "/asyncapi.json": orjson.dumps(asyncapi(limits))}
+        return self._docs
 
     async def _send(
         self, stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes,
@@ -391,6 +417,10 @@ class Server:
         if b"content-type" in names:
             all_headers = all_headers[1:]
         all_headers.extend(headers)
+        scope = current_scope()
+        if scope is not None:  # the answer of a request: it says which
+            scope.status = status
+            all_headers.append((b"x-request-id", scope.request_id.encode()))
         if self.api.shutting_down:
             all_headers.append((b"connection", b"close"))
         data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=b""))

@@ -22,6 +22,7 @@ from .api import Api
 from .auth import bearer
 from .dispatch import WsDispatcher, valid_request_id
 from .errors import ApiError
+from .observability import TraceParent
 
 __all__ = ["CLOSE_CODES", "WebSocketBridge"]
 
@@ -146,6 +147,8 @@ class WebSocketBridge:
             try:
                 await self._session(_WsConnection(ws, replaying), headers)
             finally:
+                closed = ws.closed
+                self.api.metrics_registry.websocket_closed(closed.code if closed is not None else None)
                 nursery.cancel_scope.cancel()
 
     async def _session(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> None:
@@ -159,14 +162,20 @@ class WebSocketBridge:
         if principal is None:
             return
         key = f"{principal.sub}#{next(self._session_ids)}"
+        trace = TraceParent.parse(headers.get(b"traceparent"))
+        if trace is not None:
+            self.dispatcher.connection_traces[key] = trace
         try:
-            session = await self.api.system.start_session(
-                key, conn, self.dispatcher, self.limits, principal
-            )
-        except SupervisorError:  # the sessions supervisor is stopping, or a duplicate key
-            await conn.close(CloseReason.CRASHED, "could not start the session")
-            return
-        await session.finished.wait()
+            try:
+                session = await self.api.system.start_session(
+                    key, conn, self.dispatcher, self.limits, principal
+                )
+            except SupervisorError:  # the sessions supervisor is stopping, or a duplicate key
+                await conn.close(CloseReason.CRASHED, "could not start the session")
+                return
+            await session.finished.wait()
+        finally:
+            self.dispatcher.connection_traces.pop(key, None)
 
     async def _authenticate(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> Principal | None:
         token = bearer(headers.get(b"authorization"))

@@ -219,7 +219,7 @@ async def test_a_session_crash_is_counted_as_a_crash_not_a_restart(server):
     assert after["crashes"] == 2 and after["restarts"] == before["restarts"] == 0
     metrics = (await server.request("GET", "/metrics")).body.decode()
     assert _metric(metrics, "orchestra_actor_crashes_total") == 2
-    assert _metric(metrics, "orchestra_actor_restarts") == 0
+    assert _metric(metrics, "orchestra_actor_restarts_total") == 0
     # a restarted actor's crash counts in both
     await server.request("POST", "/api/results", server.token(), result_body())
     down = server.system.actor_ref("project:p1").monitor()

@@ -185,6 +185,8 @@ HTTP_TARGETS: list[HttpTarget] = [
     HttpTarget("GET", "/health", (), None),
     HttpTarget("GET", "/status", (), None),
     HttpTarget("GET", "/metrics", (), None),
+    HttpTarget("GET", "/openapi.json", (), None),
+    HttpTarget("GET", "/asyncapi.json", (), None),
 ]
 WS_OPS = sorted(name for name, op in OPS.items() if op.ws)
 

@@ -1,0 +1,154 @@
+"""The API's schema documents (issue 15, "A schema for the API"): complete against the route
+and op tables, and true of the server (schemathesis drives every operation of the document
+against a real server: no 500, every answer documented and matching its schema)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from orchestra.actors.profiles import Profiles
+from orchestra.actors.system import ActorSystem, SystemConfig
+from orchestra.transport.api import Api, ApiConfig
+from orchestra.transport.auth import Auth
+from orchestra.transport.openapi import ARGS, DocLimits, asyncapi, openapi
+from orchestra.transport.ops import OPS
+from orchestra.transport.routes import _ROUTES
+from orchestra.transport.server import Server, ServerConfig
+
+from tests.conftest import SECRET
+
+#: schemathesis examples per operation and generation mode (CI: bounded; more by env)
+EXAMPLES = int(os.environ.get("ORCHESTRA_SCHEMATHESIS_EXAMPLES", "6"))
+
+
+def _path(pattern: str, names: tuple[str, ...]) -> str:
+    for name in names:
+        pattern = pattern.replace("([^/]+)", "{" + name + "}", 1)
+    return pattern
+
+
+def test_every_route_is_in_the_openapi_document():
+    doc = openapi(DocLimits("test"))
+    for method, pattern, op, names, status in _ROUTES:
+        path = _path(pattern.pattern, names)
+        assert path in doc["paths"], path
+        operation = doc["paths"][path].get(method.lower())
+        assert operation is not None, f"{method} {path} missing from /openapi.json"
+        assert operation["operationId"] == op and str(status) in operation["responses"]
+        declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+        assert declared == set(names)
+    for path in ("/health", "/status", "/metrics", "/openapi.json", "/asyncapi.json"):
+        assert "get" in doc["paths"][path]
+
+
+def test_every_op_has_its_arguments_described_and_every_ws_op_is_in_the_asyncapi_document():
+    assert set(ARGS) == set(OPS), "an op without an argument description in transport/openapi.py"
+    doc = asyncapi(DocLimits("test"))
+    assert {name for name, op in OPS.items() if op.ws} <= set(doc["operations"])
+    assert "admin.faults" not in doc["operations"]  # HTTP only
+
+
+def test_the_hostile_specs_drive_only_documented_arguments():
+    """The fields the hostile-input suite knows each op to take are the documented ones."""
+    from tests.transport.test_hostile import SPECS
+
+    ignored = {"extra", "idempotency_key"}  # an unknown field; the key is a header on HTTP
+    for op, spec in SPECS.items():
+        fields = {path[0] for path in spec.fields} - ignored - ({"project_id"} if op == "status" else set())
+        assert fields <= set(ARGS[op]), (op, fields - set(ARGS[op]))
+
+
+def test_the_documents_are_valid():
+    import schemathesis
+
+    schema = schemathesis.openapi.from_dict(openapi(DocLimits("test")))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == len(_ROUTES) + 5
+
+
+async def test_the_server_serves_its_documents(server):
+    r = await server.request("GET", "/openapi.json")
+    assert r.status == 200 and r.json()["openapi"] == "3.1.0"
+    assert r.json()["paths"]["/api/events/wait/{event_type}"]["get"]["parameters"]
+    r = await server.request("GET", "/asyncapi.json")
+    assert r.status == 200 and r.json()["asyncapi"] == "3.0.0"
+
+
+# -- schemathesis against a real server --
+
+
+def _code_base(root: Path) -> Path:
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "app.py").write_text("def main():\n    return 1\n")
+    (root / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["trio"]\n')
+    return root
+
+
+def _drive(doc: dict[str, Any], base_url: str, token: str) -> list[str]:
+    """Run schemathesis over every operation of ``doc`` (in a worker thread: its client is
+    blocking); the findings, one line each."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+    schema = schemathesis.openapi.from_dict(doc)
+    findings: list[str] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(operation.as_strategy(generation_mode=mode))
+            def run(case: Any) -> None:
+                try:
+                    case.call_and_validate(base_url=base_url, headers=headers, checks=checks, timeout=20)
+                # failed checks (a group of them), no answer in time, ...
+                except (Exception, BaseExceptionGroup) as exc:
+                    findings.append(f"{case.operation.label}: {type(exc).__name__}: {str(exc)[:600]}")
+
+            try:
+                run()
+            except Unsatisfiable:  # nothing to make invalid (an operation without parameters)
+                assert mode is GenerationMode.NEGATIVE, operation.label
+    return findings
+
+
+async def test_schemathesis_finds_no_500_and_no_answer_off_its_schema(nursery, tmp_path):
+    profiles = Profiles()
+    system = ActorSystem(SystemConfig(data_dir=tmp_path / "data", profiles=profiles,
+                                      default_root=_code_base(tmp_path / "code")))
+    # a short longest wait: a generated `timeout` cannot hold the run for minutes
+    api = Api(system, Auth(SECRET, profiles), ApiConfig(rate_limits=False, wait_max_ms=50, wait_default_ms=50))
+    server = Server(api, ServerConfig(max_body_bytes=1024 * 1024))
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    await nursery.start(system.run)
+    await nursery.start(server.serve, listeners)
+    doc = openapi(DocLimits("test", wait_max_ms=50, max_body_bytes=1024 * 1024))
+    token = api.auth.mint(sub="schemathesis", agent_type="chief-architect", project_id="p1")
+    findings = await trio.to_thread.run_sync(_drive, doc, f"http://127.0.0.1:{port}", token)
+    assert not findings, "\n".join(findings)
+    assert system.root.total_restarts() == 0
+
+
+@pytest.mark.parametrize("field", sorted({(op, name) for op, args in ARGS.items() for name in args}))
+def test_argument_bounds_come_from_the_readers_constants(field):
+    """Each documented argument has a schema with a type or a choice (no bare ``{}``)."""
+    op, name = field
+    schema = ARGS[op][name].schema
+    assert {"type", "enum", "oneOf", "const"} & set(schema), (op, name, schema)

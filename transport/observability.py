@@ -1,0 +1,260 @@
+"""What a request leaves behind for an operator: its request id, its trace context, the log
+lines it writes (each carrying both), and its access line.
+
+The facts of the request in progress live in a :class:`RequestScope` that the transport opens
+around each request (an HTTP request, a WebSocket op). It is held in a context variable: trio
+gives every task its own copy of the context, so concurrent requests never see each other's
+scope, and a task started for a request (a watch of the socket) sees the scope of its request.
+Log records written while a scope is open carry its ids (:class:`ScopeFilter`).
+
+Pure apart from logging: no I/O, no clock beyond what logging stamps.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "ACCESS_LOGGER",
+    "MAX_REQUEST_ID_CHARS",
+    "AccessLog",
+    "JsonFormatter",
+    "RequestScope",
+    "ScopeFilter",
+    "TextFormatter",
+    "TraceParent",
+    "configure_logging",
+    "current_scope",
+    "incoming_request_id",
+    "printable",
+    "request_scope",
+]
+
+#: The longest ``X-Request-ID`` the server takes from a client (longer: it makes its own).
+MAX_REQUEST_ID_CHARS = 256
+#: The logger of access lines (one per HTTP request, one per WebSocket op).
+ACCESS_LOGGER = "orchestra.access"
+
+# visible ASCII only: an id goes into headers, logs and JSON unchanged
+_REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_CHARS}}}")
+# W3C Trace Context, version 00 exactly; a later version may add fields after a dash
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_MAX_TRACEPARENT_CHARS = 512
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def incoming_request_id(value: bytes | str | None) -> str | None:
+    """The request id a client sent (``X-Request-ID``), if it is one the server may reuse:
+    1 to 256 visible ASCII characters. None otherwise (the server then makes its own)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value if _REQUEST_ID.fullmatch(value) is not None else None
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, each non-printable one written as an escape: what
+    a client sent can never forge or break a log line."""
+    text = text[:limit]
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceParent:
+    """A validated W3C ``traceparent`` (https://www.w3.org/TR/trace-context/)."""
+
+    version: str
+    trace_id: str
+    parent_id: str
+    flags: str
+
+    @classmethod
+    def parse(cls, value: bytes | str | None) -> TraceParent | None:
+        """The trace context ``value`` names, or None when it is absent or invalid (the
+        specification says an invalid one is ignored, never an error)."""
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str) or len(value) > _MAX_TRACEPARENT_CHARS:
+            return None
+        match = _TRACEPARENT.fullmatch(value.strip(" \t"))
+        if match is None:
+            return None
+        version, trace_id, parent_id, flags, rest = match.groups()
+        if version == "ff" or (version == "00" and rest is not None):
+            return None
+        if trace_id == "0" * 32 or parent_id == "0" * 16:
+            return None
+        return cls(version, trace_id, parent_id, flags)
+
+    def header(self) -> str:
+        """The value as sent on (version 00: what this server understands of later ones)."""
+        return f"00-{self.trace_id}-{self.parent_id}-{self.flags}"
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """The facts of one request that its log lines carry. Written by the request's own task
+    only (the transport, then ``Api.call`` once it knows who asks)."""
+
+    request_id: str
+    trace: TraceParent | None = None
+    transport: Literal["http", "ws"] = "http"
+    op: str | None = None
+    agent: str | None = None
+    project: str | None = None
+    #: the status answered (HTTP) or the outcome (WebSocket), once known
+    status: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+_SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "orchestra_request_scope", default=None
+)
+
+
+def current_scope() -> RequestScope | None:
+    """The scope of the request the calling task serves, or None outside a request."""
+    return _SCOPE.get()
+
+
+@contextmanager
+def request_scope(scope: RequestScope) -> Iterator[RequestScope]:
+    """Make ``scope`` the current request's for the ``with`` block (restored after it)."""
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+class ScopeFilter(logging.Filter):
+    """Stamps each record with the ids of the request in progress (``request_id``,
+    ``trace_id``, ``parent_id``), unless the record names them already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scope = _SCOPE.get()
+        if scope is not None:
+            if not hasattr(record, "request_id"):
+                record.request_id = scope.request_id
+            if scope.trace is not None and not hasattr(record, "trace_id"):
+                record.trace_id = scope.trace.trace_id
+                record.parent_id = scope.trace.parent_id
+        return True
+
+
+def _utc(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+
+
+#: Fields of an access line, in the order the text form writes them.
+_ACCESS_FIELDS = ("request_id", "agent", "project", "trace_id")
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-30T09:00:00.123Z INFO orchestra: message request_id=... trace_id=...``: UTC,
+    one line per record (a traceback follows on its own lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            head = (f"{access['method']} {access['path']} {access['status']} "
+                    f"{access['duration_ms']:.3f}ms")
+            if access.get("op"):
+                head = f"{head} op={access['op']}"
+            tail = "".join(f" {k}={access[k]}" for k in _ACCESS_FIELDS if access.get(k) is not None)
+            line = f"{_utc(record.created)} {record.levelname} {record.name}: {head}{tail}"
+        else:
+            line = f"{_utc(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+            for key in ("request_id", "trace_id"):
+                value = getattr(record, key, None)
+                if value is not None:
+                    line += f" {key}={value}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (orjson): ``time`` (UTC), ``level``, ``logger``, ``message``,
+    the request's ids when there is one, the access fields of an access line, ``exception``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": _utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("request_id", "trace_id", "parent_id"):
+            value = getattr(record, key, None)
+            if value is not None:
+                out[key] = value
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            out.update(access)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+class AccessLog:
+    """Writes the access line of each request, at INFO on :data:`ACCESS_LOGGER`; costs one
+    check when that logger is off (``--no-access-log``)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.log = logger or logging.getLogger(ACCESS_LOGGER)
+
+    def write(self, scope: RequestScope, method: str, path: str, status: int | str | None = None) -> None:
+        """The line of the request ``scope`` served: ``status`` (default: the scope's; "-" when
+        no answer was sent, e.g. the client left)."""
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        if status is None:
+            status = scope.status if scope.status is not None else "-"
+        access = {
+            "transport": scope.transport,
+            "method": method,
+            "path": printable(path),
+            "op": scope.op,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - scope.started) * 1000, 3),
+            "request_id": scope.request_id,
+            "agent": scope.agent,
+            "project": scope.project,
+            "trace_id": scope.trace.trace_id if scope.trace is not None else None,
+        }
+        message = f"{method} {access['path']} {status}"
+        extra: dict[str, Any] = {"access": access, "request_id": scope.request_id}
+        if scope.trace is not None:
+            extra["trace_id"], extra["parent_id"] = scope.trace.trace_id, scope.trace.parent_id
+        self.log.info(message, extra=extra)
+
+
+def configure_logging(
+    level: str = "INFO", fmt: Literal["text", "json"] = "text", access_log: bool = True,
+    stream: Any = None,
+) -> logging.Handler:
+    """Send the server's log records to ``stream`` (stderr) in format ``fmt``; returns the
+    handler. ``access_log`` False turns the access lines off."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ScopeFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level))
+    logging.getLogger(ACCESS_LOGGER).disabled = not access_log
+    return handler
