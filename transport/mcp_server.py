@@ -30,9 +30,11 @@ from typing import Annotated, Any, NoReturn
 
 import orjson
 import trio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp_types import CallToolResult, SubscriptionFilter, TextContent, ToolAnnotations
 from pydantic import Field
 
 from ..actors.agents import MCP_ENV, mcp_server_entry
@@ -46,7 +48,7 @@ from .client_errors import (
     Unavailable,
 )
 
-__all__ = ["CLIENTS", "Upstream", "build_server", "config_snippet", "main", "tool_error"]
+__all__ = ["CLIENTS", "EventWatch", "Upstream", "build_server", "config_snippet", "main", "tool_error"]
 
 log = logging.getLogger("orchestra.mcp")
 
@@ -54,6 +56,11 @@ log = logging.getLogger("orchestra.mcp")
 CLIENTS = ("claude", "codex", "generic")
 #: Bounds of a wait (the protocol's: 0 to 300 s).
 MAX_WAIT_SECONDS = 300.0
+#: Event types one ``subscriptions/listen`` stream may watch (more URIs are not watched).
+MAX_WATCHED_TYPES = 64
+#: Events one read of an ``orchestra://events/{event_type}`` resource returns at most.
+EVENTS_PER_READ = 100
+EVENTS_URI = "orchestra://events/"
 #: Seconds without a connection to the Orchestra server before a call fails with
 #: ``CONNECTION_FAILED`` (the next call tries again).
 RECONNECT_TIMEOUT = 15.0
@@ -144,6 +151,54 @@ def _answer(result: dict[str, Any]) -> CallToolResult:
     )
 
 
+class EventWatch:
+    """Notifications of events (MCP 2026-07-28 ``subscriptions/listen`` over stdio).
+
+    While a listen stream names ``orchestra://events/{event_type}`` URIs among its resource
+    subscriptions, an SDK subscription per event type is held, and each event of that type
+    published in the project is announced as ``notifications/resources/updated`` for its URI;
+    reading that resource returns the events themselves. Watches end with their stream. At most
+    ``MAX_WATCHED_TYPES`` URIs of one stream are watched. Notifications are level triggers:
+    one may stand for several events, and one missed (the stream was not yet listening) loses
+    nothing, since a read returns every event not yet read.
+    """
+
+    def __init__(self, upstream: Upstream, bus: InMemorySubscriptionBus) -> None:
+        self.upstream = upstream
+        self.bus = bus
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        uris = self._event_uris(ctx) if ctx.method == "subscriptions/listen" else []
+        if not uris:
+            return await call_next(ctx)
+        async with trio.open_nursery() as nursery:
+            for uri in uris[:MAX_WATCHED_TYPES]:
+                nursery.start_soon(self._watch, uri)
+            try:
+                return await call_next(ctx)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    @staticmethod
+    def _event_uris(ctx: ServerRequestContext[Any, Any]) -> list[str]:
+        raw = (ctx.params or {}).get("notifications")
+        try:
+            wanted = SubscriptionFilter.model_validate(raw or {}).resource_subscriptions or []
+        except ValueError:
+            return []  # the listen handler refuses it
+        return [uri for uri in dict.fromkeys(wanted) if uri.startswith(EVENTS_URI) and len(uri) > len(EVENTS_URI)]
+
+    async def _watch(self, uri: str) -> None:
+        event_type = uri.removeprefix(EVENTS_URI)
+        try:
+            client = await self.upstream.client()
+            async with await client.subscribe([event_type]) as subscription:
+                async for _event in subscription:
+                    await self.bus.publish(ResourceUpdated(uri))
+        except OrchestraError as exc:
+            log.warning("no notifications for %s: %s", uri, exc)
+
+
 # Argument types, described for the model that calls the tools.
 IssueId = Annotated[str | None, Field(
     description="The issue (work item) id, e.g. 'ISS-7'. Default: the issue this agent was "
@@ -167,11 +222,13 @@ token lacks the permission, NOT_FOUND an unknown id."""
 
 
 def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCPServer:
-    """The MCP server: one tool per operation of the protocol, and resources for a stored
-    result and for the context of an issue."""
+    """The MCP server: one tool per operation of the protocol; resources for a stored result,
+    the context of an issue and the events of a type (with notifications, see EventWatch)."""
+    bus = InMemorySubscriptionBus()
     app: MCPServer = MCPServer(
         "orchestra", title="Orchestra", instructions=INSTRUCTIONS,
-        version=_version(), log_level="WARNING",
+        version=_version(), log_level="WARNING", subscriptions=bus,
+        middleware=[EventWatch(upstream, bus)],
     )
 
     async def run(method: Callable[[Client], Awaitable[dict[str, Any]]]) -> CallToolResult:
@@ -359,6 +416,13 @@ def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCP
                   description="The context of an issue for this agent's type (as get_context).")
     async def context_resource(issue_id: str) -> str:
         return await read(lambda c: c.context_get(issue_id))
+
+    @app.resource(EVENTS_URI + "{event_type}", name="events", mime_type="application/json",
+                  description="The events of a type this agent was not yet given (at most "
+                              f"{EVENTS_PER_READ}, oldest first); listen to this URI to be "
+                              "notified when one is published.")
+    async def events_resource(event_type: str) -> str:
+        return await read(lambda c: c.wait(event_type, timeout=0, limit=EVENTS_PER_READ))
 
     return app
 

@@ -22,6 +22,7 @@ from mcp_types import CallToolResult
 from orchestra.actors.agents import MCP_CONFIG_FILE, write_mcp_config
 from orchestra.actors.agents._workspace import WorkspaceError
 from orchestra.actors.profiles import BUILTIN, AgentProfile, Profiles
+from orchestra.actors.project import ProjectStats
 
 from tests.conftest import Harness, start_server
 from tests.waiting import until, until_waiters
@@ -289,7 +290,8 @@ async def test_resources_a_result_and_the_context_of_an_issue(h: Harness) -> Non
     with trio.fail_after(BOUND):
         async with mcp(h, h.token()) as client:
             templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
-            assert templates == {"orchestra://results/{result_id}", "orchestra://context/{issue_id}"}
+            assert templates == {"orchestra://results/{result_id}", "orchestra://context/{issue_id}",
+                                 "orchestra://events/{event_type}"}
             stored = await call(client, "store_result", issue_id="iss-3", result={"status": "success"})
             read = await client.read_resource(f"orchestra://results/{stored['id']}")
             body = orjson.loads(read.contents[0].text)  # type: ignore[union-attr]
@@ -299,6 +301,38 @@ async def test_resources_a_result_and_the_context_of_an_issue(h: Harness) -> Non
             assert context["issue_id"] == "iss-3" and "auth.py" in context["context"]["project_structure"]["files"]
             with pytest.raises(Exception, match="NOT_FOUND"):
                 await client.read_resource("orchestra://results/nope")
+
+
+async def test_a_listened_event_type_is_notified_and_its_resource_holds_the_events(h: Harness) -> None:
+    uri = "orchestra://events/build"
+    with trio.fail_after(BOUND):
+        async with mcp(h, h.token(sub="watcher"), mode="auto") as client, h.ws(h.token(sub="pub")) as publisher:
+            assert client.protocol_version == "2026-07-28"
+            assert client.server_capabilities.resources.subscribe  # type: ignore[union-attr]
+            async with client.listen(resource_subscriptions=[uri, "orchestra://other"]) as stream:
+                assert stream.honored.resource_subscriptions == [uri, "orchestra://other"]
+
+                project = await h.system.project("p1")
+
+                async def subscribed() -> bool:
+                    return bool((await project.call(ProjectStats(), timeout=5))["subscriptions"] == 1)
+
+                await until(subscribed, "the watch subscribed", timeout=20, interval=0.05)
+                await publisher.call("event.publish", event_type="other", data={"n": 0})
+                await publisher.call("event.publish", event_type="build", data={"n": 1})
+                async for event in stream:
+                    assert event.uri == uri  # type: ignore[union-attr]
+                    break
+
+            async def unsubscribed() -> bool:  # the watch ends with its stream
+                return bool((await project.call(ProjectStats(), timeout=5))["subscriptions"] == 0)
+
+            await until(unsubscribed, "the watch ended", timeout=20, interval=0.05)
+            read = await client.read_resource(uri)
+            events = orjson.loads(read.contents[0].text)["events"]  # type: ignore[union-attr]
+            assert [e["data"] for e in events] == [{"n": 1}]
+            again = orjson.loads((await client.read_resource(uri)).contents[0].text)  # type: ignore[union-attr]
+            assert again["events"] == []  # a read returns the events not yet read
 
 
 # -- the process -------------------------------------------------------------------------------
