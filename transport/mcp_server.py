@@ -38,6 +38,7 @@ from mcp_types import CallToolResult, SubscriptionFilter, TextContent, ToolAnnot
 from pydantic import Field
 
 from ..actors.agents import MCP_ENV, mcp_server_entry
+from .argtypes import number_in
 from .client import Client, ClientConfig, connect
 from .client_errors import (
     ConnectionFailed,
@@ -47,6 +48,7 @@ from .client_errors import (
     Unauthorized,
     Unavailable,
 )
+from .client_link import ws_url
 
 __all__ = ["CLIENTS", "EventWatch", "Upstream", "build_server", "config_snippet", "main", "tool_error"]
 
@@ -62,7 +64,7 @@ MAX_WATCHED_TYPES = 64
 EVENTS_PER_READ = 100
 EVENTS_URI = "orchestra://events/"
 #: Seconds without a connection to the Orchestra server before a call fails with
-#: ``CONNECTION_FAILED`` (the next call tries again).
+#: ``CONNECTION_FAILED`` (the next call tries again); ``--connect-timeout``.
 RECONNECT_TIMEOUT = 15.0
 
 
@@ -101,6 +103,8 @@ class Upstream:
         client = await self.client()
         try:
             return await method(client)
+        except trio.ClosedResourceError:  # another call dropped this client meanwhile
+            raise ConnectionFailed("the connection to the server was closed; call again") from None
         except (Unauthorized, ConnectionFailed) as exc:
             self._drop(client)
             raise exc from None
@@ -433,10 +437,11 @@ def _version() -> str:
     return __version__
 
 
-async def serve(url: str, token: str, *, default_issue: str | None = None) -> None:
+async def serve(url: str, token: str, *, default_issue: str | None = None,
+                connect_timeout: float = RECONNECT_TIMEOUT) -> None:
     """Serve MCP on stdin/stdout until stdin closes; then close the connection and return."""
     async with trio.open_nursery() as nursery:
-        upstream = Upstream(nursery, url, token)
+        upstream = Upstream(nursery, url, token, ClientConfig(reconnect_timeout=connect_timeout))
         try:
             await build_server(upstream, default_issue=default_issue).run_stdio_async()
         finally:
@@ -486,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default=None, help="a JWT of the server (default: env ORCHESTRA_TOKEN)")
     parser.add_argument("--issue", default=None,
                         help="the issue tools default to (default: env ORCHESTRA_ISSUE_ID)")
+    parser.add_argument("--connect-timeout", type=number_in(0.1, 3600, "seconds"), default=RECONNECT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="a call fails with CONNECTION_FAILED after this long without a connection "
+                             f"to the server (default {RECONNECT_TIMEOUT:g})")
     parser.add_argument("--print-config", action="store_true",
                         help="print the snippet for an MCP client's configuration and exit")
     parser.add_argument("--client", choices=CLIENTS, default="claude",
@@ -508,10 +517,16 @@ def main(argv: list[str]) -> int:
                                                ("--token (or ORCHESTRA_TOKEN)", token)) if v is None)
         print(f"orchestra mcp: needs {missing}", file=sys.stderr)
         return 2
+    try:
+        ws_url(url)
+    except ValueError as exc:
+        print(f"orchestra mcp: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    issue = args.issue or _env("ORCHESTRA_ISSUE_ID")
     try:
-        trio.run(lambda: serve(url, token, default_issue=args.issue or _env("ORCHESTRA_ISSUE_ID")))
+        trio.run(lambda: serve(url, token, default_issue=issue, connect_timeout=args.connect_timeout))
     except KeyboardInterrupt:
         pass
     return 0

@@ -10,6 +10,7 @@ import sys
 import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from orchestra.actors.agents import MCP_CONFIG_FILE, write_mcp_config
 from orchestra.actors.agents._workspace import WorkspaceError
 from orchestra.actors.profiles import BUILTIN, AgentProfile, Profiles
 from orchestra.actors.project import ProjectStats
+from orchestra.transport import cli
 
 from tests.conftest import Harness, start_server
 from tests.waiting import until, until_waiters
@@ -67,10 +69,10 @@ def _url(h: Harness) -> str:
 
 
 @asynccontextmanager
-async def mcp(h: Harness, token: str, *, mode: str = "legacy", **env: str) -> AsyncIterator[Client]:
+async def mcp(h: Harness, token: str, *args: str, mode: str = "legacy", **env: str) -> AsyncIterator[Client]:
     """An MCP client session with a new `python -m orchestra mcp` process."""
     params = StdioServerParameters(
-        command=PY, args=["-m", "orchestra", "mcp"],
+        command=PY, args=["-m", "orchestra", "mcp", *args],
         env={"ORCHESTRA_URL": _url(h), "ORCHESTRA_TOKEN": token, **env})
     async with Client(params, mode=mode, read_timeout_seconds=BOUND) as client:  # type: ignore[arg-type]
         yield client
@@ -269,6 +271,22 @@ async def test_a_refused_token_is_a_tool_error_not_a_dead_server(h: Harness) -> 
                     assert error["code"] in ("AUTH_001", "AUTH_002") and words in error["message"]
 
 
+async def test_a_server_that_cannot_be_reached_is_a_tool_error_until_it_can(h: Harness) -> None:
+    with trio.fail_after(BOUND):
+        # a port nothing listens on: closed again right after it was picked
+        with trio.socket.socket() as sock:
+            await sock.bind(("127.0.0.1", 0))
+            closed_port = sock.getsockname()[1]
+        async with mcp(h, h.token(), "--connect-timeout", "0.5",
+                       ORCHESTRA_URL=f"http://127.0.0.1:{closed_port}") as client:
+            for _ in range(2):
+                error = await fails(client, "get_result", result_id="x")
+                assert error["code"] == "CONNECTION_FAILED"
+        # the same process connects once the server is there (--url overrides the variable)
+        async with mcp(h, h.token(), "--url", _url(h), ORCHESTRA_URL="http://127.0.0.1:1") as client:
+            assert (await fails(client, "get_result", result_id="x"))["code"] == "NOT_FOUND"
+
+
 async def test_a_rate_limit_says_when_to_retry(h: Harness) -> None:
     with trio.fail_after(BOUND):
         async with mcp(h, h.token(sub="slow-1", agent_type="slow")) as client:
@@ -383,15 +401,35 @@ async def test_the_process_exits_cleanly_when_stdin_closes(h: Harness) -> None:
         assert b"Traceback" not in errors, errors.decode()
 
 
-def _orchestra(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "orchestra", *args], capture_output=True, text=True, timeout=BOUND,
-                          env=env or {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")})
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-async def test_without_url_or_token_it_says_what_is_missing() -> None:
-    done = await trio.to_thread.run_sync(partial(_orchestra, "mcp"))
+def _orchestra(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> Ran:
+    """The ``orchestra`` command in this process, as its console script calls it."""
+    for name in list(os.environ):
+        if name.startswith("ORCHESTRA_"):
+            monkeypatch.delenv(name)
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exit_:  # argparse's refusals
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return Ran(code, out, err)
+
+
+def test_without_url_or_token_it_says_what_is_missing(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    run = partial(_orchestra, capsys, monkeypatch)
+    done = run("mcp")
     assert done.returncode == 2 and done.stdout == ""
     assert "--url (or ORCHESTRA_URL) and --token (or ORCHESTRA_TOKEN)" in done.stderr
+    done = run("mcp", "--url", "ftp://x", "--token", "t")
+    assert done.returncode == 2 and "not a server URL" in done.stderr
+    done = run("mcp", "--connect-timeout", "0", "--token", "t")
+    assert done.returncode == 2 and "--connect-timeout" in done.stderr
 
 
 def test_the_server_and_the_other_commands_do_not_import_mcp() -> None:
@@ -402,28 +440,28 @@ def test_the_server_and_the_other_commands_do_not_import_mcp() -> None:
 
 # -- configuration -----------------------------------------------------------------------------
 
-async def test_print_config_for_each_client() -> None:
-    claude = await trio.to_thread.run_sync(partial(_orchestra, "mcp", "--print-config"))
+def test_print_config_for_each_client(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    run = partial(_orchestra, capsys, monkeypatch)
+    claude = run("mcp", "--print-config")
     assert claude.returncode == 0
     entry = json.loads(claude.stdout)["mcpServers"]["orchestra"]
     assert entry["type"] == "stdio" and [entry["command"], *entry["args"]] == [PY, "-m", "orchestra", "mcp"]
     assert entry["env"] == {"ORCHESTRA_URL": "${ORCHESTRA_URL}", "ORCHESTRA_TOKEN": "${ORCHESTRA_TOKEN}",
                             "ORCHESTRA_ISSUE_ID": "${ORCHESTRA_ISSUE_ID}"}
 
-    codex = await trio.to_thread.run_sync(partial(
-        _orchestra, "mcp", "--print-config", "--client", "codex", "--url", "http://127.0.0.1:3001"))
+    codex = run("mcp", "--print-config", "--client", "codex", "--url", "http://127.0.0.1:3001")
     table = tomllib.loads(codex.stdout)["mcp_servers"]["orchestra"]
     assert [table["command"], *table["args"]] == [PY, "-m", "orchestra", "mcp"]
     assert table["env"] == {"ORCHESTRA_URL": "http://127.0.0.1:3001"}
     assert table["env_vars"] == ["ORCHESTRA_TOKEN", "ORCHESTRA_ISSUE_ID"]
 
-    generic = await trio.to_thread.run_sync(partial(
-        _orchestra, "mcp", "--print-config", "--client", "generic", "--url", "http://h:1", "--token", "T"))
+    generic = run("mcp", "--print-config", "--client", "generic", "--url", "http://h:1", "--token", "T")
     entry = json.loads(generic.stdout)["mcpServers"]["orchestra"]
     assert "type" not in entry and entry["env"]["ORCHESTRA_URL"] == "http://h:1"
     assert entry["env"]["ORCHESTRA_TOKEN"] == "T" and generic.stderr == ""
+    assert "does not expand" in run("mcp", "--print-config", "--client", "generic").stderr
 
-    unknown = await trio.to_thread.run_sync(partial(_orchestra, "mcp", "--print-config", "--client", "vim"))
+    unknown = run("mcp", "--print-config", "--client", "vim")
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
 
 
