@@ -61,6 +61,9 @@ class AgentProfile:
     workspace: str = "root"
     #: Keep an agent's worktree after it ended (default: removed).
     keep_worktree: bool = False
+    #: Write the MCP configuration of ``orchestra mcp`` (``.mcp.json``) into the directory the
+    #: agent runs in, so a coding agent that reads it is connected from its first step.
+    mcp: bool = False
     #: Seconds between SIGTERM and SIGKILL when an agent is stopped.
     stop_grace: float = 5.0
     #: Lifetime of the token a spawned agent gets (it renews it with ``auth.refresh``).
@@ -153,7 +156,7 @@ _FIELDS = {
     "event_subscriptions", "context_globs", "context_keywords", "context_requirements",
     "command", "model", "capabilities", "authority_level",
     "restart", "max_restarts", "restart_period", "restart_backoff", "restart_backoff_max",
-    "stall_timeout", "max_running", "workspace", "keep_worktree", "stop_grace", "token_ttl",
+    "stall_timeout", "max_running", "workspace", "keep_worktree", "mcp", "stop_grace", "token_ttl",
 }
 RESTART_POLICIES = ("never", "on-failure")
 WORKSPACES = ("root", "worktree")
@@ -328,10 +331,11 @@ def _profile_from(path: Path, where: str, entry: Any, profiles: Profiles) -> Age
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise bad(key, f"must be an integer from {lo} to {hi}")
             kw[key] = v
-    if "keep_worktree" in entry:
-        if not isinstance(entry["keep_worktree"], bool):
-            raise bad("keep_worktree", "must be true or false")
-        kw["keep_worktree"] = entry["keep_worktree"]
+    for key in ("keep_worktree", "mcp"):
+        if key in entry:
+            if not isinstance(entry[key], bool):
+                raise bad(key, "must be true or false")
+            kw[key] = entry[key]
     for key in ("model", "authority_level"):
         if key in entry:
             if not isinstance(entry[key], str):

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dashboard", help="a live console view of a running server (see: orchestra dashboard --help)")
+    sub.add_parser("mcp", help="an MCP server over stdio for coding agents (see: orchestra mcp --help)")
     sub.add_parser("demo", help="a server and a fleet of agents on a generated code base (see: orchestra demo --help)")
 
     serve = sub.add_parser(
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["mcp"]:  # its own parser (transport/mcp_server.py); imports the mcp SDK
+        from .mcp_server import main as mcp_main
+
+        return mcp_main(argv[1:])
     if argv[:1] == ["dashboard"]:  # its own parser (transport/dashboard/app.py)
         from .dashboard.app import main as dashboard_main
 

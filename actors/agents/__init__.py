@@ -34,8 +34,18 @@ from ._spec import (
 )
 from ._supervisor import AgentSupervisor
 from ._wiring import server_hooks
+from ._workspace import (
+    MCP_CONFIG_FILE,
+    MCP_ENV,
+    MCP_SERVER_NAME,
+    mcp_server_entry,
+    write_mcp_config,
+)
 
 __all__ = [
+    "MCP_CONFIG_FILE",
+    "MCP_ENV",
+    "MCP_SERVER_NAME",
     "LIVE_STATES",
     "MAX_TAIL_LINES",
     "STATES",
@@ -68,10 +78,12 @@ __all__ = [
     "end_groups",
     "group_alive",
     "identity_of",
+    "mcp_server_entry",
     "is_own_group",
     "path_segment",
     "public_record",
     "server_hooks",
     "signal_group",
     "tail_lines",
+    "write_mcp_config",
 ]

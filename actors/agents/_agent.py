@@ -31,7 +31,7 @@ from ._logs import RotatingLog
 from ._policy import RestartPolicy
 from ._procs import ProcessIdentity, identity_of, is_own_group, signal_group
 from ._spec import LIVE_STATES, TERMINAL_STATES, AgentHooks, AgentSpec, public_record
-from ._workspace import WorkspaceError, add_worktree, remove_worktree
+from ._workspace import WorkspaceError, add_worktree, remove_worktree, write_mcp_config
 
 __all__ = ["AgentActor", "AgentChanged", "GetAnswer", "GetRecord", "ServerStopping", "Stop", "Touch"]
 
@@ -143,6 +143,8 @@ class AgentActor(Actor):
                 self.cwd = await add_worktree(spec.root, spec.worktree_path, spec.agent_id)
                 self.worktree = True
                 self.record["workspace"] = str(self.cwd)
+            if spec.profile.mcp:
+                write_mcp_config(self.cwd)
             spec.context_path.parent.mkdir(parents=True, exist_ok=True)
             await self._write_context(spec)
         except Exception as exc:  # any: this agent fails, its actor (and the registry) serve on
