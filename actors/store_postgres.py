@@ -69,6 +69,7 @@ __all__ = [
     "PostgresBackend",
     "is_postgres_url",
     "redact_url",
+    "store_url_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,21 @@ def is_postgres_url(store: str) -> bool:
     return store.startswith(("postgresql://", "postgres://"))
 
 
+def store_url_problem(url: str) -> str | None:
+    """What keeps ``url`` from naming a PostgreSQL store this installation can use now (None:
+    nothing): not such a URL, no driver, or no server answering there (one connection tried)."""
+    if not is_postgres_url(url):
+        return f"{url!r} is not a postgresql:// URL"
+    if psycopg is None:
+        return "the PostgreSQL store needs psycopg: pip install 'orchestra-sidecar[postgres]'"
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot use {redact_url(url)}: {first}"
+    return None
+
+
 def redact_url(url: str) -> str:
     """The URL without its password and query, for logs and the results' ``storage_path``."""
     if psycopg is None:
@@ -227,8 +243,18 @@ class PostgresBackend:
     # -- connection and schema --
 
     def open(self) -> None:
+        """Connect and migrate. The first open of this object raises if that fails (a wrong
+        URL stops the server at once); a later one (the store actor restarted) leaves the
+        backend disconnected instead, so a database restart cannot crash-loop the store:
+        requests fail transient until :meth:`apply` reconnects."""
         self.close()
-        self._connect()
+        try:
+            self._connect()
+        except psycopg.OperationalError as exc:
+            if not self.connects:
+                raise
+            log.warning("store: %s unreachable (%s); reconnecting on the next request",
+                        redact_url(self.url), str(exc).strip().splitlines()[0] if str(exc) else exc)
 
     def close(self) -> None:
         conn, self.conn = self.conn, None

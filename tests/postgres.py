@@ -37,6 +37,15 @@ def _unavailable() -> str | None:
     return None
 
 
+def summary_line() -> str | None:
+    """One line for the end of a run whose PostgreSQL tests were skipped (None: they ran or
+    none was asked for)."""
+    if _unavailable.cache_info().currsize == 0:
+        return None
+    why = _unavailable()
+    return None if why is None else f"PostgreSQL tests skipped: {why}"
+
+
 def require_postgres() -> None:
     """Skip the calling test when PostgreSQL cannot be used."""
     why = _unavailable()

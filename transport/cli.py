@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_int_in(0, 65535), default=3001)
     serve.add_argument("--data-dir", type=Path, default=None, help="durable store, logs and key (env ORCHESTRA_DATA_DIR)")
+    serve.add_argument("--store", default=None, metavar="URL",
+                       help="postgresql://... keeps the durable store in PostgreSQL (env ORCHESTRA_STORE; "
+                       "default: SQLite in the data dir)")
     serve.add_argument("--root", type=_existing_dir, default=None,
                        help="code base for context of projects without --project (default: the current directory)")
     serve.add_argument("--project", type=_project_entry, action="append", default=[], metavar="ID=PATH",
@@ -231,11 +234,19 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"orchestra serve: {exc}", file=sys.stderr)
         return 2
     data_dir = (args.data_dir or default_data_dir()).resolve()
+    store_url = args.store or os.environ.get("ORCHESTRA_STORE") or None
+    if store_url is not None:
+        from ..actors.store_postgres import store_url_problem
+
+        if (problem := store_url_problem(store_url)) is not None:
+            print(f"orchestra serve: --store: {problem}", file=sys.stderr)
+            return 2
     public_key = args.jwt_public_key.read_bytes() if args.jwt_public_key else None
     auth = Auth(load_secret(data_dir), profiles, public_key=public_key,
                 public_algorithm=args.jwt_algorithm if public_key else None)
     system = ActorSystem(SystemConfig(
         data_dir=data_dir,
+        store_url=store_url,
         profiles=profiles,
         project=ProjectConfig(max_events=args.event_retention, max_event_bytes=args.event_retention_bytes,
                               idempotency_window=args.idempotency_window),
