@@ -239,6 +239,8 @@ class PostgresBackend:
         self.conn: psycopg.Connection[Any] | None = None
         #: connections made (the first by :meth:`open`); a test reads it
         self.connects = 0
+        #: the connection is lost and not yet replaced (logged once per outage)
+        self._lost = False
 
     # -- connection and schema --
 
@@ -250,11 +252,12 @@ class PostgresBackend:
         self.close()
         try:
             self._connect()
-        except psycopg.OperationalError as exc:
+        except psycopg.OperationalError:
             if not self.connects:
                 raise
-            log.warning("store: %s unreachable (%s); reconnecting on the next request",
-                        redact_url(self.url), str(exc).strip().splitlines()[0] if str(exc) else exc)
+            self._lost = True
+            log.warning("store: %s unreachable; reconnecting on each request until it is back",
+                        redact_url(self.url))
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -277,6 +280,9 @@ class PostgresBackend:
             raise
         self.conn = conn
         self.connects += 1
+        if self._lost:
+            self._lost = False
+            log.warning("store: connected to %s again", redact_url(self.url))
         return conn
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
@@ -301,7 +307,10 @@ class PostgresBackend:
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         self.close()
-        log.warning("store: reconnecting to %s", redact_url(self.url))
+        if not self._lost:
+            self._lost = True
+            log.warning("store: connection to %s lost; reconnecting on each request until it is back",
+                        redact_url(self.url))
         return self._connect()
 
     # -- the backend --

@@ -84,3 +84,116 @@ async def test_a_server_on_postgresql_reads_back_every_acknowledged_write_after_
         if proc2.p.poll() is None:
             proc2.p.kill()
     assert not (second / "orchestra.db").exists()
+
+
+class CuttableLink:
+    """A TCP relay to PostgreSQL that a test can cut (every connection through it is dropped
+    and new ones are refused, as while the database restarts) and restore."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.open = True
+        self.scopes: set[trio.CancelScope] = set()
+        self.relayed = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._relay, listeners)
+
+    def cut(self) -> None:
+        self.open = False
+        for scope in self.scopes:
+            scope.cancel()
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        async with client:
+            if not self.open:
+                return
+            with trio.CancelScope() as scope:
+                self.scopes.add(scope)
+                try:
+                    async with await trio.open_tcp_stream(self.host, self.port) as server, \
+                            trio.open_nursery() as n:
+                        self.relayed += 1
+                        n.start_soon(_pump, client, server)
+                        n.start_soon(_pump, server, client)
+                finally:
+                    self.scopes.discard(scope)
+
+
+async def _pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+    try:
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    await sink.aclose()
+
+
+async def test_while_postgresql_is_unreachable_writes_answer_503_and_the_server_recovers_by_itself(tmp_path, url):
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(url)
+    link = CuttableLink(info.get("host") or "127.0.0.1", int(info.get("port") or 5432))
+    async with trio.open_nursery() as nursery:
+        relay_port = await nursery.start(link.serve)
+        user = f"{quote(info['user'])}@" if info.get("user") else ""
+        relayed = (f"postgresql://{user}127.0.0.1:{relay_port}/{quote(info.get('dbname', ''))}"
+                   f"?options={quote(info['options'])}")
+        # (its stderr is read at the end only: few lines, or the pipe fills and the server blocks)
+        proc = Proc(tmp_path, "--store", relayed, "--log-level", "ERROR")
+        try:
+            port = await proc.ready()
+            tok = token(tmp_path, "--project", "p1", "--agent-type", "python-specialist")
+            h = client(port)
+            acked: list[str] = []
+            statuses: list[int] = []
+
+            async def write(i: int) -> int:
+                r = await h.request("POST", "/api/results", tok, result_body(seq=i))
+                if r.status == 200:
+                    acked.append(r.json()["id"])
+                else:
+                    assert r.json()["code"] == "UNAVAILABLE", r.json()
+                statuses.append(r.status)
+                return r.status
+
+            with trio.fail_after(60):
+                for i in range(5):
+                    assert await write(i) == 200
+                link.cut()  # the database goes away, with the store's connection idle
+                for i in range(5, 10):
+                    assert await write(i) == 503
+                link.open = True  # back: the next request reconnects, no restart of the server
+                assert await write(10) == 200
+
+                # again, with writes in flight: a commit whose answer is lost crashes the store
+                # (outcome unknown to its writers), which comes back by itself
+                async def writer(w: int) -> None:
+                    ok = 0
+                    for n in range(10_000):
+                        ok += await write(1000 * (w + 1) + n) == 200
+                        if ok >= 15 and link.open:
+                            return
+                        await trio.sleep(0.01)
+
+                async with trio.open_nursery() as writers:
+                    for w in range(4):
+                        writers.start_soon(writer, w)
+                    while len(acked) < 30:  # noqa: ASYNC110 (the writers' progress)
+                        await trio.sleep(0.01)
+                    link.cut()
+                    await trio.sleep(1.0)
+                    link.open = True
+                for rid in acked:
+                    assert (await h.request("GET", f"/api/results/{rid}", tok)).status == 200
+            assert 500 not in statuses and statuses.count(503) > 5 and link.relayed >= 3
+            proc.p.send_signal(signal.SIGINT)
+            assert await trio.to_thread.run_sync(proc.wait) == 0
+        finally:
+            if proc.p.poll() is None:
+                proc.p.kill()
+            nursery.cancel_scope.cancel()
