@@ -701,10 +701,10 @@ class StoreActor(Actor):
             [c.msg for c in writes], [c.msg for c in reads]
         )
         for call, outcome in zip(writes, write_outcomes, strict=True):
-            if outcome is None:
-                call.reply(None)
-            else:
+            if isinstance(outcome, StoreError):
                 call.fail(outcome)
+            else:  # None, or what the write answers (a backend-allocated cursor)
+                call.reply(outcome)
         for call, outcome in zip(reads, read_outcomes, strict=True):
             if isinstance(outcome, Exception):
                 call.fail(outcome)

@@ -30,7 +30,7 @@ from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats
 from .runtime import ActorError, ActorRef, ChildSpec, Restart, Supervisor
 from .session import Connection, Dispatcher, Session, SessionLimits, SessionRegistry
-from .store import SQLiteBackend, StoreActor, StoreCounts, default_db_path
+from .store import SQLiteBackend, StoreActor, StoreBackend, StoreCounts, default_db_path
 
 __all__ = ["ActorSystem", "SystemConfig"]
 
@@ -41,6 +41,8 @@ class SystemConfig:
     profiles: Profiles = field(default_factory=Profiles)
     project: ProjectConfig = field(default_factory=ProjectConfig)
     synchronous: str = "NORMAL"
+    #: a ``postgresql://`` URL: the durable store lives there; None: SQLite in ``data_dir``
+    store_url: str | None = None
     mailbox_size: int = 4096
     #: code base per project id; others use ``default_root``
     roots: dict[str, Path] = field(default_factory=dict)
@@ -62,10 +64,22 @@ class ActorSystem:
         self.config = config
         db_path = default_db_path(config.data_dir)
         self.db_path = db_path
+        location = str(db_path)
+        postgres: StoreBackend | None = None
+        if config.store_url is not None:
+            from .store_postgres import PostgresBackend, redact_url
+
+            # one object for every incarnation of the store: after the first, opening it while
+            # the server is unreachable is not fatal (requests fail transient until it is back)
+            postgres = PostgresBackend(config.store_url)
+            location = redact_url(config.store_url)
+
+        def make_backend() -> StoreBackend:
+            return postgres if postgres is not None else SQLiteBackend(db_path, config.synchronous)
         self.store = ActorRef("store", mailbox_size=config.mailbox_size)
         self.broker = ActorRef("broker", mailbox_size=config.mailbox_size)
         project_config = ProjectConfig(
-            **{**config.project.__dict__, "storage_location": str(db_path)}
+            **{**config.project.__dict__, "storage_location": location}
         )
         self.projects = Supervisor(
             "projects", max_restarts=config.max_restarts, period=config.restart_period
@@ -102,7 +116,7 @@ class ActorSystem:
             [
                 ChildSpec.actor(
                     "store", self.store,
-                    lambda: StoreActor(SQLiteBackend(db_path, config.synchronous)),
+                    lambda: StoreActor(make_backend()),
                 ),
                 ChildSpec("projects", lambda: self.projects),
                 ChildSpec.actor(

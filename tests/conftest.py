@@ -24,6 +24,14 @@ from orchestra.transport.server import Server, ServerConfig
 SECRET = b"test-secret-0123456789-0123456789"
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.postgres import summary_line
+
+    line = summary_line()
+    if line is not None:
+        terminalreporter.write_line(line, yellow=True)
+
+
 Response = HttpResponse
 
 

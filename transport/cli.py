@@ -265,14 +265,15 @@ def _prepare(args: argparse.Namespace, profiles: Profiles) -> tuple[Path, Auth]:
         prepare_data_dir(data_dir)
     except OSError as exc:
         raise _StartError(f"data dir {data_dir}: {exc.strerror or exc}") from None
-    db_path = default_db_path(data_dir)
-    store = SQLiteBackend(db_path)
-    try:
-        store.open()  # also brings an older store's schema up to date
-    except (sqlite3.Error, StoreError) as exc:
-        raise _StartError(f"the store {db_path} cannot be opened: {exc}") from None
-    finally:
-        store.close()
+    if args.store is None:
+        db_path = default_db_path(data_dir)
+        store = SQLiteBackend(db_path)
+        try:
+            store.open()  # also brings an older store's schema up to date
+        except (sqlite3.Error, StoreError) as exc:
+            raise _StartError(f"the store {db_path} cannot be opened: {exc}") from None
+        finally:
+            store.close()
     try:
         secret = load_secret(data_dir, create=True)
         public_key = load_public_key(args.jwt_public_key, args.jwt_algorithm) if args.jwt_public_key else None
@@ -308,9 +309,16 @@ def _serve(args: argparse.Namespace) -> int:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:
         raise _StartError(str(exc), 2) from None
+    if args.store is not None:
+        from ..actors.store_postgres import store_url_problem
+
+        if (problem := store_url_problem(args.store)) is not None:
+            raise _StartError(f"--store: {problem}", 2)
     data_dir, auth = _prepare(args, profiles)
+    store_url = args.store
     system = ActorSystem(SystemConfig(
         data_dir=data_dir,
+        store_url=store_url,
         profiles=profiles,
         project=ProjectConfig(max_events=args.event_retention, max_event_bytes=args.event_retention_bytes,
                               idempotency_window=args.idempotency_window),

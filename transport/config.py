@@ -135,6 +135,15 @@ class Setting:
         return value
 
 
+def postgres_url(text: str) -> str:
+    """A ``postgresql://`` (or ``postgres://``) URL; whether it answers is checked at start."""
+    from ..actors.store_postgres import is_postgres_url
+
+    if not is_postgres_url(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a postgresql:// URL")
+    return text
+
+
 def _toml_kind(types: tuple[type, ...]) -> str:
     if bool in types:
         return "true or false"
@@ -160,6 +169,9 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, None, "durable store, agent logs, contexts and the signing key",
             metavar="DIR", default_text="a per-user data folder (~/.local/share/orchestra on Linux)",
             path=True, example="/var/lib/orchestra"),
+    Setting("store", postgres_url, None, "postgresql://... keeps the durable store in PostgreSQL "
+            "(needs the postgres extra); unset: SQLite in the data dir", metavar="URL",
+            default_text="SQLite in the data dir", example="postgresql://orchestra@127.0.0.1/orchestra"),
     Setting("root", existing_dir, None, "code base for the context of projects without a project "
             "entry", metavar="DIR", default_text="the current directory", path=True,
             example="/srv/code"),

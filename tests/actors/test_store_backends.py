@@ -1,21 +1,29 @@
-"""The store backends' contract: one suite, every backend (SQLite in a file, memory)."""
+"""The store backends' contract: one suite, every backend (SQLite in a file, memory, PostgreSQL
+in a fresh schema; the PostgreSQL cases skip with one line when no server is there)."""
 
 from __future__ import annotations
 
 import pytest
 from orchestra.actors.store import (
+    AgentRow,
+    AgentSeq,
     AppendBatch,
     CommitFailed,
     EventRow,
+    FindSpawn,
+    GetAgent,
     GetResult,
     HighWater,
     IdempotencyRow,
+    ListAgents,
+    LiveAgents,
     LoadProject,
     LookupKeys,
     PurgeExpired,
     QueryResults,
     ReadFailed,
     ResultRow,
+    SaveAgent,
     SaveWaitCursor,
     SQLiteBackend,
     StoreCounts,
@@ -24,9 +32,20 @@ from orchestra.actors.store import (
 )
 from orchestra.actors.store_memory import BackendCrash, MemoryBackend
 
+from tests.postgres import fresh_schema
 
-@pytest.fixture(params=["sqlite", "memory"])
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def backend(request, tmp_path):
+    if request.param == "postgres":
+        from orchestra.actors.store_postgres import PostgresBackend
+
+        with fresh_schema() as url:
+            b = PostgresBackend(url)
+            b.open()
+            yield b
+            b.close()
+        return
     b = SQLiteBackend(tmp_path / "o.db") if request.param == "sqlite" else MemoryBackend()
     b.open()
     yield b
@@ -222,3 +241,36 @@ def test_a_crash_raises_out_of_apply_before_or_after_the_commit(after_commit):
         b.apply([AppendBatch("p1", 1, (_result("r1"),))], [])
     assert b.result_ids() == (["r1"] if after_commit else [])
     assert b.apply([AppendBatch("p1", 2)], [])[0] == [None]  # fired once
+
+
+# -- spawned agents' records, and keys holding a NUL (a wait key is type NUL filter) --
+
+
+def _agent(agent_id: str, state: str = "running", seq: int = 1, project: str = "p1", **kw) -> AgentRow:
+    return AgentRow(agent_id, project, state, seq, "t", b'{"agent_id":"%s"}' % agent_id.encode(), **kw)
+
+
+def test_agent_records_are_found_by_id_state_and_spawn_key_and_keep_their_first_key(backend):
+    assert backend.apply([SaveAgent(_agent("a1", "starting", 1, spawn_key="s\x00k")),
+                          SaveAgent(_agent("a2", "exited", 2)),
+                          SaveAgent(_agent("b1", "stalled", 3, project="p2"))], [])[0] == [None] * 3
+    _one(backend, SaveAgent(_agent("a1", "running", 1, answer=b'{"agent_id":"a1"}')))
+    _one(backend, SaveAgent(_agent("a1", "running", 1, spawn_key="other", answer=b"{}")))
+    a1 = _read(backend, GetAgent("p1", "a1"))
+    assert (a1.state, a1.spawn_key, a1.answer) == ("running", "s\x00k", b'{"agent_id":"a1"}')
+    assert _read(backend, GetAgent("p2", "a1")) is None
+    assert [r.agent_id for r in _read(backend, ListAgents("p1"))] == ["a2", "a1"]
+    assert [r.agent_id for r in _read(backend, ListAgents("p1", state="exited"))] == ["a2"]
+    assert [r.agent_id for r in _read(backend, LiveAgents())] == ["a1", "b1"]
+    assert _read(backend, FindSpawn("p1", "s\x00k")).agent_id == "a1"
+    assert _read(backend, FindSpawn("p2", "s\x00k")) is None
+    assert _read(backend, AgentSeq()) == 3
+    clash = _one(backend, SaveAgent(_agent("a3", seq=4, spawn_key="s\x00k")))
+    assert isinstance(clash, StoreError) and _read(backend, GetAgent("p1", "a3")) is None
+
+
+def test_wait_positions_and_idempotency_scopes_may_hold_a_nul(backend):
+    _one(backend, SaveWaitCursor("p1", "a\x001", "tick\x00x > 1", 4))
+    _one(backend, AppendBatch("p1", 1, keys=(_key("a\x001", "k\x00"),)))
+    assert _read(backend, LoadProject("p1", 0.0, 10)).wait_cursors == {("a\x001", "tick\x00x > 1"): 4}
+    assert list(_read(backend, LookupKeys("p1", (("a\x001", "k\x00"),), 0.0))) == [("a\x001", "k\x00")]

@@ -1,0 +1,684 @@
+"""A store backend on PostgreSQL: the SQLite backend's contract on a server several processes share.
+
+Chosen by a ``postgresql://`` store URL (``serve --store``). Runs on the store actor's worker
+thread with one psycopg 3 connection, as the SQLite backend does: one transaction per group
+commit, one savepoint per write (a bad write fails alone), then the reads.
+
+Guarantees beyond the SQLite backend's, for several processes on one database:
+
+* A project's row in ``projects`` is its lock: an append updates it (its last statement), so
+  two transactions appending to one project commit one after the other, and the high-water
+  cursor recorded there only grows. An append whose events are not all above the recorded
+  high-water is rejected (:class:`CursorConflict`): a cursor is never stored twice, even by a
+  process whose idea of the project is stale.
+* :class:`AllocatedAppend` lets the backend take the cursors itself, under that lock, in the
+  transaction that stores the events: commit order is then cursor order per project, whichever
+  process appends.
+
+Failures: an error of one write is that write's :class:`WriteRejected`; a transaction that
+does not reach COMMIT fails each of its writes (:class:`CommitFailed`, not stored); a lost
+connection is *transient* (the store is unavailable, answered 503) and the next call
+reconnects. A connection lost while COMMIT was in flight leaves the outcome unknown: that
+raises :class:`CommitInDoubt`, the store actor crashes, and its callers settle the outcome by
+asking again (as after any crash of the store).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import CommitFailed, ReadFailed, StoreError, WriteRejected
+from .events import encode_cursor
+from .store import (
+    LIVE_AGENT_STATES,
+    AgentRow,
+    AgentSeq,
+    AppendBatch,
+    EventRow,
+    FindSpawn,
+    GetAgent,
+    GetResult,
+    HighWater,
+    IdempotencyRow,
+    ListAgents,
+    LiveAgents,
+    LoadProject,
+    LookupKeys,
+    ProjectSnapshot,
+    PurgeExpired,
+    QueryResults,
+    SaveAgent,
+    SaveWaitCursor,
+    StoreCounts,
+)
+
+try:  # an optional extra: `pip install 'orchestra-sidecar[postgres]'`
+    import psycopg
+except ImportError:  # pragma: no cover - depends on the installation
+    psycopg = None  # type: ignore[assignment]
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AllocatedAppend",
+    "CommitInDoubt",
+    "CursorConflict",
+    "PostgresBackend",
+    "is_postgres_url",
+    "redact_url",
+    "store_url_problem",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
+
+#: key of the advisory lock that serializes migrations between processes opening at once
+_MIGRATION_LOCK = 0x6F72636865737472  # "orchestr"
+
+# Each entry migrates from version i to i + 1; never edit a released entry, append a new one.
+# The versions match the SQLite ones (same tables at the same version). Keys that may hold a NUL
+# (a wait key is type NUL filter, a spawn key sub NUL key; a token's subject is not checked
+# for one) are BYTEA holding UTF-8: PostgreSQL's TEXT cannot hold a NUL, SQLite's can.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE projects (
+        project_id   TEXT PRIMARY KEY,
+        last_cursor  BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE results (
+        seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        project_id  TEXT NOT NULL,
+        issue_id    TEXT NOT NULL,
+        agent_type  TEXT NOT NULL,
+        agent_id    TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        stored_at   TEXT NOT NULL,
+        body        BYTEA NOT NULL
+    );
+    CREATE INDEX results_by_project ON results (project_id, seq);
+    CREATE INDEX results_by_issue ON results (project_id, issue_id, seq);
+    CREATE TABLE events (
+        project_id  TEXT NOT NULL,
+        cursor      BIGINT NOT NULL,
+        event_type  TEXT NOT NULL,
+        expires_at  DOUBLE PRECISION NOT NULL,
+        body        BYTEA NOT NULL,
+        PRIMARY KEY (project_id, cursor)
+    );
+    CREATE INDEX events_by_expiry ON events (expires_at);
+    CREATE TABLE wait_cursors (
+        project_id  TEXT NOT NULL,
+        sub         BYTEA NOT NULL,
+        wait_key    BYTEA NOT NULL,
+        cursor      BIGINT NOT NULL,
+        PRIMARY KEY (project_id, sub, wait_key)
+    );
+    CREATE TABLE agents (
+        agent_id    TEXT PRIMARY KEY,
+        project_id  TEXT NOT NULL,
+        body        BYTEA NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    """,
+    # 2: idempotency keys, committed with the write they guard; purged after their window
+    """
+    CREATE TABLE idempotency (
+        project_id   TEXT NOT NULL,
+        sub          BYTEA NOT NULL,
+        key          BYTEA NOT NULL,
+        fingerprint  BYTEA NOT NULL,
+        answer       BYTEA NOT NULL,
+        expires_at   DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (project_id, sub, key)
+    );
+    CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+    """,
+    # 3: spawned agents: their state, the spawn's idempotency scope and its original answer
+    """
+    ALTER TABLE agents ADD COLUMN state TEXT NOT NULL DEFAULT 'starting';
+    ALTER TABLE agents ADD COLUMN spawn_key BYTEA;
+    ALTER TABLE agents ADD COLUMN answer BYTEA;
+    ALTER TABLE agents ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX agents_by_project ON agents (project_id, seq);
+    CREATE INDEX agents_by_state ON agents (state);
+    CREATE UNIQUE INDEX agents_by_spawn_key ON agents (project_id, spawn_key)
+        WHERE spawn_key IS NOT NULL;
+    """,
+]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+def is_postgres_url(store: str) -> bool:
+    """Whether a ``--store`` value names a PostgreSQL database (else it is a SQLite path)."""
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def store_url_problem(url: str) -> str | None:
+    """What keeps ``url`` from naming a PostgreSQL store this installation can use now (None:
+    nothing): not such a URL, no driver, or no server answering there (one connection tried)."""
+    if not is_postgres_url(url):
+        return f"{url!r} is not a postgresql:// URL"
+    if psycopg is None:
+        return "the PostgreSQL store needs psycopg: pip install 'orchestra-sidecar[postgres]'"
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot use {redact_url(url)}: {first}"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password and query, for logs and the results' ``storage_path``."""
+    if psycopg is None:
+        return url.split("?", 1)[0]
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://?"
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{host}{port}/{info.get('dbname') or ''}"
+
+
+class CursorConflict(WriteRejected):
+    """An append whose events are not above the project's recorded high-water cursor, or take
+    a stored one: another writer got there first. Transient: the writer reloads the project
+    and tries again. ``high_water``: the recorded one, if known."""
+
+    def __init__(self, message: str, high_water: int | None) -> None:
+        super().__init__(message, transient=True)
+        self.high_water = high_water
+
+
+class CommitInDoubt(StoreError):
+    """The connection was lost while COMMIT was in flight: the transaction may or may not have
+    committed. Raised out of :meth:`PostgresBackend.apply` (the store actor crashes; its callers
+    learn the outcome by reading the high-water cursor from the next incarnation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllocatedAppend(AppendBatch):
+    """An :class:`AppendBatch` whose event cursors the backend takes, under the project's lock.
+
+    The events' ``cursor`` values only order them (any increasing numbers); the backend stores
+    them at ``high + 1, high + 2, ...`` above the project's recorded high-water ``high``,
+    rewriting each event body's ``"cursor"`` field to match, and records the new high-water.
+    ``last_cursor`` is ignored. The write's outcome is the first cursor taken (an ``int``)
+    instead of None; with no events it is the high-water + 1 and nothing is taken.
+    Idempotency keys are stored as given: their answers must not name cursors.
+    """
+
+
+class PostgresBackend:
+    """PostgreSQL through psycopg 3, on the store actor's worker thread.
+
+    ``url`` is a libpq URL or conninfo (``postgresql://host:5432/db?options=...``). The
+    connection is opened by :meth:`open` (which migrates the schema) and, after it is lost,
+    again by the next :meth:`apply`; until that succeeds every request fails transient.
+    ``statement_timeout`` (seconds) bounds each statement, ``connect_timeout`` each connect,
+    so a call never blocks the store's thread without end.
+    """
+
+    #: its calls block: the store actor runs them on its worker thread
+    blocking = True
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, statement_timeout: float = 30.0) -> None:
+        if psycopg is None:
+            raise StoreError(
+                "the PostgreSQL store needs psycopg: pip install 'orchestra-sidecar[postgres]'"
+            )
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
+        self.conn: psycopg.Connection[Any] | None = None
+        #: connections made (the first by :meth:`open`); a test reads it
+        self.connects = 0
+        #: the connection is lost and not yet replaced (logged once per outage)
+        self._lost = False
+
+    # -- connection and schema --
+
+    def open(self) -> None:
+        """Connect and migrate. The first open of this object raises if that fails (a wrong
+        URL stops the server at once); a later one (the store actor restarted) leaves the
+        backend disconnected instead, so a database restart cannot crash-loop the store:
+        requests fail transient until :meth:`apply` reconnects."""
+        self.close()
+        try:
+            self._connect()
+        except psycopg.OperationalError:
+            if not self.connects:
+                raise
+            self._lost = True
+            log.warning("store: %s unreachable; reconnecting on each request until it is back",
+                        redact_url(self.url))
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(
+            self.url,
+            autocommit=True,  # transactions are explicit: BEGIN ... COMMIT
+            connect_timeout=max(1, round(self.connect_timeout)),
+            application_name="orchestra",
+            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+        )
+        try:
+            conn.execute(f"SET statement_timeout = {int(self.statement_timeout * 1000)}")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+        self.connects += 1
+        if self._lost:
+            self._lost = False
+            log.warning("store: connected to %s again", redact_url(self.url))
+        return conn
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            # Processes opening one database at once migrate it one after the other.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            version = row[0] if row and row[0] is not None else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{redact_url(self.url)} has schema version {version}, newer than this "
+                    f"release ({SCHEMA_VERSION}); upgrade orchestra-sidecar"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                conn.execute(MIGRATIONS[target - 1])
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (target,))
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The live connection, reconnecting if it was lost (OperationalError if it cannot)."""
+        conn = self.conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        self.close()
+        if not self._lost:
+            self._lost = True
+            log.warning("store: connection to %s lost; reconnecting on each request until it is back",
+                        redact_url(self.url))
+        return self._connect()
+
+    # -- the backend --
+
+    def apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
+        try:
+            conn = self._connection()
+        except Exception as exc:  # the server is unreachable: every request fails transient
+            why = f"store unavailable: {_why(exc)}"
+            return ([CommitFailed(why, transient=True) for _ in writes],
+                    [ReadFailed(why, transient=True) for _ in reads])
+        write_outcomes: list[Any] = []
+        if writes:
+            begun = self._begin(conn)
+            write_outcomes = self._commit(begun, writes) if begun is not None else [
+                CommitFailed("store unavailable: connection lost", transient=True) for _ in writes
+            ]
+        read_outcomes: list[Any] = []
+        for read in reads:
+            try:
+                read_outcomes.append(self._read_once_more(read))
+            except Exception as exc:  # any: a value the driver cannot bind is not a crash
+                read_outcomes.append(ReadFailed(f"read failed: {_why(exc)}", transient=_transient(exc)))
+        return write_outcomes, read_outcomes
+
+    def _begin(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any] | None:
+        """BEGIN, on a new connection if the idle one turns out lost (nothing was sent on it
+        yet, so nothing is in doubt); None if the server cannot be reached."""
+        for attempt in range(2):
+            try:
+                conn.execute("BEGIN")
+                return conn
+            except psycopg.OperationalError:
+                if not conn.broken or attempt:
+                    return None
+                try:
+                    conn = self._connection()
+                except psycopg.OperationalError:
+                    return None
+        return None
+
+    def _read_once_more(self, read: Any) -> Any:
+        """A read, repeated once on a new connection if the connection was lost under it."""
+        conn = self._connection()
+        try:
+            return self._read(conn, read)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+        return self._read(self._connection(), read)
+
+    def _commit(self, conn: psycopg.Connection[Any], writes: list[Any]) -> list[Any]:
+        """Within the transaction BEGIN opened: each write in its savepoint, then COMMIT."""
+        outcomes: list[Any] = []
+        try:
+            for write in writes:
+                conn.execute("SAVEPOINT w")
+                try:
+                    outcome = self._write(conn, write)
+                except StoreError as exc:
+                    conn.execute("ROLLBACK TO w")
+                    outcomes.append(exc)
+                except Exception as exc:  # any: this write's error, not the transaction's
+                    if conn.broken:
+                        raise
+                    conn.execute("ROLLBACK TO w")
+                    outcomes.append(
+                        WriteRejected(f"write rejected: {_why(exc)}", transient=_transient(exc))
+                    )
+                else:
+                    outcomes.append(outcome)
+                conn.execute("RELEASE w")
+        except Exception as exc:
+            # COMMIT was not sent: nothing of this transaction is stored.
+            if not conn.broken:
+                conn.execute("ROLLBACK")  # a rollback that fails raises: the actor crashes
+            failure = CommitFailed(f"commit failed: {_why(exc)}", transient=_transient(exc))
+            return [
+                outcome if isinstance(outcome, StoreError) else failure
+                for outcome in outcomes + [None] * (len(writes) - len(outcomes))
+            ]
+        try:
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.broken:
+                raise CommitInDoubt(f"connection lost during COMMIT: {_why(exc)}") from exc
+            # The server answered: the transaction did not commit (e.g. a deferred constraint).
+            failure = CommitFailed(f"commit failed: {_why(exc)}", transient=_transient(exc))
+            return [o if isinstance(o, StoreError) else failure for o in outcomes]
+        return outcomes
+
+    # -- writes --
+
+    def _write(self, conn: psycopg.Connection[Any], write: Any) -> int | None:
+        if isinstance(write, AllocatedAppend):
+            return self._append_allocated(conn, write)
+        if isinstance(write, AppendBatch):
+            self._append(conn, write, write.events)
+            self._take_project(conn, write.project_id, write.last_cursor, write.events)
+        elif isinstance(write, SaveWaitCursor):
+            conn.execute(
+                "INSERT INTO wait_cursors (project_id, sub, wait_key, cursor)"
+                " VALUES (%s, %s, %s, %s::bigint) ON CONFLICT (project_id, sub, wait_key)"
+                " DO UPDATE SET cursor = greatest(wait_cursors.cursor, excluded.cursor)",
+                (write.project_id, write.sub.encode(), write.wait_key.encode(), write.cursor),
+            )
+        elif isinstance(write, PurgeExpired):
+            conn.execute("DELETE FROM events WHERE expires_at <= %s", (write.now,))
+            conn.execute("DELETE FROM idempotency WHERE expires_at <= %s", (write.now,))
+        elif isinstance(write, SaveAgent):
+            r = write.row
+            conn.execute(
+                "INSERT INTO agents (agent_id, project_id, body, updated_at, state, spawn_key,"
+                " answer, seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::bigint)"
+                " ON CONFLICT (agent_id) DO UPDATE SET"
+                " body = excluded.body, updated_at = excluded.updated_at, state = excluded.state,"
+                " spawn_key = coalesce(agents.spawn_key, excluded.spawn_key),"
+                " answer = coalesce(agents.answer, excluded.answer)",
+                (r.agent_id, r.project_id, r.body, r.updated_at, r.state, _utf8(r.spawn_key),
+                 r.answer, r.seq),
+            )
+        else:
+            raise TypeError(f"not a store write: {write!r}")
+        return None
+
+    def _append(self, conn: psycopg.Connection[Any], write: AppendBatch,
+                events: tuple[EventRow, ...]) -> None:
+        """The batch's results, events, trim and keys (not the project's row)."""
+        with conn.cursor() as cur:
+            if write.results:
+                cur.executemany(
+                    "INSERT INTO results (id, project_id, issue_id, agent_type, agent_id,"
+                    " status, stored_at, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [(r.id, r.project_id, r.issue_id, r.agent_type, r.agent_id, r.status,
+                      r.stored_at, r.body) for r in write.results],
+                )
+            if events:
+                try:
+                    cur.executemany(
+                        "INSERT INTO events (project_id, cursor, event_type, expires_at, body)"
+                        " VALUES (%s, %s::bigint, %s, %s, %s)",
+                        [(e.project_id, e.cursor, e.event_type, e.expires_at, e.body)
+                         for e in events],
+                    )
+                except psycopg.errors.UniqueViolation as exc:
+                    if exc.diag.constraint_name != "events_pkey":
+                        raise
+                    raise CursorConflict(f"write rejected: {_why(exc)} (another writer took that"
+                                         " cursor)", None) from exc
+            if write.trim_below:
+                cur.execute(
+                    "DELETE FROM events WHERE project_id = %s AND cursor < %s::bigint",
+                    (write.project_id, write.trim_below),
+                )
+            if write.keys:
+                # an expired key not yet purged is reused: the new write takes it over
+                cur.executemany(
+                    "INSERT INTO idempotency (project_id, sub, key, fingerprint, answer, expires_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (project_id, sub, key) DO UPDATE"
+                    " SET fingerprint = excluded.fingerprint, answer = excluded.answer,"
+                    " expires_at = excluded.expires_at",
+                    [(write.project_id, k.sub.encode(), k.key.encode(), k.fingerprint, k.answer,
+                      k.expires_at) for k in write.keys],
+                )
+
+    def _take_project(self, conn: psycopg.Connection[Any], project_id: str, last_cursor: int,
+                      events: tuple[EventRow, ...]) -> None:
+        """Record the high-water cursor, locking the project's row until COMMIT; refuse events
+        at or below the one recorded (another writer's)."""
+        lowest = min((e.cursor for e in events), default=None)
+        row = conn.execute(
+            "INSERT INTO projects AS p (project_id, last_cursor) VALUES (%s, %s::bigint)"
+            " ON CONFLICT (project_id) DO UPDATE"
+            " SET last_cursor = greatest(p.last_cursor, excluded.last_cursor)"
+            " WHERE %s::bigint IS NULL OR p.last_cursor < %s::bigint"
+            " RETURNING last_cursor",
+            (project_id, last_cursor, lowest, lowest),
+        ).fetchone()
+        if row is None:
+            high = conn.execute(
+                "SELECT last_cursor FROM projects WHERE project_id = %s", (project_id,)
+            ).fetchone()
+            high_water = high[0] if high else 0
+            raise CursorConflict(
+                f"write rejected: cursor {lowest} is not above the project's high-water cursor "
+                f"{high_water} (another writer appended)", high_water,
+            )
+
+    def _append_allocated(self, conn: psycopg.Connection[Any], write: AllocatedAppend) -> int:
+        # Lock first: the cursors are the ones after the high-water as this transaction sees it.
+        conn.execute(
+            "INSERT INTO projects (project_id, last_cursor) VALUES (%s, 0)"
+            " ON CONFLICT (project_id) DO NOTHING", (write.project_id,),
+        )
+        row = conn.execute(
+            "SELECT last_cursor FROM projects WHERE project_id = %s FOR UPDATE",
+            (write.project_id,),
+        ).fetchone()
+        assert row is not None
+        first: int = row[0] + 1
+        ordered = sorted(write.events, key=lambda e: e.cursor)
+        events = tuple(
+            EventRow(e.project_id, first + i, e.event_type, e.expires_at, _with_cursor(e.body, first + i))
+            for i, e in enumerate(ordered)
+        )
+        self._append(conn, write, events)
+        if events:
+            conn.execute(
+                "UPDATE projects SET last_cursor = %s::bigint WHERE project_id = %s",
+                (first + len(events) - 1, write.project_id),
+            )
+        return first
+
+    # -- reads --
+
+    def _read(self, conn: psycopg.Connection[Any], read: Any) -> Any:
+        if isinstance(read, GetResult):
+            row = conn.execute(
+                "SELECT body FROM results WHERE id = %s AND project_id = %s",
+                (read.result_id, read.project_id),
+            ).fetchone()
+            return bytes(row[0]) if row else None
+        if isinstance(read, QueryResults):
+            return self._query(conn, read)
+        if isinstance(read, LoadProject):
+            return self._load(conn, read)
+        if isinstance(read, LookupKeys):
+            subs = [sub.encode() for sub, _ in read.scopes]
+            keys = [key.encode() for _, key in read.scopes]
+            rows = conn.execute(
+                "SELECT i.sub, i.key, i.fingerprint, i.answer, i.expires_at FROM idempotency i"
+                " JOIN unnest(%s::bytea[], %s::bytea[]) AS s(sub, key)"
+                " ON i.sub = s.sub AND i.key = s.key"
+                " WHERE i.project_id = %s AND i.expires_at > %s",
+                (subs, keys, read.project_id, read.now),
+            ).fetchall()
+            found: dict[tuple[str, str], IdempotencyRow] = {}
+            for sub, key, fingerprint, answer, expires_at in rows:
+                scope = (bytes(sub).decode(), bytes(key).decode())
+                found[scope] = IdempotencyRow(*scope, bytes(fingerprint), bytes(answer), expires_at)
+            return found
+        if isinstance(read, HighWater):
+            row = conn.execute(
+                "SELECT last_cursor FROM projects WHERE project_id = %s", (read.project_id,)
+            ).fetchone()
+            return row[0] if row else 0
+        if isinstance(read, StoreCounts):
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM results), (SELECT count(*) FROM events),"
+                " (SELECT count(*) FROM projects)"
+            ).fetchone()
+            assert row is not None
+            return {"results": row[0], "events": row[1], "projects": row[2]}
+        if isinstance(read, GetAgent | ListAgents | LiveAgents | FindSpawn | AgentSeq):
+            return self._agents(conn, read)
+        raise TypeError(f"not a store read: {read!r}")
+
+    def _load(self, conn: psycopg.Connection[Any], read: LoadProject) -> ProjectSnapshot:
+        row = conn.execute(
+            "SELECT last_cursor FROM projects WHERE project_id = %s", (read.project_id,)
+        ).fetchone()
+        events = conn.execute(
+            "SELECT body FROM (SELECT cursor, body FROM events"
+            " WHERE project_id = %s AND expires_at > %s ORDER BY cursor DESC LIMIT %s::bigint) e"
+            " ORDER BY cursor",
+            (read.project_id, read.now, _limit(read.max_events)),
+        ).fetchall()
+        waits = conn.execute(
+            "SELECT sub, wait_key, cursor FROM wait_cursors WHERE project_id = %s",
+            (read.project_id,),
+        ).fetchall()
+        return ProjectSnapshot(
+            last_cursor=row[0] if row else 0,
+            events=[bytes(e[0]) for e in events],
+            wait_cursors={(bytes(s).decode(), bytes(k).decode()): c for s, k, c in waits},
+        )
+
+    _AGENT_COLUMNS = "agent_id, project_id, state, seq, updated_at, body, spawn_key, answer"
+
+    def _agents(self, conn: psycopg.Connection[Any], read: Any) -> Any:
+        cols = self._AGENT_COLUMNS
+        if isinstance(read, AgentSeq):
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM agents").fetchone()
+            assert row is not None
+            return row[0]
+        if isinstance(read, GetAgent):
+            row = conn.execute(
+                f"SELECT {cols} FROM agents WHERE agent_id = %s AND project_id = %s",
+                (read.agent_id, read.project_id),
+            ).fetchone()
+            return _agent(row) if row else None
+        if isinstance(read, FindSpawn):
+            row = conn.execute(
+                f"SELECT {cols} FROM agents WHERE project_id = %s AND spawn_key = %s",
+                (read.project_id, read.spawn_key.encode()),
+            ).fetchone()
+            return _agent(row) if row else None
+        if isinstance(read, ListAgents):
+            rows = conn.execute(
+                f"SELECT {cols} FROM agents WHERE project_id = %s"
+                " AND (%s::text IS NULL OR state = %s) ORDER BY seq DESC LIMIT %s::bigint",
+                (read.project_id, read.state, read.state, _limit(read.limit)),
+            ).fetchall()
+            return [_agent(r) for r in rows]
+        rows = conn.execute(
+            f"SELECT {cols} FROM agents WHERE state = ANY(%s) ORDER BY seq LIMIT %s::bigint",
+            (list(LIVE_AGENT_STATES), _limit(read.limit)),
+        ).fetchall()
+        return [_agent(r) for r in rows]
+
+    def _query(self, conn: psycopg.Connection[Any], read: QueryResults) -> list[tuple[int, bytes]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column in ("project_id", "issue_id", "agent_type", "agent_id", "status"):
+            value = getattr(read, column)
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                args.append(value)
+        if read.since is not None:
+            clauses.append("stored_at >= %s")
+            args.append(read.since)
+        if read.until is not None:
+            clauses.append("stored_at <= %s")
+            args.append(read.until)
+        if read.q:
+            # ASCII-only lowering, as SQLite's lower() (bodies are UTF-8 JSON)
+            clauses.append("strpos(translate(convert_from(body, 'UTF8'),"
+                           " 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), %s) > 0")
+            args.append(read.q.lower())
+        if read.before_seq is not None:
+            clauses.append("seq < %s::bigint")
+            args.append(read.before_seq)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        args.append(_limit(read.limit))
+        rows = conn.execute(
+            f"SELECT seq, body FROM results{where} ORDER BY seq DESC LIMIT %s::bigint", args
+        ).fetchall()
+        return [(seq, bytes(body)) for seq, body in rows]
+
+
+def _agent(row: Any) -> AgentRow:
+    agent_id, project_id, state, seq, updated_at, body, spawn_key, answer = row
+    return AgentRow(agent_id, project_id, state, seq, updated_at, bytes(body),
+                    None if spawn_key is None else bytes(spawn_key).decode(),
+                    None if answer is None else bytes(answer))
+
+
+def _utf8(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+def _limit(n: int) -> int | None:
+    """A negative limit is none, as SQLite's LIMIT -1 (PostgreSQL: LIMIT NULL)."""
+    return None if n < 0 else n
+
+
+def _with_cursor(body: bytes, cursor: int) -> bytes:
+    """An event body (a JSON object) with its ``cursor`` field set to ``cursor``."""
+    event = orjson.loads(body)
+    event["cursor"] = encode_cursor(cursor)
+    return orjson.dumps(event)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors of the database's state (connection, serialization, timeouts, resources), not
+    of the request."""
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)

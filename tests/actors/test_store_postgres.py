@@ -1,0 +1,243 @@
+"""What the PostgreSQL backend promises beyond the shared contract (test_store_backends.py):
+several writers on one database, cursors allocated under the project's lock, connection loss,
+a commit in doubt, migrations. A real server, each test in a fresh schema; skipped with one
+line when there is none."""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+import pytest
+import trio
+from orchestra.actors.events import encode_cursor
+from orchestra.actors.runtime import ActorRef, ChildSpec, Supervisor
+from orchestra.actors.store import (
+    AppendBatch,
+    CommitFailed,
+    EventRow,
+    GetResult,
+    HighWater,
+    LoadProject,
+    ReadFailed,
+    ResultRow,
+    SaveWaitCursor,
+    StoreActor,
+    StoreError,
+)
+
+from tests.postgres import fresh_schema
+
+psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests skipped: psycopg is not installed")
+
+from orchestra.actors.store_postgres import (  # noqa: E402
+    AllocatedAppend,
+    CommitInDoubt,
+    CursorConflict,
+    PostgresBackend,
+    redact_url,
+)
+
+
+@pytest.fixture
+def url():
+    with fresh_schema() as url:
+        yield url
+
+
+def _opened(url: str) -> PostgresBackend:
+    b = PostgresBackend(url)
+    b.open()
+    return b
+
+
+def _event(cursor: int, project: str = "p1") -> EventRow:
+    body = orjson.dumps({"cursor": encode_cursor(cursor), "project_id": project, "n": cursor})
+    return EventRow(project, cursor, "tick", 1e12, body)
+
+
+def _result(rid: str) -> ResultRow:
+    return ResultRow(rid, "p1", "ISS-1", "python-specialist", "a1", "success", "t", b'{"id":"%s"}' % rid.encode())
+
+
+def _stored(b: PostgresBackend, project: str = "p1") -> list[tuple[int, dict]]:
+    """(cursor column, decoded body) of the project's stored events, in cursor order."""
+    assert b.conn is not None
+    rows = b.conn.execute(
+        "SELECT cursor, body FROM events WHERE project_id = %s ORDER BY cursor", (project,)
+    ).fetchall()
+    return [(c, orjson.loads(body)) for c, body in rows]
+
+
+def test_an_append_at_or_below_another_writers_high_water_is_refused_and_stores_nothing(url):
+    a, b = _opened(url), _opened(url)
+    try:
+        assert a.apply([AppendBatch("p1", 3, (), (_event(1), _event(2), _event(3)))], [])[0] == [None]
+        (taken,), _ = b.apply([AppendBatch("p1", 4, (_result("r9"),), (_event(3), _event(4)))], [])
+        assert isinstance(taken, CursorConflict) and taken.transient
+        a.apply([AppendBatch("p1", 6, (), (_event(6),))], [])
+        (below,), _ = b.apply([AppendBatch("p1", 5, (_result("r9"),), (_event(5),))], [])
+        assert isinstance(below, CursorConflict) and below.transient and below.high_water == 6
+        _, (found,) = b.apply([], [GetResult("p1", "r9")])
+        assert found is None and [c for c, _ in _stored(b)] == [1, 2, 3, 6]
+        assert b.apply([AppendBatch("p1", 7, (), (_event(7),))], [])[0] == [None]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_allocated_appends_take_the_cursors_after_the_high_water_and_rewrite_the_bodies(url):
+    b = _opened(url)
+    try:
+        b.apply([AppendBatch("p1", 7, (), (_event(7),))], [])
+        (first,), (high,) = b.apply(
+            [AllocatedAppend("p1", 0, (_result("r1"),), (_event(900), _event(500)))], [HighWater("p1")]
+        )
+        assert first == 8 and high == 9
+        assert [(c, body["cursor"], body["n"]) for c, body in _stored(b)] == [
+            (7, encode_cursor(7), 7), (8, encode_cursor(8), 500), (9, encode_cursor(9), 900)]
+        (nothing,), _ = b.apply([AllocatedAppend("p2", 0)], [])
+        assert nothing == 1 and b.apply([], [HighWater("p2")])[1] == [0]
+    finally:
+        b.close()
+
+
+def test_writers_on_one_project_from_several_connections_never_reuse_or_skip_a_cursor(url):
+    writers, rounds = 4, 25
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        b = _opened(url)
+        try:
+            for _ in range(rounds):
+                (outcome,), _ = b.apply([AllocatedAppend("p1", 0, (), (_event(1), _event(2)))], [])
+                assert isinstance(outcome, int), outcome
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+        finally:
+            b.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    b = _opened(url)
+    try:
+        stored = _stored(b)
+        assert [c for c, _ in stored] == list(range(1, writers * rounds * 2 + 1))
+        assert all(body["cursor"] == encode_cursor(c) for c, body in stored)
+        assert b.apply([], [HighWater("p1")])[1] == [writers * rounds * 2]
+    finally:
+        b.close()
+
+
+def test_an_allocating_writer_waits_for_the_project_lock_held_by_another_transaction(url):
+    b = _opened(url)
+    b.apply([AppendBatch("p1", 1, (), (_event(1),))], [])
+    done = threading.Event()
+    outcome: list[object] = []
+
+    def write() -> None:
+        outcome.extend(b.apply([AllocatedAppend("p1", 0, (), (_event(1),))], [])[0])
+        done.set()
+
+    with psycopg.connect(url) as other:  # another process's open append to p1
+        other.execute("UPDATE projects SET last_cursor = 2 WHERE project_id = 'p1'")
+        other.execute("INSERT INTO events VALUES ('p1', 2, 'tick', 1e12, '\\x7b7d')")
+        t = threading.Thread(target=write)
+        t.start()
+        assert not done.wait(0.3)  # blocked on p1's row until the other commits
+        other.commit()
+    t.join(timeout=30)
+    try:
+        assert outcome == [3]  # after the other's cursor 2: commit order is cursor order
+    finally:
+        b.close()
+
+
+def _terminate(b: PostgresBackend) -> None:
+    assert b.conn is not None
+    pid = b.conn.info.backend_pid
+    with psycopg.connect(b.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_lost_idle_connection_is_replaced_without_failing_the_next_request(url):
+    b = _opened(url)
+    try:
+        _terminate(b)
+        writes, reads = b.apply([SaveWaitCursor("p1", "a", "k", 1)], [LoadProject("p1", 0.0, 10)])
+        assert writes == [None] and reads[0].wait_cursors == {("a", "k"): 1}
+        _terminate(b)
+        assert b.apply([], [HighWater("p1")])[1] == [0]
+        assert b.connects == 3
+    finally:
+        b.close()
+
+
+def test_an_unreachable_server_fails_every_request_transient_until_it_is_back(url):
+    b = _opened(url)
+    try:
+        good = b.url
+        _terminate(b)
+        b.url = "postgresql://127.0.0.1:1/test"  # nothing listens there
+        writes, reads = b.apply([SaveWaitCursor("p1", "a", "k", 1)], [HighWater("p1")])
+        assert isinstance(writes[0], CommitFailed) and writes[0].transient
+        assert isinstance(reads[0], ReadFailed) and reads[0].transient
+        b.url = good
+        assert b.apply([SaveWaitCursor("p1", "a", "k", 1)], [])[0] == [None]
+    finally:
+        b.close()
+
+
+def test_a_connection_lost_during_commit_raises_commit_in_doubt(url):
+    b = _opened(url)
+    try:
+        # a deferred trigger that ends the session at COMMIT: the answer to COMMIT never comes
+        assert b.conn is not None
+        b.conn.execute(
+            "CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;"
+            " CREATE CONSTRAINT TRIGGER die AFTER INSERT ON wait_cursors"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die()"
+        )
+        with pytest.raises(CommitInDoubt):
+            b.apply([SaveWaitCursor("p1", "a", "k", 1)], [])
+        assert b.conn.broken
+    finally:
+        b.close()
+
+
+def test_migrations_run_once_and_a_newer_schema_is_refused(url):
+    _opened(url).close()
+    b = _opened(url)
+    try:
+        assert b.conn is not None
+        assert b.conn.execute("SELECT max(version), count(*) FROM schema_version").fetchone() == (3, 3)
+        b.conn.execute("INSERT INTO schema_version VALUES (99)")
+    finally:
+        b.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        _opened(url)
+
+
+def test_the_url_shown_has_no_password():
+    assert redact_url("postgresql://u:secret@db.example:5433/orch?sslmode=require") == (
+        "postgresql://db.example:5433/orch")
+
+
+async def test_the_store_actor_answers_an_allocated_append_with_its_first_cursor(url):
+    ref = ActorRef("store")
+    backend = PostgresBackend(url)
+    sup = Supervisor("root", [ChildSpec.actor("store", ref, lambda: StoreActor(backend))])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            assert await ref.call(AllocatedAppend("p1", 0, (), (_event(1), _event(2)))) == 1
+            assert await ref.call(AllocatedAppend("p1", 0, (), (_event(1),))) == 3
+            with pytest.raises(StoreError):  # a rejected write is still an error
+                await ref.call(AppendBatch("p1", 3, (), (_event(3),)))
+            nursery.cancel_scope.cancel()
+
