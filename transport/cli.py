@@ -77,6 +77,18 @@ def _existing_file(text: str) -> Path:
     return path
 
 
+def _withhold_glob(text: str) -> str:
+    from ..actors.context.secrets import SecretPolicy
+
+    try:
+        if not text.strip() or text.lstrip().startswith("#"):
+            raise ValueError("it matches nothing")
+        SecretPolicy((text,))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pattern in gitignore syntax ({exc})") from None
+    return text
+
+
 def _id(text: str) -> str:
     from ..actors.errors import InvalidRequest
     from ..actors.records import validate_id
@@ -137,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLite synchronous mode: normal survives process crashes, full also power loss")
     serve.add_argument("--context-sweep", type=_seconds(0, 86_400), default=2.0,
                        help="seconds between checks of the code base for changed files")
+    serve.add_argument("--context-withhold", type=_withhold_glob, action="append", default=[], metavar="GLOB",
+                       help="never inline files matching GLOB (gitignore syntax; repeatable), "
+                            "beyond the built-in list of files that may hold secrets")
     serve.add_argument("--shutdown-grace", type=_seconds(0, 3600), default=3.0,
                        help="seconds requests in progress may take to finish on SIGINT/SIGTERM before they are cancelled")
     serve.add_argument("--max-agents-per-project", type=_int_in(1, 100_000), default=64, metavar="N",
@@ -242,6 +257,7 @@ def _serve(args: argparse.Namespace) -> int:
         synchronous=args.sync.upper(),
         roots=dict(args.project),
         context_sweep=args.context_sweep,
+        context_withhold=tuple(args.context_withhold),
         default_root=args.root or Path.cwd().resolve(),
         agents_per_project=args.max_agents_per_project,
         agents_max_depth=args.max_spawn_depth,

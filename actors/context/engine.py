@@ -21,6 +21,7 @@ from .index import ProjectIndex
 from .manifests import project_metadata
 from .ranking import Signals, named_in, rank
 from .scanner import ScanFailed, scan_in_child
+from .secrets import SecretPolicy, Withheld, withheld_record
 
 log = logging.getLogger("orchestra")
 
@@ -105,9 +106,10 @@ def files_named_in_results(previous: list[dict[str, Any]], index: ProjectIndex) 
 class ContextEngine:
     """One project root and its index. When to refresh is the context actor's decision."""
 
-    def __init__(self, root: Path, scan_in_child: bool = True) -> None:
+    def __init__(self, root: Path, scan_in_child: bool = True, withhold: tuple[str, ...] = ()) -> None:
         self.root = root.resolve()
-        self.index = ProjectIndex(self.root)
+        #: ``withhold``: patterns of files that may hold secrets, beyond the defaults (secrets.py)
+        self.index = ProjectIndex(self.root, SecretPolicy(withhold))
         #: read the first (cold) index in a child process (see scanner.py)
         self.cold_in_child = scan_in_child
         self._child: subprocess.Popen[bytes] | None = None
@@ -155,7 +157,7 @@ class ContextEngine:
         if index.generation == 0 and not index.files and self.cold_in_child:
             self.cold_in_child = False
             try:
-                for part in scan_in_child(index.root, started=self._started):
+                for part in scan_in_child(index.root, started=self._started, policy=index.scanner.policy):
                     index.apply(part, derive=False)
                     gc.freeze()
             except ScanFailed as exc:  # what arrived stays; the refresh below reads the rest
@@ -251,11 +253,16 @@ class ContextEngine:
         used = _size(body)
         for score, path, _named in ranked:
             entry = index.files[path]
-            full = index.scanner.safe_path(path)
-            if full is None:
-                continue
             try:
-                text = full.read_bytes().decode("utf-8", "replace")
+                text = index.scanner.read_text(path)  # the only read of a file for an answer
+            except Withheld:
+                withheld = withheld_record(entry.path, entry.size, iso_time(entry.mtime), entry.language,
+                                           round(score, 3))
+                size = _size(withheld) + 1
+                if used + size <= limit:
+                    ctx["relevant_files"].append(withheld)
+                    used += size
+                continue
             except OSError:
                 continue
             record: dict[str, Any] = {

@@ -12,6 +12,8 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+from .secrets import SecretPolicy, holds_private_key
+
 __all__ = ["FileEntry", "MAX_INDEXED_BYTES", "file_kind", "fold_name", "language_of", "read_file",
            "tokenize"]
 
@@ -107,21 +109,30 @@ class FileEntry:
     imports: tuple[str, ...] = ()
     language: str = "other"
     kind: str = "other"  # source, test, doc, config or other (see file_kind)
+    #: may hold secrets (see secrets.py): listed by path only, its words not indexed
+    withheld: bool = False
 
 
 
-def read_file(root: str, rel: str, size: int, mtime: float) -> FileEntry:
+def read_file(root: str, rel: str, size: int, mtime: float, policy: SecretPolicy) -> FileEntry:
     """The entry of the file at ``root/rel``: its words, definitions and imports when it is a
-    text file of at most MAX_INDEXED_BYTES; the path's facts alone otherwise."""
+    text file of at most MAX_INDEXED_BYTES that ``policy`` does not withhold; the path's facts
+    alone otherwise."""
     language = language_of(rel)
     entry = FileEntry(rel, size, mtime, path_terms=tuple(dict.fromkeys(map(sys.intern, tokenize(rel)))),
                       language=language, kind=file_kind(rel, language))
+    if policy.withholds_path(rel):
+        entry.withheld = True
+        return entry
     if size > MAX_INDEXED_BYTES:
         return entry
     try:
         with open(os.path.join(root, rel), "rb") as f:
             data = f.read()
     except OSError:
+        return entry
+    if holds_private_key(data):
+        entry.withheld = True
         return entry
     if b"\0" in data[:8192]:
         entry.binary = True

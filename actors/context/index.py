@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..lru import LruCache
 from .files import FileEntry, fold_name, language_of, tokenize
 from .scanning import YIELD_EVERY, ChangeSet, TreeScanner
+from .secrets import SecretPolicy
 
 T = TypeVar("T")
 
@@ -41,9 +42,9 @@ class ProjectIndex:
     thread meanwhile, as it reads the files, not the index.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, policy: SecretPolicy | None = None) -> None:
         #: finds and reads the files; the index only applies what it found
-        self.scanner = TreeScanner(root)
+        self.scanner = TreeScanner(root, policy)
         self.root = self.scanner.root
         self.is_git = self.scanner.is_git
         self.files: dict[str, FileEntry] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .files import FileEntry, read_file
 from .gitinfo import GIT
+from .secrets import SecretPolicy
 
 __all__ = ["ChangeSet", "SKIP_DIRS", "TreeScanner", "YIELD_EVERY"]
 
@@ -48,9 +49,11 @@ class TreeScanner:
     """The files under one root: listing, stat sweeps and reads. Holds no file state; safe to
     use from any thread."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, policy: SecretPolicy | None = None) -> None:
         self.root = root.resolve()
         self.is_git = (self.root / ".git").exists()
+        #: which files may hold secrets: never indexed by their words, never read for an answer
+        self.policy = policy or SecretPolicy()
 
     def list_paths(self) -> list[str]:
         if self.is_git:
@@ -96,6 +99,15 @@ class TreeScanner:
             return None
         return full
 
+    def read_text(self, rel: str) -> str:
+        """The text of the file at ``rel`` for an answer. Raises
+        :class:`~.secrets.Withheld` when it may hold secrets, ``OSError`` when it cannot be
+        read or resolves outside the root."""
+        full = self.safe_path(rel)
+        if full is None:
+            raise FileNotFoundError(rel)
+        return self.policy.read_text(full, rel)
+
     def scan(self, known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
         """Find and read what changed since ``known`` (a stat sweep: only changed files are read).
 
@@ -137,7 +149,7 @@ class TreeScanner:
             seen.add(rel)
             if known.get(rel) == (st.st_mtime, st.st_size):
                 continue
-            yield read_file(root, rel, st.st_size, st.st_mtime)
+            yield read_file(root, rel, st.st_size, st.st_mtime, self.policy)
             read += 1
             if read % YIELD_EVERY == 0:
                 time.sleep(0)
@@ -163,7 +175,7 @@ class TreeScanner:
         ignored = self._ignored_by_git(list(present)) if self.is_git else set()
         for rel, st in present.items():
             if rel not in ignored:
-                entries.append(read_file(str(self.root), rel, st.st_size, st.st_mtime))
+                entries.append(read_file(str(self.root), rel, st.st_size, st.st_mtime, self.policy))
                 if len(entries) % YIELD_EVERY == 0:
                     time.sleep(0)  # a large batch (a branch switch) must not starve the loop
         return ChangeSet(entries, removed, self.read_history(head), self.git_stamp())

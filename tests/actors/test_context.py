@@ -414,7 +414,7 @@ def test_a_child_scan_failing_midway_keeps_what_arrived_and_reads_the_rest_here(
     here.refresh()
     first = ProjectIndex(root).scanner.scan({}, None).entries[0]  # read, not yet taken by an index
 
-    def half_then_fail(root, started=None):
+    def half_then_fail(root, started=None, policy=None):
         yield ChangeSet([first], [], None, None)
         raise ScanFailed("the child died")
 
