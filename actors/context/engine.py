@@ -13,10 +13,9 @@ from typing import Any
 import orjson
 
 from ..errors import TooLarge
-from ..lru import LruCache
 from ..records import iso_time
 from .files import language_of, tokenize
-from .gitinfo import files_of_commits_mentioning, git_context
+from .gitinfo import git_context
 from .index import ProjectIndex
 from .manifests import project_metadata
 from .ranking import Signals, named_in, rank
@@ -71,6 +70,8 @@ def _size(obj: Any) -> int:
 
 def windows(text: str, terms: set[str], budget: int) -> str:
     """The lines around the lines that mention ``terms``, within ``budget`` bytes."""
+    if not terms:
+        return cut_utf8(text, budget)
     lines = text.splitlines()
     hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
     if not hits:
@@ -117,7 +118,6 @@ class ContextEngine:
         # git's answers change only when the index generation moves (files, HEAD, staging):
         # asked once per generation, not once per answer
         self._git: tuple[int, dict[str, Any]] | None = None
-        self._mentions: LruCache[tuple[int, str], set[str]] = LruCache(256)
 
     def _git_context(self) -> dict[str, Any]:
         generation = self.index.generation
@@ -125,13 +125,11 @@ class ContextEngine:
             self._git = (generation, git_context(self.root))
         return self._git[1]
 
-    def _commit_mentions(self, issue_id: str) -> set[str]:
-        key = (self.index.generation, issue_id)
-        found = self._mentions.get(key)
-        if found is None:
-            found = files_of_commits_mentioning(self.root, issue_id)
-            self._mentions.put(key, found)
-        return found
+    def _metadata(self, paths: list[str]) -> dict[str, Any]:
+        """The manifests' facts, read once per index generation; lists copied (the budget may
+        shorten an answer's)."""
+        found = self.index.memo("metadata", lambda: project_metadata(self.root, paths))
+        return {key: list(value) if isinstance(value, list) else value for key, value in found.items()}
 
     def _started(self, child: subprocess.Popen[bytes]) -> None:
         self._child = child
@@ -189,7 +187,7 @@ class ContextEngine:
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = self._git_context()
         mentioned = set(signals.mentioned) | files_named_in_results(previous, index)
-        mentioned |= self._commit_mentions(issue_id) & index.files.keys()
+        mentioned |= index.files_of_commits_mentioning(issue_id) & index.files.keys()
         uncommitted = {c["path"] for c in git["uncommitted_changes"]}
         sig = Signals(task=task or issue_id, mentioned=frozenset(mentioned),
                       uncommitted=frozenset(uncommitted), globs=signals.globs,
@@ -213,7 +211,7 @@ class ContextEngine:
                     "uncommitted_changes": list(git["uncommitted_changes"]),
                 },
                 "previous_agent_outputs": previous,
-                "metadata": {**project_metadata(self.root, paths), "agent_profile": agent_profile or {}},
+                "metadata": {**self._metadata(paths), "agent_profile": agent_profile or {}},
             },
             "truncated": False,
             "truncation_strategy": None,

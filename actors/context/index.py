@@ -59,6 +59,8 @@ class ProjectIndex:
         self._head: str | None = None
         self.churn: Counter[str] = Counter()
         self.cochange: dict[str, Counter[str]] = defaultdict(Counter)
+        #: (message, files) of the last commits, newest first (see scanning.History)
+        self.commits: list[tuple[str, tuple[str, ...]]] = []
         #: tables derived from the files, per generation (see memo)
         self._memo: LruCache[Any, Any] = LruCache(512)
         self._pending = False  # applied changes not yet derived (see apply)
@@ -102,7 +104,7 @@ class ProjectIndex:
             if old is not None:
                 self._forget(old)
         if changes.history is not None:
-            self._head, self.churn, self.cochange = changes.history
+            self._head, self.churn, self.cochange, self.commits = changes.history
         if derive:
             self.derive()
         return changed
@@ -171,6 +173,23 @@ class ProjectIndex:
                     self.definitions[name] = rest
                 else:
                     del self.definitions[name]
+
+    def files_of_commits_mentioning(self, needle: str, most: int = 20) -> set[str]:
+        """Files of the newest ``most`` commits whose message names ``needle`` as a whole word
+        (``#12`` is not named by a message about ``#123``, ``ISS-4`` not by one about
+        ``ISS-42``), among the commits the index keeps. From memory: no git call per request."""
+        found: set[str] = set()
+        if not needle:
+            return found
+        word = re.compile(r"(?<![0-9A-Za-z_])" + re.escape(needle) + r"(?![0-9A-Za-z_])")
+        hits = 0
+        for message, files in self.commits:
+            if needle in message and word.search(message):  # the substring test first: quick
+                found.update(files)
+                hits += 1
+                if hits >= most:
+                    break
+        return found
 
     # -- statistics --
 

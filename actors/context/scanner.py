@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .files import FileEntry
-from .scanning import ChangeSet, TreeScanner
+from .scanning import ChangeSet, History, TreeScanner
 from .secrets import SecretPolicy
 
 __all__ = ["scan_in_child", "ScanFailed"]
@@ -107,8 +107,9 @@ def scan_in_child(root: Path,
         raise ScanFailed(f"the scanner exited with {proc.returncode}: {error or 'no answer'}")
     history = None
     if done[1] is not None:
-        head, churn, cochange = done[1]
-        history = (head, Counter(churn), {path: Counter(c) for path, c in cochange.items()})
+        head, churn, cochange, commits = done[1]
+        history = History(head, Counter(churn), {path: Counter(c) for path, c in cochange.items()},
+                          [(message, tuple(files)) for message, files in commits])
     stamp = (float(done[2][0]), float(done[2][1])) if done[2] is not None else None
     yield ChangeSet([], [], history, stamp)
 
@@ -117,6 +118,7 @@ def _child(root: str, withhold: list[str]) -> int:
     if hasattr(os, "nice"):
         os.nice(10)  # background work: the server's process and its clients go first
     scanner = TreeScanner(Path(root), SecretPolicy(tuple(withhold)))
+    scanner.yield_gil = False  # this process has its own GIL
     out = sys.stdout.buffer
     batch: list[tuple[Any, ...]] = []
     for entry in scanner.scan_entries({}, set()):
@@ -127,7 +129,8 @@ def _child(root: str, withhold: list[str]) -> int:
     if batch:
         _write(out, ("files", batch))
     history = scanner.read_history(None)
-    packed = None if history is None else (history[0], dict(history[1]), {p: dict(c) for p, c in history[2].items()})
+    packed = None if history is None else (history.head, dict(history.churn),
+                                           {p: dict(c) for p, c in history.cochange.items()}, history.commits)
     _write(out, ("done", packed, scanner.git_stamp()))
     out.flush()
     return 0

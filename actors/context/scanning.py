@@ -16,12 +16,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .files import FileEntry, read_file
 from .gitinfo import GIT
 from .secrets import SecretPolicy
 
-__all__ = ["ChangeSet", "SKIP_DIRS", "TreeScanner", "YIELD_EVERY"]
+__all__ = ["ChangeSet", "History", "SKIP_DIRS", "TreeScanner", "YIELD_EVERY", "parse_history"]
 
 HISTORY_COMMITS = 2000
 #: Indexing runs on worker threads in pure-Python loops that would hold the GIL for long
@@ -29,6 +30,9 @@ HISTORY_COMMITS = 2000
 #: system call. Giving the GIL up every few files keeps the loop's latency low meanwhile.
 YIELD_EVERY = 10
 HISTORY_MAX_FILES_PER_COMMIT = 30  # bulk commits (renames, formatting) say little about coupling
+#: of each commit's message and files, what is kept to find the commits naming an issue
+HISTORY_MESSAGE_CHARS = 4096
+HISTORY_MESSAGE_FILES = 200
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", "dist", "build", "target",
              ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "vendor", ".idea", ".vscode"}
 
@@ -39,7 +43,7 @@ class ChangeSet:
 
     entries: list[FileEntry]
     removed: list[str]
-    history: tuple[str, Counter[str], dict[str, Counter[str]]] | None
+    history: History | None
     #: git's own state when scanned (HEAD and index file times); None outside git
     git_stamp: tuple[float, float] | None = None
 
@@ -54,6 +58,8 @@ class TreeScanner:
         self.is_git = (self.root / ".git").exists()
         #: which files may hold secrets: never indexed by their words, never read for an answer
         self.policy = policy or SecretPolicy()
+        #: give the GIL up every YIELD_EVERY files (not needed in a process of its own)
+        self.yield_gil = True
 
     def list_paths(self) -> list[str]:
         if self.is_git:
@@ -151,7 +157,7 @@ class TreeScanner:
                 continue
             yield read_file(root, rel, st.st_size, st.st_mtime, self.policy)
             read += 1
-            if read % YIELD_EVERY == 0:
+            if read % YIELD_EVERY == 0 and self.yield_gil:
                 time.sleep(0)
 
     def scan_paths(self, paths: set[str], known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
@@ -205,8 +211,8 @@ class TreeScanner:
                 stamp.append(0.0)
         return stamp[0], stamp[1]
 
-    def read_history(self, known_head: str | None) -> tuple[str, Counter[str], dict[str, Counter[str]]] | None:
-        """Churn and co-change from the last commits, or None when HEAD has not moved."""
+    def read_history(self, known_head: str | None) -> History | None:
+        """Churn, co-change and messages of the last commits, or None when HEAD has not moved."""
         if not self.is_git:
             return None
         try:
@@ -219,23 +225,48 @@ class TreeScanner:
         try:
             log = subprocess.run(
                 [*GIT, "-C", str(self.root), "log", f"-n{HISTORY_COMMITS}", "--no-merges",
-                 "--name-only", "--format=%x1e"],
+                 "--name-only", "--format=%x1e%B%x1d"],
                 capture_output=True, timeout=60,
             ).stdout.decode("utf-8", "replace")
         except (OSError, subprocess.SubprocessError):
             return None
-        churn: Counter[str] = Counter()
-        cochange: dict[str, Counter[str]] = defaultdict(Counter)
-        for block in log.split("\x1e"):
-            files = [f for f in block.split("\n") if f]
-            if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
-                continue
-            churn.update(files)
-            for a in files:
-                for b in files:
-                    if a != b:
-                        cochange[a][b] += 1
-        return head, churn, cochange
+        return parse_history(head, log)
+
+
+class History(NamedTuple):
+    """What the index keeps of the last :data:`HISTORY_COMMITS` commits (merges aside)."""
+
+    head: str
+    #: file -> commits that touched it
+    churn: Counter[str]
+    #: file -> file -> commits that touched both
+    cochange: dict[str, Counter[str]]
+    #: (message, files) of each commit, newest first; a long message keeps its head and tail,
+    #: a commit of many files its first HISTORY_MESSAGE_FILES
+    commits: list[tuple[str, tuple[str, ...]]]
+
+
+def parse_history(head: str, log: str) -> History:
+    """The history from ``git log --name-only --format=%x1e%B%x1d``."""
+    churn: Counter[str] = Counter()
+    cochange: dict[str, Counter[str]] = defaultdict(Counter)
+    commits: list[tuple[str, tuple[str, ...]]] = []
+    for block in log.split("\x1e"):
+        message, _, names = block.partition("\x1d")
+        files = [f for f in names.split("\n") if f]
+        if len(message) > HISTORY_MESSAGE_CHARS:
+            half = HISTORY_MESSAGE_CHARS // 2
+            message = message[:half] + "\n" + message[-half:]
+        if message.strip() or files:
+            commits.append((message.strip(), tuple(files[:HISTORY_MESSAGE_FILES])))
+        if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
+            continue
+        churn.update(files)
+        for a in files:
+            for b in files:
+                if a != b:
+                    cochange[a][b] += 1
+    return History(head, churn, cochange, commits)
 
 
 def _ignored(rel: str, patterns: list[str], is_dir: bool) -> bool:
