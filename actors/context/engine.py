@@ -18,6 +18,7 @@ from .files import language_of, tokenize
 from .gitinfo import git_context
 from .index import ProjectIndex
 from .manifests import project_metadata
+from .orientation import newcomer_ranking
 from .ranking import Signals, named_in, rank
 from .scanner import ScanFailed, scan_in_child
 from .secrets import SecretPolicy, Withheld, withheld_record
@@ -193,6 +194,8 @@ class ContextEngine:
                       uncommitted=frozenset(uncommitted), globs=signals.globs,
                       keywords=signals.keywords, prefer_kind=signals.prefer_kind)
         ranked = rank(index, sig, limit=MAX_RELEVANT)
+        if not task.strip():  # no task: what a newcomer opens first (orientation.py)
+            ranked = newcomer_ranking(index, ranked, sig, MAX_RELEVANT)
         body: dict[str, Any] = {
             "issue_id": issue_id,
             "agent_type": agent_type,

@@ -274,6 +274,9 @@ def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
         for i in range(len(parts)):
             by_module.setdefault(".".join(parts[i:]), path)
         by_dir[path.rsplit("/", 1)[0] if "/" in path else ""].append(path)
+    by_tail: dict[str, list[str]] = defaultdict(list)  # a folder's last name -> folders, in order
+    for d in by_dir:
+        by_tail[d.rsplit("/", 1)[-1]].append(d)
     out: dict[str, set[str]] = defaultdict(set)
     for path, entry in files.items():
         base = path.rsplit("/", 1)[0] if "/" in path else ""
@@ -298,11 +301,9 @@ def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
                 if target is not None:
                     targets = [target]
                 else:  # Go: an import path whose tail is a directory of the project
-                    tail = imp.rsplit("/", 1)[-1]
-                    for d, members in by_dir.items():
-                        if d == tail or d.endswith("/" + tail):
-                            targets = members
-                            break
+                    dirs = by_tail.get(imp.rsplit("/", 1)[-1])
+                    if dirs:
+                        targets = by_dir[dirs[0]]
             for t in targets:
                 if t != path:
                     out[t].add(path)
