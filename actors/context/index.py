@@ -10,20 +10,21 @@ a scan found. Changed on one thread at a time (never on the event loop).
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pathspec
+
 from ..lru import LruCache
 from .files import FileEntry, fold_name, language_of, tokenize
-from .scanning import YIELD_EVERY, ChangeSet, TreeScanner
+from .scanning import YIELD_EVERY, ChangeSet, TreeScanner, folder_decision
 from .secrets import SecretPolicy
 
 T = TypeVar("T")
@@ -237,11 +238,12 @@ class ProjectIndex:
         return value
 
     def matching(self, globs: tuple[str, ...]) -> frozenset[str]:
-        """Files whose path or name matches any of ``globs`` (fnmatch rules)."""
-        def make() -> frozenset[str]:
-            match = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)).match
-            return frozenset(p for p in self.files if match(p) or match(p.rsplit("/", 1)[-1]))
-        return self.memo(("globs", globs), make)
+        """Files that ``globs`` select, read the way git reads a ``.gitignore``: a pattern
+        without a slash matches a name at any depth, ``/x`` is anchored at the root, ``**``
+        spans folders (``**/*.py`` matches ``setup.py``), a folder's match selects all it
+        holds (a later ``!`` cannot take a file of it back, as in git), ``!`` takes paths
+        back out of earlier patterns."""
+        return self.memo(("globs", globs), lambda: _selected(pathspec.GitIgnoreSpec.from_lines(globs), self.files))
 
     def components(self) -> dict[str, set[str]]:
         """Folder names and file stems, folded by :func:`fold_name` -> the paths under or named by
@@ -261,6 +263,22 @@ class ProjectIndex:
     def imported_by(self) -> dict[str, set[str]]:
         """File -> files that import it (resolved heuristically by module path)."""
         return self.memo("imported_by", lambda: _resolve_imports(self.files))
+
+
+def _selected(spec: pathspec.GitIgnoreSpec, paths: Iterable[str]) -> frozenset[str]:
+    """The paths ``spec`` selects as git would ignore them: by a match of the path itself, or
+    of any folder above it (see :func:`~.scanning.folder_decision`)."""
+    folders: dict[str, bool] = {"": False}
+
+    def folder_selected(folder: str) -> bool:
+        found = folders.get(folder)
+        if found is None:
+            found = folders[folder] = (folder_selected(folder.rpartition("/")[0])
+                                       or bool(folder_decision(spec, folder)))
+        return found
+
+    return frozenset(p for p in paths
+                     if folder_selected(p.rpartition("/")[0]) or spec.check_file(p).include)
 
 
 def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
