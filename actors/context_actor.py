@@ -97,8 +97,11 @@ class ContextActor(Actor):
     cache_bytes = 64 << 20
 
     def __init__(self, project_id: str, root: Path, store: ActorRef, profiles: Profiles,
-                 cache_size: int = 256, sweep_interval: float = 2.0) -> None:
+                 cache_size: int = 256, sweep_interval: float = 2.0,
+                 withhold: tuple[str, ...] = ()) -> None:
         self.sweep_interval = sweep_interval
+        #: patterns of files whose content is never given out, beyond the defaults (secrets.py)
+        self.withhold = withhold
         self.project_id = project_id
         self.root = root
         self.store = store
@@ -107,7 +110,7 @@ class ContextActor(Actor):
         self.limiter = trio.CapacityLimiter(1)
 
     async def on_start(self) -> None:
-        self.engine = ContextEngine(self.root)
+        self.engine = ContextEngine(self.root, withhold=self.withhold)
         #: answers as a cache hit reads them (``"cache_hit":true``), least recently used first,
         #: at most cache_size of them and cache_bytes in all
         self.cache: LruCache[tuple[Any, ...], bytes] = LruCache(

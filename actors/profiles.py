@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pathspec
+
 __all__ = [
     "AgentProfile", "ProfileError", "Profiles", "PERMISSIONS", "PROFILE_PERMISSIONS",
     "RESTART_POLICIES", "WORKSPACES",
@@ -302,6 +304,11 @@ def _profile_from(path: Path, where: str, entry: Any, profiles: Profiles) -> Age
         reqs = strings("context_requirements")
         kw["context_globs"] = tuple(r for r in reqs if any(c in r for c in "/*."))
         kw["context_keywords"] = tuple(r for r in reqs if not any(c in r for c in "/*."))
+    if "context_globs" in kw:  # read as git reads a .gitignore (index.matching)
+        try:
+            pathspec.GitIgnoreSpec.from_lines(kw["context_globs"])
+        except ValueError as exc:
+            raise bad("context_globs", f"not a pattern in gitignore syntax ({exc})") from None
     if "command" in entry:
         cmd = entry["command"]
         if isinstance(cmd, str):

@@ -48,6 +48,8 @@ class SystemConfig:
     roots: dict[str, Path] = field(default_factory=dict)
     default_root: Path = field(default_factory=Path.cwd)
     context_sweep: float = 2.0
+    #: files whose content no context answer gives out, beyond the defaults (gitignore syntax)
+    context_withhold: tuple[str, ...] = ()
     max_restarts: int = 20
     restart_period: float = 60.0
     #: spawned agents running at once per project, and the spawn depth (docs/protocol.md "Bounds")
@@ -109,7 +111,7 @@ class ActorSystem:
 
         def make_context(project_id: str) -> ContextActor:
             return ContextActor(project_id, self.root_of(project_id), self.store, config.profiles,
-                                sweep_interval=config.context_sweep)
+                                sweep_interval=config.context_sweep, withhold=config.context_withhold)
 
         self.root = Supervisor(
             "root",

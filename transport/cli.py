@@ -325,6 +325,7 @@ def _serve(args: argparse.Namespace) -> int:
         synchronous=args.sync.upper(),
         roots=dict(args.project),
         context_sweep=args.context_sweep,
+        context_withhold=tuple(args.context_withhold),
         default_root=args.root or Path.cwd().resolve(),
         agents_per_project=args.max_agents_per_project,
         agents_max_depth=args.max_spawn_depth,

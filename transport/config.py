@@ -52,7 +52,7 @@ class ConfigError(ValueError):
     environment variable, or the file and its key)."""
 
 
-Kind = Literal["value", "switch", "table"]
+Kind = Literal["value", "switch", "table", "list"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,9 @@ class Setting:
     """One setting of ``orchestra serve``.
 
     ``kind``: ``value`` (one value), ``switch`` (``--name``/``--no-name``; true or false in the
-    environment and the file) or ``table`` (a repeated ``KEY=VALUE`` flag, a space-separated
-    list in the environment, a TOML table in the file)."""
+    environment and the file), ``table`` (a repeated ``KEY=VALUE`` flag, a space-separated
+    list in the environment, a TOML table in the file) or ``list`` (a repeated flag, a
+    space-separated list in the environment (shell quoting), a TOML array of strings)."""
 
     name: str
     #: text of a flag or a variable to value; refuses with ``argparse.ArgumentTypeError``
@@ -94,7 +95,7 @@ class Setting:
             return self.default_text
         if self.kind == "switch":
             return "on" if self.default else "off"
-        if self.kind == "table":
+        if self.kind in ("table", "list"):
             return "none"
         return str(self.default)
 
@@ -102,7 +103,7 @@ class Setting:
         """The value of an environment variable's text."""
         if self.kind == "switch":
             return boolean(text)
-        if self.kind == "table":
+        if self.kind in ("table", "list"):
             return [self.parse(item) for item in shlex.split(text)]
         return self.parse(text)
 
@@ -117,6 +118,10 @@ class Setting:
                     raise argparse.ArgumentTypeError(f"{key!r} must be a string")
                 items.append(self.parse(f"{key}={base / item if self.path else item}"))
             return items
+        if self.kind == "list":
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise argparse.ArgumentTypeError(f"must be an array of strings, got {value!r}")
+            return [self.parse(item) for item in value]
         # bool is an int in Python, but true is no number of seconds
         if not isinstance(value, self.toml) or (isinstance(value, bool) and bool not in self.toml):
             raise argparse.ArgumentTypeError(f"must be {_toml_kind(self.toml)}, got {value!r}")
@@ -130,6 +135,8 @@ class Setting:
         """A value as the file writes it (the inverse of ``from_toml``)."""
         if self.kind == "table":
             return {key: str(path) for key, path in value}
+        if self.kind == "list":
+            return [str(item) for item in value]
         if isinstance(value, Path):
             return str(value)
         return value
@@ -141,6 +148,19 @@ def postgres_url(text: str) -> str:
 
     if not is_postgres_url(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a postgresql:// URL")
+    return text
+
+
+def withhold_pattern(text: str) -> str:
+    """A gitignore-style pattern of files that context answers withhold."""
+    from ..actors.context.secrets import SecretPolicy
+
+    try:
+        if not text.strip() or text.lstrip().startswith("#"):
+            raise ValueError("it matches nothing")
+        SecretPolicy((text,))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pattern in gitignore syntax ({exc})") from None
     return text
 
 
@@ -211,6 +231,9 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("context_sweep", _seconds(0, 86_400), 2.0, "seconds between full checks of a code "
             "base for changes where file watching is unavailable (with watching, changes arrive at "
             "once and a full check runs every 60 s); 0: a check before every context request", _NUMBER, metavar="SECONDS"),
+    Setting("context_withhold", withhold_pattern, [], "files whose content no context answer gives "
+            "out, beyond the built-in list of files that may hold secrets (gitignore syntax; the "
+            "flag may be repeated)", (list,), kind="list", metavar="GLOB"),
     Setting("shutdown_grace", _seconds(0, 3600), 3.0, "seconds requests in progress may take to "
             "finish on SIGINT/SIGTERM before they are cancelled", _NUMBER, metavar="SECONDS"),
     Setting("max_agents_per_project", int_in(1, 100_000), 64, "spawned agents running at once "
@@ -236,7 +259,7 @@ def add_flags(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> N
         if s.kind == "switch":
             parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
-        elif s.kind == "table":
+        elif s.kind in ("table", "list"):
             parser.add_argument(s.flag, dest=s.name, type=s.parse, action="append",
                                 default=argparse.SUPPRESS, metavar=s.metavar, help=help_text)
         else:

@@ -13,14 +13,15 @@ from typing import Any
 import orjson
 
 from ..errors import TooLarge
-from ..lru import LruCache
 from ..records import iso_time
 from .files import language_of, tokenize
-from .gitinfo import files_of_commits_mentioning, git_context
+from .gitinfo import git_context
 from .index import ProjectIndex
 from .manifests import project_metadata
+from .orientation import newcomer_ranking
 from .ranking import Signals, named_in, rank
 from .scanner import ScanFailed, scan_in_child
+from .secrets import SecretPolicy, Withheld, withheld_record
 
 log = logging.getLogger("orchestra")
 
@@ -70,6 +71,8 @@ def _size(obj: Any) -> int:
 
 def windows(text: str, terms: set[str], budget: int) -> str:
     """The lines around the lines that mention ``terms``, within ``budget`` bytes."""
+    if not terms:
+        return cut_utf8(text, budget)
     lines = text.splitlines()
     hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
     if not hits:
@@ -105,9 +108,10 @@ def files_named_in_results(previous: list[dict[str, Any]], index: ProjectIndex) 
 class ContextEngine:
     """One project root and its index. When to refresh is the context actor's decision."""
 
-    def __init__(self, root: Path, scan_in_child: bool = True) -> None:
+    def __init__(self, root: Path, scan_in_child: bool = True, withhold: tuple[str, ...] = ()) -> None:
         self.root = root.resolve()
-        self.index = ProjectIndex(self.root)
+        #: ``withhold``: patterns of files that may hold secrets, beyond the defaults (secrets.py)
+        self.index = ProjectIndex(self.root, SecretPolicy(withhold))
         #: read the first (cold) index in a child process (see scanner.py)
         self.cold_in_child = scan_in_child
         self._child: subprocess.Popen[bytes] | None = None
@@ -115,7 +119,6 @@ class ContextEngine:
         # git's answers change only when the index generation moves (files, HEAD, staging):
         # asked once per generation, not once per answer
         self._git: tuple[int, dict[str, Any]] | None = None
-        self._mentions: LruCache[tuple[int, str], set[str]] = LruCache(256)
 
     def _git_context(self) -> dict[str, Any]:
         generation = self.index.generation
@@ -123,13 +126,11 @@ class ContextEngine:
             self._git = (generation, git_context(self.root))
         return self._git[1]
 
-    def _commit_mentions(self, issue_id: str) -> set[str]:
-        key = (self.index.generation, issue_id)
-        found = self._mentions.get(key)
-        if found is None:
-            found = files_of_commits_mentioning(self.root, issue_id)
-            self._mentions.put(key, found)
-        return found
+    def _metadata(self, paths: list[str]) -> dict[str, Any]:
+        """The manifests' facts, read once per index generation; lists copied (the budget may
+        shorten an answer's)."""
+        found = self.index.memo("metadata", lambda: project_metadata(self.root, paths))
+        return {key: list(value) if isinstance(value, list) else value for key, value in found.items()}
 
     def _started(self, child: subprocess.Popen[bytes]) -> None:
         self._child = child
@@ -155,7 +156,7 @@ class ContextEngine:
         if index.generation == 0 and not index.files and self.cold_in_child:
             self.cold_in_child = False
             try:
-                for part in scan_in_child(index.root, started=self._started):
+                for part in scan_in_child(index.root, started=self._started, policy=index.scanner.policy):
                     index.apply(part, derive=False)
                     gc.freeze()
             except ScanFailed as exc:  # what arrived stays; the refresh below reads the rest
@@ -187,12 +188,14 @@ class ContextEngine:
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = self._git_context()
         mentioned = set(signals.mentioned) | files_named_in_results(previous, index)
-        mentioned |= self._commit_mentions(issue_id) & index.files.keys()
+        mentioned |= index.files_of_commits_mentioning(issue_id) & index.files.keys()
         uncommitted = {c["path"] for c in git["uncommitted_changes"]}
         sig = Signals(task=task or issue_id, mentioned=frozenset(mentioned),
                       uncommitted=frozenset(uncommitted), globs=signals.globs,
                       keywords=signals.keywords, prefer_kind=signals.prefer_kind)
         ranked = rank(index, sig, limit=MAX_RELEVANT)
+        if not task.strip():  # no task: what a newcomer opens first (orientation.py)
+            ranked = newcomer_ranking(index, ranked, sig, MAX_RELEVANT)
         body: dict[str, Any] = {
             "issue_id": issue_id,
             "agent_type": agent_type,
@@ -211,7 +214,7 @@ class ContextEngine:
                     "uncommitted_changes": list(git["uncommitted_changes"]),
                 },
                 "previous_agent_outputs": previous,
-                "metadata": {**project_metadata(self.root, paths), "agent_profile": agent_profile or {}},
+                "metadata": {**self._metadata(paths), "agent_profile": agent_profile or {}},
             },
             "truncated": False,
             "truncation_strategy": None,
@@ -251,11 +254,16 @@ class ContextEngine:
         used = _size(body)
         for score, path, _named in ranked:
             entry = index.files[path]
-            full = index.scanner.safe_path(path)
-            if full is None:
-                continue
             try:
-                text = full.read_bytes().decode("utf-8", "replace")
+                text = index.scanner.read_text(path)  # the only read of a file for an answer
+            except Withheld:
+                withheld = withheld_record(entry.path, entry.size, iso_time(entry.mtime), entry.language,
+                                           round(score, 3))
+                size = _size(withheld) + 1
+                if used + size <= limit:
+                    ctx["relevant_files"].append(withheld)
+                    used += size
+                continue
             except OSError:
                 continue
             record: dict[str, Any] = {

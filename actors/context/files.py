@@ -12,11 +12,16 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+from .secrets import SecretPolicy, holds_private_key
+
 __all__ = ["FileEntry", "MAX_INDEXED_BYTES", "file_kind", "fold_name", "language_of", "read_file",
            "tokenize"]
 
 #: files larger than this are listed, not read
 MAX_INDEXED_BYTES = 512 * 1024
+#: third-party code kept in the repository: listed, not read (in a Go server it can be three
+#: quarters of the files, and its words would drown the project's own in every ranking)
+_VENDORED = re.compile(r"(^|/)(vendor|node_modules|third_party|third-party|bower_components)/")
 _LANG = {
     ".py": "python", ".go": "go", ".rs": "rust", ".js": "javascript", ".mjs": "javascript",
     ".cjs": "javascript", ".ts": "typescript", ".tsx": "typescript", ".jsx": "javascript",
@@ -68,6 +73,29 @@ def tokenize(text: str) -> list[str]:
     return out
 
 
+def term_counts(text: str) -> tuple[dict[str, int], int]:
+    """How often each word of :func:`tokenize` occurs in ``text``, and how many there are in
+    all: the same figures, splitting each distinct word once (most words of a file repeat)."""
+    counts: dict[str, int] = {}
+    get = counts.get
+    length = 0
+    for word, n in Counter(_WORD.findall(text)).items():
+        low = word.lower()
+        if len(low) > 1:
+            counts[low] = get(low, 0) + n
+            length += n
+        if low == word or word.isupper():
+            continue
+        parts = _CAMEL.findall(word)
+        if len(parts) > 1:
+            for part in parts:
+                if len(part) > 1:
+                    part = part.lower()
+                    counts[part] = get(part, 0) + n
+                    length += n
+    return counts, length
+
+
 def fold_name(name: str) -> str:
     """``_bash_complete`` / ``bash-complete`` / ``BashComplete`` -> ``bashcomplete``."""
     return "".join(ch for ch in name.lower() if ch.isalnum())
@@ -107,29 +135,36 @@ class FileEntry:
     imports: tuple[str, ...] = ()
     language: str = "other"
     kind: str = "other"  # source, test, doc, config or other (see file_kind)
+    #: may hold secrets (see secrets.py): listed by path only, its words not indexed
+    withheld: bool = False
 
 
 
-def read_file(root: str, rel: str, size: int, mtime: float) -> FileEntry:
+def read_file(root: str, rel: str, size: int, mtime: float, policy: SecretPolicy) -> FileEntry:
     """The entry of the file at ``root/rel``: its words, definitions and imports when it is a
-    text file of at most MAX_INDEXED_BYTES; the path's facts alone otherwise."""
+    text file of at most MAX_INDEXED_BYTES, not vendored, that ``policy`` does not withhold;
+    the path's facts alone otherwise."""
     language = language_of(rel)
     entry = FileEntry(rel, size, mtime, path_terms=tuple(dict.fromkeys(map(sys.intern, tokenize(rel)))),
                       language=language, kind=file_kind(rel, language))
-    if size > MAX_INDEXED_BYTES:
+    if policy.withholds_path(rel):
+        entry.withheld = True
+        return entry
+    if size > MAX_INDEXED_BYTES or _VENDORED.search(rel):
         return entry
     try:
         with open(os.path.join(root, rel), "rb") as f:
             data = f.read()
     except OSError:
         return entry
+    if holds_private_key(data):
+        entry.withheld = True
+        return entry
     if b"\0" in data[:8192]:
         entry.binary = True
         return entry
     text = data.decode("utf-8", "replace")
-    terms = tokenize(text)
-    entry.counts = Counter(terms)
-    entry.length = len(terms)
+    entry.counts, entry.length = term_counts(text)
     defs = _DEFS.get(language)
     if defs is not None:
         entry.defines = tuple(dict.fromkeys(

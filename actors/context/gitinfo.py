@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_context", "files_of_commits_mentioning"]
+__all__ = ["git_context"]
 
 
 #: git as a background reader: ``--no-optional-locks`` keeps ``git status`` from rewriting the
@@ -51,14 +50,3 @@ def git_context(root: Path, max_commits: int = 10) -> dict[str, Any]:
     status = _git(root, "status", "--porcelain") or ""
     changes = [{"status": line[:2].strip(), "path": line[3:]} for line in status.splitlines() if len(line) > 3]
     return {"branch": branch, "recent_commits": _commits(log), "uncommitted_changes": changes, "is_git": True}
-
-
-def files_of_commits_mentioning(root: Path, needle: str, max_commits: int = 20) -> set[str]:
-    """Files of the newest commits whose message names ``needle`` as a whole word: ``#12``
-    is not named by a message about ``#123``, ``ISS-4`` not by one about ``ISS-42``."""
-    if not needle or not (root / ".git").exists():
-        return set()
-    escaped = re.sub(r"([.\[\]{}()\\*+?^$|])", r"\\\1", needle)
-    pattern = f"(^|[^[:alnum:]_]){escaped}([^[:alnum:]_]|$)"
-    log = _git(root, "log", f"-n{max_commits}", "--name-only", "-E", f"--grep={pattern}", _FORMAT) or ""
-    return {f for c in _commits(log) for f in c["files"]}

@@ -10,20 +10,22 @@ a scan found. Changed on one thread at a time (never on the event loop).
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pathspec
+
 from ..lru import LruCache
 from .files import FileEntry, fold_name, language_of, tokenize
-from .scanning import YIELD_EVERY, ChangeSet, TreeScanner
+from .scanning import YIELD_EVERY, ChangeSet, TreeScanner, folder_decision
+from .secrets import SecretPolicy
 
 T = TypeVar("T")
 
@@ -41,9 +43,9 @@ class ProjectIndex:
     thread meanwhile, as it reads the files, not the index.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, policy: SecretPolicy | None = None) -> None:
         #: finds and reads the files; the index only applies what it found
-        self.scanner = TreeScanner(root)
+        self.scanner = TreeScanner(root, policy)
         self.root = self.scanner.root
         self.is_git = self.scanner.is_git
         self.files: dict[str, FileEntry] = {}
@@ -58,6 +60,8 @@ class ProjectIndex:
         self._head: str | None = None
         self.churn: Counter[str] = Counter()
         self.cochange: dict[str, Counter[str]] = defaultdict(Counter)
+        #: (message, files) of the last commits, newest first (see scanning.History)
+        self.commits: list[tuple[str, tuple[str, ...]]] = []
         #: tables derived from the files, per generation (see memo)
         self._memo: LruCache[Any, Any] = LruCache(512)
         self._pending = False  # applied changes not yet derived (see apply)
@@ -101,7 +105,7 @@ class ProjectIndex:
             if old is not None:
                 self._forget(old)
         if changes.history is not None:
-            self._head, self.churn, self.cochange = changes.history
+            self._head, self.churn, self.cochange, self.commits = changes.history
         if derive:
             self.derive()
         return changed
@@ -171,6 +175,23 @@ class ProjectIndex:
                 else:
                     del self.definitions[name]
 
+    def files_of_commits_mentioning(self, needle: str, most: int = 20) -> set[str]:
+        """Files of the newest ``most`` commits whose message names ``needle`` as a whole word
+        (``#12`` is not named by a message about ``#123``, ``ISS-4`` not by one about
+        ``ISS-42``), among the commits the index keeps. From memory: no git call per request."""
+        found: set[str] = set()
+        if not needle:
+            return found
+        word = re.compile(r"(?<![0-9A-Za-z_])" + re.escape(needle) + r"(?![0-9A-Za-z_])")
+        hits = 0
+        for message, files in self.commits:
+            if needle in message and word.search(message):  # the substring test first: quick
+                found.update(files)
+                hits += 1
+                if hits >= most:
+                    break
+        return found
+
     # -- statistics --
 
     def idf(self, term: str) -> float:
@@ -217,11 +238,12 @@ class ProjectIndex:
         return value
 
     def matching(self, globs: tuple[str, ...]) -> frozenset[str]:
-        """Files whose path or name matches any of ``globs`` (fnmatch rules)."""
-        def make() -> frozenset[str]:
-            match = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)).match
-            return frozenset(p for p in self.files if match(p) or match(p.rsplit("/", 1)[-1]))
-        return self.memo(("globs", globs), make)
+        """Files that ``globs`` select, read the way git reads a ``.gitignore``: a pattern
+        without a slash matches a name at any depth, ``/x`` is anchored at the root, ``**``
+        spans folders (``**/*.py`` matches ``setup.py``), a folder's match selects all it
+        holds (a later ``!`` cannot take a file of it back, as in git), ``!`` takes paths
+        back out of earlier patterns."""
+        return self.memo(("globs", globs), lambda: _selected(pathspec.GitIgnoreSpec.from_lines(globs), self.files))
 
     def components(self) -> dict[str, set[str]]:
         """Folder names and file stems, folded by :func:`fold_name` -> the paths under or named by
@@ -243,6 +265,22 @@ class ProjectIndex:
         return self.memo("imported_by", lambda: _resolve_imports(self.files))
 
 
+def _selected(spec: pathspec.GitIgnoreSpec, paths: Iterable[str]) -> frozenset[str]:
+    """The paths ``spec`` selects as git would ignore them: by a match of the path itself, or
+    of any folder above it (see :func:`~.scanning.folder_decision`)."""
+    folders: dict[str, bool] = {"": False}
+
+    def folder_selected(folder: str) -> bool:
+        found = folders.get(folder)
+        if found is None:
+            found = folders[folder] = (folder_selected(folder.rpartition("/")[0])
+                                       or bool(folder_decision(spec, folder)))
+        return found
+
+    return frozenset(p for p in paths
+                     if folder_selected(p.rpartition("/")[0]) or spec.check_file(p).include)
+
+
 def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
     by_module: dict[str, str] = {}
     by_dir: dict[str, list[str]] = defaultdict(list)
@@ -254,6 +292,9 @@ def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
         for i in range(len(parts)):
             by_module.setdefault(".".join(parts[i:]), path)
         by_dir[path.rsplit("/", 1)[0] if "/" in path else ""].append(path)
+    by_tail: dict[str, list[str]] = defaultdict(list)  # a folder's last name -> folders, in order
+    for d in by_dir:
+        by_tail[d.rsplit("/", 1)[-1]].append(d)
     out: dict[str, set[str]] = defaultdict(set)
     for path, entry in files.items():
         base = path.rsplit("/", 1)[0] if "/" in path else ""
@@ -278,11 +319,9 @@ def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
                 if target is not None:
                     targets = [target]
                 else:  # Go: an import path whose tail is a directory of the project
-                    tail = imp.rsplit("/", 1)[-1]
-                    for d, members in by_dir.items():
-                        if d == tail or d.endswith("/" + tail):
-                            targets = members
-                            break
+                    dirs = by_tail.get(imp.rsplit("/", 1)[-1])
+                    if dirs:
+                        targets = by_dir[dirs[0]]
             for t in targets:
                 if t != path:
                     out[t].add(path)

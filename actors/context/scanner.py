@@ -7,7 +7,7 @@ length-prefixed ``marshal`` frames of at most :data:`FRAME_FILES` files (so deco
 never holds the GIL for long), then one frame with the history. It is our own code reading
 our own root, so ``marshal`` (fast, no code execution) is enough.
 
-``python -m orchestra.actors.context.scanner ROOT`` runs the child.
+``python -m orchestra.actors.context.scanner ROOT [WITHHELD_PATTERN ...]`` runs the child.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from .files import FileEntry
-from .scanning import ChangeSet, TreeScanner
+from .scanning import ChangeSet, History, TreeScanner
+from .secrets import SecretPolicy
 
 __all__ = ["scan_in_child", "ScanFailed"]
 
@@ -38,13 +39,14 @@ class ScanFailed(Exception):
 
 def _pack(entry: FileEntry) -> tuple[Any, ...]:
     return (entry.path, entry.size, entry.mtime, entry.binary, dict(entry.counts or {}), entry.path_terms,
-            entry.length, entry.defines, entry.imports, entry.language, entry.kind)
+            entry.length, entry.defines, entry.imports, entry.language, entry.kind, entry.withheld)
 
 
 def _unpack(t: tuple[Any, ...]) -> FileEntry:
-    path, size, mtime, binary, counts, path_terms, length, defines, imports, language, kind = t
+    path, size, mtime, binary, counts, path_terms, length, defines, imports, language, kind, withheld = t
     return FileEntry(path, size, mtime, binary, counts=counts, path_terms=tuple(map(sys.intern, path_terms)), length=length,
-                     defines=tuple(map(sys.intern, defines)), imports=tuple(imports), language=language, kind=kind)
+                     defines=tuple(map(sys.intern, defines)), imports=tuple(imports), language=language, kind=kind,
+                     withheld=withheld)
 
 
 def _write(out: IO[bytes], frame: Any) -> None:
@@ -68,7 +70,8 @@ def _read(stream: IO[bytes]) -> Any:
 
 
 def scan_in_child(root: Path,
-                  started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> Iterator[ChangeSet]:
+                  started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+                  policy: SecretPolicy | None = None) -> Iterator[ChangeSet]:
     """Every file of ``root`` read by a child process: a cold :meth:`TreeScanner.scan`
     in parts, as they arrive; the last part holds the history. Raises :class:`ScanFailed`
     (possibly after some parts) if the child cannot be started or does not finish (killing
@@ -76,7 +79,8 @@ def scan_in_child(root: Path,
     errors = tempfile.TemporaryFile()  # not a pipe: a chatty child must never block on it
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestra.actors.context.scanner", str(root)],
+            [sys.executable, "-m", "orchestra.actors.context.scanner", str(root),
+             *(policy.extra if policy is not None else ())],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
         )
     except OSError as exc:
@@ -103,16 +107,18 @@ def scan_in_child(root: Path,
         raise ScanFailed(f"the scanner exited with {proc.returncode}: {error or 'no answer'}")
     history = None
     if done[1] is not None:
-        head, churn, cochange = done[1]
-        history = (head, Counter(churn), {path: Counter(c) for path, c in cochange.items()})
+        head, churn, cochange, commits = done[1]
+        history = History(head, Counter(churn), {path: Counter(c) for path, c in cochange.items()},
+                          [(message, tuple(files)) for message, files in commits])
     stamp = (float(done[2][0]), float(done[2][1])) if done[2] is not None else None
     yield ChangeSet([], [], history, stamp)
 
 
-def _child(root: str) -> int:
+def _child(root: str, withhold: list[str]) -> int:
     if hasattr(os, "nice"):
         os.nice(10)  # background work: the server's process and its clients go first
-    scanner = TreeScanner(Path(root))
+    scanner = TreeScanner(Path(root), SecretPolicy(tuple(withhold)))
+    scanner.yield_gil = False  # this process has its own GIL
     out = sys.stdout.buffer
     batch: list[tuple[Any, ...]] = []
     for entry in scanner.scan_entries({}, set()):
@@ -123,11 +129,12 @@ def _child(root: str) -> int:
     if batch:
         _write(out, ("files", batch))
     history = scanner.read_history(None)
-    packed = None if history is None else (history[0], dict(history[1]), {p: dict(c) for p, c in history[2].items()})
+    packed = None if history is None else (history.head, dict(history.churn),
+                                           {p: dict(c) for p, c in history.cochange.items()}, history.commits)
     _write(out, ("done", packed, scanner.git_stamp()))
     out.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1]))
+    sys.exit(_child(sys.argv[1], sys.argv[2:]))

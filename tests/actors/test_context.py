@@ -340,12 +340,13 @@ def test_files_named_by_earlier_results_are_matched_at_folder_boundaries(tmp_pat
 
 
 def test_commits_mentioning_an_issue_match_its_id_as_a_whole_word(tmp_path):
-    from orchestra.actors.context.gitinfo import files_of_commits_mentioning
-
     root = make_repo(tmp_path)
     for name, message in (("a.py", "ISS-4: fix a (#12)"), ("b.py", "ISS-42: fix b (#123)"), ("c.py", "see [x.y]+ in c")):
         (root / "app" / name).write_text("x = 1\n")
         _commit(root, message)
+    index = ProjectIndex(root)
+    index.refresh()
+    files_of_commits_mentioning = lambda _root, needle: index.files_of_commits_mentioning(needle)  # noqa: E731
     assert files_of_commits_mentioning(root, "ISS-4") == {"app/a.py"}
     assert files_of_commits_mentioning(root, "#12") == {"app/a.py"}
     assert files_of_commits_mentioning(root, "#123") == {"app/b.py"}
@@ -414,7 +415,7 @@ def test_a_child_scan_failing_midway_keeps_what_arrived_and_reads_the_rest_here(
     here.refresh()
     first = ProjectIndex(root).scanner.scan({}, None).entries[0]  # read, not yet taken by an index
 
-    def half_then_fail(root, started=None):
+    def half_then_fail(root, started=None, policy=None):
         yield ChangeSet([first], [], None, None)
         raise ScanFailed("the child died")
 

@@ -1,0 +1,56 @@
+"""What keeps an uncached answer quick: no git call per request, words counted once per
+distinct word, vendored code listed but not read."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+from orchestra.actors.context.engine import ContextEngine
+from orchestra.actors.context.files import term_counts, tokenize
+from orchestra.actors.context.index import ProjectIndex
+from orchestra.actors.context.ranking import Signals
+
+from tests.actors.test_context import _commit, make_repo
+
+
+@given(st.text(alphabet=st.sampled_from("aZ_b9 XML\nHttpRequest_v2 parseHTTPÄé-."), max_size=300))
+def test_term_counts_are_tokenize_counted(text):
+    counts, length = term_counts(text)
+    words = tokenize(text)
+    assert counts == dict(Counter(words)) and length == len(words)
+
+
+def test_an_answer_for_a_new_issue_runs_no_git_command(tmp_path, monkeypatch):
+    root = make_repo(tmp_path)
+    (root / "app/http/router.py").write_text("def route_request(path):\n    return None\n")
+    _commit(root, "ISS-77: routes may be missing")
+    engine = ContextEngine(root)
+    engine.refresh()
+    engine.build("ISS-1", "python-specialist", "", 65536, [], Signals())  # git's state, once
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a subprocess per request: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    for issue in ("ISS-77", "ISS-78", "ISS-7"):
+        body = engine.build(issue, "python-specialist", "invoice", 65536, [], Signals())
+        relevance = {f["path"]: f["relevance"] for f in body["context"]["relevant_files"]}
+        # the commit naming the issue raises its file (from the index's memory of the history)
+        assert (relevance.get("app/http/router.py", 0) > 8) is (issue == "ISS-77"), (issue, relevance)
+
+
+def test_vendored_code_is_listed_but_not_read(tmp_path):
+    root = make_repo(tmp_path)
+    for rel in ("vendor/github.com/x/y/z.go", "web/node_modules/pkg/index.js", "third_party/lib/q.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("func VeryRareWordZebra() {}\n")
+    _commit(root, "vendor deps")
+    index = ProjectIndex(root)
+    index.refresh()
+    assert {"vendor/github.com/x/y/z.go", "third_party/lib/q.py"} <= index.files.keys()
+    assert "veryrarewordzebra" not in index.postings
+    assert index.files["vendor/github.com/x/y/z.go"].length == 0
