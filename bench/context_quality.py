@@ -64,6 +64,14 @@ CANDIDATES: dict[str, Weights] = {
     "recent": replace(DEFAULT_WEIGHTS, recent=0.5),
     "recent1": replace(DEFAULT_WEIGHTS, recent=1.0),
     "recent+cochange": replace(DEFAULT_WEIGHTS, recent=0.5, cochange=0.3),
+    "recent30": replace(DEFAULT_WEIGHTS, recent=0.5, recent_span=30),
+    "recent50+cochange": replace(DEFAULT_WEIGHTS, recent=0.5, recent_span=50, cochange=0.3),
+    "recent30+cochange": replace(DEFAULT_WEIGHTS, recent=0.5, recent_span=30, cochange=0.3),
+    "recent1+cochange": replace(DEFAULT_WEIGHTS, recent=1.0, cochange=0.3),
+    "recent+cochange5": replace(DEFAULT_WEIGHTS, recent=0.5, cochange=0.5),
+    "recent+cochange+title": replace(DEFAULT_WEIGHTS, recent=0.5, cochange=0.3, title=1.0),
+    "rerank": replace(DEFAULT_WEIGHTS, rerank=0.5),
+    "rerank1": replace(DEFAULT_WEIGHTS, rerank=1.0),
 }
 
 
@@ -143,7 +151,10 @@ def agent_signals(profiles: Profiles, agent_type: str) -> tuple[Signals, dict[st
             {"agent_type": agent_type})
 
 
-def run_repo(repo: QualityRepo, mirrors: Path, work: Path, commits: int, scan: int) -> dict[str, Any]:
+def run_repo(repo: QualityRepo, mirrors: Path, work: Path, commits: int, scan: int,
+             kept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score ``repo``'s cases. With ``kept`` (an earlier result), only the candidates are
+    ranked again (the answers are kept)."""
     mirror = mirrors / repo.github.replace("/", "+") / "repo"
     clone = work / "trees" / repo.name
     if not clone.exists():
@@ -168,9 +179,12 @@ def run_repo(repo: QualityRepo, mirrors: Path, work: Path, commits: int, scan: i
             continue
         issue = _ISSUE.search(case.message)
         issue_id = f"#{issue.group(1)}" if issue else f"bench-{case.sha[:8]}"
+        before = next((c for c in kept["cases"] if c["sha"] == case.sha), None) if kept else None
         ranked: dict[str, list[str]] = {}
         ranked["bm25"], ranked["bm25+source-first"] = baseline_rankings(engine, case.message)
-        for agent in agents:
+        if before is not None:
+            ranked.update({k: v for k, v in before["ranked"].items() if not k.startswith("cand:")})
+        for agent in agents if kept is None else ():
             signals, profile = agent_signals(profiles, agent)
             body = engine.build(issue_id, agent, case.message[:4000], MAX_BYTES, [], signals, profile)
             assert len(orjson.dumps(body)) <= MAX_BYTES
@@ -291,6 +305,8 @@ def main() -> None:
                         help="folder of bare copies named owner+name/repo")
     parser.add_argument("--work", type=Path, default=Path("/work/repos/ctxq"))
     parser.add_argument("--report-only", action="store_true", help="tables from the kept results")
+    parser.add_argument("--candidates-only", action="store_true",
+                        help="rank the candidates again on the kept results' cases (answers kept)")
     args = parser.parse_args()
     names = [n for n in args.repos.split(",") if n]
     chosen = [q for q in REPOS if (q.name in names if names else (not q.final or args.final))]
@@ -303,7 +319,10 @@ def main() -> None:
             if path.exists():
                 results.append(orjson.loads(path.read_bytes()))
             continue
-        result = run_repo(repo, args.mirrors, args.work, args.commits, args.scan)
+        kept = orjson.loads(path.read_bytes()) if args.candidates_only and path.exists() else None
+        if args.candidates_only and kept is None:
+            continue
+        result = run_repo(repo, args.mirrors, args.work, args.commits, args.scan, kept)
         path.write_bytes(orjson.dumps(result))
         print(f"{repo.name}: {len(result['cases'])} cases, {result['files']} files, {result['seconds']} s",
               file=sys.stderr, flush=True)

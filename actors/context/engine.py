@@ -31,6 +31,9 @@ DEFAULT_BYTES = 262_144
 MIN_BYTES = 1024
 MAX_BYTES = 4_194_304
 MAX_RELEVANT = 50
+#: commits read for the ranking's recency signal, and shown in the answer
+RECENT_COMMITS = 50
+ANSWER_COMMITS = 10
 WINDOW_LINES = 12
 #: the budget is shared out this many files at a time (the top ones all get a look)
 SPREAD = 10
@@ -195,7 +198,7 @@ class ContextEngine:
     def _git_context(self) -> dict[str, Any]:
         generation = self.index.generation
         if self._git is None or self._git[0] != generation:
-            self._git = (generation, git_context(self.root))
+            self._git = (generation, git_context(self.root, max_commits=RECENT_COMMITS))
         return self._git[1]
 
     def _commit_mentions(self, issue_id: str) -> set[str]:
@@ -332,7 +335,7 @@ class ContextEngine:
                 "relevant_files": [],
                 "git_context": {  # copies: the budget may shorten them, the cache must not
                     "branch": git["branch"],
-                    "recent_commits": list(git["recent_commits"]),
+                    "recent_commits": git["recent_commits"][:ANSWER_COMMITS],
                     "uncommitted_changes": list(git["uncommitted_changes"]),
                 },
                 "previous_agent_outputs": previous,

@@ -80,8 +80,14 @@ class Weights:
     prior_min: int = 2
     #: extra weight of the task's first line (a title says what the task is about)
     title: float = 0.0
-    #: files of the newest commits: score x (1 + recent / (1 + age)), age 0 for the newest
+    #: files of the newest ``recent_span`` commits: score x (1 + recent / (1 + 10 age / span)),
+    #: age 0 for the newest
     recent: float = 0.0
+    recent_span: int = 10
+    #: re-ranking of the best ``rerank_top`` by what they define: score x (1 + rerank x the
+    #: idf-weighted share of the task's words found in the names the file defines)
+    rerank: float = 0.0
+    rerank_top: int = 30
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -278,8 +284,8 @@ def rank(
                         scores[other] = get(other, 0.0) + bonus * churn.get(other, 1.0)
     # files of the newest commits (what changed lately is likely to change again)
     if weights.recent and signals.recent:
-        for age, changed in enumerate(signals.recent):
-            factor = 1 + weights.recent / (1 + age)
+        for age, changed in enumerate(signals.recent[:weights.recent_span]):
+            factor = 1 + weights.recent / (1 + age * 10 / weights.recent_span)
             for path in changed:
                 if path in scores and not recent_seen(path):
                     scores[path] *= factor
@@ -291,6 +297,8 @@ def rank(
             if entry.binary:
                 continue
             scores[path] = scores[path] * (1 + weight) if path in scores else 0.01 * weight
+    if weights.rerank:
+        _rerank_by_definitions(index, scores, terms, weights.rerank, weights.rerank_top)
     if weights.prior and index.churn:
         _fill_with_prior(index, scores, signals.prefer_kind or "source", weights.prior_enough, weights.prior_min)
     if signals.prefer_kind == "test":
@@ -324,6 +332,31 @@ def rank(
         chosen = heapq.nsmallest(need, group) if need is not None and need < len(group) else sorted(group)
         out.extend((-neg, path, False) for neg, path in chosen)
     return out
+
+
+def _definition_words(index: ProjectIndex, path: str) -> frozenset[str]:
+    """The words of the names ``path`` defines and of its path (split like the task's words),
+    made once per index generation (one table, filled as files are asked about)."""
+    table: dict[str, frozenset[str]] = index.memo("defwords", dict)
+    words = table.get(path)
+    if words is None:
+        entry = index.files[path]
+        words = table[path] = frozenset(tokenize(" ".join(entry.defines))) | frozenset(entry.path_terms)
+    return words
+
+
+def _rerank_by_definitions(index: ProjectIndex, scores: dict[str, float], terms: list[str],
+                           weight: float, top: int) -> None:
+    """Raise, among the best ``top``, the files whose defined names (and path) hold the task's
+    words: a change is usually made where the thing it is about is defined."""
+    wanted = {t: index.idf(t) for t in set(terms) if t in index.df}
+    total = sum(wanted.values())
+    if not total:
+        return
+    for path, score in heapq.nlargest(top, scores.items(), key=lambda kv: kv[1]):
+        words = _definition_words(index, path)
+        share = sum(idf for t, idf in wanted.items() if t in words) / total
+        scores[path] = score * (1 + weight * share)
 
 
 def _churn_factors(index: ProjectIndex, weight: float) -> dict[str, float]:
