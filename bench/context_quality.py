@@ -1,39 +1,78 @@
-"""How well the context engine finds the files a real change touched.
+"""How well the context engine finds the files a real change touched, on code nobody tuned on.
 
-``python -m bench.context_quality --repo PATH [--repo PATH ...] [--commits 40] [--in-process]``
+``python -m bench.context_quality [--repos NAME,...] [--final] [--commits 60] [--work DIR]``
 
-For each repository: non-merge commits that change 1-4 source files (and at most 8 files in
-all) are sampled evenly from its history. For each, the parent is checked out, the commit
-message is the task, and the source files the commit changed that existed in the parent are
-the answer (tests, docs, changelogs and configs changed alongside are not). Three rankings are scored on the same checkout: the context endpoint of a real
-``orchestra serve`` (or the engine in-process with ``--in-process``), plain BM25 over paths and
-contents, and the same BM25 with source files ranked above docs, changelogs, configs and tests.
+For each repository of bench/quality_repos.py (a pinned commit of a public repository, fetched
+as a bare copy under ``--mirrors``): non-merge commits that change 1-4 source files (at most 8
+files in all) are sampled evenly from the newest ``--scan`` commits. For each, the parent is
+checked out, the commit message is the task, and the source files the commit changed that
+existed in the parent are the answer (tests, docs, changelogs and configs changed alongside
+are not). Scored on the same checkout, with one index per repository refreshed between cases:
+
+- ``answer:<agent type>``: the context answer as the server builds it (``ContextEngine.build``,
+  the agent type's profile turned into signals as the context actor does), ``max_bytes``
+  200000, files in the order of ``relevant_files`` (inlined, then listed);
+- ``bm25`` and ``bm25+source-first`` (the baseline: the same BM25, source files first);
+- ``cand:<name>``: the ranking with a candidate change of the weights (neutral agent type),
+  for choosing what to keep by leave-one-repository-out (see ``report``).
+
+Per-case rankings are kept in ``--work``/results/<repo>.json, so the tables can be made again
+without rerunning (``--report-only``). The tables: per repository; leave-one-repository-out
+over the tuning repositories (each repository scored with the candidate chosen on the others);
+and, with ``--final``, the held-out repositories scored once with the candidate chosen on all
+tuning repositories.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import orjson
-from orchestra.actors.context.files import file_kind, language_of
-from orchestra.actors.context.index import ProjectIndex
-from orchestra.actors.context.ranking import Signals, bm25, rank
+from orchestra.actors.context.engine import ContextEngine
+from orchestra.actors.context.files import file_kind, language_of, tokenize
+from orchestra.actors.context.ranking import DEFAULT_WEIGHTS, Signals, Weights, bm25, rank
+from orchestra.actors.profiles import Profiles
 from rich.console import Console
 from rich.table import Table
 
+from .quality_repos import REPOS, QualityRepo
+
 _TRAILER = re.compile(r"^(Signed-off-by|Co-authored-by|Reviewed-by|Change-Id|Closes|Fixes|Refs):.*$", re.M | re.I)
 _ISSUE = re.compile(r"#(\d+)")
+MAX_BYTES = 200_000
+NEUTRAL = "bench-agent"  # no profile: the default one
+
+#: candidate changes of the ranking, each scored on every case (neutral agent type)
+CANDIDATES: dict[str, Weights] = {
+    "default": DEFAULT_WEIGHTS,
+    "cochange": replace(DEFAULT_WEIGHTS, cochange=0.3),
+    "imports": replace(DEFAULT_WEIGHTS, imports=0.3),
+    "title": replace(DEFAULT_WEIGHTS, title=1.0),
+    "defs3": replace(DEFAULT_WEIGHTS, definitions=3.0),
+    "path2": replace(DEFAULT_WEIGHTS, path=2.0),
+    "churn0": replace(DEFAULT_WEIGHTS, churn=0.0),
+    "churn3": replace(DEFAULT_WEIGHTS, churn=0.3),
+    "noprior": replace(DEFAULT_WEIGHTS, prior=False),
+    "nophrase": replace(DEFAULT_WEIGHTS, phrase=0.0, scope=0.0),
+    "recent": replace(DEFAULT_WEIGHTS, recent=0.5),
+    "recent1": replace(DEFAULT_WEIGHTS, recent=1.0),
+    "recent+cochange": replace(DEFAULT_WEIGHTS, recent=0.5, cochange=0.3),
+    "recent30": replace(DEFAULT_WEIGHTS, recent=0.5, recent_span=30),
+    "recent50+cochange": replace(DEFAULT_WEIGHTS, recent=0.5, recent_span=50, cochange=0.3),
+    "recent30+cochange": replace(DEFAULT_WEIGHTS, recent=0.5, recent_span=30, cochange=0.3),
+    "recent1+cochange": replace(DEFAULT_WEIGHTS, recent=1.0, cochange=0.3),
+    "recent+cochange5": replace(DEFAULT_WEIGHTS, recent=0.5, cochange=0.5),
+    "recent+cochange+title": replace(DEFAULT_WEIGHTS, recent=0.5, cochange=0.3, title=1.0),
+    "rerank": replace(DEFAULT_WEIGHTS, rerank=0.5),
+    "rerank1": replace(DEFAULT_WEIGHTS, rerank=1.0),
+}
 
 
 @dataclass
@@ -44,34 +83,12 @@ class Case:
     targets: list[str]
 
 
-@dataclass
-class Score:
-    r5: list[float] = field(default_factory=list)
-    r10: list[float] = field(default_factory=list)
-    all10: list[float] = field(default_factory=list)
-
-    def add(self, ranked: list[str], targets: list[str]) -> None:
-        t = set(targets)
-        self.r5.append(len(t & set(ranked[:5])) / len(t))
-        self.r10.append(len(t & set(ranked[:10])) / len(t))
-        self.all10.append(1.0 if t <= set(ranked[:10]) else 0.0)
-
-    def row(self) -> tuple[str, str, str]:
-        def avg(x: list[float]) -> str:
-            return f"{sum(x) / len(x):.3f}" if x else "-"
-        return avg(self.r5), avg(self.r10), avg(self.all10)
-
-    def mean(self, which: str) -> float:
-        x = getattr(self, which)
-        return sum(x) / len(x) if x else 0.0
-
-
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True).stdout.decode("utf-8", "replace")
 
 
-def select_cases(repo: Path, wanted: int, scan: int) -> list[Case]:
-    log = git(repo, "log", "--no-merges", f"-n{scan}", "--format=%x1e%H%x1f%P%x1f%B%x1f", "--name-status")
+def select_cases(repo: Path, head: str, wanted: int, scan: int) -> list[Case]:
+    log = git(repo, "log", "--no-merges", f"-n{scan}", "--format=%x1e%H%x1f%P%x1f%B%x1f", "--name-status", head)
     cases = []
     for block in log.split("\x1e"):
         if not block.strip():
@@ -99,116 +116,218 @@ def select_cases(repo: Path, wanted: int, scan: int) -> list[Case]:
     return cases
 
 
-def baseline_rankings(index: ProjectIndex, task: str) -> tuple[list[str], list[str]]:
-    from orchestra.actors.context.index import tokenize
+_MISSING = re.compile(r"invalid object \S+ \S+ for '([^']+)'")
 
+
+def checkout(clone: Path, sha: str, missing: list[str]) -> bool:
+    """Check out ``sha``. A copy fetched without its largest blobs cannot write those files:
+    they are left out of the work tree (sparse checkout) and the checkout tried again."""
+    for _ in range(50):
+        done = subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--detach", "-f", sha], capture_output=True)
+        if done.returncode == 0:
+            return True
+        found = _MISSING.findall(done.stderr.decode("utf-8", "replace"))
+        if not found:
+            return False
+        missing.extend(found)
+        subprocess.run(["git", "-C", str(clone), "sparse-checkout", "set", "--no-cone", "/*",
+                        *(f"!/{path}" for path in missing)], capture_output=True, check=True)
+    return False
+
+
+def baseline_rankings(engine: ContextEngine, task: str) -> tuple[list[str], list[str]]:
+    index = engine.index
     scores = bm25(index, tokenize(task), 1.0)
     plain = [p for p, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])) if not index.files[p].binary]
     source_first = sorted(plain, key=lambda p: (index.files[p].kind != "source", -scores[p], p))
-    return plain, source_first
+    return plain[:10], source_first[:10]
 
 
-class Endpoint:
-    """A real ``orchestra serve`` whose project ``q`` is the checkout."""
-
-    def __init__(self, root: Path, data_dir: Path) -> None:
-        env = {**os.environ, "ORCHESTRA_DATA_DIR": str(data_dir), "ORCHESTRA_JWT_SECRET": "quality-bench-secret-0123456789-abcdef"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
-             "serve", "--port", "0", "--no-rate-limits", "--project", f"q={root}", "--context-sweep", "0",
-             "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-        )
-        line = self.proc.stdout.readline()
-        self.base = line.strip().removeprefix("listening on ")
-        import jwt
-        self.token = jwt.encode({"sub": "bench", "agent_type": "bench-agent", "project_id": "q",
-                                 "exp": int(time.time()) + 86400}, "quality-bench-secret-0123456789-abcdef", algorithm="HS256")
-
-    def ranked(self, issue_id: str, task: str) -> tuple[list[str], float]:
-        query = urllib.parse.urlencode({"task": task[:4000], "max_bytes": 4_194_304})
-        req = urllib.request.Request(f"{self.base}/api/context/{urllib.parse.quote(issue_id)}/bench-agent?{query}",
-                                     headers={"Authorization": f"Bearer {self.token}"})
-        t = time.perf_counter()
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            body = orjson.loads(resp.read())
-        return [f["path"] for f in body["context"]["relevant_files"]], time.perf_counter() - t
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+def agent_signals(profiles: Profiles, agent_type: str) -> tuple[Signals, dict[str, Any]]:
+    """What the context actor makes of an agent type (see actors/context_actor.py)."""
+    profile = profiles.get(agent_type)
+    prefer = "test" if "test" in agent_type else "doc" if "doc" in agent_type else None
+    return (Signals(globs=profile.context_globs, keywords=profile.context_keywords, prefer_kind=prefer),
+            {"agent_type": agent_type})
 
 
-def evaluate(repo: Path, commits: int, scan: int, in_process: bool) -> dict[str, Score]:
-    work = Path(tempfile.mkdtemp(prefix="ctxq-"))
-    clone = work / "clone"
-    subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo), str(clone)], check=True)
-    cases = select_cases(clone, commits, scan)
-    scores = {"orchestra": Score(), "bm25": Score(), "bm25+source-first": Score()}
-    index = ProjectIndex(clone)
-    endpoint = None if in_process else Endpoint(clone, work / "data")
-    skipped = 0
-    try:
-        for case in cases:
-            done = subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--detach", "-f", case.parent],
-                                  capture_output=True)
-            if done.returncode != 0:  # e.g. a copy of the repository without its largest blobs
-                skipped += 1
-                continue
-            subprocess.run(["git", "-C", str(clone), "clean", "-qfdx"], check=True)
-            index.refresh()
-            existing = [t for t in case.targets if t in index.files]
-            if not existing:
-                continue
-            issue = _ISSUE.search(case.message)
-            issue_id = f"#{issue.group(1)}" if issue else f"bench-{case.sha[:8]}"
-            if endpoint is not None:
-                ours, _ = endpoint.ranked(issue_id, case.message)
-            else:
-                ours = [p for _, p, _ in rank(index, Signals(task=case.message))]
-            plain, source_first = baseline_rankings(index, case.message)
-            scores["orchestra"].add(ours, existing)
-            scores["bm25"].add(plain, existing)
-            scores["bm25+source-first"].add(source_first, existing)
-    finally:
-        if endpoint is not None:
-            endpoint.close()
-        shutil.rmtree(work, ignore_errors=True)
-    if skipped:
-        print(f"{repo}: {skipped} commit(s) skipped: their parent could not be checked out", file=sys.stderr)
-    return scores
+def run_repo(repo: QualityRepo, mirrors: Path, work: Path, commits: int, scan: int,
+             kept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score ``repo``'s cases. With ``kept`` (an earlier result), only the candidates are
+    ranked again (the answers are kept)."""
+    mirror = mirrors / repo.github.replace("/", "+") / "repo"
+    clone = work / "trees" / repo.name
+    if not clone.exists():
+        clone.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(mirror), str(clone)], check=True)
+    cases = select_cases(clone, repo.head, commits, scan)
+    agents = [NEUTRAL, *([repo.specialist] if repo.specialist else []), repo.foreign]
+    profiles = Profiles()
+    engine = ContextEngine(clone, scan_in_child=False)
+    out: dict[str, Any] = {"repo": repo.name, "head": repo.head, "cases": []}
+    missing: list[str] = []
+    started = time.perf_counter()
+    # oldest first: each checkout changes what the commits in between changed
+    for case in reversed(cases):
+        if not checkout(clone, case.parent, missing):
+            continue
+        subprocess.run(["git", "-C", str(clone), "clean", "-qfdx"], check=True)
+        engine.refresh()
+        index = engine.index
+        targets = [t for t in case.targets if t in index.files]
+        if not targets:
+            continue
+        issue = _ISSUE.search(case.message)
+        issue_id = f"#{issue.group(1)}" if issue else f"bench-{case.sha[:8]}"
+        before = next((c for c in kept["cases"] if c["sha"] == case.sha), None) if kept else None
+        ranked: dict[str, list[str]] = {}
+        ranked["bm25"], ranked["bm25+source-first"] = baseline_rankings(engine, case.message)
+        if before is not None:
+            ranked.update({k: v for k, v in before["ranked"].items() if not k.startswith("cand:")})
+        for agent in agents if kept is None else ():
+            signals, profile = agent_signals(profiles, agent)
+            body = engine.build(issue_id, agent, case.message[:4000], MAX_BYTES, [], signals, profile)
+            assert len(orjson.dumps(body)) <= MAX_BYTES
+            ranked[f"answer:{'neutral' if agent == NEUTRAL else agent}"] = [
+                f["path"] for f in body["context"]["relevant_files"][:10]]
+            if agent == NEUTRAL:
+                ranked["inlined"] = [f["path"] for f in body["context"]["relevant_files"] if f.get("inlined", True)][:10]
+        neutral = engine.signals_for(issue_id, case.message[:4000], [], Signals())
+        for name, weights in CANDIDATES.items():
+            ranked[f"cand:{name}"] = [p for _, p, _ in rank(index, neutral, weights, limit=10)]
+        out["cases"].append({"sha": case.sha, "targets": targets, "ranked": ranked})
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    out["files"] = len(engine.index.files)
+    return out
+
+
+# -- the tables --
+
+def recall(ranked: list[str], targets: list[str], k: int) -> float:
+    return len(set(targets) & set(ranked[:k])) / len(targets)
+
+
+def means(result: dict[str, Any], method: str) -> tuple[float, float, float]:
+    cases = [c for c in result["cases"] if method in c["ranked"]]
+    if not cases:
+        return (float("nan"),) * 3
+    n = len(cases)
+    r5 = sum(recall(c["ranked"][method], c["targets"], 5) for c in cases) / n
+    r10 = sum(recall(c["ranked"][method], c["targets"], 10) for c in cases) / n
+    all10 = sum(set(c["targets"]) <= set(c["ranked"][method][:10]) for c in cases) / n
+    return r5, r10, all10
+
+
+def choose(results: list[dict[str, Any]]) -> str:
+    """The candidate with the best mean gain (recall@5 + recall@10) over the baseline on
+    ``results``; the default wins ties."""
+    def gain(name: str) -> float:
+        total = 0.0
+        for r in results:
+            c5, c10, _ = means(r, f"cand:{name}")
+            b5, b10, _ = means(r, "bm25+source-first")
+            total += (c5 - b5) + (c10 - b10)
+        return total / max(1, len(results))
+    return max(CANDIDATES, key=lambda n: (round(gain(n), 4), n == "default"))
+
+
+def report(results: list[dict[str, Any]], console: Console) -> None:
+    results = [r for r in results if r["cases"]]
+    tuning = [r for r in results if not next(q for q in REPOS if q.name == r["repo"]).final]
+    final = [r for r in results if next(q for q in REPOS if q.name == r["repo"]).final]
+    methods = ["bm25+source-first", "answer:neutral", "answer:specialist", "answer:foreign", "inlined"]
+
+    def specialist_of(name: str) -> str | None:
+        repo = next(q for q in REPOS if q.name == name)
+        return f"answer:{repo.specialist}" if repo.specialist else None
+
+    def row_of(r: dict[str, Any], method: str) -> tuple[float, float, float]:
+        repo = next(q for q in REPOS if q.name == r["repo"])
+        if method == "answer:specialist":
+            spec = specialist_of(r["repo"])
+            return means(r, spec) if spec else (float("nan"),) * 3
+        if method == "answer:foreign":
+            return means(r, f"answer:{repo.foreign}")
+        return means(r, method)
+
+    table = Table(title=f"Per repository: recall@5 / recall@10 / all-files@10 (max_bytes {MAX_BYTES})")
+    for col in ("repository", "cases", *methods):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r["repo"] + (" (final)" if r in final else ""), str(len(r["cases"])),
+                      *("/".join(f"{v:.2f}" for v in row_of(r, m)) for m in methods))
+    console.print(table)
+
+    def gains_table(title: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        t = Table(title=title)
+        for col in ("repository", "candidate", "bm25+sf @5", "@10", "ours @5", "@10", "gain @5", "gain @10"):
+            t.add_column(col)
+        g5s, g10s = [], []
+        for name, cand, r in rows:
+            b5, b10, _ = means(r, "bm25+source-first")
+            c5, c10, _ = means(r, cand)
+            g5s.append(c5 - b5)
+            g10s.append(c10 - b10)
+            t.add_row(name, cand, f"{b5:.3f}", f"{b10:.3f}", f"{c5:.3f}", f"{c10:.3f}", f"{c5 - b5:+.3f}", f"{c10 - b10:+.3f}")
+        if rows:
+            t.add_row("mean", "", "", "", "", "", f"{sum(g5s) / len(g5s):+.3f}", f"{sum(g10s) / len(g10s):+.3f}")
+        console.print(t)
+
+    loo = []
+    for r in tuning:
+        chosen = choose([o for o in tuning if o is not r])
+        loo.append((r["repo"], f"cand:{chosen}", r))
+    gains_table("Leave-one-repository-out (tuning repositories; candidate chosen on the others)", loo)
+    gains_table("The answer as shipped (neutral agent type), tuning repositories",
+                [(r["repo"], "answer:neutral", r) for r in tuning])
+    if final:
+        chosen = choose(tuning)
+        gains_table(f"FINAL check (held out; candidate chosen on all tuning repositories: {chosen})",
+                    [(r["repo"], f"cand:{chosen}", r) for r in final])
+        gains_table("FINAL check: the answer as shipped (neutral agent type)",
+                    [(r["repo"], "answer:neutral", r) for r in final])
+    for label, pick in (("matching specialist", "answer:specialist"), ("foreign specialist", "answer:foreign")):
+        rows = [(r["repo"], row_of(r, pick), means(r, "answer:neutral")) for r in results]
+        rows = [(n, a, b) for n, a, b in rows if a[0] == a[0]]
+        worse = [f"{n} ({a[1] - b[1]:+.3f})" for n, a, b in rows if a[1] < b[1] - 1e-9 or a[0] < b[0] - 1e-9]
+        console.print(f"{label} vs neutral over {len(rows)} repositories: recall@10 "
+                      f"{sum(a[1] - b[1] for _, a, b in rows) / max(1, len(rows)):+.3f}; below neutral on: "
+                      f"{', '.join(worse) or 'none'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.context_quality")
-    parser.add_argument("--repo", action="append", required=True, type=Path)
-    parser.add_argument("--commits", type=int, default=40)
+    parser.add_argument("--repos", default="", help="comma-separated names (default: every tuning repository)")
+    parser.add_argument("--final", action="store_true", help="also the held-out final repositories (look once)")
+    parser.add_argument("--commits", type=int, default=60)
     parser.add_argument("--scan", type=int, default=3000, help="newest commits to choose from")
-    parser.add_argument("--in-process", action="store_true", help="rank in-process instead of through the endpoint")
+    parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"),
+                        help="folder of bare copies named owner+name/repo")
+    parser.add_argument("--work", type=Path, default=Path("/work/repos/ctxq"))
+    parser.add_argument("--report-only", action="store_true", help="tables from the kept results")
+    parser.add_argument("--candidates-only", action="store_true",
+                        help="rank the candidates again on the kept results' cases (answers kept)")
     args = parser.parse_args()
-    console = Console()
-    table = Table(title="Context quality: files a real commit changed, found from its message")
-    for col in ("repository", "commits", "method", "recall@5", "recall@10", "all-files@10"):
-        table.add_column(col)
-    gains: list[tuple[str, float, float]] = []
-    for repo in args.repo:
-        scores = evaluate(repo, args.commits, args.scan, args.in_process)
-        n = len(scores["orchestra"].r10)
-        for name, score in scores.items():
-            table.add_row(repo.name if repo.name not in ("repo", ".git") else repo.parent.name, str(n), name, *score.row())
-        gain = scores["orchestra"].mean("r10") - scores["bm25+source-first"].mean("r10")
-        gains.append((repo.name if repo.name not in ("repo", ".git") else repo.parent.name,
-                      scores["orchestra"].mean("r5") - scores["bm25+source-first"].mean("r5"), gain))
-        table.add_row("", "", "[bold]orchestra - bm25+source-first[/]",
-                      f"{scores['orchestra'].mean('r5') - scores['bm25+source-first'].mean('r5'):+.3f}", f"{gain:+.3f}",
-                      f"{scores['orchestra'].mean('all10') - scores['bm25+source-first'].mean('all10'):+.3f}")
-    console.print(table)
-    if gains:
-        below = [f"{name} (@5 {g5:+.3f}, @10 {g10:+.3f})" for name, g5, g10 in gains if g5 < 0 or g10 < 0]
-        console.print(f"mean gain over bm25+source-first across {len(gains)} repositories: "
-                      f"recall@5 {sum(g[1] for g in gains) / len(gains):+.3f}, "
-                      f"recall@10 {sum(g[2] for g in gains) / len(gains):+.3f}; "
-                      f"below it on: {', '.join(below) or 'none'}")
+    names = [n for n in args.repos.split(",") if n]
+    chosen = [q for q in REPOS if (q.name in names if names else (not q.final or args.final))]
+    console = Console(width=220)
+    results = []
+    (args.work / "results").mkdir(parents=True, exist_ok=True)
+    for repo in chosen:
+        path = args.work / "results" / f"{repo.name}.json"
+        if args.report_only:
+            if path.exists():
+                results.append(orjson.loads(path.read_bytes()))
+            continue
+        kept = orjson.loads(path.read_bytes()) if args.candidates_only and path.exists() else None
+        if args.candidates_only and kept is None:
+            continue
+        result = run_repo(repo, args.mirrors, args.work, args.commits, args.scan, kept)
+        path.write_bytes(orjson.dumps(result))
+        print(f"{repo.name}: {len(result['cases'])} cases, {result['files']} files, {result['seconds']} s",
+              file=sys.stderr, flush=True)
+        results.append(result)
+    report(results, console)
 
 
 if __name__ == "__main__":

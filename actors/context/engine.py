@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from .gitinfo import git_context
 from .index import ProjectIndex
 from .manifests import project_metadata
 from .orientation import newcomer_ranking
-from .ranking import Signals, named_in, rank
+from .ranking import DEFAULT_WEIGHTS, Signals, explain, named_in, rank, task_identifiers
 from .scanner import ScanFailed, scan_in_child
 from .secrets import SecretPolicy, Withheld, withheld_record
 
@@ -31,7 +32,14 @@ DEFAULT_BYTES = 262_144
 MIN_BYTES = 1024
 MAX_BYTES = 4_194_304
 MAX_RELEVANT = 50
+#: commits read for the ranking's recency signal, and shown in the answer
+RECENT_COMMITS = 50
+ANSWER_COMMITS = 10
 WINDOW_LINES = 12
+#: the budget is shared out this many files at a time (the top ones all get a look)
+SPREAD = 10
+#: a file whose share of the budget is below this many bytes is listed, not inlined
+MIN_WINDOW = 512
 
 
 def _shrink_skeleton(body: dict[str, Any], limit: int, strategies: list[str]) -> None:
@@ -69,23 +77,67 @@ def _size(obj: Any) -> int:
     return len(orjson.dumps(obj))
 
 
-def windows(text: str, terms: set[str], budget: int) -> str:
-    """The lines around the lines that mention ``terms``, within ``budget`` bytes."""
-    if not terms:
-        return cut_utf8(text, budget)
+def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] | None = None,
+            defines: set[str] | None = None) -> str:
+    """The lines around the lines that mention ``terms``, within ``budget`` bytes of UTF-8.
+
+    When not all of them fit, the best windows are kept, shown in file order: the lines that
+    define an identifier of ``defines`` first, then the lines whose words weigh most (a
+    word's weight from ``weights``, e.g. its idf; 1 each otherwise). Windows are widened
+    (twice as many lines each time) while the budget is less than half used, so a file with
+    few matches shows more around them. No match: the file's head.
+    """
     lines = text.splitlines()
-    hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
+    weigh = weights or {}
+    hits: list[tuple[float, int]] = []
+    for i, line in enumerate(lines):
+        words = terms.intersection(tokenize(line))
+        if words:
+            score = sum(weigh.get(w, 1.0) for w in words)
+            if defines and _DEFINES_LINE.match(line) and defines.intersection(w.lower() for w in _NAME.findall(line)):
+                score += 1000.0
+            hits.append((score, i))
     if not hits:
         return cut_utf8(text, budget)
-    spans: list[list[int]] = []
-    for i in hits:
-        lo, hi = max(0, i - WINDOW_LINES // 2), min(len(lines), i + WINDOW_LINES // 2 + 1)
-        if spans and lo <= spans[-1][1]:
-            spans[-1][1] = hi
+    hits.sort(key=lambda h: (-h[0], h[1]))
+    sizes = [len(line.encode("utf-8")) + 1 for line in lines]
+    best = ""
+    half = WINDOW_LINES // 2
+    while True:
+        out = _windowed(lines, sizes, hits, half, budget)
+        if len(out.encode("utf-8")) > budget:
+            break
+        best = out
+        if 2 * len(out.encode("utf-8")) > budget or 2 * half > len(lines):
+            break
+        half *= 2
+    return best or cut_utf8(_windowed(lines, sizes, hits, WINDOW_LINES // 2, budget), budget)
+
+
+def _windowed(lines: list[str], sizes: list[int], hits: list[tuple[float, int]], half: int, budget: int) -> str:
+    """The windows of ``half`` lines either side of the best ``hits`` that fit ``budget``."""
+    chosen: list[tuple[int, int]] = []
+    used = 0
+    for _score, i in hits:
+        if any(a <= i < b for a, b in chosen):
+            continue
+        lo, hi = max(0, i - half), min(len(lines), i + half + 1)
+        size = sum(sizes[lo:hi]) + 24
+        if used + size > budget and chosen:
+            continue
+        chosen.append((lo, hi))
+        used += size
+        if used >= budget:
+            break
+    chosen.sort()
+    merged: list[list[int]] = []
+    for lo, hi in chosen:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
         else:
-            spans.append([lo, hi])
+            merged.append([lo, hi])
     out, used = [], 0
-    for lo, hi in spans:
+    for lo, hi in merged:
         piece = f"... lines {lo + 1}-{hi} ...\n" + "\n".join(lines[lo:hi]) + "\n"
         size = len(piece.encode("utf-8"))
         if used + size > budget:
@@ -94,6 +146,28 @@ def windows(text: str, terms: set[str], budget: int) -> str:
         out.append(piece)
         used += size
     return "".join(out)
+
+
+_DEFINES_LINE = re.compile(r"^\s*(?:export\s+)?(?:pub(?:\([^)]*\))?\s+)?(?:public\s+|private\s+|protected\s+|static\s+|async\s+)*"
+                           r"(?:def|class|func|fn|struct|enum|trait|type|interface|function|module|impl|const|let|var)\b")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _json_len(text: str) -> int:
+    """Bytes ``text`` takes as a JSON string (escapes included, quotes not)."""
+    return len(orjson.dumps(text)) - 2
+
+
+def _shares(sizes: list[int], budget: int) -> list[int]:
+    """Water-filling: each size gets at most an equal share of ``budget``; what a small one
+    leaves over goes to the larger ones."""
+    shares = [0] * len(sizes)
+    left, todo = budget, sorted(range(len(sizes)), key=sizes.__getitem__)
+    for n, i in enumerate(todo):
+        cap = left // (len(todo) - n)
+        shares[i] = min(sizes[i], cap)
+        left -= shares[i]
+    return shares
 
 
 def files_named_in_results(previous: list[dict[str, Any]], index: ProjectIndex) -> set[str]:
@@ -119,11 +193,13 @@ class ContextEngine:
         # git's answers change only when the index generation moves (files, HEAD, staging):
         # asked once per generation, not once per answer
         self._git: tuple[int, dict[str, Any]] | None = None
+        #: the ranking's weights (bench/context_quality.py measures others)
+        self.weights = DEFAULT_WEIGHTS
 
     def _git_context(self) -> dict[str, Any]:
         generation = self.index.generation
         if self._git is None or self._git[0] != generation:
-            self._git = (generation, git_context(self.root))
+            self._git = (generation, git_context(self.root, max_commits=RECENT_COMMITS))
         return self._git[1]
 
     def _metadata(self, paths: list[str]) -> dict[str, Any]:
@@ -173,6 +249,63 @@ class ContextEngine:
             gc.freeze()
         return self.index.generation
 
+    def signals_for(self, issue_id: str, task: str, previous: list[dict[str, Any]],
+                    signals: Signals) -> Signals:
+        """The request's signals with what the project knows added: files named by earlier
+        results and by commits mentioning the issue, uncommitted changes."""
+        index = self.index
+        mentioned = set(signals.mentioned) | files_named_in_results(previous, index)
+        mentioned |= index.files_of_commits_mentioning(issue_id) & index.files.keys()
+        git = self._git_context()
+        uncommitted = {c["path"] for c in git["uncommitted_changes"]}
+        recent = tuple(tuple(c["files"]) for c in git["recent_commits"])
+        return Signals(task=task or issue_id, mentioned=frozenset(mentioned),
+                       uncommitted=frozenset(uncommitted), globs=signals.globs,
+                       keywords=signals.keywords, prefer_kind=signals.prefer_kind, recent=recent)
+
+    def _inline(self, records: list[tuple[dict[str, Any], str]], budget: int, signals: Signals,
+                strategies: list[str]) -> int:
+        """Fill the listed records' content within ``budget`` bytes (JSON-escaped), in rank
+        order, ``SPREAD`` files at a time: each of them gets an equal share at most (water-
+        filling: what a small file leaves goes to the larger ones), a file larger than its
+        share shows windows around the task's words and the definitions it names. Files
+        whose share is below ``MIN_WINDOW`` are not inlined. The number inlined."""
+        index = self.index
+        terms = set(tokenize(signals.task))
+        weights = {t: index.idf(t) for t in terms}
+        idents = task_identifiers(signals.task)
+        count, start = 0, 0
+        while start < len(records) and budget >= MIN_WINDOW:
+            group = records[start:start + SPREAD]
+            start += SPREAD
+            sizes = [_json_len(text) for _, text in group]
+            shares = _shares(sizes, budget)
+            for (record, text), size, share in zip(group, sizes, shares, strict=True):
+                if record.get("withheld"):
+                    continue  # what may hold secrets is never inlined, whatever the budget
+                if share < MIN_WINDOW and share < size:
+                    continue
+                # the content's own bytes: "inlined": true and "excerpt": true are a byte
+                # shorter than the false forms the listed record was measured with
+                if size <= share:
+                    content = text
+                else:
+                    room = share
+                    content = windows(text, terms, int(room * len(text.encode("utf-8")) / max(1, size)), weights, idents)
+                    while content and _json_len(content) > room:
+                        content = cut_utf8(content, int(len(content.encode("utf-8")) * 0.9) - 16)
+                    if not content:
+                        continue
+                    record["excerpt"] = True
+                    if "large_files_windowed" not in strategies:
+                        strategies.append("large_files_windowed")
+                record["content"], record["inlined"] = content, True
+                budget -= _json_len(content)
+                count += 1
+        if count < len(records) and "ranked_files_listed" not in strategies:
+            strategies.append("ranked_files_listed")
+        return count
+
     def build(
         self,
         issue_id: str,
@@ -187,13 +320,8 @@ class ContextEngine:
         paths, directories, total_size = index.listing()
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = self._git_context()
-        mentioned = set(signals.mentioned) | files_named_in_results(previous, index)
-        mentioned |= index.files_of_commits_mentioning(issue_id) & index.files.keys()
-        uncommitted = {c["path"] for c in git["uncommitted_changes"]}
-        sig = Signals(task=task or issue_id, mentioned=frozenset(mentioned),
-                      uncommitted=frozenset(uncommitted), globs=signals.globs,
-                      keywords=signals.keywords, prefer_kind=signals.prefer_kind)
-        ranked = rank(index, sig, limit=MAX_RELEVANT)
+        sig = self.signals_for(issue_id, task, previous, signals)
+        ranked = rank(index, sig, self.weights, limit=MAX_RELEVANT)
         if not task.strip():  # no task: what a newcomer opens first (orientation.py)
             ranked = newcomer_ranking(index, ranked, sig, MAX_RELEVANT)
         body: dict[str, Any] = {
@@ -210,7 +338,7 @@ class ContextEngine:
                 "relevant_files": [],
                 "git_context": {  # copies: the budget may shorten them, the cache must not
                     "branch": git["branch"],
-                    "recent_commits": list(git["recent_commits"]),
+                    "recent_commits": git["recent_commits"][:ANSWER_COMMITS],
                     "uncommitted_changes": list(git["uncommitted_changes"]),
                 },
                 "previous_agent_outputs": previous,
@@ -247,22 +375,27 @@ class ContextEngine:
                 strategies.append("older_outputs_dropped")
         if _size(body) > limit:
             _shrink_skeleton(body, limit, strategies)
-        # 2. files by priority: named, then by rank; windows for those that do not fit whole.
-        # Sizes are added up per record (each costs its own length and a comma), so the whole
-        # body is serialised once here, not once per candidate.
-        terms = set(tokenize(task))
+        # 2. files in rank order. Every ranked file is listed (path, facts, why); the budget
+        # left is spread over the best ones' content (see _inline), and what it does not hold
+        # follows, still in rank order, as "inlined": false with empty content. Sizes are added
+        # up per record (each costs its own length and a comma): the body is serialised once.
+        earlier = files_named_in_results(previous, index)
+        why = explain(index, sig, [path for _, path, _ in ranked], earlier)
         used = _size(body)
+        records: list[tuple[dict[str, Any], str]] = []
         for score, path, _named in ranked:
             entry = index.files[path]
             try:
                 text = index.scanner.read_text(path)  # the only read of a file for an answer
-            except Withheld:
+            except Withheld:  # listed by its path and facts, never inlined (see _inline)
                 withheld = withheld_record(entry.path, entry.size, iso_time(entry.mtime), entry.language,
                                            round(score, 3))
                 size = _size(withheld) + 1
-                if used + size <= limit:
-                    ctx["relevant_files"].append(withheld)
-                    used += size
+                if used + size > limit:
+                    strategies.append("ranked_files_dropped")
+                    break
+                used += size
+                records.append((withheld, ""))
                 continue
             except OSError:
                 continue
@@ -270,29 +403,18 @@ class ContextEngine:
                 "path": path, "content": "", "size": entry.size,
                 "last_modified": iso_time(entry.mtime), "language": language_of(path),
                 "checksum": "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                "relevance": round(score, 3),
+                "relevance": round(score, 3), "inlined": False, "excerpt": False,
+                "reason": why.get(path, ""),
             }
-            overhead = _size(record) + 1
-            room = limit - used - overhead
-            if room < 200:
-                if "ranked_files_dropped" not in strategies:
-                    strategies.append("ranked_files_dropped")
-                continue
-            record["content"] = text
             size = _size(record) + 1
             if used + size > limit:
-                record["content"] = windows(text, terms, room)
-                record["excerpt"] = True
-                size = _size(record) + 1
-                while used + size > limit and record["content"]:
-                    record["content"] = cut_utf8(record["content"], int(len(record["content"].encode()) * 0.9) - 16)
-                    size = _size(record) + 1
-                if "large_files_windowed" not in strategies:
-                    strategies.append("large_files_windowed")
-                if used + size > limit:
-                    continue
-            ctx["relevant_files"].append(record)
+                strategies.append("ranked_files_dropped")
+                break
             used += size
+            records.append((record, text))
+        inlined = self._inline(records, limit - used, sig, strategies)
+        ctx["relevant_files"] = [r for r, _ in records if r["inlined"]] + [r for r, _ in records if not r["inlined"]]
+        body["inlined_count"] = inlined
         body["file_count"] = len(ctx["relevant_files"])
         if strategies:
             body["truncated"] = True

@@ -25,7 +25,7 @@ from functools import partial
 from .files import file_kind, fold_name, tokenize
 from .index import ProjectIndex
 
-__all__ = ["Signals", "Weights", "rank", "file_kind", "named_in", "bm25"]
+__all__ = ["Signals", "Weights", "bm25", "explain", "file_kind", "named_in", "rank", "task_identifiers"]
 
 _K1, _B = 1.2, 0.75  # BM25 constants; ProjectIndex.apply precomputes norms for them
 # "scope: subject" and conventional commits' "type(scope): subject" at the start of a task
@@ -45,6 +45,8 @@ class Signals:
     globs: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
     prefer_kind: str | None = None  # "test" for test engineers, "doc" for documentation experts
+    #: the files of the newest commits, newest commit first
+    recent: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,14 @@ class Weights:
     prior_min: int = 2
     #: extra weight of the task's first line (a title says what the task is about)
     title: float = 0.0
+    #: files of the newest ``recent_span`` commits: score x (1 + recent / (1 + 10 age / span)),
+    #: age 0 for the newest
+    recent: float = 0.0
+    recent_span: int = 10
+    #: re-ranking of the best ``rerank_top`` by what they define: score x (1 + rerank x the
+    #: idf-weighted share of the task's words found in the names the file defines)
+    rerank: float = 0.0
+    rerank_top: int = 30
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -100,6 +110,36 @@ def named_in(task: str, index: ProjectIndex) -> set[str]:
         elif "." in w and 0 < len(by_name.get(w, ())) <= _NAMED_AT_MOST:
             named.update(by_name[w])  # a bare name held by many files (__init__.py) names none
     return named
+
+
+_EXTENSION_GLOB = re.compile(r"^(?:\*\*/)?\*\.[A-Za-z0-9]+$")
+
+
+def profile_fit(index: ProjectIndex, globs: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """The files an agent type's ``globs`` match -> (factor, addend) of their scores.
+
+    A glob naming a place or a file (``**/auth*``, ``go.mod``, ``docs/**``) lifts what it
+    matches: x1.3 + 0.5. A glob naming a language by extension (``**/*.py``) only scales, and
+    as much as the code base is in that language: x(1 + 0.3 fit), fit the share of its source
+    files the glob matches counted from a half (below a half: 0, all: 1). A Python specialist
+    keeps its preference in a Python project and has none in a Go project holding a few
+    Python scripts (measured: bench/context_quality.py, "foreign specialist").
+    """
+    def make() -> dict[str, tuple[float, float]]:
+        places = tuple(g for g in globs if not _EXTENSION_GLOB.match(g))
+        languages = tuple(g for g in globs if _EXTENSION_GLOB.match(g))
+        out: dict[str, tuple[float, float]] = {}
+        if languages:
+            matched = index.matching(languages)
+            sources = [p for p, f in index.files.items() if f.kind == "source"]
+            share = sum(p in matched for p in sources) / len(sources) if sources else 0.0
+            fit = max(0.0, 2 * share - 1)
+            if fit:
+                out.update(dict.fromkeys(matched, (1 + 0.3 * fit, 0.0)))
+        if places:
+            out.update(dict.fromkeys(index.matching(places), (1.3, 0.5)))
+        return out
+    return index.memo(("profile_fit", globs), make)
 
 
 def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0) -> dict[str, float]:
@@ -194,6 +234,13 @@ def rank(
     """(score, path, named) for the text files with any relevance, best first (the best
     ``limit`` of them when given)."""
     terms = tokenize(signals.task) + [k.lower() for k in signals.keywords]
+    seen_recent: set[str] = set()
+
+    def recent_seen(path: str) -> bool:  # each file lifted once, by its newest commit
+        if path in seen_recent:
+            return True
+        seen_recent.add(path)
+        return False
     if weights.title:
         title = signals.task.strip().split("\n", 1)[0]
         terms += tokenize(title) * int(weights.title)
@@ -235,6 +282,13 @@ def rank(
                     if files[other].kind == "source":
                         bonus = weights.imports * best * share / max(1, len(near)) ** 0.5
                         scores[other] = get(other, 0.0) + bonus * churn.get(other, 1.0)
+    # files of the newest commits (what changed lately is likely to change again)
+    if weights.recent and signals.recent:
+        for age, changed in enumerate(signals.recent[:weights.recent_span]):
+            factor = 1 + weights.recent / (1 + age * 10 / weights.recent_span)
+            for path in changed:
+                if path in scores and not recent_seen(path):
+                    scores[path] *= factor
     # components the task names: its "scope:" prefix, and stems spelled out as phrases
     for weight, paths in ((weights.scope, task_scope(signals.task, index) if weights.scope else ()),
                           (weights.phrase, task_phrases(signals.task, index) if weights.phrase else ())):
@@ -243,6 +297,8 @@ def rank(
             if entry.binary:
                 continue
             scores[path] = scores[path] * (1 + weight) if path in scores else 0.01 * weight
+    if weights.rerank:
+        _rerank_by_definitions(index, scores, terms, weights.rerank, weights.rerank_top)
     if weights.prior and index.churn:
         _fill_with_prior(index, scores, signals.prefer_kind or "source", weights.prior_enough, weights.prior_min)
     if signals.prefer_kind == "test":
@@ -255,8 +311,9 @@ def rank(
         if path in files and not files[path].binary:
             scores[path] = get(path, 0.0) + 3.0
     if signals.globs:
-        for path in index.matching(signals.globs).intersection(scores):
-            scores[path] = scores[path] * 1.3 + 0.5
+        for path, (factor, addend) in profile_fit(index, signals.globs).items():
+            if path in scores:
+                scores[path] = scores[path] * factor + addend
     named = named_in(signals.task, index)
     for path in named:
         if not files[path].binary:
@@ -275,6 +332,31 @@ def rank(
         chosen = heapq.nsmallest(need, group) if need is not None and need < len(group) else sorted(group)
         out.extend((-neg, path, False) for neg, path in chosen)
     return out
+
+
+def _definition_words(index: ProjectIndex, path: str) -> frozenset[str]:
+    """The words of the names ``path`` defines and of its path (split like the task's words),
+    made once per index generation (one table, filled as files are asked about)."""
+    table: dict[str, frozenset[str]] = index.memo("defwords", dict)
+    words = table.get(path)
+    if words is None:
+        entry = index.files[path]
+        words = table[path] = frozenset(tokenize(" ".join(entry.defines))) | frozenset(entry.path_terms)
+    return words
+
+
+def _rerank_by_definitions(index: ProjectIndex, scores: dict[str, float], terms: list[str],
+                           weight: float, top: int) -> None:
+    """Raise, among the best ``top``, the files whose defined names (and path) hold the task's
+    words: a change is usually made where the thing it is about is defined."""
+    wanted = {t: index.idf(t) for t in set(terms) if t in index.df}
+    total = sum(wanted.values())
+    if not total:
+        return
+    for path, score in heapq.nlargest(top, scores.items(), key=lambda kv: kv[1]):
+        words = _definition_words(index, path)
+        share = sum(idf for t, idf in wanted.items() if t in words) / total
+        scores[path] = score * (1 + weight * share)
 
 
 def _churn_factors(index: ProjectIndex, weight: float) -> dict[str, float]:
@@ -339,3 +421,52 @@ def _tests_of_top_modules(index: ProjectIndex, scores: dict[str, float]) -> None
 
 def _imports_of(index: ProjectIndex, path: str, imported_by: dict[str, set[str]]) -> set[str]:
     return {target for target, importers in imported_by.items() if path in importers}
+
+
+def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: set[str]) -> dict[str, str]:
+    """Why each of ``ranked`` (best first) is there, in a few words: named by the task, named
+    by an earlier result of the issue, defines an identifier the task names, the task's words
+    it holds (rarest first), changed together with a better-ranked file, an uncommitted change,
+    the agent type's preferences; else its kind and how often it changed."""
+    files = index.files
+    terms = set(tokenize(signals.task))
+    idents = task_identifiers(signals.task)
+    named = named_in(signals.task, index)
+    liked = profile_fit(index, signals.globs) if signals.globs else {}
+    out: dict[str, str] = {}
+    above: list[str] = []
+    common = max(2, len(files) // 4)  # words in more files than this say little
+    for path in ranked:
+        entry = files.get(path)
+        if entry is None:
+            continue
+        parts = []
+        if path in named:
+            parts.append("named by the task")
+        if path in earlier:
+            parts.append("an earlier result named it")
+        elif path in signals.mentioned:
+            parts.append("a commit or event of the issue named it")
+        defined = [d for d in entry.defines if d in idents][:3]
+        if defined:
+            parts.append("defines " + ", ".join(defined))
+        words = sorted((w for w in terms.intersection(entry.terms).union(terms.intersection(entry.path_terms))
+                        if index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:5]
+        if words:
+            parts.append("matched words: " + ", ".join(words))
+        together, changes = index.cochange.get(path), index.churn.get(path, 0)
+        if together and changes:
+            # changed together at least twice, in at least a quarter of this file's commits
+            mates = [p for p in above if together.get(p, 0) >= max(2, changes / 4)][:2]
+            if mates:
+                parts.append("changed with " + ", ".join(mates))
+        if path in signals.uncommitted:
+            parts.append("uncommitted change")
+        if path in liked:
+            parts.append("fits the agent type's preferences")
+        if not parts:
+            changes = index.churn.get(path, 0)
+            parts.append(f"{entry.kind} file changed in {changes} commits" if changes else f"{entry.kind} file")
+        out[path] = "; ".join(parts)
+        above.append(path)
+    return out

@@ -248,7 +248,7 @@ def test_git_state_is_asked_once_per_generation_and_follows_staging(tmp_path, mo
     engine.refresh()
     calls = []
     real = engine_module.git_context
-    monkeypatch.setattr(engine_module, "git_context", lambda r: calls.append(r) or real(r))
+    monkeypatch.setattr(engine_module, "git_context", lambda r, **kw: calls.append(r) or real(r, **kw))
     small = engine.build("i", "python-specialist", "jwt", 1500, [], Signals())
     assert small["truncated"] and len(small["context"]["git_context"]["recent_commits"]) < 10
     full = engine.build("i", "python-specialist", "jwt", 262144, [], Signals())

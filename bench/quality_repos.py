@@ -1,0 +1,56 @@
+"""The repositories bench/context_quality.py measures, pinned (see bench/README.md).
+
+Each is a public GitHub repository at a fixed commit; the cases are commits among the newest
+``--scan`` non-merge commits before it. ``final``: the held-out third, scored once at the end,
+never used to choose a weight or a feature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["QualityRepo", "REPOS"]
+
+
+@dataclass(frozen=True)
+class QualityRepo:
+    name: str
+    github: str  # owner/name
+    head: str  # the commit the history is read back from
+    language: str
+    shape: str
+    final: bool = False
+
+    @property
+    def specialist(self) -> str | None:
+        """The built-in agent type for the repository's language, if there is one."""
+        return {"python": "python-specialist", "go": "go-specialist", "rust": "rust-specialist"}.get(self.language)
+
+    @property
+    def foreign(self) -> str:
+        """A specialist for a language the repository barely has."""
+        return "go-specialist" if self.language == "python" else "python-specialist"
+
+
+REPOS = [
+    QualityRepo("flask", "pallets/flask", "2ac89889f4cc330eabd50f295dcef02828522c69", "python", "web framework, src layout"),
+    QualityRepo("starlette", "encode/starlette", "cb8f84f5284dc301ca7a31eb732b9e140769dd48", "python", "small ASGI library"),
+    QualityRepo("viper", "spf13/viper", "528f7416c4b56a4948673984b190bf8713f0c3c4", "go", "small config library"),
+    QualityRepo("chi", "go-chi/chi", "735ae2b87f8c733d616e809ae86e0985c1bc3350", "go", "small router, middleware folder"),
+    QualityRepo("prometheus", "prometheus/prometheus", "d15adb9ad7e5d9fbde3a9a8f30200593a5a14d86", "go",
+                "large server, generated code, web UI (TypeScript)"),
+    QualityRepo("axum", "tokio-rs/axum", "3d78036dcac289d6c1d54934708acb6a5bd73686", "rust", "cargo workspace, examples"),
+    QualityRepo("jsoup", "jhy/jsoup", "46b620860af930eedc193a705eaf7cea5aec89a6", "java", "Java library, deep packages"),
+    QualityRepo("sinatra", "sinatra/sinatra", "cb22afd7902b566b6eaba6c4ea89739494a65d12", "ruby", "Ruby framework + contrib gems"),
+    QualityRepo("jq", "jqlang/jq", "579e6f76cffd7643ba4002a2c3618a5ea710589a", "c", "C program, generated parser, vendored libs"),
+    QualityRepo("redis", "redis/redis", "4f8cdc2a1ea53e42955af758aabffee67cb455dd", "c", "large C server, modules, deps"),
+    QualityRepo("trpc", "trpc/trpc", "340811ba5320637fbaf48fccf3dbfdd258bd34db", "typescript", "TypeScript monorepo (packages/*)"),
+    QualityRepo("guzzle", "guzzle/guzzle", "2779e868a00289e1b1fd854af030c43a06f4bcb4", "php", "PHP library"),
+    # the final check: looked at once, at the end
+    QualityRepo("requests", "psf/requests", "1f6589ec3a1ee910f9a65cc3ceac60b26677bc0e", "python", "small library", final=True),
+    QualityRepo("logrus", "sirupsen/logrus", "87434bb3a736e2a27d34df66924471714f408d3d", "go", "small flat library", final=True),
+    QualityRepo("koa", "koajs/koa", "e0ba8ef39d27fe5dae5492f9fe753d155124f994", "javascript", "small JS framework", final=True),
+    QualityRepo("clap", "clap-rs/clap", "6982fb1c98c7247e38a6d4f04191b94e30497e7b", "rust", "cargo workspace, derive macros", final=True),
+    QualityRepo("gson", "google/gson", "9835b6f90192f79cdf5300c528fc6212455fb6c1", "java", "Java library, maven modules", final=True),
+    QualityRepo("rack", "rack/rack", "8bf4eb078498edc9105fb04add80d89c5340e60b", "ruby", "Ruby library", final=True),
+]

@@ -1,0 +1,106 @@
+"""The shape of a context answer: the budget spread over the best files, the rest listed, reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from orchestra.actors.context.engine import ContextEngine, windows
+from orchestra.actors.context.ranking import Signals
+
+
+def big_module(name: str, marker: str, lines: int = 4000) -> str:
+    body = [f"# module {name}"]
+    for i in range(lines):
+        body.append(f"value_{i} = compute(\"{name} filler line {i}\")")
+        if i == lines // 2:
+            body.append(f"def handle_{marker}(request):\n    return '{marker} widget retry'")
+    return "\n".join(body) + "\n"
+
+
+def make_large_repo(root: Path) -> Path:
+    """Twelve large sources that all match the task, and small unrelated ones."""
+    for i in range(12):
+        path = root / "pkg" / f"mod{i:02d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(big_module(f"mod{i:02d}", "widget_retry" if i == 0 else f"other{i}"))
+    for i in range(30):
+        (root / "pkg" / f"small{i:02d}.py").write_text(f"def helper_{i}():\n    return 'widget {i}'\n")
+    (root / "README.md").write_text("Widgets.\n")
+    return root
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> ContextEngine:
+    engine = ContextEngine(make_large_repo(tmp_path), scan_in_child=False)
+    engine.refresh()
+    return engine
+
+
+def test_the_budget_is_spread_so_that_the_top_files_all_get_a_look(engine):
+    body = engine.build("i-1", "bench", "widget retry fails in handle_widget_retry", 200_000, [], Signals())
+    files = body["context"]["relevant_files"]
+    inlined = [f for f in files if f["inlined"]]
+    # each large module is ~170 KB: before, the first took most of the answer
+    assert len(inlined) >= 10
+    largest = max(len(f["content"].encode()) for f in inlined[:10])
+    assert largest <= 200_000 // 8
+    first = files[0]
+    assert first["path"] == "pkg/mod00.py" and first["excerpt"] is True
+    # the window around the definition the task names is in the excerpt
+    assert "def handle_widget_retry(request):" in first["content"]
+    assert len(orjson.dumps(body)) <= 200_000 and body["total_size_bytes"] == len(orjson.dumps(body))
+
+
+@pytest.mark.parametrize("budget", [4000, 8000, 12_000])
+def test_files_the_budget_cannot_hold_are_listed_in_rank_order_after_the_inlined(engine, budget):
+    body = engine.build("i-2", "bench", "widget retry", budget, [], Signals())
+    files = body["context"]["relevant_files"]
+    flags = [f["inlined"] for f in files]
+    assert flags == sorted(flags, reverse=True)  # inlined first, then listed
+    listed = [f for f in files if not f["inlined"]]
+    assert listed, "the budget holds the content of only some of the matches"
+    assert all(f["content"] == "" for f in listed)
+    assert [f["relevance"] for f in listed] == sorted((f["relevance"] for f in listed), reverse=True)
+    assert body["truncated"] is True and "ranked_files_listed" in body["truncation_strategy"]
+    assert body["file_count"] == len(files) and body["inlined_count"] == len(files) - len(listed)
+    encoded = orjson.dumps(body)
+    assert len(encoded) <= budget and body["total_size_bytes"] == len(encoded)
+
+
+def test_every_listed_file_says_why_it_is_there(tmp_path):
+    root = make_large_repo(tmp_path)
+    (root / "pkg" / "notes_reader.py").write_text("def read_notes():\n    return open('x')\n")
+    engine = ContextEngine(root, scan_in_child=False)
+    engine.refresh()
+    previous = [{"id": "r", "result": {"status": "success", "touched": ["pkg/small03.py"]}}]
+    body = engine.build("i-3", "bench", "pkg/notes_reader.py: widget retry in handle_widget_retry",
+                        200_000, previous, Signals())
+    reasons = {f["path"]: f["reason"] for f in body["context"]["relevant_files"]}
+    assert all(reasons.values())
+    assert "named by the task" in reasons["pkg/notes_reader.py"]
+    assert "defines handle_widget_retry" in reasons["pkg/mod00.py"]
+    assert "matched words: " in reasons["pkg/mod00.py"] and "widget" in reasons["pkg/mod00.py"]
+    assert "an earlier result named it" in reasons["pkg/small03.py"]
+
+
+def test_a_small_file_is_inlined_whole_and_leaves_its_share_to_the_others(tmp_path):
+    root = tmp_path
+    (root / "a.py").write_text("def widget():\n    pass\n")
+    (root / "b.py").write_text(big_module("b", "widget_b", 3000))
+    engine = ContextEngine(root, scan_in_child=False)
+    engine.refresh()
+    body = engine.build("i-4", "bench", "widget", 60_000, [], Signals())
+    by_path = {f["path"]: f for f in body["context"]["relevant_files"]}
+    assert by_path["a.py"]["content"] == "def widget():\n    pass\n" and by_path["a.py"]["excerpt"] is False
+    assert by_path["b.py"]["inlined"] and by_path["b.py"]["excerpt"]
+    assert len(by_path["b.py"]["content"].encode()) > 30_000  # above an equal half: what a.py left
+
+
+def test_windows_keep_the_best_matches_in_file_order():
+    text = "\n".join(["import os"] + [f"line {i} common" for i in range(200)] + ["def rare_name():", "    pass"]
+                     + [f"tail {i} common" for i in range(200)])
+    out = windows(text, {"common", "rare"}, 600, {"common": 0.1, "rare": 5.0}, {"rare_name"})
+    assert "def rare_name():" in out and len(out.encode()) <= 600
+    assert out.startswith("... lines ")
