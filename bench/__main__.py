@@ -91,7 +91,7 @@ class Run:
         self.console.log(what)
 
     def add(self, *args: object, **kwargs: object) -> None:
-        self.rows.append(Row(*args, **kwargs))  # type: ignore[arg-type]
+        self.rows.append(Row(*args, **kwargs))
 
     # -- 1. the seed's three benchmarks --
 
@@ -197,14 +197,21 @@ class Run:
                                                      None, secs, conns, self.pinning)
             base_post = await trio.to_thread.run_sync(httpload.requests_per_second, b.port, "POST", "/api/results",
                                                       None, secs, conns, self.pinning, GET_BODY)
+        cpu, t = s.cpu_seconds(), time.perf_counter()
         ours_get = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "GET", f"/api/results/{rid}",
                                                  tok, secs, conns, self.pinning)
+        get_cpu = (s.cpu_seconds() - cpu) / (ours_get * (time.perf_counter() - t))
+        cpu, t = s.cpu_seconds(), time.perf_counter()
         ours_post = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "POST", "/api/results",
                                                   tok, secs, conns, self.pinning, GET_BODY)
+        post_cpu = (s.cpu_seconds() - cpu) / (ours_post * (time.perf_counter() - t))
         self.add(sec, "http_get", "GET /api/results/{id}, requests/s", ours_get, "/s", base_get, "bare h11",
                  goal=">= 75% of bare h11", met=ours_get >= 0.75 * base_get)
         self.add(sec, "http_post", "POST /api/results (durable), requests/s", ours_post, "/s", base_post,
                  "bare h11, no store")
+        self.add(sec, "http_get_cpu", "GET: server CPU per request", get_cpu, "us",
+                 note="CPU over the wrk run / requests answered (approximate: includes connection set-up)")
+        self.add(sec, "http_post_cpu", "POST: server CPU per request", post_cpu, "us")
 
     # -- 4. durable writes --
 
@@ -213,16 +220,21 @@ class Run:
         self.step("SQLite's own commit rate, then orchestra single and batched")
         bare = json_run([PY, "-m", "bench.sqlite_commit", str(self.p.sqlite_seconds), "NORMAL"], self.pinning)
         with orchestra(self.tmp / "w1", self.pinning) as s:
-            single = await wsload.results_per_second(s.port, 119, self.p.writes_single)
+            single, single_cpu = await wsload.results_per_second(s, 119, self.p.writes_single)
         with orchestra(self.tmp / "w20", self.pinning) as s:
-            batched = await wsload.results_per_second(s.port, 119, self.p.writes_batch, batch=20)
-        self.add(sec, "writes_single", "result.store, results/s", single, "/s", float(bare["group_119"]),  # type: ignore[arg-type]
+            batched, batched_cpu = await wsload.results_per_second(s, 119, self.p.writes_batch, batch=20)
+        self.add(sec, "writes_single", "result.store, results/s", single, "/s", float(bare["group_119"]),
                  "bare SQLite, 119 rows a commit", goal=">= 10,000/s", met=single >= 10_000)
         self.add(sec, "writes_batch", "result.store_batch of 20, results/s", batched, "/s",
-                 float(bare["group_2380"]), "bare SQLite, 2,380 rows a commit",  # type: ignore[arg-type]
+                 float(bare["group_2380"]), "bare SQLite, 2,380 rows a commit",
                  goal=">= 50,000/s", met=batched >= 50_000)
-        self.add(sec, "sqlite_single", "  (bare SQLite, one row a commit)", float(bare["single"]), "/s",  # type: ignore[arg-type]
-                 note="WAL, synchronous=NORMAL, the store's schema")
+        self.add(sec, "writes_single_cpu", "result.store: server CPU per result", single_cpu, "us",
+                 1 / float(bare["group_119"]), "bare SQLite, 119 rows a commit",
+                 note="CPU seconds from /proc over the run, incl. opening 119 connections")
+        self.add(sec, "writes_batch_cpu", "result.store_batch of 20: server CPU per result", batched_cpu, "us",
+                 1 / float(bare["group_2380"]), "bare SQLite, 2,380 rows a commit")
+        self.add(sec, "sqlite_single", "  (bare SQLite, one row a commit)", float(bare["single"]), "/s",
+                 note="WAL, synchronous=NORMAL, the store's schema; bare SQLite's CPU per row is 1 / its rate")
 
     # -- 5. retained events; 6. context growth --
 
@@ -285,13 +297,13 @@ class Run:
                 self.skipped.append(f"{which}: {fig['skipped']}")
                 continue
             name = str(fig["server"])
-            self.add(sec, f"{which}_pubsub_p50", f"{name} pub/sub publish -> deliver p50", float(fig["pubsub_p50"]), "s")  # type: ignore[arg-type]
+            self.add(sec, f"{which}_pubsub_p50", f"{name} pub/sub publish -> deliver p50", float(fig["pubsub_p50"]), "s")
             if "streams_p50" in fig:
                 self.add(sec, f"{which}_streams_p50", f"{name} Streams XADD -> blocked XREAD p50",
-                         float(fig["streams_p50"]), "s")  # type: ignore[arg-type]
+                         float(fig["streams_p50"]), "s")
             cpu = fig.get("fanout_cpu_per_delivery")
-            self.add(sec, f"{which}_fanout", f"{name} fan-out to 119, deliveries/s", float(fig["fanout_per_s"]), "/s",  # type: ignore[arg-type]
-                     note=f"server CPU {float(cpu) * 1e6:.2f} µs per delivery" if cpu else "",  # type: ignore[arg-type]
+            self.add(sec, f"{which}_fanout", f"{name} fan-out to 119, deliveries/s", float(fig["fanout_per_s"]), "/s",
+                     note=f"server CPU {float(cpu) * 1e6:.2f} µs per delivery" if cpu else "",
                      )
             if which == "redis":
                 self.rows[-1].note += "; bounded by the Python client here"

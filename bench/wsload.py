@@ -171,9 +171,12 @@ async def connected_rss(server: Server, agents: int) -> float:
     return value
 
 
-async def results_per_second(port: int, writers: int, per_writer: int, batch: int = 1, window: int = 8) -> float:
+async def results_per_second(server: Server, writers: int, per_writer: int, batch: int = 1,
+                             window: int = 8) -> tuple[float, float]:
     """Durable results/s: ``writers`` connections, each keeping ``window`` requests in flight;
-    ``batch`` results per request; every answer is an acknowledgement after commit."""
+    ``batch`` results per request; every answer is an acknowledgement after commit. Also the
+    server's CPU seconds per result (the connections' opening included)."""
+    port = server.port
     async def writer(i: int) -> None:
         async with ws_open(port, token(sub=f"w{i}")) as ws:
             result = {"agent_id": f"w{i}", "agent_type": "python-specialist",
@@ -192,11 +195,13 @@ async def results_per_second(port: int, writers: int, per_writer: int, batch: in
                     raise RuntimeError(f"write refused: {m}")
                 recv += 1
 
+    cpu = server.cpu_seconds()
     t = time.perf_counter()
     async with trio.open_nursery() as n:
         for i in range(writers):
             n.start_soon(writer, i)
-    return writers * (per_writer // batch) * batch / (time.perf_counter() - t)
+    total = writers * (per_writer // batch) * batch
+    return total / (time.perf_counter() - t), (server.cpu_seconds() - cpu) / total
 
 
 async def retained_rss(server: Server, total: int, marks: list[int], size: int = 10) -> tuple[list[tuple[int, float]], int]:
