@@ -6,7 +6,7 @@ py := venv / "bin/python"
 # create the venv and install the project with its dev tools
 install:
     python3 -m venv {{venv}}
-    {{venv}}/bin/pip install -q -e '.[dev]'
+    {{venv}}/bin/pip install -q -e '.[dev,bench]'
 
 # run the whole test suite (opt-in soaks: just test -m soak)
 test *ARGS:
@@ -24,7 +24,9 @@ demo *ARGS:
 dashboard *ARGS:
     {{venv}}/bin/orchestra dashboard {{ARGS}}
 
-# benchmarks: each figure next to the bare limit measured in the same run
+# benchmarks: every figure next to the bare limit measured in the same run, one table, JSON and
+# a plot under bench/results/ (--quick: the small profile; --readme: rewrite bench/README.md's table)
+# (the reference clients and the plot need the bench extra: just install brings it)
 bench *ARGS:
     {{py}} -m bench {{ARGS}}
 

@@ -1,314 +1,376 @@
-"""``python -m bench``: Orchestra's hot paths against bare baselines, in one run.
+"""``python -m bench``: every hot path of Orchestra next to the bare limit that bounds it, in one run.
 
-Every server (Orchestra and each baseline) runs in its own process; the clients run here.
-Figures are medians of the run; ratios are Orchestra / baseline, so compare them with the goals
-in DEVELOPERS.md, not the absolute numbers (the machine is shared and noisy).
+Every server (Orchestra and each baseline) is started here, in its own process, pinned to one
+core; the load generator (this process, wrk, the client processes) runs on the other. One table
+comes out, with each ratio and goal; a JSON record and a growth plot go to ``--results``
+(default ``bench/results/``); ``--readme`` also writes the table into ``bench/README.md``.
+``--quick`` is the small profile the test suite runs: every figure, few iterations.
+
+Ratios are Orchestra / baseline in the same run on the same machine: compare those, not the
+absolute figures (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import trio
-import trio_websocket
 from rich.console import Console
-from rich.table import Table
 
-PY = sys.executable
+from . import httpload, report, seed_events, seed_load, shell_client, wsload
+from .context_speed import generate
+from .procs import PY, Pinning, Server, baseline, orchestra, pct, token
+from .report import Row
 
-
-@contextmanager
-def process(args: list[str], env: dict[str, str] | None = None):
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         env={**os.environ, **(env or {})})
-    try:
-        line = p.stdout.readline()
-        if not line.startswith("listening on"):
-            raise RuntimeError(f"{args} did not start: {line!r}")
-        yield p, int(line.rsplit(":", 1)[1])
-    finally:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+HERE = Path(__file__).parent
 
 
-@contextmanager
-def orchestra(data_dir: Path):
-    env = {"ORCHESTRA_DATA_DIR": str(data_dir), "ORCHESTRA_JWT_SECRET": "bench-secret-bench-secret-bench-secret"}
-    with process([PY, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
-                  "serve", "--port", "0", "--no-rate-limits", "--log-level", "WARNING"], env) as (p, port):
-        yield p, port
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ping: int = 3000
+    latency: int = 1500
+    fanout_events: int = 200
+    fanout_growth: tuple[tuple[int, int], ...] = ((10, 2000), (119, 200), (1000, 40))
+    idle: tuple[int, ...] = (119, 1000, 5000)
+    idle_pings: int = 2000
+    writes_single: int = 150
+    writes_batch: int = 1000
+    http_seconds: float = 8
+    http_connections: int = 64
+    retained: tuple[int, ...] = (25_000, 50_000, 100_000)
+    context_files: tuple[int, ...] = (1000, 5000, 20_000)
+    context_queries: int = 50
+    seed_count: int = 100
+    seed_repo_files: int = 1000
+    shell_runs: int = 20
+    sqlite_seconds: float = 2
+    broker_events: int = 400
 
 
-def token(project: str = "bench", agent_type: str = "python-specialist", sub: str = "bench", admin: bool = False) -> str:
-    import jwt
-    claims = {"sub": sub, "agent_type": agent_type, "project_id": project, "exp": int(time.time()) + 3600}
-    if admin:
-        claims["permissions"] = ["admin", "read_context", "write_results", "publish_events"]
-    return jwt.encode(claims, "bench-secret-bench-secret-bench-secret", algorithm="HS256")
+FULL = Profile("full")
+QUICK = Profile("quick", ping=300, latency=200, fanout_events=20, fanout_growth=((10, 40), (119, 20), (200, 10)),
+                idle=(20, 50, 100), idle_pings=200, writes_single=10, writes_batch=40, http_seconds=1,
+                http_connections=16, retained=(1000, 2000, 3000), context_files=(100, 200, 400),
+                context_queries=10, seed_count=30, seed_repo_files=100, shell_runs=2, sqlite_seconds=0.3,
+                broker_events=20)
+
+GET_BODY = b'{"agent_id":"a","agent_type":"python-specialist","issue_id":"i","result":{"status":"success","n":1}}'
 
 
-def ws_open(port: int, tok: str | None = None):
-    headers = [("authorization", f"Bearer {tok}")] if tok else []
-    return trio_websocket.open_websocket("127.0.0.1", port, "/ws", use_ssl=False, extra_headers=headers,
-                                         message_queue_size=1024)
+def json_run(args: list[str], pinning: Pinning, timeout: float = 900) -> Any:
+    """The JSON a bench script printed last (it runs on the servers' cores)."""
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=timeout,
+                         preexec_fn=pinning.server_preexec())
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def pct(data: list[float], p: float) -> float:
-    data = sorted(data)
-    return data[min(len(data) - 1, int(p * len(data)))]
+class Run:
+    def __init__(self, profile: Profile, pinning: Pinning, tmp: Path, console: Console) -> None:
+        self.p = profile
+        self.pinning = pinning
+        self.tmp = tmp
+        self.console = console
+        self.rows: list[Row] = []
+        self.growth: dict[str, list[list[float]]] = {}
+        self.skipped: list[str] = []
 
+    def step(self, what: str) -> None:
+        self.console.log(what)
 
-# -- ping round trip --
+    def add(self, *args: object, **kwargs: object) -> None:
+        self.rows.append(Row(*args, **kwargs))
 
-async def ping_rtt(port: int, tok: str | None, n: int) -> list[float]:
-    msg = '{"id":1,"op":"ping"}'
-    async with ws_open(port, tok) as ws:
-        for _ in range(200):
-            await ws.send_message(msg)
-            await ws.get_message()
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            await ws.send_message(msg)
-            await ws.get_message()
-            out.append(time.perf_counter() - t)
-    return out
+    # -- 1. the seed's three benchmarks --
 
+    async def seeds(self) -> None:
+        self.step("seed benchmarks (context, events, 119-agent load)")
+        repo = self.tmp / "seed-repo"
+        generate(repo, self.p.seed_repo_files)
+        sec = "1. seed benchmarks (targets with a 5x margin)"
+        with orchestra(self.tmp / "seed", self.pinning, "--project", f"bench={repo}") as s:
+            for transport, fn in (("HTTP", seed_load.http_context), ("WS", seed_load.ws_context)):
+                data = await fn(s.port, self.p.seed_count)
+                p99 = pct(data, 0.99)
+                self.add(sec, f"seed_context_{transport.lower()}_p99",
+                         f"context injection, {len(data)} consecutive, p99 ({transport})", p99, "s",
+                         goal="p99 < 20 ms (seed 100 ms / 5)", met=p99 < seed_load.SEED_CONTEXT_P99 / 5,
+                         note=f"p50 {pct(data, 0.5) * 1e3:.1f} ms, p95 {pct(data, 0.95) * 1e3:.1f} ms")
+            for transport, fn in (("HTTP", seed_events.http_publishes), ("WS", seed_events.ws_publishes)):
+                data = await fn(s.port, self.p.seed_count)
+                p99 = pct(data, 0.99)
+                self.add(sec, f"seed_events_{transport.lower()}_p99",
+                         f"event publish (durable), {len(data)} consecutive, p99 ({transport})", p99, "s",
+                         goal="p99 < 10 ms (seed 50 ms / 5)", met=p99 < seed_events.SEED_P99 / 5,
+                         note=f"p50 {pct(data, 0.5) * 1e3:.2f} ms, p95 {pct(data, 0.95) * 1e3:.2f} ms")
+            for transport in ("http", "ws"):
+                share, seconds = await seed_load.fleet(s.port, transport)
+                self.add(sec, f"seed_load_{transport}", f"119 agents at once: context, work, result, event "
+                         f"({transport.upper()}, {seconds:.2f} s)", share, "%",
+                         goal=">= 99% succeed (seed 95%, 5x fewer failures)", met=share >= 0.99)
 
-# -- publish -> deliver --
+    # -- 2. WebSocket: ping, publish -> deliver, fan-out; 5. RSS with 119 agents; 6. growth --
 
-async def relay_latency(port: int, n: int) -> list[float]:
-    async with ws_open(port) as pub, ws_open(port) as sub:
-        await trio.sleep(0.1)
-        out = []
-        for i in range(n + 100):
-            t = time.perf_counter()
-            await pub.send_message(orjson.dumps({"op": "event.publish", "event_type": "x", "data": {"i": i}}).decode())
-            await sub.get_message()
-            if i >= 100:
-                out.append(time.perf_counter() - t)
-    return out
+    async def websocket(self) -> None:
+        sec = "2. WebSocket against bare trio-websocket"
+        self.step("ping: bare echo, then orchestra")
+        with baseline("echo", self.pinning) as b:
+            base = await wsload.ping_rtt(b.port, None, self.p.ping)
+        with orchestra(self.tmp / "ws", self.pinning) as s, baseline("relay", self.pinning) as relay, \
+                baseline("broadcast", self.pinning) as broadcast:
+            self.step("RSS with 119 agents connected")
+            rss = await wsload.connected_rss(s, 119)
+            ours = await wsload.ping_rtt(s.port, token(), self.p.ping)
+            med_o, med_b = statistics.median(ours), statistics.median(base)
+            self.add(sec, "ping_p50", "ping round trip p50", med_o, "s", med_b, "bare echo",
+                     goal="<= 1.1x echo", met=med_o <= 1.1 * med_b)
+            self.add(sec, "ping_p99", "ping round trip p99", pct(ours, 0.99), "s", pct(base, 0.99), "bare echo")
 
+            self.step("publish -> deliver: bare relay, then orchestra (durable)")
+            base = await wsload.publish_deliver(relay.port, False, self.p.latency)
+            ours = await wsload.publish_deliver(s.port, True, self.p.latency)
+            med_o, med_b = statistics.median(ours), statistics.median(base)
+            self.add(sec, "deliver_p50", "publish -> deliver p50 (durable)", med_o, "s", med_b, "bare relay",
+                     goal="<= 1.5x relay", met=med_o <= 1.5 * med_b)
+            self.add(sec, "deliver_p99", "publish -> deliver p99 (durable)", pct(ours, 0.99), "s",
+                     pct(base, 0.99), "bare relay")
 
-async def orchestra_latency(port: int, n: int) -> list[float]:
-    async with ws_open(port, token(sub="pub")) as pub, ws_open(port, token(sub="sub")) as sub:
-        await sub.send_message('{"id":1,"op":"event.subscribe","event_types":["lat"]}')
-        await sub.get_message()
-        out = []
-        for i in range(n + 100):
-            t = time.perf_counter()
-            await pub.send_message(orjson.dumps({"id": i, "op": "event.publish", "event_type": "lat", "data": {"i": i}}).decode())
-            while True:
-                m = orjson.loads(await sub.get_message())
-                if m.get("op") == "event":
-                    break
-            if i >= 100:
-                out.append(time.perf_counter() - t)
-            await pub.get_message()  # the publish ack
-    return out
-
-
-# -- fan-out --
-
-async def fanout(port: int, subscribers: int, events: int, orchestra_mode: bool) -> float:
-    ready = trio.Event()
-    done = trio.Event()
-    counts = [0]
-    total = subscribers * events
-    started = [0]
-
-    async def subscriber(i: int) -> None:
-        tok = token(sub=f"s{i}") if orchestra_mode else None
-        async with ws_open(port, tok) as ws:
-            if orchestra_mode:
-                await ws.send_message('{"id":1,"op":"event.subscribe","event_types":["fan"]}')
-                await ws.get_message()
-            started[0] += 1
-            if started[0] == subscribers:
-                ready.set()
-            got = 0
-            while got < events:
-                await ws.get_message()
-                got += 1
-                counts[0] += 1
-            if counts[0] == total:
-                done.set()
-
-    async with trio.open_nursery() as n:
-        for i in range(subscribers):
-            n.start_soon(subscriber, i)
-        await ready.wait()
-        await trio.sleep(0.2)
-        async with ws_open(port, token(sub="pub") if orchestra_mode else None) as pub:
-            t = time.perf_counter()
-            for i in range(events):
-                if orchestra_mode:
-                    await pub.send_message(orjson.dumps({"id": i, "op": "event.publish", "event_type": "fan", "data": {"i": i}}).decode())
+            self.step("fan-out: fair broadcast and sequential relay, then orchestra, at each size")
+            for subs, events in sorted({(119, self.p.fanout_events), *self.p.fanout_growth}):
+                b_rate, b_cpu = await wsload.fanout(broadcast, subs, events, False)
+                ours_rate, ours_cpu = await wsload.fanout(s, subs, events, True, topic=f"fan{subs}")
+                for series, value in (("fanout:orchestra", ours_rate), ("fanout:fair broadcast", b_rate),
+                                      ("fanout_cpu:orchestra", ours_cpu), ("fanout_cpu:fair broadcast", b_cpu)):
+                    self.growth.setdefault(series, []).append([subs, value])
+                if subs == 119:
+                    r_rate, r_cpu = await wsload.fanout(relay, subs, events, False)
+                    self.add(sec, "fanout_119", "fan-out to 119 subscribers, deliveries/s", ours_rate, "/s",
+                             b_rate, "fair broadcast")
+                    self.add(sec, "fanout_119_cpu", "fan-out to 119: server CPU per delivery", ours_cpu, "us",
+                             b_cpu, "fair broadcast", goal="<= fair broadcast", met=ours_cpu <= b_cpu)
+                    self.add(sec, "fanout_119_relay", "  (the old baseline: relay awaiting each in turn)",
+                             ours_rate, "/s", r_rate, "sequential relay", note=f"relay CPU {r_cpu * 1e6:.1f} µs")
                 else:
-                    await pub.send_message(orjson.dumps({"op": "event", "data": {"i": i}}).decode())
-            with trio.fail_after(120):
-                await done.wait()
-            elapsed = time.perf_counter() - t
-    return total / elapsed
+                    self.add("6. growth", f"fanout_{subs}", f"fan-out to {subs}: deliveries/s, CPU per delivery",
+                             ours_rate, "/s", b_rate, "fair broadcast",
+                             note=f"CPU {ours_cpu * 1e6:.1f} µs vs {b_cpu * 1e6:.1f} µs")
 
+            self.add("5. memory", "rss_119", "RSS with 119 agents connected (subscribed to *)", rss, "MB",
+                     goal="< 100 MB", met=rss < 100)
 
-# -- HTTP GET requests/s (client in its own process) --
+            self.step("ping with idle agents connected")
+            for idle in self.p.idle:
+                data = await wsload.idle_ping(s, idle, self.p.idle_pings)
+                self.growth.setdefault("idle_ping:orchestra p99", []).append([idle, pct(data, 0.99)])
+                self.add("6. growth", f"idle_ping_{idle}", f"ping p99 with {idle:,} idle agents connected",
+                         pct(data, 0.99), "s", note=f"p50 {statistics.median(data) * 1e3:.3f} ms; RSS {s.rss_mb():.0f} MB")
 
-async def http_rps(port: int, path: str, tok: str | None, seconds: float, connections: int) -> float:
-    if shutil.which("wrk"):
-        args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"]
-        if tok:
-            args += ["-H", f"Authorization: Bearer {tok}"]
-        out = await trio.run_process(args, capture_stdout=True)
-        for line in out.stdout.decode().splitlines():
-            if line.startswith("Requests/sec:"):
-                return float(line.split()[1])
-        raise RuntimeError(out.stdout.decode())
-    out = await trio.run_process(
-        [PY, "-m", "bench.httpload", str(port), path, tok or "", str(seconds), str(connections)],
-        capture_stdout=True,
-    )
-    return float(out.stdout.decode().strip())
+            await self.http(s)
 
+    # -- 3. HTTP with wrk --
 
-# -- durable results/s from many writers --
-
-async def results_per_second(port: int, writers: int, per_writer: int, batch: int = 1) -> float:
-    """Durable results/s: each writer keeps 8 requests in flight; ``batch`` results per request."""
-    async def writer(i: int) -> None:
-        async with ws_open(port, token(sub=f"w{i}")) as ws:
-            result = {"agent_id": f"w{i}", "agent_type": "python-specialist",
-                      "issue_id": "bench", "result": {"status": "success", "n": 0}}
-            if batch == 1:
-                body = {"op": "result.store", **result}
-            else:
-                body = {"op": "result.store_batch", "results": [result] * batch}
-            requests = per_writer // batch
-            window = 8
-            sent = recv = 0
-            while recv < requests:
-                while sent < requests and sent - recv < window:
-                    body["id"] = sent
-                    await ws.send_message(orjson.dumps(body).decode())
-                    sent += 1
-                m = orjson.loads(await ws.get_message())
-                assert m["ok"], m
-                recv += 1
-
-    t = time.perf_counter()
-    async with trio.open_nursery() as n:
-        for i in range(writers):
-            n.start_soon(writer, i)
-    return writers * per_writer / (time.perf_counter() - t)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-async def connected_rss(p: subprocess.Popen, port: int, agents: int) -> float:
-    async with trio.open_nursery() as n:
-        ready = trio.Event()
-        count = [0]
-        hold = trio.Event()
-
-        async def agent(i: int) -> None:
-            async with ws_open(port, token(sub=f"a{i}")) as ws:
-                await ws.send_message('{"id":1,"op":"event.subscribe","event_types":"*"}')
-                await ws.get_message()
-                count[0] += 1
-                if count[0] == agents:
-                    ready.set()
-                await hold.wait()
-
-        for i in range(agents):
-            n.start_soon(agent, i)
-        await ready.wait()
-        await trio.sleep(0.5)
-        value = rss_mb(p.pid)
-        hold.set()
-    return value
-
-
-async def run(args: argparse.Namespace) -> None:
-    console = Console()
-    table = Table(title="Orchestra vs bare baselines (same run, same machine)")
-    for col in ("figure", "orchestra", "baseline", "ratio", "goal"):
-        table.add_column(col)
-    tmp = Path(tempfile.mkdtemp(prefix="orchestra-bench-"))
-    q = args.quick
-    n = 500 if q else 3000
-
-    with process([PY, "-m", "bench.baselines", "echo"]) as (_, port):
-        base = statistics.median(await ping_rtt(port, None, n))
-    with orchestra(tmp / "ping") as (_, port):
-        ours = statistics.median(await ping_rtt(port, token(), n))
-    table.add_row("ws ping round trip p50", f"{ours*1e3:.3f} ms", f"{base*1e3:.3f} ms (echo)", f"{ours/base:.2f}x", "<= 1.3x")
-
-    with process([PY, "-m", "bench.baselines", "relay"]) as (_, port):
-        base = statistics.median(await relay_latency(port, n // 2))
-    with orchestra(tmp / "lat") as (_, port):
-        ours = statistics.median(await orchestra_latency(port, n // 2))
-    table.add_row("publish->deliver p50 (durable)", f"{ours*1e3:.3f} ms", f"{base*1e3:.3f} ms (relay)", f"{ours/base:.2f}x", "<= 2x")
-
-    events = 50 if q else 200
-    with process([PY, "-m", "bench.baselines", "relay"]) as (_, port):
-        base = await fanout(port, 119, events, False)
-    with orchestra(tmp / "fan") as (_, port):
-        ours = await fanout(port, 119, events, True)
-    table.add_row("fan-out to 119, deliveries/s", f"{ours:,.0f}", f"{base:,.0f} (broadcast)", f"{ours/base:.0%}", ">= 70%")
-
-    seconds = 3 if q else 8
-    with process([PY, "-m", "bench.baselines", "h11"]) as (_, port):
-        base = await http_rps(port, "/api/results/x", None, seconds, 32)
-    with orchestra(tmp / "get") as (_, port):
+    async def http(self, s: Server) -> None:
+        sec = f"3. HTTP at {self.p.http_connections} connections ({httpload.tool()}) against bare h11"
+        if not shutil.which("wrk"):
+            self.skipped.append("wrk: not installed (apt-get install wrk); HTTP load came from a Python client")
+        self.step("HTTP: bare h11, then orchestra")
         tok = token()
-        async with ws_open(port, tok) as ws:
-            await ws.send_message('{"id":1,"op":"result.store","agent_id":"a","agent_type":"python-specialist","issue_id":"i","result":{"status":"success"}}')
+        async with wsload.ws_open(s.port, tok) as ws:
+            await ws.send_message('{"id":1,"op":"result.store","agent_id":"a","agent_type":"python-specialist",'
+                                  '"issue_id":"i","result":{"status":"success"}}')
             rid = orjson.loads(await ws.get_message())["result"]["id"]
-        ours = await http_rps(port, f"/api/results/{rid}", tok, seconds, 32)
-    tool = "wrk" if shutil.which("wrk") else "python client"
-    table.add_row(f"GET /api/results/{{id}} req/s ({tool})", f"{ours:,.0f}", f"{base:,.0f} (bare h11)", f"{ours/base:.0%}", ">= 60%")
+        secs, conns = self.p.http_seconds, self.p.http_connections
+        with baseline("h11", self.pinning) as b:
+            base_get = await trio.to_thread.run_sync(httpload.requests_per_second, b.port, "GET", "/api/results/x",
+                                                     None, secs, conns, self.pinning)
+            base_post = await trio.to_thread.run_sync(httpload.requests_per_second, b.port, "POST", "/api/results",
+                                                      None, secs, conns, self.pinning, GET_BODY)
+        cpu, t = s.cpu_seconds(), time.perf_counter()
+        ours_get = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "GET", f"/api/results/{rid}",
+                                                 tok, secs, conns, self.pinning)
+        get_cpu = (s.cpu_seconds() - cpu) / (ours_get * (time.perf_counter() - t))
+        cpu, t = s.cpu_seconds(), time.perf_counter()
+        ours_post = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "POST", "/api/results",
+                                                  tok, secs, conns, self.pinning, GET_BODY)
+        post_cpu = (s.cpu_seconds() - cpu) / (ours_post * (time.perf_counter() - t))
+        self.add(sec, "http_get", "GET /api/results/{id}, requests/s", ours_get, "/s", base_get, "bare h11",
+                 goal=">= 75% of bare h11", met=ours_get >= 0.75 * base_get)
+        self.add(sec, "http_post", "POST /api/results (durable), requests/s", ours_post, "/s", base_post,
+                 "bare h11, no store")
+        self.add(sec, "http_get_cpu", "GET: server CPU per request", get_cpu, "us",
+                 note="CPU over the wrk run / requests answered (approximate: includes connection set-up)")
+        self.add(sec, "http_post_cpu", "POST: server CPU per request", post_cpu, "us")
 
-    with orchestra(tmp / "write") as (_, port):
-        ours = await results_per_second(port, 119, 30 if q else 150)
-    table.add_row("durable results/s, 119 writers, result.store", f"{ours:,.0f}", "-", "-", ">= 10,000/s")
-    with orchestra(tmp / "write-batch") as (_, port):
-        ours = await results_per_second(port, 119, 200 if q else 1000, batch=20)
-    table.add_row("durable results/s, 119 writers, result.store_batch of 20", f"{ours:,.0f}", "-", "-", ">= 10,000/s")
+    # -- 4. durable writes --
 
-    with orchestra(tmp / "rss") as (p, port):
-        mb = await connected_rss(p, port, 119)
-    table.add_row("RSS with 119 agents connected", f"{mb:.0f} MB", "-", "-", "< 150 MB")
+    async def writes(self) -> None:
+        sec = "4. durable writes from 119 writers (acknowledged after commit)"
+        self.step("SQLite's own commit rate, then orchestra single and batched")
+        bare = json_run([PY, "-m", "bench.sqlite_commit", str(self.p.sqlite_seconds), "NORMAL"], self.pinning)
+        with orchestra(self.tmp / "w1", self.pinning) as s:
+            single, single_cpu = await wsload.results_per_second(s, 119, self.p.writes_single)
+        with orchestra(self.tmp / "w20", self.pinning) as s:
+            batched, batched_cpu = await wsload.results_per_second(s, 119, self.p.writes_batch, batch=20)
+        self.add(sec, "writes_single", "result.store, results/s", single, "/s", float(bare["group_119"]),
+                 "bare SQLite, 119 rows a commit", goal=">= 10,000/s", met=single >= 10_000)
+        self.add(sec, "writes_batch", "result.store_batch of 20, results/s", batched, "/s",
+                 float(bare["group_2380"]), "bare SQLite, 2,380 rows a commit",
+                 goal=">= 50,000/s", met=batched >= 50_000)
+        self.add(sec, "writes_single_cpu", "result.store: server CPU per result", single_cpu, "us",
+                 1 / float(bare["group_119"]), "bare SQLite, 119 rows a commit",
+                 note="CPU seconds from /proc over the run, incl. opening 119 connections")
+        self.add(sec, "writes_batch_cpu", "result.store_batch of 20: server CPU per result", batched_cpu, "us",
+                 1 / float(bare["group_2380"]), "bare SQLite, 2,380 rows a commit")
+        self.add(sec, "sqlite_single", "  (bare SQLite, one row a commit)", float(bare["single"]), "/s",
+                 note="WAL, synchronous=NORMAL, the store's schema; bare SQLite's CPU per row is 1 / its rate")
 
-    console.print(table)
-    if not shutil.which("wrk"):
-        console.print("skipped: wrk (apt-get install wrk) - HTTP load came from a Python client process instead")
-    console.print("skipped: redis-benchmark baseline (not part of this table yet)")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # -- 5. retained events; 6. context growth --
+
+    async def memory(self) -> None:
+        total = max(self.p.retained)
+        self.step(f"RSS with {total:,} retained events")
+        with orchestra(self.tmp / "ret", self.pinning, "--event-retention", str(total + 10),
+                       "--event-retention-bytes", str(1 << 34)) as s:
+            points, encoded = await wsload.retained_rss(s, total, list(self.p.retained))
+        self.growth["retained_rss:orchestra"] = [[n, mb] for n, mb in points]
+        (n0, mb0), (n1, mb1) = points[0], points[-1]
+        per_event = (mb1 - mb0) * 1024 * 1024 / (n1 - n0)
+        self.add("5. memory", "rss_retained", f"RSS with {total:,} retained events", mb1, "MB",
+                 note=f"{mb0:.0f} MB before")
+        self.add("5. memory", "rss_per_event", "RSS per retained event", per_event, "B", float(encoded),
+                 "its encoded size", goal="<= 2x encoded size", met=per_event <= 2 * encoded)
+
+    async def context_growth(self) -> None:
+        sizes = ",".join(str(f) for f in self.p.context_files)
+        self.step(f"context uncached answers on {sizes} files")
+        figures = await trio.to_thread.run_sync(lambda: json_run(
+            [PY, "-m", "bench.growth_context", sizes, str(self.p.context_queries)], self.pinning))
+        for fig in figures:
+            files, p99 = int(fig["files"]), float(fig["p99"])
+            self.growth.setdefault("context:uncached p99", []).append([files, p99])
+            self.add("6. growth", f"context_{files}", f"context uncached p99, {files:,}-file code base", p99, "s",
+                     note=f"p50 {float(fig['p50']) * 1e3:.1f} ms; cold index {float(fig['cold_index']):.1f} s")
+
+    # -- 7. shell client --
+
+    async def shell(self) -> None:
+        self.step("shell client against curl")
+        f = await trio.to_thread.run_sync(shell_client.figures, self.p.shell_runs)
+        agent, curl = f["trip_agent"], f["trip_curl"]
+        assert agent is not None
+        med = statistics.median(agent)
+        base = statistics.median(curl) if curl else None
+        if base is None:
+            self.skipped.append("curl: not installed, the shell client has no ratio")
+        self.add("7. shell client", "shell_get", "orchestra agent get ID, start to exit", med, "s", base, "curl",
+                 goal="<= 2x curl", met=(med <= 2 * base) if base else None)
+        if f["bare"]:
+            self.add("7. shell client", "shell_floor", "  (python -c pass)", statistics.median(f["bare"]), "s",
+                     base, "curl")
+
+    # -- references: Redis, NATS --
+
+    async def brokers(self) -> None:
+        sec = "references: Redis and NATS on this machine (not pinned: not ours)"
+        for which in ("redis", "nats"):
+            self.step(f"{which} reference figures")
+            try:
+                fig = await trio.to_thread.run_sync(lambda w=which: json_run(
+                    [PY, "-m", "bench.brokers", w, "119", str(self.p.broker_events), str(self.p.latency)],
+                    Pinning(self.pinning.load, self.pinning.load)))
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+                self.skipped.append(f"{which}: the reference client failed ({e})")
+                continue
+            if "skipped" in fig:
+                self.skipped.append(f"{which}: {fig['skipped']}")
+                continue
+            name = str(fig["server"])
+            self.add(sec, f"{which}_pubsub_p50", f"{name} pub/sub publish -> deliver p50", float(fig["pubsub_p50"]), "s")
+            if "streams_p50" in fig:
+                self.add(sec, f"{which}_streams_p50", f"{name} Streams XADD -> blocked XREAD p50",
+                         float(fig["streams_p50"]), "s")
+            cpu = fig.get("fanout_cpu_per_delivery")
+            self.add(sec, f"{which}_fanout", f"{name} fan-out to 119, deliveries/s", float(fig["fanout_per_s"]), "/s",
+                     note=f"server CPU {float(cpu) * 1e6:.2f} µs per delivery" if cpu else "",
+                     )
+            if which == "redis":
+                self.rows[-1].note += "; bounded by the Python client here"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    trio.run(run, parser.parse_args())
+def machine(pinning: Pinning) -> dict[str, object]:
+    return {"cores": os.cpu_count(), "pinning": pinning.describe(), "load_average": os.getloadavg(),
+            "python": os.sys.version.split()[0]}  # type: ignore[attr-defined]
+
+
+async def run(args: argparse.Namespace) -> int:
+    console = Console(width=None if Console().is_terminal else 150)
+    profile = QUICK if args.quick else FULL
+    pinning = Pinning.plan()
+    pinning.pin_self()
+    started = time.time()
+    meta = {"profile": profile.name, "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine(pinning)}
+    console.log(f"profile {profile.name}; {pinning.describe()}; load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
+        r = Run(profile, pinning, Path(tmp), console)
+        parts = {"seeds": r.seeds, "ws": r.websocket, "writes": r.writes, "memory": r.memory,
+                 "context": r.context_growth, "shell": r.shell, "brokers": r.brokers}
+        for name in args.only or list(parts):
+            await parts[name]()
+    order = {s: i for i, s in enumerate(sorted({row.section for row in r.rows}))}
+    rows = sorted(r.rows, key=lambda row: order[row.section])
+    meta["seconds"] = round(time.time() - started, 1)
+    results = Path(args.results)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    png = results / f"growth-{profile.name}.png"
+    reason = report.plot(png, r.growth)
+    if reason:
+        r.skipped.append(reason)
+    out = results / f"{profile.name}-{stamp}.json"
+    report.write_json(out, meta, rows, r.growth, r.skipped)
+    title = f"Orchestra against bare baselines, one run ({profile.name}, {meta['seconds']} s, {pinning.describe()})"
+    console.print(report.table(rows, title))
+    for line in r.skipped:
+        console.print(f"skipped: {line}")
+    for row in rows:
+        if row.note:
+            console.print(f"[dim]{row.label.strip()}: {row.note}[/dim]")
+    console.print(f"results: {out}" + ("" if reason else f"; plot: {png}"))
+    if args.readme:
+        met = [row for row in rows if row.met is not None]
+        body = (f"Run of {meta['started']} ({profile.name} profile, {meta['seconds']} s; {pinning.describe()}; "
+                f"load average at start {meta['machine']['load_average'][0]:.2f}): "  # type: ignore[index]
+                f"{sum(1 for row in met if row.met)} of {len(met)} goals met.\n\n"
+                + report.markdown(rows) + "\n\n"
+                + "".join(f"- skipped: {line}\n" for line in r.skipped)
+                + f"\n![growth](results/{png.name})\n")
+        report.update_readme(HERE / "README.md", body)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the small profile (the test suite's)")
+    parser.add_argument("--results", default=str(HERE / "results"), help="folder of the JSON record and the plot")
+    parser.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
+    parser.add_argument("--only", action="append",
+                        choices=["seeds", "ws", "writes", "memory", "context", "shell", "brokers"],
+                        help="run only this part (repeatable)")
+    return trio.run(run, parser.parse_args())
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,8 +3,12 @@
 - ``echo``: trio-websocket server that echoes each message (bounds ``ping``).
 - ``relay``: trio-websocket server; a message from any client goes to every *other* client
   (bounds publish->deliver and fan-out).
+- ``broadcast``: the fair fan-out: a message from any client goes to every other client through
+  a bounded channel per subscriber and a send task per subscriber, so no subscriber waits for
+  another; the message is the same ``str`` object for all of them (trio-websocket frames it per
+  connection: as close to "encode once" as its API allows).
 - ``h11``: a bare h11 HTTP/1.1 keep-alive server answering a fixed small JSON body
-  (bounds ``GET /api/results/{id}``).
+  (bounds ``GET /api/results/{id}`` and ``POST /api/results``).
 Each prints ``listening on http://127.0.0.1:PORT`` like ``orchestra serve``.
 """
 
@@ -51,6 +55,49 @@ class Relay:
             self.clients.discard(ws)
 
 
+class Broadcast:
+    """One bounded outbox and one sender task per subscriber (a full outbox drops the
+    subscriber, as a slow consumer would be dropped)."""
+
+    def __init__(self, outbox: int = 4096) -> None:
+        self.outbox = outbox
+        self.clients: dict[trio_websocket.WebSocketConnection, trio.MemorySendChannel[str]] = {}
+
+    async def handler(self, request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        send, receive = trio.open_memory_channel[str](self.outbox)
+        self.clients[ws] = send
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, ws, receive, nursery.cancel_scope)
+                await self._reader(ws)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.clients.pop(ws, None)
+
+    async def _reader(self, ws: trio_websocket.WebSocketConnection) -> None:
+        try:
+            while True:
+                msg = await ws.get_message()
+                for other, channel in list(self.clients.items()):
+                    if other is not ws:
+                        try:
+                            channel.send_nowait(msg)
+                        except (trio.WouldBlock, trio.ClosedResourceError):
+                            self.clients.pop(other, None)
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    @staticmethod
+    async def _sender(ws: trio_websocket.WebSocketConnection, receive: trio.MemoryReceiveChannel[str],
+                      scope: trio.CancelScope) -> None:
+        try:
+            async for msg in receive:
+                await ws.send_message(msg)
+        except trio_websocket.ConnectionClosed:
+            scope.cancel()
+
+
 async def h11_handler(stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER)
     try:
@@ -62,7 +109,7 @@ async def h11_handler(stream: trio.SocketStream) -> None:
                     return
                 conn.receive_data(data)
                 continue
-            if isinstance(event, h11.Request):
+            if isinstance(event, (h11.Request, h11.Data)):
                 continue
             if isinstance(event, h11.EndOfMessage):
                 out = conn.send(h11.Response(status_code=200, headers=[
@@ -82,7 +129,7 @@ async def main(mode: str) -> None:
             listeners = await nursery.start(partial(trio.serve_tcp, h11_handler, 0, host="127.0.0.1"))
             port = listeners[0].socket.getsockname()[1]
         else:
-            handler = echo if mode == "echo" else Relay().handler
+            handler = {"echo": echo, "relay": Relay().handler, "broadcast": Broadcast().handler}[mode]
             server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
             port = server.port
         print(f"listening on http://127.0.0.1:{port}", flush=True)

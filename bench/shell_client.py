@@ -127,14 +127,11 @@ def row(name: str, data: list[float], base: list[float] | None) -> str:
     return f"| {name:<34} | {p50:8.1f} | {p99:8.1f} | {ratio:>8} |"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.shell_client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", type=int, default=30, help="runs of each command (default 30)")
-    args = parser.parse_args()
+def figures(n: int) -> dict[str, list[float] | None]:
+    """Seconds of each run: ``first_agent``/``first_curl`` (start to first request bytes at a
+    stub), ``trip_agent``/``trip_curl`` (start to exit, fetching a stored result from a real
+    server) and ``bare`` (the interpreter doing nothing); the curl figures are None without curl."""
     curl = shutil.which("curl")
-    if curl is None:
-        print("curl not found: measuring orchestra agent alone (no ratio)")
     agent = [*orchestra_command(), "agent"]
     with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as port:
         tok = token(Path(tmp))
@@ -146,12 +143,27 @@ def main() -> int:
         curl_get = [curl, "-sf", "-H", f"Authorization: Bearer {tok}", f"{url}/api/results/{rid}"] if curl else None
         argvs = [get, [sys.executable, "-c", "pass"], *([curl_get] if curl_get else [])]
         round_trips(argvs, env, 2)  # warm the page cache (and write the client's bytecode)
-        trip_agent, bare, *rest = round_trips(argvs, env, args.n)
+        trip_agent, bare, *rest = round_trips(argvs, env, n)
         trip_curl = rest[0] if rest else None
-    first_agent = first_requests(lambda port: [*agent, "get", "x"], args.n)
-    first_curl = first_requests(lambda port: [curl, "-sf", f"http://127.0.0.1:{port}/api/results/x"], args.n) \
+    first_agent = first_requests(lambda port: [*agent, "get", "x"], n)
+    first_curl = first_requests(lambda port: [curl, "-sf", f"http://127.0.0.1:{port}/api/results/x"], n) \
         if curl else None
 
+    return {"first_agent": first_agent, "first_curl": first_curl, "trip_agent": trip_agent,
+            "trip_curl": trip_curl, "bare": bare}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.shell_client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=30, help="runs of each command (default 30)")
+    args = parser.parse_args()
+    if shutil.which("curl") is None:
+        print("curl not found: measuring orchestra agent alone (no ratio)")
+    f = figures(args.n)
+    first_agent, first_curl, trip_agent, trip_curl, bare = (
+        f["first_agent"], f["first_curl"], f["trip_agent"], f["trip_curl"], f["bare"])
+    assert first_agent is not None and trip_agent is not None and bare is not None
     print(f"\n{args.n} runs each, milliseconds (ratio: median / curl's median)\n")
     print(f"| {'what':<34} | {'p50':>8} | {'p99':>8} | {'ratio':>8} |")
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
