@@ -92,6 +92,7 @@ class Api:
                             config.fault_injection),
             status=self.status,
             fault_target=system.actor_ref,
+            disk=system.disk,
             agents=system.agents,
         )
         self.registry = prom.CollectorRegistry()
