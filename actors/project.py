@@ -383,6 +383,7 @@ class ProjectActor(Actor):
             except ReplyError as exc:
                 call.fail(exc)
         if pending:
+            self.fault_point("next_write")  # fault injection: before the store has the writes
             await self._commit(pending)
 
     async def _handle_one(
@@ -709,6 +710,8 @@ class ProjectActor(Actor):
                     continue
                 if sink.deliver(sub.sid, cursor, ev.body):
                     agents.add(sink.agent_id)
+                    # fault injection: stored, given to one subscriber, the others not yet
+                    self.fault_point("mid_fanout")
                 else:
                     dead.add(sink.session_key)
             self.stats["deliveries"] += len(agents)
@@ -758,6 +761,7 @@ class ProjectActor(Actor):
         self.waiters.append(
             _Waiter(self.defer_call(call), msg, after, trio.current_time() + msg.timeout, key)
         )
+        self.fault_point("during_wait")  # fault injection: with a wait parked
 
     def _answer_wait(
         self,

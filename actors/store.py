@@ -34,6 +34,7 @@ __all__ = [
     "AgentRow",
     "AgentSeq",
     "AppendBatch",
+    "DiskFaults",
     "FindSpawn",
     "GetAgent",
     "ListAgents",
@@ -350,17 +351,44 @@ class StoreBackend(Protocol):
         ...
 
 
+class DiskFaults:
+    """Disk trouble on demand, for fault injection: while ``mode`` is ``"full"`` or
+    ``"read_only"`` every transaction of the backend that holds it fails as SQLite fails on a
+    full or read-only disk (a transient :class:`CommitFailed`: not stored, answered 503);
+    ``None`` is a healthy disk again. Set by the server's edge, read by the store's thread
+    (one attribute, replaced whole); it outlives the store's restarts."""
+
+    MODES = {
+        "full": "database or disk is full",
+        "read_only": "attempt to write a readonly database",
+    }
+
+    def __init__(self) -> None:
+        self.mode: str | None = None
+
+    def set(self, mode: str | None) -> None:
+        if mode is not None and mode not in self.MODES:
+            raise ValueError(f"unknown disk fault {mode!r}")
+        self.mode = mode
+
+    def check(self) -> None:
+        mode = self.mode
+        if mode is not None:
+            raise sqlite3.OperationalError(self.MODES[mode])
+
+
 class SQLiteBackend:
     """SQLite in WAL mode, run on the store actor's worker thread. ``synchronous`` is NORMAL
     (a commit survives a crash or SIGKILL of the process; an OS crash may lose the last
-    instants) or FULL (fsync per commit)."""
+    instants) or FULL (fsync per commit). ``disk`` simulates a full or read-only disk."""
 
     #: its calls block: the store actor runs them on its worker thread
     blocking = True
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL", disk: DiskFaults | None = None) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
+        self.disk = disk or DiskFaults()
         self.db: sqlite3.Connection | None = None
 
     def open(self) -> None:
@@ -409,6 +437,7 @@ class SQLiteBackend:
     def _commit(self, db: sqlite3.Connection, writes: list[Any]) -> list[Any]:
         outcomes: list[Any] = []
         try:
+            self.disk.check()
             db.execute("BEGIN IMMEDIATE")
             for write in writes:
                 db.execute("SAVEPOINT w")
@@ -700,6 +729,8 @@ class StoreActor(Actor):
         write_outcomes, read_outcomes = await self._apply(
             [c.msg for c in writes], [c.msg for c in reads]
         )
+        if writes:
+            self.fault_point("next_write")  # fault injection: committed, not yet answered
         for call, outcome in zip(writes, write_outcomes, strict=True):
             if isinstance(outcome, StoreError):
                 call.fail(outcome)

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from .agents import AgentsConfig, AgentSupervisor
+from .agents import AgentsConfig, AgentSupervisor, agent_child_id
 from .broker import BrokerActor, EnsureContext, EnsureProject, context_child_id, project_child_id
 from .context_actor import ContextActor, ContextStats
 from .principal import Principal
@@ -30,7 +30,7 @@ from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats
 from .runtime import ActorError, ActorRef, ChildSpec, Restart, Supervisor
 from .session import Connection, Dispatcher, Session, SessionLimits, SessionRegistry
-from .store import SQLiteBackend, StoreActor, StoreBackend, StoreCounts, default_db_path
+from .store import DiskFaults, SQLiteBackend, StoreActor, StoreBackend, StoreCounts, default_db_path
 
 __all__ = ["ActorSystem", "SystemConfig"]
 
@@ -77,8 +77,10 @@ class ActorSystem:
             location = redact_url(config.store_url)
 
         def make_backend() -> StoreBackend:
-            return postgres if postgres is not None else SQLiteBackend(db_path, config.synchronous)
+            return postgres if postgres is not None else SQLiteBackend(db_path, config.synchronous, self.disk)
         self.store = ActorRef("store", mailbox_size=config.mailbox_size)
+        #: simulated disk trouble of the store (fault injection), kept across its restarts
+        self.disk = DiskFaults()
         self.broker = ActorRef("broker", mailbox_size=config.mailbox_size)
         project_config = ProjectConfig(
             **{**config.project.__dict__, "storage_location": location}
@@ -200,11 +202,17 @@ class ActorSystem:
         return [c.split(":", 1)[1] for c in self.projects.child_ids()]
 
     def actor_ref(self, target: str) -> ActorRef | None:
-        """Resolve a fault-injection target: ``store``, ``broker``, ``project:<id>``, ``session:<sub>``."""
+        """Resolve a fault-injection target: ``store``, ``broker``, ``agents`` (the registry of
+        spawned agents), ``project:<id>``, ``context:<id>``, ``session:<sub>`` (its oldest
+        connection) or ``agent:<agent_id>`` (a spawned agent's actor); None if not running."""
         if target == "store":
             return self.store
         if target == "broker":
             return self.broker
+        if target == "agents":
+            return self.agents.ref
+        if target.startswith("agent:"):
+            return self.agents.children.lookup(agent_child_id(target.split(":", 1)[1]))
         if target.startswith("project:"):
             return self.projects.lookup(target)
         if target.startswith("context:"):

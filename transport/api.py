@@ -103,6 +103,7 @@ class Api:
                             config.fault_injection),
             status=self.status,
             fault_target=system.actor_ref,
+            disk=system.disk,
             agents=system.agents,
         )
         self.metrics_registry = Metrics(VERSION)

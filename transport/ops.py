@@ -394,6 +394,17 @@ async def op_auth_refresh(c: OpContext, args: dict[str, Any]) -> Reply:
     return {"token": token, "expires_at": fresh.exp}
 
 
+#: where a crash may be armed, by target family (``at``; "now" is every target's)
+FAULT_POINTS = {
+    "store": ("next_write",),
+    "project": ("next_write", "mid_fanout", "during_wait"),
+}
+#: the kinds of fault: an actor's crash or stall, or the store's disk trouble
+FAULT_KINDS = ("crash", "delay", "disk_full", "disk_read_only", "disk_ok")
+_DISK_MODES = {"disk_full": "full", "disk_read_only": "read_only", "disk_ok": None}
+FAULT_TARGETS = "store, broker, agents, project:<id>, context:<id>, session:<sub> or agent:<agent_id>"
+
+
 async def op_admin_faults(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
     if not sv.limits.fault_injection:
@@ -401,20 +412,35 @@ async def op_admin_faults(c: OpContext, args: dict[str, Any]) -> Reply:
     p.require("admin")
     target = id_arg(args, "target")
     kind = id_arg(args, "kind")
-    if kind not in ("crash", "delay"):
-        raise InvalidRequest("kind", "'kind' must be \"crash\" or \"delay\"")
+    if kind not in FAULT_KINDS:
+        raise InvalidRequest("kind", "'kind' must be one of " + ", ".join(f'"{k}"' for k in FAULT_KINDS))
     ms = args.get("ms", 1000)
     if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms <= 600_000:
         raise InvalidRequest("ms", "'ms' must be a number of milliseconds from 0 to 600000")
+    at = opt_id_arg(args, "at") or "now"
+    family = target.split(":", 1)[0]
+    if at != "now" and (kind != "crash" or at not in FAULT_POINTS.get(family, ())):
+        points = ", ".join(f"{t}: {', '.join(ps)}" for t, ps in FAULT_POINTS.items())
+        raise InvalidRequest("at", f"'at' {at!r} cannot be armed for a {kind} of {target!r}: "
+                                   f"only crashes, at now or ({points})")
+    answer: dict[str, Any] = {"target": target, "kind": kind, "injected": True}
+    if "at" in args:
+        answer["at"] = at
+    if kind in _DISK_MODES:
+        if target != "store":
+            raise InvalidRequest("target", f"'{kind}' is a fault of the store's disk: target \"store\"")
+        sv.disk.set(_DISK_MODES[kind])
+        log.warning("fault injected: the store's disk %s", _DISK_MODES[kind] or "healthy again")
+        return answer
     ref = sv.fault_target(target)
     if ref is None:
-        raise InvalidRequest(
-            "target", f"unknown target {target!r} (store, broker, project:<id> or session:<sub>)"
-        )
-    if not ref.inject_fault(kind, ms):
+        raise InvalidRequest("target", f"unknown target {target!r} ({FAULT_TARGETS}, running)")
+    if at != "now":
+        ref.arm_crash(at)
+    elif not ref.inject_fault(kind, ms):
         raise ApiError(503, "UNAVAILABLE", f"{target}'s mailbox is full", retry_after_seconds=1)
-    log.warning("fault injected: %s %s (%s ms)", target, kind, ms)
-    return {"target": target, "kind": kind, "injected": True}
+    log.warning("fault injected: %s %s at %s (%s ms)", target, kind, at, ms)
+    return answer
 
 
 OPS: dict[str, Op] = {

@@ -15,7 +15,7 @@ from ..actors.principal import Principal
 from ..actors.profiles import Profiles
 from ..actors.runtime import ActorRef
 from ..actors.session import Session
-from ..actors.store import QueryResults
+from ..actors.store import DiskFaults, QueryResults
 
 __all__ = ["Ctx", "Handler", "Op", "OpContext", "OpLimits", "Reply", "Services", "Tokens"]
 
@@ -77,6 +77,8 @@ class Services:
     status: Callable[[Principal | None], Awaitable[dict[str, Any]]]
     #: the actor a fault-injection target names, or None
     fault_target: Callable[[str], ActorRef | None]
+    #: the store's simulated disk trouble (fault injection)
+    disk: DiskFaults
     #: spawned agents: spawn, status, list, logs, stop (each scoped to a project by the caller)
     agents: AgentSupervisor
 

@@ -100,6 +100,9 @@ class ActorRef:
         #: Reset to None whenever an incarnation ends.
         self.view: Any = None
         self._down: trio.Event | None = trio.Event()
+        #: crash points armed by fault injection (names the actor's code passes to
+        #: :meth:`Actor.fault_point`); kept on the ref, so they outlive a restart until fired
+        self.armed_points: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name}>"
@@ -168,6 +171,10 @@ class ActorRef:
             raise ValueError(f"unknown fault kind {kind!r}")
         return self.try_cast(_Fault(kind, ms))
 
+    def arm_crash(self, point: str) -> None:
+        """Crash the actor the next time its code reaches ``point`` (see :meth:`Actor.fault_point`)."""
+        self.armed_points.add(point)
+
     def reopen(self) -> None:
         """Give a closed ref a fresh, empty mailbox (when its actor is started again)."""
         if self._closed:
@@ -222,6 +229,13 @@ class Actor:
         :class:`ActorCrashed`.
         """
         raise NotImplementedError
+
+    def fault_point(self, point: str) -> None:
+        """A named place where fault injection may crash this actor: raises
+        :class:`InjectedCrash` once if :meth:`ActorRef.arm_crash` armed ``point``."""
+        if point in self.ref.armed_points:
+            self.ref.armed_points.discard(point)
+            raise InjectedCrash(f"fault injected into {self.ref.name} at {point}")
 
     def take_queued(self) -> list[Call]:
         """Take every message still waiting in the mailbox, casts as calls nobody waits on

@@ -1,0 +1,55 @@
+"""The fault-injection harness and its pytest plugin (``orchestra.transport.testing*``;
+docs/testing.md). Installing orchestra-sidecar registers this module as the pytest plugin
+``orchestra`` (entry point ``pytest11``)."""
+
+from orchestra.transport.testing import (
+    FAULT_POINTS,
+    FaultRefused,
+    Faults,
+    FaultSchedule,
+    FaultStep,
+    InProcessServer,
+    ServerHandle,
+    ServerProcess,
+)
+from orchestra.transport.testing_invariants import (
+    Invariants,
+    InvariantViolation,
+    Ledger,
+    SubscriberLog,
+    orchestra_tasks,
+)
+from orchestra.transport.testing_plugin import (
+    orchestra_invariants,
+    orchestra_ledger,
+    orchestra_process,
+    orchestra_schedule,
+    orchestra_seed,
+    orchestra_server,
+    pytest_addoption,
+    pytest_runtest_makereport,
+)
+
+__all__ = [
+    "FAULT_POINTS",
+    "FaultRefused",
+    "FaultSchedule",
+    "FaultStep",
+    "Faults",
+    "InProcessServer",
+    "InvariantViolation",
+    "Invariants",
+    "Ledger",
+    "ServerHandle",
+    "ServerProcess",
+    "SubscriberLog",
+    "orchestra_invariants",
+    "orchestra_ledger",
+    "orchestra_process",
+    "orchestra_schedule",
+    "orchestra_seed",
+    "orchestra_server",
+    "orchestra_tasks",
+    "pytest_addoption",
+    "pytest_runtest_makereport",
+]
