@@ -261,7 +261,8 @@ class InProcessServer(ServerHandle):
     ) -> None:
         self.data_dir = Path(data_dir)
         self.profiles = profiles or Profiles()
-        secret = secret or load_secret(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secret or load_secret(self.data_dir, create=True)  # as `orchestra serve` makes it
         self.auth = Auth(secret, self.profiles)
         self.system = ActorSystem(SystemConfig(
             data_dir=self.data_dir, profiles=self.profiles, roots=dict(roots or {}),

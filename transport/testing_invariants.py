@@ -242,7 +242,7 @@ class Invariants:
             assert isinstance(body, dict)
             restarts = body["actors"]["restarts"]
             metrics = (await self.server.request("GET", "/metrics")).body.decode()
-            found = re.search(r"^orchestra_actor_restarts (\S+)$", metrics, re.MULTILINE)
+            found = re.search(r"^orchestra_actor_restarts_total (\S+)$", metrics, re.MULTILINE)
             in_metrics = float(found.group(1)) if found else None
             if restarts >= at_least and in_metrics is not None and in_metrics >= at_least:
                 return
