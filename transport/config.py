@@ -23,9 +23,11 @@ from typing import Any, Literal
 
 from ..actors.records import MAX_JSON_DEPTH
 from .argtypes import (
+    OneOf,
     boolean,
     existing_dir,
     existing_file,
+    host,
     int_in,
     number_in,
     one_of,
@@ -71,8 +73,6 @@ class Setting:
     toml: tuple[type, ...] = (str,)
     kind: Kind = "value"
     metavar: str | None = None
-    #: the choices, shown in the help and the reference
-    choices: tuple[str, ...] = ()
     #: the default said in words, where it is worked out at start (``default`` is then None)
     default_text: str | None = None
     #: a path: in the file, relative to the file's folder
@@ -87,6 +87,21 @@ class Setting:
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
+
+    @property
+    def shown_metavar(self) -> str:
+        """The flag's value in the usage: the choices where there are some."""
+        if isinstance(self.parse, OneOf):
+            return "{" + ",".join(self.parse.choices) + "}"
+        return self.metavar or self.name.upper()
+
+    @property
+    def accepts(self) -> str:
+        """The values accepted, in words (from the value type itself where it has bounds)."""
+        said = getattr(self.parse, "accepts", None)
+        if isinstance(said, str):
+            return said
+        return _ACCEPTS.get(self.parse, "text")
 
     def shown_default(self) -> str:
         if self.default_text is not None:
@@ -144,6 +159,16 @@ def _toml_kind(types: tuple[type, ...]) -> str:
     return "a string"
 
 
+_ACCEPTS: dict[Any, str] = {
+    boolean: "true or false",
+    host: "a host name or IP address",
+    existing_dir: "an existing directory",
+    existing_file: "an existing file",
+    project_entry: "ID=PATH: an id and an existing directory",
+    Path: "a path (the folder is made if missing)",
+}
+
+
 def _seconds(lo: float, hi: float) -> Callable[[str], float]:
     return number_in(lo, hi, "seconds")
 
@@ -152,7 +177,7 @@ _INT = (int,)
 _NUMBER = (int, float)
 
 SERVE_SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)",
+    Setting("host", host, "127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)",
             metavar="ADDRESS"),
     Setting("port", int_in(0, 65535), 3001, "port to listen on; 0 picks a free one (the listening "
             "line on stdout says which)", _INT),
@@ -181,8 +206,7 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
             "by its private key with --jwt-algorithm", metavar="FILE", default_text="none",
             path=True, example="/etc/orchestra/issuer.pem"),
     Setting("jwt_algorithm", one_of("RS256", "ES256", "EdDSA"), "RS256",
-            "algorithm of --jwt-public-key", choices=("RS256", "ES256", "EdDSA"),
-            metavar="{RS256,ES256,EdDSA}"),
+            "algorithm of --jwt-public-key"),
     Setting("jwt_previous_key", existing_file, None, "the key before a rotation, accepted for "
             "verification only (never for signing): an HS256 secret file, or a PEM public key of "
             "--jwt-algorithm", metavar="FILE", default_text="none", path=True,
@@ -193,8 +217,7 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("idempotency_window", _seconds(1, 366 * 86_400), 86_400.0, "seconds a repeated "
             "idempotency key is answered with the original answer", _NUMBER, metavar="SECONDS"),
     Setting("sync", one_of("normal", "full"), "normal", "SQLite synchronous mode: normal survives "
-            "a crash of the process, full also a power loss", choices=("normal", "full"),
-            metavar="{normal,full}"),
+            "a crash of the process, full also a power loss"),
     Setting("context_sweep", _seconds(0, 86_400), 2.0, "seconds between full checks of a code "
             "base for changes where file watching is unavailable (with watching, changes arrive at "
             "once and a full check runs every 60 s); 0: a check before every context request", _NUMBER, metavar="SECONDS"),
@@ -206,8 +229,7 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
             "most this deep (deeper: 429 AGENT_002)", _INT, metavar="N"),
     Setting("agent_stop_grace", _seconds(0, 600), 5.0, "on shutdown (and when a start ends agents "
             "a crash left behind), seconds between SIGTERM and SIGKILL of every spawned agent", _NUMBER, metavar="SECONDS"),
-    Setting("log_level", one_of(*LOG_LEVELS), "info", "lowest level of the log lines on stderr",
-            choices=LOG_LEVELS, metavar="{" + ",".join(LOG_LEVELS) + "}"),
+    Setting("log_level", one_of(*LOG_LEVELS), "info", "lowest level of the log lines on stderr"),
 )
 
 
@@ -221,10 +243,10 @@ def add_flags(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> N
                                 default=argparse.SUPPRESS, help=help_text)
         elif s.kind == "table":
             parser.add_argument(s.flag, dest=s.name, type=s.parse, action="append",
-                                default=argparse.SUPPRESS, metavar=s.metavar, help=help_text)
+                                default=argparse.SUPPRESS, metavar=s.shown_metavar, help=help_text)
         else:
             parser.add_argument(s.flag, dest=s.name, type=s.parse, default=argparse.SUPPRESS,
-                                metavar=s.metavar, help=help_text)
+                                metavar=s.shown_metavar, help=help_text)
 
 
 def read_environment(settings: Iterable[Setting], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -328,7 +350,7 @@ def default_file(settings: Sequence[Setting]) -> str:
     # a table's keys must come last: every key after a [table] header belongs to the table
     for s in sorted(settings, key=lambda s: s.kind == "table"):
         lines = [f"# {line}" for line in textwrap.wrap(f"{s.help}.", 96)]
-        lines.append(f"# flag {s.flag}, env {s.env}, default: {s.shown_default()}")
+        lines.append(f"# accepts {s.accepts}; default: {s.shown_default()}; flag {s.flag}, env {s.env}")
         if s.default is None or s.kind == "table":
             example = s.to_toml(s.example if s.kind != "table" else list(s.example.items()))
             lines += [f"# {line}" if line else "#" for line in
@@ -346,17 +368,16 @@ def _cell(text: str) -> str:
 def reference_markdown(settings: Sequence[Setting]) -> str:
     """The reference table of docs/configuration.md (a test compares the two)."""
     rows = [
-        "| file key | flag | environment variable | default | what |",
-        "|---|---|---|---|---|",
+        "| file key | flag | environment variable | default | accepts | what |",
+        "|---|---|---|---|---|---|",
     ]
     for s in settings:
         if s.kind == "switch":
             flag = f"`{s.flag}` / `--no-{s.flag[2:]}`"
         else:
-            flag = f"`{s.flag} {s.metavar or s.name.upper()}`"
-        choices = f" One of: {', '.join(f'`{c}`' for c in s.choices)}." if s.choices else ""
+            flag = f"`{s.flag} {s.shown_metavar}`"
         rows.append(
             f"| `{s.name}` | {_cell(flag)} | `{s.env}` | {_cell(s.shown_default())} "
-            f"| {_cell(s.help)}.{choices} |"
+            f"| {_cell(s.accepts)} | {_cell(s.help)} |"
         )
     return "\n".join(rows) + "\n"

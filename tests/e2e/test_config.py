@@ -152,7 +152,7 @@ def test_the_commented_examples_of_the_default_file_are_valid(tmp_path):
     """Uncommenting every example line gives a file the server accepts (its paths aside)."""
     lines = default_file(SERVE_SETTINGS).splitlines()
     examples = [line[2:] for line in lines if line.startswith("# ") and (" = " in line or line.startswith("# ["))
-                and not line.startswith("# flag ")]
+                and not line.startswith("# accepts ")]
     document = tomllib.loads("\n".join(examples))
     assert {"data_dir", "root", "profiles", "project", "jwt_public_key", "jwt_previous_key"} <= set(document)
 
