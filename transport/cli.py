@@ -174,10 +174,11 @@ def _config(args: argparse.Namespace) -> int:
         raise _StartError(str(exc), 2) from None
     for s in SERVE_SETTINGS:
         value = resolved.values[s.name]
-        shown = s.shown_default() if value is None else value
+        if value is None:  # worked out at start, as serve does
+            value = {"data_dir": default_data_dir(), "root": Path.cwd()}.get(s.name, s.shown_default())
         origin = resolved.origins[s.name]
         source = {"env": s.env, "file": str(path)}.get(origin, origin)
-        print(f"{s.name} = {shown!s}  ({source})")
+        print(f"{s.name} = {value!s}  ({source})")
     return 0
 
 
@@ -295,6 +296,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..actors.project import ProjectConfig
     from ..actors.system import ActorSystem, SystemConfig
     from .api import Api, ApiConfig
+    from .config import SERVE_SETTINGS, misspelt_variables
     from .server import Server, ServerConfig
 
     args = _settings(args)
@@ -303,6 +305,8 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for warning in misspelt_variables(SERVE_SETTINGS, os.environ):
+        logging.getLogger("orchestra").warning("%s", warning)
     try:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:

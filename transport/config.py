@@ -36,7 +36,7 @@ from .argtypes import (
 
 __all__ = [
     "CONFIG_ENV", "ConfigError", "ENV_PREFIX", "SERVE_SETTINGS", "Setting", "Resolved",
-    "add_flags", "default_file", "read_environment", "read_file", "reference_markdown", "resolve",
+    "add_flags", "default_file", "misspelt_variables", "read_environment", "read_file", "reference_markdown", "resolve",
 ]
 
 ENV_PREFIX = "ORCHESTRA_"
@@ -261,6 +261,19 @@ def read_environment(settings: Iterable[Setting], environ: Mapping[str, str]) ->
         except (argparse.ArgumentTypeError, ValueError) as exc:
             raise ConfigError(f"environment variable {s.env}: {exc}") from None
     return values
+
+
+def misspelt_variables(settings: Iterable[Setting], environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``ORCHESTRA_*`` variables that name no setting but nearly do (a typo would
+    otherwise be ignored without a word)."""
+    names = {s.env for s in settings} | {CONFIG_ENV, "ORCHESTRA_JWT_SECRET"}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in names:
+            near = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+            if near:
+                warnings.append(f"environment variable {name} is not a setting; did you mean {near[0]}?")
+    return warnings
 
 
 def read_file(settings: Sequence[Setting], path: Path, only: Iterable[str] | None = None) -> dict[str, Any]:

@@ -112,6 +112,14 @@ def test_a_switch_from_the_file_is_turned_off_by_its_no_flag(tmp_path, monkeypat
     assert _serve_settings([], monkeypatch, {"ORCHESTRA_FAULT_INJECTION": "1"}).fault_injection is True
 
 
+def test_a_misspelt_variable_is_warned_of():
+    from orchestra.transport.config import misspelt_variables
+
+    environ = {"ORCHESTRA_PORTT": "1", "ORCHESTRA_URL": "http://x", "ORCHESTRA_PORT": "1", "HOME": "/"}
+    assert misspelt_variables(SERVE_SETTINGS, environ) == [
+        "environment variable ORCHESTRA_PORTT is not a setting; did you mean ORCHESTRA_PORT?"]
+
+
 def test_an_empty_variable_counts_as_unset(monkeypatch):
     assert _serve_settings([], monkeypatch, {"ORCHESTRA_PORT": ""}).port == 3001
 
@@ -173,6 +181,7 @@ def test_config_show_names_each_source(tmp_path, monkeypatch, capsys):
     assert "port = 9  (" + str(config) + ")" in out
     assert "host = 0.0.0.0  (ORCHESTRA_HOST)" in out
     assert "sync = normal  (default)" in out
+    assert f"root = {Path.cwd()}  (default)" in out
 
 
 # -- help --
