@@ -6,7 +6,8 @@ default. The same definition makes the flag, the variable's and the key's name, 
 help, the commented default file (``orchestra config --print-defaults``) and the reference in
 docs/configuration.md, so none of them can drift from the others.
 
-Pure: no I/O but reading the config file; the environment is passed in.
+No I/O but reading the config file and checking that the paths it names exist; the
+environment is passed in.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from .argtypes import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "ConfigError", "ENV_PREFIX", "SERVE_SETTINGS", "Setting", "Resolved",
-    "add_flags", "default_file", "misspelt_variables", "read_environment", "read_file", "reference_markdown", "resolve",
+    "CONFIG_ENV", "ConfigError", "ENV_PREFIX", "SERVE_SETTINGS", "Setting", "Resolved", "add_flags",
+    "config_path", "default_file", "misspelt_variables", "read_environment", "read_file",
+    "reference_markdown", "resolve",
 ]
 
 ENV_PREFIX = "ORCHESTRA_"
