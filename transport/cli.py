@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the server",
         description="Run the server. Every option is also read from its ORCHESTRA_* environment variable, "
                     "then from the --config file; precedence: flag > environment > file > default "
-                    "(docs/configuration.md).",
+                    "(docs/configuration.md). Tokens are signed with ORCHESTRA_JWT_SECRET, else with "
+                    "<data-dir>/jwt.secret (made by the first start, mode 0600).",
     )
     serve.add_argument("--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
     add_flags(serve, SERVE_SETTINGS)
