@@ -55,7 +55,7 @@ class ConfigError(ValueError):
     environment variable, or the file and its key)."""
 
 
-Kind = Literal["value", "switch", "table"]
+Kind = Literal["value", "switch", "list", "table"]
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,10 @@ class Setting:
     """One setting of ``orchestra serve``.
 
     ``kind``: ``value`` (one value), ``switch`` (``--name``/``--no-name``; true or false in the
-    environment and the file) or ``table`` (a repeated ``KEY=VALUE`` flag, a space-separated
-    list in the environment, a TOML table in the file)."""
+    environment and the file), ``list`` (a repeated flag, a space-separated list in the
+    environment as a shell splits it, a TOML array of strings in the file) or ``table`` (a
+    repeated ``KEY=VALUE`` flag, a space-separated list in the environment, a TOML table in
+    the file)."""
 
     name: str
     #: text of a flag or a variable to value; refuses with ``argparse.ArgumentTypeError``
@@ -110,7 +112,7 @@ class Setting:
             return self.default_text
         if self.kind == "switch":
             return "on" if self.default else "off"
-        if self.kind == "table":
+        if self.kind in ("list", "table"):
             return "none"
         return str(self.default)
 
@@ -118,7 +120,7 @@ class Setting:
         """The value of an environment variable's text."""
         if self.kind == "switch":
             return boolean(text)
-        if self.kind == "table":
+        if self.kind in ("list", "table"):
             return [self.parse(item) for item in shlex.split(text)]
         return self.parse(text)
 
@@ -133,6 +135,10 @@ class Setting:
                     raise argparse.ArgumentTypeError(f"{key!r} must be a string")
                 items.append(self.parse(f"{key}={base / item if self.path else item}"))
             return items
+        if self.kind == "list":
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise argparse.ArgumentTypeError("must be an array of strings")
+            return [self.parse(str(base / item) if self.path else item) for item in value]
         # bool is an int in Python, but true is no number of seconds
         if not isinstance(value, self.toml) or (isinstance(value, bool) and bool not in self.toml):
             raise argparse.ArgumentTypeError(f"must be {_toml_kind(self.toml)}, got {value!r}")
@@ -146,6 +152,8 @@ class Setting:
         """A value as the file writes it (the inverse of ``from_toml``)."""
         if self.kind == "table":
             return {key: str(path) for key, path in value}
+        if self.kind == "list":
+            return [str(item) for item in value]
         if isinstance(value, Path):
             return str(value)
         return value
@@ -243,7 +251,7 @@ def add_flags(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> N
         if s.kind == "switch":
             parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
-        elif s.kind == "table":
+        elif s.kind in ("list", "table"):
             parser.add_argument(s.flag, dest=s.name, type=s.parse, action="append",
                                 default=argparse.SUPPRESS, metavar=s.shown_metavar, help=help_text)
         else:

@@ -136,6 +136,35 @@ def test_relative_paths_in_the_file_are_taken_from_its_folder(tmp_path, monkeypa
     assert args.profiles == tmp_path / "etc" / "profiles.toml"
 
 
+def test_a_list_setting_from_each_source(tmp_path):
+    """The kind for a repeatable flag of plain values (e.g. globs)."""
+    import argparse
+
+    from orchestra.transport.config import Setting, add_flags
+
+    globs = Setting("withhold", str, [], "globs never inlined", kind="list", metavar="GLOB")
+    parser = argparse.ArgumentParser()
+    add_flags(parser, [globs])
+    flags = vars(parser.parse_args(["--withhold", "*.pem", "--withhold", "secrets/**"]))
+    (tmp_path / "c.toml").write_text('withhold = ["a b", "*.key"]\n')
+    assert resolve([globs], flags, {}, None).values == {"withhold": ["*.pem", "secrets/**"]}
+    assert resolve([globs], {}, {"ORCHESTRA_WITHHOLD": "'a b' *.key"}, None).values == {"withhold": ["a b", "*.key"]}
+    assert resolve([globs], {}, {}, tmp_path / "c.toml").values == {"withhold": ["a b", "*.key"]}
+    assert resolve([globs], {}, {}, None).values == {"withhold": []}
+    assert "withhold = []" in default_file([globs])
+    (tmp_path / "bad.toml").write_text('withhold = "*.pem"\n')
+    with pytest.raises(ConfigError, match="key 'withhold': must be an array of strings"):
+        read_file([globs], tmp_path / "bad.toml")
+
+
+def test_every_value_setting_reads_its_default_as_a_variable():
+    for s in SERVE_SETTINGS:
+        if s.kind == "value" and s.default is not None:
+            assert read_environment([s], {s.env: str(s.default)}) == {s.name: s.default}, s.name
+        elif s.kind == "switch":
+            assert read_environment([s], {s.env: str(s.default).lower()}) == {s.name: s.default}, s.name
+
+
 def test_every_setting_has_a_flag_a_variable_and_a_key():
     names = [s.name for s in SERVE_SETTINGS]
     assert len(set(names)) == len(names)
