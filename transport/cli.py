@@ -142,14 +142,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> argparse.Namespace:
-    """The serve settings: flags, environment, file, defaults (transport/config.py)."""
+    """The serve settings: flags, environment, file, defaults (transport/config.py). A flag
+    added to the parser by hand, not as a setting, keeps its parsed value (but has no variable
+    or file key: make it a setting)."""
     from .config import SERVE_SETTINGS, ConfigError, config_path, resolve
 
     flags = vars(args)
     try:
-        return resolve(SERVE_SETTINGS, flags, os.environ, config_path(flags, os.environ)).namespace()
+        resolved = resolve(SERVE_SETTINGS, flags, os.environ, config_path(flags, os.environ))
     except ConfigError as exc:
         raise _StartError(str(exc), 2) from None
+    return argparse.Namespace(**{**flags, **resolved.values})
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -323,9 +323,6 @@ class Resolved:
     values: Mapping[str, Any]
     origins: Mapping[str, str]
 
-    def namespace(self) -> argparse.Namespace:
-        return argparse.Namespace(**self.values)
-
 
 def resolve(
     settings: Iterable[Setting],
