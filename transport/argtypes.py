@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -15,13 +14,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
 class NumberIn:
     """A finite number from ``lo`` to ``hi`` (``unit`` names it in the refusal)."""
 
-    lo: float
-    hi: float
-    unit: str = ""
+    __slots__ = ("lo", "hi", "unit")
+
+    def __init__(self, lo: float, hi: float, unit: str = "") -> None:
+        self.lo, self.hi, self.unit = lo, hi, unit
 
     @property
     def accepts(self) -> str:
@@ -42,12 +41,13 @@ def number_in(lo: float, hi: float, unit: str = "") -> NumberIn:
     return NumberIn(lo, hi, unit)
 
 
-@dataclass(frozen=True)
 class IntIn:
     """A whole number from ``lo`` to ``hi``."""
 
-    lo: int
-    hi: int
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
 
     @property
     def accepts(self) -> str:
@@ -67,11 +67,13 @@ def int_in(lo: int, hi: int) -> IntIn:
     return IntIn(lo, hi)
 
 
-@dataclass(frozen=True)
 class OneOf:
     """One of ``choices``, in any case; the value is the choice as written here."""
 
-    choices: tuple[str, ...]
+    __slots__ = ("choices",)
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
 
     @property
     def accepts(self) -> str:

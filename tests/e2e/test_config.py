@@ -59,6 +59,14 @@ def test_orchestra_version_prints_it(command):
     assert out.stdout.strip() == f"orchestra {importlib.metadata.version('orchestra-sidecar')}"
 
 
+def test_the_version_costs_nothing_until_asked_for():
+    """`orchestra agent` starts through transport/cli.py: reading the metadata waits for a use."""
+    code = ("import sys, orchestra.transport.cli; print('importlib.metadata' in sys.modules, "
+            "'dataclasses' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
 # -- precedence --
 
 @pytest.mark.parametrize("flag, env, file, expected", [
