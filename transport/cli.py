@@ -187,22 +187,15 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    """``token``'s data dir: flag, else ORCHESTRA_DATA_DIR, else the config file's, else the default."""
-    from .config import SERVE_SETTINGS, ConfigError, config_path, read_file
+    """``token``'s data dir, found as serve finds it: flag, variable, config file, default."""
+    from .config import SERVE_SETTINGS, ConfigError, config_path, resolve
 
-    if getattr(args, "data_dir", None):
-        return Path(args.data_dir)
-    if os.environ.get("ORCHESTRA_DATA_DIR"):
-        return Path(os.environ["ORCHESTRA_DATA_DIR"])
-    path = config_path(vars(args), os.environ)
-    if path is not None:
-        try:
-            found = read_file(SERVE_SETTINGS, path, only=("data_dir",)).get("data_dir")
-        except ConfigError as exc:
-            raise _StartError(str(exc), 2) from None
-        if found is not None:
-            return Path(found)
-    return default_data_dir()
+    flags = vars(args)
+    try:
+        found = resolve(SERVE_SETTINGS, flags, os.environ, config_path(flags, os.environ), only=("data_dir",))
+    except ConfigError as exc:
+        raise _StartError(str(exc), 2) from None
+    return Path(found.values["data_dir"] or default_data_dir())
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -260,6 +253,7 @@ def _prepare(args: argparse.Namespace, profiles: Profiles) -> tuple[Path, Auth]:
         load_secret,
         loose_permissions,
     )
+
     data_dir = (args.data_dir or default_data_dir()).resolve()
     try:
         prepare_data_dir(data_dir)

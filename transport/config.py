@@ -329,18 +329,22 @@ def resolve(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
     config_file: Path | None,
+    only: Iterable[str] | None = None,
 ) -> Resolved:
-    """Flag, else environment variable, else config file, else default."""
-    settings = tuple(settings)
+    """Flag, else environment variable, else config file, else default; ``only``: of these
+    settings (the file's other keys are still checked to be known)."""
+    every = tuple(settings)
+    wanted = {s.name for s in every} if only is None else set(only)
+    chosen = tuple(s for s in every if s.name in wanted)
     layers = [
-        ("flag", {s.name: flags[s.name] for s in settings if s.name in flags}),
-        ("env", read_environment(settings, environ)),
-        ("file", read_file(settings, config_file) if config_file is not None else {}),
-        ("default", {s.name: s.default for s in settings}),
+        ("flag", {s.name: flags[s.name] for s in chosen if s.name in flags}),
+        ("env", read_environment(chosen, environ)),
+        ("file", read_file(every, config_file, only=wanted) if config_file is not None else {}),
+        ("default", {s.name: s.default for s in chosen}),
     ]
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    for s in settings:
+    for s in chosen:
         for origin, layer in layers:
             if s.name in layer:
                 values[s.name], origins[s.name] = layer[s.name], origin

@@ -340,3 +340,34 @@ def test_token_finds_the_data_dir_in_the_config_file(tmp_path, monkeypatch, caps
     claims = jwt.decode(capsys.readouterr().out.strip(), secret, algorithms=["HS256"])
     assert claims["project_id"] == "p1"
     assert not (Path.cwd() / "data").exists()
+
+
+def test_token_takes_the_data_dir_as_serve_does(tmp_path, monkeypatch, capsys):
+    import jwt
+    from orchestra.transport.auth import load_secret
+
+    for key in [k for k in os.environ if k.startswith("ORCHESTRA_")]:
+        monkeypatch.delenv(key)
+    secrets = {name: load_secret(tmp_path / name, create=True) for name in ("flag", "env", "file")}
+    config = tmp_path / "c.toml"
+    config.write_text('data_dir = "file"\n')
+    monkeypatch.setenv("ORCHESTRA_CONFIG", str(config))
+    base = ["token", "--project", "p1", "--agent-type", "x"]
+
+    def signer() -> str:
+        token = capsys.readouterr().out.strip()
+        return next(name for name, secret in secrets.items()
+                    if _verifies(jwt, token, secret))
+
+    assert main(base) == 0 and signer() == "file"
+    monkeypatch.setenv("ORCHESTRA_DATA_DIR", str(tmp_path / "env"))
+    assert main(base) == 0 and signer() == "env"
+    assert main([*base, "--data-dir", str(tmp_path / "flag")]) == 0 and signer() == "flag"
+
+
+def _verifies(jwt, token: str, secret: bytes) -> bool:
+    try:
+        jwt.decode(token, secret, algorithms=["HS256"])
+    except jwt.InvalidSignatureError:
+        return False
+    return True
