@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--agent-type", type=identifier, required=True)
     token.add_argument("--sub", type=identifier, default=None)
     token.add_argument("--ttl", type=number_in(1, MAX_TOKEN_TTL, "seconds"), default=3600,
-                       help=f"seconds the token is valid, from 1 to {MAX_TOKEN_TTL} (ten years)")
+                       help=f"seconds the token is valid, from 1 to {MAX_TOKEN_TTL} (ten years) [default: %(default)s]")
     token.add_argument("--admin", action="store_true")
     token.add_argument("--permissions", default=None, help="comma-separated: " + ",".join(sorted(PERMISSIONS)))
     token.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
