@@ -4,15 +4,22 @@ The server lives in ``orchestra.transport`` and ``orchestra.actors``; the Python
 ``orchestra.client``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 #: The distribution's name on the package index (``pip install orchestra-sidecar``).
 DISTRIBUTION = "orchestra-sidecar"
 
-try:
-    #: Said once, in pyproject.toml; read here from the installed metadata.
-    __version__ = version(DISTRIBUTION)
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
-
 __all__ = ["DISTRIBUTION", "__version__"]
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, said once in pyproject.toml and read from the installed metadata on
+    first use (importlib.metadata costs more than a short-lived ``orchestra agent`` should)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'orchestra' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value

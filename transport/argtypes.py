@@ -6,57 +6,88 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
-    "boolean", "existing_dir", "existing_file", "identifier", "int_in", "number_in", "one_of",
-    "project_entry",
+    "IntIn", "NumberIn", "OneOf", "boolean", "existing_dir", "existing_file", "host", "identifier",
+    "int_in", "number_in", "one_of", "project_entry",
 ]
 
 
-def number_in(lo: float, hi: float, unit: str = "") -> Callable[[str], float]:
+class NumberIn:
     """A finite number from ``lo`` to ``hi`` (``unit`` names it in the refusal)."""
-    what = f"a number of {unit}" if unit else "a number"
 
-    def parse(text: str) -> float:
+    __slots__ = ("lo", "hi", "unit")
+
+    def __init__(self, lo: float, hi: float, unit: str = "") -> None:
+        self.lo, self.hi, self.unit = lo, hi, unit
+
+    @property
+    def accepts(self) -> str:
+        what = f"a number of {self.unit}" if self.unit else "a number"
+        return f"{what} from {self.lo:g} to {self.hi:g}"
+
+    def __call__(self, text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what} from {lo:g} to {hi:g}")
+        if not math.isfinite(value) or not self.lo <= value <= self.hi:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.accepts}")
         return value
-    parse.__name__ = unit or "number"
-    return parse
 
 
-def int_in(lo: int, hi: int) -> Callable[[str], int]:
+def number_in(lo: float, hi: float, unit: str = "") -> NumberIn:
+    return NumberIn(lo, hi, unit)
+
+
+class IntIn:
     """A whole number from ``lo`` to ``hi``."""
 
-    def parse(text: str) -> int:
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+
+    @property
+    def accepts(self) -> str:
+        return f"an integer from {self.lo} to {self.hi}"
+
+    def __call__(self, text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer from {lo} to {hi}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} is not an integer from {lo} to {hi}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.accepts}") from None
+        if not self.lo <= value <= self.hi:
+            raise argparse.ArgumentTypeError(f"{value} is not {self.accepts}")
         return value
-    parse.__name__ = "integer"
-    return parse
 
 
-def one_of(*choices: str) -> Callable[[str], str]:
+def int_in(lo: int, hi: int) -> IntIn:
+    return IntIn(lo, hi)
+
+
+class OneOf:
     """One of ``choices``, in any case; the value is the choice as written here."""
-    by_folded = {c.casefold(): c for c in choices}
 
-    def parse(text: str) -> str:
-        try:
-            return by_folded[text.casefold()]
-        except KeyError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}") from None
-    parse.__name__ = "choice"
-    return parse
+    __slots__ = ("choices",)
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    @property
+    def accepts(self) -> str:
+        return f"one of {', '.join(self.choices)}"
+
+    def __call__(self, text: str) -> str:
+        for choice in self.choices:
+            if choice.casefold() == text.casefold():
+                return choice
+        raise argparse.ArgumentTypeError(f"{text!r} is not {self.accepts}")
+
+
+def one_of(*choices: str) -> OneOf:
+    return OneOf(choices)
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -71,6 +102,13 @@ def boolean(text: str) -> bool:
     if folded in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def host(text: str) -> str:
+    """A host name or an IP address to listen on."""
+    if not text or text != text.strip() or any(c.isspace() or ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name or IP address")
+    return text
 
 
 def existing_dir(text: str) -> Path:

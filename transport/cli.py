@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the server",
         description="Run the server. Every option is also read from its ORCHESTRA_* environment variable, "
                     "then from the --config file; precedence: flag > environment > file > default "
-                    "(docs/configuration.md).",
+                    "(docs/configuration.md). Tokens are signed with ORCHESTRA_JWT_SECRET, else with "
+                    "<data-dir>/jwt.secret (made by the first start, mode 0600).",
     )
     serve.add_argument("--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
     add_flags(serve, SERVE_SETTINGS)
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--agent-type", type=identifier, required=True)
     token.add_argument("--sub", type=identifier, default=None)
     token.add_argument("--ttl", type=number_in(1, MAX_TOKEN_TTL, "seconds"), default=3600,
-                       help=f"seconds the token is valid, from 1 to {MAX_TOKEN_TTL} (ten years)")
+                       help=f"seconds the token is valid, from 1 to {MAX_TOKEN_TTL} (ten years) [default: %(default)s]")
     token.add_argument("--admin", action="store_true")
     token.add_argument("--permissions", default=None, help="comma-separated: " + ",".join(sorted(PERMISSIONS)))
     token.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
@@ -146,14 +147,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> argparse.Namespace:
-    """The serve settings: flags, environment, file, defaults (transport/config.py)."""
+    """The serve settings: flags, environment, file, defaults (transport/config.py). A flag
+    added to the parser by hand, not as a setting, keeps its parsed value (but has no variable
+    or file key: make it a setting)."""
     from .config import SERVE_SETTINGS, ConfigError, config_path, resolve
 
     flags = vars(args)
     try:
-        return resolve(SERVE_SETTINGS, flags, os.environ, config_path(flags, os.environ)).namespace()
+        resolved = resolve(SERVE_SETTINGS, flags, os.environ, config_path(flags, os.environ))
     except ConfigError as exc:
         raise _StartError(str(exc), 2) from None
+    return argparse.Namespace(**{**flags, **resolved.values})
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -179,30 +183,24 @@ def _config(args: argparse.Namespace) -> int:
         raise _StartError(str(exc), 2) from None
     for s in SERVE_SETTINGS:
         value = resolved.values[s.name]
-        shown = s.shown_default() if value is None else value
+        if value is None:  # worked out at start, as serve does
+            value = {"data_dir": default_data_dir(), "root": Path.cwd()}.get(s.name, s.shown_default())
         origin = resolved.origins[s.name]
         source = {"env": s.env, "file": str(path)}.get(origin, origin)
-        print(f"{s.name} = {shown!s}  ({source})")
+        print(f"{s.name} = {value!s}  ({source})")
     return 0
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    """``token``'s data dir: flag, else ORCHESTRA_DATA_DIR, else the config file's, else the default."""
-    from .config import SERVE_SETTINGS, ConfigError, config_path, read_file
+    """``token``'s data dir, found as serve finds it: flag, variable, config file, default."""
+    from .config import SERVE_SETTINGS, ConfigError, config_path, resolve
 
-    if getattr(args, "data_dir", None):
-        return Path(args.data_dir)
-    if os.environ.get("ORCHESTRA_DATA_DIR"):
-        return Path(os.environ["ORCHESTRA_DATA_DIR"])
-    path = config_path(vars(args), os.environ)
-    if path is not None:
-        try:
-            found = read_file(SERVE_SETTINGS, path, only=("data_dir",)).get("data_dir")
-        except ConfigError as exc:
-            raise _StartError(str(exc), 2) from None
-        if found is not None:
-            return Path(found)
-    return default_data_dir()
+    flags = vars(args)
+    try:
+        found = resolve(SERVE_SETTINGS, flags, os.environ, config_path(flags, os.environ), only=("data_dir",))
+    except ConfigError as exc:
+        raise _StartError(str(exc), 2) from None
+    return Path(found.values["data_dir"] or default_data_dir())
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -260,6 +258,7 @@ def _prepare(args: argparse.Namespace, profiles: Profiles) -> tuple[Path, Auth]:
         load_secret,
         loose_permissions,
     )
+
     data_dir = (args.data_dir or default_data_dir()).resolve()
     try:
         prepare_data_dir(data_dir)
@@ -293,6 +292,7 @@ def _prepare(args: argparse.Namespace, profiles: Profiles) -> tuple[Path, Auth]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
 
     import trio
 
@@ -300,11 +300,14 @@ def _serve(args: argparse.Namespace) -> int:
     from ..actors.project import ProjectConfig
     from ..actors.system import ActorSystem, SystemConfig
     from .api import Api, ApiConfig
+    from .config import SERVE_SETTINGS, misspelt_variables
     from .observability import configure_logging
     from .server import Server, ServerConfig
 
     args = _settings(args)
     configure_logging(args.log_level.upper(), args.log_format, access_log=args.access_log)
+    for warning in misspelt_variables(SERVE_SETTINGS, os.environ):
+        logging.getLogger("orchestra").warning("%s", warning)
     try:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:

@@ -6,7 +6,8 @@ default. The same definition makes the flag, the variable's and the key's name, 
 help, the commented default file (``orchestra config --print-defaults``) and the reference in
 docs/configuration.md, so none of them can drift from the others.
 
-Pure: no I/O but reading the config file; the environment is passed in.
+No I/O but reading the config file and checking that the paths it names exist; the
+environment is passed in.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any, Literal
 
 from ..actors.records import MAX_JSON_DEPTH
 from .argtypes import (
+    OneOf,
     boolean,
     existing_dir,
     existing_file,
+    host,
     int_in,
     number_in,
     one_of,
@@ -33,8 +36,9 @@ from .argtypes import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "ConfigError", "ENV_PREFIX", "SERVE_SETTINGS", "Setting", "Resolved",
-    "add_flags", "default_file", "read_environment", "read_file", "reference_markdown", "resolve",
+    "CONFIG_ENV", "ConfigError", "ENV_PREFIX", "SERVE_SETTINGS", "Setting", "Resolved", "add_flags",
+    "config_path", "default_file", "misspelt_variables", "read_environment", "read_file",
+    "reference_markdown", "resolve",
 ]
 
 ENV_PREFIX = "ORCHESTRA_"
@@ -52,7 +56,7 @@ class ConfigError(ValueError):
     environment variable, or the file and its key)."""
 
 
-Kind = Literal["value", "switch", "table", "list"]
+Kind = Literal["value", "switch", "list", "table"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,10 @@ class Setting:
     """One setting of ``orchestra serve``.
 
     ``kind``: ``value`` (one value), ``switch`` (``--name``/``--no-name``; true or false in the
-    environment and the file), ``table`` (a repeated ``KEY=VALUE`` flag, a space-separated
-    list in the environment, a TOML table in the file) or ``list`` (a repeated flag, a
-    space-separated list in the environment (shell quoting), a TOML array of strings)."""
+    environment and the file), ``list`` (a repeated flag, a space-separated list in the
+    environment as a shell splits it, a TOML array of strings in the file) or ``table`` (a
+    repeated ``KEY=VALUE`` flag, a space-separated list in the environment, a TOML table in
+    the file)."""
 
     name: str
     #: text of a flag or a variable to value; refuses with ``argparse.ArgumentTypeError``
@@ -73,8 +78,6 @@ class Setting:
     toml: tuple[type, ...] = (str,)
     kind: Kind = "value"
     metavar: str | None = None
-    #: the choices, shown in the help and the reference
-    choices: tuple[str, ...] = ()
     #: the default said in words, where it is worked out at start (``default`` is then None)
     default_text: str | None = None
     #: a path: in the file, relative to the file's folder
@@ -90,12 +93,27 @@ class Setting:
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
+    @property
+    def shown_metavar(self) -> str:
+        """The flag's value in the usage: the choices where there are some."""
+        if isinstance(self.parse, OneOf):
+            return "{" + ",".join(self.parse.choices) + "}"
+        return self.metavar or self.name.upper()
+
+    @property
+    def accepts(self) -> str:
+        """The values accepted, in words (from the value type itself where it has bounds)."""
+        said = getattr(self.parse, "accepts", None)
+        if isinstance(said, str):
+            return said
+        return _ACCEPTS.get(self.parse, "text")
+
     def shown_default(self) -> str:
         if self.default_text is not None:
             return self.default_text
         if self.kind == "switch":
             return "on" if self.default else "off"
-        if self.kind in ("table", "list"):
+        if self.kind in ("list", "table"):
             return "none"
         return str(self.default)
 
@@ -103,7 +121,7 @@ class Setting:
         """The value of an environment variable's text."""
         if self.kind == "switch":
             return boolean(text)
-        if self.kind in ("table", "list"):
+        if self.kind in ("list", "table"):
             return [self.parse(item) for item in shlex.split(text)]
         return self.parse(text)
 
@@ -120,8 +138,8 @@ class Setting:
             return items
         if self.kind == "list":
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-                raise argparse.ArgumentTypeError(f"must be an array of strings, got {value!r}")
-            return [self.parse(item) for item in value]
+                raise argparse.ArgumentTypeError("must be an array of strings")
+            return [self.parse(str(base / item) if self.path else item) for item in value]
         # bool is an int in Python, but true is no number of seconds
         if not isinstance(value, self.toml) or (isinstance(value, bool) and bool not in self.toml):
             raise argparse.ArgumentTypeError(f"must be {_toml_kind(self.toml)}, got {value!r}")
@@ -174,6 +192,16 @@ def _toml_kind(types: tuple[type, ...]) -> str:
     return "a string"
 
 
+_ACCEPTS: dict[Any, str] = {
+    boolean: "true or false",
+    host: "a host name or IP address",
+    existing_dir: "an existing directory",
+    existing_file: "an existing file",
+    project_entry: "ID=PATH: an id and an existing directory",
+    Path: "a path (the folder is made if missing)",
+}
+
+
 def _seconds(lo: float, hi: float) -> Callable[[str], float]:
     return number_in(lo, hi, "seconds")
 
@@ -182,7 +210,7 @@ _INT = (int,)
 _NUMBER = (int, float)
 
 SERVE_SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)",
+    Setting("host", host, "127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)",
             metavar="ADDRESS"),
     Setting("port", int_in(0, 65535), 3001, "port to listen on; 0 picks a free one (the listening "
             "line on stdout says which)", _INT),
@@ -214,8 +242,7 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
             "by its private key with --jwt-algorithm", metavar="FILE", default_text="none",
             path=True, example="/etc/orchestra/issuer.pem"),
     Setting("jwt_algorithm", one_of("RS256", "ES256", "EdDSA"), "RS256",
-            "algorithm of --jwt-public-key", choices=("RS256", "ES256", "EdDSA"),
-            metavar="{RS256,ES256,EdDSA}"),
+            "algorithm of --jwt-public-key"),
     Setting("jwt_previous_key", existing_file, None, "the key before a rotation, accepted for "
             "verification only (never for signing): an HS256 secret file, or a PEM public key of "
             "--jwt-algorithm", metavar="FILE", default_text="none", path=True,
@@ -226,8 +253,7 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("idempotency_window", _seconds(1, 366 * 86_400), 86_400.0, "seconds a repeated "
             "idempotency key is answered with the original answer", _NUMBER, metavar="SECONDS"),
     Setting("sync", one_of("normal", "full"), "normal", "SQLite synchronous mode: normal survives "
-            "a crash of the process, full also a power loss", choices=("normal", "full"),
-            metavar="{normal,full}"),
+            "a crash of the process, full also a power loss"),
     Setting("context_sweep", _seconds(0, 86_400), 2.0, "seconds between full checks of a code "
             "base for changes where file watching is unavailable (with watching, changes arrive at "
             "once and a full check runs every 60 s); 0: a check before every context request", _NUMBER, metavar="SECONDS"),
@@ -242,10 +268,9 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
             "most this deep (deeper: 429 AGENT_002)", _INT, metavar="N"),
     Setting("agent_stop_grace", _seconds(0, 600), 5.0, "on shutdown (and when a start ends agents "
             "a crash left behind), seconds between SIGTERM and SIGKILL of every spawned agent", _NUMBER, metavar="SECONDS"),
-    Setting("log_level", one_of(*LOG_LEVELS), "info", "lowest level of the log lines on stderr",
-            choices=LOG_LEVELS, metavar="{" + ",".join(LOG_LEVELS) + "}"),
+    Setting("log_level", one_of(*LOG_LEVELS), "info", "lowest level of the log lines on stderr"),
     Setting("log_format", one_of(*LOG_FORMATS), "text", "log lines as text, or one JSON object "
-            "per line", choices=LOG_FORMATS, metavar="{" + ",".join(LOG_FORMATS) + "}"),
+            "per line"),
     Setting("access_log", boolean, True, "one log line per HTTP request and WebSocket op",
             (bool,), kind="switch"),
 )
@@ -259,12 +284,12 @@ def add_flags(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> N
         if s.kind == "switch":
             parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
-        elif s.kind in ("table", "list"):
+        elif s.kind in ("list", "table"):
             parser.add_argument(s.flag, dest=s.name, type=s.parse, action="append",
-                                default=argparse.SUPPRESS, metavar=s.metavar, help=help_text)
+                                default=argparse.SUPPRESS, metavar=s.shown_metavar, help=help_text)
         else:
             parser.add_argument(s.flag, dest=s.name, type=s.parse, default=argparse.SUPPRESS,
-                                metavar=s.metavar, help=help_text)
+                                metavar=s.shown_metavar, help=help_text)
 
 
 def read_environment(settings: Iterable[Setting], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -279,6 +304,19 @@ def read_environment(settings: Iterable[Setting], environ: Mapping[str, str]) ->
         except (argparse.ArgumentTypeError, ValueError) as exc:
             raise ConfigError(f"environment variable {s.env}: {exc}") from None
     return values
+
+
+def misspelt_variables(settings: Iterable[Setting], environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``ORCHESTRA_*`` variables that name no setting but nearly do (a typo would
+    otherwise be ignored without a word)."""
+    names = {s.env for s in settings} | {CONFIG_ENV, "ORCHESTRA_JWT_SECRET"}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in names:
+            near = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+            if near:
+                warnings.append(f"environment variable {name} is not a setting; did you mean {near[0]}?")
+    return warnings
 
 
 def read_file(settings: Sequence[Setting], path: Path, only: Iterable[str] | None = None) -> dict[str, Any]:
@@ -318,27 +356,28 @@ class Resolved:
     values: Mapping[str, Any]
     origins: Mapping[str, str]
 
-    def namespace(self) -> argparse.Namespace:
-        return argparse.Namespace(**self.values)
-
 
 def resolve(
     settings: Iterable[Setting],
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
     config_file: Path | None,
+    only: Iterable[str] | None = None,
 ) -> Resolved:
-    """Flag, else environment variable, else config file, else default."""
-    settings = tuple(settings)
+    """Flag, else environment variable, else config file, else default; ``only``: of these
+    settings (the file's other keys are still checked to be known)."""
+    every = tuple(settings)
+    wanted = {s.name for s in every} if only is None else set(only)
+    chosen = tuple(s for s in every if s.name in wanted)
     layers = [
-        ("flag", {s.name: flags[s.name] for s in settings if s.name in flags}),
-        ("env", read_environment(settings, environ)),
-        ("file", read_file(settings, config_file) if config_file is not None else {}),
-        ("default", {s.name: s.default for s in settings}),
+        ("flag", {s.name: flags[s.name] for s in chosen if s.name in flags}),
+        ("env", read_environment(chosen, environ)),
+        ("file", read_file(every, config_file, only=wanted) if config_file is not None else {}),
+        ("default", {s.name: s.default for s in chosen}),
     ]
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    for s in settings:
+    for s in chosen:
         for origin, layer in layers:
             if s.name in layer:
                 values[s.name], origins[s.name] = layer[s.name], origin
@@ -368,7 +407,7 @@ def default_file(settings: Sequence[Setting]) -> str:
     # a table's keys must come last: every key after a [table] header belongs to the table
     for s in sorted(settings, key=lambda s: s.kind == "table"):
         lines = [f"# {line}" for line in textwrap.wrap(f"{s.help}.", 96)]
-        lines.append(f"# flag {s.flag}, env {s.env}, default: {s.shown_default()}")
+        lines.append(f"# accepts {s.accepts}; default: {s.shown_default()}; flag {s.flag}, env {s.env}")
         if s.default is None or s.kind == "table":
             example = s.to_toml(s.example if s.kind != "table" else list(s.example.items()))
             lines += [f"# {line}" if line else "#" for line in
@@ -386,17 +425,16 @@ def _cell(text: str) -> str:
 def reference_markdown(settings: Sequence[Setting]) -> str:
     """The reference table of docs/configuration.md (a test compares the two)."""
     rows = [
-        "| file key | flag | environment variable | default | what |",
-        "|---|---|---|---|---|",
+        "| file key | flag | environment variable | default | accepts | what |",
+        "|---|---|---|---|---|---|",
     ]
     for s in settings:
         if s.kind == "switch":
             flag = f"`{s.flag}` / `--no-{s.flag[2:]}`"
         else:
-            flag = f"`{s.flag} {s.metavar or s.name.upper()}`"
-        choices = f" One of: {', '.join(f'`{c}`' for c in s.choices)}." if s.choices else ""
+            flag = f"`{s.flag} {s.shown_metavar}`"
         rows.append(
             f"| `{s.name}` | {_cell(flag)} | `{s.env}` | {_cell(s.shown_default())} "
-            f"| {_cell(s.help)}.{choices} |"
+            f"| {_cell(s.accepts)} | {_cell(s.help)} |"
         )
     return "\n".join(rows) + "\n"

@@ -59,6 +59,14 @@ def test_orchestra_version_prints_it(command):
     assert out.stdout.strip() == f"orchestra {importlib.metadata.version('orchestra-sidecar')}"
 
 
+def test_the_version_costs_nothing_until_asked_for():
+    """`orchestra agent` starts through transport/cli.py: reading the metadata waits for a use."""
+    code = ("import sys, orchestra.transport.cli; print('importlib.metadata' in sys.modules, "
+            "'dataclasses' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
 # -- precedence --
 
 @pytest.mark.parametrize("flag, env, file, expected", [
@@ -112,6 +120,14 @@ def test_a_switch_from_the_file_is_turned_off_by_its_no_flag(tmp_path, monkeypat
     assert _serve_settings([], monkeypatch, {"ORCHESTRA_FAULT_INJECTION": "1"}).fault_injection is True
 
 
+def test_a_misspelt_variable_is_warned_of():
+    from orchestra.transport.config import misspelt_variables
+
+    environ = {"ORCHESTRA_PORTT": "1", "ORCHESTRA_URL": "http://x", "ORCHESTRA_PORT": "1", "HOME": "/"}
+    assert misspelt_variables(SERVE_SETTINGS, environ) == [
+        "environment variable ORCHESTRA_PORTT is not a setting; did you mean ORCHESTRA_PORT?"]
+
+
 def test_an_empty_variable_counts_as_unset(monkeypatch):
     assert _serve_settings([], monkeypatch, {"ORCHESTRA_PORT": ""}).port == 3001
 
@@ -126,6 +142,35 @@ def test_relative_paths_in_the_file_are_taken_from_its_folder(tmp_path, monkeypa
     assert args.data_dir == tmp_path / "etc" / "data"
     assert args.root == tmp_path / "etc" / "code"
     assert args.profiles == tmp_path / "etc" / "profiles.toml"
+
+
+def test_a_list_setting_from_each_source(tmp_path):
+    """The kind for a repeatable flag of plain values (e.g. globs)."""
+    import argparse
+
+    from orchestra.transport.config import Setting, add_flags
+
+    globs = Setting("withhold", str, [], "globs never inlined", kind="list", metavar="GLOB")
+    parser = argparse.ArgumentParser()
+    add_flags(parser, [globs])
+    flags = vars(parser.parse_args(["--withhold", "*.pem", "--withhold", "secrets/**"]))
+    (tmp_path / "c.toml").write_text('withhold = ["a b", "*.key"]\n')
+    assert resolve([globs], flags, {}, None).values == {"withhold": ["*.pem", "secrets/**"]}
+    assert resolve([globs], {}, {"ORCHESTRA_WITHHOLD": "'a b' *.key"}, None).values == {"withhold": ["a b", "*.key"]}
+    assert resolve([globs], {}, {}, tmp_path / "c.toml").values == {"withhold": ["a b", "*.key"]}
+    assert resolve([globs], {}, {}, None).values == {"withhold": []}
+    assert "withhold = []" in default_file([globs])
+    (tmp_path / "bad.toml").write_text('withhold = "*.pem"\n')
+    with pytest.raises(ConfigError, match="key 'withhold': must be an array of strings"):
+        read_file([globs], tmp_path / "bad.toml")
+
+
+def test_every_value_setting_reads_its_default_as_a_variable():
+    for s in SERVE_SETTINGS:
+        if s.kind == "value" and s.default is not None:
+            assert read_environment([s], {s.env: str(s.default)}) == {s.name: s.default}, s.name
+        elif s.kind == "switch":
+            assert read_environment([s], {s.env: str(s.default).lower()}) == {s.name: s.default}, s.name
 
 
 def test_every_setting_has_a_flag_a_variable_and_a_key():
@@ -152,7 +197,7 @@ def test_the_commented_examples_of_the_default_file_are_valid(tmp_path):
     """Uncommenting every example line gives a file the server accepts (its paths aside)."""
     lines = default_file(SERVE_SETTINGS).splitlines()
     examples = [line[2:] for line in lines if line.startswith("# ") and (" = " in line or line.startswith("# ["))
-                and not line.startswith("# flag ")]
+                and not line.startswith("# accepts ")]
     document = tomllib.loads("\n".join(examples))
     assert {"data_dir", "root", "profiles", "project", "jwt_public_key", "jwt_previous_key"} <= set(document)
 
@@ -173,6 +218,7 @@ def test_config_show_names_each_source(tmp_path, monkeypatch, capsys):
     assert "port = 9  (" + str(config) + ")" in out
     assert "host = 0.0.0.0  (ORCHESTRA_HOST)" in out
     assert "sync = normal  (default)" in out
+    assert f"root = {Path.cwd()}  (default)" in out
 
 
 # -- help --
@@ -294,3 +340,34 @@ def test_token_finds_the_data_dir_in_the_config_file(tmp_path, monkeypatch, caps
     claims = jwt.decode(capsys.readouterr().out.strip(), secret, algorithms=["HS256"])
     assert claims["project_id"] == "p1"
     assert not (Path.cwd() / "data").exists()
+
+
+def test_token_takes_the_data_dir_as_serve_does(tmp_path, monkeypatch, capsys):
+    import jwt
+    from orchestra.transport.auth import load_secret
+
+    for key in [k for k in os.environ if k.startswith("ORCHESTRA_")]:
+        monkeypatch.delenv(key)
+    secrets = {name: load_secret(tmp_path / name, create=True) for name in ("flag", "env", "file")}
+    config = tmp_path / "c.toml"
+    config.write_text('data_dir = "file"\n')
+    monkeypatch.setenv("ORCHESTRA_CONFIG", str(config))
+    base = ["token", "--project", "p1", "--agent-type", "x"]
+
+    def signer() -> str:
+        token = capsys.readouterr().out.strip()
+        return next(name for name, secret in secrets.items()
+                    if _verifies(jwt, token, secret))
+
+    assert main(base) == 0 and signer() == "file"
+    monkeypatch.setenv("ORCHESTRA_DATA_DIR", str(tmp_path / "env"))
+    assert main(base) == 0 and signer() == "env"
+    assert main([*base, "--data-dir", str(tmp_path / "flag")]) == 0 and signer() == "flag"
+
+
+def _verifies(jwt, token: str, secret: bytes) -> bool:
+    try:
+        jwt.decode(token, secret, algorithms=["HS256"])
+    except jwt.InvalidSignatureError:
+        return False
+    return True

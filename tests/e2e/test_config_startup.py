@@ -74,6 +74,15 @@ def test_a_store_that_is_not_a_database(tmp_path):
     _fails(SERVE, _env(tmp_path), 1, "orchestra.db", "cannot be opened")
 
 
+def test_a_store_of_a_newer_release(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "orchestra.db")
+    db.execute("PRAGMA user_version = 9999")
+    db.close()
+    _fails(SERVE, _env(tmp_path), 1, "orchestra.db", "newer than this release")
+
+
 @pytest.mark.parametrize("content, algorithm", [
     (b"garbage", "RS256"),
     (b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "ES256"),
