@@ -221,10 +221,11 @@ class CursorConflict(WriteRejected):
         self.high_water = high_water
 
 
-class CommitInDoubt(StoreError):
+class CommitInDoubt(Exception):
     """The connection was lost while COMMIT was in flight: the transaction may or may not have
-    committed. Raised out of :meth:`PostgresBackend.apply` (the store actor crashes; its callers
-    learn the outcome by reading the high-water cursor from the next incarnation)."""
+    committed. Raised out of :meth:`PostgresBackend.apply`: the store actor crashes, its callers
+    get ``ActorCrashed`` (outcome unknown) and learn the outcome from the next incarnation (the
+    high-water cursor). Not a :class:`StoreError`, whose answer to a write means *not stored*."""
 
 
 @dataclass(frozen=True, slots=True)

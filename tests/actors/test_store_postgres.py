@@ -11,7 +11,7 @@ import orjson
 import pytest
 import trio
 from orchestra.actors.events import encode_cursor
-from orchestra.actors.runtime import ActorRef, ChildSpec, Supervisor
+from orchestra.actors.runtime import ActorCrashed, ActorRef, ChildSpec, Supervisor
 from orchestra.actors.store import (
     AppendBatch,
     CommitFailed,
@@ -241,3 +241,38 @@ async def test_the_store_actor_answers_an_allocated_append_with_its_first_cursor
                 await ref.call(AppendBatch("p1", 3, (), (_event(3),)))
             nursery.cancel_scope.cancel()
 
+
+
+async def test_a_commit_in_doubt_crashes_the_store_which_comes_back_and_answers_what_was_stored(url):
+    ref = ActorRef("store")
+    backend = PostgresBackend(url)
+    sup = Supervisor("root", [ChildSpec.actor("store", ref, lambda: StoreActor(backend))])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await ref.call(AppendBatch("p1", 1, (), (_event(1),)))
+            assert backend.conn is not None
+            backend.conn.execute(  # the session ends at the next COMMIT holding a wait position
+                "CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;"
+                " CREATE CONSTRAINT TRIGGER die AFTER INSERT ON wait_cursors"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die()"
+            )
+            with pytest.raises(ActorCrashed):  # outcome unknown to the caller
+                await ref.call(SaveWaitCursor("p1", "a", "k", 1))
+            assert await ref.call(HighWater("p1")) == 1  # a new incarnation, a new connection
+            assert backend.connects == 2
+            nursery.cancel_scope.cancel()
+
+
+def test_after_the_first_connection_an_open_that_cannot_connect_leaves_the_backend_waiting(url):
+    b = _opened(url)
+    good, b.url = b.url, "postgresql://127.0.0.1:1/test"
+    b.open()  # a restarted store: not fatal
+    _, (high,) = b.apply([], [HighWater("p1")])
+    assert isinstance(high, ReadFailed) and high.transient
+    b.url = good
+    assert b.apply([], [HighWater("p1")])[1] == [0]
+    b.close()
+    with pytest.raises(psycopg.OperationalError):  # a first open that cannot connect raises
+        PostgresBackend("postgresql://127.0.0.1:1/test").open()
