@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=32)
     parser.add_argument("--per-writer", type=int, default=200)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     table = Table(title="durable writes, one process: PostgreSQL store vs SQLite")
     for column in ("what", "store", "writes/s", "client/server CPU µs per write", "PostgreSQL CPU µs per write"):
         table.add_column(column, justify="right" if column != "what" else "left")
