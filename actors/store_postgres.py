@@ -104,7 +104,7 @@ MIGRATIONS: list[str] = [
         agent_type  TEXT NOT NULL,
         agent_id    TEXT NOT NULL,
         status      TEXT NOT NULL,
-        stored_at   TEXT NOT NULL,
+        stored_at   TEXT COLLATE "C" NOT NULL,  -- compared by code point, as SQLite does
         body        BYTEA NOT NULL
     );
     CREATE INDEX results_by_project ON results (project_id, seq);
