@@ -9,8 +9,9 @@ Guarantees beyond the SQLite backend's, for several processes on one database:
 * A project's row in ``projects`` is its lock: an append updates it (its last statement), so
   two transactions appending to one project commit one after the other, and the high-water
   cursor recorded there only grows. An append whose events are not all above the recorded
-  high-water is rejected (:class:`CursorConflict`): a cursor is never stored twice, even by a
-  process whose idea of the project is stale.
+  high-water is rejected (:class:`CursorConflict`). So every committed append's cursors are
+  above every cursor committed before it in its project (commit order is cursor order), and a
+  cursor is never stored twice, even by a process whose idea of the project is stale.
 * :class:`AllocatedAppend` lets the backend take the cursors itself, under that lock, in the
   transaction that stores the events: commit order is then cursor order per project, whichever
   process appends.
