@@ -301,6 +301,10 @@ class PostgresBackend:
             application_name=given.get("application_name", "orchestra"),
             keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
         )
+        # No automatic server-side prepared statements: one prepared inside a pipeline that
+        # aborts is lost on the server while the driver believes it exists (the next use of
+        # that statement, COMMIT even, then fails). The statements are few and simple.
+        conn.prepare_threshold = None
         try:
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout * 1000)}")
             self._migrate(conn)
@@ -445,6 +449,8 @@ class PostgresBackend:
             if conn.broken:
                 raise CommitInDoubt(f"connection lost during COMMIT: {_why(exc)}") from exc
             # The server answered: the transaction did not commit (e.g. a deferred constraint).
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
             failure = CommitFailed(f"commit failed: {_why(exc)}", transient=_transient(exc))
             return [o if isinstance(o, StoreError) else failure for o in outcomes]
         return outcomes

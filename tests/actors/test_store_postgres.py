@@ -133,6 +133,59 @@ def test_writers_on_one_project_from_several_connections_never_reuse_or_skip_a_c
         b.close()
 
 
+def test_rejected_writes_again_and_again_leave_the_connection_serving(url):
+    # each rejection aborts the pipeline of its group commit: statements the driver would have
+    # prepared in it must not be taken as prepared afterwards
+    b = _opened(url)
+    try:
+        for i in range(1, 13):
+            good, dup = _result(f"r{i}"), _result("r1")
+            outcomes, (high,) = b.apply([AppendBatch("p1", 2 * i, (good,), (_event(2 * i - 1),)),
+                                         AppendBatch("p1", 2 * i, (dup,), (_event(2 * i),))],
+                                        [HighWater("p1")])
+            assert outcomes[0] is None and isinstance(outcomes[1], StoreError), (i, outcomes)
+            assert high == 2 * i - 1 or high == 2 * i
+            assert b.apply([SaveWaitCursor("p1", "a", "k", i)], [])[0] == [None]
+    finally:
+        b.close()
+
+
+def test_writers_allocating_from_stale_views_are_refused_never_stored_twice(url):
+    writers, appends = 4, 15
+    conflicts: list[int] = []
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        b = _opened(url)
+        try:
+            done = 0
+            while done < appends:  # each append from its own view of the project, as a process
+                (high,) = b.apply([], [HighWater("p1")])[1]
+                assert isinstance(high, int), high
+                (outcome,), _ = b.apply([AppendBatch("p1", high + 1, (), (_event(high + 1),))], [])
+                if isinstance(outcome, CursorConflict):
+                    conflicts.append(1)
+                else:
+                    assert outcome is None, outcome
+                    done += 1
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+        finally:
+            b.close()
+
+    threads = [threading.Thread(target=write) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    b = _opened(url)
+    try:
+        assert [c for c, _ in _stored(b)] == list(range(1, writers * appends + 1))
+    finally:
+        b.close()
+
+
 def test_an_allocating_writer_waits_for_the_project_lock_held_by_another_transaction(url):
     b = _opened(url)
     b.apply([AppendBatch("p1", 1, (), (_event(1),))], [])
