@@ -276,6 +276,31 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(url):
         _opened(url)
 
 
+def test_processes_opening_a_new_database_at_once_migrate_it_once(url):
+    backends = [PostgresBackend(url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def open_one(b: PostgresBackend) -> None:
+        try:
+            b.open()
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(b,)) for b in backends]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    try:
+        assert errors == []
+        assert backends[0].conn is not None
+        assert backends[0].conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
+            (1,), (2,), (3,)]
+    finally:
+        for b in backends:
+            b.close()
+
+
 def test_the_url_shown_has_no_password():
     assert redact_url("postgresql://u:secret@db.example:5433/orch?sslmode=require") == (
         "postgresql://db.example:5433/orch")
