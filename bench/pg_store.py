@@ -7,7 +7,10 @@ Two levels, each on both backends:
   SQLite in both of its modes: NORMAL does not sync the disk at each commit, FULL does, as
   PostgreSQL does by default (``synchronous_commit = on``): compare PostgreSQL with FULL;
 * the whole server: ``orchestra serve`` (SQLite in its data dir, or ``--store postgresql://``),
-  writers over WebSocket ``result.store`` (8 in flight each), as ``python -m bench`` measures.
+  writers over WebSocket ``result.store`` (8 in flight each), as ``python -m bench`` measures;
+* PostgreSQL only: writers on connections of their own (as processes would be) taking cursors
+  in the database (``AllocatedAppend``), all on one project or each on its own: the cost of
+  one hot project's lock.
 
 Besides writes/s it prints CPU per write: of this process or the server, and of the PostgreSQL
 backend serving it (read from /proc, so the database must run on this machine). On a shared
@@ -34,7 +37,7 @@ import orjson
 import psycopg
 import trio
 from orchestra.actors.store import AppendBatch, EventRow, ResultRow, SQLiteBackend
-from orchestra.actors.store_postgres import PostgresBackend
+from orchestra.actors.store_postgres import AllocatedAppend, PostgresBackend
 from rich.console import Console
 from rich.table import Table
 
@@ -117,6 +120,48 @@ def backend_rate(backend: Any, n: int, batch: int, pg_cpu_now: Callable[[], floa
     return n / elapsed, cpu / n * 1e6, pg / n * 1e6
 
 
+# -- several connections taking cursors of one project (AllocatedAppend) --
+
+
+def allocating_rate(url: str, connections: int, per_connection: int, hot: bool) -> tuple[float, float]:
+    """(appends/s, p99 ms of one append) of ``connections`` writers, each its own connection
+    (as separate processes would be), appending single events with cursors the database takes:
+    all to one project (``hot``) or each to its own."""
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(connections + 1)
+
+    def writer(n: int) -> None:
+        b = PostgresBackend(url)
+        b.open()
+        project = "hot" if hot else f"p{n}"
+        body = orjson.dumps({"cursor": "0", "n": n})
+        try:
+            start.wait()
+            for _ in range(per_connection):
+                t = time.perf_counter()
+                (first,), _ = b.apply([AllocatedAppend(project, 0, (), (EventRow(project, 1, "tick", 9e9, body),))], [])
+                latencies.append(time.perf_counter() - t)
+                assert isinstance(first, int), first
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        finally:
+            b.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(connections)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    latencies.sort()
+    return connections * per_connection / elapsed, latencies[int(0.99 * (len(latencies) - 1))] * 1e3
+
+
 # -- the whole server --
 
 
@@ -149,6 +194,7 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=5000, help="appends per backend run")
     parser.add_argument("--writers", type=int, default=32)
     parser.add_argument("--per-writer", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=8, help="writers taking cursors at once")
     args = parser.parse_args()
     console = Console(width=150)
     table = Table(title="durable writes, one process: PostgreSQL store vs SQLite")
@@ -176,6 +222,15 @@ def main() -> None:
                                     lambda: pg_cpu(args.url, name))
     table.add_row(what, "PostgreSQL", f"{rate:,.0f}", f"{cpu:,.0f}", f"{pg:,.0f}")
     console.print(table)
+
+    hot = Table(title="cursors taken by the database (AllocatedAppend), one event per transaction")
+    for column in ("writers (own connections)", "projects", "appends/s", "p99 ms"):
+        hot.add_column(column, justify="right")
+    for projects in ("one (hot)", "one each"):
+        with schema(args.url) as (url, _):
+            rate, p99 = allocating_rate(url, args.connections, args.appends // 10, projects == "one (hot)")
+        hot.add_row(str(args.connections), projects, f"{rate:,.0f}", f"{p99:,.1f}")
+    console.print(hot)
     console.print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
                   f"threads here: {threading.active_count()}")
 
