@@ -9,8 +9,9 @@ Guarantees beyond the SQLite backend's, for several processes on one database:
 * A project's row in ``projects`` is its lock: an append updates it (its last statement), so
   two transactions appending to one project commit one after the other, and the high-water
   cursor recorded there only grows. An append whose events are not all above the recorded
-  high-water is rejected (:class:`CursorConflict`): a cursor is never stored twice, even by a
-  process whose idea of the project is stale.
+  high-water is rejected (:class:`CursorConflict`). So every committed append's cursors are
+  above every cursor committed before it in its project (commit order is cursor order), and a
+  cursor is never stored twice, even by a process whose idea of the project is stale.
 * :class:`AllocatedAppend` lets the backend take the cursors itself, under that lock, in the
   transaction that stores the events: commit order is then cursor order per project, whichever
   process appends.
@@ -26,8 +27,9 @@ asking again (as after any crash of the store).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -51,6 +53,7 @@ from .store import (
     ProjectSnapshot,
     PurgeExpired,
     QueryResults,
+    ResultRow,
     SaveAgent,
     SaveWaitCursor,
     StoreCounts,
@@ -74,13 +77,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 SCHEMA_VERSION = 3
+
+#: SQLSTATE of orchestra_take_project's refusal: another writer has the cursors
+_CURSOR_TAKEN = "OR001"
 
 #: key of the advisory lock that serializes migrations between processes opening at once
 _MIGRATION_LOCK = 0x6F72636865737472  # "orchestr"
 
 # Each entry migrates from version i to i + 1; never edit a released entry, append a new one.
-# The versions match the SQLite ones (same tables at the same version). Keys that may hold a NUL
+# The same tables as SQLite's at each version, plus what PostgreSQL runs itself. Keys that may hold a NUL
 # (a wait key is type NUL filter, a spawn key sub NUL key; a token's subject is not checked
 # for one) are BYTEA holding UTF-8: PostgreSQL's TEXT cannot hold a NUL, SQLite's can.
 MIGRATIONS: list[str] = [
@@ -97,7 +105,7 @@ MIGRATIONS: list[str] = [
         agent_type  TEXT NOT NULL,
         agent_id    TEXT NOT NULL,
         status      TEXT NOT NULL,
-        stored_at   TEXT NOT NULL,
+        stored_at   TEXT COLLATE "C" NOT NULL,  -- compared by code point, as SQLite does
         body        BYTEA NOT NULL
     );
     CREATE INDEX results_by_project ON results (project_id, seq);
@@ -124,6 +132,24 @@ MIGRATIONS: list[str] = [
         body        BYTEA NOT NULL,
         updated_at  TEXT NOT NULL
     );
+    -- An append's last step: record the project's high-water cursor (its row, locked until
+    -- COMMIT, is the project's lock); raise if its events are not all above the one recorded.
+    CREATE FUNCTION orchestra_take_project(project TEXT, last BIGINT, lowest BIGINT)
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        high BIGINT;
+    BEGIN
+        INSERT INTO projects AS p (project_id, last_cursor) VALUES (project, last)
+        ON CONFLICT (project_id) DO UPDATE
+            SET last_cursor = greatest(p.last_cursor, excluded.last_cursor)
+            WHERE lowest IS NULL OR p.last_cursor < lowest;
+        IF NOT FOUND THEN
+            SELECT p.last_cursor INTO high FROM projects p WHERE p.project_id = project;
+            RAISE EXCEPTION USING ERRCODE = 'OR001', DETAIL = high::text, MESSAGE = format(
+                'cursor %s is not above the project''s high-water cursor %s (another writer '
+                'appended)', lowest, high);
+        END IF;
+    END $$;
     """,
     # 2: idempotency keys, committed with the write they guard; purged after their window
     """
@@ -196,10 +222,11 @@ class CursorConflict(WriteRejected):
         self.high_water = high_water
 
 
-class CommitInDoubt(StoreError):
+class CommitInDoubt(Exception):
     """The connection was lost while COMMIT was in flight: the transaction may or may not have
-    committed. Raised out of :meth:`PostgresBackend.apply` (the store actor crashes; its callers
-    learn the outcome by reading the high-water cursor from the next incarnation)."""
+    committed. Raised out of :meth:`PostgresBackend.apply`: the store actor crashes, its callers
+    get ``ActorCrashed`` (outcome unknown) and learn the outcome from the next incarnation (the
+    high-water cursor). Not a :class:`StoreError`, whose answer to a write means *not stored*."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +292,19 @@ class PostgresBackend:
             conn.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
+        given = psycopg.conninfo.conninfo_to_dict(self.url)
         conn = psycopg.connect(
             self.url,
             autocommit=True,  # transactions are explicit: BEGIN ... COMMIT
             connect_timeout=max(1, round(self.connect_timeout)),
-            application_name="orchestra",
+            # the URL's own application_name (a process's name in pg_stat_activity) wins
+            application_name=given.get("application_name", "orchestra"),
             keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
         )
+        # No automatic server-side prepared statements: one prepared inside a pipeline that
+        # aborts is lost on the server while the driver believes it exists (the next use of
+        # that statement, COMMIT even, then fails). The statements are few and simple.
+        conn.prepare_threshold = None
         try:
             conn.execute(f"SET statement_timeout = {int(self.statement_timeout * 1000)}")
             self._migrate(conn)
@@ -363,6 +396,26 @@ class PostgresBackend:
         return self._read(self._connection(), read)
 
     def _commit(self, conn: psycopg.Connection[Any], writes: list[Any]) -> list[Any]:
+        """Within the transaction BEGIN opened: every write and COMMIT in one round trip (a
+        pipeline). If anything in it fails, nothing of it is stored: the transaction is
+        rolled back and run again write by write (:meth:`_commit_each`), which finds the
+        write at fault. So the project's lock, taken by its append, is held for one round
+        trip, and a group commit of any size costs two (BEGIN, then the rest)."""
+        if not any(isinstance(w, AllocatedAppend) for w in writes):  # those read as they go
+            try:
+                with conn.pipeline():
+                    self._write_group(conn, writes)
+                    conn.execute("COMMIT")
+                return [None] * len(writes)
+            except Exception as exc:  # any: found again, write by write
+                if conn.broken:  # COMMIT may have been sent and run
+                    raise CommitInDoubt(f"connection lost during a commit: {_why(exc)}") from exc
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN")
+        return self._commit_each(conn, writes)
+
+    def _commit_each(self, conn: psycopg.Connection[Any], writes: list[Any]) -> list[Any]:
         """Within the transaction BEGIN opened: each write in its savepoint, then COMMIT."""
         outcomes: list[Any] = []
         try:
@@ -377,9 +430,7 @@ class PostgresBackend:
                     if conn.broken:
                         raise
                     conn.execute("ROLLBACK TO w")
-                    outcomes.append(
-                        WriteRejected(f"write rejected: {_why(exc)}", transient=_transient(exc))
-                    )
+                    outcomes.append(_rejected(exc))
                 else:
                     outcomes.append(outcome)
                 conn.execute("RELEASE w")
@@ -398,6 +449,8 @@ class PostgresBackend:
             if conn.broken:
                 raise CommitInDoubt(f"connection lost during COMMIT: {_why(exc)}") from exc
             # The server answered: the transaction did not commit (e.g. a deferred constraint).
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
             failure = CommitFailed(f"commit failed: {_why(exc)}", transient=_transient(exc))
             return [o if isinstance(o, StoreError) else failure for o in outcomes]
         return outcomes
@@ -439,65 +492,105 @@ class PostgresBackend:
     def _append(self, conn: psycopg.Connection[Any], write: AppendBatch,
                 events: tuple[EventRow, ...]) -> None:
         """The batch's results, events, trim and keys (not the project's row)."""
-        with conn.cursor() as cur:
-            if write.results:
-                cur.executemany(
-                    "INSERT INTO results (id, project_id, issue_id, agent_type, agent_id,"
-                    " status, stored_at, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(r.id, r.project_id, r.issue_id, r.agent_type, r.agent_id, r.status,
-                      r.stored_at, r.body) for r in write.results],
+        trims = {write.project_id: write.trim_below} if write.trim_below else {}
+        keys = {(write.project_id, k.sub, k.key): k for k in write.keys}
+        self._insert(conn, list(write.results), list(events), trims, keys)
+
+    def _insert(self, conn: psycopg.Connection[Any], results: list[ResultRow],
+                events: list[EventRow], trims: dict[str, int],
+                keys: dict[tuple[str, str, str], IdempotencyRow]) -> None:
+        """Rows of one or more appends, one statement per table whatever their number."""
+        if results:
+            conn.execute(
+                "INSERT INTO results (id, project_id, issue_id, agent_type, agent_id, status,"
+                " stored_at, body) SELECT i, p, s, t, a, st, at, b FROM unnest(%s::text[],"
+                " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                " %s::bytea[]) WITH ORDINALITY AS u(i, p, s, t, a, st, at, b, n) ORDER BY n",
+                _columns(results, 8, lambda r: (r.id, r.project_id, r.issue_id, r.agent_type,
+                                                r.agent_id, r.status, r.stored_at, r.body)),
+            )
+        if events:
+            conn.execute(
+                "INSERT INTO events (project_id, cursor, event_type, expires_at, body)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[],"
+                " %s::float8[], %s::bytea[])",
+                _columns(events, 5, lambda e: (e.project_id, e.cursor, e.event_type,
+                                               e.expires_at, e.body)),
+            )
+        for project_id, trim_below in trims.items():
+            conn.execute(
+                "DELETE FROM events WHERE project_id = %s AND cursor < %s::bigint",
+                (project_id, trim_below),
+            )
+        if keys:
+            # an expired key not yet purged is reused: the new write takes it over
+            conn.execute(
+                "INSERT INTO idempotency (project_id, sub, key, fingerprint, answer, expires_at)"
+                " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::bytea[],"
+                " %s::bytea[], %s::float8[]) ON CONFLICT (project_id, sub, key) DO UPDATE"
+                " SET fingerprint = excluded.fingerprint, answer = excluded.answer,"
+                " expires_at = excluded.expires_at",
+                _columns(list(keys.items()), 6, lambda kv: (
+                    kv[0][0], kv[1].sub.encode(), kv[1].key.encode(), kv[1].fingerprint,
+                    kv[1].answer, kv[1].expires_at)),
+            )
+
+    def _write_group(self, conn: psycopg.Connection[Any], writes: list[Any]) -> None:
+        """Every write of a group commit, merged where that changes nothing: the appends'
+        rows one statement per table, wait positions one statement (the highest of each),
+        each project's high-water once (the highest, checked against its lowest event)."""
+        results: list[ResultRow] = []
+        events: list[EventRow] = []
+        trims: dict[str, int] = {}
+        keys: dict[tuple[str, str, str], IdempotencyRow] = {}
+        projects: dict[str, tuple[int, int | None]] = {}
+        waits: dict[tuple[str, str, str], int] = {}
+        for write in writes:
+            if type(write) is AppendBatch:
+                results.extend(write.results)
+                events.extend(write.events)
+                if write.trim_below:
+                    trims[write.project_id] = max(trims.get(write.project_id, 0), write.trim_below)
+                for k in write.keys:  # the later write takes a key over, as one by one
+                    keys[(write.project_id, k.sub, k.key)] = k
+                last, lowest = projects.get(write.project_id, (write.last_cursor, None))
+                mine = min((e.cursor for e in write.events), default=None)
+                projects[write.project_id] = (
+                    max(last, write.last_cursor),
+                    mine if lowest is None else lowest if mine is None else min(lowest, mine),
                 )
-            if events:
-                try:
-                    cur.executemany(
-                        "INSERT INTO events (project_id, cursor, event_type, expires_at, body)"
-                        " VALUES (%s, %s::bigint, %s, %s, %s)",
-                        [(e.project_id, e.cursor, e.event_type, e.expires_at, e.body)
-                         for e in events],
-                    )
-                except psycopg.errors.UniqueViolation as exc:
-                    if exc.diag.constraint_name != "events_pkey":
-                        raise
-                    raise CursorConflict(f"write rejected: {_why(exc)} (another writer took that"
-                                         " cursor)", None) from exc
-            if write.trim_below:
-                cur.execute(
-                    "DELETE FROM events WHERE project_id = %s AND cursor < %s::bigint",
-                    (write.project_id, write.trim_below),
-                )
-            if write.keys:
-                # an expired key not yet purged is reused: the new write takes it over
-                cur.executemany(
-                    "INSERT INTO idempotency (project_id, sub, key, fingerprint, answer, expires_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (project_id, sub, key) DO UPDATE"
-                    " SET fingerprint = excluded.fingerprint, answer = excluded.answer,"
-                    " expires_at = excluded.expires_at",
-                    [(write.project_id, k.sub.encode(), k.key.encode(), k.fingerprint, k.answer,
-                      k.expires_at) for k in write.keys],
-                )
+            elif isinstance(write, SaveWaitCursor):
+                position = (write.project_id, write.sub, write.wait_key)
+                waits[position] = max(waits.get(position, write.cursor), write.cursor)
+            else:
+                self._write(conn, write)
+        self._insert(conn, results, events, trims, keys)
+        if waits:
+            conn.execute(
+                "INSERT INTO wait_cursors (project_id, sub, wait_key, cursor)"
+                " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::bigint[])"
+                " ON CONFLICT (project_id, sub, wait_key)"
+                " DO UPDATE SET cursor = greatest(wait_cursors.cursor, excluded.cursor)",
+                _columns(list(waits.items()), 4, lambda pc: (
+                    pc[0][0], pc[0][1].encode(), pc[0][2].encode(), pc[1])),
+            )
+        for project_id, (last, lowest) in projects.items():  # last: each lock for the least time
+            self._take_project_at(conn, project_id, last, lowest)
 
     def _take_project(self, conn: psycopg.Connection[Any], project_id: str, last_cursor: int,
                       events: tuple[EventRow, ...]) -> None:
         """Record the high-water cursor, locking the project's row until COMMIT; refuse events
-        at or below the one recorded (another writer's)."""
-        lowest = min((e.cursor for e in events), default=None)
-        row = conn.execute(
-            "INSERT INTO projects AS p (project_id, last_cursor) VALUES (%s, %s::bigint)"
-            " ON CONFLICT (project_id) DO UPDATE"
-            " SET last_cursor = greatest(p.last_cursor, excluded.last_cursor)"
-            " WHERE %s::bigint IS NULL OR p.last_cursor < %s::bigint"
-            " RETURNING last_cursor",
-            (project_id, last_cursor, lowest, lowest),
-        ).fetchone()
-        if row is None:
-            high = conn.execute(
-                "SELECT last_cursor FROM projects WHERE project_id = %s", (project_id,)
-            ).fetchone()
-            high_water = high[0] if high else 0
-            raise CursorConflict(
-                f"write rejected: cursor {lowest} is not above the project's high-water cursor "
-                f"{high_water} (another writer appended)", high_water,
-            )
+        at or below the one recorded (another writer's): the server raises, as it must
+        within a pipeline."""
+        self._take_project_at(conn, project_id, last_cursor,
+                              min((e.cursor for e in events), default=None))
+
+    def _take_project_at(self, conn: psycopg.Connection[Any], project_id: str, last_cursor: int,
+                         lowest: int | None) -> None:
+        conn.execute(
+            "SELECT orchestra_take_project(%s, %s::bigint, %s::bigint)",
+            (project_id, last_cursor, lowest),
+        )
 
     def _append_allocated(self, conn: psycopg.Connection[Any], write: AllocatedAppend) -> int:
         # Lock first: the cursors are the ones after the high-water as this transaction sees it.
@@ -662,6 +755,15 @@ def _utf8(text: str | None) -> bytes | None:
     return None if text is None else text.encode()
 
 
+def _columns(rows: list[T], width: int, values: Callable[[T], tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as ``width`` column lists, to bind as arrays (one statement, any number of rows)."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, values(row), strict=True):
+            column.append(value)
+    return columns
+
+
 def _limit(n: int) -> int | None:
     """A negative limit is none, as SQLite's LIMIT -1 (PostgreSQL: LIMIT NULL)."""
     return None if n < 0 else n
@@ -672,6 +774,17 @@ def _with_cursor(body: bytes, cursor: int) -> bytes:
     event = orjson.loads(body)
     event["cursor"] = encode_cursor(cursor)
     return orjson.dumps(event)
+
+
+def _rejected(exc: Exception) -> WriteRejected:
+    """A write's error as its answer; another writer's cursors are a :class:`CursorConflict`."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == _CURSOR_TAKEN:
+        detail = exc.diag.message_detail or ""
+        return CursorConflict(f"write rejected: {exc.diag.message_primary}",
+                              int(detail) if detail.isdigit() else None)
+    if isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.constraint_name == "events_pkey":
+        return CursorConflict(f"write rejected: {_why(exc)} (another writer took that cursor)", None)
+    return WriteRejected(f"write rejected: {_why(exc)}", transient=_transient(exc))
 
 
 def _why(exc: BaseException) -> str:

@@ -274,3 +274,23 @@ def test_wait_positions_and_idempotency_scopes_may_hold_a_nul(backend):
     _one(backend, AppendBatch("p1", 1, keys=(_key("a\x001", "k\x00"),)))
     assert _read(backend, LoadProject("p1", 0.0, 10)).wait_cursors == {("a\x001", "tick\x00x > 1"): 4}
     assert list(_read(backend, LookupKeys("p1", (("a\x001", "k\x00"),), 0.0))) == [("a\x001", "k\x00")]
+
+
+def test_a_group_of_mixed_writes_stores_what_they_store_one_by_one(backend):
+    outcomes, (snap, found, high, counts) = backend.apply(
+        [AppendBatch("p1", 2, (_result("r1"),), (_event(1), _event(2)), keys=(_key(answer=b"first"),)),
+         SaveWaitCursor("p1", "a1", "tick", 2),
+         AppendBatch("p2", 1, (_result("r2", project="p2"),), (_event(1, project="p2"),)),
+         AppendBatch("p1", 4, (_result("r3"),), (_event(3), _event(4)), trim_below=2,
+                     keys=(_key(answer=b"second"),)),
+         SaveWaitCursor("p1", "a1", "tick", 1),
+         SaveAgent(_agent("x1", "starting", 1)),
+         SaveAgent(_agent("x1", "running", 1))],
+        [LoadProject("p1", 0.0, 100), LookupKeys("p1", (("a1", "k"),), 0.0), HighWater("p2"), StoreCounts()],
+    )
+    assert outcomes == [None] * 7
+    assert snap.last_cursor == 4 and snap.events == [b'{"cursor":"%d"}' % c for c in (2, 3, 4)]
+    assert snap.wait_cursors == {("a1", "tick"): 2} and found[("a1", "k")].answer == b"second"
+    assert high == 1 and counts == {"results": 3, "events": 4, "projects": 2}
+    assert [r[1].split(b'"')[3] for r in _read(backend, QueryResults(None))] == [b"r3", b"r2", b"r1"]
+    assert _read(backend, GetAgent("p1", "x1")).state == "running"

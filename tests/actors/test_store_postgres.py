@@ -11,7 +11,7 @@ import orjson
 import pytest
 import trio
 from orchestra.actors.events import encode_cursor
-from orchestra.actors.runtime import ActorRef, ChildSpec, Supervisor
+from orchestra.actors.runtime import ActorCrashed, ActorRef, ChildSpec, Supervisor
 from orchestra.actors.store import (
     AppendBatch,
     CommitFailed,
@@ -133,6 +133,59 @@ def test_writers_on_one_project_from_several_connections_never_reuse_or_skip_a_c
         b.close()
 
 
+def test_rejected_writes_again_and_again_leave_the_connection_serving(url):
+    # each rejection aborts the pipeline of its group commit: statements the driver would have
+    # prepared in it must not be taken as prepared afterwards
+    b = _opened(url)
+    try:
+        for i in range(1, 13):
+            good, dup = _result(f"r{i}"), _result("r1")
+            outcomes, (high,) = b.apply([AppendBatch("p1", 2 * i, (good,), (_event(2 * i - 1),)),
+                                         AppendBatch("p1", 2 * i, (dup,), (_event(2 * i),))],
+                                        [HighWater("p1")])
+            assert outcomes[0] is None and isinstance(outcomes[1], StoreError), (i, outcomes)
+            assert high == 2 * i - 1 or high == 2 * i
+            assert b.apply([SaveWaitCursor("p1", "a", "k", i)], [])[0] == [None]
+    finally:
+        b.close()
+
+
+def test_writers_allocating_from_stale_views_are_refused_never_stored_twice(url):
+    writers, appends = 4, 15
+    conflicts: list[int] = []
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        b = _opened(url)
+        try:
+            done = 0
+            while done < appends:  # each append from its own view of the project, as a process
+                (high,) = b.apply([], [HighWater("p1")])[1]
+                assert isinstance(high, int), high
+                (outcome,), _ = b.apply([AppendBatch("p1", high + 1, (), (_event(high + 1),))], [])
+                if isinstance(outcome, CursorConflict):
+                    conflicts.append(1)
+                else:
+                    assert outcome is None, outcome
+                    done += 1
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+        finally:
+            b.close()
+
+    threads = [threading.Thread(target=write) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    b = _opened(url)
+    try:
+        assert [c for c, _ in _stored(b)] == list(range(1, writers * appends + 1))
+    finally:
+        b.close()
+
+
 def test_an_allocating_writer_waits_for_the_project_lock_held_by_another_transaction(url):
     b = _opened(url)
     b.apply([AppendBatch("p1", 1, (), (_event(1),))], [])
@@ -223,6 +276,31 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(url):
         _opened(url)
 
 
+def test_processes_opening_a_new_database_at_once_migrate_it_once(url):
+    backends = [PostgresBackend(url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def open_one(b: PostgresBackend) -> None:
+        try:
+            b.open()
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(b,)) for b in backends]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    try:
+        assert errors == []
+        assert backends[0].conn is not None
+        assert backends[0].conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
+            (1,), (2,), (3,)]
+    finally:
+        for b in backends:
+            b.close()
+
+
 def test_the_url_shown_has_no_password():
     assert redact_url("postgresql://u:secret@db.example:5433/orch?sslmode=require") == (
         "postgresql://db.example:5433/orch")
@@ -241,3 +319,38 @@ async def test_the_store_actor_answers_an_allocated_append_with_its_first_cursor
                 await ref.call(AppendBatch("p1", 3, (), (_event(3),)))
             nursery.cancel_scope.cancel()
 
+
+
+async def test_a_commit_in_doubt_crashes_the_store_which_comes_back_and_answers_what_was_stored(url):
+    ref = ActorRef("store")
+    backend = PostgresBackend(url)
+    sup = Supervisor("root", [ChildSpec.actor("store", ref, lambda: StoreActor(backend))])
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await ref.call(AppendBatch("p1", 1, (), (_event(1),)))
+            assert backend.conn is not None
+            backend.conn.execute(  # the session ends at the next COMMIT holding a wait position
+                "CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;"
+                " CREATE CONSTRAINT TRIGGER die AFTER INSERT ON wait_cursors"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die()"
+            )
+            with pytest.raises(ActorCrashed):  # outcome unknown to the caller
+                await ref.call(SaveWaitCursor("p1", "a", "k", 1))
+            assert await ref.call(HighWater("p1")) == 1  # a new incarnation, a new connection
+            assert backend.connects == 2
+            nursery.cancel_scope.cancel()
+
+
+def test_after_the_first_connection_an_open_that_cannot_connect_leaves_the_backend_waiting(url):
+    b = _opened(url)
+    good, b.url = b.url, "postgresql://127.0.0.1:1/test"
+    b.open()  # a restarted store: not fatal
+    _, (high,) = b.apply([], [HighWater("p1")])
+    assert isinstance(high, ReadFailed) and high.transient
+    b.url = good
+    assert b.apply([], [HighWater("p1")])[1] == [0]
+    b.close()
+    with pytest.raises(psycopg.OperationalError):  # a first open that cannot connect raises
+        PostgresBackend("postgresql://127.0.0.1:1/test").open()

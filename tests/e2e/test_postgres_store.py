@@ -4,13 +4,15 @@ no store then), it reads back everything it acknowledged. Skipped in one line wi
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 
 import pytest
 import trio
 
 from tests.conftest import result_body
-from tests.e2e.test_process import Proc, client, token
+from tests.e2e.test_process import ORCHESTRA, Proc, client, token
 from tests.postgres import fresh_schema
 
 
@@ -197,3 +199,17 @@ async def test_while_postgresql_is_unreachable_writes_answer_503_and_the_server_
             if proc.p.poll() is None:
                 proc.p.kill()
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("store", "says"), [
+    ("/var/lib/orchestra.db", "is not a postgresql:// URL"),
+    ("postgresql://127.0.0.1:1/test", "cannot use postgresql://127.0.0.1:1/test: connection failed"),
+])
+def test_serve_refuses_a_store_it_cannot_use_in_one_line(tmp_path, store, says):
+    pytest.importorskip("psycopg", reason="PostgreSQL tests skipped: psycopg is not installed")
+    env = {**os.environ, "ORCHESTRA_DATA_DIR": str(tmp_path), "ORCHESTRA_STORE": store}
+    out = subprocess.run([*ORCHESTRA, "serve", "--port", "0"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("orchestra serve: --store: ") and says in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
