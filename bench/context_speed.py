@@ -1,6 +1,10 @@
-"""Context engine speed on a generated repository: cold index, uncached and cached answers.
+"""Context engine speed: cold index, uncached and cached answers.
 
-``python -m bench.context_speed [--files 5000]`` (figures are server-side, in-process).
+``python -m bench.context_speed [--files 5000]``: a generated repository, in-process.
+``python -m bench.context_speed --server [--files 5000]``: the same through ``orchestra serve``.
+``python -m bench.context_speed --repo PATH [--repo PATH ...]``: real code bases through
+``orchestra serve``; the tasks are the repository's own commit subjects, plus answers with no
+task (what a newcomer opens first), and other routes are timed while the cold index runs.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--server", action="store_true", help="measure through a real orchestra serve")
+    parser.add_argument("--repo", type=Path, action="append", default=[],
+                        help="a real code base to measure through orchestra serve (repeatable)")
     args = parser.parse_args()
-    if args.server:
+    if args.server or args.repo:
         import trio
 
-        trio.run(server_figures, args.files)
+        for repo in args.repo or [None]:
+            trio.run(server_figures, args.files, repo.resolve() if repo else None)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -79,7 +86,19 @@ async def _request(port: int, method: str, target: str, token: str | None = None
     return answer.status, answer.body
 
 
-async def server_figures(files: int) -> None:
+def commit_subjects(root: Path, most: int = 400) -> list[str]:
+    """The subjects of the root's last commits (tasks as people write them)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(root), "log", f"-n{most}", "--no-merges", "--format=%s"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line for line in out.splitlines() if line.strip()]
+
+
+async def server_figures(files: int, repo: Path | None = None) -> None:
     import os
     import subprocess
     import sys
@@ -91,9 +110,13 @@ async def server_figures(files: int) -> None:
 
     secret = "context-speed-secret-0123456789-abcdef"
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "repo"
-        generate(root, files)
-        os.sync()  # the new files' write-back would otherwise compete with the store's commits
+        if repo is None:
+            root = Path(tmp) / "repo"
+            generate(root, files)
+            os.sync()  # the new files' write-back would otherwise compete with the store's commits
+        else:
+            root = repo
+        subjects = commit_subjects(root) if repo is not None else []
         env = {**os.environ, "ORCHESTRA_DATA_DIR": str(Path(tmp) / "data"), "ORCHESTRA_JWT_SECRET": secret}
         proc = subprocess.Popen(  # noqa: ASYNC220 - starting the server once, before measuring
             [sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
@@ -145,10 +168,16 @@ async def server_figures(files: int) -> None:
                 indexing.set()
                 n.start_soon(cold_request)
             uncached, uncached_server = [], []
-            for _ in range(200):
+            for i in range(200):
+                task = subjects[i % len(subjects)] + f" (#{i})" if subjects else " ".join(rnd.choices(WORDS, k=5))
                 t = time.perf_counter()
-                await _request(port, "GET", url(" ".join(rnd.choices(WORDS, k=5))), token, timing=uncached_server)
+                await _request(port, "GET", url(task), token, timing=uncached_server)
                 uncached.append(time.perf_counter() - t)
+            bare, bare_server = [], []  # no task: what a newcomer opens first
+            for i in range(100):
+                t = time.perf_counter()
+                await _request(port, "GET", f"/api/context/NEW-{i}/python-specialist", token, timing=bare_server)
+                bare.append(time.perf_counter() - t)
             cached, cached_server = [], []
             for _ in range(300):
                 t = time.perf_counter()
@@ -186,7 +215,10 @@ async def server_figures(files: int) -> None:
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title=f"Context speed through orchestra serve, generated repository of {files} files")
+            _, listing = await _request(port, "GET", "/api/context/NEW-0/python-specialist?max_bytes=4194304", token)
+            total = orjson.loads(listing)["context"]["project_structure"]["total_files"]
+            what = f"{root.name}, {total} files" if repo is not None else f"generated repository of {files} files"
+            table = Table(title=f"Context speed through orchestra serve, {what}")
             for col in ("figure", "p50", "p99", "target"):
                 table.add_column(col)
             table.add_row("cold index + first answer", f"{cold[0]:.2f} s", "-", "< 3 s")
@@ -198,6 +230,8 @@ async def server_figures(files: int) -> None:
                                   p(by_server, .5), p(by_server, .99), "p99 < 20 ms" if busy else "-")
                     table.add_row("  the same, client side (new connection each)", p(by_client, .5), p(by_client, .99), "-")
             table.add_row("uncached answer (indexed), server side", p(uncached_server, .5), p(uncached_server, .99), "p99 < 50 ms")
+            table.add_row("  the same with no task, server side", p(bare_server, .5), p(bare_server, .99), "p99 < 50 ms")
+            table.add_row("  the same with no task, client side", p(bare, .5), p(bare, .99), "-")
             table.add_row("uncached answer, client side (256 KiB bodies)", p(uncached, .5), p(uncached, .99), "-")
             table.add_row("cached answer, server side", p(cached_server, .5), p(cached_server, .99), "p99 < 5 ms")
             table.add_row("cached answer, client side", p(cached, .5), p(cached, .99), "-")
@@ -205,7 +239,7 @@ async def server_figures(files: int) -> None:
                           f"{hits / len(fleet):.0%} from the cache), client side", p(fleet, .5), p(fleet, .99), "p99 < 100 ms (seed)")
             table.add_row("  the same, server side", p(fleet_server, .5), p(fleet_server, .99), "-")
             table.add_row("context.get in /status (all of the above)", f"{server.get('p50_ms')} ms", f"{server.get('p99_ms')} ms", "-")
-            Console().print(table)
+            Console(width=150).print(table)
             print(f"context cache: {orjson.loads(status_body)['context_cache']}")
         finally:
             proc.terminate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -74,7 +75,9 @@ def windows(text: str, terms: set[str], budget: int) -> str:
     if not terms:
         return cut_utf8(text, budget)
     lines = text.splitlines()
-    hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
+    # every word of a line is a substring of the line in lower case: a quick test first
+    likely = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))).search
+    hits = [i for i, line in enumerate(lines) if likely(line.lower()) and terms & set(tokenize(line))]
     if not hits:
         return cut_utf8(text, budget)
     spans: list[list[int]] = []
