@@ -58,6 +58,12 @@ def _shrink_skeleton(body: dict[str, Any], limit: int, strategies: list[str]) ->
             return
 
 
+def _settle_size(body: dict[str, Any]) -> None:
+    """Set ``total_size_bytes`` to the size of the body stating it (its own digits count)."""
+    while (size := _size(body)) != body["total_size_bytes"]:
+        body["total_size_bytes"] = size
+
+
 def cut_utf8(text: str, max_bytes: int) -> str:
     """The longest prefix of ``text`` within ``max_bytes`` of UTF-8, never inside a character."""
     data = text.encode("utf-8")
@@ -300,9 +306,20 @@ class ContextEngine:
         if strategies:
             body["truncated"] = True
             body["truncation_strategy"] = "+".join(strategies)
-        # twice: the figure's own digits are part of the size it states
-        body["total_size_bytes"] = _size(body)
-        body["total_size_bytes"] = _size(body)
+        _settle_size(body)
+        files = ctx["relevant_files"]
+        while body["total_size_bytes"] > max_bytes and files:
+            # the figures filled in last (a long truncation_strategy) outgrew the room kept for
+            # them: the last file gives the excess back (each byte cut shrinks the JSON by >= 1)
+            last, excess = files[-1], body["total_size_bytes"] - max_bytes
+            content = last["content"].encode("utf-8")
+            if len(content) > excess + 64:
+                last["content"] = cut_utf8(last["content"], len(content) - excess)
+                last["excerpt"] = True
+            else:
+                files.pop()
+                body["file_count"] = len(files)
+            _settle_size(body)
         if body["total_size_bytes"] > max_bytes:
             # what cannot be shortened (the ids asked for, the root, the profile's names) is
             # larger than the budget: this budget cannot hold an answer
