@@ -5,11 +5,14 @@
 ``python -m bench.context_speed --repo PATH [--repo PATH ...]``: real code bases through
 ``orchestra serve``; the tasks are the repository's own commit subjects, plus answers with no
 task (what a newcomer opens first), and other routes are timed while the cold index runs.
+With ``--in-process``: the engine alone, in wall and CPU time (the CPU figures hold on a
+machine shared with other work).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -41,7 +44,14 @@ def main() -> None:
     parser.add_argument("--server", action="store_true", help="measure through a real orchestra serve")
     parser.add_argument("--repo", type=Path, action="append", default=[],
                         help="a real code base to measure through orchestra serve (repeatable)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="with --repo: measure the engine in this process, wall and CPU time "
+                             "(CPU time does not depend on what else the machine runs)")
     args = parser.parse_args()
+    if args.repo and args.in_process:
+        for repo in args.repo:
+            in_process_figures(repo.resolve())
+        return
     if args.server or args.repo:
         import trio
 
@@ -74,6 +84,40 @@ def main() -> None:
 
 
 
+def in_process_figures(root: Path, answers: int = 150) -> None:
+    """Cold index (this process and the scanning child), then uncached answers for the
+    repository's own commit subjects and with no task, each timed in wall and CPU time."""
+    import resource
+
+    engine = ContextEngine(root)
+    t, c = time.perf_counter(), time.process_time()
+    engine.refresh()
+    cold_wall, cold_here = time.perf_counter() - t, time.process_time() - c
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cold_cpu = cold_here + child.ru_utime + child.ru_stime
+    profile = Profiles().get("python-specialist")
+    signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords)
+    subjects = commit_subjects(root) or [" ".join(random.Random(i).choices(WORDS, k=5)) for i in range(answers)]
+    figures: dict[str, tuple[list[float], list[float]]] = {"task": ([], []), "no task": ([], [])}
+    for i in range(answers):
+        for kind, task in (("task", f"{subjects[i % len(subjects)]} (#{i})"), ("no task", "")):
+            t, c = time.perf_counter(), time.process_time()
+            engine.build(f"BENCH-{i}", "python-specialist", task, 262144, [], signals)
+            figures[kind][0].append(time.perf_counter() - t)
+            figures[kind][1].append(time.process_time() - c)
+
+    def p(data: list[float], q: float) -> float:
+        data = sorted(data)
+        return data[min(len(data) - 1, int(q * len(data)))] * 1000
+
+    files = len(engine.index.files)
+    print(f"{root.name}: {files} files; cold index {cold_wall:.2f} s wall, {cold_cpu:.2f} s CPU "
+          f"({cold_cpu * 5000 / max(files, 1):.2f} s CPU per 5,000 files); load average {os.getloadavg()[0]:.1f}")
+    for kind, (wall, cpu) in figures.items():
+        print(f"  uncached answer, {kind}: wall p50 {p(wall, .5):.1f} ms p99 {p(wall, .99):.1f} ms; "
+              f"CPU p50 {p(cpu, .5):.1f} ms p99 {p(cpu, .99):.1f} ms")
+
+
 # -- through a real server --
 
 async def _request(port: int, method: str, target: str, token: str | None = None, body: bytes = b"",
@@ -99,7 +143,6 @@ def commit_subjects(root: Path, most: int = 400) -> list[str]:
 
 
 async def server_figures(files: int, repo: Path | None = None) -> None:
-    import os
     import subprocess
     import sys
     import urllib.parse

@@ -19,7 +19,7 @@ from .files import language_of, tokenize
 from .gitinfo import git_context
 from .index import ProjectIndex
 from .manifests import project_metadata
-from .orientation import newcomer_ranking
+from .orientation import first_reads, newcomer_ranking
 from .ranking import Signals, named_in, rank
 from .scanner import ScanFailed, scan_in_child
 from .secrets import SecretPolicy, Withheld, withheld_record
@@ -121,6 +121,7 @@ class ContextEngine:
         self.root = root.resolve()
         #: ``withhold``: patterns of files that may hold secrets, beyond the defaults (secrets.py)
         self.index = ProjectIndex(self.root, SecretPolicy(withhold))
+        self.index.derivers.append(first_reads)  # an answer with no task reads it at once
         #: read the first (cold) index in a child process (see scanner.py)
         self.cold_in_child = scan_in_child
         self._child: subprocess.Popen[bytes] | None = None

@@ -67,6 +67,8 @@ class ProjectIndex:
         #: tables derived from the files, per generation (see memo)
         self._memo: LruCache[Any, Any] = LruCache(512)
         self._pending = False  # applied changes not yet derived (see apply)
+        #: more tables to make at each derive (memoised by them), by the index's users
+        self.derivers: list[Callable[[ProjectIndex], object]] = []
         self._git_state: tuple[float, float] | None = None
 
     # -- building and refreshing --
@@ -127,6 +129,8 @@ class ProjectIndex:
         self.by_name()
         self.components()
         self.norms(1.2, 0.75)
+        for make in self.derivers:
+            make(self)
 
     def _remember(self, entry: FileEntry) -> None:
         if entry.counts is not None:
