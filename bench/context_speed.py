@@ -89,12 +89,14 @@ def in_process_figures(root: Path, answers: int = 150) -> None:
     repository's own commit subjects and with no task, each timed in wall and CPU time."""
     import resource
 
+    def children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the scanning child, git
+        return usage.ru_utime + usage.ru_stime
+
     engine = ContextEngine(root)
-    t, c = time.perf_counter(), time.process_time()
+    t, c, before = time.perf_counter(), time.process_time(), children()
     engine.refresh()
-    cold_wall, cold_here = time.perf_counter() - t, time.process_time() - c
-    child = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cold_cpu = cold_here + child.ru_utime + child.ru_stime
+    cold_wall, cold_cpu = time.perf_counter() - t, time.process_time() - c + children() - before
     profile = Profiles().get("python-specialist")
     signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords)
     subjects = commit_subjects(root) or [" ".join(random.Random(i).choices(WORDS, k=5)) for i in range(answers)]
