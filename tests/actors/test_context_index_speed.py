@@ -73,3 +73,19 @@ def test_commits_naming_an_issue_found_through_their_numbered_words_match_a_full
     assert full["words"] == {"app/m5.py"}  # no digit: every message is looked at
     index._numbered = {}  # without the numbered words nothing with a digit is found
     assert index.files_of_commits_mentioning("ISS-4") == set()
+
+
+@given(st.text(alphabet=st.sampled_from("ab Kx_Y9\n\u212a\u0130ioIOReader"), max_size=400),
+       st.sets(st.sampled_from(["io", "reader", "ab", "k", "x9", "kx", "9", "ya"]), max_size=3))
+def test_windows_find_the_same_lines_as_splitting_every_line(text, terms):
+    from orchestra.actors.context.engine import windows
+
+    lines = text.splitlines()
+    hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
+    out = windows(text, terms, 10**6)
+    if not terms or not hits:
+        assert out == text
+    else:
+        for i in hits:
+            assert lines[i] in out
+        assert out.count("... lines ") >= 1
