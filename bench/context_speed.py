@@ -1,11 +1,18 @@
-"""Context engine speed on a generated repository: cold index, uncached and cached answers.
+"""Context engine speed: cold index, uncached and cached answers.
 
-``python -m bench.context_speed [--files 5000]`` (figures are server-side, in-process).
+``python -m bench.context_speed [--files 5000]``: a generated repository, in-process.
+``python -m bench.context_speed --server [--files 5000]``: the same through ``orchestra serve``.
+``python -m bench.context_speed --repo PATH [--repo PATH ...]``: real code bases through
+``orchestra serve``; the tasks are the repository's own commit subjects, plus answers with no
+task (what a newcomer opens first), and other routes are timed while the cold index runs.
+With ``--in-process``: the engine alone, in wall and CPU time (the CPU figures hold on a
+machine shared with other work).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -35,11 +42,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--server", action="store_true", help="measure through a real orchestra serve")
+    parser.add_argument("--repo", type=Path, action="append", default=[],
+                        help="a real code base to measure through orchestra serve (repeatable)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="with --repo: measure the engine in this process, wall and CPU time "
+                             "(CPU time does not depend on what else the machine runs)")
     args = parser.parse_args()
-    if args.server:
+    if args.repo and args.in_process:
+        for repo in args.repo:
+            in_process_figures(repo.resolve())
+        return
+    if args.server or args.repo:
         import trio
 
-        trio.run(server_figures, args.files)
+        for repo in args.repo or [None]:
+            trio.run(server_figures, args.files, repo.resolve() if repo else None)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -67,6 +84,42 @@ def main() -> None:
 
 
 
+def in_process_figures(root: Path, answers: int = 150) -> None:
+    """Cold index (this process and the scanning child), then uncached answers for the
+    repository's own commit subjects and with no task, each timed in wall and CPU time."""
+    import resource
+
+    def children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the scanning child, git
+        return usage.ru_utime + usage.ru_stime
+
+    engine = ContextEngine(root)
+    t, c, before = time.perf_counter(), time.process_time(), children()
+    engine.refresh()
+    cold_wall, cold_cpu = time.perf_counter() - t, time.process_time() - c + children() - before
+    profile = Profiles().get("python-specialist")
+    signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords)
+    subjects = commit_subjects(root) or [" ".join(random.Random(i).choices(WORDS, k=5)) for i in range(answers)]
+    figures: dict[str, tuple[list[float], list[float]]] = {"task": ([], []), "no task": ([], [])}
+    for i in range(answers):
+        for kind, task in (("task", f"{subjects[i % len(subjects)]} (#{i})"), ("no task", "")):
+            t, c = time.perf_counter(), time.process_time()
+            engine.build(f"BENCH-{i}", "python-specialist", task, 262144, [], signals)
+            figures[kind][0].append(time.perf_counter() - t)
+            figures[kind][1].append(time.process_time() - c)
+
+    def p(data: list[float], q: float) -> float:
+        data = sorted(data)
+        return data[min(len(data) - 1, int(q * len(data)))] * 1000
+
+    files = len(engine.index.files)
+    print(f"{root.name}: {files} files; cold index {cold_wall:.2f} s wall, {cold_cpu:.2f} s CPU "
+          f"({cold_cpu * 5000 / max(files, 1):.2f} s CPU per 5,000 files); load average {os.getloadavg()[0]:.1f}")
+    for kind, (wall, cpu) in figures.items():
+        print(f"  uncached answer, {kind}: wall p50 {p(wall, .5):.1f} ms p99 {p(wall, .99):.1f} ms; "
+              f"CPU p50 {p(cpu, .5):.1f} ms p99 {p(cpu, .99):.1f} ms")
+
+
 # -- through a real server --
 
 async def _request(port: int, method: str, target: str, token: str | None = None, body: bytes = b"",
@@ -79,8 +132,19 @@ async def _request(port: int, method: str, target: str, token: str | None = None
     return answer.status, answer.body
 
 
-async def server_figures(files: int) -> None:
-    import os
+def commit_subjects(root: Path, most: int = 400) -> list[str]:
+    """The subjects of the root's last commits (tasks as people write them)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(root), "log", f"-n{most}", "--no-merges", "--format=%s"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line for line in out.splitlines() if line.strip()]
+
+
+async def server_figures(files: int, repo: Path | None = None) -> None:
     import subprocess
     import sys
     import urllib.parse
@@ -91,9 +155,13 @@ async def server_figures(files: int) -> None:
 
     secret = "context-speed-secret-0123456789-abcdef"
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "repo"
-        generate(root, files)
-        os.sync()  # the new files' write-back would otherwise compete with the store's commits
+        if repo is None:
+            root = Path(tmp) / "repo"
+            generate(root, files)
+            os.sync()  # the new files' write-back would otherwise compete with the store's commits
+        else:
+            root = repo
+        subjects = commit_subjects(root) if repo is not None else []
         env = {**os.environ, "ORCHESTRA_DATA_DIR": str(Path(tmp) / "data"), "ORCHESTRA_JWT_SECRET": secret}
         proc = subprocess.Popen(  # noqa: ASYNC220 - starting the server once, before measuring
             [sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
@@ -145,10 +213,16 @@ async def server_figures(files: int) -> None:
                 indexing.set()
                 n.start_soon(cold_request)
             uncached, uncached_server = [], []
-            for _ in range(200):
+            for i in range(200):
+                task = subjects[i % len(subjects)] + f" (#{i})" if subjects else " ".join(rnd.choices(WORDS, k=5))
                 t = time.perf_counter()
-                await _request(port, "GET", url(" ".join(rnd.choices(WORDS, k=5))), token, timing=uncached_server)
+                await _request(port, "GET", url(task), token, timing=uncached_server)
                 uncached.append(time.perf_counter() - t)
+            bare, bare_server = [], []  # no task: what a newcomer opens first
+            for i in range(100):
+                t = time.perf_counter()
+                await _request(port, "GET", f"/api/context/NEW-{i}/python-specialist", token, timing=bare_server)
+                bare.append(time.perf_counter() - t)
             cached, cached_server = [], []
             for _ in range(300):
                 t = time.perf_counter()
@@ -186,7 +260,10 @@ async def server_figures(files: int) -> None:
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title=f"Context speed through orchestra serve, generated repository of {files} files")
+            _, listing = await _request(port, "GET", "/api/context/NEW-0/python-specialist?max_bytes=4194304", token)
+            total = orjson.loads(listing)["context"]["project_structure"]["total_files"]
+            what = f"{root.name}, {total} files" if repo is not None else f"generated repository of {files} files"
+            table = Table(title=f"Context speed through orchestra serve, {what}")
             for col in ("figure", "p50", "p99", "target"):
                 table.add_column(col)
             table.add_row("cold index + first answer", f"{cold[0]:.2f} s", "-", "< 3 s")
@@ -198,6 +275,8 @@ async def server_figures(files: int) -> None:
                                   p(by_server, .5), p(by_server, .99), "p99 < 20 ms" if busy else "-")
                     table.add_row("  the same, client side (new connection each)", p(by_client, .5), p(by_client, .99), "-")
             table.add_row("uncached answer (indexed), server side", p(uncached_server, .5), p(uncached_server, .99), "p99 < 50 ms")
+            table.add_row("  the same with no task, server side", p(bare_server, .5), p(bare_server, .99), "p99 < 50 ms")
+            table.add_row("  the same with no task, client side", p(bare, .5), p(bare, .99), "-")
             table.add_row("uncached answer, client side (256 KiB bodies)", p(uncached, .5), p(uncached, .99), "-")
             table.add_row("cached answer, server side", p(cached_server, .5), p(cached_server, .99), "p99 < 5 ms")
             table.add_row("cached answer, client side", p(cached, .5), p(cached, .99), "-")
@@ -205,7 +284,7 @@ async def server_figures(files: int) -> None:
                           f"{hits / len(fleet):.0%} from the cache), client side", p(fleet, .5), p(fleet, .99), "p99 < 100 ms (seed)")
             table.add_row("  the same, server side", p(fleet_server, .5), p(fleet_server, .99), "-")
             table.add_row("context.get in /status (all of the above)", f"{server.get('p50_ms')} ms", f"{server.get('p99_ms')} ms", "-")
-            Console().print(table)
+            Console(width=150).print(table)
             print(f"context cache: {orjson.loads(status_body)['context_cache']}")
         finally:
             proc.terminate()

@@ -19,7 +19,7 @@ from .files import language_of, tokenize
 from .gitinfo import git_context
 from .index import ProjectIndex
 from .manifests import project_metadata
-from .orientation import newcomer_ranking
+from .orientation import first_reads, newcomer_ranking
 from .ranking import DEFAULT_WEIGHTS, Signals, explain, named_in, rank, task_identifiers
 from .scanner import ScanFailed, scan_in_child
 from .secrets import SecretPolicy, Withheld, withheld_record
@@ -65,6 +65,12 @@ def _shrink_skeleton(body: dict[str, Any], limit: int, strategies: list[str]) ->
             return
 
 
+def _settle_size(body: dict[str, Any]) -> None:
+    """Set ``total_size_bytes`` to the size of the body stating it (its own digits count)."""
+    while (size := _size(body)) != body["total_size_bytes"]:
+        body["total_size_bytes"] = size
+
+
 def cut_utf8(text: str, max_bytes: int) -> str:
     """The longest prefix of ``text`` within ``max_bytes`` of UTF-8, never inside a character."""
     data = text.encode("utf-8")
@@ -90,13 +96,18 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
     lines = text.splitlines()
     weigh = weights or {}
     hits: list[tuple[float, int]] = []
-    for i, line in enumerate(lines):
-        words = terms.intersection(tokenize(line))
-        if words:
-            score = sum(weigh.get(w, 1.0) for w in words)
-            if defines and _DEFINES_LINE.match(line) and defines.intersection(w.lower() for w in _NAME.findall(line)):
-                score += 1000.0
-            hits.append((score, i))
+    if terms:
+        # every word of a line is a substring of the line in lower case: a quick test first
+        likely = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))).search
+        for i, line in enumerate(lines):
+            if not likely(line.lower()):
+                continue
+            words = terms.intersection(tokenize(line))
+            if words:
+                score = sum(weigh.get(w, 1.0) for w in words)
+                if defines and _DEFINES_LINE.match(line) and defines.intersection(w.lower() for w in _NAME.findall(line)):
+                    score += 1000.0
+                hits.append((score, i))
     if not hits:
         return cut_utf8(text, budget)
     hits.sort(key=lambda h: (-h[0], h[1]))
@@ -186,6 +197,7 @@ class ContextEngine:
         self.root = root.resolve()
         #: ``withhold``: patterns of files that may hold secrets, beyond the defaults (secrets.py)
         self.index = ProjectIndex(self.root, SecretPolicy(withhold))
+        self.index.derivers.append(first_reads)  # an answer with no task reads it at once
         #: read the first (cold) index in a child process (see scanner.py)
         self.cold_in_child = scan_in_child
         self._child: subprocess.Popen[bytes] | None = None
@@ -419,9 +431,20 @@ class ContextEngine:
         if strategies:
             body["truncated"] = True
             body["truncation_strategy"] = "+".join(strategies)
-        # twice: the figure's own digits are part of the size it states
-        body["total_size_bytes"] = _size(body)
-        body["total_size_bytes"] = _size(body)
+        _settle_size(body)
+        files = ctx["relevant_files"]
+        while body["total_size_bytes"] > max_bytes and files:
+            # the figures filled in last (a long truncation_strategy) outgrew the room kept for
+            # them: the last file gives the excess back (each byte cut shrinks the JSON by >= 1)
+            last, excess = files[-1], body["total_size_bytes"] - max_bytes
+            content = last["content"].encode("utf-8")
+            if len(content) > excess + 64:
+                last["content"] = cut_utf8(last["content"], len(content) - excess)
+                last["excerpt"] = True
+            else:
+                files.pop()
+                body["file_count"] = len(files)
+            _settle_size(body)
         if body["total_size_bytes"] > max_bytes:
             # what cannot be shortened (the ids asked for, the root, the profile's names) is
             # larger than the budget: this budget cannot hold an answer

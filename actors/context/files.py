@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .secrets import SecretPolicy, holds_private_key
 
 __all__ = ["FileEntry", "MAX_INDEXED_BYTES", "file_kind", "fold_name", "language_of", "read_file",
-           "tokenize"]
+           "real_relative", "term_counts", "tokenize"]
 
 #: files larger than this are listed, not read
 MAX_INDEXED_BYTES = 512 * 1024
@@ -140,6 +140,18 @@ class FileEntry:
 
 
 
+def real_relative(root: str, fd: int, rel: str) -> str | None:
+    """Where the open file ``fd`` (opened as ``root/rel``) really is, relative to ``root``;
+    None if outside it. One ``readlink`` of /proc/self/fd where there is one."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(os.path.join(root, rel))
+    if not real.startswith(root + os.sep):
+        return None
+    return real[len(root) + 1:].replace(os.sep, "/")
+
+
 def read_file(root: str, rel: str, size: int, mtime: float, policy: SecretPolicy) -> FileEntry:
     """The entry of the file at ``root/rel``: its words, definitions and imports when it is a
     text file of at most MAX_INDEXED_BYTES, not vendored, that ``policy`` does not withhold;
@@ -154,6 +166,12 @@ def read_file(root: str, rel: str, size: int, mtime: float, policy: SecretPolicy
         return entry
     try:
         with open(os.path.join(root, rel), "rb") as f:
+            real = real_relative(root, f.fileno(), rel)
+            if real is None:
+                return entry
+            if real != rel and policy.withholds_path(real):  # a link to a secret
+                entry.withheld = True
+                return entry
             data = f.read()
     except OSError:
         return entry

@@ -16,7 +16,7 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,9 +62,13 @@ class ProjectIndex:
         self.cochange: dict[str, Counter[str]] = defaultdict(Counter)
         #: (message, files) of the last commits, newest first (see scanning.History)
         self.commits: list[tuple[str, tuple[str, ...]]] = []
+        #: word with a digit (``123``, ``ISS``-less ``4``, ``v2``) -> the commits naming it, newest first
+        self._numbered: dict[str, list[int]] = {}
         #: tables derived from the files, per generation (see memo)
         self._memo: LruCache[Any, Any] = LruCache(512)
         self._pending = False  # applied changes not yet derived (see apply)
+        #: more tables to make at each derive (memoised by them), by the index's users
+        self.derivers: list[Callable[[ProjectIndex], object]] = []
         self._git_state: tuple[float, float] | None = None
 
     # -- building and refreshing --
@@ -106,6 +110,7 @@ class ProjectIndex:
                 self._forget(old)
         if changes.history is not None:
             self._head, self.churn, self.cochange, self.commits = changes.history
+            self._numbered = _numbered_words(self.commits)
         if derive:
             self.derive()
         return changed
@@ -124,6 +129,8 @@ class ProjectIndex:
         self.by_name()
         self.components()
         self.norms(1.2, 0.75)
+        for make in self.derivers:
+            make(self)
 
     def _remember(self, entry: FileEntry) -> None:
         if entry.counts is not None:
@@ -183,8 +190,16 @@ class ProjectIndex:
         if not needle:
             return found
         word = re.compile(r"(?<![0-9A-Za-z_])" + re.escape(needle) + r"(?![0-9A-Za-z_])")
+        # a word of the needle bounded by its ends or by other characters is a whole word of
+        # every message naming it: those with a digit narrow the commits to look at
+        numbered = [w for w in _WORD_RUN.findall(needle) if _DIGIT.search(w)]
+        candidates: Sequence[int] = range(len(self.commits))
+        if numbered:
+            lists: list[list[int]] = [self._numbered.get(w, []) for w in numbered]
+            candidates = min(lists, key=len)
         hits = 0
-        for message, files in self.commits:
+        for i in candidates:
+            message, files = self.commits[i]
             if needle in message and word.search(message):  # the substring test first: quick
                 found.update(files)
                 hits += 1
@@ -263,6 +278,19 @@ class ProjectIndex:
     def imported_by(self) -> dict[str, set[str]]:
         """File -> files that import it (resolved heuristically by module path)."""
         return self.memo("imported_by", lambda: _resolve_imports(self.files))
+
+
+_WORD_RUN = re.compile(r"[0-9A-Za-z_]+")
+_DIGIT = re.compile(r"[0-9]")
+
+
+def _numbered_words(commits: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for i, (message, _) in enumerate(commits):
+        for w in set(_WORD_RUN.findall(message)):
+            if _DIGIT.search(w):
+                out[w].append(i)
+    return dict(out)
 
 
 def _selected(spec: pathspec.GitIgnoreSpec, paths: Iterable[str]) -> frozenset[str]:

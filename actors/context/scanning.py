@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import pathspec
 
-from .files import FileEntry, read_file
+from .files import FileEntry, read_file, real_relative
 from .gitinfo import GIT
-from .secrets import SecretPolicy
+from .secrets import SecretPolicy, Withheld, holds_private_key
 
 __all__ = ["ChangeSet", "History", "SKIP_DIRS", "TreeScanner", "YIELD_EVERY", "folder_decision",
            "parse_history"]
@@ -117,13 +117,26 @@ class TreeScanner:
         return full
 
     def read_text(self, rel: str) -> str:
-        """The text of the file at ``rel`` for an answer. Raises
-        :class:`~.secrets.Withheld` when it may hold secrets, ``OSError`` when it cannot be
-        read or resolves outside the root."""
-        full = self.safe_path(rel)
-        if full is None:
+        """The text of the file at ``rel`` for an answer: the one read of a file's content
+        that reaches an agent. Raises :class:`~.secrets.Withheld` when it may hold secrets (by
+        its path, by the path a link leads to, or by the bytes read now), ``OSError`` when it
+        cannot be read or resolves outside the root."""
+        policy = self.policy
+        if rel.startswith("/") or "\0" in rel:
             raise FileNotFoundError(rel)
-        return self.policy.read_text(full, rel)
+        if policy.withholds_path(rel):
+            raise Withheld(rel)
+        root = str(self.root)
+        with open(os.path.join(root, rel), "rb") as f:
+            real = real_relative(root, f.fileno(), rel)
+            if real is None:
+                raise FileNotFoundError(rel)
+            if real != rel and policy.withholds_path(real):  # a link to a secret
+                raise Withheld(rel)
+            data = f.read()
+        if holds_private_key(data):
+            raise Withheld(rel)
+        return data.decode("utf-8", "replace")
 
     def scan(self, known: dict[str, tuple[float, int]], head: str | None) -> ChangeSet:
         """Find and read what changed since ``known`` (a stat sweep: only changed files are read).

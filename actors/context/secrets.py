@@ -8,16 +8,16 @@ takes a path back out of an earlier pattern), or when its bytes hold a private k
 (``-----BEGIN ... PRIVATE KEY-----``), whatever its name.
 
 A withheld file is still listed and may be ranked, as a path marked withheld; its words are
-not indexed and its content is not inlined. :meth:`SecretPolicy.read_text` is the only way the
-answer reads a file's text, and it checks both rules on the bytes it has just read, so a file
-that became a secret after it was indexed is still withheld.
+not indexed and its content is not inlined. ``TreeScanner.read_text`` (scanning.py) is the
+only way an answer reads a file's text; it applies both rules to the path asked, to the path a
+link leads to, and to the bytes it has just read, so a file that became a secret after it was
+indexed is still withheld.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pathspec
@@ -37,6 +37,7 @@ WITHHELD_BY_DEFAULT: tuple[str, ...] = (
     ".aws/credentials", ".htpasswd", "*.kdbx", "secrets.y*ml", "*.tfvars",
 )
 WITHHELD_REASON = "withheld: may hold secrets"
+_SEEN_MAX = 200_000
 #: a PEM or OpenSSH private key, or an armored PGP private key block, anywhere in the bytes
 _PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 
@@ -56,33 +57,30 @@ def holds_private_key(data: bytes) -> bool:
 @dataclass(frozen=True)
 class SecretPolicy:
     """The withheld patterns: the defaults plus ``extra`` (gitignore syntax, see the module
-    docstring). Immutable, so one policy is shared by every thread and the scanning child."""
+    docstring). Its rules never change, so one policy is shared by every thread (its memo of
+    decided paths is a plain dict: a race only decides a path twice)."""
 
     extra: tuple[str, ...] = ()
     _spec: Any = field(init=False, repr=False, compare=False)
+    #: paths already decided (a path's decision never changes); at most _SEEN_MAX
+    _seen: dict[str, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_spec", pathspec.GitIgnoreSpec.from_lines(
             [*WITHHELD_BY_DEFAULT, *self.extra]))
+        object.__setattr__(self, "_seen", {})
 
     def withholds_path(self, rel: str) -> bool:
         """True when the path (relative, ``/``-separated) matches the withheld patterns."""
-        return bool(self._spec.match_file(rel))
+        known = self._seen.get(rel)
+        if known is None:
+            if len(self._seen) >= _SEEN_MAX:  # a bound, not an eviction policy: start over
+                self._seen.clear()
+            known = self._seen[rel] = bool(self._spec.match_file(rel))
+        return known
 
     def withholds(self, rel: str, data: bytes) -> bool:
         return self.withholds_path(rel) or holds_private_key(data)
-
-    def read_text(self, full: Path, rel: str) -> str:
-        """The text of the file at ``full`` (``rel`` in the root) for an answer.
-
-        Raises :class:`Withheld` if the file may hold secrets (by its path, or by the bytes
-        read now), ``OSError`` if it cannot be read."""
-        if self.withholds_path(rel):
-            raise Withheld(rel)
-        data = full.read_bytes()
-        if holds_private_key(data):
-            raise Withheld(rel)
-        return data.decode("utf-8", "replace")
 
 
 def withheld_record(path: str, size: int, last_modified: str, language: str, relevance: float) -> dict[str, Any]:

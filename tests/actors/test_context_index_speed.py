@@ -54,3 +54,38 @@ def test_vendored_code_is_listed_but_not_read(tmp_path):
     assert {"vendor/github.com/x/y/z.go", "third_party/lib/q.py"} <= index.files.keys()
     assert "veryrarewordzebra" not in index.postings
     assert index.files["vendor/github.com/x/y/z.go"].length == 0
+
+
+def test_commits_naming_an_issue_found_through_their_numbered_words_match_a_full_scan(tmp_path):
+    root = make_repo(tmp_path)
+    messages = ["ISS-4: fix a (#12)", "ISS-42 b", "v2_3 and x#12y", "GH-12_ no", "refs #12, ISS-4.", "plain words"]
+    for n, message in enumerate(messages):
+        (root / "app" / f"m{n}.py").write_text("x = 1\n")
+        _commit(root, message)
+    index = ProjectIndex(root)
+    index.refresh()
+    full = {needle: index.files_of_commits_mentioning(needle) for needle in ("ISS-4", "#12", "12", "v2_3", "GH-12", "words")}
+    assert full["ISS-4"] == {"app/m0.py", "app/m4.py"}
+    assert full["#12"] == {"app/m0.py", "app/m4.py"}
+    assert full["12"] == {"app/m0.py", "app/m4.py"}  # not x#12y, not GH-12_
+    assert full["v2_3"] == {"app/m2.py"}
+    assert full["GH-12"] == set()
+    assert full["words"] == {"app/m5.py"}  # no digit: every message is looked at
+    index._numbered = {}  # without the numbered words nothing with a digit is found
+    assert index.files_of_commits_mentioning("ISS-4") == set()
+
+
+@given(st.text(alphabet=st.sampled_from("ab Kx_Y9\n\u212a\u0130ioIOReader"), max_size=400),
+       st.sets(st.sampled_from(["io", "reader", "ab", "k", "x9", "kx", "9", "ya"]), max_size=3))
+def test_windows_find_the_same_lines_as_splitting_every_line(text, terms):
+    from orchestra.actors.context.engine import windows
+
+    lines = text.splitlines()
+    hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
+    out = windows(text, terms, 10**6)
+    if not terms or not hits:
+        assert out == text
+    else:
+        for i in hits:
+            assert lines[i] in out
+        assert out.count("... lines ") >= 1

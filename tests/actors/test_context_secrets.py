@@ -161,3 +161,18 @@ def test_code_that_only_mentions_secret_files_is_still_inlined(engine):
     body = engine.build("SEC-3", "python-specialist", "load_settings", 262144, [], Signals())
     record = next(r for r in body["context"]["relevant_files"] if r["path"] == "app/settings.py")
     assert "load_settings" in record["content"] and not record.get("withheld")
+
+
+def test_a_link_with_an_innocent_name_to_a_secret_is_withheld(tmp_path):
+    root = make_careless_repo(tmp_path / "repo")
+    os.symlink(".env.production", root / "settings.txt")
+    os.symlink("../certs/server.key", root / "app/tls.txt")
+    engine = ContextEngine(root, scan_in_child=False, withhold=EXTRA)
+    engine.refresh()
+    body = engine.build("SEC-4", "python-specialist", "settings.txt app/tls.txt", 262144, [], Signals())
+    raw = orjson.dumps(body)
+    assert b"zqsecret2" not in raw and b"zqsecret6" not in raw
+    listed = {r["path"]: r for r in body["context"]["relevant_files"]}
+    assert listed["settings.txt"]["withheld"] is True and listed["app/tls.txt"]["withheld"] is True
+    assert not [t for t in engine.index.postings if "zqsecret" in t]  # nor indexed through the link
+    assert engine.index.files["settings.txt"].withheld

@@ -1,0 +1,35 @@
+"""The answer fits its budget whatever the budget, also when everything had to be shortened
+(the names of the strategies are part of the answer too)."""
+
+from __future__ import annotations
+
+import orjson
+from orchestra.actors.context.engine import ContextEngine
+from orchestra.actors.context.ranking import Signals
+
+
+def test_every_budget_holds_an_answer_that_had_to_shorten_everything(tmp_path):
+    for i in range(600):
+        path = tmp_path / f"module_group_{i % 40}" / f"handler_for_the_request_kind_{i}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # long lines, few escapes: a window can fill the room to the byte
+        path.write_text((f"request handler {i} " * 100 + "\n") * (1 + (i % 7) * 10))
+    engine = ContextEngine(tmp_path, scan_in_child=False)
+    engine.refresh()
+    strategies = set()
+    # around 100,000: where the size's own digits grow from five to six
+    for max_bytes in [*range(12_000, 60_000, 997), *range(99_000, 101_000, 97), *range(9_900, 10_100, 13)]:
+        body = engine.build("ISS-1", "python-specialist", "request handler", max_bytes, [], Signals())
+        assert len(orjson.dumps(body)) == body["total_size_bytes"] <= max_bytes
+        strategies.add(body["truncation_strategy"])
+    assert "structure_listing_shortened+large_files_windowed+ranked_files_dropped" in strategies
+
+
+
+def test_the_stated_size_counts_its_own_digits_across_a_power_of_ten():
+    from orchestra.actors.context.engine import _settle_size
+
+    for pad in range(99_900, 100_010):  # the first size stated has five digits, the body six
+        body = {"pad": "x" * pad, "total_size_bytes": 0}
+        _settle_size(body)
+        assert len(orjson.dumps(body)) == body["total_size_bytes"]
