@@ -6,9 +6,10 @@ server and the other commands never load the ``mcp`` package.
 
 Guarantees:
 
-- One connection to the Orchestra server, opened by the first call that needs it; a token the
-  server refuses is that call's tool error, and the next call tries again. A dropped
-  connection is reopened by the SDK (requests in flight are sent again, writes stored once).
+- One connection to the Orchestra server, opened at start (so the SDK keeps the token fresh);
+  a server that cannot be reached or a token it refuses is each call's tool error, and the
+  next call tries again. A dropped connection is reopened by the SDK (requests in flight are
+  sent again, writes stored once).
 - Every error answer is a tool error (``isError``) whose text starts with the error object's
   code and message and whose structured content is the whole object (``retry_after_seconds``
   for a rate limit). One failing call fails only itself.
@@ -78,9 +79,15 @@ def _env(name: str) -> str | None:
 
 
 class Upstream:
-    """The one SDK client of this MCP server, opened at first use and held by a task of
-    ``nursery`` until :meth:`close` (or until an error that is final for it: then the next
-    call opens a new one)."""
+    """The one SDK client of this MCP server, held by a task of ``nursery`` until
+    :meth:`close`, or until an error that is final for it (then the next call opens a new one).
+
+    :meth:`warm_up` opens it when the MCP server starts, so that the SDK renews the token
+    while it is connected: a spawned agent's token lives ``token_ttl`` seconds (15 minutes by
+    default), and its model may make its first call later than that. A new client uses the
+    newest token the last one had. Calls waiting while an attempt to connect fails share its
+    error instead of each waiting out an attempt of its own.
+    """
 
     def __init__(self, nursery: trio.Nursery, url: str, token: str, config: ClientConfig | None = None) -> None:
         self._nursery = nursery
@@ -90,12 +97,30 @@ class Upstream:
         self._lock = trio.Lock()
         self._client: Client | None = None
         self._release: trio.Event | None = None
+        self._attempts_ended = 0
+        self._failure: OrchestraError | None = None
 
     async def client(self) -> Client:
+        ended = self._attempts_ended
         async with self._lock:
             if self._client is None:
-                self._client, self._release = await self._nursery.start(self._hold)
+                if self._attempts_ended != ended and self._failure is not None:
+                    raise self._failure  # the attempt this call waited for has just failed
+                try:
+                    self._client, self._release = await self._nursery.start(self._hold)
+                    self._failure = None
+                except OrchestraError as exc:
+                    self._failure = exc
+                    raise
+                finally:
+                    self._attempts_ended += 1
             return self._client
+
+    async def warm_up(self) -> None:
+        try:
+            await self.client()
+        except OrchestraError as exc:  # each call reports it as its own tool error
+            log.warning("no connection to %s yet: %s", self.url, exc)
 
     async def call(self, method: Callable[[Client], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """``method`` on the client; an error after which this client cannot serve (a refused
@@ -127,7 +152,10 @@ class Upstream:
         release = trio.Event()
         async with connect(self.url, self.token, config=self.config) as client:
             task_status.started((client, release))
-            await release.wait()
+            try:
+                await release.wait()
+            finally:
+                self.token = client.token  # refreshed while it was connected
 
 
 def tool_error(exc: OrchestraError) -> CallToolResult:
@@ -442,10 +470,12 @@ async def serve(url: str, token: str, *, default_issue: str | None = None,
     """Serve MCP on stdin/stdout until stdin closes; then close the connection and return."""
     async with trio.open_nursery() as nursery:
         upstream = Upstream(nursery, url, token, ClientConfig(reconnect_timeout=connect_timeout))
+        nursery.start_soon(upstream.warm_up)
         try:
             await build_server(upstream, default_issue=default_issue).run_stdio_async()
         finally:
             upstream.close()
+            nursery.cancel_scope.cancel()  # a connection still being opened
 
 
 # -- configuration snippets ---------------------------------------------------------------------

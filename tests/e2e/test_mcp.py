@@ -3,10 +3,12 @@ stdio against a real server on port 0 (real JWTs, real SQLite, real spawned proc
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -269,6 +271,24 @@ async def test_a_refused_token_is_a_tool_error_not_a_dead_server(h: Harness) -> 
                 for _ in range(2):  # each call tries again, and fails alone
                     error = await fails(client, "get_result", result_id="x")
                     assert error["code"] in ("AUTH_001", "AUTH_002") and words in error["message"]
+
+
+async def test_a_token_that_expires_before_the_first_call_was_renewed_meanwhile(h: Harness) -> None:
+    """A spawned agent's model may make its first call after its token's lifetime: the MCP
+    server connected at start, and the SDK renewed the token while connected."""
+    token = h.token(sub="late", ttl=5)
+    exp = orjson.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
+
+    def renewed() -> bool:
+        return any(s.principal.sub == "late" and s.principal.exp > exp for s in h.system.live_sessions)
+
+    with trio.fail_after(BOUND):
+        async with mcp(h, token) as client:
+            if time.time() > exp - 1:
+                pytest.skip("the MCP process took about its token's lifetime to start (a machine this slow)")
+            await until(renewed, "the token renewed while connected", timeout=exp + 3 - time.time())
+            await trio.sleep(max(0.0, exp + 2 - time.time()))  # the first token has expired by now
+            assert (await call(client, "get_context", issue_id="iss-1"))["issue_id"] == "iss-1"
 
 
 async def test_a_server_that_cannot_be_reached_is_a_tool_error_until_it_can(h: Harness) -> None:
