@@ -50,6 +50,8 @@ def _profiles(tmp_path: Path) -> Profiles:
             PY, "-c", "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
                       "if k.startswith('ORCHESTRA_')}, open(sys.argv[1], 'w'))",
             str(tmp_path / "coder-env.json"))),
+        AgentProfile(agent_type="coder-wt", mcp=True, workspace="worktree", keep_worktree=True,
+                     command=(PY, "-c", "print(open('.mcp.json').read())")),
         AgentProfile(agent_type="slow", rate_per_second=0.01, burst=3),
     ]
     return Profiles(by_type={**BUILTIN, **{p.agent_type: p for p in extra}})
@@ -510,6 +512,27 @@ async def test_an_agent_whose_profile_says_mcp_gets_a_mcp_json_that_connects_it(
             stored = await call(client, "store_result", result={"status": "success"})
             record = await call(client, "get_result", result_id=stored["id"])
             assert record["agent_id"] == spawned["result"]["agent_id"]
+
+
+async def test_an_agent_in_its_own_worktree_finds_the_mcp_json_there(h: Harness, tmp_path: Path) -> None:
+    from tests.actors.test_context import make_repo
+
+    repo = h.system.config.roots["p1"] = make_repo(tmp_path / "git-repo")
+    with trio.fail_after(BOUND):
+        async with h.ws(h.token(sub="chief-1", agent_type="chief-architect")) as ws:
+            spawned = await ws.call("agent.spawn", agent_type="coder-wt", issue_id="iss-6")
+            agent_id = spawned["result"]["agent_id"]
+
+            async def ended() -> bool:
+                return (await ws.call("agent.status", agent_id=agent_id))["result"]["state"] == "exited"
+
+            await until(ended, "the agent exited", timeout=20, interval=0.05)
+            record = (await ws.call("agent.status", agent_id=agent_id))["result"]
+            logs = (await ws.call("agent.logs", agent_id=agent_id))["result"]["lines"]
+    assert record["exit_code"] == 0 and record["workspace"] != str(repo)
+    assert json.loads("\n".join(logs))["mcpServers"]["orchestra"]["args"] == ["-m", "orchestra", "mcp"]
+    assert (Path(record["workspace"]) / MCP_CONFIG_FILE).is_file()
+    assert not (repo / MCP_CONFIG_FILE).exists()  # the project root is left alone
 
 
 def test_an_existing_mcp_json_that_cannot_be_merged_is_left_alone(tmp_path: Path) -> None:
