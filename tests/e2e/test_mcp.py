@@ -278,7 +278,7 @@ async def test_a_refused_token_is_a_tool_error_not_a_dead_server(h: Harness) -> 
 async def test_a_token_that_expires_before_the_first_call_was_renewed_meanwhile(h: Harness) -> None:
     """A spawned agent's model may make its first call after its token's lifetime: the MCP
     server connected at start, and the SDK renewed the token while connected."""
-    token = h.token(sub="late", ttl=5)
+    token = h.token(sub="late", ttl=6)
     exp = orjson.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
 
     def renewed() -> bool:
@@ -456,7 +456,7 @@ def test_without_url_or_token_it_says_what_is_missing(capsys, monkeypatch) -> No
 
 def test_the_server_and_the_other_commands_do_not_import_mcp() -> None:
     code = ("import sys; import orchestra.transport.cli, orchestra.transport.server, orchestra.transport.api, "
-            "orchestra.client; sys.exit(1 if 'mcp' in sys.modules else 0)")
+            "orchestra.client, orchestra.transport.mcp; sys.exit(1 if 'mcp' in sys.modules else 0)")
     assert subprocess.run([PY, "-c", code], timeout=BOUND).returncode == 0
 
 

@@ -1,33 +1,11 @@
-"""``orchestra mcp``: Orchestra's protocol as the tools of an MCP server over stdio (docs/mcp.md).
-
-A client of a running Orchestra server through the SDK (transport/client.py), nothing more:
-what a tool does, any client of the protocol can do. Imported only by ``orchestra mcp``: the
-server and the other commands never load the ``mcp`` package.
-
-Guarantees:
-
-- One connection to the Orchestra server, opened at start (so the SDK keeps the token fresh);
-  a server that cannot be reached or a token it refuses is each call's tool error, and the
-  next call tries again. A dropped connection is reopened by the SDK (requests in flight are
-  sent again, writes stored once).
-- Every error answer is a tool error (``isError``) whose text starts with the error object's
-  code and message and whose structured content is the whole object (``retry_after_seconds``
-  for a rate limit). One failing call fails only itself.
-- ``wait_for_events`` returns as soon as an event matches, or at its timeout with no events;
-  either way with ``next_cursor``: passed back as ``since``, nothing published in between is
-  missed, whatever happened to this process or its connection.
-- The process ends, exit status 0, when its stdin closes.
-"""
+"""The MCP server of ``orchestra mcp``: one tool per operation of the protocol, resources, and
+notifications of events (the ``mcp`` SDK's ``MCPServer`` on trio)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import orjson
 import trio
@@ -38,25 +16,14 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp_types import CallToolResult, SubscriptionFilter, TextContent, ToolAnnotations
 from pydantic import Field
 
-from ..actors.agents import MCP_ENV, mcp_server_entry
-from .argtypes import number_in
-from .client import Client, ClientConfig, connect
-from .client_errors import (
-    ConnectionFailed,
-    NotFound,
-    OrchestraError,
-    RateLimited,
-    Unauthorized,
-    Unavailable,
-)
-from .client_link import ws_url
+from ..client import Client, ClientConfig
+from ..client_errors import NotFound, OrchestraError, RateLimited, Unavailable
+from ._upstream import RECONNECT_TIMEOUT, Upstream
 
-__all__ = ["CLIENTS", "EventWatch", "Upstream", "build_server", "config_snippet", "main", "tool_error"]
+__all__ = ["EventWatch", "build_server", "serve", "tool_error"]
 
 log = logging.getLogger("orchestra.mcp")
 
-#: Clients ``--print-config`` writes a snippet for.
-CLIENTS = ("claude", "codex", "generic")
 #: Bounds of a wait (the protocol's: 0 to 300 s).
 MAX_WAIT_SECONDS = 300.0
 #: Event types one ``subscriptions/listen`` stream may watch (more URIs are not watched).
@@ -64,98 +31,6 @@ MAX_WATCHED_TYPES = 64
 #: Events one read of an ``orchestra://events/{event_type}`` resource returns at most.
 EVENTS_PER_READ = 100
 EVENTS_URI = "orchestra://events/"
-#: Seconds without a connection to the Orchestra server before a call fails with
-#: ``CONNECTION_FAILED`` (the next call tries again); ``--connect-timeout``.
-RECONNECT_TIMEOUT = 15.0
-
-
-def _env(name: str) -> str | None:
-    """An environment variable; unset also when empty or a ``${...}`` reference a client left
-    unexpanded (Claude Code passes ``${VAR}`` of an unset variable through as text)."""
-    value = os.environ.get(name, "").strip()
-    if not value or (value.startswith("${") and value.endswith("}")):
-        return None
-    return value
-
-
-class Upstream:
-    """The one SDK client of this MCP server, held by a task of ``nursery`` until
-    :meth:`close`, or until an error that is final for it (then the next call opens a new one).
-
-    :meth:`warm_up` opens it when the MCP server starts, so that the SDK renews the token
-    while it is connected: a spawned agent's token lives ``token_ttl`` seconds (15 minutes by
-    default), and its model may make its first call later than that. A new client uses the
-    newest token the last one had. Calls waiting while an attempt to connect fails share its
-    error instead of each waiting out an attempt of its own.
-    """
-
-    def __init__(self, nursery: trio.Nursery, url: str, token: str, config: ClientConfig | None = None) -> None:
-        self._nursery = nursery
-        self.url = url
-        self.token = token
-        self.config = config or ClientConfig(reconnect_timeout=RECONNECT_TIMEOUT)
-        self._lock = trio.Lock()
-        self._client: Client | None = None
-        self._release: trio.Event | None = None
-        self._attempts_ended = 0
-        self._failure: OrchestraError | None = None
-
-    async def client(self) -> Client:
-        ended = self._attempts_ended
-        async with self._lock:
-            if self._client is None:
-                if self._attempts_ended != ended and self._failure is not None:
-                    raise self._failure  # the attempt this call waited for has just failed
-                try:
-                    self._client, self._release = await self._nursery.start(self._hold)
-                    self._failure = None
-                except OrchestraError as exc:
-                    self._failure = exc
-                    raise
-                finally:
-                    self._attempts_ended += 1
-            return self._client
-
-    async def warm_up(self) -> None:
-        try:
-            await self.client()
-        except OrchestraError as exc:  # each call reports it as its own tool error
-            log.warning("no connection to %s yet: %s", self.url, exc)
-
-    async def call(self, method: Callable[[Client], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        """``method`` on the client; an error after which this client cannot serve (a refused
-        token, a connection given up) drops it, so the next call connects again."""
-        client = await self.client()
-        try:
-            return await method(client)
-        except trio.ClosedResourceError:  # another call dropped this client meanwhile
-            raise ConnectionFailed("the connection to the server was closed; call again") from None
-        except (Unauthorized, ConnectionFailed) as exc:
-            self._drop(client)
-            raise exc from None
-        except OrchestraError as exc:
-            if "close_code" in exc.body:  # 4003: final for this connection
-                self._drop(client)
-            raise
-
-    def _drop(self, client: Client) -> None:
-        if self._client is client and self._release is not None:
-            self._release.set()
-            self._client = self._release = None
-
-    def close(self) -> None:
-        if self._release is not None:
-            self._release.set()
-        self._client = self._release = None
-
-    async def _hold(self, *, task_status: trio.TaskStatus[tuple[Client, trio.Event]] = trio.TASK_STATUS_IGNORED) -> None:
-        release = trio.Event()
-        async with connect(self.url, self.token, config=self.config) as client:
-            task_status.started((client, release))
-            try:
-                await release.wait()
-            finally:
-                self.token = client.token  # refreshed while it was connected
 
 
 def tool_error(exc: OrchestraError) -> CallToolResult:
@@ -476,87 +351,3 @@ async def serve(url: str, token: str, *, default_issue: str | None = None,
         finally:
             upstream.close()
             nursery.cancel_scope.cancel()  # a connection still being opened
-
-
-# -- configuration snippets ---------------------------------------------------------------------
-
-def config_snippet(client: str, *, url: str | None = None, token: str | None = None,
-                   command: list[str] | None = None) -> str:
-    """The text a user pastes into ``client``'s MCP configuration to run ``orchestra mcp``.
-
-    ``url``/``token`` given: written as values. Not given: the client passes its own
-    ``ORCHESTRA_URL``/``ORCHESTRA_TOKEN`` through (``${VAR}`` references for Claude Code and
-    generic JSON, ``env_vars`` for Codex), so no token lands in a file.
-    """
-    entry = mcp_server_entry(command)
-    literal = {k: v for k, v in (("ORCHESTRA_URL", url), ("ORCHESTRA_TOKEN", token)) if v is not None}
-    forwarded = [name for name in MCP_ENV if name not in literal]
-    if client == "codex":
-        import tomli_w
-
-        table: dict[str, Any] = {"command": entry["command"], "args": entry["args"]}
-        table["env_vars"] = forwarded
-        if literal:
-            table["env"] = literal
-        return tomli_w.dumps({"mcp_servers": {"orchestra": table}})
-    entry["env"] = {name: literal.get(name, "${" + name + "}") for name in MCP_ENV}
-    if client == "generic":
-        entry.pop("type")
-    return json.dumps({"mcpServers": {"orchestra": entry}}, indent=2) + "\n"
-
-
-# -- the command --------------------------------------------------------------------------------
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="orchestra mcp",
-        description="An MCP server over stdio whose tools are Orchestra's protocol (docs/mcp.md).")
-    parser.add_argument("--url", default=None,
-                        help="the Orchestra server (default: env ORCHESTRA_URL), e.g. http://127.0.0.1:3001")
-    parser.add_argument("--token", default=None, help="a JWT of the server (default: env ORCHESTRA_TOKEN)")
-    parser.add_argument("--issue", default=None,
-                        help="the issue tools default to (default: env ORCHESTRA_ISSUE_ID)")
-    parser.add_argument("--connect-timeout", type=number_in(0.1, 3600, "seconds"), default=RECONNECT_TIMEOUT,
-                        metavar="SECONDS",
-                        help="a call fails with CONNECTION_FAILED after this long without a connection "
-                             f"to the server (default {RECONNECT_TIMEOUT:g})")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the snippet for an MCP client's configuration and exit")
-    parser.add_argument("--client", choices=CLIENTS, default="claude",
-                        help="which client --print-config writes for (default: claude)")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    if args.print_config:
-        sys.stdout.write(config_snippet(args.client, url=args.url, token=args.token))
-        if args.client == "generic" and (args.url is None or args.token is None):
-            print("orchestra mcp: a client that does not expand ${VAR} in its configuration needs "
-                  "the values written in (--url, --token)", file=sys.stderr)
-        return 0
-    url = args.url or _env("ORCHESTRA_URL")
-    token = args.token or _env("ORCHESTRA_TOKEN")
-    if url is None or token is None:
-        missing = " and ".join(n for n, v in (("--url (or ORCHESTRA_URL)", url),
-                                               ("--token (or ORCHESTRA_TOKEN)", token)) if v is None)
-        print(f"orchestra mcp: needs {missing}", file=sys.stderr)
-        return 2
-    try:
-        ws_url(url)
-    except ValueError as exc:
-        print(f"orchestra mcp: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    issue = args.issue or _env("ORCHESTRA_ISSUE_ID")
-    try:
-        trio.run(lambda: serve(url, token, default_issue=issue, connect_timeout=args.connect_timeout))
-    except KeyboardInterrupt:
-        pass
-    return 0
