@@ -128,11 +128,11 @@ async def test_tools_are_listed_with_schemas_and_descriptions(h: Harness, mode: 
 async def test_context_results_and_events_tools(h: Harness) -> None:
     with trio.fail_after(BOUND):
         async with mcp(h, h.token(sub="py-1")) as client:
-            context = await call(client, "get_context", issue_id="iss-1", task="fix the login", max_bytes=65536)
+            context = await call(client, "get_context", issue_id="iss-1", task="fix the login", max_bytes=4096)
             assert context["issue_id"] == "iss-1" and context["agent_type"] == "python-specialist"
             files = context["context"]["relevant_files"]
             assert files[0]["path"] == "auth.py" and "def login" in files[0]["content"]
-            assert context["total_size_bytes"] <= 65536
+            assert context["total_size_bytes"] <= 4096
 
             stored = await call(client, "store_result", issue_id="iss-1",
                                 result={"status": "success", "summary": "login fixed"}, idempotency_key="k-1")
@@ -144,9 +144,16 @@ async def test_context_results_and_events_tools(h: Harness) -> None:
             assert record["agent_id"] == "py-1" and record["result"]["summary"] == "login fixed"
             page = await call(client, "query_results", issue_id="iss-1", status="success", q="LOGIN")
             assert [r["id"] for r in page["results"]] == [stored["id"]] and page["next_cursor"] is None
-            # an earlier agent's result is in the next context of the issue
+            assert (await call(client, "query_results", q="nothing like it"))["results"] == []
+            # an earlier agent's result is in the next context of the issue; 64 KiB by default
+            big = "x" * 60_000
+            await call(client, "store_result", issue_id="iss-1", result={"status": "partial", "log": big})
+            await call(client, "store_result", issue_id="iss-1", result={"status": "partial", "log": big})
             context = await call(client, "get_context", issue_id="iss-1")
-            assert [o["id"] for o in context["context"]["previous_agent_outputs"]] == [stored["id"]]
+            assert context["truncated"] is True and context["total_size_bytes"] <= 65536
+            context = await call(client, "get_context", issue_id="iss-1", max_bytes=1_000_000)
+            assert context["truncated"] is False
+            assert stored["id"] in [o["id"] for o in context["context"]["previous_agent_outputs"]]
 
             published = await call(client, "publish_event", event_type="review_ready",
                                    data={"issue_id": "iss-1"}, topic="coordination", correlation_id="iss-1")

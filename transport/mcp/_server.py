@@ -31,6 +31,9 @@ MAX_WATCHED_TYPES = 64
 #: Events one read of an ``orchestra://events/{event_type}`` resource returns at most.
 EVENTS_PER_READ = 100
 EVENTS_URI = "orchestra://events/"
+#: The default bound of a ``get_context`` answer: clients bound one tool result (Claude Code
+#: to 25,000 tokens by default), and 64 KiB of JSON stays well within that.
+CONTEXT_BYTES = 65_536
 
 
 def tool_error(exc: OrchestraError) -> CallToolResult:
@@ -154,10 +157,10 @@ def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCP
             description="What you are about to do, in a sentence: files that match it rank higher.")] = None,
         agent_type: Annotated[str | None, Field(
             description="Whose context (default: your own agent type).")] = None,
-        max_bytes: Annotated[int | None, Field(
+        max_bytes: Annotated[int, Field(
             ge=1024, le=4_194_304,
-            description="Bound of the whole answer in bytes (default 262144); what does not fit "
-                        "is shortened or dropped by priority and 'truncated' says so.")] = None,
+            description=f"Bound of the whole answer in bytes (default {CONTEXT_BYTES}); what does "
+                        "not fit is shortened or dropped by priority and 'truncated' says so.")] = CONTEXT_BYTES,
     ) -> CallToolResult:
         """The context for working on an issue: the project's structure, its most relevant files
         with their content (ranked for the task), git branch, recent commits and uncommitted
@@ -322,7 +325,7 @@ def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCP
     @app.resource("orchestra://context/{issue_id}", name="context", mime_type="application/json",
                   description="The context of an issue for this agent's type (as get_context).")
     async def context_resource(issue_id: str) -> str:
-        return await read(lambda c: c.context_get(issue_id))
+        return await read(lambda c: c.context_get(issue_id, max_bytes=CONTEXT_BYTES))
 
     @app.resource(EVENTS_URI + "{event_type}", name="events", mime_type="application/json",
                   description="The events of a type this agent was not yet given (at most "
