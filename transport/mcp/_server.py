@@ -17,7 +17,7 @@ from mcp_types import CallToolResult, SubscriptionFilter, TextContent, ToolAnnot
 from pydantic import Field
 
 from ..client import Client, ClientConfig
-from ..client_errors import NotFound, OrchestraError, RateLimited, Unavailable
+from ..client_errors import EventsLost, NotFound, OrchestraError, RateLimited, Unavailable
 from ._upstream import RECONNECT_TIMEOUT, Upstream
 
 __all__ = ["EventWatch", "build_server", "serve", "tool_error"]
@@ -103,8 +103,13 @@ class EventWatch:
         try:
             client = await self.upstream.client()
             async with await client.subscribe([event_type]) as subscription:
-                async for _event in subscription:
-                    await self.bus.publish(ResourceUpdated(uri))
+                while True:
+                    try:
+                        async for _event in subscription:
+                            await self.bus.publish(ResourceUpdated(uri))
+                        return  # the subscription ended with its client
+                    except EventsLost:  # trimmed events: still a change to read
+                        await self.bus.publish(ResourceUpdated(uri))
         except OrchestraError as exc:
             log.warning("no notifications for %s: %s", uri, exc)
 
