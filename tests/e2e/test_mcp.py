@@ -21,7 +21,7 @@ import orjson
 import pytest
 import trio
 from mcp import Client, StdioServerParameters
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, ResourceUpdatedNotification
 from orchestra.actors.agents import MCP_CONFIG_FILE, write_mcp_config
 from orchestra.actors.agents._workspace import WorkspaceError
 from orchestra.actors.profiles import BUILTIN, AgentProfile, Profiles
@@ -382,6 +382,46 @@ async def test_a_listened_event_type_is_notified_and_its_resource_holds_the_even
             assert again["events"] == []  # a read returns the events not yet read
 
 
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")  # that era on purpose
+async def test_a_subscribed_event_type_is_notified_on_the_handshake_era_too(h: Harness) -> None:
+    uri = "orchestra://events/deploy"
+    notified: list[str] = []
+    arrived = trio.Event()
+
+    async def on_message(message: Any) -> None:
+        message = getattr(message, "root", message)
+        if isinstance(message, ResourceUpdatedNotification):
+            notified.append(str(message.params.uri))
+            arrived.set()
+
+    params = StdioServerParameters(command=PY, args=["-m", "orchestra", "mcp"],
+                                   env={"ORCHESTRA_URL": _url(h), "ORCHESTRA_TOKEN": h.token(sub="old-client")})
+    project = await h.system.project("p1")
+
+    async def subscriptions(count: int) -> None:
+        async def check() -> bool:
+            return bool((await project.call(ProjectStats(), timeout=5))["subscriptions"] == count)
+
+        await until(check, f"{count} subscriptions", timeout=20, interval=0.05)
+
+    with trio.fail_after(BOUND):
+        async with Client(params, mode="legacy", read_timeout_seconds=BOUND, message_handler=on_message) as client, \
+                h.ws(h.token(sub="pub")) as publisher:
+            assert client.server_capabilities.resources.subscribe is True  # type: ignore[union-attr]
+            await client.session.subscribe_resource(uri)
+            await client.session.subscribe_resource(uri)  # once is enough: still one watch
+            await client.session.subscribe_resource("orchestra://results/r-1")  # accepted, never changes
+            await subscriptions(1)
+            await publisher.call("event.publish", event_type="other", data={"n": 0})
+            await publisher.call("event.publish", event_type="deploy", data={"n": 1})
+            await arrived.wait()
+            assert notified == [uri]
+            events = orjson.loads((await client.read_resource(uri)).contents[0].text)["events"]  # type: ignore[union-attr]
+            assert [e["data"] for e in events] == [{"n": 1}]
+            await client.session.unsubscribe_resource(uri)
+            await subscriptions(0)
+
+
 # -- the process -------------------------------------------------------------------------------
 
 def _rpc(id_: int | None, method: str, params: dict[str, Any] | None = None) -> bytes:
@@ -407,16 +447,20 @@ async def test_the_process_exits_cleanly_when_stdin_closes(h: Harness) -> None:
             await proc.stdin.send_all(_rpc(None, "notifications/initialized"))
             # a call that connects to the server: the close must end that connection too
             await proc.stdin.send_all(_rpc(2, "tools/call", {"name": "get_context", "arguments": {"issue_id": "i"}}))
+            # and a watch of events: the close must end it too
+            await proc.stdin.send_all(_rpc(3, "resources/subscribe", {"uri": "orchestra://events/x"}))
             replies: list[dict[str, Any]] = []
             buffer = b""
-            while len(replies) < 2:
+            while len(replies) < 3:
                 chunk = await proc.stdout.receive_some()
                 assert chunk, "stdout closed early"
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 replies += [orjson.loads(line) for line in lines if line.strip()]
+            replies.sort(key=lambda reply: reply["id"])  # answers may come in any order
             assert replies[0]["result"]["serverInfo"]["name"] == "orchestra"
             assert replies[1]["result"]["isError"] is False
+            assert replies[2] == {"jsonrpc": "2.0", "id": 3, "result": {}}
             await proc.stdin.aclose()
             assert await proc.wait() == 0
             assert await proc.stdout.receive_some() == b""  # nothing but JSON-RPC on stdout

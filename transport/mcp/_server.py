@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
 import orjson
 import trio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp_types import CallToolResult, SubscriptionFilter, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolResult,
+    SubscriptionFilter,
+    TextContent,
+    ToolAnnotations,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from ..client import Client, ClientConfig
@@ -62,32 +73,91 @@ def _answer(result: dict[str, Any]) -> CallToolResult:
 
 
 class EventWatch:
-    """Notifications of events (MCP 2026-07-28 ``subscriptions/listen`` over stdio).
+    """Notifications of events, as ``notifications/resources/updated`` for the resource
+    ``orchestra://events/{event_type}``; reading that resource returns the events themselves.
 
-    While a listen stream names ``orchestra://events/{event_type}`` URIs among its resource
-    subscriptions, an SDK subscription per event type is held, and each event of that type
-    published in the project is announced as ``notifications/resources/updated`` for its URI;
-    reading that resource returns the events themselves. Watches end with their stream. At most
-    ``MAX_WATCHED_TYPES`` URIs of one stream are watched. Notifications are level triggers:
-    one may stand for several events, and one missed (the stream was not yet listening) loses
-    nothing, since a read returns every event not yet read.
+    Two ways to ask, one per era of MCP:
+
+    - 2026-07-28: a ``subscriptions/listen`` stream naming such URIs among its resource
+      subscriptions; the watches end with the stream.
+    - the ``initialize`` handshake: ``resources/subscribe`` (advertised in the capabilities)
+      until ``resources/unsubscribe`` or the end of the session. This SDK's ``MCPServer``
+      does not serve it, so this middleware does; any URI may be subscribed, only events
+      URIs are ever notified.
+
+    Each watched type holds an SDK subscription to that event type. At most
+    ``MAX_WATCHED_TYPES`` are watched per listen stream, and as many by ``resources/subscribe``
+    (one more is refused). Notifications are level triggers: one may stand for several events,
+    and one missed (the watch was not yet subscribed) loses nothing, since a read returns every
+    event not yet read.
     """
 
-    def __init__(self, upstream: Upstream, bus: InMemorySubscriptionBus) -> None:
+    def __init__(self, upstream: Upstream, bus: InMemorySubscriptionBus, nursery: trio.Nursery) -> None:
         self.upstream = upstream
         self.bus = bus
+        self._nursery = nursery
+        #: watches asked for by ``resources/subscribe``: URI -> its scope
+        self._subscribed: dict[str, trio.CancelScope] = {}
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        uris = self._event_uris(ctx) if ctx.method == "subscriptions/listen" else []
+        if ctx.method == "subscriptions/listen":
+            return await self._listen(ctx, call_next)
+        if ctx.method == "initialize":
+            return self._advertise(await call_next(ctx))
+        if ctx.method in ("resources/subscribe", "resources/unsubscribe") and \
+                ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            uri = (ctx.params or {}).get("uri")
+            if not isinstance(uri, str) or not uri:
+                raise MCPError(INVALID_PARAMS, "'uri' must be a non-empty string")
+            if ctx.method == "resources/subscribe":
+                self._subscribe(uri, ctx.session)
+            elif (scope := self._subscribed.pop(uri, None)) is not None:
+                scope.cancel()
+            return {}
+        return await call_next(ctx)
+
+    async def _listen(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        uris = self._event_uris(ctx)
         if not uris:
             return await call_next(ctx)
         async with trio.open_nursery() as nursery:
             for uri in uris[:MAX_WATCHED_TYPES]:
-                nursery.start_soon(self._watch, uri)
+                nursery.start_soon(self._watch, uri, partial(self.bus.publish, ResourceUpdated(uri)))
             try:
                 return await call_next(ctx)
             finally:
                 nursery.cancel_scope.cancel()
+
+    @staticmethod
+    def _advertise(result: HandlerResult) -> HandlerResult:
+        """The handshake's answer, saying that ``resources/subscribe`` is served."""
+        capabilities = result.get("capabilities") if isinstance(result, dict) else None
+        resources = capabilities.get("resources") if isinstance(capabilities, dict) else None
+        if isinstance(resources, dict):
+            resources["subscribe"] = True
+        return result
+
+    def _subscribe(self, uri: str, session: Any) -> None:
+        if uri in self._subscribed or not _is_events_uri(uri):
+            return
+        if len(self._subscribed) >= MAX_WATCHED_TYPES:
+            raise MCPError(INTERNAL_ERROR, f"at most {MAX_WATCHED_TYPES} event types are watched at once; "
+                                           "unsubscribe one first")
+        scope = self._subscribed[uri] = trio.CancelScope()
+
+        async def notify() -> None:
+            await session.send_resource_updated(uri)
+
+        async def watch() -> None:
+            with scope:
+                try:
+                    await self._watch(uri, notify)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    pass  # the session has ended
+            if self._subscribed.get(uri) is scope:
+                del self._subscribed[uri]
+
+        self._nursery.start_soon(watch)
 
     @staticmethod
     def _event_uris(ctx: ServerRequestContext[Any, Any]) -> list[str]:
@@ -96,9 +166,9 @@ class EventWatch:
             wanted = SubscriptionFilter.model_validate(raw or {}).resource_subscriptions or []
         except ValueError:
             return []  # the listen handler refuses it
-        return [uri for uri in dict.fromkeys(wanted) if uri.startswith(EVENTS_URI) and len(uri) > len(EVENTS_URI)]
+        return [uri for uri in dict.fromkeys(wanted) if _is_events_uri(uri)]
 
-    async def _watch(self, uri: str) -> None:
+    async def _watch(self, uri: str, notify: Callable[[], Awaitable[None]]) -> None:
         event_type = uri.removeprefix(EVENTS_URI)
         try:
             client = await self.upstream.client()
@@ -106,12 +176,16 @@ class EventWatch:
                 while True:
                     try:
                         async for _event in subscription:
-                            await self.bus.publish(ResourceUpdated(uri))
+                            await notify()
                         return  # the subscription ended with its client
                     except EventsLost:  # trimmed events: still a change to read
-                        await self.bus.publish(ResourceUpdated(uri))
+                        await notify()
         except OrchestraError as exc:
             log.warning("no notifications for %s: %s", uri, exc)
+
+
+def _is_events_uri(uri: str) -> bool:
+    return uri.startswith(EVENTS_URI) and len(uri) > len(EVENTS_URI)
 
 
 # Argument types, described for the model that calls the tools.
@@ -136,14 +210,14 @@ back as tool errors starting with a code: RATE_001 says when to retry, AUTH_003 
 token lacks the permission, NOT_FOUND an unknown id."""
 
 
-def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCPServer:
+def build_server(upstream: Upstream, nursery: trio.Nursery, *, default_issue: str | None = None) -> MCPServer:
     """The MCP server: one tool per operation of the protocol; resources for a stored result,
     the context of an issue and the events of a type (with notifications, see EventWatch)."""
     bus = InMemorySubscriptionBus()
     app: MCPServer = MCPServer(
         "orchestra", title="Orchestra", instructions=INSTRUCTIONS,
         version=_version(), log_level="WARNING", subscriptions=bus,
-        middleware=[EventWatch(upstream, bus)],
+        middleware=[EventWatch(upstream, bus, nursery)],
     )
 
     async def run(method: Callable[[Client], Awaitable[dict[str, Any]]]) -> CallToolResult:
@@ -355,7 +429,7 @@ async def serve(url: str, token: str, *, default_issue: str | None = None,
         upstream = Upstream(nursery, url, token, ClientConfig(reconnect_timeout=connect_timeout))
         nursery.start_soon(upstream.warm_up)
         try:
-            await build_server(upstream, default_issue=default_issue).run_stdio_async()
+            await build_server(upstream, nursery, default_issue=default_issue).run_stdio_async()
         finally:
             upstream.close()
             nursery.cancel_scope.cancel()  # a connection still being opened
