@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -420,6 +421,37 @@ async def test_a_subscribed_event_type_is_notified_on_the_handshake_era_too(h: H
             assert [e["data"] for e in events] == [{"n": 1}]
             await client.session.unsubscribe_resource(uri)
             await subscriptions(0)
+
+
+async def test_watches_by_resources_subscribe_are_bounded() -> None:
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+    from mcp.shared.exceptions import MCPError
+    from orchestra.transport.mcp._server import MAX_WATCHED_TYPES, EventWatch
+
+    class Unreachable:  # the watches never get a connection: only their count matters
+        async def client(self) -> None:
+            await trio.sleep_forever()
+
+    async def call_next(ctx: Any) -> None:
+        raise AssertionError("answered by the middleware")
+
+    def subscribe(uri: str) -> Any:
+        return SimpleNamespace(method="resources/subscribe", params={"uri": uri},
+                               protocol_version="2025-11-25", session=None)
+
+    async with trio.open_nursery() as nursery:
+        watch = EventWatch(Unreachable(), InMemorySubscriptionBus(), nursery)  # type: ignore[arg-type]
+        for n in range(MAX_WATCHED_TYPES):
+            assert await watch(subscribe(f"orchestra://events/t{n}"), call_next) == {}
+        assert await watch(subscribe("orchestra://events/t0"), call_next) == {}  # a repeat: no new watch
+        assert await watch(subscribe("orchestra://results/r"), call_next) == {}  # never watched
+        with pytest.raises(MCPError, match=f"at most {MAX_WATCHED_TYPES} event types"):
+            await watch(subscribe("orchestra://events/one-more"), call_next)
+        unsubscribe = SimpleNamespace(method="resources/unsubscribe", params={"uri": "orchestra://events/t0"},
+                                      protocol_version="2025-11-25", session=None)
+        assert await watch(unsubscribe, call_next) == {}
+        assert await watch(subscribe("orchestra://events/one-more"), call_next) == {}  # room again
+        nursery.cancel_scope.cancel()
 
 
 # -- the process -------------------------------------------------------------------------------
