@@ -618,6 +618,18 @@ async def test_an_agent_in_its_own_worktree_finds_the_mcp_json_there(h: Harness,
     assert not (repo / MCP_CONFIG_FILE).exists()  # the project root is left alone
 
 
+def test_the_profile_key_mcp_is_true_or_false(tmp_path: Path) -> None:
+    from orchestra.actors.profiles import ProfileError
+
+    path = tmp_path / "profiles.toml"
+    path.write_text('[profiles.coder]\ncommand = "coder"\nmcp = true\n')
+    assert Profiles.load(path).get("coder").mcp is True
+    assert Profiles.load(None).get("coder").mcp is False  # off unless a profile says so
+    path.write_text('[profiles.coder]\nmcp = "yes"\n')
+    with pytest.raises(ProfileError, match="mcp: must be true or false"):
+        Profiles.load(path)
+
+
 def test_an_existing_mcp_json_that_cannot_be_merged_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / MCP_CONFIG_FILE
     for text in ("not json", "[1, 2]", '{"mcpServers": []}'):
