@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
-    if argv[:1] == ["mcp"]:  # its own parser (transport/mcp_server.py); imports the mcp SDK
-        from .mcp_server import main as mcp_main
+    if argv[:1] == ["mcp"]:  # its own parser (transport/mcp/); serving imports the mcp SDK
+        from .mcp import main as mcp_main
 
         return mcp_main(argv[1:])
     if argv[:1] == ["dashboard"]:  # its own parser (transport/dashboard/app.py)

@@ -3,23 +3,26 @@ stdio against a real server on port 0 (real JWTs, real SQLite, real spawned proc
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 import trio
 from mcp import Client, StdioServerParameters
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, ResourceUpdatedNotification
 from orchestra.actors.agents import MCP_CONFIG_FILE, write_mcp_config
 from orchestra.actors.agents._workspace import WorkspaceError
 from orchestra.actors.profiles import BUILTIN, AgentProfile, Profiles
@@ -48,6 +51,8 @@ def _profiles(tmp_path: Path) -> Profiles:
             PY, "-c", "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
                       "if k.startswith('ORCHESTRA_')}, open(sys.argv[1], 'w'))",
             str(tmp_path / "coder-env.json"))),
+        AgentProfile(agent_type="coder-wt", mcp=True, workspace="worktree", keep_worktree=True,
+                     command=(PY, "-c", "print(open('.mcp.json').read())")),
         AgentProfile(agent_type="slow", rate_per_second=0.01, burst=3),
     ]
     return Profiles(by_type={**BUILTIN, **{p.agent_type: p for p in extra}})
@@ -124,11 +129,11 @@ async def test_tools_are_listed_with_schemas_and_descriptions(h: Harness, mode: 
 async def test_context_results_and_events_tools(h: Harness) -> None:
     with trio.fail_after(BOUND):
         async with mcp(h, h.token(sub="py-1")) as client:
-            context = await call(client, "get_context", issue_id="iss-1", task="fix the login", max_bytes=65536)
+            context = await call(client, "get_context", issue_id="iss-1", task="fix the login", max_bytes=4096)
             assert context["issue_id"] == "iss-1" and context["agent_type"] == "python-specialist"
             files = context["context"]["relevant_files"]
             assert files[0]["path"] == "auth.py" and "def login" in files[0]["content"]
-            assert context["total_size_bytes"] <= 65536
+            assert context["total_size_bytes"] <= 4096
 
             stored = await call(client, "store_result", issue_id="iss-1",
                                 result={"status": "success", "summary": "login fixed"}, idempotency_key="k-1")
@@ -140,9 +145,16 @@ async def test_context_results_and_events_tools(h: Harness) -> None:
             assert record["agent_id"] == "py-1" and record["result"]["summary"] == "login fixed"
             page = await call(client, "query_results", issue_id="iss-1", status="success", q="LOGIN")
             assert [r["id"] for r in page["results"]] == [stored["id"]] and page["next_cursor"] is None
-            # an earlier agent's result is in the next context of the issue
+            assert (await call(client, "query_results", q="nothing like it"))["results"] == []
+            # an earlier agent's result is in the next context of the issue; 64 KiB by default
+            big = "x" * 60_000
+            await call(client, "store_result", issue_id="iss-1", result={"status": "partial", "log": big})
+            await call(client, "store_result", issue_id="iss-1", result={"status": "partial", "log": big})
             context = await call(client, "get_context", issue_id="iss-1")
-            assert [o["id"] for o in context["context"]["previous_agent_outputs"]] == [stored["id"]]
+            assert context["truncated"] is True and context["total_size_bytes"] <= 65536
+            context = await call(client, "get_context", issue_id="iss-1", max_bytes=1_000_000)
+            assert context["truncated"] is False
+            assert stored["id"] in [o["id"] for o in context["context"]["previous_agent_outputs"]]
 
             published = await call(client, "publish_event", event_type="review_ready",
                                    data={"issue_id": "iss-1"}, topic="coordination", correlation_id="iss-1")
@@ -271,6 +283,24 @@ async def test_a_refused_token_is_a_tool_error_not_a_dead_server(h: Harness) -> 
                     assert error["code"] in ("AUTH_001", "AUTH_002") and words in error["message"]
 
 
+async def test_a_token_that_expires_before_the_first_call_was_renewed_meanwhile(h: Harness) -> None:
+    """A spawned agent's model may make its first call after its token's lifetime: the MCP
+    server connected at start, and the SDK renewed the token while connected."""
+    token = h.token(sub="late", ttl=6)
+    exp = orjson.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
+
+    def renewed() -> bool:
+        return any(s.principal.sub == "late" and s.principal.exp > exp for s in h.system.live_sessions)
+
+    with trio.fail_after(BOUND):
+        async with mcp(h, token) as client:
+            if time.time() > exp - 1:
+                pytest.skip("the MCP process took about its token's lifetime to start (a machine this slow)")
+            await until(renewed, "the token renewed while connected", timeout=exp + 3 - time.time())
+            await trio.sleep(max(0.0, exp + 2 - time.time()))  # the first token has expired by now
+            assert (await call(client, "get_context", issue_id="iss-1"))["issue_id"] == "iss-1"
+
+
 async def test_a_server_that_cannot_be_reached_is_a_tool_error_until_it_can(h: Harness) -> None:
     with trio.fail_after(BOUND):
         # a port nothing listens on: closed again right after it was picked
@@ -353,6 +383,77 @@ async def test_a_listened_event_type_is_notified_and_its_resource_holds_the_even
             assert again["events"] == []  # a read returns the events not yet read
 
 
+@pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")  # that era on purpose
+async def test_a_subscribed_event_type_is_notified_on_the_handshake_era_too(h: Harness) -> None:
+    uri = "orchestra://events/deploy"
+    notified: list[str] = []
+    arrived = trio.Event()
+
+    async def on_message(message: Any) -> None:
+        message = getattr(message, "root", message)
+        if isinstance(message, ResourceUpdatedNotification):
+            notified.append(str(message.params.uri))
+            arrived.set()
+
+    params = StdioServerParameters(command=PY, args=["-m", "orchestra", "mcp"],
+                                   env={"ORCHESTRA_URL": _url(h), "ORCHESTRA_TOKEN": h.token(sub="old-client")})
+    project = await h.system.project("p1")
+
+    async def subscriptions(count: int) -> None:
+        async def check() -> bool:
+            return bool((await project.call(ProjectStats(), timeout=5))["subscriptions"] == count)
+
+        await until(check, f"{count} subscriptions", timeout=20, interval=0.05)
+
+    with trio.fail_after(BOUND):
+        async with Client(params, mode="legacy", read_timeout_seconds=BOUND, message_handler=on_message) as client, \
+                h.ws(h.token(sub="pub")) as publisher:
+            assert client.server_capabilities.resources.subscribe is True  # type: ignore[union-attr]
+            await client.session.subscribe_resource(uri)
+            await client.session.subscribe_resource(uri)  # once is enough: still one watch
+            await client.session.subscribe_resource("orchestra://results/r-1")  # accepted, never changes
+            await subscriptions(1)
+            await publisher.call("event.publish", event_type="other", data={"n": 0})
+            await publisher.call("event.publish", event_type="deploy", data={"n": 1})
+            await arrived.wait()
+            assert notified == [uri]
+            events = orjson.loads((await client.read_resource(uri)).contents[0].text)["events"]  # type: ignore[union-attr]
+            assert [e["data"] for e in events] == [{"n": 1}]
+            await client.session.unsubscribe_resource(uri)
+            await subscriptions(0)
+
+
+async def test_watches_by_resources_subscribe_are_bounded() -> None:
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+    from mcp.shared.exceptions import MCPError
+    from orchestra.transport.mcp._server import MAX_WATCHED_TYPES, EventWatch
+
+    class Unreachable:  # the watches never get a connection: only their count matters
+        async def client(self) -> None:
+            await trio.sleep_forever()
+
+    async def call_next(ctx: Any) -> None:
+        raise AssertionError("answered by the middleware")
+
+    def subscribe(uri: str) -> Any:
+        return SimpleNamespace(method="resources/subscribe", params={"uri": uri},
+                               protocol_version="2025-11-25", session=None)
+
+    async with trio.open_nursery() as nursery:
+        watch = EventWatch(Unreachable(), InMemorySubscriptionBus(), nursery)  # type: ignore[arg-type]
+        for n in range(MAX_WATCHED_TYPES):
+            assert await watch(subscribe(f"orchestra://events/t{n}"), call_next) == {}
+        assert await watch(subscribe("orchestra://events/t0"), call_next) == {}  # a repeat: no new watch
+        assert await watch(subscribe("orchestra://results/r"), call_next) == {}  # never watched
+        with pytest.raises(MCPError, match=f"at most {MAX_WATCHED_TYPES} event types"):
+            await watch(subscribe("orchestra://events/one-more"), call_next)
+        unsubscribe = SimpleNamespace(method="resources/unsubscribe", params={"uri": "orchestra://events/t0"},
+                                      protocol_version="2025-11-25", session=None)
+        assert await watch(unsubscribe, call_next) == {}
+        assert await watch(subscribe("orchestra://events/one-more"), call_next) == {}  # room again
+        nursery.cancel_scope.cancel()
+
+
 # -- the process -------------------------------------------------------------------------------
 
 def _rpc(id_: int | None, method: str, params: dict[str, Any] | None = None) -> bytes:
@@ -378,16 +479,20 @@ async def test_the_process_exits_cleanly_when_stdin_closes(h: Harness) -> None:
             await proc.stdin.send_all(_rpc(None, "notifications/initialized"))
             # a call that connects to the server: the close must end that connection too
             await proc.stdin.send_all(_rpc(2, "tools/call", {"name": "get_context", "arguments": {"issue_id": "i"}}))
+            # and a watch of events: the close must end it too
+            await proc.stdin.send_all(_rpc(3, "resources/subscribe", {"uri": "orchestra://events/x"}))
             replies: list[dict[str, Any]] = []
             buffer = b""
-            while len(replies) < 2:
+            while len(replies) < 3:
                 chunk = await proc.stdout.receive_some()
                 assert chunk, "stdout closed early"
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 replies += [orjson.loads(line) for line in lines if line.strip()]
+            replies.sort(key=lambda reply: reply["id"])  # answers may come in any order
             assert replies[0]["result"]["serverInfo"]["name"] == "orchestra"
             assert replies[1]["result"]["isError"] is False
+            assert replies[2] == {"jsonrpc": "2.0", "id": 3, "result": {}}
             await proc.stdin.aclose()
             assert await proc.wait() == 0
             assert await proc.stdout.receive_some() == b""  # nothing but JSON-RPC on stdout
@@ -434,7 +539,7 @@ def test_without_url_or_token_it_says_what_is_missing(capsys, monkeypatch) -> No
 
 def test_the_server_and_the_other_commands_do_not_import_mcp() -> None:
     code = ("import sys; import orchestra.transport.cli, orchestra.transport.server, orchestra.transport.api, "
-            "orchestra.client; sys.exit(1 if 'mcp' in sys.modules else 0)")
+            "orchestra.client, orchestra.transport.mcp; sys.exit(1 if 'mcp' in sys.modules else 0)")
     assert subprocess.run([PY, "-c", code], timeout=BOUND).returncode == 0
 
 
@@ -490,6 +595,39 @@ async def test_an_agent_whose_profile_says_mcp_gets_a_mcp_json_that_connects_it(
             stored = await call(client, "store_result", result={"status": "success"})
             record = await call(client, "get_result", result_id=stored["id"])
             assert record["agent_id"] == spawned["result"]["agent_id"]
+
+
+async def test_an_agent_in_its_own_worktree_finds_the_mcp_json_there(h: Harness, tmp_path: Path) -> None:
+    from tests.actors.test_context import make_repo
+
+    repo = h.system.config.roots["p1"] = make_repo(tmp_path / "git-repo")
+    with trio.fail_after(BOUND):
+        async with h.ws(h.token(sub="chief-1", agent_type="chief-architect")) as ws:
+            spawned = await ws.call("agent.spawn", agent_type="coder-wt", issue_id="iss-6")
+            agent_id = spawned["result"]["agent_id"]
+
+            async def ended() -> bool:
+                return (await ws.call("agent.status", agent_id=agent_id))["result"]["state"] == "exited"
+
+            await until(ended, "the agent exited", timeout=20, interval=0.05)
+            record = (await ws.call("agent.status", agent_id=agent_id))["result"]
+            logs = (await ws.call("agent.logs", agent_id=agent_id))["result"]["lines"]
+    assert record["exit_code"] == 0 and record["workspace"] != str(repo)
+    assert json.loads("\n".join(logs))["mcpServers"]["orchestra"]["args"] == ["-m", "orchestra", "mcp"]
+    assert (Path(record["workspace"]) / MCP_CONFIG_FILE).is_file()
+    assert not (repo / MCP_CONFIG_FILE).exists()  # the project root is left alone
+
+
+def test_the_profile_key_mcp_is_true_or_false(tmp_path: Path) -> None:
+    from orchestra.actors.profiles import ProfileError
+
+    path = tmp_path / "profiles.toml"
+    path.write_text('[profiles.coder]\ncommand = "coder"\nmcp = true\n')
+    assert Profiles.load(path).get("coder").mcp is True
+    assert Profiles.load(None).get("coder").mcp is False  # off unless a profile says so
+    path.write_text('[profiles.coder]\nmcp = "yes"\n')
+    with pytest.raises(ProfileError, match="mcp: must be true or false"):
+        Profiles.load(path)
 
 
 def test_an_existing_mcp_json_that_cannot_be_merged_is_left_alone(tmp_path: Path) -> None:

@@ -1,61 +1,40 @@
-"""``orchestra mcp``: Orchestra's protocol as the tools of an MCP server over stdio (docs/mcp.md).
-
-A client of a running Orchestra server through the SDK (transport/client.py), nothing more:
-what a tool does, any client of the protocol can do. Imported only by ``orchestra mcp``: the
-server and the other commands never load the ``mcp`` package.
-
-Guarantees:
-
-- One connection to the Orchestra server, opened by the first call that needs it; a token the
-  server refuses is that call's tool error, and the next call tries again. A dropped
-  connection is reopened by the SDK (requests in flight are sent again, writes stored once).
-- Every error answer is a tool error (``isError``) whose text starts with the error object's
-  code and message and whose structured content is the whole object (``retry_after_seconds``
-  for a rate limit). One failing call fails only itself.
-- ``wait_for_events`` returns as soon as an event matches, or at its timeout with no events;
-  either way with ``next_cursor``: passed back as ``since``, nothing published in between is
-  missed, whatever happened to this process or its connection.
-- The process ends, exit status 0, when its stdin closes.
-"""
+"""The MCP server of ``orchestra mcp``: one tool per operation of the protocol, resources, and
+notifications of events (the ``mcp`` SDK's ``MCPServer`` on trio)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, NoReturn
+from functools import partial
+from typing import Annotated, Any
 
+import anyio
 import orjson
 import trio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp_types import CallToolResult, SubscriptionFilter, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolResult,
+    SubscriptionFilter,
+    TextContent,
+    ToolAnnotations,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
-from ..actors.agents import MCP_ENV, mcp_server_entry
-from .argtypes import number_in
-from .client import Client, ClientConfig, connect
-from .client_errors import (
-    ConnectionFailed,
-    NotFound,
-    OrchestraError,
-    RateLimited,
-    Unauthorized,
-    Unavailable,
-)
-from .client_link import ws_url
+from ..client import Client, ClientConfig
+from ..client_errors import EventsLost, NotFound, OrchestraError, RateLimited, Unavailable
+from ._upstream import RECONNECT_TIMEOUT, Upstream
 
-__all__ = ["CLIENTS", "EventWatch", "Upstream", "build_server", "config_snippet", "main", "tool_error"]
+__all__ = ["EventWatch", "build_server", "serve", "tool_error"]
 
 log = logging.getLogger("orchestra.mcp")
 
-#: Clients ``--print-config`` writes a snippet for.
-CLIENTS = ("claude", "codex", "generic")
 #: Bounds of a wait (the protocol's: 0 to 300 s).
 MAX_WAIT_SECONDS = 300.0
 #: Event types one ``subscriptions/listen`` stream may watch (more URIs are not watched).
@@ -63,71 +42,9 @@ MAX_WATCHED_TYPES = 64
 #: Events one read of an ``orchestra://events/{event_type}`` resource returns at most.
 EVENTS_PER_READ = 100
 EVENTS_URI = "orchestra://events/"
-#: Seconds without a connection to the Orchestra server before a call fails with
-#: ``CONNECTION_FAILED`` (the next call tries again); ``--connect-timeout``.
-RECONNECT_TIMEOUT = 15.0
-
-
-def _env(name: str) -> str | None:
-    """An environment variable; unset also when empty or a ``${...}`` reference a client left
-    unexpanded (Claude Code passes ``${VAR}`` of an unset variable through as text)."""
-    value = os.environ.get(name, "").strip()
-    if not value or (value.startswith("${") and value.endswith("}")):
-        return None
-    return value
-
-
-class Upstream:
-    """The one SDK client of this MCP server, opened at first use and held by a task of
-    ``nursery`` until :meth:`close` (or until an error that is final for it: then the next
-    call opens a new one)."""
-
-    def __init__(self, nursery: trio.Nursery, url: str, token: str, config: ClientConfig | None = None) -> None:
-        self._nursery = nursery
-        self.url = url
-        self.token = token
-        self.config = config or ClientConfig(reconnect_timeout=RECONNECT_TIMEOUT)
-        self._lock = trio.Lock()
-        self._client: Client | None = None
-        self._release: trio.Event | None = None
-
-    async def client(self) -> Client:
-        async with self._lock:
-            if self._client is None:
-                self._client, self._release = await self._nursery.start(self._hold)
-            return self._client
-
-    async def call(self, method: Callable[[Client], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        """``method`` on the client; an error after which this client cannot serve (a refused
-        token, a connection given up) drops it, so the next call connects again."""
-        client = await self.client()
-        try:
-            return await method(client)
-        except trio.ClosedResourceError:  # another call dropped this client meanwhile
-            raise ConnectionFailed("the connection to the server was closed; call again") from None
-        except (Unauthorized, ConnectionFailed) as exc:
-            self._drop(client)
-            raise exc from None
-        except OrchestraError as exc:
-            if "close_code" in exc.body:  # 4003: final for this connection
-                self._drop(client)
-            raise
-
-    def _drop(self, client: Client) -> None:
-        if self._client is client and self._release is not None:
-            self._release.set()
-            self._client = self._release = None
-
-    def close(self) -> None:
-        if self._release is not None:
-            self._release.set()
-        self._client = self._release = None
-
-    async def _hold(self, *, task_status: trio.TaskStatus[tuple[Client, trio.Event]] = trio.TASK_STATUS_IGNORED) -> None:
-        release = trio.Event()
-        async with connect(self.url, self.token, config=self.config) as client:
-            task_status.started((client, release))
-            await release.wait()
+#: The default bound of a ``get_context`` answer: clients bound one tool result (Claude Code
+#: to 25,000 tokens by default), and 64 KiB of JSON stays well within that.
+CONTEXT_BYTES = 65_536
 
 
 def tool_error(exc: OrchestraError) -> CallToolResult:
@@ -156,32 +73,91 @@ def _answer(result: dict[str, Any]) -> CallToolResult:
 
 
 class EventWatch:
-    """Notifications of events (MCP 2026-07-28 ``subscriptions/listen`` over stdio).
+    """Notifications of events, as ``notifications/resources/updated`` for the resource
+    ``orchestra://events/{event_type}``; reading that resource returns the events themselves.
 
-    While a listen stream names ``orchestra://events/{event_type}`` URIs among its resource
-    subscriptions, an SDK subscription per event type is held, and each event of that type
-    published in the project is announced as ``notifications/resources/updated`` for its URI;
-    reading that resource returns the events themselves. Watches end with their stream. At most
-    ``MAX_WATCHED_TYPES`` URIs of one stream are watched. Notifications are level triggers:
-    one may stand for several events, and one missed (the stream was not yet listening) loses
-    nothing, since a read returns every event not yet read.
+    Two ways to ask, one per era of MCP:
+
+    - 2026-07-28: a ``subscriptions/listen`` stream naming such URIs among its resource
+      subscriptions; the watches end with the stream.
+    - the ``initialize`` handshake: ``resources/subscribe`` (advertised in the capabilities)
+      until ``resources/unsubscribe`` or the end of the session. This SDK's ``MCPServer``
+      does not serve it, so this middleware does; any URI may be subscribed, only events
+      URIs are ever notified.
+
+    Each watched type holds an SDK subscription to that event type. At most
+    ``MAX_WATCHED_TYPES`` are watched per listen stream, and as many by ``resources/subscribe``
+    (one more is refused). Notifications are level triggers: one may stand for several events,
+    and one missed (the watch was not yet subscribed) loses nothing, since a read returns every
+    event not yet read.
     """
 
-    def __init__(self, upstream: Upstream, bus: InMemorySubscriptionBus) -> None:
+    def __init__(self, upstream: Upstream, bus: InMemorySubscriptionBus, nursery: trio.Nursery) -> None:
         self.upstream = upstream
         self.bus = bus
+        self._nursery = nursery
+        #: watches asked for by ``resources/subscribe``: URI -> its scope
+        self._subscribed: dict[str, trio.CancelScope] = {}
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        uris = self._event_uris(ctx) if ctx.method == "subscriptions/listen" else []
+        if ctx.method == "subscriptions/listen":
+            return await self._listen(ctx, call_next)
+        if ctx.method == "initialize":
+            return self._advertise(await call_next(ctx))
+        if ctx.method in ("resources/subscribe", "resources/unsubscribe") and \
+                ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            uri = (ctx.params or {}).get("uri")
+            if not isinstance(uri, str) or not uri:
+                raise MCPError(INVALID_PARAMS, "'uri' must be a non-empty string")
+            if ctx.method == "resources/subscribe":
+                self._subscribe(uri, ctx.session)
+            elif (scope := self._subscribed.pop(uri, None)) is not None:
+                scope.cancel()
+            return {}
+        return await call_next(ctx)
+
+    async def _listen(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        uris = self._event_uris(ctx)
         if not uris:
             return await call_next(ctx)
         async with trio.open_nursery() as nursery:
             for uri in uris[:MAX_WATCHED_TYPES]:
-                nursery.start_soon(self._watch, uri)
+                nursery.start_soon(self._watch, uri, partial(self.bus.publish, ResourceUpdated(uri)))
             try:
                 return await call_next(ctx)
             finally:
                 nursery.cancel_scope.cancel()
+
+    @staticmethod
+    def _advertise(result: HandlerResult) -> HandlerResult:
+        """The handshake's answer, saying that ``resources/subscribe`` is served."""
+        capabilities = result.get("capabilities") if isinstance(result, dict) else None
+        resources = capabilities.get("resources") if isinstance(capabilities, dict) else None
+        if isinstance(resources, dict):
+            resources["subscribe"] = True
+        return result
+
+    def _subscribe(self, uri: str, session: Any) -> None:
+        if uri in self._subscribed or not _is_events_uri(uri):
+            return
+        if len(self._subscribed) >= MAX_WATCHED_TYPES:
+            raise MCPError(INTERNAL_ERROR, f"at most {MAX_WATCHED_TYPES} event types are watched at once; "
+                                           "unsubscribe one first")
+        scope = self._subscribed[uri] = trio.CancelScope()
+
+        async def notify() -> None:
+            await session.send_resource_updated(uri)
+
+        async def watch() -> None:
+            with scope:
+                try:
+                    await self._watch(uri, notify)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    pass  # the session has ended
+            if self._subscribed.get(uri) is scope:
+                del self._subscribed[uri]
+
+        self._nursery.start_soon(watch)
 
     @staticmethod
     def _event_uris(ctx: ServerRequestContext[Any, Any]) -> list[str]:
@@ -190,17 +166,26 @@ class EventWatch:
             wanted = SubscriptionFilter.model_validate(raw or {}).resource_subscriptions or []
         except ValueError:
             return []  # the listen handler refuses it
-        return [uri for uri in dict.fromkeys(wanted) if uri.startswith(EVENTS_URI) and len(uri) > len(EVENTS_URI)]
+        return [uri for uri in dict.fromkeys(wanted) if _is_events_uri(uri)]
 
-    async def _watch(self, uri: str) -> None:
+    async def _watch(self, uri: str, notify: Callable[[], Awaitable[None]]) -> None:
         event_type = uri.removeprefix(EVENTS_URI)
         try:
             client = await self.upstream.client()
             async with await client.subscribe([event_type]) as subscription:
-                async for _event in subscription:
-                    await self.bus.publish(ResourceUpdated(uri))
+                while True:
+                    try:
+                        async for _event in subscription:
+                            await notify()
+                        return  # the subscription ended with its client
+                    except EventsLost:  # trimmed events: still a change to read
+                        await notify()
         except OrchestraError as exc:
             log.warning("no notifications for %s: %s", uri, exc)
+
+
+def _is_events_uri(uri: str) -> bool:
+    return uri.startswith(EVENTS_URI) and len(uri) > len(EVENTS_URI)
 
 
 # Argument types, described for the model that calls the tools.
@@ -225,14 +210,14 @@ back as tool errors starting with a code: RATE_001 says when to retry, AUTH_003 
 token lacks the permission, NOT_FOUND an unknown id."""
 
 
-def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCPServer:
+def build_server(upstream: Upstream, nursery: trio.Nursery, *, default_issue: str | None = None) -> MCPServer:
     """The MCP server: one tool per operation of the protocol; resources for a stored result,
     the context of an issue and the events of a type (with notifications, see EventWatch)."""
     bus = InMemorySubscriptionBus()
     app: MCPServer = MCPServer(
         "orchestra", title="Orchestra", instructions=INSTRUCTIONS,
         version=_version(), log_level="WARNING", subscriptions=bus,
-        middleware=[EventWatch(upstream, bus)],
+        middleware=[EventWatch(upstream, bus, nursery)],
     )
 
     async def run(method: Callable[[Client], Awaitable[dict[str, Any]]]) -> CallToolResult:
@@ -251,10 +236,10 @@ def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCP
             description="What you are about to do, in a sentence: files that match it rank higher.")] = None,
         agent_type: Annotated[str | None, Field(
             description="Whose context (default: your own agent type).")] = None,
-        max_bytes: Annotated[int | None, Field(
+        max_bytes: Annotated[int, Field(
             ge=1024, le=4_194_304,
-            description="Bound of the whole answer in bytes (default 262144); what does not fit "
-                        "is shortened or dropped by priority and 'truncated' says so.")] = None,
+            description=f"Bound of the whole answer in bytes (default {CONTEXT_BYTES}); what does "
+                        "not fit is shortened or dropped by priority and 'truncated' says so.")] = CONTEXT_BYTES,
     ) -> CallToolResult:
         """The context for working on an issue: the project's structure, its most relevant files
         with their content (ranked for the task), git branch, recent commits and uncommitted
@@ -419,7 +404,7 @@ def build_server(upstream: Upstream, *, default_issue: str | None = None) -> MCP
     @app.resource("orchestra://context/{issue_id}", name="context", mime_type="application/json",
                   description="The context of an issue for this agent's type (as get_context).")
     async def context_resource(issue_id: str) -> str:
-        return await read(lambda c: c.context_get(issue_id))
+        return await read(lambda c: c.context_get(issue_id, max_bytes=CONTEXT_BYTES))
 
     @app.resource(EVENTS_URI + "{event_type}", name="events", mime_type="application/json",
                   description="The events of a type this agent was not yet given (at most "
@@ -442,91 +427,9 @@ async def serve(url: str, token: str, *, default_issue: str | None = None,
     """Serve MCP on stdin/stdout until stdin closes; then close the connection and return."""
     async with trio.open_nursery() as nursery:
         upstream = Upstream(nursery, url, token, ClientConfig(reconnect_timeout=connect_timeout))
+        nursery.start_soon(upstream.warm_up)
         try:
-            await build_server(upstream, default_issue=default_issue).run_stdio_async()
+            await build_server(upstream, nursery, default_issue=default_issue).run_stdio_async()
         finally:
             upstream.close()
-
-
-# -- configuration snippets ---------------------------------------------------------------------
-
-def config_snippet(client: str, *, url: str | None = None, token: str | None = None,
-                   command: list[str] | None = None) -> str:
-    """The text a user pastes into ``client``'s MCP configuration to run ``orchestra mcp``.
-
-    ``url``/``token`` given: written as values. Not given: the client passes its own
-    ``ORCHESTRA_URL``/``ORCHESTRA_TOKEN`` through (``${VAR}`` references for Claude Code and
-    generic JSON, ``env_vars`` for Codex), so no token lands in a file.
-    """
-    entry = mcp_server_entry(command)
-    literal = {k: v for k, v in (("ORCHESTRA_URL", url), ("ORCHESTRA_TOKEN", token)) if v is not None}
-    forwarded = [name for name in MCP_ENV if name not in literal]
-    if client == "codex":
-        import tomli_w
-
-        table: dict[str, Any] = {"command": entry["command"], "args": entry["args"]}
-        table["env_vars"] = forwarded
-        if literal:
-            table["env"] = literal
-        return tomli_w.dumps({"mcp_servers": {"orchestra": table}})
-    entry["env"] = {name: literal.get(name, "${" + name + "}") for name in MCP_ENV}
-    if client == "generic":
-        entry.pop("type")
-    return json.dumps({"mcpServers": {"orchestra": entry}}, indent=2) + "\n"
-
-
-# -- the command --------------------------------------------------------------------------------
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="orchestra mcp",
-        description="An MCP server over stdio whose tools are Orchestra's protocol (docs/mcp.md).")
-    parser.add_argument("--url", default=None,
-                        help="the Orchestra server (default: env ORCHESTRA_URL), e.g. http://127.0.0.1:3001")
-    parser.add_argument("--token", default=None, help="a JWT of the server (default: env ORCHESTRA_TOKEN)")
-    parser.add_argument("--issue", default=None,
-                        help="the issue tools default to (default: env ORCHESTRA_ISSUE_ID)")
-    parser.add_argument("--connect-timeout", type=number_in(0.1, 3600, "seconds"), default=RECONNECT_TIMEOUT,
-                        metavar="SECONDS",
-                        help="a call fails with CONNECTION_FAILED after this long without a connection "
-                             f"to the server (default {RECONNECT_TIMEOUT:g})")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the snippet for an MCP client's configuration and exit")
-    parser.add_argument("--client", choices=CLIENTS, default="claude",
-                        help="which client --print-config writes for (default: claude)")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    if args.print_config:
-        sys.stdout.write(config_snippet(args.client, url=args.url, token=args.token))
-        if args.client == "generic" and (args.url is None or args.token is None):
-            print("orchestra mcp: a client that does not expand ${VAR} in its configuration needs "
-                  "the values written in (--url, --token)", file=sys.stderr)
-        return 0
-    url = args.url or _env("ORCHESTRA_URL")
-    token = args.token or _env("ORCHESTRA_TOKEN")
-    if url is None or token is None:
-        missing = " and ".join(n for n, v in (("--url (or ORCHESTRA_URL)", url),
-                                               ("--token (or ORCHESTRA_TOKEN)", token)) if v is None)
-        print(f"orchestra mcp: needs {missing}", file=sys.stderr)
-        return 2
-    try:
-        ws_url(url)
-    except ValueError as exc:
-        print(f"orchestra mcp: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    issue = args.issue or _env("ORCHESTRA_ISSUE_ID")
-    try:
-        trio.run(lambda: serve(url, token, default_issue=issue, connect_timeout=args.connect_timeout))
-    except KeyboardInterrupt:
-        pass
-    return 0
+            nursery.cancel_scope.cancel()  # a connection still being opened
