@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="text lines, or one JSON object per line (default: text)")
     serve.add_argument("--no-access-log", action="store_true",
                        help="no line per HTTP request and WebSocket op")
+    serve.add_argument("--otel", action="store_true",
+                       help="OpenTelemetry spans of requests (needs the otel extra; exporters from OTEL_* env)")
 
     # listed for --help; main() hands `orchestra agent ...` to agent_cli before this parser runs
     sub.add_parser("agent", help="talk to a server from a script (orchestra agent --help)", add_help=False)
@@ -247,7 +249,15 @@ def _serve(args: argparse.Namespace) -> int:
         agents_max_depth=args.max_spawn_depth,
         agents_shutdown_grace=args.agent_stop_grace,
     ))
+    if args.otel:
+        import importlib.util
+
+        if importlib.util.find_spec("opentelemetry") is None:
+            print("orchestra serve: --otel needs OpenTelemetry: pip install 'orchestra-sidecar[otel]'",
+                  file=sys.stderr)
+            return 2
     api = Api(system, auth, ApiConfig(
+        otel=args.otel,
         rate_limits=not args.no_rate_limits,
         fault_injection=args.fault_injection,
         max_body_bytes=args.max_body_bytes,

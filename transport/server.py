@@ -178,10 +178,11 @@ class Server:
             if self._is_upgrade(event):
                 await self._websocket(stream, conn, event)
                 return
-            self.busy += 1
             scope = self._scope_of(event)
+            path = event.target.decode("latin-1").partition("?")[0]
+            self.busy += 1
             try:
-                with request_scope(scope):
+                with request_scope(scope), self.api.tracing.span(scope, event.method.decode("latin-1"), path):
                     on_sent: list[Callable[[], None]] = []
                     status, body, headers = await self._respond_to(stream, conn, event, on_sent)
                     if status is None:
@@ -195,8 +196,7 @@ class Server:
                 self.busy -= 1
                 if not self.busy:
                     self._idle.set()
-                self.access.write(scope, event.method.decode("latin-1"),
-                                  event.target.decode("latin-1").partition("?")[0])
+                self.access.write(scope, event.method.decode("latin-1"), path)
             if conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
                 return
             try:
