@@ -176,7 +176,13 @@ class Server:
                 await self._refuse(stream, conn, 431, "request headers too large")
                 return
             if self._is_upgrade(event):
-                await self._websocket(stream, conn, event)
+                # the connection's line: written when it ends (status 101 once switched)
+                scope = self._scope_of(event)
+                try:
+                    with request_scope(scope):
+                        await self._websocket(stream, conn, event)
+                finally:
+                    self.access.write(scope, "GET", event.target.decode("latin-1").partition("?")[0])
                 return
             scope = self._scope_of(event)
             path = event.target.decode("latin-1").partition("?")[0]

@@ -278,3 +278,27 @@ def test_tracing_off_never_imports_opentelemetry(tmp_path):
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_a_websocket_connection_has_its_own_line_and_request_id(server, logs):
+    import trio_websocket
+
+    tok = server.token(sub="ws-conn")
+    async with trio_websocket.open_websocket(
+        "127.0.0.1", server.port, "/ws", use_ssl=False,
+        extra_headers=[("authorization", f"Bearer {tok}"), ("x-request-id", "conn-1")],
+    ) as ws:
+        assert dict(ws.handshake_headers)[b"x-request-id"] == b"conn-1"
+        await ws.send_message('{"id":1,"op":"ping"}')
+        await ws.get_message()
+    with trio.fail_after(10):  # the line is written once the server saw the close
+        while True:
+            if [a for a in _access(logs) if a["request_id"] == "conn-1"]:
+                break
+            await trio.sleep(0.01)
+    [line] = [a for a in _access(logs) if a["request_id"] == "conn-1"]
+    assert line["method"] == "GET" and line["path"] == "/ws" and line["status"] == 101
+    assert line["agent"] == "ws-conn" and line["project"] == "p1" and line["transport"] == "http"
+    # the ops of the connection have ids of their own
+    [ping] = [a for a in _access(logs) if a["op"] == "ping" and a["agent"] == "ws-conn"]
+    assert ping["request_id"] != "conn-1"
