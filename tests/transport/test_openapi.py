@@ -174,3 +174,55 @@ def test_argument_bounds_come_from_the_readers_constants(field):
     op, name = field
     schema = ARGS[op][name].schema
     assert {"type", "enum", "oneOf", "const"} & set(schema), (op, name, schema)
+
+
+def _edges(schema: dict[str, Any]) -> list[tuple[Any, bool]]:
+    """Values at and just past the bounds ``schema`` states: (value, documented as valid)."""
+    out: list[tuple[Any, bool]] = []
+    kind = schema.get("type")
+    if kind in ("integer", "number"):
+        step = 1 if kind == "integer" else 0.5
+        if "maximum" in schema:
+            out += [(schema["maximum"], True), (schema["maximum"] + step, False)]
+        if "minimum" in schema:
+            out += [(schema["minimum"], True), (schema["minimum"] - step, False)]
+        if "exclusiveMinimum" in schema:
+            out += [(schema["exclusiveMinimum"], False)]
+    elif kind == "string" and "maxLength" in schema and "pattern" in schema and "\\x0b" in schema["pattern"]:
+        out += [("a" * schema["maxLength"], True), ("a" * (schema["maxLength"] + 1), False)]  # free text
+    return out
+
+
+async def test_the_documented_bounds_are_the_readers_bounds(nursery, tmp_path):
+    """At each documented bound the op's reader accepts; one step past, it refuses naming the
+    argument: the document and the readers agree (over WebSocket, every op with bounds)."""
+    from orchestra.transport.openapi import args_table
+
+    from tests.transport.test_hostile import SPECS
+
+    profiles = Profiles()
+    system = ActorSystem(SystemConfig(data_dir=tmp_path / "data", profiles=profiles,
+                                      default_root=_code_base(tmp_path / "code")))
+    api = Api(system, Auth(SECRET, profiles), ApiConfig(rate_limits=False, wait_max_ms=50, wait_default_ms=50))
+    server = Server(api, ServerConfig())
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    await nursery.start(system.run)
+    await nursery.start(server.serve, listeners)
+    from tests.conftest import Harness
+
+    h = Harness(listeners[0].socket.getsockname()[1], api, system, server, tmp_path)
+    table = args_table(DocLimits("test", wait_max_ms=50))
+    tried = 0
+    async with h.ws(h.token(agent_type="chief-architect", sub="bounds")) as ws:
+        for op, args in sorted(table.items()):
+            if not OPS[op].ws or op not in SPECS:
+                continue
+            for name, arg in args.items():
+                for value, valid in _edges(arg.schema):
+                    reply = await ws.call(op, **{**SPECS[op].base, name: value})
+                    field = "" if reply["ok"] else str(reply["error"].get("field", ""))
+                    named = field == name or field.endswith("." + name) or (
+                        not reply["ok"] and reply["error"]["code"] == "CTX_002" and name == "max_bytes")
+                    assert named is not valid, (op, name, value, reply)
+                    tried += 1
+    assert tried >= 30, tried
