@@ -211,6 +211,8 @@ def validate_event_body(body: Any) -> dict[str, Any]:
         )
     out["ttl_seconds"] = ttl
     rnd = body.get("round")
+    if isinstance(rnd, float) and rnd.is_integer():  # JSON does not tell 2.0 from 2
+        rnd = int(rnd)
     if rnd is not None and (isinstance(rnd, bool) or not isinstance(rnd, int) or not -MAX_ROUND <= rnd <= MAX_ROUND):
         raise InvalidEvent("round", f"field 'round' must be an integer from -{MAX_ROUND} to {MAX_ROUND}")
     out["round"] = rnd

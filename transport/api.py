@@ -27,6 +27,7 @@ from .observability import current_scope
 from .ops import OPS
 from .ratelimit import RateLimiter, ceil_seconds
 from .services import Ctx, OpContext, OpLimits, Reply, Services
+from .tracing import NoTracing, OtelTracing, Tracing
 
 __all__ = ["Api", "ApiConfig", "VERSION"]
 
@@ -54,6 +55,8 @@ class ApiConfig:
     call_timeout: float = 30.0
     #: JSON nesting of a WebSocket frame, the frame object counting as 1 (see records.MAX_JSON_DEPTH)
     max_json_depth: int = MAX_JSON_DEPTH
+    #: OpenTelemetry spans of requests (transport/tracing.py); needs the ``otel`` extra
+    otel: bool = False
 
 
 class _Latency:
@@ -107,6 +110,7 @@ class Api:
             agents=system.agents,
         )
         self.metrics_registry = Metrics(VERSION)
+        self.tracing: Tracing = OtelTracing(VERSION) if config.otel else NoTracing()
 
     def new_request_id(self) -> str:
         return f"req-{int(self.started_at):x}-{next(self.request_ids)}"

@@ -90,11 +90,14 @@ def int_arg(
     args: dict[str, Any], key: str, default: int, lo: int, hi: int,
     above: Callable[[int], Exception] | None = None,
 ) -> int:
-    """An integer argument from ``lo`` to ``hi`` (a JSON integer, or decimal digits in a query);
+    """An integer argument from ``lo`` to ``hi`` (a JSON integer, also written with a zero
+    fraction like ``1024.0`` as JSON Schema's "integer" allows; or decimal digits in a query);
     ``above`` makes the error for a value over ``hi``."""
     value = args.get(key)
     if value is None or value == "":
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, str):
         if _DECIMAL.fullmatch(value) is None:
             raise InvalidRequest(key, f"'{key}' must be an integer from {lo} to {hi}")

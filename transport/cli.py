@@ -334,7 +334,13 @@ def _serve(args: argparse.Namespace) -> int:
         agents_max_depth=args.max_spawn_depth,
         agents_shutdown_grace=args.agent_stop_grace,
     ))
+    if args.otel:
+        import importlib.util
+
+        if importlib.util.find_spec("opentelemetry") is None:
+            raise _StartError("--otel needs OpenTelemetry: pip install 'orchestra-sidecar[otel]'", 2)
     api = Api(system, auth, ApiConfig(
+        otel=args.otel,
         rate_limits=args.rate_limits,
         fault_injection=args.fault_injection,
         max_body_bytes=args.max_body_bytes,

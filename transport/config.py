@@ -273,6 +273,8 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
             "per line"),
     Setting("access_log", boolean, True, "one log line per HTTP request and WebSocket op",
             (bool,), kind="switch"),
+    Setting("otel", boolean, False, "OpenTelemetry spans of requests (needs the otel extra; "
+            "exporters from the OTEL_* variables)", (bool,), kind="switch"),
 )
 
 

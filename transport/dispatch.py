@@ -86,7 +86,7 @@ class WsDispatcher:
         the op's access line (its trace: the frame's ``traceparent``, else the upgrade's)."""
         trace = TraceParent.parse(request["traceparent"]) if "traceparent" in request else None
         scope = RequestScope(self.api.new_request_id(), trace or self.connection_traces.get(session.key), "ws")
-        with request_scope(scope):
+        with request_scope(scope), self.api.tracing.span(scope, "WS", "/ws"):
             try:
                 return await self._handle(session, request, scope.request_id)
             finally:

@@ -272,6 +272,15 @@ _REFUSALS = {
     "429": "rate limit (RATE_001) or a bound (LIMIT_001, AGENT_002)",
     "503": "overloaded, shutting down, or restarting (UNAVAILABLE)",
 }
+#: Headers every request may carry (docs/observability.md); invalid ones are ignored.
+_TRACING_HEADERS = [
+    {"name": "X-Request-ID", "in": "header", "required": False,
+     "description": "the request's id, if 1 to 256 visible ASCII characters (else the server makes one)",
+     "schema": {"type": "string"}},
+    {"name": "traceparent", "in": "header", "required": False,
+     "description": "W3C Trace Context; kept in the logs and in published events",
+     "schema": {"type": "string"}},
+]
 _REQUEST_ID_HEADER = {"schema": {"type": "string"}, "description": "the request's id (also in every log line)"}
 
 
@@ -314,11 +323,13 @@ def openapi(limits: DocLimits) -> dict[str, Any]:
             operation["requestBody"] = {"required": op not in _BODY_OPTIONAL,
                                         "content": {"application/json": {"schema": body}}}
             params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                           "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}})
+                           "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH,
+                                      # visible ASCII, inner spaces: what any HTTP stack keeps as sent
+                                      "pattern": r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"}})
         else:
             params += [{"name": n, "in": "query", "required": a.required, "schema": a.schema}
                        for n, a in rest.items()]
-        operation["parameters"] = params
+        operation["parameters"] = [*params, *_TRACING_HEADERS]
         operation["responses"] = {str(status): _json(_ref(_component(op)), "success"), **errors}
         paths.setdefault(_openapi_path(pattern.pattern, names), {})[method.lower()] = operation
     public = {

@@ -176,12 +176,19 @@ class Server:
                 await self._refuse(stream, conn, 431, "request headers too large")
                 return
             if self._is_upgrade(event):
-                await self._websocket(stream, conn, event)
+                # the connection's line: written when it ends (status 101 once switched)
+                scope = self._scope_of(event)
+                try:
+                    with request_scope(scope):
+                        await self._websocket(stream, conn, event)
+                finally:
+                    self.access.write(scope, "GET", event.target.decode("latin-1").partition("?")[0])
                 return
-            self.busy += 1
             scope = self._scope_of(event)
+            path = event.target.decode("latin-1").partition("?")[0]
+            self.busy += 1
             try:
-                with request_scope(scope):
+                with request_scope(scope), self.api.tracing.span(scope, event.method.decode("latin-1"), path):
                     on_sent: list[Callable[[], None]] = []
                     status, body, headers = await self._respond_to(stream, conn, event, on_sent)
                     if status is None:
@@ -195,8 +202,7 @@ class Server:
                 self.busy -= 1
                 if not self.busy:
                     self._idle.set()
-                self.access.write(scope, event.method.decode("latin-1"),
-                                  event.target.decode("latin-1").partition("?")[0])
+                self.access.write(scope, event.method.decode("latin-1"), path)
             if conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
                 return
             try:

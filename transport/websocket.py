@@ -22,7 +22,7 @@ from .api import Api
 from .auth import bearer
 from .dispatch import WsDispatcher, valid_request_id
 from .errors import ApiError
-from .observability import TraceParent
+from .observability import TraceParent, current_scope
 
 __all__ = ["CLOSE_CODES", "WebSocketBridge"]
 
@@ -143,7 +143,12 @@ class WebSocketBridge:
             ws_request = await trio_websocket.wrap_server_stream(
                 nursery, replaying, message_queue_size=16, max_message_size=self.max_message_bytes
             )
-            ws = await ws_request.accept()
+            scope = current_scope()
+            ws = await ws_request.accept(
+                extra_headers=[(b"x-request-id", scope.request_id.encode())] if scope is not None else None
+            )
+            if scope is not None:
+                scope.status = 101
             try:
                 await self._session(_WsConnection(ws, replaying), headers)
             finally:
@@ -161,6 +166,9 @@ class WebSocketBridge:
             return
         if principal is None:
             return
+        scope = current_scope()
+        if scope is not None:  # the upgrade's access line names who connected
+            scope.agent, scope.project = principal.sub, principal.project_id
         key = f"{principal.sub}#{next(self._session_ids)}"
         trace = TraceParent.parse(headers.get(b"traceparent"))
         if trace is not None:

@@ -228,3 +228,77 @@ async def test_serve_writes_json_lines_or_no_access_lines(tmp_path, extra):
         assert all(o["time"].endswith("Z") for o in objs)
     else:
         assert lines and not [line for line in lines if "from-test" in line or ACCESS_LOGGER in line]
+
+
+# -- OpenTelemetry (the otel extra) --
+
+
+async def test_otel_spans_continue_the_clients_trace(server):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from orchestra.transport.tracing import OtelTracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server.api.tracing = OtelTracing("test", provider)
+    tok = server.token()
+    r = await server.request("POST", "/api/results", tok, result_body(), headers=[("traceparent", TRACE)])
+    assert r.status == 200
+    async with server.ws(tok) as ws:
+        assert (await ws.call("ping"))["ok"]
+    assert (await server.request("GET", "/nope/x")).status == 404
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    stored = spans["result.store"]
+    assert stored.context.trace_id == int("4bf92f3577b34da6a3ce929d0e0e4736", 16)
+    assert stored.parent is not None and stored.parent.span_id == int("00f067aa0ba902b7", 16)
+    assert stored.attributes["http.response.status_code"] == 200
+    assert stored.attributes["enduser.id"] == "agent-1" and stored.attributes["orchestra.project"] == "p1"
+    assert stored.attributes["orchestra.request_id"] == r.headers["x-request-id"]
+    assert spans["ping"].attributes["orchestra.transport"] == "ws" and spans["ping"].parent is None
+    assert "GET" in spans  # an unknown path does not name a span
+
+
+def test_tracing_off_never_imports_opentelemetry(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from orchestra.actors.profiles import Profiles\n"
+        "from orchestra.actors.system import ActorSystem, SystemConfig\n"
+        "from orchestra.transport.api import Api, ApiConfig\n"
+        "from orchestra.transport.auth import Auth\n"
+        "from orchestra.transport.server import Server, ServerConfig\n"
+        f"system = ActorSystem(SystemConfig(data_dir=Path({str(tmp_path)!r}), profiles=Profiles()))\n"
+        "Server(Api(system, Auth(b'x' * 32, Profiles()), ApiConfig()), ServerConfig())\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_a_websocket_connection_has_its_own_line_and_request_id(server, logs):
+    import trio_websocket
+
+    tok = server.token(sub="ws-conn")
+    async with trio_websocket.open_websocket(
+        "127.0.0.1", server.port, "/ws", use_ssl=False,
+        extra_headers=[("authorization", f"Bearer {tok}"), ("x-request-id", "conn-1")],
+    ) as ws:
+        assert dict(ws.handshake_headers)[b"x-request-id"] == b"conn-1"
+        await ws.send_message('{"id":1,"op":"ping"}')
+        await ws.get_message()
+    with trio.fail_after(10):  # the line is written once the server saw the close
+        while True:
+            if [a for a in _access(logs) if a["request_id"] == "conn-1"]:
+                break
+            await trio.sleep(0.01)
+    [line] = [a for a in _access(logs) if a["request_id"] == "conn-1"]
+    assert line["method"] == "GET" and line["path"] == "/ws" and line["status"] == 101
+    assert line["agent"] == "ws-conn" and line["project"] == "p1" and line["transport"] == "http"
+    # the ops of the connection have ids of their own
+    [ping] = [a for a in _access(logs) if a["op"] == "ping" and a["agent"] == "ws-conn"]
+    assert ping["request_id"] != "conn-1"
