@@ -196,14 +196,34 @@ class Faults:
         self.injected.append(body)
         return answer
 
-    async def crash(self, target: str, *, at: str = "now") -> dict[str, Any]:
+    async def crash(self, target: str, *, at: str = "now", settle: float | None = None) -> dict[str, Any]:
         """Crash ``target`` now (after the messages already in its mailbox), or arm the crash
         at a point of its code: ``next_write`` (store, project), ``mid_fanout`` or
-        ``during_wait`` (project)."""
+        ``during_wait`` (project).
+
+        A crash is a message: one injected while the actor is still restarting from the
+        last lands in its mailbox, and one queued behind a crash is dropped with the rest of
+        that mailbox. With ``settle`` (seconds), a crash now returns only once ``/status``
+        counts it, so that crashes in a row each happen (raises ``trio.TooSlowError`` if not).
+        """
         body: dict[str, Any] = {"target": target, "kind": "crash"}
         if at != "now":
             body["at"] = at
-        return await self.inject(body)
+        before = await self.crashes() if settle is not None else 0
+        answer = await self.inject(body)
+        if settle is not None and at == "now":
+            with trio.fail_after(settle):
+                while True:  # polled: the count is the server's, seen through /status
+                    if await self.crashes() > before:
+                        break
+                    await trio.sleep(0.01)
+        return answer
+
+    async def crashes(self) -> int:
+        """The server's count of actor crashes (``/status``)."""
+        status = (await self.server.request("GET", "/status")).json()
+        assert isinstance(status, dict)
+        return int(status["actors"]["crashes"])
 
     async def delay(self, target: str, ms: int) -> dict[str, Any]:
         """Stall ``target`` for ``ms`` milliseconds once the messages before it are served."""
