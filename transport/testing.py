@@ -16,6 +16,7 @@ them at work. Guarantees:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -278,6 +279,7 @@ class InProcessServer(ServerHandle):
         max_body_bytes: int = 1024 * 1024,
         max_restarts: int = 20,
         restart_period: float = 60.0,
+        server_config: ServerConfig | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.profiles = profiles or Profiles()
@@ -289,7 +291,9 @@ class InProcessServer(ServerHandle):
         ))
         self.api = Api(self.system, self.auth, ApiConfig(
             rate_limits=rate_limits, fault_injection=True, max_body_bytes=max_body_bytes))
-        self.server = Server(self.api, ServerConfig(max_body_bytes=max_body_bytes))
+        # the HTTP/WebSocket edge's limits and timeouts (``server_config`` overrides all but the body bound)
+        edge = dataclasses.replace(server_config or ServerConfig(), max_body_bytes=max_body_bytes)
+        self.server = Server(self.api, edge)
         self.port = 0
         self._scope: trio.CancelScope | None = None
         self._done = trio.Event()
