@@ -19,6 +19,7 @@ from orchestra.transport.testing_invariants import (
     SubscriberLog,
     orchestra_tasks,
 )
+from orchestra.transport.testing_load import TICK, Load, SoakFigures, sigkill_soak
 from orchestra.transport.testing_plugin import (
     orchestra_invariants,
     orchestra_ledger,
@@ -40,9 +41,12 @@ __all__ = [
     "InvariantViolation",
     "Invariants",
     "Ledger",
+    "Load",
     "ServerHandle",
     "ServerProcess",
+    "SoakFigures",
     "SubscriberLog",
+    "TICK",
     "orchestra_invariants",
     "orchestra_ledger",
     "orchestra_process",
@@ -52,4 +56,5 @@ __all__ = [
     "orchestra_tasks",
     "pytest_addoption",
     "pytest_runtest_makereport",
+    "sigkill_soak",
 ]

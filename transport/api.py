@@ -135,6 +135,9 @@ class Api:
             scope.project = named if isinstance(named, str) and named else principal.project_id
         # a spawned agent's request is its sign of life (one dict lookup for any other token)
         self.system.agents.touch(principal.sub)
+        if principal.claims.get("spawned") is True and not self.system.agents.is_live(principal.sub):
+            raise ApiError(401, "AUTH_001", f"the spawned agent {principal.sub!r} this token was issued to "
+                                            "has ended: its token is no longer accepted")
         if self.shutting_down:
             raise shutting_down()
         headers: list[tuple[bytes, bytes]] = []
@@ -185,7 +188,7 @@ class Api:
 
         def mint_token(spec: AgentSpec) -> str:
             return auth.mint(sub=spec.agent_id, agent_type=spec.agent_type, project_id=spec.project_id,
-                             ttl=spec.profile.token_ttl)
+                             ttl=spec.profile.token_ttl, spawned=True)
 
         return server_hooks(url=url, mint_token=mint_token, project=self._project, context=self._context,
                             timeout=self.config.call_timeout)

@@ -223,7 +223,10 @@ class Auth:
         ttl: float = 3600,
         permissions: list[str] | None = None,
         admin: bool = False,
+        spawned: bool = False,
     ) -> str:
+        """A token signed with this server's secret. ``spawned``: issued to a spawned agent
+        (claim ``spawned: true``), accepted only while that agent (``sub``) has not ended."""
         if not self.secret:
             raise ApiError(400, "REQ_001", "this server has no signing key (public-key mode)")
         now = int(time.time())
@@ -238,6 +241,8 @@ class Auth:
             if admin and "admin" not in perms:
                 perms.append("admin")
             claims["permissions"] = perms
+        if spawned:
+            claims["spawned"] = True
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
 

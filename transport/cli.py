@@ -351,6 +351,28 @@ def _serve(args: argparse.Namespace) -> int:
         return trio.run(_serve_async, args.host, args.port, system, api, server, args.shutdown_grace)
     except KeyboardInterrupt:
         return 0
+    except BaseException as exc:
+        gave_up = _gave_up(exc)
+        if gave_up is None:
+            raise
+        # a crash loop past the root's intensity: exit non-zero and say why, in one line
+        print(f"orchestra serve: {gave_up}; stopped (everything acknowledged is in {data_dir}: "
+              "start it again)", file=sys.stderr)
+        return 1
+
+
+def _gave_up(exc: BaseException) -> BaseException | None:
+    """The root supervisor's ``SupervisorGaveUp`` in ``exc`` (bare or in an exception group)."""
+    from ..actors.runtime import SupervisorGaveUp
+
+    if isinstance(exc, SupervisorGaveUp):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _gave_up(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float) -> int:

@@ -387,7 +387,7 @@ async def op_auth_refresh(c: OpContext, args: dict[str, Any]) -> Reply:
         token = sv.tokens.mint(
             sub=p.sub, agent_type=p.agent_type, project_id=p.project_id, ttl=ttl,
             permissions=sorted(p.permissions - {"admin"}) if "permissions" in p.claims else None,
-            admin=p.is_admin,
+            admin=p.is_admin, spawned=p.claims.get("spawned") is True,
         )
         fresh = sv.tokens.verify(token)
     await s.refresh(fresh)

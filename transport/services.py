@@ -44,7 +44,7 @@ class Tokens(Protocol):
 
     def mint(
         self, *, sub: str, agent_type: str, project_id: str, ttl: float = 3600,
-        permissions: list[str] | None = None, admin: bool = False,
+        permissions: list[str] | None = None, admin: bool = False, spawned: bool = False,
     ) -> str: ...
 
 

@@ -16,6 +16,7 @@ them at work. Guarantees:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -196,14 +197,34 @@ class Faults:
         self.injected.append(body)
         return answer
 
-    async def crash(self, target: str, *, at: str = "now") -> dict[str, Any]:
+    async def crash(self, target: str, *, at: str = "now", settle: float | None = None) -> dict[str, Any]:
         """Crash ``target`` now (after the messages already in its mailbox), or arm the crash
         at a point of its code: ``next_write`` (store, project), ``mid_fanout`` or
-        ``during_wait`` (project)."""
+        ``during_wait`` (project).
+
+        A crash is a message: one injected while the actor is still restarting from the
+        last lands in its mailbox, and one queued behind a crash is dropped with the rest of
+        that mailbox. With ``settle`` (seconds), a crash now returns only once ``/status``
+        counts it, so that crashes in a row each happen (raises ``trio.TooSlowError`` if not).
+        """
         body: dict[str, Any] = {"target": target, "kind": "crash"}
         if at != "now":
             body["at"] = at
-        return await self.inject(body)
+        before = await self.crashes() if settle is not None else 0
+        answer = await self.inject(body)
+        if settle is not None and at == "now":
+            with trio.fail_after(settle):
+                while True:  # polled: the count is the server's, seen through /status
+                    if await self.crashes() > before:
+                        break
+                    await trio.sleep(0.01)
+        return answer
+
+    async def crashes(self) -> int:
+        """The server's count of actor crashes (``/status``)."""
+        status = (await self.server.request("GET", "/status")).json()
+        assert isinstance(status, dict)
+        return int(status["actors"]["crashes"])
 
     async def delay(self, target: str, ms: int) -> dict[str, Any]:
         """Stall ``target`` for ``ms`` milliseconds once the messages before it are served."""
@@ -258,6 +279,7 @@ class InProcessServer(ServerHandle):
         max_body_bytes: int = 1024 * 1024,
         max_restarts: int = 20,
         restart_period: float = 60.0,
+        server_config: ServerConfig | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.profiles = profiles or Profiles()
@@ -270,7 +292,9 @@ class InProcessServer(ServerHandle):
         ))
         self.api = Api(self.system, self.auth, ApiConfig(
             rate_limits=rate_limits, fault_injection=True, max_body_bytes=max_body_bytes))
-        self.server = Server(self.api, ServerConfig(max_body_bytes=max_body_bytes))
+        # the HTTP/WebSocket edge's limits and timeouts (``server_config`` overrides all but the body bound)
+        edge = dataclasses.replace(server_config or ServerConfig(), max_body_bytes=max_body_bytes)
+        self.server = Server(self.api, edge)
         self.port = 0
         self._scope: trio.CancelScope | None = None
         self._done = trio.Event()

@@ -255,13 +255,13 @@ class Invariants:
     async def nothing_left_behind(self, agent_pids: Iterable[int] = ()) -> None:
         """After the server stopped: none of ``agent_pids`` (spawned agents' pids, e.g. from
         the agent records) is alive, and an in-process server has no task left."""
-        alive = [pid for pid in agent_pids if _alive(pid)]
+        running = [pid for pid in agent_pids if alive(pid)]
         tasks = orchestra_tasks() if isinstance(self.server, InProcessServer) else []
-        if alive or tasks:
-            raise InvariantViolation(f"left behind: processes {alive}, tasks {tasks[:10]}")
+        if running or tasks:
+            raise InvariantViolation(f"left behind: processes {running}, tasks {tasks[:10]}")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting for its parent counts as ended)."""
     try:
         os.kill(pid, 0)

@@ -114,6 +114,11 @@ class AgentSupervisor:
             return 0
         return len(governor) if project_id is None else governor.running(project_id)
 
+    def is_live(self, agent_id: str) -> bool:
+        """Whether the spawned agent ``agent_id`` has an actor (it has not ended, or is
+        restarting); a dict lookup, never waits."""
+        return self.children.lookup(agent_child_id(agent_id)) is not None
+
     def touch(self, sub: str) -> None:
         """The token ``sub`` made a request: if it is a spawned agent, it is alive. A dict
         lookup for any other ``sub``; never waits (a full mailbox drops the touch)."""

@@ -266,7 +266,7 @@ async def raw_http(port: int, method: str, target: str, token: str | None, body:
                 return Response(status, rh, bytes(out))
 
 
-async def raw_ws_frames(port: int, token: str | None, frames: list[tuple[int, bytes]],
+async def raw_ws_frames(port: int, token: str | None, frames: list[tuple[Any, ...]],
                         settle: float = 5.0) -> tuple[int | None, list[bytes]]:
     """Send WebSocket frames written by hand (opcode, payload); the close code the server sent
     (1006: the connection ended without a close frame; None: still open after an answer, or
@@ -277,7 +277,7 @@ async def raw_ws_frames(port: int, token: str | None, frames: list[tuple[int, by
         return 1006, []
 
 
-async def _raw_ws_frames(port: int, token: str | None, frames: list[tuple[int, bytes]],
+async def _raw_ws_frames(port: int, token: str | None, frames: list[tuple[Any, ...]],
                          settle: float) -> tuple[int | None, list[bytes]]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
@@ -296,13 +296,15 @@ async def _raw_ws_frames(port: int, token: str | None, frames: list[tuple[int, b
         status_line, _, buf = buf.partition(b"\r\n\r\n")
         if b" 101 " not in status_line.split(b"\r\n", 1)[0] + b" ":
             return -int(status_line.split()[1]), []
-        for opcode, payload in frames:
+        for frame in frames:  # (opcode, payload) or (opcode, payload, fin)
+            opcode, payload = frame[0], frame[1]
+            fin = 0x80 if len(frame) < 3 or frame[2] else 0
             mask = os.urandom(4)
             n = len(payload)
             length = bytes([0x80 | n]) if n < 126 else (
                 b"\xfe" + struct.pack(">H", n) if n < 65536 else b"\xff" + struct.pack(">Q", n))
             masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            await stream.send_all(bytes([0x80 | opcode]) + length + mask + masked)
+            await stream.send_all(bytes([fin | opcode]) + length + mask + masked)
         texts: list[bytes] = []
         with trio.move_on_after(settle):
             while True:
