@@ -58,14 +58,15 @@ class Profile:
     shell_runs: int = 20
     sqlite_seconds: float = 2
     broker_events: int = 400
+    floor_rounds: int = 5000
 
 
 FULL = Profile("full")
-QUICK = Profile("quick", ping=300, latency=200, fanout_events=20, fanout_growth=((10, 40), (119, 20), (200, 10)),
-                idle=(20, 50, 100), idle_pings=200, writes_single=10, writes_batch=40, http_seconds=1,
+QUICK = Profile("quick", ping=300, latency=200, fanout_events=10, fanout_growth=((10, 20), (119, 10), (200, 5)),
+                idle=(20, 50, 100), idle_pings=100, writes_single=10, writes_batch=40, http_seconds=1,
                 http_connections=16, retained=(1000, 2000, 3000), context_files=(100, 200, 400),
                 context_queries=10, seed_count=30, seed_repo_files=100, shell_runs=2, sqlite_seconds=0.3,
-                broker_events=20)
+                broker_events=20, floor_rounds=500)
 
 GET_BODY = b'{"agent_id":"a","agent_type":"python-specialist","issue_id":"i","result":{"status":"success","n":1}}'
 
@@ -229,12 +230,12 @@ class Run:
                  float(bare["group_2380"]), "bare SQLite, 2,380 rows a commit",
                  goal=">= 50,000/s", met=batched >= 50_000)
         self.add(sec, "writes_single_cpu", "result.store: server CPU per result", single_cpu, "us",
-                 1 / float(bare["group_119"]), "bare SQLite, 119 rows a commit",
+                 float(bare["group_119_cpu"]), "bare SQLite, 119 rows a commit",
                  note="CPU seconds from /proc over the run, incl. opening 119 connections")
         self.add(sec, "writes_batch_cpu", "result.store_batch of 20: server CPU per result", batched_cpu, "us",
-                 1 / float(bare["group_2380"]), "bare SQLite, 2,380 rows a commit")
+                 float(bare["group_2380_cpu"]), "bare SQLite, 2,380 rows a commit")
         self.add(sec, "sqlite_single", "  (bare SQLite, one row a commit)", float(bare["single"]), "/s",
-                 note="WAL, synchronous=NORMAL, the store's schema; bare SQLite's CPU per row is 1 / its rate")
+                 note="WAL, synchronous=NORMAL, the store's schema")
 
     # -- 5. retained events; 6. context growth --
 
@@ -279,6 +280,20 @@ class Run:
         if f["bare"]:
             self.add("7. shell client", "shell_floor", "  (python -c pass)", statistics.median(f["bare"]), "s",
                      base, "curl")
+
+    # -- what a request is made of --
+
+    async def floors(self) -> None:
+        self.step("unit costs: hand-off, thread hop, frame, JSON")
+        sec = "8. unit costs on this machine (what bounds the figures above)"
+        f = await trio.to_thread.run_sync(lambda: json_run([PY, "-m", "bench.floors", str(self.p.floor_rounds)], self.pinning))
+        self.add(sec, "floor_handoff", "trio task hand-off (memory channel, one way)", f["handoff"] / 1e6, "us",
+                 note="a durable result.store crosses 7 of them (bench/floors.py), 5 not shared with a batch")
+        self.add(sec, "floor_thread_hop", "the store's thread hop (WorkerThread no-op round trip)",
+                 f["thread_hop"] / 1e6, "us", note="once per group commit, on the publish -> deliver path")
+        self.add(sec, "floor_frame_in", "wsproto: one client frame in", f["ws_frame_in"] / 1e6, "us")
+        self.add(sec, "floor_frame_out", "wsproto: one frame out", f["ws_frame_out"] / 1e6, "us")
+        self.add(sec, "floor_json", "orjson: a request in and its answer out", f["json"] / 1e6, "us")
 
     # -- references: Redis, NATS --
 
@@ -326,7 +341,7 @@ async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
         r = Run(profile, pinning, Path(tmp), console)
         parts = {"seeds": r.seeds, "ws": r.websocket, "writes": r.writes, "memory": r.memory,
-                 "context": r.context_growth, "shell": r.shell, "brokers": r.brokers}
+                 "context": r.context_growth, "shell": r.shell, "brokers": r.brokers, "floors": r.floors}
         for name in args.only or list(parts):
             await parts[name]()
     order = {s: i for i, s in enumerate(sorted({row.section for row in r.rows}))}
@@ -367,7 +382,7 @@ def main() -> int:
     parser.add_argument("--results", default=str(HERE / "results"), help="folder of the JSON record and the plot")
     parser.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
     parser.add_argument("--only", action="append",
-                        choices=["seeds", "ws", "writes", "memory", "context", "shell", "brokers"],
+                        choices=["seeds", "ws", "writes", "memory", "context", "shell", "brokers", "floors"],
                         help="run only this part (repeatable)")
     return trio.run(run, parser.parse_args())
 

@@ -27,6 +27,7 @@ EXPECTED = {
     "fanout_10", "fanout_200", "idle_ping_20", "idle_ping_50", "idle_ping_100",
     "context_100", "context_200", "context_400",
     "shell_get", "shell_floor",
+    "floor_handoff", "floor_thread_hop", "floor_frame_in", "floor_frame_out", "floor_json",
 }
 OPTIONAL_PREFIXES = ("redis_", "nats_")
 #: figures compared with a baseline: the baseline must be there too
