@@ -19,6 +19,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -332,7 +333,7 @@ class Run:
 
 def machine(pinning: Pinning) -> dict[str, object]:
     return {"cores": os.cpu_count(), "pinning": pinning.describe(), "load_average": os.getloadavg(),
-            "python": os.sys.version.split()[0]}  # type: ignore[attr-defined]
+            "python": sys.version.split()[0]}
 
 
 async def run(args: argparse.Namespace) -> int:

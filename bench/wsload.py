@@ -21,7 +21,8 @@ CLIENT_QUEUE = 4096
 OPENING = 64
 
 
-def ws_open(port: int, tok: str | None = None) -> trio_websocket._impl.OpenWebSocket:  # type: ignore[name-defined]
+def ws_open(port: int, tok: str | None = None):  # type: ignore[no-untyped-def]
+    """A client connection to ``/ws`` (an async context manager), with ``tok`` as bearer."""
     headers = [("authorization", f"Bearer {tok}")] if tok else []
     return trio_websocket.open_websocket("127.0.0.1", port, "/ws", use_ssl=False, extra_headers=headers,
                                          message_queue_size=CLIENT_QUEUE)
