@@ -201,10 +201,14 @@ class Run:
             rid = orjson.loads(await ws.get_message())["result"]["id"]
         secs, conns = self.p.http_seconds, self.p.http_connections
         with baseline("h11", self.pinning) as b:
+            cpu, t = b.cpu_seconds(), time.perf_counter()
             base_get = await trio.to_thread.run_sync(httpload.requests_per_second, b.port, "GET", "/api/results/x",
                                                      None, secs, conns, self.pinning)
+            base_get_cpu = (b.cpu_seconds() - cpu) / (base_get * (time.perf_counter() - t))
+            cpu, t = b.cpu_seconds(), time.perf_counter()
             base_post = await trio.to_thread.run_sync(httpload.requests_per_second, b.port, "POST", "/api/results",
                                                       None, secs, conns, self.pinning, GET_BODY)
+            base_post_cpu = (b.cpu_seconds() - cpu) / (base_post * (time.perf_counter() - t))
         cpu, t = s.cpu_seconds(), time.perf_counter()
         ours_get = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "GET", f"/api/results/{rid}",
                                                  tok, secs, conns, self.pinning)
@@ -217,9 +221,9 @@ class Run:
                  goal=">= 75% of bare h11", met=ours_get >= 0.75 * base_get)
         self.add(sec, "http_post", "POST /api/results (durable), requests/s", ours_post, "/s", base_post,
                  "bare h11, no store")
-        self.add(sec, "http_get_cpu", "GET: server CPU per request", get_cpu, "us",
+        self.add(sec, "http_get_cpu", "GET: server CPU per request", get_cpu, "us", base_get_cpu, "bare h11",
                  note="CPU over the wrk run / requests answered (approximate: includes connection set-up)")
-        self.add(sec, "http_post_cpu", "POST: server CPU per request", post_cpu, "us")
+        self.add(sec, "http_post_cpu", "POST: server CPU per request", post_cpu, "us", base_post_cpu, "bare h11")
 
     # -- 4. durable writes --
 
@@ -238,9 +242,11 @@ class Run:
                  goal=">= 50,000/s", met=batched >= 50_000)
         self.add(sec, "writes_single_cpu", "result.store: server CPU per result", single_cpu, "us",
                  float(bare["group_119_cpu"]), "bare SQLite, 119 rows a commit",
-                 note="CPU seconds from /proc over the run, incl. opening 119 connections")
+                 note=f"at one whole core: {1 / single_cpu:,.0f}/s (CPU from /proc over the run, incl. opening "
+                      "119 connections)")
         self.add(sec, "writes_batch_cpu", "result.store_batch of 20: server CPU per result", batched_cpu, "us",
-                 float(bare["group_2380_cpu"]), "bare SQLite, 2,380 rows a commit")
+                 float(bare["group_2380_cpu"]), "bare SQLite, 2,380 rows a commit",
+                 note=f"at one whole core: {1 / batched_cpu:,.0f}/s")
         self.add(sec, "sqlite_single", "  (bare SQLite, one row a commit)", float(bare["single"]), "/s",
                  note="WAL, synchronous=NORMAL, the store's schema")
 
