@@ -173,10 +173,11 @@ async def connected_rss(server: Server, agents: int) -> float:
 
 
 async def results_per_second(server: Server, writers: int, per_writer: int, batch: int = 1,
-                             window: int = 8) -> tuple[float, float]:
+                             window: int = 8) -> tuple[float, float, float]:
     """Durable results/s: ``writers`` connections, each keeping ``window`` requests in flight;
     ``batch`` results per request; every answer is an acknowledgement after commit. Also the
-    server's CPU seconds per result (the connections' opening included)."""
+    server's CPU seconds per result (the connections' opening included) and the share of the
+    run its threads spent runnable but waiting for a CPU."""
     port = server.port
     async def writer(i: int) -> None:
         async with ws_open(port, token(sub=f"w{i}")) as ws:
@@ -197,12 +198,14 @@ async def results_per_second(server: Server, writers: int, per_writer: int, batc
                 recv += 1
 
     cpu = server.cpu_seconds()
+    _, waited = server.sched_seconds()
     t = time.perf_counter()
     async with trio.open_nursery() as n:
         for i in range(writers):
             n.start_soon(writer, i)
     total = writers * (per_writer // batch) * batch
-    return total / (time.perf_counter() - t), (server.cpu_seconds() - cpu) / total
+    wall = time.perf_counter() - t
+    return total / wall, (server.cpu_seconds() - cpu) / total, (server.sched_seconds()[1] - waited) / wall
 
 
 async def retained_rss(server: Server, total: int, marks: list[int], size: int = 10) -> tuple[list[tuple[int, float]], int]:
