@@ -32,7 +32,7 @@ def requests_per_second(port: int, method: str, path: str, tok: str | None, seco
     the load tool runs on the load generator's cores. Every answer must be a 200."""
     with tempfile.TemporaryDirectory() as tmp:
         if shutil.which("wrk"):
-            args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{path}"]
+            args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", f"http://127.0.0.1:{port}{path}"]
             if tok:
                 args += ["-H", f"Authorization: Bearer {tok}"]
             if method == "POST":

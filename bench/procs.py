@@ -76,12 +76,30 @@ class Server:
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
 
+    def sched_seconds(self) -> tuple[float, float]:
+        return sched_seconds(self.pid)
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of every thread of ``pid`` so far (``/proc/<pid>/stat``)."""
     raw = Path(f"/proc/{pid}/stat").read_text()
     fields = raw.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """Seconds the threads of ``pid`` ran on a CPU and waited, runnable, for one
+    (``/proc/<pid>/task/*/schedstat``): a server that waited long for a CPU was held back by
+    its neighbours on the core, not by its own work. Threads that ended are not counted."""
+    run = wait = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            on_cpu, runnable, _ = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        run += int(on_cpu)
+        wait += int(runnable)
+    return run / 1e9, wait / 1e9
 
 
 def rss_mb(pid: int) -> float:

@@ -1,4 +1,4 @@
-"""Where a hot path's time goes: ``python -m bench.profile single|batch|deliver|fanout|get``.
+"""Where a hot path's time goes: ``python -m bench.profile single|batch|deliver|fanout|get|post``.
 
 Starts ``orchestra serve`` (pinned like the bench), samples it with py-spy (the ``bench``
 extra) while one load of the bench runs, and prints the server's CPU per operation and the
@@ -44,8 +44,13 @@ async def load(what: str, s: Server, pinning: Pinning, scale: int) -> int:
         import orjson
         rid = orjson.loads(await ws.get_message())["result"]["id"]
     seconds = 3.0 * scale
-    rps = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "GET", f"/api/results/{rid}", tok,
-                                        seconds, 64, pinning)
+    if what == "get":
+        rps = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "GET", f"/api/results/{rid}", tok,
+                                            seconds, 64, pinning)
+    else:
+        body = b'{"agent_id":"a","agent_type":"python-specialist","issue_id":"i","result":{"status":"success"}}'
+        rps = await trio.to_thread.run_sync(httpload.requests_per_second, s.port, "POST", "/api/results", tok,
+                                            seconds, 64, pinning, body)
     return int(rps * seconds)
 
 
@@ -103,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=["single", "batch", "deliver", "fanout", "get"])
+    parser.add_argument("what", choices=["single", "batch", "deliver", "fanout", "get", "post"])
     parser.add_argument("--scale", type=int, default=2, help="multiplies the load's size")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=30)

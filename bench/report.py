@@ -88,14 +88,15 @@ def table(rows: list[Row], title: str) -> Table:
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| figure | orchestra | baseline | ratio | goal | |", "|---|---:|---:|---:|---|---|"]
+    lines = ["| figure | orchestra | baseline | ratio | goal | | note |", "|---|---:|---:|---:|---|---|---|"]
     section = None
     for r in rows:
         if r.section != section:
             section = r.section
-            lines.append(f"| **{section}** | | | | | |")
+            lines.append(f"| **{section}** | | | | | | |")
         base = f"{fmt(r.base, r.unit)} ({r.base_label})" if r.base is not None else (r.base_label or "-")
-        lines.append(f"| {r.label} | {fmt(r.ours, r.unit)} | {base} | {ratio_text(r)} | {r.goal} | {verdict(r)} |")
+        lines.append(f"| {r.label} | {fmt(r.ours, r.unit)} | {base} | {ratio_text(r)} | {r.goal} | {verdict(r)} "
+                     f"| {r.note} |")
     return "\n".join(lines)
 
 

@@ -27,11 +27,13 @@ EXPECTED = {
     "fanout_10", "fanout_200", "idle_ping_20", "idle_ping_50", "idle_ping_100",
     "context_100", "context_200", "context_400",
     "shell_get", "shell_floor",
+    "floor_handoff", "floor_thread_hop", "floor_frame_in", "floor_frame_out", "floor_json",
 }
 OPTIONAL_PREFIXES = ("redis_", "nats_")
 #: figures compared with a baseline: the baseline must be there too
 WITH_BASELINE = {"ping_p50", "deliver_p50", "fanout_119", "fanout_119_cpu", "http_get", "http_post",
-                 "writes_single", "writes_batch", "rss_per_event"}
+                 "writes_single", "writes_batch", "rss_per_event", "http_get_cpu", "http_post_cpu",
+                 "writes_single_cpu", "writes_batch_cpu"}
 
 
 def test_quick_profile_produces_every_figure(tmp_path: Path) -> None:

@@ -347,6 +347,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_json_depth=args.max_json_depth,
     ))
     server = Server(api, ServerConfig(max_body_bytes=args.max_body_bytes, max_json_depth=args.max_json_depth))
+    _tune_gc()
     try:
         return trio.run(_serve_async, args.host, args.port, system, api, server, args.shutdown_grace)
     except KeyboardInterrupt:
@@ -373,6 +374,21 @@ def _gave_up(exc: BaseException) -> BaseException | None:
             if found is not None:
                 return found
     return None
+
+
+#: young-generation collections every this many allocations (Python's default: 700)
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """A request allocates many short-lived objects while the server holds many long-lived ones
+    (retained events, caches, connections): collect young cycles every 50,000 allocations instead
+    of 700, and keep what start-up built out of every later collection. Measured with
+    ``python -m bench``: about 20 % less server CPU per durable write, single and batched."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
 
 async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float) -> int:
