@@ -46,10 +46,12 @@ def _profiles(tmp_path: Path) -> Profiles:
     extra = [
         AgentProfile(agent_type="sleeper", command=(PY, "-c", SLEEPER)),
         # a coding agent connected through its .mcp.json: its command is a stand-in that
-        # records its environment (what the MCP client would expand ${VAR} from)
+        # records its environment (what the MCP client would expand ${VAR} from) and stays
+        # alive, as an agent does while it works (an ended agent's token is refused)
         AgentProfile(agent_type="coder", mcp=True, command=(
-            PY, "-c", "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
-                      "if k.startswith('ORCHESTRA_')}, open(sys.argv[1], 'w'))",
+            PY, "-c", "import json, os, sys, time; p = sys.argv[1]; json.dump({k: v for k, v in "
+                      "os.environ.items() if k.startswith('ORCHESTRA_')}, open(p + '.tmp', 'w')); "
+                      "os.replace(p + '.tmp', p); time.sleep(120)",
             str(tmp_path / "coder-env.json"))),
         AgentProfile(agent_type="coder-wt", mcp=True, workspace="worktree", keep_worktree=True,
                      command=(PY, "-c", "print(open('.mcp.json').read())")),
