@@ -33,10 +33,12 @@ __all__ = ["Api", "ApiConfig", "VERSION"]
 
 
 def _restarting(tree: dict[str, Any]) -> list[str]:
-    """The ids of the permanent actors of ``tree`` (nested) that are restarting."""
+    """The ids of the permanent actors of ``tree`` (nested) that crashed and are not running
+    again yet. A first start is not a restart; temporary and transient children (sessions,
+    spawned agents) come and go as clients and processes do."""
     out = []
     for child in tree["children"]:
-        if child["restart"] != "temporary" and child["state"] != "running":
+        if child["restart"] == "permanent" and child["state"] != "running" and child["crashes"]:
             out.append(child["id"])
         if "supervisor" in child:
             out.extend(_restarting(child["supervisor"]))

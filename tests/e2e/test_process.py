@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,10 +29,20 @@ class Proc:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         )
         self.data_dir = data_dir
+        # read stderr as it comes (an access line per request): a full pipe would block the server
+        self.stderr_lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.stderr_lines.extend(self.p.stderr), daemon=True)
+        self._reader.start()
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far (all of it once it exited)."""
+        if self.p.poll() is not None:
+            self._reader.join(5)
+        return "".join(self.stderr_lines)
 
     async def ready(self) -> int:
         line = await trio.to_thread.run_sync(self.p.stdout.readline)
-        assert line.startswith("listening on http://127.0.0.1:"), (line, self.p.stderr.read() if self.p.poll() is not None else "")
+        assert line.startswith("listening on http://127.0.0.1:"), (line, self.stderr())
         return int(line.rsplit(":", 1)[1])
 
     def wait(self, timeout: float = 15) -> int:

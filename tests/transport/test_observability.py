@@ -215,7 +215,8 @@ async def test_serve_writes_json_lines_or_no_access_lines(tmp_path, extra):
         r = await client(port).request("GET", "/health", headers=[("x-request-id", "from-test")])
         assert r.status == 200
         proc.p.send_signal(signal.SIGTERM)
-        _, err = await trio.to_thread.run_sync(proc.p.communicate)
+        await trio.to_thread.run_sync(proc.wait)
+        err = await trio.to_thread.run_sync(proc.stderr)
     finally:
         if proc.p.poll() is None:
             proc.p.kill()

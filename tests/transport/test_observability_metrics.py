@@ -154,10 +154,12 @@ async def test_health_is_503_while_the_store_restarts_and_200_after(server, monk
     admin = server.token("*", agent_type="ops", admin=True, sub="ops")
     r = await server.request("POST", "/api/admin/faults", admin, {"target": "store", "kind": "crash"})
     assert r.status == 200
-    body = await _health_until(server, 503)
-    assert body["status"] == "degraded" and body["checks"]["store"] == "restarting"
-    assert "store is restarting" in body["reasons"]
-    release.set()
+    try:
+        body = await _health_until(server, 503)
+        assert body["status"] == "degraded" and body["checks"]["store"] == "restarting"
+        assert "store is restarting" in body["reasons"]
+    finally:
+        release.set()
     body = await _health_until(server, 200)
     assert body["status"] == "healthy" and "reasons" not in body and body["checks"]["store"] == "ok"
 
@@ -189,7 +191,34 @@ async def test_health_is_503_while_a_project_restarts(server, monkeypatch):
     monkeypatch.setattr(ProjectActor, "on_start", held_start)
     admin = server.token("*", agent_type="ops", admin=True, sub="ops")
     await server.request("POST", "/api/admin/faults", admin, {"target": "project:p1", "kind": "crash"})
-    body = await _health_until(server, 503)
-    assert body["reasons"] == ["project:p1 is restarting"] and body["checks"]["restarting"] == ["project:p1"]
-    release.set()
+    try:
+        body = await _health_until(server, 503)
+        assert body["reasons"] == ["project:p1 is restarting"] and body["checks"]["restarting"] == ["project:p1"]
+    finally:
+        release.set()
     await _health_until(server, 200)
+
+
+async def test_a_first_start_is_not_degradation(server, monkeypatch):
+    """A project starting for the first time (its state loading) is not restarting: 200."""
+    from orchestra.actors.project import ProjectActor
+
+    release = trio.Event()
+    started = trio.Event()
+    original = ProjectActor.on_start
+
+    async def held_start(self: ProjectActor) -> None:
+        started.set()
+        await release.wait()
+        await original(self)
+
+    monkeypatch.setattr(ProjectActor, "on_start", held_start)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.request, "POST", "/api/results", server.token("p-new"), result_body())
+        try:
+            with trio.fail_after(10):
+                await started.wait()
+            r = await server.request("GET", "/health")
+            assert r.status == 200 and r.json()["status"] == "healthy", r.json()
+        finally:
+            release.set()
