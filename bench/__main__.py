@@ -31,7 +31,6 @@ import trio
 from rich.console import Console
 
 from . import httpload, report, seed_events, seed_load, shell_client, wsload
-from .context_speed import generate
 from .procs import PY, Pinning, Server, baseline, orchestra, pct, token
 from .report import Row
 
@@ -103,7 +102,7 @@ class Run:
     async def seeds(self) -> None:
         self.step("seed benchmarks (context, events, 119-agent load)")
         repo = self.tmp / "seed-repo"
-        generate(repo, self.p.seed_repo_files)
+        await trio.to_thread.run_sync(seed_load.seed_repo, repo, self.p.seed_repo_files)
         sec = "1. seed benchmarks (targets with a 5x margin)"
         with orchestra(self.tmp / "seed", self.pinning, "--project", f"bench={repo}") as s:
             for transport, fn in (("HTTP", seed_load.http_context), ("WS", seed_load.ws_context)):

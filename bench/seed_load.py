@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+from pathlib import Path
 
 import orjson
 import trio
@@ -26,15 +27,29 @@ def _task(i: int) -> str:
     return " ".join(WORDS[(i * k) % len(WORDS)] for k in (1, 3, 5))
 
 
+def seed_repo(root: Path, files: int) -> None:
+    """The seed benchmark's code base: bench/seed.py's small git project when that module is
+    there (the context engine's own run of benchmark 1), else a generated one of ``files``."""
+    try:
+        from .seed import small_project  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from .context_speed import generate
+
+        generate(root, files)
+    else:
+        small_project(root)
+
+
 async def http_context(port: int, count: int = 100) -> list[float]:
-    """``count`` consecutive context requests, each a new issue (so none is cached); one
-    request before them builds the code base's index (the seed measures answers, not indexing)."""
+    """``count`` consecutive context requests, each a new issue (so none is cached) with no
+    task text, as the seed wrote it; one request before them builds the code base's index (the
+    seed measures answers, not indexing)."""
     tok = token(sub="seed-ctx")
     with trio.fail_after(120):
         await request("127.0.0.1", port, "GET", "/api/context/SEED-WARM/python-specialist", token=tok)
     out = []
     for i in range(count):
-        target = f"/api/context/SEED-{i}/python-specialist?{urllib.parse.urlencode({'task': _task(i)})}"
+        target = f"/api/context/SEED-{i}/python-specialist"
         t = time.perf_counter()
         with trio.fail_after(60):
             answer = await request("127.0.0.1", port, "GET", target, token=tok)
@@ -49,7 +64,7 @@ async def ws_context(port: int, count: int = 100) -> list[float]:
     async with ws_open(port, token(sub="seed-ctx-ws")) as ws:
         for i in range(count):
             frame = orjson.dumps({"id": i, "op": "context.get", "issue_id": f"SEEDWS-{i}",
-                                  "agent_type": "python-specialist", "task": _task(i)}).decode()
+                                  "agent_type": "python-specialist"}).decode()
             t = time.perf_counter()
             await ws.send_message(frame)
             m = orjson.loads(await ws.get_message())
