@@ -235,6 +235,10 @@ def choose(results: list[dict[str, Any]]) -> str:
 
 def report(results: list[dict[str, Any]], console: Console) -> None:
     results = [r for r in results if r["cases"]]
+    differ = [f"{r['repo']}: {n}" for r in results
+              if (n := sum(c["ranked"].get("answer:neutral") != c["ranked"]["cand:default"] for c in r["cases"]
+                           if "answer:neutral" in c["ranked"]))]
+    console.print("the answer's first ten files differ from the ranking's in: " + (", ".join(differ) or "no case"))
     tuning = [r for r in results if not next(q for q in REPOS if q.name == r["repo"]).final]
     final = [r for r in results if next(q for q in REPOS if q.name == r["repo"]).final]
     methods = ["bm25+source-first", "answer:neutral", "answer:specialist", "answer:foreign", "inlined"]
