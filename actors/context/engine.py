@@ -285,11 +285,14 @@ class ContextEngine:
         return self.index.generation
 
     def signals_for(self, issue_id: str, task: str, previous: list[dict[str, Any]],
-                    signals: Signals) -> Signals:
+                    signals: Signals, earlier: set[str] | None = None) -> Signals:
         """The request's signals with what the project knows added: files named by earlier
-        results and by commits mentioning the issue, uncommitted changes."""
+        results (``earlier`` when known) and by commits mentioning the issue, uncommitted
+        changes, the files of the newest commits."""
         index = self.index
-        mentioned = set(signals.mentioned) | files_named_in_results(previous, index)
+        if earlier is None:
+            earlier = files_named_in_results(previous, index)
+        mentioned = set(signals.mentioned) | earlier
         mentioned |= self._commit_mentions(issue_id) & index.files.keys()
         git = self._git_context()
         uncommitted = {c["path"] for c in git["uncommitted_changes"]}
@@ -358,7 +361,8 @@ class ContextEngine:
         paths, directories, total_size = index.listing()
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = self._git_context()
-        sig = self.signals_for(issue_id, task, previous, signals)
+        earlier = files_named_in_results(previous, index)
+        sig = self.signals_for(issue_id, task, previous, signals, earlier)
         ranked = rank(index, sig, self.weights, limit=MAX_RELEVANT)
         body: dict[str, Any] = {
             "issue_id": issue_id,
@@ -415,7 +419,6 @@ class ContextEngine:
         # left is spread over the best ones' content (see _inline), and what it does not hold
         # follows, still in rank order, as "inlined": false with empty content. Sizes are added
         # up per record (each costs its own length and a comma): the body is serialised once.
-        earlier = files_named_in_results(previous, index)
         why = explain(index, sig, [path for _, path, _ in ranked], earlier)
         used = _size(body)
         records: list[tuple[dict[str, Any], str]] = []
