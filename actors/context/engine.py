@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
+import heapq
+import itertools
 import logging
 import re
 import subprocess
@@ -40,6 +43,10 @@ WINDOW_LINES = 12
 SPREAD = 10
 #: a file whose share of the budget is below this many bytes is listed, not inlined
 MIN_WINDOW = 512
+#: lines matching the task considered for windows in one file (the best by weight)
+MAX_HITS = 200
+#: matches of the task's words read in one file (beyond: the file's later matches are not seen)
+MAX_MATCHES = 20_000
 
 
 def _shrink_skeleton(body: dict[str, Any], limit: int, strategies: list[str]) -> None:
@@ -89,51 +96,73 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
 
     When not all of them fit, the best windows are kept, shown in file order: the lines that
     define an identifier of ``defines`` first, then the lines whose words weigh most (a
-    word's weight from ``weights``, e.g. its idf; 1 each otherwise). Windows are widened
-    (twice as many lines each time) while the budget is less than half used, so a file with
-    few matches shows more around them. No match: the file's head.
+    word's weight from ``weights``, e.g. its idf; 1 each otherwise; a word counts where it
+    appears in a line, also inside an identifier). The best ``MAX_HITS`` lines are
+    considered. Windows are widened (twice as many lines each time) while the budget is less
+    than half used, so a file with few matches shows more around them. No match: the head.
     """
-    lines = text.splitlines()
+    lines = text.split("\n")
     weigh = weights or {}
+    per_line: dict[int, set[str]] = {}
+    low = text.lower()
+    if terms and len(low) == len(text):  # one search over the whole text
+        line, last = 0, 0
+        for n, m in enumerate(_terms_pattern(frozenset(terms)).finditer(low)):
+            if n >= MAX_MATCHES:
+                break
+            start = m.start()
+            line += low.count("\n", last, start)
+            last = start
+            per_line.setdefault(line, set()).add(m.group())
+    elif terms:  # lowering changed lengths (a few scripts): line by line
+        find = _terms_pattern(frozenset(terms)).findall
+        for i, text_line in enumerate(lines):
+            found = find(text_line.lower())
+            if found:
+                per_line[i] = set(found)
     hits: list[tuple[float, int]] = []
-    if terms:
-        # every word of a line is a substring of the line in lower case: a quick test first
-        likely = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))).search
-        for i, line in enumerate(lines):
-            if not likely(line.lower()):
-                continue
-            words = terms.intersection(tokenize(line))
-            if words:
-                score = sum(weigh.get(w, 1.0) for w in words)
-                if defines and _DEFINES_LINE.match(line) and defines.intersection(w.lower() for w in _NAME.findall(line)):
-                    score += 1000.0
-                hits.append((score, i))
+    for i, words in per_line.items():
+        score = sum(weigh.get(w, 1.0) for w in words)
+        text_line = lines[i]
+        if defines and _DEFINES_LINE.match(text_line) and defines.intersection(
+                w.lower() for w in _NAME.findall(text_line)):
+            score += 1000.0
+        hits.append((score, i))
     if not hits:
         return cut_utf8(text, budget)
-    hits.sort(key=lambda h: (-h[0], h[1]))
-    sizes = [len(line.encode("utf-8")) + 1 for line in lines]
+    hits = heapq.nsmallest(MAX_HITS, hits, key=lambda h: (-h[0], h[1]))
+    # bytes before each line, newlines aside (line i starts at starts[i] + i)
+    sizes = map(len, lines) if text.isascii() else map(len, map(str.encode, lines))
+    starts = list(itertools.accumulate(sizes, initial=0))
     best = ""
     half = WINDOW_LINES // 2
     while True:
-        out = _windowed(lines, sizes, hits, half, budget)
-        if len(out.encode("utf-8")) > budget:
+        out = _windowed(lines, starts, hits, half, budget)
+        size = len(out.encode("utf-8"))
+        if size > budget:
             break
         best = out
-        if 2 * len(out.encode("utf-8")) > budget or 2 * half > len(lines):
+        if 2 * size > budget or 2 * half > len(lines):
             break
         half *= 2
-    return best or cut_utf8(_windowed(lines, sizes, hits, WINDOW_LINES // 2, budget), budget)
+    return best or cut_utf8(_windowed(lines, starts, hits, WINDOW_LINES // 2, budget), budget)
 
 
-def _windowed(lines: list[str], sizes: list[int], hits: list[tuple[float, int]], half: int, budget: int) -> str:
-    """The windows of ``half`` lines either side of the best ``hits`` that fit ``budget``."""
+@functools.lru_cache(maxsize=64)
+def _terms_pattern(terms: frozenset[str]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(t) for t in sorted(terms, key=lambda t: (-len(t), t))))
+
+
+def _windowed(lines: list[str], starts: list[int], hits: list[tuple[float, int]], half: int, budget: int) -> str:
+    """The windows of ``half`` lines either side of the best ``hits`` that fit ``budget``
+    (``starts``: the bytes before each line and the end, newlines not counted)."""
     chosen: list[tuple[int, int]] = []
     used = 0
     for _score, i in hits:
         if any(a <= i < b for a, b in chosen):
             continue
         lo, hi = max(0, i - half), min(len(lines), i + half + 1)
-        size = sum(sizes[lo:hi]) + 24
+        size = starts[hi] + hi - starts[lo] - lo + 24
         if used + size > budget and chosen:
             continue
         chosen.append((lo, hi))
@@ -262,11 +291,14 @@ class ContextEngine:
         return self.index.generation
 
     def signals_for(self, issue_id: str, task: str, previous: list[dict[str, Any]],
-                    signals: Signals) -> Signals:
+                    signals: Signals, earlier: set[str] | None = None) -> Signals:
         """The request's signals with what the project knows added: files named by earlier
-        results and by commits mentioning the issue, uncommitted changes."""
+        results (``earlier`` when known) and by commits mentioning the issue, uncommitted
+        changes, the files of the newest commits."""
         index = self.index
-        mentioned = set(signals.mentioned) | files_named_in_results(previous, index)
+        if earlier is None:
+            earlier = files_named_in_results(previous, index)
+        mentioned = set(signals.mentioned) | earlier
         mentioned |= index.files_of_commits_mentioning(issue_id) & index.files.keys()
         git = self._git_context()
         uncommitted = {c["path"] for c in git["uncommitted_changes"]}
@@ -283,9 +315,14 @@ class ContextEngine:
         share shows windows around the task's words and the definitions it names. Files
         whose share is below ``MIN_WINDOW`` are not inlined. The number inlined."""
         index = self.index
-        terms = set(tokenize(signals.task))
+        words = {t for t in tokenize(signals.task) if len(t) > 2 and t in index.df}
+        # words most files hold say little about where to look (and match everywhere)
+        common = max(2, len(index.files) // 4)
+        terms = {t for t in words if index.df[t] <= common} or words
         weights = {t: index.idf(t) for t in terms}
         idents = task_identifiers(signals.task)
+        terms |= idents  # the names the task spells, whole
+        weights.update(dict.fromkeys(idents, 5.0))
         count, start = 0, 0
         while start < len(records) and budget >= MIN_WINDOW:
             group = records[start:start + SPREAD]
@@ -332,7 +369,8 @@ class ContextEngine:
         paths, directories, total_size = index.listing()
         paths, directories = list(paths), list(directories)  # the answer may shorten its copies
         git = self._git_context()
-        sig = self.signals_for(issue_id, task, previous, signals)
+        earlier = files_named_in_results(previous, index)
+        sig = self.signals_for(issue_id, task, previous, signals, earlier)
         ranked = rank(index, sig, self.weights, limit=MAX_RELEVANT)
         if not task.strip():  # no task: what a newcomer opens first (orientation.py)
             ranked = newcomer_ranking(index, ranked, sig, MAX_RELEVANT)
@@ -391,7 +429,6 @@ class ContextEngine:
         # left is spread over the best ones' content (see _inline), and what it does not hold
         # follows, still in rank order, as "inlined": false with empty content. Sizes are added
         # up per record (each costs its own length and a comma): the body is serialised once.
-        earlier = files_named_in_results(previous, index)
         why = explain(index, sig, [path for _, path, _ in ranked], earlier)
         used = _size(body)
         records: list[tuple[dict[str, Any], str]] = []

@@ -52,18 +52,24 @@ class Signals:
 @dataclass(frozen=True)
 class Weights:
     kind: tuple[tuple[str, float], ...] = (("source", 1.0), ("test", 0.45), ("doc", 0.3), ("config", 0.4), ("other", 0.6))
-    # Measured with bench/context_quality.py through the endpoint (40 commits per repository;
-    # tuned on click, cobra, express, ripgrep, grpc-go, pydantic; held out: gin, httpx, zod).
-    # Gain over source-first BM25, recall@5 / @10: tuned six +0.064 / +0.050, held-out three
-    # +0.062 / +0.071, never below on any. Task words in paths weigh 3 idf (1 and 2 did worse);
-    # definitions, churn, the scope prefix, phrases and the churn fallback each added to it.
-    # Measured and left off: co-change and import neighbours (help @10, cost @5; imports still
-    # place a module's tests for test engineers), weighting the task's first line, other word
-    # forms (plurals, -ed, -ing: better on click, worse on grpc-go), dropping issue references
-    # from the words, weighing file-name words above folder words.
+    # Chosen with bench/context_quality.py (see bench/README.md): 12 tuning repositories of 8
+    # languages, 60 commits each, candidates kept by leave-one-repository-out. Earlier (six
+    # repositories) the lexical and structural layers were set: task words in paths 3 idf,
+    # definitions, churn, the scope prefix, phrases, the churn fallback. On the wider set the
+    # history earns its place: the newest commits' files (recent, x2 for the newest, fading
+    # over 10 commits) and files that changed together with the five best lexical candidates
+    # (cochange 0.3, pairs seen together at least twice), placed just below those five (above
+    # them it cost recall@5 on 3 of 12).
+    # Measured and left off: import neighbours, the task's first line weighted, definitions
+    # x2, path words x2/3, churn x2 or none, BM25 b 0.5, re-ranking by defined names, a longer
+    # recency window (30, 50 commits).
     path: float = 3.0
     definitions: float = 1.5
-    cochange: float = 0.0
+    cochange: float = 0.3
+    #: files raised by co-change stay below the ``feedback_top`` best lexical candidates
+    cochange_below_top: bool = True
+    #: pairs that changed together fewer times say nothing (one bulk commit links everything)
+    cochange_min: int = 2
     imports: float = 0.0
     churn: float = 0.15
     feedback_top: int = 5
@@ -82,8 +88,10 @@ class Weights:
     title: float = 0.0
     #: files of the newest ``recent_span`` commits: score x (1 + recent / (1 + 10 age / span)),
     #: age 0 for the newest
-    recent: float = 0.0
+    recent: float = 1.0
     recent_span: int = 10
+    #: BM25's length normalisation (0: none, 1: full)
+    b: float = _B
     #: re-ranking of the best ``rerank_top`` by what they define: score x (1 + rerank x the
     #: idf-weighted share of the task's words found in the names the file defines)
     rerank: float = 0.0
@@ -142,12 +150,13 @@ def profile_fit(index: ProjectIndex, globs: tuple[str, ...]) -> dict[str, tuple[
     return index.memo(("profile_fit", globs), make)
 
 
-def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0) -> dict[str, float]:
+def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0, b: float = _B) -> dict[str, float]:
     """BM25 over contents, plus ``path_weight`` x idf for each task word in a file's path."""
     weighted = []
     for term, qtf in Counter(terms).items():
         if term in index.postings:
-            weighted.append((qtf * index.idf(term), index.memo(("bm25", term), partial(_saturated, index, term))))
+            weighted.append((qtf * index.idf(term), index.memo(("bm25", term) if b == _B else ("bm25", term, b),
+                                                                   partial(_saturated, index, term, b))))
     weighted.sort(key=lambda wc: -len(wc[1]))
     scores: dict[str, float] = {}
     for weight, contrib in weighted:
@@ -166,9 +175,9 @@ def bm25(index: ProjectIndex, terms: list[str], path_weight: float = 1.0) -> dic
     return scores
 
 
-def _saturated(index: ProjectIndex, term: str) -> dict[str, float]:
+def _saturated(index: ProjectIndex, term: str, b: float = _B) -> dict[str, float]:
     """BM25's term-frequency part of ``term`` in each file holding it (idf aside)."""
-    norms = index.norms(_K1, _B)
+    norms = index.norms(_K1, b)
     return {path: (_K1 + 1) * tf / (tf + norms[path]) for path, tf in index.postings[term].items()}
 
 
@@ -250,7 +259,7 @@ def rank(
     churn = index.memo(("churn", weights.churn), lambda: _churn_factors(index, weights.churn))
     static = index.memo(("static", weights.kind, signals.prefer_kind, weights.churn),
                         lambda: _static_factors(index, weights, signals.prefer_kind, churn))
-    scores = {p: s * static[p] for p, s in bm25(index, terms, weights.path).items() if static[p]}
+    scores = {p: s * static[p] for p, s in bm25(index, terms, weights.path, weights.b).items() if static[p]}
     get = scores.get
     # definitions of identifiers the task names
     if weights.definitions:
@@ -265,6 +274,8 @@ def rank(
            if weights.cochange or weights.imports else [])
     if top:
         best = top[0][1] or 1.0
+        tops = {path for path, _ in top}
+        floor_of_top = top[-1][1]
         imported_by = index.imported_by() if weights.imports else {}
         for path, score in top:
             share = score / best
@@ -273,9 +284,15 @@ def rank(
                 changes = index.churn.get(path, 0)
                 if together and changes:
                     for other, n in together.most_common(20):
+                        if n < weights.cochange_min:
+                            break
                         if other in files and not files[other].binary:
                             bonus = weights.cochange * best * share * n / changes
-                            scores[other] = get(other, 0.0) + bonus * churn.get(other, 1.0)
+                            raised = get(other, 0.0) + bonus * churn.get(other, 1.0)
+                            if weights.cochange_below_top and other not in tops:
+                                # a file changed with the best ones joins below them, not among them
+                                raised = max(get(other, 0.0), min(raised, floor_of_top * 0.999))
+                            scores[other] = raised
             if weights.imports:
                 near = set(imported_by.get(path, ())) | _imports_of(index, path, imported_by)
                 for other in near:

@@ -104,3 +104,13 @@ def test_windows_keep_the_best_matches_in_file_order():
     out = windows(text, {"common", "rare"}, 600, {"common": 0.1, "rare": 5.0}, {"rare_name"})
     assert "def rare_name():" in out and len(out.encode()) <= 600
     assert out.startswith("... lines ")
+
+
+def test_windows_find_the_right_lines_in_any_script():
+    # "İ" lowers to two characters: positions of the lowered text are not the text's
+    lines = ["İstanbul " * 3] * 100 + ["def parse_widget():", "    return 1"] + ["ünïcødé 漢字 filler"] * 100
+    text = "\n".join(lines)
+    out = windows(text, {"widget"}, 400)
+    assert "def parse_widget():" in out and len(out.encode()) <= 400
+    ascii_out = windows(text.replace("İ", "I"), {"widget"}, 400)
+    assert ascii_out.splitlines()[0] == out.splitlines()[0]  # the same window: "... lines a-b ..."
