@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import trio
 import trio_websocket
+from orchestra.actors.session import SessionLimits
 from orchestra.transport.server import ServerConfig
 
 from orchestra.testing import InProcessServer
@@ -157,3 +158,38 @@ async def test_an_agent_flooding_its_log_is_bounded_and_the_server_serves_on(nur
     finally:
         await server.stop()
 
+
+
+async def test_a_reader_that_never_reads_is_closed_4008_with_its_backlog_bounded(nursery, tmp_path):
+    """Flat memory: the never-reading connection's backlog never passes its bound while the
+    flood goes on (what the kernel buffers is the kernel's bound); then 4008."""
+    bound = 256 * 1024
+    limits = SessionLimits(max_messages=10_000, max_bytes=bound)
+    server = await InProcessServer(tmp_path / "d", root=tmp_path,
+                                   server_config=ServerConfig(session=limits)).start(nursery)
+    tok = server.token("p1")
+    peak = 0
+    try:
+        async with trio_websocket.open_websocket(server.host, server.port, "/ws", use_ssl=False,
+                                                 extra_headers=[("authorization", f"Bearer {tok}")]) as ws:
+            await ws.send_message('{"id":1,"op":"event.subscribe","event_types":["flood"]}')
+            await ws.get_message()
+            pad = "x" * 16_000
+            with trio.fail_after(60):
+                for i in range(600):  # ~10 MB at a reader that never reads
+                    r = await server.request("POST", "/api/events/flood", tok, {"data": {"n": i, "pad": pad}})
+                    assert r.status == 200
+                    for session in server.system.live_sessions:
+                        peak = max(peak, session.outbox.queued_bytes)
+                    if not len(server.system.live_sessions):
+                        break
+            assert bound // 2 < peak <= bound + 20_000, peak  # filled, and at most one frame over
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        await ws.get_message()
+                    except trio_websocket.ConnectionClosed as closed:
+                        assert closed.reason.code == 4008, closed.reason
+                        break
+    finally:
+        await server.stop()
