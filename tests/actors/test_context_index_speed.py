@@ -80,8 +80,9 @@ def test_commits_naming_an_issue_found_through_their_numbered_words_match_a_full
 def test_windows_find_the_same_lines_as_splitting_every_line(text, terms):
     from orchestra.actors.context.engine import windows
 
-    lines = text.splitlines()
-    hits = [i for i, line in enumerate(lines) if terms & set(tokenize(line))]
+    # a word counts where it appears in a line, also inside an identifier (K matches k)
+    lines = text.split("\n")
+    hits = [i for i, line in enumerate(lines) if any(t in line.lower() for t in terms)]
     out = windows(text, terms, 10**6)
     if not terms or not hits:
         assert out == text
