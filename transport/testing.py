@@ -322,16 +322,18 @@ class InProcessServer(ServerHandle):
     def running(self) -> bool:
         return self._scope is not None and not self._done.is_set()
 
-    async def stop(self, grace: float = 3.0) -> None:
-        """Shut down in order and wait until every task of the server has ended."""
+    async def stop(self, grace: float = 3.0, timeout: float = 60.0) -> None:
+        """Shut down in order and wait until every task of the server has ended; raises
+        ``trio.TooSlowError`` if that takes more than ``timeout`` seconds (never hangs a test)."""
         if self._scope is None or self._done.is_set():
             return
-        self.api.shutting_down = True
-        self.server.stop_accepting()
-        await self.server.close_sessions()
-        await self.server.drain(grace=grace)
-        self._scope.cancel()
-        await self._done.wait()
+        with trio.fail_after(timeout):
+            self.api.shutting_down = True
+            self.server.stop_accepting()
+            await self.server.close_sessions()
+            await self.server.drain(grace=grace)
+            self._scope.cancel()
+            await self._done.wait()
 
 
 class ServerProcess(ServerHandle):
