@@ -98,9 +98,6 @@ async def test_project_crash_during_a_wait_answers_the_wait_with_an_error(orches
     assert r.status == 200 and r.json()["timeout"] is True
 
 
-@pytest.mark.skip(reason="OPEN: in a full run this test (or its teardown) hangs about one time in two with no "
-                  "deadline pending and a single thread left (an uncancellable wait after the project crashed "
-                  "under a parked WebSocket wait); the HTTP wait at the same point is covered above")
 async def test_a_ws_wait_at_the_crash_is_answered_too(orchestra_server):
     server = orchestra_server
     tok = server.token("p1")
