@@ -93,13 +93,12 @@ class ProjectConfig:
     idempotency_keys: int = 10_000
     idempotency_bytes: int = 16 * 1024 * 1024
     #: other processes append to this project's store too (PostgreSQL): their events are read
-    #: from the store when announced (:class:`RemoteAppend`), and at least every
-    #: ``remote_poll`` seconds while this project has subscribers or waits; an append that finds
-    #: another writer's cursors reads theirs and takes the next ones, at most
-    #: ``conflict_retries`` times before it is answered NotStored (retry)
+    #: from the store when announced (:class:`RemoteAppend`), before a wait or a subscription,
+    #: and at least every ``remote_poll`` seconds while this project has subscribers or waits;
+    #: an append that finds another writer's cursors is committed again with the cursors the
+    #: store takes (:class:`~orchestra.actors.store_postgres.AllocatedAppend`)
     shared_store: bool = False
     remote_poll: float = 2.0
-    conflict_retries: int = 8
     #: events read from the store per look at what other processes appended
     remote_batch: int = 1000
 
@@ -403,8 +402,7 @@ class ProjectActor(Actor):
         """Serve a batch. A message that fails with an answer (a :class:`ReplyError`) fails
         only its own call; the others are served and the actor keeps its state."""
         pending: list[_Pending] = []
-        if any(isinstance(c.msg, RemoteAppend) and (c.msg.cursor is None or c.msg.cursor > self.last_cursor)
-               for c in calls):
+        if self.config.shared_store and any(_looks(c.msg, self.last_cursor) for c in calls):
             await self._read_remote()  # before this batch's writes take their cursors
         keyed = [c for c in calls if isinstance(c.msg, _WRITES) and c.msg.idem is not None]
         recalled = await self._recall_keys(keyed) if keyed else {}
@@ -987,6 +985,15 @@ def _passes(flt: EventFilter, event: dict[str, Any] | Entry) -> bool:
     if not flt.terms:
         return True
     return flt.matches(event if isinstance(event, dict) else event.decoded())
+
+
+def _looks(msg: Any, last_cursor: int) -> bool:
+    """Whether ``msg`` makes a project on a shared store read what other processes appended
+    first: an announcement of cursors it has not seen, or a wait or subscription (which then
+    sees every event acknowledged anywhere before it arrived)."""
+    if isinstance(msg, RemoteAppend):
+        return msg.cursor is None or msg.cursor > last_cursor
+    return isinstance(msg, Wait | Subscribe)
 
 
 def _remote(body: bytes) -> _Event:

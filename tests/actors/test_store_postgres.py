@@ -445,6 +445,25 @@ async def test_a_process_that_missed_the_announcements_takes_the_cursors_after_t
             nursery.cancel_scope.cancel()
 
 
+async def test_a_wait_or_subscription_on_one_process_sees_what_another_acknowledged_before(tmp_path, url):
+    a = _system(tmp_path, url, "a")
+    b = _system(tmp_path, url, "b", listen=False, remote_poll=3600.0)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            ref_b = await b.project("p1")  # loaded now: knows nothing of what follows
+            ref_a = await a.project("p1")
+            acked = [int((await ref_a.call(_publish(n, "a")))["cursor"]) for n in range(3)]
+            answer = await ref_b.call(Wait("s", "tick", EventFilter.parse(None), 0, 100, 0))
+            assert [int(e["cursor"]) for e in orjson.loads(answer.reply)["events"]] == acked
+            acked.append(int((await ref_a.call(_publish(3, "a")))["cursor"]))
+            sink = Sink("late#1")
+            await _subscribed(b, sink, since=acked[0])
+            assert await sink.drain() == acked[1:]
+            nursery.cancel_scope.cancel()
+
+
 async def test_the_listener_hands_over_each_append_as_project_and_cursor(url):
     heard: list[dict[str, int] | None] = []
     listener = NotifyListener(url, heard.append, poll=0.1)
