@@ -7,8 +7,10 @@ without a server."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
 from typing import Any
 
 import orjson
@@ -16,7 +18,7 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.e2e.test_process import Proc, client, token
+from tests.e2e.test_process import ORCHESTRA, Proc, client, token
 from tests.postgres import fresh_schema
 
 
@@ -161,3 +163,43 @@ async def test_a_process_killed_mid_stream_loses_nothing_acknowledged_and_its_su
             nursery.cancel_scope.cancel()
     finally:
         _stop(procs)
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+async def test_serve_workers_runs_processes_on_one_port_and_starts_a_lost_one_again(tmp_path, url):
+    proc = Proc(tmp_path, "--store", url, "--workers", "2")
+    try:
+        port = await proc.ready()
+        workers = _children(proc.p.pid)
+        assert len(workers) == 2
+        tok = token(tmp_path, "--project", "p1", "--agent-type", "python-specialist")
+        acked: list[str] = []
+        await _write(port, tok, "w", 20, acked)
+        assert len(acked) == 20
+        os.kill(min(workers), signal.SIGKILL)
+        await _until(lambda: len(_children(proc.p.pid) - workers) == 1, 30)  # started again
+        await _until(lambda: len(_children(proc.p.pid)) == 2)
+        for _ in range(50):  # the new one listens too; every request answered meanwhile
+            await _write(port, tok, "w", 1, acked)
+            if len(acked) == 21:
+                break
+            await trio.sleep(0.1)
+        await _write(port, tok, "w", 20, acked)
+        assert len(acked) == 41 and acked == sorted(acked)
+        proc.p.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(proc.wait, 60) == 0
+        assert not _children(proc.p.pid)
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
+
+
+def test_serve_workers_without_postgresql_is_refused_in_one_line(tmp_path):
+    out = subprocess.run([*ORCHESTRA, "serve", "--port", "0", "--workers", "2"], capture_output=True,
+                         text=True, env={**os.environ, "ORCHESTRA_DATA_DIR": str(tmp_path)}, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "--workers" in out.stderr and "postgresql" in out.stderr
