@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,15 +24,21 @@ ORCHESTRA = [sys.executable, "-c", "import sys; from orchestra.transport.cli imp
 class Proc:
     def __init__(self, data_dir: Path, *extra: str) -> None:
         env = {**os.environ, "ORCHESTRA_DATA_DIR": str(data_dir), "ORCHESTRA_JWT_SECRET": ""}
+        # stderr (a log line per request) into a file: a pipe nobody reads fills and blocks the server
+        self.err = tempfile.TemporaryFile(mode="w+")
         self.p = subprocess.Popen(
             [*ORCHESTRA, "serve", "--port", "0", "--no-rate-limits", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=self.err, env=env, text=True,
         )
         self.data_dir = data_dir
 
+    def stderr(self) -> str:
+        self.err.seek(0)
+        return self.err.read()
+
     async def ready(self) -> int:
         line = await trio.to_thread.run_sync(self.p.stdout.readline)
-        assert line.startswith("listening on http://127.0.0.1:"), (line, self.p.stderr.read() if self.p.poll() is not None else "")
+        assert line.startswith("listening on http://127.0.0.1:"), (line, self.stderr() if self.p.poll() is not None else "")
         return int(line.rsplit(":", 1)[1])
 
     def wait(self, timeout: float = 15) -> int:
