@@ -762,13 +762,22 @@ class ProjectActor(Actor):
 
     async def _settle(self, batch: AppendBatch, exc: ActorError) -> Exception | None:
         """After the store stopped holding ``batch``: None if it committed (the store's
-        high-water cursor reached the batch's), else the error that says what is known.
+        high-water cursor reached the batch's; on a shared store, the event stored at the batch's
+        last cursor is the batch's own), else the error that says what is known.
 
         A store incarnation ends only after the transaction it ran has ended, so once the
         restarted store answers, the answer is final.
         """
         try:
-            high = await self.store.call(HighWater(self.project_id), timeout=self.config.store_timeout)
+            if self.config.shared_store and batch.events:
+                # another process may have stored these cursors since: ours committed if the
+                # event stored at our last cursor is ours
+                last = batch.events[-1]
+                found = await self.store.call(EventsAfter(self.project_id, last.cursor - 1, 1, last.cursor + 1),
+                                              timeout=self.config.store_timeout)
+                high = batch.last_cursor if found == [last.body] else -1
+            else:
+                high = await self.store.call(HighWater(self.project_id), timeout=self.config.store_timeout)
         except (StoreError, ActorError) as again:
             return OutcomeUnknown(
                 f"the store stopped while it held this write ({exc}) and could not be asked whether "

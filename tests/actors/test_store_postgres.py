@@ -464,6 +464,40 @@ async def test_a_wait_or_subscription_on_one_process_sees_what_another_acknowled
             nursery.cancel_scope.cancel()
 
 
+async def test_a_store_crash_after_the_commit_is_settled_by_the_event_stored_at_the_batchs_cursor(tmp_path, url):
+    a = _system(tmp_path, url, "a")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            ref = await a.project("p1")
+            first = await ref.call(_publish(0, "a"))
+            a.store.arm_crash("next_write")  # committed, then the store crashes before answering
+            reply = await ref.call(_publish(1, "a"), timeout=30)  # settled: it is ours, stored
+            assert int(reply["cursor"]) == int(first["cursor"]) + 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_whose_cursor_another_process_stored_is_settled_not_stored(tmp_path, url):
+    from orchestra.actors.errors import NotStored
+    from orchestra.actors.profiles import Profiles
+    from orchestra.actors.project import ProjectActor
+
+    a, b = _system(tmp_path, url, "a"), _system(tmp_path, url, "b")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            taken = int((await (await b.project("p1")).call(_publish(0, "b")))["cursor"])
+            # a process that appended at the same cursor and whose store stopped before answering:
+            # the high-water reached its cursor, but the event stored there is not its own
+            mine = AppendBatch("p1", taken, (), (EventRow("p1", taken, "tick", 1e12, b'{"mine":1}'),))
+            for shared, settled in ((True, NotStored), (False, type(None))):
+                actor = ProjectActor("p1", a.store, Profiles(), ProjectConfig(shared_store=shared))
+                outcome = await actor._settle(mine, ActorCrashed("store", "test"))
+                assert isinstance(outcome, settled)  # one process alone would take it as stored
+            nursery.cancel_scope.cancel()
+
+
 async def test_the_listener_hands_over_each_append_as_project_and_cursor(url):
     heard: list[dict[str, int] | None] = []
     listener = NotifyListener(url, heard.append, poll=0.1)
