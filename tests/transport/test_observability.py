@@ -215,12 +215,12 @@ async def test_serve_writes_json_lines_or_no_access_lines(tmp_path, extra):
         r = await client(port).request("GET", "/health", headers=[("x-request-id", "from-test")])
         assert r.status == 200
         proc.p.send_signal(signal.SIGTERM)
-        _, err = await trio.to_thread.run_sync(proc.p.communicate)
+        await trio.to_thread.run_sync(proc.p.communicate)
     finally:
         if proc.p.poll() is None:
             proc.p.kill()
             proc.p.wait()
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in proc.stderr().splitlines() if line.strip()]
     if "--log-format" in extra:
         objs = [orjson.loads(line) for line in lines]  # every line one JSON object
         [access] = [o for o in objs if o["logger"] == ACCESS_LOGGER]
