@@ -543,5 +543,33 @@ def test_an_allocated_append_stores_its_keys_answers_with_the_cursors_taken(url)
         b.close()
 
 
+async def test_a_listener_whose_connection_is_lost_listens_again_and_says_to_look_at_everything(url):
+    heard: list[dict[str, int] | None] = []
+    listener = NotifyListener(url, heard.append, poll=0.1, retry=0.1)
+    b = _opened(url)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(listener.run)
+                assert b.conn is not None
+                killed = b.conn.execute(  # this test's listener only (its schema's channel)
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query = format('LISTEN %I', 'orchestra_events:' || current_schema())"
+                    " AND pid <> pg_backend_pid()").fetchall()
+                assert killed
+                with trio.move_on_after(10):
+                    while listener.connects < 2:  # noqa: ASYNC110 (another thread's)
+                        await trio.sleep(0.02)
+                assert listener.connects == 2 and heard.count(None) == 2  # look again: maybe missed
+                b.apply([AppendBatch("p1", 1, (), (_event(1),))], [])
+                with trio.move_on_after(10):
+                    while {"p1": 1} not in heard:  # noqa: ASYNC110 (another thread's)
+                        await trio.sleep(0.02)
+                assert {"p1": 1} in heard
+                nursery.cancel_scope.cancel()
+    finally:
+        b.close()
+
+
 def test_announcements_are_parsed_to_each_projects_highest_cursor():
     assert parse_announcements(["p:1:5", "p:1:3", "q:7", "junk", "r:x"]) == {"p:1": 5, "q": 7}
