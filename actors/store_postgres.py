@@ -72,6 +72,7 @@ __all__ = [
     "CommitInDoubt",
     "CursorConflict",
     "EventsAfter",
+    "KeyTaken",
     "PostgresBackend",
     "is_postgres_url",
     "redact_url",
@@ -82,13 +83,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: the NOTIFY channel of appends is this prefix + the schema's name (schemas share nothing)
 NOTIFY_PREFIX = "orchestra_events:"
 
 #: SQLSTATE of orchestra_take_project's refusal: another writer has the cursors
 _CURSOR_TAKEN = "OR001"
+#: SQLSTATE of orchestra_keys_put's refusal: another writer holds a live idempotency key
+_KEY_TAKEN = "OR002"
 
 #: key of the advisory lock that serializes migrations between processes opening at once
 _MIGRATION_LOCK = 0x6F72636865737472  # "orchestr"
@@ -204,6 +207,19 @@ MIGRATIONS: list[str] = [
         END IF;
     END $$;
     """,
+    # 5: a write takes over only an expired idempotency key; a live one (another process's
+    # write of the same key, committed first) refuses the write
+    """
+    CREATE FUNCTION orchestra_keys_put(stored BIGINT, given BIGINT)
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF stored < given THEN
+            RAISE EXCEPTION USING ERRCODE = 'OR002', MESSAGE = format(
+                '%s of %s idempotency keys are held by another writer''s live write',
+                given - stored, given);
+        END IF;
+    END $$;
+    """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -249,6 +265,14 @@ class CursorConflict(WriteRejected):
     def __init__(self, message: str, high_water: int | None) -> None:
         super().__init__(message, transient=True)
         self.high_water = high_water
+
+
+class KeyTaken(WriteRejected):
+    """A keyed write whose idempotency key another writer (another process) stored first and
+    is still live: not stored. Transient: the retry finds the key and gets its answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
 
 
 class CommitInDoubt(Exception):
@@ -572,16 +596,22 @@ class PostgresBackend:
                 (project_id, trim_below),
             )
         if keys:
-            # an expired key not yet purged is reused: the new write takes it over
+            # An expired key not yet purged is reused: the new write takes it over. A live one
+            # was written by another process since this one looked (the same process answers a
+            # repeat from the key instead of writing): the write is refused (KeyTaken), and its
+            # retry is answered from the key.
             conn.execute(
-                "INSERT INTO idempotency (project_id, sub, key, fingerprint, answer, expires_at)"
-                " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::bytea[],"
-                " %s::bytea[], %s::float8[]) ON CONFLICT (project_id, sub, key) DO UPDATE"
-                " SET fingerprint = excluded.fingerprint, answer = excluded.answer,"
-                " expires_at = excluded.expires_at",
-                _columns(list(keys.items()), 6, lambda kv: (
+                "WITH put AS (INSERT INTO idempotency (project_id, sub, key, fingerprint, answer,"
+                " expires_at) SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[],"
+                " %s::bytea[], %s::bytea[], %s::float8[]) ON CONFLICT (project_id, sub, key)"
+                " DO UPDATE SET fingerprint = excluded.fingerprint, answer = excluded.answer,"
+                " expires_at = excluded.expires_at"
+                " WHERE idempotency.expires_at <= extract(epoch FROM statement_timestamp())"
+                " RETURNING 1)"
+                " SELECT orchestra_keys_put((SELECT count(*) FROM put), %s::bigint)",
+                [*_columns(list(keys.items()), 6, lambda kv: (
                     kv[0][0], kv[1].sub.encode(), kv[1].key.encode(), kv[1].fingerprint,
-                    kv[1].answer, kv[1].expires_at)),
+                    kv[1].answer, kv[1].expires_at)), len(keys)],
             )
 
     def _write_group(self, conn: psycopg.Connection[Any], writes: list[Any]) -> None:
@@ -859,6 +889,9 @@ def _rejected(exc: Exception) -> WriteRejected:
         detail = exc.diag.message_detail or ""
         return CursorConflict(f"write rejected: {exc.diag.message_primary}",
                               int(detail) if detail.isdigit() else None)
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == _KEY_TAKEN:
+        return KeyTaken(f"write rejected: {exc.diag.message_primary}; retry with the same key "
+                        "for the original answer")
     if isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.constraint_name == "events_pkey":
         return CursorConflict(f"write rejected: {_why(exc)} (another writer took that cursor)", None)
     return WriteRejected(f"write rejected: {_why(exc)}", transient=_transient(exc))

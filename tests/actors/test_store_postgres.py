@@ -571,5 +571,50 @@ async def test_a_listener_whose_connection_is_lost_listens_again_and_says_to_loo
         b.close()
 
 
+def test_a_live_key_another_writer_stored_refuses_the_write_an_expired_one_is_taken_over(url):
+    import time
+
+    from orchestra.actors.store_postgres import KeyTaken
+
+    a, b = _opened(url), _opened(url)
+    try:
+        live = IdempotencyRow("s", "k", b"f", b'{"first":1}', time.time() + 3600)
+        assert a.apply([AppendBatch("p1", 1, (_result("r1"),), (_event(1),), 0, (live,))], [])[0] == [None]
+        # another process that looked before that commit: its write of the same key is refused
+        mine = IdempotencyRow("s", "k", b"f", b'{"second":1}', time.time() + 3600)
+        (refused,), _ = b.apply([AppendBatch("p1", 2, (_result("r2"),), (_event(2),), 0, (mine,))], [])
+        assert isinstance(refused, KeyTaken) and refused.transient
+        _, (found, stored) = b.apply([], [LookupKeys("p1", (("s", "k"),), 0), GetResult("p1", "r2")])
+        assert found[("s", "k")].answer == b'{"first":1}' and stored is None
+        assert [c for c, _ in _stored(b)] == [1]
+        # the same through the allocating path
+        (refused,), _ = b.apply([AllocatedAppend("p1", 0, (_result("r2"),), (_event(2),), 0, (mine,))], [])
+        assert isinstance(refused, KeyTaken)
+        # an expired key (by the database's clock) is taken over
+        old = IdempotencyRow("s", "old", b"f", b"{}", time.time() - 1)
+        a.apply([AppendBatch("p1", 3, (), (_event(3),), 0, (old,))], [])
+        new = IdempotencyRow("s", "old", b"g", b'{"new":1}', time.time() + 3600)
+        assert b.apply([AppendBatch("p1", 4, (), (_event(4),), 0, (new,))], [])[0] == [None]
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_keyed_write_repeated_on_another_process_gets_the_original_answer(tmp_path, url):
+    from orchestra.actors.idempotency import IdemKey
+
+    a, b = _system(tmp_path, url, "a"), _system(tmp_path, url, "b")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            body = {"topic": "t", "data": {"n": 1}, "ttl_seconds": 3600}
+            idem = IdemKey("s", "k", b"fp")
+            first = await (await a.project("p1")).call(Publish("tick", body, "s", None, idem))
+            again = await (await b.project("p1")).call(Publish("tick", body, "s", None, idem))
+            assert orjson.loads(again)["cursor"] == first["cursor"]  # the original, not stored again
+            nursery.cancel_scope.cancel()
+
+
 def test_announcements_are_parsed_to_each_projects_highest_cursor():
     assert parse_announcements(["p:1:5", "p:1:3", "q:7", "junk", "r:x"]) == {"p:1": 5, "q": 7}
