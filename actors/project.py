@@ -48,6 +48,7 @@ from .store import (
     StoreError,
 )
 from .store import GetResult as StoreGetResult
+from .store_postgres import AllocatedAppend, CursorConflict, EventsAfter
 
 __all__ = [
     "ProjectConfig",
@@ -64,6 +65,7 @@ __all__ = [
     "Pull",
     "DropSession",
     "ProjectStats",
+    "RemoteAppend",
     "SubscriptionSink",
 ]
 
@@ -90,6 +92,15 @@ class ProjectConfig:
     #: recent keys kept in memory (older ones are looked up in the store)
     idempotency_keys: int = 10_000
     idempotency_bytes: int = 16 * 1024 * 1024
+    #: other processes append to this project's store too (PostgreSQL): their events are read
+    #: from the store when announced (:class:`RemoteAppend`), before a wait or a subscription,
+    #: and at least every ``remote_poll`` seconds while this project has subscribers or waits;
+    #: an append that finds another writer's cursors is committed again with the cursors the
+    #: store takes (:class:`~orchestra.actors.store_postgres.AllocatedAppend`)
+    shared_store: bool = False
+    remote_poll: float = 2.0
+    #: events read from the store per look at what other processes appended
+    remote_batch: int = 1000
 
 
 class SubscriptionSink(Protocol):
@@ -236,6 +247,14 @@ class ProjectStats:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteAppend:
+    """Cast by the process's listener: another process appended up to ``cursor`` (None: maybe,
+    look). The project reads what it has not seen, in cursor order, and delivers it."""
+
+    cursor: int | None = None
+
+
 # -- state records --
 
 
@@ -350,14 +369,23 @@ class ProjectActor(Actor):
         self._id_count = 0
         for name in ("results_stored", "events_published", "deliveries", "commits"):
             self.stats.setdefault(name, 0)
+        if self.config.shared_store:
+            self.stats.setdefault("remote_events", 0)
+            self.stats.setdefault("cursor_conflicts", 0)
+            self._next_poll = trio.current_time() + self.config.remote_poll
 
     # -- timers: waits that time out --
 
     def next_deadline(self) -> float:
-        return min((w.deadline for w in self.waiters), default=math.inf)
+        deadline = min((w.deadline for w in self.waiters), default=math.inf)
+        if self.config.shared_store and (self.waiters or self.subscriptions):
+            deadline = min(deadline, self._next_poll)
+        return deadline
 
     async def on_timeout(self) -> None:
         now = trio.current_time()
+        if self.config.shared_store and now >= self._next_poll:
+            await self._read_remote()  # a missed announcement delays, never loses, an event
         keep = []
         for w in self.waiters:
             if w.call.abandoned:
@@ -374,6 +402,8 @@ class ProjectActor(Actor):
         """Serve a batch. A message that fails with an answer (a :class:`ReplyError`) fails
         only its own call; the others are served and the actor keeps its state."""
         pending: list[_Pending] = []
+        if self.config.shared_store and any(_looks(c.msg, self.last_cursor) for c in calls):
+            await self._read_remote()  # before this batch's writes take their cursors
         keyed = [c for c in calls if isinstance(c.msg, _WRITES) and c.msg.idem is not None]
         recalled = await self._recall_keys(keyed) if keyed else {}
         inflight: dict[tuple[str, str], _Pending] = {}
@@ -438,6 +468,8 @@ class ProjectActor(Actor):
             self._drop_session(msg.session_key)
         elif isinstance(msg, ProjectStats):
             call.reply(self._stats())
+        elif isinstance(msg, RemoteAppend):
+            pass  # read at the start of the batch
         else:
             raise TypeError(f"unexpected message {msg!r}")
 
@@ -609,6 +641,58 @@ class ProjectActor(Actor):
         )])
 
     async def _commit(self, pending: list[_Pending]) -> None:
+        try:
+            await self._commit_once(pending, allocate=False)
+        except CursorConflict:
+            # Another process appended to this project since this one last looked. Again, with
+            # the cursors taken by the store under the project's lock: never refused again.
+            self.stats["cursor_conflicts"] += 1
+            await self._commit_once(pending, allocate=True)
+
+    def _renumber(self, pending: list[_Pending], first: int) -> None:
+        """Give ``pending``'s events the cursors from ``first`` on, in their order (as the store
+        took them), and their answers the new cursors (the old ones were never stored)."""
+        self.last_cursor = first - 1
+        for p in pending:
+            for ev in p.events:
+                ev.cursor = self._next_cursor()
+                ev.event["cursor"] = encode_cursor(ev.cursor)
+                ev.body = orjson.dumps(ev.event)
+            if "results" in p.reply:
+                for part, ev in zip(p.reply["results"], p.events, strict=True):
+                    part["event_cursor"] = ev.event["cursor"]
+            elif "event_cursor" in p.reply:
+                p.reply["event_cursor"] = p.events[0].event["cursor"]
+            elif p.events:
+                p.reply["cursor"] = p.events[0].event["cursor"]
+
+    async def _read_remote(self, before: int | None = None) -> bool:
+        """Take in what other processes appended after this project's high-water (and below
+        ``before``), delivered and retained as local appends are; False if the store could not
+        be read. Commit order is cursor order: nothing below what it read is committed later."""
+        self._next_poll = trio.current_time() + self.config.remote_poll
+        while True:
+            try:
+                bodies = await self.store.call(
+                    EventsAfter(self.project_id, self.last_cursor, self.config.remote_batch, before),
+                    timeout=self.config.store_timeout,
+                )
+            except (StoreError, ActorError):
+                return False
+            new = [_remote(body) for body in bodies]
+            if not new:
+                return True
+            self.last_cursor = new[-1].cursor
+            self.stats["remote_events"] += len(new)
+            self._append_events(new, remote=True)
+            if len(new) < self.config.remote_batch:
+                return True
+
+    async def _commit_once(self, pending: list[_Pending], allocate: bool) -> None:
+        """Commit and answer; raises :class:`CursorConflict` (nothing answered) if another
+        process took these cursors first. ``allocate``: the store takes the cursors (after
+        the high-water, under the project's lock), rewriting the events and the keys' answers;
+        the others' events below them are read and delivered here first."""
         results = [row for p in pending for row in p.results]
         events = [
             EventRow(self.project_id, ev.cursor, ev.event_type, ev.expires_at, ev.body)
@@ -624,12 +708,17 @@ class ProjectActor(Actor):
             for p in pending
             if p.idem is not None
         )
-        batch = AppendBatch(self.project_id, self.last_cursor, tuple(results), tuple(events), trim_below, keys)
+        kind = AllocatedAppend if allocate else AppendBatch
+        batch = kind(self.project_id, self.last_cursor, tuple(results), tuple(events), trim_below, keys)
         error: Exception | None = None
         try:
             # No timeout of its own: the caller's bounds the request, and a store crash fails
             # this call at once. A timeout here could not undo a commit in progress anyway.
-            await self.store.call(batch)
+            first = await self.store.call(batch)
+        except CursorConflict:
+            if self.config.shared_store and not allocate:
+                raise
+            error = NotStored("the store refused this write's cursors, not stored; retry")
         except StoreError as exc:  # rolled back
             error = NotStored(f"the store rolled back this write, not stored: {exc}; retry")
         except ActorError as exc:
@@ -644,6 +733,16 @@ class ProjectActor(Actor):
             return
         self.stats["commits"] += 1
         self._store_floor = max(self._store_floor, trim_below - 1)
+        if allocate:
+            # what this project knew before these events took their (unstored) cursors
+            self.last_cursor = min((e.cursor for e in events), default=self.last_cursor + 1) - 1
+            for _ in range(3):  # committed: the others' events before these go out first
+                if await self._read_remote(before=first):
+                    break
+            else:
+                raise RemoteUnreadable("committed, but the other processes' events before it "
+                                       "could not be read: the project restarts")
+            self._renumber(pending, first)
         new_events: list[_Event] = []
         for p in pending:
             for row in p.results:
@@ -663,28 +762,43 @@ class ProjectActor(Actor):
 
     async def _settle(self, batch: AppendBatch, exc: ActorError) -> Exception | None:
         """After the store stopped holding ``batch``: None if it committed (the store's
-        high-water cursor reached the batch's), else the error that says what is known.
+        high-water cursor reached the batch's; on a shared store, the event stored at the batch's
+        last cursor is the batch's own), else the error that says what is known.
 
         A store incarnation ends only after the transaction it ran has ended, so once the
         restarted store answers, the answer is final.
         """
         try:
-            high = await self.store.call(HighWater(self.project_id), timeout=self.config.store_timeout)
+            if self.config.shared_store and batch.events:
+                # another process may have stored these cursors since: ours committed if the
+                # event stored at our last cursor is ours
+                last = batch.events[-1]
+                found = await self.store.call(EventsAfter(self.project_id, last.cursor - 1, 1, last.cursor + 1),
+                                              timeout=self.config.store_timeout)
+                high = batch.last_cursor if found == [last.body] else -1
+            else:
+                high = await self.store.call(HighWater(self.project_id), timeout=self.config.store_timeout)
         except (StoreError, ActorError) as again:
             return OutcomeUnknown(
                 f"the store stopped while it held this write ({exc}) and could not be asked whether "
                 f"it committed ({again}): it may or may not be stored; retry with the same "
                 "idempotency key to get its original answer without storing it twice"
             )
+        if isinstance(batch, AllocatedAppend):  # its cursors are the store's: not known here
+            return OutcomeUnknown(
+                f"the store stopped while it held this write ({exc}): it may or may not be "
+                "stored; retry with the same idempotency key to get its original answer"
+            )
         if high >= batch.last_cursor:
             return None
         return NotStored(f"the store stopped before committing this write ({exc}), not stored; retry")
 
-    def _append_events(self, new_events: list[_Event]) -> dict[int, list[str]]:
+    def _append_events(self, new_events: list[_Event], remote: bool = False) -> dict[int, list[str]]:
         """Retain, deliver and wake waiters; returns who was notified of each cursor."""
         if not new_events:
             return {}
-        self.stats["events_published"] += len(new_events)
+        if not remote:
+            self.stats["events_published"] += len(new_events)
         self.log.append(ev.entry() for ev in new_events)
         now = self.wall_clock()
         if now >= self._next_sweep:  # expired events are never given again: free them
@@ -864,6 +978,12 @@ class ProjectActor(Actor):
         }
 
 
+class RemoteUnreadable(Exception):
+    """Raised out of the project actor (it restarts, loading from the store; its callers learn
+    the outcome is unknown): an append committed with cursors the store took, and the other
+    processes' events below them could not be read, so they cannot be delivered before it."""
+
+
 _WRITES = (StoreResult, StoreResults, Publish)
 _SWEEP_SECONDS = 30.0
 
@@ -874,6 +994,22 @@ def _passes(flt: EventFilter, event: dict[str, Any] | Entry) -> bool:
     if not flt.terms:
         return True
     return flt.matches(event if isinstance(event, dict) else event.decoded())
+
+
+def _looks(msg: Any, last_cursor: int) -> bool:
+    """Whether ``msg`` makes a project on a shared store read what other processes appended
+    first: an announcement of cursors it has not seen, or a wait or subscription (which then
+    sees every event acknowledged anywhere before it arrived)."""
+    if isinstance(msg, RemoteAppend):
+        return msg.cursor is None or msg.cursor > last_cursor
+    return isinstance(msg, Wait | Subscribe)
+
+
+def _remote(body: bytes) -> _Event:
+    """A stored event another process appended, as a new event of this one."""
+    event = orjson.loads(body)
+    expires_at = datetime.fromisoformat(event["expires_at"].replace("Z", "+00:00")).timestamp()
+    return _Event(int(event["cursor"]), event["event_type"], expires_at, event, body)
 
 
 def _loaded(body: bytes) -> Entry:

@@ -26,6 +26,7 @@ asking again (as after any crash of the store).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,9 +67,12 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 __all__ = [
     "SCHEMA_VERSION",
+    "NOTIFY_PREFIX",
     "AllocatedAppend",
     "CommitInDoubt",
     "CursorConflict",
+    "EventsAfter",
+    "KeyTaken",
     "PostgresBackend",
     "is_postgres_url",
     "redact_url",
@@ -79,10 +83,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
+
+#: the NOTIFY channel of appends is this prefix + the schema's name (schemas share nothing)
+NOTIFY_PREFIX = "orchestra_events:"
 
 #: SQLSTATE of orchestra_take_project's refusal: another writer has the cursors
 _CURSOR_TAKEN = "OR001"
+#: SQLSTATE of orchestra_keys_put's refusal: another writer holds a live idempotency key
+_KEY_TAKEN = "OR002"
 
 #: key of the advisory lock that serializes migrations between processes opening at once
 _MIGRATION_LOCK = 0x6F72636865737472  # "orchestr"
@@ -175,6 +184,42 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX agents_by_spawn_key ON agents (project_id, spawn_key)
         WHERE spawn_key IS NOT NULL;
     """,
+    # 4: an append announces ``project:high-water`` to the processes sharing this schema (the
+    # notification is delivered at COMMIT, dropped with a rolled-back write)
+    """
+    CREATE OR REPLACE FUNCTION orchestra_take_project(project TEXT, last BIGINT, lowest BIGINT)
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        high BIGINT;
+    BEGIN
+        INSERT INTO projects AS p (project_id, last_cursor) VALUES (project, last)
+        ON CONFLICT (project_id) DO UPDATE
+            SET last_cursor = greatest(p.last_cursor, excluded.last_cursor)
+            WHERE lowest IS NULL OR p.last_cursor < lowest;
+        IF NOT FOUND THEN
+            SELECT p.last_cursor INTO high FROM projects p WHERE p.project_id = project;
+            RAISE EXCEPTION USING ERRCODE = 'OR001', DETAIL = high::text, MESSAGE = format(
+                'cursor %s is not above the project''s high-water cursor %s (another writer '
+                'appended)', lowest, high);
+        END IF;
+        IF lowest IS NOT NULL THEN
+            PERFORM pg_notify('orchestra_events:' || current_schema(), project || ':' || last);
+        END IF;
+    END $$;
+    """,
+    # 5: a write takes over only an expired idempotency key; a live one (another process's
+    # write of the same key, committed first) refuses the write
+    """
+    CREATE FUNCTION orchestra_keys_put(stored BIGINT, given BIGINT)
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF stored < given THEN
+            RAISE EXCEPTION USING ERRCODE = 'OR002', MESSAGE = format(
+                '%s of %s idempotency keys are held by another writer''s live write',
+                given - stored, given);
+        END IF;
+    END $$;
+    """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -222,6 +267,14 @@ class CursorConflict(WriteRejected):
         self.high_water = high_water
 
 
+class KeyTaken(WriteRejected):
+    """A keyed write whose idempotency key another writer (another process) stored first and
+    is still live: not stored. Transient: the retry finds the key and gets its answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
 class CommitInDoubt(Exception):
     """The connection was lost while COMMIT was in flight: the transaction may or may not have
     committed. Raised out of :meth:`PostgresBackend.apply`: the store actor crashes, its callers
@@ -238,8 +291,23 @@ class AllocatedAppend(AppendBatch):
     rewriting each event body's ``"cursor"`` field to match, and records the new high-water.
     ``last_cursor`` is ignored. The write's outcome is the first cursor taken (an ``int``)
     instead of None; with no events it is the high-water + 1 and nothing is taken.
-    Idempotency keys are stored as given: their answers must not name cursors.
+    The idempotency keys' answers are stored with the cursors they name (``cursor`` and
+    ``event_cursor`` fields, at any depth, equal to one of the events' given cursors) replaced
+    by the ones taken.
     """
+
+
+@dataclass(frozen=True, slots=True)
+class EventsAfter:
+    """A read: the stored events of a project after ``cursor``, in cursor order, at most
+    ``limit``; answers their bodies. What another process appended, read by this one's
+    project actor (commit order is cursor order, so nothing below what it read comes later)."""
+
+    project_id: str
+    cursor: int
+    limit: int
+    #: only the events below this cursor (None: all)
+    before: int | None = None
 
 
 class PostgresBackend:
@@ -417,22 +485,26 @@ class PostgresBackend:
 
     def _commit_each(self, conn: psycopg.Connection[Any], writes: list[Any]) -> list[Any]:
         """Within the transaction BEGIN opened: each write in its savepoint, then COMMIT."""
-        outcomes: list[Any] = []
+        outcomes: list[Any] = [None] * len(writes)
+        # the appends in the order of their projects: the locks in one order in every transaction
+        order = sorted(range(len(writes)), key=lambda i: (
+            0, writes[i].project_id) if isinstance(writes[i], AppendBatch) else (1, ""))
         try:
-            for write in writes:
+            for i in order:
+                write = writes[i]
                 conn.execute("SAVEPOINT w")
                 try:
                     outcome = self._write(conn, write)
                 except StoreError as exc:
                     conn.execute("ROLLBACK TO w")
-                    outcomes.append(exc)
+                    outcomes[i] = exc
                 except Exception as exc:  # any: this write's error, not the transaction's
                     if conn.broken:
                         raise
                     conn.execute("ROLLBACK TO w")
-                    outcomes.append(_rejected(exc))
+                    outcomes[i] = _rejected(exc)
                 else:
-                    outcomes.append(outcome)
+                    outcomes[i] = outcome
                 conn.execute("RELEASE w")
         except Exception as exc:
             # COMMIT was not sent: nothing of this transaction is stored.
@@ -441,7 +513,7 @@ class PostgresBackend:
             failure = CommitFailed(f"commit failed: {_why(exc)}", transient=_transient(exc))
             return [
                 outcome if isinstance(outcome, StoreError) else failure
-                for outcome in outcomes + [None] * (len(writes) - len(outcomes))
+                for outcome in outcomes
             ]
         try:
             conn.execute("COMMIT")
@@ -461,8 +533,9 @@ class PostgresBackend:
         if isinstance(write, AllocatedAppend):
             return self._append_allocated(conn, write)
         if isinstance(write, AppendBatch):
-            self._append(conn, write, write.events)
+            # the project's lock first, as every append takes it: no deadlock on the events
             self._take_project(conn, write.project_id, write.last_cursor, write.events)
+            self._append(conn, write, write.events)
         elif isinstance(write, SaveWaitCursor):
             conn.execute(
                 "INSERT INTO wait_cursors (project_id, sub, wait_key, cursor)"
@@ -523,16 +596,22 @@ class PostgresBackend:
                 (project_id, trim_below),
             )
         if keys:
-            # an expired key not yet purged is reused: the new write takes it over
+            # An expired key not yet purged is reused: the new write takes it over. A live one
+            # was written by another process since this one looked (the same process answers a
+            # repeat from the key instead of writing): the write is refused (KeyTaken), and its
+            # retry is answered from the key.
             conn.execute(
-                "INSERT INTO idempotency (project_id, sub, key, fingerprint, answer, expires_at)"
-                " SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::bytea[],"
-                " %s::bytea[], %s::float8[]) ON CONFLICT (project_id, sub, key) DO UPDATE"
-                " SET fingerprint = excluded.fingerprint, answer = excluded.answer,"
-                " expires_at = excluded.expires_at",
-                _columns(list(keys.items()), 6, lambda kv: (
+                "WITH put AS (INSERT INTO idempotency (project_id, sub, key, fingerprint, answer,"
+                " expires_at) SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[],"
+                " %s::bytea[], %s::bytea[], %s::float8[]) ON CONFLICT (project_id, sub, key)"
+                " DO UPDATE SET fingerprint = excluded.fingerprint, answer = excluded.answer,"
+                " expires_at = excluded.expires_at"
+                " WHERE idempotency.expires_at <= extract(epoch FROM statement_timestamp())"
+                " RETURNING 1)"
+                " SELECT orchestra_keys_put((SELECT count(*) FROM put), %s::bigint)",
+                [*_columns(list(keys.items()), 6, lambda kv: (
                     kv[0][0], kv[1].sub.encode(), kv[1].key.encode(), kv[1].fingerprint,
-                    kv[1].answer, kv[1].expires_at)),
+                    kv[1].answer, kv[1].expires_at)), len(keys)],
             )
 
     def _write_group(self, conn: psycopg.Connection[Any], writes: list[Any]) -> None:
@@ -564,6 +643,10 @@ class PostgresBackend:
                 waits[position] = max(waits.get(position, write.cursor), write.cursor)
             else:
                 self._write(conn, write)
+        # Each project's lock first, in one order for every transaction (no deadlock between
+        # group commits, nor with an append that inserts the events it locked), then the rows.
+        for project_id in sorted(projects):
+            self._take_project_at(conn, project_id, *projects[project_id])
         self._insert(conn, results, events, trims, keys)
         if waits:
             conn.execute(
@@ -574,8 +657,6 @@ class PostgresBackend:
                 _columns(list(waits.items()), 4, lambda pc: (
                     pc[0][0], pc[0][1].encode(), pc[0][2].encode(), pc[1])),
             )
-        for project_id, (last, lowest) in projects.items():  # last: each lock for the least time
-            self._take_project_at(conn, project_id, last, lowest)
 
     def _take_project(self, conn: psycopg.Connection[Any], project_id: str, last_cursor: int,
                       events: tuple[EventRow, ...]) -> None:
@@ -609,12 +690,17 @@ class PostgresBackend:
             EventRow(e.project_id, first + i, e.event_type, e.expires_at, _with_cursor(e.body, first + i))
             for i, e in enumerate(ordered)
         )
-        self._append(conn, write, events)
+        taken = {encode_cursor(e.cursor): encode_cursor(first + i) for i, e in enumerate(ordered)}
+        keys = tuple(dataclasses.replace(k, answer=_recursored(k.answer, taken)) for k in write.keys)
+        self._append(conn, dataclasses.replace(write, keys=keys), events)
         if events:
+            last = first + len(events) - 1
             conn.execute(
                 "UPDATE projects SET last_cursor = %s::bigint WHERE project_id = %s",
-                (first + len(events) - 1, write.project_id),
+                (last, write.project_id),
             )
+            conn.execute("SELECT pg_notify(%s || current_schema(), %s)",
+                         (NOTIFY_PREFIX, f"{write.project_id}:{last}"))
         return first
 
     # -- reads --
@@ -645,6 +731,13 @@ class PostgresBackend:
                 scope = (bytes(sub).decode(), bytes(key).decode())
                 found[scope] = IdempotencyRow(*scope, bytes(fingerprint), bytes(answer), expires_at)
             return found
+        if isinstance(read, EventsAfter):
+            rows = conn.execute(
+                "SELECT body FROM events WHERE project_id = %s AND cursor > %s::bigint"
+                " AND (%s::bigint IS NULL OR cursor < %s::bigint) ORDER BY cursor LIMIT %s::bigint",
+                (read.project_id, read.cursor, read.before, read.before, read.limit),
+            ).fetchall()
+            return [bytes(r[0]) for r in rows]
         if isinstance(read, HighWater):
             row = conn.execute(
                 "SELECT last_cursor FROM projects WHERE project_id = %s", (read.project_id,)
@@ -776,12 +869,29 @@ def _with_cursor(body: bytes, cursor: int) -> bytes:
     return orjson.dumps(event)
 
 
+def _recursored(answer: bytes, taken: dict[str, str]) -> bytes:
+    """A write's answer (a JSON object) with the cursors it names (``cursor``, ``event_cursor``,
+    at any depth) replaced as ``taken`` maps them: an idempotency key's copy of the answer
+    names the cursors the store took."""
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: taken.get(v, v) if k in ("cursor", "event_cursor") and isinstance(v, str)
+                    else walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+    return orjson.dumps(walk(orjson.loads(answer))) if taken else answer
+
+
 def _rejected(exc: Exception) -> WriteRejected:
     """A write's error as its answer; another writer's cursors are a :class:`CursorConflict`."""
     if isinstance(exc, psycopg.Error) and exc.sqlstate == _CURSOR_TAKEN:
         detail = exc.diag.message_detail or ""
         return CursorConflict(f"write rejected: {exc.diag.message_primary}",
                               int(detail) if detail.isdigit() else None)
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == _KEY_TAKEN:
+        return KeyTaken(f"write rejected: {exc.diag.message_primary}; retry with the same key "
+                        "for the original answer")
     if isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.constraint_name == "events_pkey":
         return CursorConflict(f"write rejected: {_why(exc)} (another writer took that cursor)", None)
     return WriteRejected(f"write rejected: {_why(exc)}", transient=_transient(exc))

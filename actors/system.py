@@ -27,7 +27,7 @@ from .broker import BrokerActor, EnsureContext, EnsureProject, context_child_id,
 from .context_actor import ContextActor, ContextStats
 from .principal import Principal
 from .profiles import Profiles
-from .project import ProjectActor, ProjectConfig, ProjectStats
+from .project import ProjectActor, ProjectConfig, ProjectStats, RemoteAppend
 from .runtime import ActorError, ActorRef, ChildSpec, Restart, Supervisor
 from .session import Connection, Dispatcher, Session, SessionLimits, SessionRegistry
 from .store import DiskFaults, SQLiteBackend, StoreActor, StoreBackend, StoreCounts, default_db_path
@@ -68,8 +68,13 @@ class ActorSystem:
         self.db_path = db_path
         location = str(db_path)
         postgres: StoreBackend | None = None
+        #: PostgreSQL only: this process's ear on the other processes' appends
+        self.listener: Any = None
         if config.store_url is not None:
+            from .pg_notify import NotifyListener
             from .store_postgres import PostgresBackend, redact_url
+
+            self.listener = NotifyListener(config.store_url, self._announced)
 
             # one object for every incarnation of the store: after the first, opening it while
             # the server is unreachable is not fatal (requests fail transient until it is back)
@@ -83,7 +88,8 @@ class ActorSystem:
         self.disk = DiskFaults()
         self.broker = ActorRef("broker", mailbox_size=config.mailbox_size)
         project_config = ProjectConfig(
-            **{**config.project.__dict__, "storage_location": location}
+            **{**config.project.__dict__, "storage_location": location,
+               "shared_store": config.store_url is not None}
         )
         self.projects = Supervisor(
             "projects", max_restarts=config.max_restarts, period=config.restart_period
@@ -140,7 +146,22 @@ class ActorSystem:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.root.run(task_status=task_status)
+        if self.listener is None:
+            await self.root.run(task_status=task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.listener.run)
+            await self.root.run(task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+    def _announced(self, found: dict[str, int] | None) -> None:
+        """Another process appended (``found``: project -> cursor; None: maybe, to any): the
+        running project actors concerned look (one not running loads it when it starts)."""
+        projects = self.running_projects() if found is None else found
+        for pid in projects:
+            ref = self.projects.lookup(project_child_id(pid))
+            if ref is not None:  # a full mailbox drops it: the project's own poll catches up
+                ref.try_cast(RemoteAppend(None if found is None else found[pid]))
 
     async def project(self, project_id: str, timeout: float = 10.0) -> ActorRef:
         """The ref of a project's actor, starting it on first use."""

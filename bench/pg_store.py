@@ -41,7 +41,8 @@ from orchestra.actors.store_postgres import AllocatedAppend, PostgresBackend
 from rich.console import Console
 from rich.table import Table
 
-from bench.__main__ import PY, process, results_per_second
+from bench.procs import Pinning, Server, orchestra
+from bench.wsload import results_per_second
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -166,23 +167,22 @@ def allocating_rate(url: str, connections: int, per_connection: int, hot: bool) 
 
 
 @contextmanager
-def server(extra: list[str]) -> Iterator[tuple[Any, int]]:
-    data_dir = Path(tempfile.mkdtemp(prefix="orchestra-bench-"))
-    env = {"ORCHESTRA_DATA_DIR": str(data_dir), "ORCHESTRA_JWT_SECRET": "bench-secret-bench-secret-bench-secret"}
-    with process([PY, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
-                  "serve", "--port", "0", "--no-rate-limits", "--log-level", "WARNING", *extra], env) as pp:
-        yield pp
+def server(extra: list[str]) -> Iterator[Server]:
+    """``orchestra serve`` in a fresh data dir (not pinned: PostgreSQL shares the cores)."""
+    with orchestra(Path(tempfile.mkdtemp(prefix="orchestra-bench-")), Pinning(frozenset(), frozenset()),
+                   *extra) as s:
+        yield s
 
 
 def server_rate(extra: list[str], writers: int, per_writer: int,
                 pg_cpu_now: Callable[[], float] | None) -> tuple[float, float, float]:
     """(durable results/s, server CPU µs per result, PostgreSQL's CPU µs per result)."""
-    with server(extra) as (p, port):
-        trio.run(results_per_second, port, writers, max(8, per_writer // 10))  # warm up
+    with server(extra) as s:
+        trio.run(results_per_second, s, writers, max(8, per_writer // 10))  # warm up
         pg0 = pg_cpu_now() if pg_cpu_now else float("nan")
-        cpu0 = cpu_seconds(p.pid)
-        rate = trio.run(results_per_second, port, writers, per_writer)
-        cpu = cpu_seconds(p.pid) - cpu0
+        cpu0 = cpu_seconds(s.pid)
+        rate, _ = trio.run(results_per_second, s, writers, per_writer)
+        cpu = cpu_seconds(s.pid) - cpu0
         pg = (pg_cpu_now() - pg0) if pg_cpu_now else float("nan")
     n = writers * per_writer
     return rate, cpu / n * 1e6, pg / n * 1e6

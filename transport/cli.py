@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
     add_flags(serve, SERVE_SETTINGS)
+    # set by `serve --workers N` on the processes it starts: listen with SO_REUSEPORT
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     # listed for --help; main() hands `orchestra agent ...` to agent_cli before this parser runs
     sub.add_parser("agent", help="talk to a server from a script (orchestra agent --help)", add_help=False)
@@ -312,12 +314,23 @@ def _serve(args: argparse.Namespace) -> int:
         profiles = Profiles.load(args.profiles)
     except ProfileError as exc:
         raise _StartError(str(exc), 2) from None
+    if args.workers > 1 and args.store is None:
+        raise _StartError("--workers: more than one process needs a postgresql:// --store "
+                          "(the SQLite store belongs to one process)", 2)
     if args.store is not None:
         from ..actors.store_postgres import store_url_problem
 
         if (problem := store_url_problem(args.store)) is not None:
             raise _StartError(f"--store: {problem}", 2)
     data_dir, auth = _prepare(args, profiles)
+    if args.workers > 1:
+        from .workers import serve_workers
+
+        try:
+            return trio.run(serve_workers, args.workers, args.host, args.port,
+                            args.shutdown_grace + args.agent_stop_grace + 10.0)
+        except KeyboardInterrupt:
+            return 0
     store_url = args.store
     system = ActorSystem(SystemConfig(
         data_dir=data_dir,
@@ -349,7 +362,8 @@ def _serve(args: argparse.Namespace) -> int:
     server = Server(api, ServerConfig(max_body_bytes=args.max_body_bytes, max_json_depth=args.max_json_depth))
     _tune_gc()
     try:
-        return trio.run(_serve_async, args.host, args.port, system, api, server, args.shutdown_grace)
+        return trio.run(_serve_async, args.host, args.port, system, api, server, args.shutdown_grace,
+                        args.reuse_port)
     except KeyboardInterrupt:
         return 0
     except BaseException as exc:
@@ -391,15 +405,21 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
 
-async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float) -> int:
+async def _serve_async(host: str, port: int, system: ActorSystem, api: Api, server: Server, grace: float,
+                       reuse_port: bool = False) -> int:
     import logging
 
     import trio
 
+    from .workers import reuse_port_listener
+
     log = logging.getLogger("orchestra")
 
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        if reuse_port:
+            listeners = [await reuse_port_listener(host, port)]
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         print(f"orchestra serve: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -220,6 +220,9 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("store", postgres_url, None, "postgresql://... keeps the durable store in PostgreSQL "
             "(needs the postgres extra); unset: SQLite in the data dir", metavar="URL",
             default_text="SQLite in the data dir", example="postgresql://orchestra@127.0.0.1/orchestra"),
+    Setting("workers", int_in(1, 256), 1, "server processes sharing the port on this host "
+            "(SO_REUSEPORT), each with its own actors; more than 1 needs a postgresql:// --store",
+            _INT, metavar="N"),
     Setting("root", existing_dir, None, "code base for the context of projects without a project "
             "entry", metavar="DIR", default_text="the current directory", path=True,
             example="/srv/code"),

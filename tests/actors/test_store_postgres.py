@@ -6,6 +6,7 @@ line when there is none."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import orjson
 import pytest
@@ -18,7 +19,9 @@ from orchestra.actors.store import (
     EventRow,
     GetResult,
     HighWater,
+    IdempotencyRow,
     LoadProject,
+    LookupKeys,
     ReadFailed,
     ResultRow,
     SaveWaitCursor,
@@ -26,17 +29,23 @@ from orchestra.actors.store import (
     StoreError,
 )
 
+from tests.actors.conftest import Sink
 from tests.postgres import fresh_schema
 
 psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests skipped: psycopg is not installed")
 
+from orchestra.actors.events import EventFilter  # noqa: E402
+from orchestra.actors.pg_notify import NotifyListener, parse_announcements  # noqa: E402
+from orchestra.actors.project import ProjectConfig, ProjectStats, Publish, Subscribe, Wait  # noqa: E402
 from orchestra.actors.store_postgres import (  # noqa: E402
+    SCHEMA_VERSION,
     AllocatedAppend,
     CommitInDoubt,
     CursorConflict,
     PostgresBackend,
     redact_url,
 )
+from orchestra.actors.system import ActorSystem, SystemConfig  # noqa: E402
 
 
 @pytest.fixture
@@ -268,7 +277,7 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(url):
     b = _opened(url)
     try:
         assert b.conn is not None
-        assert b.conn.execute("SELECT max(version), count(*) FROM schema_version").fetchone() == (3, 3)
+        assert b.conn.execute("SELECT max(version), count(*) FROM schema_version").fetchone() == (SCHEMA_VERSION, SCHEMA_VERSION)
         b.conn.execute("INSERT INTO schema_version VALUES (99)")
     finally:
         b.close()
@@ -295,7 +304,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(url):
         assert errors == []
         assert backends[0].conn is not None
         assert backends[0].conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
-            (1,), (2,), (3,)]
+            (v,) for v in range(1, SCHEMA_VERSION + 1)]
     finally:
         for b in backends:
             b.close()
@@ -354,3 +363,258 @@ def test_after_the_first_connection_an_open_that_cannot_connect_leaves_the_backe
     b.close()
     with pytest.raises(psycopg.OperationalError):  # a first open that cannot connect raises
         PostgresBackend("postgresql://127.0.0.1:1/test").open()
+
+
+# -- several processes on one database: two actor systems in one test, each its own tree --
+
+
+def _system(tmp_path, url: str, name: str, *, listen: bool = True, **project: Any) -> ActorSystem:
+    system = ActorSystem(SystemConfig(data_dir=tmp_path / name, store_url=url,
+                                      project=ProjectConfig(**project)))
+    if not listen:
+        system.listener = None  # a process whose announcements never arrive
+    return system
+
+
+def _publish(n: int, who: str) -> Publish:
+    return Publish("tick", {"topic": "t", "data": {"n": n, "who": who}, "ttl_seconds": 3600}, who, None)
+
+
+async def _subscribed(system: ActorSystem, sink: Sink, since: int | None = None) -> ActorRef:
+    ref = await system.project("p1")
+    await ref.call(Subscribe(sink, None, None, EventFilter.parse(None), since))
+    return ref
+
+
+async def test_two_processes_appending_to_one_project_share_one_cursor_order_and_see_every_event(tmp_path, url):
+    a, b = _system(tmp_path, url, "a"), _system(tmp_path, url, "b")
+    sinks = [Sink("s-a#1"), Sink("s-b#1")]
+    acked: dict[int, str] = {}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            refs = [await _subscribed(a, sinks[0]), await _subscribed(b, sinks[1])]
+
+            async def writer(ref: ActorRef, who: str) -> None:
+                for n in range(60):
+                    reply = await ref.call(_publish(n, who), timeout=30)
+                    assert int(reply["cursor"]) not in acked  # never a cursor twice
+                    acked[int(reply["cursor"])] = who
+
+            async with trio.open_nursery() as writers:
+                for i in range(2):
+                    writers.start_soon(writer, refs[0], f"a{i}")
+                    writers.start_soon(writer, refs[1], f"b{i}")
+            seen: list[list[int]] = [[], []]
+            with trio.move_on_after(15):
+                for i, sink in enumerate(sinks):
+                    while len(seen[i]) < len(acked):
+                        seen[i] += await sink.drain()
+            for s in seen:  # each process's subscriber: every event, in cursor order, once
+                assert s == sorted(acked)
+            stats = [await r.call(ProjectStats()) for r in refs]
+            assert all(st["remote_events"] > 0 for st in stats)
+            # a subscriber of one process resumes by cursor on the other
+            late = Sink("late#1")
+            middle = sorted(acked)[len(acked) // 2]
+            await _subscribed(b, late, since=middle)
+            assert await late.drain() == [c for c in sorted(acked) if c > middle]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_process_that_missed_the_announcements_takes_the_cursors_after_the_others(tmp_path, url):
+    a = _system(tmp_path, url, "a")
+    b = _system(tmp_path, url, "b", listen=False, remote_poll=3600.0)
+    sink = Sink("s-b#1")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            ref_b = await _subscribed(b, sink)  # loaded now: knows nothing of what follows
+            ref_a = await a.project("p1")
+            first = [int((await ref_a.call(_publish(n, "a")))["cursor"]) for n in range(3)]
+            reply = await ref_b.call(_publish(9, "b"))  # its cursor was taken: reads, takes the next
+            assert int(reply["cursor"]) == first[-1] + 1
+            assert await sink.drain() == [*first, first[-1] + 1]  # the others' first, in order
+            assert (await ref_b.call(ProjectStats()))["cursor_conflicts"] == 1
+            stored = await ref_b.call(Wait("s", "tick", EventFilter.parse(None), 0, 100, 0))
+            events = orjson.loads(stored.reply)["events"]
+            assert [e["data"]["who"] for e in events] == ["a", "a", "a", "b"]
+            assert events[-1]["cursor"] == reply["cursor"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_wait_or_subscription_on_one_process_sees_what_another_acknowledged_before(tmp_path, url):
+    a = _system(tmp_path, url, "a")
+    b = _system(tmp_path, url, "b", listen=False, remote_poll=3600.0)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            ref_b = await b.project("p1")  # loaded now: knows nothing of what follows
+            ref_a = await a.project("p1")
+            acked = [int((await ref_a.call(_publish(n, "a")))["cursor"]) for n in range(3)]
+            answer = await ref_b.call(Wait("s", "tick", EventFilter.parse(None), 0, 100, 0))
+            assert [int(e["cursor"]) for e in orjson.loads(answer.reply)["events"]] == acked
+            acked.append(int((await ref_a.call(_publish(3, "a")))["cursor"]))
+            sink = Sink("late#1")
+            await _subscribed(b, sink, since=acked[0])
+            assert await sink.drain() == acked[1:]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_store_crash_after_the_commit_is_settled_by_the_event_stored_at_the_batchs_cursor(tmp_path, url):
+    a = _system(tmp_path, url, "a")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            ref = await a.project("p1")
+            first = await ref.call(_publish(0, "a"))
+            a.store.arm_crash("next_write")  # committed, then the store crashes before answering
+            reply = await ref.call(_publish(1, "a"), timeout=30)  # settled: it is ours, stored
+            assert int(reply["cursor"]) == int(first["cursor"]) + 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_whose_cursor_another_process_stored_is_settled_not_stored(tmp_path, url):
+    from orchestra.actors.errors import NotStored
+    from orchestra.actors.profiles import Profiles
+    from orchestra.actors.project import ProjectActor
+
+    a, b = _system(tmp_path, url, "a"), _system(tmp_path, url, "b")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            taken = int((await (await b.project("p1")).call(_publish(0, "b")))["cursor"])
+            # a process that appended at the same cursor and whose store stopped before answering:
+            # the high-water reached its cursor, but the event stored there is not its own
+            mine = AppendBatch("p1", taken, (), (EventRow("p1", taken, "tick", 1e12, b'{"mine":1}'),))
+            for shared, settled in ((True, NotStored), (False, type(None))):
+                actor = ProjectActor("p1", a.store, Profiles(), ProjectConfig(shared_store=shared))
+                outcome = await actor._settle(mine, ActorCrashed("store", "test"))
+                assert isinstance(outcome, settled)  # one process alone would take it as stored
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_listener_hands_over_each_append_as_project_and_cursor(url):
+    heard: list[dict[str, int] | None] = []
+    listener = NotifyListener(url, heard.append, poll=0.1)
+    b = _opened(url)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(listener.run)
+                assert heard == [None]  # connected: look at everything once
+                b.apply([AppendBatch("p1", 2, (), (_event(1), _event(2))),
+                         AppendBatch("p:2", 1, (), (_event(1, "p:2"),))], [])
+                b.apply([AppendBatch("p1", 2, (), (_event(2),))], [])  # refused: announces nothing
+                b.apply([AllocatedAppend("p1", 0, (), (_event(1),))], [])
+                with trio.move_on_after(10):
+                    while sum(len(h or {}) for h in heard) < 3:  # noqa: ASYNC110 (another thread's)
+                        await trio.sleep(0.02)
+                await trio.sleep(0.3)  # and nothing more
+                merged: dict[str, list[int]] = {}
+                for h in heard[1:]:
+                    assert h is not None
+                    for project, cursor in h.items():
+                        merged.setdefault(project, []).append(cursor)
+                assert merged == {"p1": [2, 3], "p:2": [1]}
+                nursery.cancel_scope.cancel()
+    finally:
+        b.close()
+
+
+def test_an_allocated_append_stores_its_keys_answers_with_the_cursors_taken(url):
+    b = _opened(url)
+    try:
+        b.apply([AppendBatch("p1", 7, (), (_event(7),))], [])
+        answer = orjson.dumps({"cursor": encode_cursor(1), "results": [{"event_cursor": encode_cursor(2)}],
+                               "other": encode_cursor(1)})
+        key = IdempotencyRow("s", "k", b"f", answer, 1e12)
+        (first,), _ = b.apply([AllocatedAppend("p1", 0, (), (_event(1), _event(2)), 0, (key,))], [])
+        assert first == 8
+        _, (found,) = b.apply([], [LookupKeys("p1", (("s", "k"),), 0)])
+        assert orjson.loads(found[("s", "k")].answer) == {
+            "cursor": encode_cursor(8), "results": [{"event_cursor": encode_cursor(9)}],
+            "other": encode_cursor(1)}
+    finally:
+        b.close()
+
+
+async def test_a_listener_whose_connection_is_lost_listens_again_and_says_to_look_at_everything(url):
+    heard: list[dict[str, int] | None] = []
+    listener = NotifyListener(url, heard.append, poll=0.1, retry=0.1)
+    b = _opened(url)
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(listener.run)
+                assert b.conn is not None
+                killed = b.conn.execute(  # this test's listener only (its schema's channel)
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query = format('LISTEN %I', 'orchestra_events:' || current_schema())"
+                    " AND pid <> pg_backend_pid()").fetchall()
+                assert killed
+                with trio.move_on_after(10):
+                    while listener.connects < 2:  # noqa: ASYNC110 (another thread's)
+                        await trio.sleep(0.02)
+                assert listener.connects == 2 and heard.count(None) == 2  # look again: maybe missed
+                b.apply([AppendBatch("p1", 1, (), (_event(1),))], [])
+                with trio.move_on_after(10):
+                    while {"p1": 1} not in heard:  # noqa: ASYNC110 (another thread's)
+                        await trio.sleep(0.02)
+                assert {"p1": 1} in heard
+                nursery.cancel_scope.cancel()
+    finally:
+        b.close()
+
+
+def test_a_live_key_another_writer_stored_refuses_the_write_an_expired_one_is_taken_over(url):
+    import time
+
+    from orchestra.actors.store_postgres import KeyTaken
+
+    a, b = _opened(url), _opened(url)
+    try:
+        live = IdempotencyRow("s", "k", b"f", b'{"first":1}', time.time() + 3600)
+        assert a.apply([AppendBatch("p1", 1, (_result("r1"),), (_event(1),), 0, (live,))], [])[0] == [None]
+        # another process that looked before that commit: its write of the same key is refused
+        mine = IdempotencyRow("s", "k", b"f", b'{"second":1}', time.time() + 3600)
+        (refused,), _ = b.apply([AppendBatch("p1", 2, (_result("r2"),), (_event(2),), 0, (mine,))], [])
+        assert isinstance(refused, KeyTaken) and refused.transient
+        _, (found, stored) = b.apply([], [LookupKeys("p1", (("s", "k"),), 0), GetResult("p1", "r2")])
+        assert found[("s", "k")].answer == b'{"first":1}' and stored is None
+        assert [c for c, _ in _stored(b)] == [1]
+        # the same through the allocating path
+        (refused,), _ = b.apply([AllocatedAppend("p1", 0, (_result("r2"),), (_event(2),), 0, (mine,))], [])
+        assert isinstance(refused, KeyTaken)
+        # an expired key (by the database's clock) is taken over
+        old = IdempotencyRow("s", "old", b"f", b"{}", time.time() - 1)
+        a.apply([AppendBatch("p1", 3, (), (_event(3),), 0, (old,))], [])
+        new = IdempotencyRow("s", "old", b"g", b'{"new":1}', time.time() + 3600)
+        assert b.apply([AppendBatch("p1", 4, (), (_event(4),), 0, (new,))], [])[0] == [None]
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_keyed_write_repeated_on_another_process_gets_the_original_answer(tmp_path, url):
+    from orchestra.actors.idempotency import IdemKey
+
+    a, b = _system(tmp_path, url, "a"), _system(tmp_path, url, "b")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            body = {"topic": "t", "data": {"n": 1}, "ttl_seconds": 3600}
+            idem = IdemKey("s", "k", b"fp")
+            first = await (await a.project("p1")).call(Publish("tick", body, "s", None, idem))
+            again = await (await b.project("p1")).call(Publish("tick", body, "s", None, idem))
+            assert orjson.loads(again)["cursor"] == first["cursor"]  # the original, not stored again
+            nursery.cancel_scope.cancel()
+
+
+def test_announcements_are_parsed_to_each_projects_highest_cursor():
+    assert parse_announcements(["p:1:5", "p:1:3", "q:7", "junk", "r:x"]) == {"p:1": 5, "q": 7}

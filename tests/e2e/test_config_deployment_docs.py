@@ -67,7 +67,8 @@ def test_the_nginx_example_passes_nginx_t(tmp_path):
     (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
-    site = (_block("nginx")
+    # every nginx block of the page, together in one configuration (the later ones reuse the map)
+    site = ("\n".join(re.findall(r"```nginx\n(.*?)```", DEPLOYMENT, flags=re.S))
             .replace("/etc/letsencrypt/live/orchestra.example.com/fullchain.pem", str(tmp_path / "cert.pem"))
             .replace("/etc/letsencrypt/live/orchestra.example.com/privkey.pem", str(tmp_path / "key.pem")))
     (tmp_path / "logs").mkdir()

@@ -216,12 +216,12 @@ async def test_serve_writes_json_lines_or_no_access_lines(tmp_path, extra):
         assert r.status == 200
         proc.p.send_signal(signal.SIGTERM)
         await trio.to_thread.run_sync(proc.wait)
-        err = await trio.to_thread.run_sync(proc.stderr)
+        await trio.to_thread.run_sync(proc.stderr)  # every line, once it ended
     finally:
         if proc.p.poll() is None:
             proc.p.kill()
             proc.p.wait()
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in proc.stderr().splitlines() if line.strip()]
     if "--log-format" in extra:
         objs = [orjson.loads(line) for line in lines]  # every line one JSON object
         [access] = [o for o in objs if o["logger"] == ACCESS_LOGGER]
