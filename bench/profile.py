@@ -84,7 +84,8 @@ async def main(args: argparse.Namespace) -> None:
     pinning = Pinning.plan()
     pinning.pin_self()
     spy = args.spy
-    with tempfile.TemporaryDirectory() as tmp, orchestra(Path(tmp) / "data", pinning) as s:
+    extra = ("--log-level", args.log_level)
+    with tempfile.TemporaryDirectory() as tmp, orchestra(Path(tmp) / "data", pinning, *extra) as s:
         raw = Path(tmp) / "raw.txt"
         sampler = None
         if spy:
@@ -112,7 +113,10 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=int, default=2, help="multiplies the load's size")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="the server's log level (INFO, serve's default, writes an access line a request)")
+    parser.add_argument("--no-spy", action="store_true", help="CPU per operation only, no sampling")
     arguments = parser.parse_args()
     beside = Path(sys.executable).parent / "py-spy"
-    arguments.spy = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    arguments.spy = None if arguments.no_spy else (shutil.which("py-spy") or (str(beside) if beside.exists() else None))
     trio.run(main, arguments)
