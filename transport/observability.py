@@ -36,7 +36,9 @@ __all__ = [
     "TraceParent",
     "configure_logging",
     "current_scope",
+    "enter_scope",
     "incoming_request_id",
+    "leave_scope",
     "printable",
     "request_scope",
 ]
@@ -129,6 +131,17 @@ _SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
 def current_scope() -> RequestScope | None:
     """The scope of the request the calling task serves, or None outside a request."""
     return _SCOPE.get()
+
+
+def enter_scope(scope: RequestScope) -> contextvars.Token[RequestScope | None]:
+    """Make ``scope`` the current request's until :func:`leave_scope` with the token: the
+    hot paths' form of :func:`request_scope` (no generator)."""
+    return _SCOPE.set(scope)
+
+
+def leave_scope(token: contextvars.Token[RequestScope | None]) -> None:
+    """End what :func:`enter_scope` began (the scope before it is current again)."""
+    _SCOPE.reset(token)
 
 
 @contextmanager
