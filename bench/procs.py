@@ -132,7 +132,7 @@ def server(args: list[str], pinning: Pinning, env: dict[str, str] | None = None)
 def orchestra(data_dir: Path, pinning: Pinning, *extra: str) -> Iterator[Server]:
     env = {"ORCHESTRA_DATA_DIR": str(data_dir), "ORCHESTRA_JWT_SECRET": SECRET}
     args = [PY, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
-            "serve", "--port", "0", "--no-rate-limits", "--log-level", "WARNING", *extra]
+            "serve", "--port", "0", "--no-rate-limits", "--log-level", "INFO", *extra]  # serve's default: an access line a request
     with server(args, pinning, env) as s:
         yield s
 

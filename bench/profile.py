@@ -54,7 +54,7 @@ async def load(what: str, s: Server, pinning: Pinning, scale: int) -> int:
     return int(rps * seconds)
 
 
-def summarize(raw: Path, top: int) -> None:
+def summarize(raw: Path, top: int, lines: bool = False) -> None:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
@@ -71,8 +71,8 @@ def summarize(raw: Path, top: int) -> None:
         names = [re.sub(r" \(([^:]*)(:\d+)?\)", r" (\1)", f) for f in frames[1:]]
         for name in set(names):
             inclusive[name] += n
-        if names:
-            own[names[-1]] += n
+        if names:  # with --lines: the own share by line (where in a function its time goes)
+            own[frames[-1] if lines and len(frames) > 1 else names[-1]] += n
     print("samples by thread: " + ", ".join(f"{t} {c}" for t, c in threads.most_common()))
     for title, counter in (("inclusive", inclusive), ("own", own)):
         print(f"\nevent-loop thread, {title} share of its samples:")
@@ -84,7 +84,8 @@ async def main(args: argparse.Namespace) -> None:
     pinning = Pinning.plan()
     pinning.pin_self()
     spy = args.spy
-    with tempfile.TemporaryDirectory() as tmp, orchestra(Path(tmp) / "data", pinning) as s:
+    extra = ("--log-level", args.log_level)
+    with tempfile.TemporaryDirectory() as tmp, orchestra(Path(tmp) / "data", pinning, *extra) as s:
         raw = Path(tmp) / "raw.txt"
         sampler = None
         if spy:
@@ -103,7 +104,7 @@ async def main(args: argparse.Namespace) -> None:
             sampler.send_signal(2)  # SIGINT: py-spy writes what it sampled and exits
             await trio.to_thread.run_sync(sampler.wait)
             if raw.exists():
-                summarize(raw, args.top)
+                summarize(raw, args.top, args.lines)
 
 
 if __name__ == "__main__":
@@ -112,7 +113,11 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=int, default=2, help="multiplies the load's size")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="the server's log level (INFO, serve's default, writes an access line a request)")
+    parser.add_argument("--lines", action="store_true", help="the own shares by source line")
+    parser.add_argument("--no-spy", action="store_true", help="CPU per operation only, no sampling")
     arguments = parser.parse_args()
     beside = Path(sys.executable).parent / "py-spy"
-    arguments.spy = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    arguments.spy = None if arguments.no_spy else (shutil.which("py-spy") or (str(beside) if beside.exists() else None))
     trio.run(main, arguments)

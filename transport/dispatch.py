@@ -19,8 +19,17 @@ from ..actors.session import CloseReason, Session
 from .api import Api
 from .errors import ApiError, from_exception
 from .frames import error_frame, event_frame, notice_frame, reply_frame
-from .observability import AccessLog, RequestScope, TraceParent, current_scope, request_scope
+from .observability import (
+    AccessLog,
+    RequestScope,
+    TraceParent,
+    current_scope,
+    enter_scope,
+    leave_scope,
+    request_scope,
+)
 from .ops import OPS, Ctx
+from .tracing import NoTracing
 
 __all__ = ["WsDispatcher", "valid_request_id"]
 
@@ -86,6 +95,13 @@ class WsDispatcher:
         the op's access line (its trace: the frame's ``traceparent``, else the upgrade's)."""
         trace = TraceParent.parse(request["traceparent"]) if "traceparent" in request else None
         scope = RequestScope(self.api.new_request_id(), trace or self.connection_traces.get(session.key), "ws")
+        if type(self.api.tracing) is NoTracing:  # every op's path: no context managers
+            token = enter_scope(scope)
+            try:
+                return await self._handle(session, request, scope.request_id)
+            finally:
+                self.access.write(scope, "WS", "/ws")
+                leave_scope(token)
         with request_scope(scope), self.api.tracing.span(scope, "WS", "/ws"):
             try:
                 return await self._handle(session, request, scope.request_id)

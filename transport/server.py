@@ -255,11 +255,15 @@ class Server:
             return None, b"", []
         body = bytearray()
         try:
-            # one deadline for the whole body: a slow drip cannot hold the connection forever
-            with trio.CancelScope(deadline=trio.current_time() + self.config.request_timeout) as scope:
-                body_complete = await self._read_body(stream, conn, body, request_id)
-            if scope.cancelled_caught:
-                raise trio.TooSlowError
+            first = conn.next_event()
+            if type(first) is h11.EndOfMessage:  # no body, or all of it came with the head
+                body_complete = True  # (a GET's usual case): nothing to wait for, no deadline
+            else:
+                # one deadline for the whole body: a slow drip cannot hold the connection forever
+                with trio.CancelScope(deadline=trio.current_time() + self.config.request_timeout) as scope:
+                    body_complete = await self._read_body(stream, conn, body, request_id, first)
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError
             if not body_complete:
                 return None, b"", []
         except h11.RemoteProtocolError as exc:
@@ -289,11 +293,15 @@ class Server:
                 pass  # the client is gone
 
     async def _read_body(
-        self, stream: trio.SocketStream, conn: h11.Connection, body: bytearray, request_id: str
+        self, stream: trio.SocketStream, conn: h11.Connection, body: bytearray, request_id: str,
+        first: Any = h11.NEED_DATA,
     ) -> bool:
-        """Read the request's body into ``body``; False if the connection must end."""
+        """Read the request's body into ``body`` (``first``: the event h11 gave already);
+        False if the connection must end."""
+        event = first
         while True:
-            event = await self._next_event(stream, conn, self.config.request_timeout)
+            if event is h11.NEED_DATA:
+                event = await self._receive_event(stream, conn)
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.config.max_body_bytes:
@@ -304,6 +312,7 @@ class Server:
                 return True
             else:
                 return False
+            event = conn.next_event()
 
     async def _route(
         self, req: h11.Request, headers: dict[bytes, bytes], body: bytes, request_id: str,
