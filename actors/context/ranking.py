@@ -66,6 +66,8 @@ class Weights:
     # Measured and left off: import neighbours, the task's first line weighted, definitions
     # x2, path words x2/3, churn x2 or none, BM25 b 0.5, re-ranking by defined names, a longer
     # recency window (30, 50 commits).
+    # Checked again on the merged engine (2026-11-30): no candidate beats these weights with
+    # evidence (sign test over the cases they change, p < 0.05), so they stay.
     path: float = 3.0
     definitions: float = 1.5
     cochange: float = 0.3
