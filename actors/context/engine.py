@@ -157,15 +157,17 @@ def _windowed(lines: list[str], starts: list[int], hits: list[tuple[float, int]]
     """The windows of ``half`` lines either side of the best ``hits`` that fit ``budget``
     (``starts``: the bytes before each line and the end, newlines not counted)."""
     chosen: list[tuple[int, int]] = []
+    covered = bytearray(len(lines))  # 1: a chosen window holds the line
     used = 0
     for _score, i in hits:
-        if any(a <= i < b for a, b in chosen):
+        if covered[i]:
             continue
         lo, hi = max(0, i - half), min(len(lines), i + half + 1)
         size = starts[hi] + hi - starts[lo] - lo + 24
         if used + size > budget and chosen:
             continue
         chosen.append((lo, hi))
+        covered[lo:hi] = b"\x01" * (hi - lo)
         used += size
         if used >= budget:
             break

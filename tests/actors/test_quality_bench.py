@@ -55,3 +55,25 @@ def test_the_quality_bench_runs_end_to_end_on_a_generated_repository(tmp_path):
     report([{**result, "repo": "flask"}, {**result, "repo": "chi"}], Console(file=out, width=200))
     text = out.getvalue()
     assert "Leave-one-repository-out" in text and "foreign specialist vs neutral" in text
+
+
+def test_a_candidate_replaces_the_default_only_on_evidence():
+    from bench.context_quality import CANDIDATES, choose, sign_test
+
+    assert sign_test(3, 0) == 0.125 and sign_test(0, 0) == 1.0
+    assert sign_test(6, 0) < 0.05 < sign_test(8, 3)
+    other = next(n for n in CANDIDATES if n != "default")
+
+    def repo(wins: int, cases: int = 40) -> dict[str, object]:
+        # the baseline finds nothing; the default finds every target but in the first
+        # ``wins`` cases, where only the candidate finds it
+        out = []
+        for i in range(cases):
+            ranked = {"bm25+source-first": ["x.py"], "cand:default": ["a.py"] if i >= wins else ["x.py"],
+                      **{f"cand:{n}": ["x.py"] for n in CANDIDATES if n not in ("default", other)},
+                      f"cand:{other}": ["a.py"]}
+            out.append({"sha": str(i), "targets": ["a.py"], "ranked": ranked})
+        return {"repo": "r", "cases": out}
+
+    assert choose([repo(1), repo(1), repo(1)]) == "default"  # 3 wins, 0 losses: may be chance
+    assert choose([repo(2), repo(2), repo(2)]) == other  # 6 wins, 0 losses
