@@ -27,6 +27,7 @@ class WorkerThread:
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stopped = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -44,6 +45,10 @@ class WorkerThread:
 
     async def run(self, fn: Callable[[], T]) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._stopped or not self._thread.is_alive():
+            # a job handed to a thread that has ended would never be answered, and its caller
+            # cannot be cancelled: refuse it instead
+            raise RuntimeError(f"worker thread {self._thread.name} has stopped")
         box: list[tuple[bool, Any]] = []
         self._jobs.put((fn, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task(), box))
 
@@ -57,5 +62,6 @@ class WorkerThread:
         return value  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        """Let the thread end after the jobs already handed over."""
+        """Let the thread end after the jobs already handed over; later jobs are refused."""
+        self._stopped = True
         self._jobs.put(_STOP)

@@ -694,3 +694,16 @@ async def test_a_caller_that_gives_up_on_start_child_does_not_harm_the_superviso
         await sup.start_child(other)  # the supervisor still serves
         assert sup.total_crashes() == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_job_for_a_stopped_worker_thread_is_refused_not_left_waiting():
+    # A job handed to a thread that has ended would never be answered, and its caller cannot
+    # be cancelled: before this, a server stop could hang for good (tests/harness/test_points.py,
+    # the WebSocket wait at a project crash, hung 4 runs in 12).
+    from orchestra.actors.runtime import WorkerThread
+
+    worker = WorkerThread("test-worker")
+    assert await worker.run(lambda: 41 + 1) == 42
+    worker.stop()
+    with trio.fail_after(5), pytest.raises(RuntimeError, match="has stopped"):
+        await worker.run(lambda: 1)
