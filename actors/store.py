@@ -621,30 +621,39 @@ class SQLiteBackend:
         return [AgentRow(*r) for r in rows]
 
     def _query(self, db: sqlite3.Connection, read: QueryResults) -> list[tuple[int, bytes]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        for column in ("project_id", "issue_id", "agent_type", "agent_id", "status"):
-            value = getattr(read, column)
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if read.since is not None:
-            clauses.append("stored_at >= ?")
-            args.append(read.since)
-        if read.until is not None:
-            clauses.append("stored_at <= ?")
-            args.append(read.until)
-        if read.q:
-            clauses.append("instr(lower(CAST(body AS TEXT)), ?) > 0")
-            args.append(read.q.lower())
-        if read.before_seq is not None:
-            clauses.append("seq < ?")
-            args.append(read.before_seq)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        where, args = result_filters(read, "?", "instr(lower(CAST(body AS TEXT)), ?) > 0")
         args.append(read.limit)
         return db.execute(
             f"SELECT seq, body FROM results{where} ORDER BY seq DESC LIMIT ?", args
         ).fetchall()
+
+
+def result_filters(read: QueryResults, mark: str, contains: str,
+                   seq_mark: str | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause (empty, or starting with a space) and its arguments of a results
+    query, in a SQL backend's dialect: ``mark`` is its placeholder, ``contains`` its clause
+    that holds when the body holds the lowered ``q`` (one placeholder), ``seq_mark`` the
+    placeholder of a seq (``mark`` unless given)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column in ("project_id", "issue_id", "agent_type", "agent_id", "status"):
+        value = getattr(read, column)
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            args.append(value)
+    if read.since is not None:
+        clauses.append(f"stored_at >= {mark}")
+        args.append(read.since)
+    if read.until is not None:
+        clauses.append(f"stored_at <= {mark}")
+        args.append(read.until)
+    if read.q:
+        clauses.append(contains)
+        args.append(read.q.lower())
+    if read.before_seq is not None:
+        clauses.append(f"seq < {seq_mark or mark}")
+        args.append(read.before_seq)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 def _why(exc: BaseException) -> str:

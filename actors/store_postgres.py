@@ -58,6 +58,7 @@ from .store import (
     SaveAgent,
     SaveWaitCursor,
     StoreCounts,
+    result_filters,
 )
 
 try:  # an optional extra: `pip install 'orchestra-sidecar[postgres]'`
@@ -808,28 +809,12 @@ class PostgresBackend:
         return [_agent(r) for r in rows]
 
     def _query(self, conn: psycopg.Connection[Any], read: QueryResults) -> list[tuple[int, bytes]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        for column in ("project_id", "issue_id", "agent_type", "agent_id", "status"):
-            value = getattr(read, column)
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                args.append(value)
-        if read.since is not None:
-            clauses.append("stored_at >= %s")
-            args.append(read.since)
-        if read.until is not None:
-            clauses.append("stored_at <= %s")
-            args.append(read.until)
-        if read.q:
-            # ASCII-only lowering, as SQLite's lower() (bodies are UTF-8 JSON)
-            clauses.append("strpos(translate(convert_from(body, 'UTF8'),"
-                           " 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), %s) > 0")
-            args.append(read.q.lower())
-        if read.before_seq is not None:
-            clauses.append("seq < %s::bigint")
-            args.append(read.before_seq)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        # ASCII-only lowering, as SQLite's lower() (bodies are UTF-8 JSON)
+        where, args = result_filters(
+            read, "%s", "strpos(translate(convert_from(body, 'UTF8'),"
+            " 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), %s) > 0",
+            seq_mark="%s::bigint",
+        )
         args.append(_limit(read.limit))
         rows = conn.execute(
             f"SELECT seq, body FROM results{where} ORDER BY seq DESC LIMIT %s::bigint", args
