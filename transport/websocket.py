@@ -41,12 +41,19 @@ CONNECTION_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, tr
 
 
 class ReplayStream(trio.abc.Stream):
-    """A stream whose first reads return bytes that were already read from the socket."""
+    """A stream whose first reads return bytes that were already read from the socket.
+
+    Its writes are serialized by its own lock: trio-websocket serializes the writes it makes,
+    but a corked batch is flushed (:meth:`uncork`) outside trio-websocket's lock, and a frame
+    written meanwhile (a pong from trio-websocket's reader, an answer written by the task
+    that made it) must wait for the flush instead of colliding with it on the socket.
+    """
 
     def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
         self._stream = stream
         self._prefix = prefix
         self._corked: list[bytes] | None = None
+        self._sending = trio.StrictFIFOLock()
 
     def cork(self) -> None:
         """Collect writes until :meth:`uncork`, which sends them in one write."""
@@ -55,7 +62,7 @@ class ReplayStream(trio.abc.Stream):
     async def uncork(self) -> None:
         data, self._corked = self._corked, None
         if data:
-            await self._stream.send_all(b"".join(data))
+            await self._send(b"".join(data))
 
     def discard_corked(self) -> None:
         self._corked = None
@@ -73,7 +80,18 @@ class ReplayStream(trio.abc.Stream):
             self._corked.append(bytes(data))
             await trio.lowlevel.checkpoint()
             return
-        await self._stream.send_all(data)
+        await self._send(data)
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        lock = self._sending
+        try:  # free: taken without the extra trip through the scheduler of ``async with``
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self._stream.send_all(data)
+        finally:
+            lock.release()
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
