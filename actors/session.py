@@ -269,6 +269,9 @@ class Session:
         self._closing = trio.Event()
         self._blocking = trio.CapacityLimiter(limits.max_blocking)
         self._writer_done = trio.Event()
+        #: True while the writer waits for the outbox (it holds no frame): an answer may then
+        #: be written by the task that made it (:meth:`_reply`)
+        self._writer_idle = False
 
     @property
     def session_key(self) -> str:
@@ -477,7 +480,7 @@ class Session:
                 self.requests += 1
                 parsed = self.dispatcher.parse(self, raw)
                 if isinstance(parsed, bytes):
-                    self.send_frame(parsed)
+                    await self._reply(parsed)
                     continue
                 request, mode = parsed
                 if mode == "inline":
@@ -505,12 +508,28 @@ class Session:
     async def _answer(self, request: dict[str, Any]) -> None:
         frame = await self.dispatcher.handle(self, request)
         if frame is not None:
+            await self._reply(frame)
+
+    async def _reply(self, frame: bytes) -> None:
+        """Write an answer. When nothing is queued and the writer is idle, the task that made
+        the answer writes it itself: one task hand-off less per request (a ``ping`` then costs
+        what a bare echo does). Order holds: nothing queued was overtaken, and a frame queued
+        meanwhile is written after it (the connection serializes its writers in call order).
+        Otherwise the answer goes through the outbox and its bounds."""
+        if self._writer_idle and not len(self.outbox) and self.close_reason is None:
+            try:
+                await self.conn.send(frame)
+            except ConnectionGone:
+                self.close(CloseReason.NORMAL, "")
+        else:
             self.send_frame(frame)
 
     async def _writer(self) -> None:
         try:
             while True:
+                self._writer_idle = True
                 batch = await self.outbox.get_batch()
+                self._writer_idle = False
                 frames = [frame for frame, _ in batch if frame is not None]
                 if frames:
                     await self.conn.send_many(frames)
@@ -536,4 +555,5 @@ class Session:
         except ConnectionGone:
             self.close(CloseReason.NORMAL, "")
         finally:
+            self._writer_idle = False
             self._writer_done.set()

@@ -1,0 +1,85 @@
+"""Who writes a session's frames, and in what order: an answer made while nothing is queued
+is written by the task that made it; otherwise it waits its turn in the outbox."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import trio
+import trio.testing
+from orchestra.actors.session import CloseReason, ConnectionGone, Session, SessionLimits, SessionRegistry
+
+from tests.actors.test_session import FakeConnection, FakeDispatcher, principal
+
+
+class GatedConnection(FakeConnection):
+    """Records which path wrote each frame; the writer's batches wait for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.paths: list[tuple[str, bytes]] = []
+        self.gone = False
+
+    async def send(self, frame: bytes) -> None:
+        if self.gone:
+            raise ConnectionGone
+        self.paths.append(("direct", frame))
+        await super().send(frame)
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        await self.gate.wait()
+        for frame in frames:
+            self.paths.append(("writer", frame))
+            await super().send(frame)
+
+
+class Pooled(FakeDispatcher):
+    def parse(self, session: Session, raw: str | bytes) -> tuple[dict[str, Any], str] | bytes:
+        return {"raw": raw}, "pooled"
+
+
+def start(conn: FakeConnection, dispatcher: FakeDispatcher | None = None) -> Session:
+    return Session("agent-1#1", conn, dispatcher or FakeDispatcher(), SessionLimits(), principal(math.inf),
+                   SessionRegistry(), wall_clock=lambda: 0.0)
+
+
+async def test_an_answer_with_nothing_queued_is_written_by_the_task_that_made_it():
+    conn = GatedConnection()
+    session = start(conn)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        await conn._send.send("a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.paths == [("direct", b"answer:a")]
+        session.close(CloseReason.NORMAL, "")
+
+
+async def test_an_answer_waits_behind_frames_the_writer_holds_and_keeps_their_order():
+    conn = GatedConnection()
+    session = start(conn)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        assert session.deliver("s1", "c1", b"one")
+        await trio.testing.wait_all_tasks_blocked()  # the writer holds "one", waiting at the gate
+        await conn._send.send("a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.deliver("s1", "c2", b"two")
+        conn.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.paths == [("writer", b"event:one"), ("writer", b"answer:a"), ("writer", b"event:two")]
+        assert session.resume_cursor() == "c2"
+        session.close(CloseReason.NORMAL, "")
+
+
+async def test_a_pooled_answer_to_a_connection_that_went_away_ends_the_session_normally():
+    conn = GatedConnection()
+    conn.gone = True
+    session = start(conn, Pooled())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        await conn._send.send("a")
+        with trio.fail_after(5):
+            await session.finished.wait()
+    assert session.close_reason is CloseReason.NORMAL
