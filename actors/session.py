@@ -4,9 +4,11 @@ It owns the connection's bounded outbound queue, its subscriptions, its principa
 token's expiry: only the session's own tasks write them (its reader, workers and wait tasks,
 which run the operation handlers, and its mailbox actor). Others reach it by messages
 (:class:`CloseSession`) or through the :class:`~orchestra.actors.project.SubscriptionSink`
-methods, which only offer frames to its outbox. Requests are read by one task; cheap ones are
-answered inline, the others by a small fixed pool of workers, and long waits by tasks bounded
-per connection.
+methods, which only offer frames to its outbox. Requests are read by a small fixed pool of
+workers taking turns (one reads at a time, in order): cheap ones are answered by the reader
+inline; another request is answered by the worker that read it, once it passed the reading turn
+on; long waits by tasks bounded per connection. An answer made while nothing is queued is
+written by the task that made it, anything else by the session's writer through the outbox.
 
 Nothing here knows the wire format: the transport hands in a :class:`Connection` (which maps a
 :class:`CloseReason` to its close code) and a :class:`Dispatcher` (which builds every frame).
@@ -103,11 +105,14 @@ class Dispatcher(Protocol):
 
 @dataclass(frozen=True)
 class SessionLimits:
+    #: the outbox's bounds (past either: 4008)
     max_messages: int = 1000
     max_bytes: int = 8 * 1024 * 1024
+    #: requests of the worker pool answered at once; with all of them busy nothing more is
+    #: read from the connection (the transport's own small queue, then TCP, hold the rest)
     workers: int = 8
+    #: long waits (``event.wait``, ``context.get``, ...) at once; past it reading waits too
     max_blocking: int = 64
-    request_queue: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +273,8 @@ class Session:
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
         self._blocking = trio.CapacityLimiter(limits.max_blocking)
+        #: the reading turn: held by the one worker reading frames (:meth:`_worker`)
+        self._reading = trio.StrictFIFOLock()
         self._writer_done = trio.Event()
         #: True while the writer waits for the outbox (it holds no frame): an answer may then
         #: be written by the task that made it (:meth:`_reply`)
@@ -442,9 +449,6 @@ class Session:
             ref.try_cast(DropSession(self.key))
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        requests_send, requests_recv = trio.open_memory_channel[dict[str, Any]](
-            self.limits.request_queue
-        )
         self.registry._enter(self)
         try:
             async with trio.open_nursery() as nursery:
@@ -453,8 +457,7 @@ class Session:
                 await nursery.start(run_actor, self.ref, actor)
                 nursery.start_soon(self._writer)
                 for _ in range(self.limits.workers):
-                    nursery.start_soon(self._worker, requests_recv)
-                nursery.start_soon(self._reader, requests_send)
+                    nursery.start_soon(self._worker)
                 task_status.started()
                 await self._closing.wait()
                 if not self.outbox.overflowed:
@@ -473,37 +476,44 @@ class Session:
                 self._forget()
                 self.finished.set()
 
-    async def _reader(self, requests: trio.MemorySendChannel[dict[str, Any]]) -> None:
+    async def _worker(self) -> None:
+        """One of the pool: takes the reading turn, reads frames (answering inline ones, starting
+        blocking ones) up to the next pooled request, passes the turn on and answers that request
+        itself: a request is answered by the task that read it, with no hand-off between them.
+        One task reads at a time, so frames are taken in order; with every worker answering,
+        nothing is read until one is free."""
         try:
             while True:
-                raw = await self.conn.receive()
-                self.requests += 1
-                parsed = self.dispatcher.parse(self, raw)
-                if isinstance(parsed, bytes):
-                    await self._reply(parsed)
-                    continue
-                request, mode = parsed
-                if mode == "inline":
-                    await self._answer(request)
-                elif mode == "blocking":
-                    assert self._nursery is not None
-                    borrower = object()
-                    await self._blocking.acquire_on_behalf_of(borrower)
-                    self._nursery.start_soon(self._blocking_task, request, borrower)
-                else:
-                    await requests.send(request)
+                async with self._reading:
+                    request = await self._read_pooled()
+                await self._answer(request)
         except ConnectionGone:
             self.close(CloseReason.NORMAL, "")
+
+    async def _read_pooled(self) -> dict[str, Any]:
+        while True:
+            raw = await self.conn.receive()
+            self.requests += 1
+            parsed = self.dispatcher.parse(self, raw)
+            if isinstance(parsed, bytes):
+                await self._reply(parsed)
+                continue
+            request, mode = parsed
+            if mode == "inline":
+                await self._answer(request)
+            elif mode == "blocking":
+                assert self._nursery is not None
+                borrower = object()
+                await self._blocking.acquire_on_behalf_of(borrower)
+                self._nursery.start_soon(self._blocking_task, request, borrower)
+            else:
+                return request
 
     async def _blocking_task(self, request: dict[str, Any], borrower: object) -> None:
         try:
             await self._answer(request)
         finally:
             self._blocking.release_on_behalf_of(borrower)
-
-    async def _worker(self, requests: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
-        async for request in requests:
-            await self._answer(request)
 
     async def _answer(self, request: dict[str, Any]) -> None:
         frame = await self.dispatcher.handle(self, request)

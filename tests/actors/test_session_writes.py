@@ -8,7 +8,13 @@ from typing import Any
 
 import trio
 import trio.testing
-from orchestra.actors.session import CloseReason, ConnectionGone, Session, SessionLimits, SessionRegistry
+from orchestra.actors.session import (
+    CloseReason,
+    ConnectionGone,
+    Session,
+    SessionLimits,
+    SessionRegistry,
+)
 
 from tests.actors.test_session import FakeConnection, FakeDispatcher, principal
 
@@ -83,3 +89,45 @@ async def test_a_pooled_answer_to_a_connection_that_went_away_ends_the_session_n
         with trio.fail_after(5):
             await session.finished.wait()
     assert session.close_reason is CloseReason.NORMAL
+
+
+class Mixed(FakeDispatcher):
+    """"slow..." frames are pooled and wait for ``release``; others are inline."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.tasks: dict[str, object] = {}
+
+    def parse(self, session: Session, raw: str | bytes) -> tuple[dict[str, Any], str] | bytes:
+        return {"raw": raw}, "pooled" if str(raw).startswith("slow") else "inline"
+
+    async def handle(self, session: Session, request: dict[str, Any]) -> bytes | None:
+        self.tasks[str(request["raw"])] = trio.lowlevel.current_task()
+        if str(request["raw"]).startswith("slow"):
+            await self.release.wait()
+        return await super().handle(session, request)
+
+
+def answers(conn: FakeConnection) -> list[bytes]:
+    return [frame for _, frame in conn.sent]
+
+
+async def test_workers_take_turns_reading_and_answer_what_they_read():
+    conn, dispatcher = FakeConnection(), Mixed()
+    session = Session("agent-1#1", conn, dispatcher, SessionLimits(workers=2), principal(math.inf),
+                      SessionRegistry(), wall_clock=lambda: 0.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        for raw in ("slow-1", "a", "slow-2", "b"):
+            await conn._send.send(raw)
+        await trio.testing.wait_all_tasks_blocked()
+        # a free worker read on past slow-1: "a" answered; the second worker holds slow-2, so
+        # with both answering nothing more is read ("b" waits in the connection's queue)
+        assert answers(conn) == [b"answer:a"]
+        assert dispatcher.tasks["slow-1"] is not dispatcher.tasks["slow-2"]
+        assert dispatcher.tasks["a"] is dispatcher.tasks["slow-2"]  # read by the one that went on reading
+        dispatcher.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(answers(conn)[1:]) == [b"answer:b", b"answer:slow-1", b"answer:slow-2"]
+        assert session.requests == 4
+        session.close(CloseReason.NORMAL, "")
