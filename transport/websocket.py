@@ -1,17 +1,26 @@
 """The WebSocket bridge: an upgraded HTTP connection becomes a session.
 
-trio-websocket speaks the protocol over the connection's stream (with the bytes h11 already
-read replayed first); the first frame (or the Authorization header) authenticates; the actor
-system then runs the session. Close reasons of the session get their codes here.
+wsproto speaks the protocol over the connection's stream (fed first the bytes h11 already
+read), on the session's own tasks (:class:`WsConnection`); the first frame (or the
+Authorization header) authenticates; the actor system then runs the session. Close reasons of
+the session get their codes here. (trio-websocket is the clients' library, in the bench, the
+tests and ``orchestra agent``; the server reads its frames itself, with no reader task and no
+queue between the socket and the session.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 
 import orjson
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events
+import wsproto.utilities
+from wsproto.connection import ConnectionState
 
 from ..actors.errors import InvalidRequest
 from ..actors.principal import Principal
@@ -24,7 +33,7 @@ from .dispatch import WsDispatcher, valid_request_id
 from .errors import ApiError
 from .observability import TraceParent, current_scope
 
-__all__ = ["CLOSE_CODES", "WebSocketBridge"]
+__all__ = ["CLOSE_CODES", "WebSocketBridge", "WsConnection"]
 
 #: The close code of each reason a session ends (PROTOCOL.md "Close codes").
 CLOSE_CODES: dict[CloseReason, int] = {
@@ -40,104 +49,169 @@ CLOSE_CODES: dict[CloseReason, int] = {
 CONNECTION_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
-class ReplayStream(trio.abc.Stream):
-    """A stream whose first reads return bytes that were already read from the socket.
+#: bytes asked of the socket per read
+RECEIVE_BYTES = 65536
 
-    Its writes are serialized by its own lock: trio-websocket serializes the writes it makes,
-    but a corked batch is flushed (:meth:`uncork`) outside trio-websocket's lock, and a frame
-    written meanwhile (a pong from trio-websocket's reader, an answer written by the task
-    that made it) must wait for the flush instead of colliding with it on the socket.
+
+class WsConnection:
+    """One server-side WebSocket connection, spoken with wsproto on the session's own tasks.
+
+    The task that reads (the session's worker holding the reading turn) parses the frames
+    itself: there is no reader task and no queue between the socket and the session, so a
+    request reaches its handler with no task hand-off. Pings are answered, and a close from
+    the peer replied to, as they are read. Any task may write; writes go out one at a time,
+    in the order they were encoded (a FIFO lock), each frame encoded by wsproto.
+
+    Protocol semantics (RFC 6455, as the clients see them): the upgrade is answered by wsproto
+    (101, or its rejection of a request that is not a valid upgrade); a message over
+    ``max_message_bytes`` (counted as trio-websocket counts it: ``len`` of the text or bytes,
+    across fragments) closes 1009; a frame wsproto refuses (a protocol error, text that is not
+    UTF-8) closes with wsproto's code (1002, 1007, ...); the peer's close is replied to and the
+    TCP connection closed at once (a server closes first); our close waits, bounded by the
+    caller, for the peer's reply, then closes the TCP connection.
     """
 
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-        self._corked: list[bytes] | None = None
+    def __init__(self, stream: trio.abc.Stream, max_message_bytes: int) -> None:
+        self.stream = stream
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self.max_message_bytes = max_message_bytes
+        #: the close code: the peer's when it closed first, ours when we did; None while open
+        #: and when the connection ended without a close frame
+        self.close_code: int | None = None
+        self._events: Iterator[wsproto.events.Event] = iter(())
+        self._parts: list[str | bytes | bytearray] = []
+        self._size = 0
+        self._ended = False  # the TCP connection ended (read EOF, or closed by us)
         self._sending = trio.StrictFIFOLock()
 
-    def cork(self) -> None:
-        """Collect writes until :meth:`uncork`, which sends them in one write."""
-        self._corked = []
+    # -- the upgrade --
 
-    async def uncork(self) -> None:
-        data, self._corked = self._corked, None
-        if data:
-            await self._send(b"".join(data))
+    async def accept(self, replay: bytes, extra_headers: list[tuple[bytes, bytes]]) -> bool:
+        """Answer the upgrade request whose bytes (and any after them) are ``replay``. False
+        if it is not a valid WebSocket upgrade: wsproto's rejection was sent, the stream closed."""
+        try:
+            self.ws.receive_data(replay)
+            while True:
+                for event in self.ws.events():
+                    if isinstance(event, wsproto.events.Request):
+                        await self._write(self.ws.send(wsproto.events.AcceptConnection(extra_headers=extra_headers)))
+                        return True
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+                if not data:
+                    await self._end()
+                    return False
+                self.ws.receive_data(bytes(data))  # the same object when it is bytes already
+        except wsproto.utilities.RemoteProtocolError as err:
+            if err.event_hint is not None:
+                with contextlib.suppress(ConnectionGone, wsproto.utilities.LocalProtocolError):
+                    await self._write(self.ws.send(err.event_hint))
+            await self._end()
+            return False
+        except ConnectionGone:
+            await self._end()
+            return False
 
-    def discard_corked(self) -> None:
-        self._corked = None
+    # -- the session's Connection --
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            chunk, self._prefix = self._prefix[:n], self._prefix[n:]
-            await trio.lowlevel.checkpoint()
-            return chunk
-        return await self._stream.receive_some(max_bytes)
+    async def receive(self) -> str | bytes:
+        while True:
+            for event in self._events:
+                if isinstance(event, wsproto.events.Message):
+                    self._size += len(event.data)
+                    if self._size > self.max_message_bytes:
+                        self._parts, self._size = [], 0
+                        await self._close_now(1009, f"Exceeded maximum message size: {self.max_message_bytes} bytes")
+                        raise ConnectionGone
+                    self._parts.append(event.data)
+                    if event.message_finished:
+                        parts, self._parts, self._size = self._parts, [], 0
+                        if isinstance(event, wsproto.events.TextMessage):
+                            return parts[0] if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type, return-value]
+                        return b"".join(parts)  # type: ignore[arg-type]
+                elif isinstance(event, wsproto.events.Ping):
+                    with contextlib.suppress(wsproto.utilities.LocalProtocolError):
+                        await self._write(self.ws.send(event.response()))
+                elif isinstance(event, wsproto.events.CloseConnection):
+                    await self._peer_closed(event)
+                    raise ConnectionGone
+            if self._ended or self.ws.state is ConnectionState.CLOSED:
+                raise ConnectionGone
+            try:
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            if not data:  # the TCP connection ended without a close frame
+                await self._end()
+                raise ConnectionGone
+            self.ws.receive_data(bytes(data))  # the same object when it is bytes already
+            self._events = self.ws.events()
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._corked is not None:
-            self._corked.append(bytes(data))
-            await trio.lowlevel.checkpoint()
-            return
-        await self._send(data)
+    async def send(self, frame: bytes) -> None:
+        if self.ws.state is not ConnectionState.OPEN:
+            raise ConnectionGone
+        await self._write(self.ws.send(wsproto.events.TextMessage(data=frame.decode())))
 
-    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Every frame encoded, then one write."""
+        if self.ws.state is not ConnectionState.OPEN:
+            raise ConnectionGone
+        send, message = self.ws.send, wsproto.events.TextMessage
+        await self._write(b"".join([send(message(data=frame.decode())) for frame in frames]))
+
+    async def close(self, reason: CloseReason, message: str) -> None:
+        """Close with ``reason``'s code, wait for the peer's reply (bounded by the caller),
+        then close the TCP connection."""
+        try:
+            if self.ws.state is ConnectionState.OPEN:
+                self.close_code = CLOSE_CODES[reason]
+                await self._write(self.ws.send(wsproto.events.CloseConnection(self.close_code, message[:120])))
+            while not self._ended and self.ws.state is ConnectionState.LOCAL_CLOSING:
+                await self.receive()  # what the peer still sends is dropped until its close
+        except ConnectionGone:
+            pass
+        finally:
+            await self._end()
+
+    # -- internals --
+
+    async def _write(self, data: bytes) -> None:
         lock = self._sending
         try:  # free: taken without the extra trip through the scheduler of ``async with``
             lock.acquire_nowait()
         except trio.WouldBlock:
             await lock.acquire()
         try:
-            await self._stream.send_all(data)
+            if self._ended:
+                raise ConnectionGone
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise ConnectionGone from None
         finally:
             lock.release()
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
+    async def _close_now(self, code: int, reason: str) -> None:
+        """Close ``code`` for a fault of the peer's, without waiting for its reply."""
+        self.close_code = code
+        with contextlib.suppress(ConnectionGone, wsproto.utilities.LocalProtocolError):
+            await self._write(self.ws.send(wsproto.events.CloseConnection(code, reason)))
+        await self._end()
 
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-class _WsConnection:
-    """Adapts a trio-websocket connection to the session's Connection."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: ReplayStream) -> None:
-        self.ws = ws
-        self.stream = stream
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self.ws.get_message()
-        except trio_websocket.ConnectionClosed:
-            raise ConnectionGone from None
-
-    async def send(self, frame: bytes) -> None:
-        try:
-            await self.ws.send_message(frame.decode())
-        except CONNECTION_GONE:
-            raise ConnectionGone from None
-
-    async def send_many(self, frames: list[bytes]) -> None:
-        if len(frames) == 1:
-            await self.send(frames[0])
+    async def _peer_closed(self, event: wsproto.events.CloseConnection) -> None:
+        state = self.ws.state
+        if state is ConnectionState.REMOTE_CLOSING:  # the peer closed: reply, then hang up
+            self.close_code = event.code
+            with contextlib.suppress(ConnectionGone, wsproto.utilities.LocalProtocolError):
+                await self._write(self.ws.send(event.response()))
+        elif state is ConnectionState.OPEN:  # not a frame from the peer: wsproto refused one
+            await self._close_now(event.code, (event.reason or "")[:120])
             return
-        self.stream.cork()
-        try:
-            for frame in frames:
-                await self.ws.send_message(frame.decode())
-            await self.stream.uncork()
-        except CONNECTION_GONE:
-            raise ConnectionGone from None
-        finally:
-            self.stream.discard_corked()
+        await self._end()  # or the reply to our own close
 
-    async def close(self, reason: CloseReason, message: str) -> None:
-        try:
-            await self.ws.aclose(CLOSE_CODES[reason], message[:120])
-        except CONNECTION_GONE:
-            pass
+    async def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.stream.aclose()
 
 
 class WebSocketBridge:
@@ -156,25 +230,20 @@ class WebSocketBridge:
     async def serve(self, stream: trio.abc.Stream, replay: bytes, headers: dict[bytes, bytes]) -> None:
         """Serve one upgraded connection until its session ends; ``replay`` are the bytes of
         the upgrade request (and any after it) already read from ``stream``."""
-        replaying = ReplayStream(stream, replay)
-        async with trio.open_nursery() as nursery:
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery, replaying, message_queue_size=16, max_message_size=self.max_message_bytes
-            )
-            scope = current_scope()
-            ws = await ws_request.accept(
-                extra_headers=[(b"x-request-id", scope.request_id.encode())] if scope is not None else None
-            )
-            if scope is not None:
-                scope.status = 101
-            try:
-                await self._session(_WsConnection(ws, replaying), headers)
-            finally:
-                closed = ws.closed
-                self.api.metrics_registry.websocket_closed(closed.code if closed is not None else None)
-                nursery.cancel_scope.cancel()
+        conn = WsConnection(stream, self.max_message_bytes)
+        scope = current_scope()
+        if not await conn.accept(replay, [(b"x-request-id", scope.request_id.encode())] if scope is not None else []):
+            return
+        if scope is not None:
+            scope.status = 101
+        try:
+            await self._session(conn, headers)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await conn.close(CloseReason.NORMAL, "")  # a no-op unless the session never ran
+            self.api.metrics_registry.websocket_closed(conn.close_code)
 
-    async def _session(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> None:
+    async def _session(self, conn: WsConnection, headers: dict[bytes, bytes]) -> None:
         try:
             principal = await self._authenticate(conn, headers)
         except ApiError as error:
@@ -203,7 +272,7 @@ class WebSocketBridge:
         finally:
             self.dispatcher.connection_traces.pop(key, None)
 
-    async def _authenticate(self, conn: _WsConnection, headers: dict[bytes, bytes]) -> Principal | None:
+    async def _authenticate(self, conn: WsConnection, headers: dict[bytes, bytes]) -> Principal | None:
         token = bearer(headers.get(b"authorization"))
         if token is not None:
             return self.api.auth.verify(token)

@@ -1,27 +1,85 @@
-"""Writes to one WebSocket connection from several tasks: the session's writer, the task that
-answers a request, trio-websocket's own reader (pongs, close replies)."""
+"""The server's WebSocket connection (transport/websocket.py ``WsConnection``): writes from
+several tasks, and the close codes a client sees."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
-from orchestra.transport.websocket import ReplayStream
+import trio_websocket
+from orchestra.actors.session import ConnectionGone
+from orchestra.transport.websocket import WsConnection
+
+from tests.transport.test_hostile import raw_ws_frames
+
+PING = b'{"id":1,"op":"ping"}'
+TEXT, CONT, BINARY, CLOSE, WS_PING = 0x1, 0x0, 0x2, 0x8, 0x9
 
 
-async def test_a_write_while_a_corked_batch_is_flushing_waits_its_turn():
-    """A corked batch is flushed outside trio-websocket's lock: a frame written meanwhile (a
-    pong, an answer) must wait for the flush, not collide with it on the socket."""
+async def test_writes_from_several_tasks_go_out_whole_and_in_call_order():
+    """The session's writer, the task answering a request and the reader (pongs) may write at
+    once: each write waits for the one before it instead of colliding on the socket."""
     left, right = trio.testing.lockstep_stream_pair()  # a write blocks until the peer reads
-    stream = ReplayStream(left, b"")
-    stream.cork()
-    await stream.send_all(b"a")
-    await stream.send_all(b"b")
+    conn = WsConnection(left, 1 << 20)
+    conn.ws.receive_data(b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                         b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
     got = bytearray()
+
+    async def read_head() -> None:
+        while b"\r\n\r\n" not in got:
+            got.extend(await right.receive_some())
+
+    async def read_all() -> None:
+        while chunk := await right.receive_some():
+            got.extend(chunk)
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(stream.uncork)
+        nursery.start_soon(read_head)
+        assert await conn.accept(b"", [])
+    head = len(got)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.send_many, [b'"a"', b'"b"'])
+        await trio.testing.wait_all_tasks_blocked()  # blocked in its write: no one reads yet
+        nursery.start_soon(conn.send, b'"c"')
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(stream.send_all, b"c")
+        nursery.start_soon(read_all)
         await trio.testing.wait_all_tasks_blocked()
-        while len(got) < 3:
-            got += await right.receive_some()
-    assert bytes(got) == b"abc"
+        await left.aclose()  # the reader sees the end
+    assert bytes(got[head:]) == b'\x81\x03"a"\x81\x03"b"\x81\x03"c"'
+
+
+async def test_a_write_after_the_connection_ended_says_it_is_gone():
+    left, right = trio.testing.memory_stream_pair()
+    conn = WsConnection(left, 1 << 20)
+    await right.aclose()
+    assert not await conn.accept(b"GET /ws HTTP/1.1\r\n", [])  # the request never completed
+    with pytest.raises(ConnectionGone):
+        await conn.send(b"{}")
+
+
+@pytest.mark.parametrize(("frames", "code"), [
+    ([(TEXT, b'{"id":1,"op":"ping","x":"\xff"}')], 1007),  # text that is not UTF-8
+    ([(TEXT, PING[:5], False), (TEXT, PING, True)], 1002),  # a new message inside a fragmented one
+    ([(0x3, b"reserved opcode")], 1002),
+])
+async def test_a_frame_the_protocol_refuses_closes_with_its_code(server, frames, code):
+    assert (await raw_ws_frames(server.port, server.token(), frames, settle=5.0))[0] == code
+
+
+async def test_a_websocket_ping_is_answered_with_its_pong_and_requests_go_on(server):
+    async with trio_websocket.open_websocket("127.0.0.1", server.port, "/ws", use_ssl=False,
+                                             extra_headers=[("authorization", f"Bearer {server.token()}")]) as ws:
+        with trio.fail_after(10):
+            await ws.ping(b"are you there")  # returns once the matching pong arrived
+            await ws.send_message(PING.decode())
+            assert b"pong" in (await ws.get_message()).encode()
+
+
+async def test_a_close_from_the_client_is_replied_to(server):
+    async with trio_websocket.open_websocket("127.0.0.1", server.port, "/ws", use_ssl=False,
+                                             extra_headers=[("authorization", f"Bearer {server.token()}")]) as ws:
+        await ws.send_message(PING.decode())
+        await ws.get_message()
+        with trio.fail_after(5):  # the close handshake completes: the server replied
+            await ws.aclose(4321, "bye")
+        assert ws.closed is not None and ws.closed.code == 4321
