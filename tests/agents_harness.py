@@ -67,7 +67,7 @@ async def running_agents(data_dir: Path, profile_set: Profiles, root: Path | Non
     store = ActorRef("store")
     events: list[tuple[str, str, dict[str, Any]]] = []
 
-    async def publish(project_id: str, event_type: str, data: dict[str, Any]) -> None:
+    async def publish(project_id: str, event_type: str, data: dict[str, Any], traceparent: str | None) -> None:
         events.append((project_id, event_type, data))
 
     async def write_context(spec: AgentSpec, path: Path) -> None:
