@@ -91,6 +91,31 @@ async def running_agents(data_dir: Path, profile_set: Profiles, root: Path | Non
             nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def agents_over_a_system(
+    data_dir: Path, kinds: Profiles, roots: dict[str, Path],
+    wrap: Callable[[AgentHooks], AgentHooks] = lambda hooks: hooks,
+) -> AsyncIterator[tuple[Any, AgentSupervisor]]:
+    """The production hooks (``server_hooks``: contexts and events through the projects'
+    actors) over a real ``ActorSystem``, and the agents' supervisor on them, both running:
+    yields (system, supervisor); leaving the block stops the agents, then the system.
+    ``wrap`` may replace hooks (e.g. to inject failures)."""
+    from orchestra.actors.agents import server_hooks
+    from orchestra.actors.system import ActorSystem, SystemConfig
+
+    system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=kinds, roots=roots))
+    hooks = wrap(server_hooks(url=lambda: "http://127.0.0.1:9", mint_token=lambda s: "tok",
+                              project=system.project, context=system.context))
+    sup = AgentSupervisor(AgentsConfig(data_dir=data_dir, root_of=system.root_of), kinds, system.store, hooks)
+    async with trio.open_nursery() as outer:
+        await outer.start(system.run)
+        async with trio.open_nursery() as inner:
+            await inner.start(sup.run)
+            yield system, sup
+            inner.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` is a live (not zombie) process."""
     try:

@@ -65,6 +65,15 @@ async def child_of(port: int, tok: str, agent_id: str) -> int:
             await trio.sleep(0.02)
 
 
+def _leave_nothing(proc: Proc, pids: list[int]) -> None:
+    """However a test ended: its server is gone and so are the agents' processes it knows."""
+    if proc.p.poll() is None:
+        proc.p.kill()
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 async def test_serve_spawns_agents_that_talk_back_and_none_outlives_a_sigterm(tmp_path):
     data = tmp_path / "data"
     # the default grace (5 s): the agents' stop outlasts the other parts' stop bound, and still
@@ -90,11 +99,7 @@ async def test_serve_spawns_agents_that_talk_back_and_none_outlives_a_sigterm(tm
         assert await trio.to_thread.run_sync(proc.wait) == 0
         await gone(*pids, timeout=1)  # SIGKILLed after the grace, before the server exited
     finally:
-        if proc.p.poll() is None:
-            proc.p.kill()
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        _leave_nothing(proc, pids)
     again = Proc(data, "--profiles", str(profiles_file(tmp_path)))
     try:
         port = await again.ready()
@@ -128,8 +133,4 @@ async def test_after_a_sigkill_of_serve_the_next_start_ends_its_leftover_agents(
         finally:
             again.p.kill()
     finally:
-        if proc.p.poll() is None:
-            proc.p.kill()
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        _leave_nothing(proc, pids)
