@@ -124,9 +124,14 @@ async def start_server(
     max_wait_positions: int = 100_000,
     context_sweep: float = 2.0,
     spawn_hooks: bool = True,
+    root: Path | None = None,
 ) -> Harness:
+    """``root``: every project's code base (default: the working directory, this repository,
+    whose first context scan is slow on a loaded machine: give a small one where a test's
+    requests build contexts, e.g. spawns, that are not what it is about)."""
     profiles = profiles or Profiles()
     system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles, context_sweep=context_sweep,
+                                      **({"default_root": root} if root is not None else {}),
                                       project=ProjectConfig(max_events=max_events, max_waiters=max_waiters,
                                                             max_wait_positions=max_wait_positions)))
     api = Api(system, Auth(SECRET, profiles), ApiConfig(

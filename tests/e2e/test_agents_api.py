@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -48,8 +49,17 @@ def fleet() -> Profiles:
     )
 
 
+def small_code_base(path: Path) -> Path:
+    """A code base of one file: each spawn builds the agent's context from it, which must not
+    depend on (nor wait for a scan of) this repository's working tree."""
+    (path / "src").mkdir(parents=True, exist_ok=True)
+    (path / "src" / "app.py").write_text("def main():\n    return 1\n")
+    return path
+
+
 async def agents_server(nursery: trio.Nursery, tmp_path: Any, **kw: Any) -> Harness:
-    return await start_server(nursery, tmp_path / "data", profiles=kw.pop("profiles", None) or fleet(), **kw)
+    return await start_server(nursery, tmp_path / "data", profiles=kw.pop("profiles", None) or fleet(),
+                              root=small_code_base(tmp_path / "code"), **kw)
 
 
 def spawner(h: Harness, project: str = "p1", sub: str = "arch") -> str:
@@ -335,6 +345,6 @@ async def test_context_requirements_bound_the_agents_context_file(h):
         r = await h.request("POST", "/api/agents/spawn", arch, {**body, "context_requirements": {"max_bytes": max_bytes}})
         assert (r.status, r.json()["code"], r.json()["field"]) == (status, code, "context_requirements.max_bytes")
     r = await h.request("POST", "/api/agents/spawn", arch, {**body, "context_requirements": {"max_bytes": 1024}})
-    assert r.status == 201, r.body
+    assert r.status == 201 and r.json()["context_injected"] is True, r.body
     context = h.data_dir / "contexts" / "p1" / f"{r.json()['agent_id']}.json"
     assert 0 < context.stat().st_size <= 1024

@@ -14,6 +14,7 @@ import trio_websocket
 
 from tests.agents_harness import profiles, script
 from tests.conftest import Harness, result_body, start_server
+from tests.e2e.test_agents_api import small_code_base
 from tests.waiting import until
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -25,7 +26,8 @@ TELLS = "import os; print('traceparent', os.environ.get('TRACEPARENT', '-'), '.'
 
 @pytest.fixture
 async def h(nursery, tmp_path) -> Harness:
-    return await start_server(nursery, tmp_path / "data", profiles=profiles(script(TELLS)))
+    return await start_server(nursery, tmp_path / "data", profiles=profiles(script(TELLS)),
+                              root=small_code_base(tmp_path / "code"))
 
 
 async def _events(h: Harness, token: str, event_type: str, n: int = 1) -> list[dict[str, Any]]:
@@ -153,7 +155,7 @@ async def test_an_agent_failed_by_a_crash_keeps_its_spawns_trace(tmp_path):
     data = tmp_path / "data"
     with trio.fail_after(60):
         async with trio.open_nursery() as first:
-            h1 = await start_server(first, data, profiles=sleeper)
+            h1 = await start_server(first, data, profiles=sleeper, root=small_code_base(tmp_path / "code"))
             arch = _spawner(h1)
             r = await h1.request("POST", "/api/agents/spawn", arch, {"agent_type": "worker", "issue_id": "iss-c"},
                                  headers=[("traceparent", TRACE)])
@@ -173,7 +175,7 @@ async def test_an_agent_failed_by_a_crash_keeps_its_spawns_trace(tmp_path):
         finally:
             backend.close()
         async with trio.open_nursery() as second:
-            h2 = await start_server(second, data, profiles=sleeper)
+            h2 = await start_server(second, data, profiles=sleeper, root=tmp_path / "code")
             failed = [e for e in await _events(h2, arch, "agent_failed") if e["data"]["agent_id"] == agent_id]
             assert failed and failed[0]["data"]["reason"].startswith("server restarted")
             assert failed[0]["traceparent"] == TRACE
