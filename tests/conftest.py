@@ -110,6 +110,15 @@ class WsClient:
                 return msg
 
 
+def small_code_base(path: Path) -> Path:
+    """A code base of one file, for a server whose requests build contexts (spawns) that a
+    test is not about: they must not depend on (nor wait for a scan of) this repository's
+    working tree, a server's default root."""
+    (path / "src").mkdir(parents=True, exist_ok=True)
+    (path / "src" / "app.py").write_text("def main():\n    return 1\n")
+    return path
+
+
 async def start_server(
     nursery: trio.Nursery,
     data_dir: Path,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -17,7 +16,7 @@ from orchestra.actors.agents import STATES
 from orchestra.actors.profiles import Profiles
 
 from tests.agents_harness import alive, gone, profiles, script
-from tests.conftest import SECRET, Harness, start_server
+from tests.conftest import SECRET, Harness, small_code_base, start_server
 from tests.waiting import until
 
 #: An agent that reports what it was given by storing a result through the HTTP API.
@@ -47,14 +46,6 @@ def fleet() -> Profiles:
         script(SLEEPER, agent_type="single", max_running=1),
         script("import sys; sys.exit(3)", agent_type="failing"),
     )
-
-
-def small_code_base(path: Path) -> Path:
-    """A code base of one file: each spawn builds the agent's context from it, which must not
-    depend on (nor wait for a scan of) this repository's working tree."""
-    (path / "src").mkdir(parents=True, exist_ok=True)
-    (path / "src" / "app.py").write_text("def main():\n    return 1\n")
-    return path
 
 
 async def agents_server(nursery: trio.Nursery, tmp_path: Any, **kw: Any) -> Harness:

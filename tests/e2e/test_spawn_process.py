@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from tests.agents_harness import alive, gone
-from tests.e2e.test_agents_api import small_code_base
+from tests.conftest import small_code_base
 from tests.e2e.test_process import Proc, client, token
 
 REPORTER = textwrap.dedent("""

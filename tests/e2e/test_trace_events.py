@@ -13,8 +13,7 @@ import trio
 import trio_websocket
 
 from tests.agents_harness import profiles, script
-from tests.conftest import Harness, result_body, start_server
-from tests.e2e.test_agents_api import small_code_base
+from tests.conftest import Harness, result_body, small_code_base, start_server
 from tests.waiting import until
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
