@@ -150,6 +150,8 @@ class SubscriptionSink(Protocol):
 class StoreResult:
     body: dict[str, Any]
     idem: IdemKey | None = None
+    #: the storing request's W3C ``traceparent``, kept in its ``agent_completed`` event
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,7 @@ class StoreResults:
 
     bodies: tuple[dict[str, Any], ...]
     idem: IdemKey | None = None
+    traceparent: str | None = None  # as StoreResult's
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,9 +432,9 @@ class ProjectActor(Actor):
             if msg.idem is not None and not self._admit(call, msg.idem, recalled, inflight):
                 return
             if isinstance(msg, StoreResult):
-                p = self._prepare_result(call, msg.body)
+                p = self._prepare_result(call, msg.body, msg.traceparent)
             elif isinstance(msg, StoreResults):
-                p = self._prepare_results(call, msg.bodies)
+                p = self._prepare_results(call, msg.bodies, msg.traceparent)
             else:
                 p = self._prepare_event(call, msg)
             if msg.idem is not None:
@@ -585,15 +588,16 @@ class ProjectActor(Actor):
         }
         return _Pending(call, reply, events=[ev])
 
-    def _prepare_results(self, call: Call, bodies: tuple[dict[str, Any], ...]) -> _Pending:
-        parts = [self._prepare_result(call, body) for body in bodies]
+    def _prepare_results(self, call: Call, bodies: tuple[dict[str, Any], ...],
+                         traceparent: str | None = None) -> _Pending:
+        parts = [self._prepare_result(call, body, traceparent) for body in bodies]
         return _Pending(
             call, {"results": [p.reply for p in parts], "stored": len(parts)},
             events=[ev for p in parts for ev in p.events],
             results=[r for p in parts for r in p.results],
         )
 
-    def _prepare_result(self, call: Call, body: dict[str, Any]) -> _Pending:
+    def _prepare_result(self, call: Call, body: dict[str, Any], traceparent: str | None = None) -> _Pending:
         now = self.wall_clock()
         result_id = self._new_id()
         agent_type = body["agent_type"]
@@ -626,6 +630,7 @@ class ProjectActor(Actor):
             SERVER_PUBLISHER,
             agent_type,
             now,
+            traceparent,
         )
         reply = {
             "id": result_id,

@@ -67,7 +67,7 @@ async def running_agents(data_dir: Path, profile_set: Profiles, root: Path | Non
     store = ActorRef("store")
     events: list[tuple[str, str, dict[str, Any]]] = []
 
-    async def publish(project_id: str, event_type: str, data: dict[str, Any]) -> None:
+    async def publish(project_id: str, event_type: str, data: dict[str, Any], traceparent: str | None) -> None:
         events.append((project_id, event_type, data))
 
     async def write_context(spec: AgentSpec, path: Path) -> None:
@@ -89,6 +89,31 @@ async def running_agents(data_dir: Path, profile_set: Profiles, root: Path | Non
             yield AgentsHarness(sup, events, data_dir)
         finally:
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def agents_over_a_system(
+    data_dir: Path, kinds: Profiles, roots: dict[str, Path],
+    wrap: Callable[[AgentHooks], AgentHooks] = lambda hooks: hooks,
+) -> AsyncIterator[tuple[Any, AgentSupervisor]]:
+    """The production hooks (``server_hooks``: contexts and events through the projects'
+    actors) over a real ``ActorSystem``, and the agents' supervisor on them, both running:
+    yields (system, supervisor); leaving the block stops the agents, then the system.
+    ``wrap`` may replace hooks (e.g. to inject failures)."""
+    from orchestra.actors.agents import server_hooks
+    from orchestra.actors.system import ActorSystem, SystemConfig
+
+    system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=kinds, roots=roots))
+    hooks = wrap(server_hooks(url=lambda: "http://127.0.0.1:9", mint_token=lambda s: "tok",
+                              project=system.project, context=system.context))
+    sup = AgentSupervisor(AgentsConfig(data_dir=data_dir, root_of=system.root_of), kinds, system.store, hooks)
+    async with trio.open_nursery() as outer:
+        await outer.start(system.run)
+        async with trio.open_nursery() as inner:
+            await inner.start(sup.run)
+            yield system, sup
+            inner.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
 
 
 def alive(pid: int) -> bool:

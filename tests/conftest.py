@@ -110,6 +110,15 @@ class WsClient:
                 return msg
 
 
+def small_code_base(path: Path) -> Path:
+    """A code base of one file, for a server whose requests build contexts (spawns) that a
+    test is not about: they must not depend on (nor wait for a scan of) this repository's
+    working tree, a server's default root."""
+    (path / "src").mkdir(parents=True, exist_ok=True)
+    (path / "src" / "app.py").write_text("def main():\n    return 1\n")
+    return path
+
+
 async def start_server(
     nursery: trio.Nursery,
     data_dir: Path,
@@ -124,9 +133,14 @@ async def start_server(
     max_wait_positions: int = 100_000,
     context_sweep: float = 2.0,
     spawn_hooks: bool = True,
+    root: Path | None = None,
 ) -> Harness:
+    """``root``: every project's code base (default: the working directory, this repository,
+    whose first context scan is slow on a loaded machine: give a small one where a test's
+    requests build contexts, e.g. spawns, that are not what it is about)."""
     profiles = profiles or Profiles()
     system = ActorSystem(SystemConfig(data_dir=data_dir, profiles=profiles, context_sweep=context_sweep,
+                                      **({"default_root": root} if root is not None else {}),
                                       project=ProjectConfig(max_events=max_events, max_waiters=max_waiters,
                                                             max_wait_positions=max_wait_positions)))
     api = Api(system, Auth(SECRET, profiles), ApiConfig(

@@ -101,6 +101,12 @@ async def _write(c: OpContext, project: str, msg: Any) -> Reply:
         ) from exc
 
 
+def _trace() -> str | None:
+    """The request's W3C ``traceparent`` (if it sent a valid one): what the events it causes carry."""
+    scope = current_scope()
+    return scope.trace.header() if scope is not None and scope.trace is not None else None
+
+
 # -- operations --
 
 
@@ -116,7 +122,7 @@ async def op_result_store(c: OpContext, args: dict[str, Any]) -> Reply:
     p = c.principal
     body = validate_result_body(args, p.project_id)
     project = p.project_for(body.get("project_id"))
-    return await _write(c, project, StoreResult(body, _idem(c, "result.store", body)))
+    return await _write(c, project, StoreResult(body, _idem(c, "result.store", body), _trace()))
 
 
 async def op_result_store_batch(c: OpContext, args: dict[str, Any]) -> Reply:
@@ -137,7 +143,7 @@ async def op_result_store_batch(c: OpContext, args: dict[str, Any]) -> Reply:
         project = this
         bodies.append(body)
     assert project is not None
-    return await _write(c, project, StoreResults(tuple(bodies), _idem(c, "result.store_batch", bodies)))
+    return await _write(c, project, StoreResults(tuple(bodies), _idem(c, "result.store_batch", bodies), _trace()))
 
 
 async def op_result_get(c: OpContext, args: dict[str, Any]) -> Reply:
@@ -192,9 +198,7 @@ async def op_event_publish(c: OpContext, args: dict[str, Any]) -> Reply:
     body = validate_event_body({k: v for k, v in args.items() if k != "event_type"})
     project = _project(p, args)
     idem = _idem(c, "event.publish", {"event_type": event_type, **body})
-    scope = current_scope()
-    trace = scope.trace.header() if scope is not None and scope.trace is not None else None
-    return await _write(c, project, Publish(event_type, body, p.sub, p.agent_type, idem, trace))
+    return await _write(c, project, Publish(event_type, body, p.sub, p.agent_type, idem, _trace()))
 
 
 async def op_event_wait(c: OpContext, args: dict[str, Any]) -> Reply:
@@ -337,7 +341,7 @@ async def op_agent_spawn(c: OpContext, args: dict[str, Any]) -> Reply:
             "context_bytes": context_bytes, "project_id": project}
     return await sv.agents.spawn(Spawn(
         project, agent_type, issue_id, task, tuple(environment.items()), spawned_by=p.sub,
-        idem=_idem(c, "agent.spawn", body), context_bytes=context_bytes,
+        idem=_idem(c, "agent.spawn", body), context_bytes=context_bytes, traceparent=_trace(),
     ))
 
 

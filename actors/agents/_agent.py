@@ -313,6 +313,8 @@ class AgentActor(Actor):
         spec = self.spec
         # the server's own ORCHESTRA_* (its JWT secret among them) never reach an agent
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ORCHESTRA_")}
+        if spec.traceparent is not None:  # W3C: the child continues the spawning request's trace
+            env["TRACEPARENT"] = spec.traceparent
         env.update((k, v) for k, v in spec.environment if not k.upper().startswith("ORCHESTRA_"))
         env.update({
             "ORCHESTRA_URL": self.hooks.url(),
@@ -478,7 +480,7 @@ class AgentActor(Actor):
                 "state": self.record["state"], "restarts": self.record["restarts"], **data}
         with trio.move_on_after(self.store_timeout):
             try:
-                await self.hooks.publish(spec.project_id, event_type, body)
+                await self.hooks.publish(spec.project_id, event_type, body, spec.traceparent)
             except Exception as exc:  # any: an event that cannot be published is not the agent's fault
                 log.warning("agent %s: %s could not be published: %r", spec.agent_id, event_type, exc)
 

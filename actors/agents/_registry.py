@@ -78,6 +78,8 @@ class Spawn:
     idem: IdemKey | None = None
     #: the size of the agent's context file (``context_requirements.max_bytes``); None: default
     context_bytes: int | None = None
+    #: the spawning request's W3C ``traceparent``: the agent's events and TRACEPARENT carry it
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +260,7 @@ class AgentRegistry(Actor):
                     "agent_id": row.agent_id, "agent_type": record.get("agent_type"),
                     "issue_id": record.get("issue_id"), "state": "failed", "reason": why,
                     "exit_code": None, "restarts": record.get("restarts", 0),
-                })
+                }, record.get("_traceparent"))
             except Exception as exc:  # any: recovery goes on
                 log.warning("agent %s: agent_failed could not be published: %r", row.agent_id, exc)
 
@@ -388,7 +390,7 @@ class AgentRegistry(Actor):
             depth=depth, spawned_by=msg.spawned_by, seq=self.seq,
             root=self.config.root_of(msg.project_id), data_dir=self.config.data_dir,
             spawn_key=pending.spawn_key, fingerprint=pending.fingerprint,
-            context_bytes=msg.context_bytes,
+            context_bytes=msg.context_bytes, traceparent=msg.traceparent,
         )
         self.live[agent_id] = spec.initial_record()
         self.governor.add(agent_id, msg.project_id, msg.agent_type)

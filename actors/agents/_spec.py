@@ -50,14 +50,15 @@ class AgentHooks:
       profile's permissions and ``spec.profile.token_ttl``.
     - ``write_context(spec, path)``: write the context for the agent's issue to ``path``
       (JSON), before the process starts.
-    - ``publish(project_id, event_type, data)``: publish a server event (topic
-      ``coordination``, publisher ``orchestra``). Failures are logged, never fatal.
+    - ``publish(project_id, event_type, data, traceparent)``: publish a server event (topic
+      ``coordination``, publisher ``orchestra``; ``traceparent``: the spawning request's, or
+      None). Failures are logged, never fatal.
     """
 
     url: Callable[[], str]
     mint_token: Callable[[AgentSpec], str]
     write_context: Callable[[AgentSpec, Path], Awaitable[None]]
-    publish: Callable[[str, str, dict[str, Any]], Awaitable[None]]
+    publish: Callable[[str, str, dict[str, Any], str | None], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class AgentSpec:
     spawn_key: str | None = None
     fingerprint: str | None = None
     context_bytes: int | None = None
+    traceparent: str | None = None  # the spawning request's W3C trace context
 
     @property
     def log_path(self) -> Path:
@@ -135,6 +137,7 @@ class AgentSpec:
             "_identity": None,
             "_fingerprint": self.fingerprint,
             "_seq": self.seq,
+            "_traceparent": self.traceparent,
         }
 
 

@@ -40,10 +40,12 @@ def server_hooks(
         )
         await trio.Path(path).write_bytes(body)
 
-    async def publish(project_id: str, event_type: str, data: dict[str, Any]) -> None:
+    async def publish(project_id: str, event_type: str, data: dict[str, Any],
+                      traceparent: str | None = None) -> None:
         ref = await project(project_id)
         body = {"topic": "coordination", "ttl_seconds": EVENT_TTL_SECONDS,
                 "correlation_id": data.get("issue_id"), "data": data}
-        await ref.call(Publish(event_type, body, SERVER_PUBLISHER, data.get("agent_type")), timeout=timeout)
+        await ref.call(Publish(event_type, body, SERVER_PUBLISHER, data.get("agent_type"), None, traceparent),
+                       timeout=timeout)
 
     return AgentHooks(url=url, mint_token=mint_token, write_context=write_context, publish=publish)

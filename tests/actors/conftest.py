@@ -14,12 +14,47 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+import trio.testing
 from orchestra.actors.broker import BrokerActor
 from orchestra.actors.profiles import Profiles
 from orchestra.actors.project import ProjectActor, ProjectConfig
 from orchestra.actors.runtime import Actor, ActorRef, ChildSpec, Outbox, Supervisor
 from orchestra.actors.store import StoreActor
 from orchestra.actors.store_memory import MemoryBackend
+
+
+async def stall(ref: ActorRef, ms: float = 100) -> None:
+    """The actor stalls ``ms`` ms from now (mock time, or real): what is sent meanwhile
+    queues up and reaches it as one batch."""
+    assert ref.inject_fault("delay", ms)
+    await trio.testing.wait_all_tasks_blocked()  # it took the fault: nothing else with it
+
+
+async def batch_outcomes(ref: ActorRef, msgs: dict[str, Any], *, stall_ms: float = 100,
+                         names: bool = False) -> dict[str, Any]:
+    """Send ``msgs`` behind a stall of the actor, so they reach it as one batch; each reply,
+    or the exception it raised (its class name with ``names``)."""
+    out: dict[str, Any] = {}
+
+    async def one(name: str, msg: Any) -> None:
+        try:
+            out[name] = await ref.call(msg)
+        except Exception as exc:
+            out[name] = type(exc).__name__ if names else exc
+
+    await stall(ref, stall_ms)
+    async with trio.open_nursery() as callers:
+        for name, msg in msgs.items():
+            callers.start_soon(one, name, msg)
+    return out
+
+
+def read_one(backend: Any, request: Any) -> Any:
+    """What a backend answers to one read ``request`` (applied alone); its failure raised."""
+    _, (outcome,) = backend.apply([], [request])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 class WallClock:

@@ -24,16 +24,12 @@ from orchestra.actors.profiles import AgentProfile, ProfileError, Profiles
 from orchestra.actors.store import (
     MIGRATIONS,
     AgentRow,
-    AgentSeq,
     FindSpawn,
-    GetAgent,
-    ListAgents,
-    LiveAgents,
     SaveAgent,
     SQLiteBackend,
-    StoreError,
 )
-from orchestra.actors.store_memory import MemoryBackend
+
+from tests.actors.conftest import read_one as _read
 
 # -- restart policy --
 
@@ -205,61 +201,11 @@ def test_profile_errors_name_file_entry_and_key(tmp_path, line, message):
     assert message in str(info.value)
 
 
-# -- the store's agent rows --
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def backend(request, tmp_path):
-    b = SQLiteBackend(tmp_path / "o.db") if request.param == "sqlite" else MemoryBackend()
-    b.open()
-    yield b
-    b.close()
+# -- the store's agent rows: tests/actors/test_store_backends.py (every backend) --
 
 
 def _row(agent_id: str, state: str = "running", seq: int = 1, project: str = "p1", **kw) -> AgentRow:
     return AgentRow(agent_id, project, state, seq, "t", b'{"agent_id":"%s"}' % agent_id.encode(), **kw)
-
-
-def _read(backend, request):
-    _, (outcome,) = backend.apply([], [request])
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
-
-
-def test_agent_rows_are_saved_whole_and_read_by_id_project_state_and_key(backend):
-    writes, _ = backend.apply([
-        SaveAgent(_row("a1", "starting", 1, spawn_key="s\x00k")),
-        SaveAgent(_row("a2", "exited", 2)),
-        SaveAgent(_row("b1", "stalled", 3, project="p2")),
-    ], [])
-    assert writes == [None, None, None]
-    assert _read(backend, GetAgent("p1", "a1")).state == "starting"
-    assert _read(backend, GetAgent("p2", "a1")) is None  # another project's id: none
-    assert [r.agent_id for r in _read(backend, ListAgents("p1"))] == ["a2", "a1"]
-    assert [r.agent_id for r in _read(backend, ListAgents("p1", state="exited"))] == ["a2"]
-    assert [r.agent_id for r in _read(backend, LiveAgents())] == ["a1", "b1"]
-    assert _read(backend, FindSpawn("p1", "s\x00k")).agent_id == "a1"
-    assert _read(backend, FindSpawn("p2", "s\x00k")) is None
-    assert _read(backend, AgentSeq()) == 3
-
-
-def test_a_spawn_key_and_answer_once_set_are_kept(backend):
-    backend.apply([SaveAgent(_row("a1", "starting", spawn_key="s\x00k"))], [])
-    backend.apply([SaveAgent(_row("a1", "running", answer=b'{"agent_id":"a1"}'))], [])
-    backend.apply([SaveAgent(_row("a1", "exited", answer=b'{"other":1}'))], [])
-    row = _read(backend, GetAgent("p1", "a1"))
-    assert (row.state, row.spawn_key, row.answer) == ("exited", "s\x00k", b'{"agent_id":"a1"}')
-    assert _read(backend, LiveAgents()) == []
-
-
-def test_a_spawn_key_belongs_to_one_agent_per_project(backend):
-    backend.apply([SaveAgent(_row("a1", spawn_key="s\x00k"))], [])
-    (outcome,), _ = backend.apply([SaveAgent(_row("a2", seq=2, spawn_key="s\x00k"))], [])
-    assert isinstance(outcome, StoreError)
-    assert _read(backend, GetAgent("p1", "a2")) is None
-    (outcome,), _ = backend.apply([SaveAgent(_row("b1", seq=3, project="p2", spawn_key="s\x00k"))], [])
-    assert outcome is None
 
 
 def test_a_version_2_database_is_migrated(tmp_path):

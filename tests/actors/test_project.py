@@ -25,7 +25,7 @@ from orchestra.actors.runtime import ActorRef, ChildSpec, Supervisor
 from orchestra.actors.store import LoadProject
 from orchestra.actors.store_memory import MemoryBackend
 
-from tests.actors.conftest import Sink, start_broker, start_domain
+from tests.actors.conftest import Sink, batch_outcomes, start_broker, start_domain
 
 
 def publish(topic: str = "t", **data: Any) -> Publish:
@@ -66,19 +66,9 @@ async def test_a_failing_message_in_a_batch_leaves_the_others_answered(autojump_
     async with trio.open_nursery() as nursery:
         ref, sup, _ = await start_project(nursery, ProjectConfig(max_subscriptions=1))
         await ref.call(subscribe(Sink("a#1")))
-        outcomes: dict[str, Any] = {}
-
-        async def ask(name: str, msg: Any) -> None:
-            try:
-                outcomes[name] = await ref.call(msg)
-            except Overloaded as exc:
-                outcomes[name] = exc
-
         # queued together: one batch holds a subscribe past the limit and a publish
         with trio.fail_after(60):
-            async with trio.open_nursery() as callers:
-                callers.start_soon(ask, "sub", subscribe(Sink("b#2")))
-                callers.start_soon(ask, "pub", publish())
+            outcomes = await batch_outcomes(ref, {"sub": subscribe(Sink("b#2")), "pub": publish()})
         assert isinstance(outcomes["sub"], Overloaded)
         assert outcomes["pub"]["published"] is True
         assert sup.total_restarts() == 0

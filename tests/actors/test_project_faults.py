@@ -27,7 +27,7 @@ from orchestra.actors.project import (
 from orchestra.actors.runtime import ActorRef, CallTimeout
 from orchestra.actors.store import AppendBatch, HighWater, LoadProject, PurgeExpired
 
-from tests.actors.conftest import Sink, start_domain
+from tests.actors.conftest import Sink, batch_outcomes, stall, start_domain
 
 
 def publish(n: int, topic: str = "t", ttl: float = 3600) -> Publish:
@@ -47,30 +47,6 @@ async def seen(ref: ActorRef, since: int = 0) -> list[int]:
     """Cursors of the retained "build" events after ``since`` the project answers now."""
     found = orjson.loads((await ref.call(wait(since))).reply)["events"]
     return [int(e["cursor"]) for e in found]
-
-
-async def stall(ref: ActorRef, ms: float = 100) -> None:
-    """The actor stalls ``ms`` of mock time from now: what is sent meanwhile forms one batch."""
-    assert ref.inject_fault("delay", ms)
-    await trio.testing.wait_all_tasks_blocked()
-
-
-async def outcomes_of(ref: ActorRef, msgs: dict[str, Any]) -> dict[str, Any]:
-    """Send ``msgs`` behind a stall, so they reach the actor as one batch; each reply or the
-    exception."""
-    out: dict[str, Any] = {}
-
-    async def one(name: str, msg: Any) -> None:
-        try:
-            out[name] = await ref.call(msg)
-        except Exception as exc:
-            out[name] = exc
-
-    await stall(ref)
-    async with trio.open_nursery() as callers:
-        for name, msg in msgs.items():
-            callers.start_soon(one, name, msg)
-    return out
 
 
 # -- crash points --
@@ -127,7 +103,7 @@ async def test_a_rolled_back_append_fails_only_the_writes_of_its_batch(nursery, 
     d = await start_domain(nursery)
     kept = await d.project.call(publish(0))
     d.backend.fail_writes(AppendBatch)
-    out = await outcomes_of(d.project, {
+    out = await batch_outcomes(d.project, {
         "pub1": publish(1), "pub2": publish(2), "res": result(1),
         "get": GetResult("nope"), "unsub": Unsubscribe("x#1", "p1/9"), "stats": ProjectStats(),
         "wait": wait(),

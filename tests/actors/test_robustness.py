@@ -33,6 +33,7 @@ from orchestra.actors.store import (
     WriteRejected,
 )
 
+from tests.actors.conftest import batch_outcomes
 from tests.conftest import result_body
 
 TOO_BIG = 2**63  # no SQLite integer holds it: the driver raises OverflowError, not sqlite3.Error
@@ -204,23 +205,14 @@ async def test_failing_requests_in_one_group_commit_fail_alone(tmp_path):
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             ref, sup = await _start_store(nursery, tmp_path / "orchestra.db")
-            outcomes: dict[str, Any] = {}
-
-            async def call(key: str, msg: Any) -> None:
-                try:
-                    outcomes[key] = await ref.call(msg)
-                except StoreError as exc:
-                    outcomes[key] = type(exc).__name__
-
-            assert ref.inject_fault("delay", 200)  # everything below queues into one batch
-            await trio.testing.wait_all_tasks_blocked()  # the store is in the stall
-            async with trio.open_nursery() as callers:
-                callers.start_soon(call, "ok1", append("r1", cursor=1))
-                callers.start_soon(call, "bad", AppendBatch("p1", TOO_BIG, (row("x"),)))
-                callers.start_soon(call, "poison", Poison(KeyError("k")))  # a read
-                callers.start_soon(call, "ok2", append("r2", cursor=2))
-                callers.start_soon(call, "read", QueryResults("p1", before_seq=TOO_BIG))
-                callers.start_soon(call, "count", StoreCounts())
+            outcomes = await batch_outcomes(ref, {  # one group commit
+                "ok1": append("r1", cursor=1),
+                "bad": AppendBatch("p1", TOO_BIG, (row("x"),)),
+                "poison": Poison(KeyError("k")),  # a read
+                "ok2": append("r2", cursor=2),
+                "read": QueryResults("p1", before_seq=TOO_BIG),
+                "count": StoreCounts(),
+            }, stall_ms=200, names=True)
             assert outcomes == {"ok1": None, "bad": "WriteRejected", "poison": "ReadFailed",
                                 "ok2": None, "read": "ReadFailed", "count": {"results": 2, "events": 2, "projects": 1}}
             assert ref.incarnation == 1 and sup.total_crashes() == 0

@@ -28,7 +28,7 @@ from orchestra.actors.store import (
 )
 from orchestra.actors.store_memory import MemoryBackend
 
-from tests.actors.conftest import WallClock, store_spec
+from tests.actors.conftest import WallClock, batch_outcomes, stall, store_spec
 
 
 def row(rid: str) -> ResultRow:
@@ -49,28 +49,10 @@ async def start_store(
     return ref, sup
 
 
-async def stall(ref: ActorRef) -> None:
-    """Make the actor stall 100 ms (mock time) from now: what is sent meanwhile queues up."""
-    assert ref.inject_fault("delay", 100)
-    await trio.testing.wait_all_tasks_blocked()  # it took the fault: nothing else with it
-
-
 async def call_all(ref: ActorRef, msgs: dict[str, Any]) -> dict[str, Any]:
-    """Queue ``msgs`` behind a stall of the store, so they reach it as one batch; each outcome
-    (the reply, or the exception's class name)."""
-    outcomes: dict[str, Any] = {}
-
-    async def one(name: str, msg: Any) -> None:
-        try:
-            outcomes[name] = await ref.call(msg)
-        except Exception as exc:
-            outcomes[name] = type(exc).__name__
-
-    await stall(ref)
-    async with trio.open_nursery() as callers:
-        for name, msg in msgs.items():
-            callers.start_soon(one, name, msg)
-    return outcomes
+    """Each outcome of ``msgs`` sent to the store as one batch (the reply, or the exception's
+    class name)."""
+    return await batch_outcomes(ref, msgs, names=True)
 
 
 async def test_a_non_blocking_backend_runs_inline_so_the_mock_clock_stands_still(nursery, autojump_clock):

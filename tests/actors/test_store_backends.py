@@ -32,6 +32,7 @@ from orchestra.actors.store import (
 )
 from orchestra.actors.store_memory import BackendCrash, MemoryBackend
 
+from tests.actors.conftest import read_one as _read
 from tests.postgres import fresh_schema
 
 
@@ -64,13 +65,6 @@ def _event(cursor: int, project: str = "p1", expires_at: float = 1e12) -> EventR
 
 def _one(backend, request):
     (outcome,), _ = backend.apply([request], [])
-    return outcome
-
-
-def _read(backend, request):
-    _, (outcome,) = backend.apply([], [request])
-    if isinstance(outcome, Exception):
-        raise outcome
     return outcome
 
 
@@ -267,6 +261,24 @@ def test_agent_records_are_found_by_id_state_and_spawn_key_and_keep_their_first_
     assert _read(backend, AgentSeq()) == 3
     clash = _one(backend, SaveAgent(_agent("a3", seq=4, spawn_key="s\x00k")))
     assert isinstance(clash, StoreError) and _read(backend, GetAgent("p1", "a3")) is None
+
+
+def test_a_spawn_key_and_answer_once_set_are_kept(backend):
+    backend.apply([SaveAgent(_agent("a1", "starting", spawn_key="s\x00k"))], [])
+    backend.apply([SaveAgent(_agent("a1", "running", answer=b'{"agent_id":"a1"}'))], [])
+    backend.apply([SaveAgent(_agent("a1", "exited", answer=b'{"other":1}'))], [])
+    row = _read(backend, GetAgent("p1", "a1"))
+    assert (row.state, row.spawn_key, row.answer) == ("exited", "s\x00k", b'{"agent_id":"a1"}')
+    assert _read(backend, LiveAgents()) == []
+
+
+def test_a_spawn_key_belongs_to_one_agent_per_project(backend):
+    backend.apply([SaveAgent(_agent("a1", spawn_key="s\x00k"))], [])
+    (outcome,), _ = backend.apply([SaveAgent(_agent("a2", seq=2, spawn_key="s\x00k"))], [])
+    assert isinstance(outcome, StoreError)
+    assert _read(backend, GetAgent("p1", "a2")) is None
+    (outcome,), _ = backend.apply([SaveAgent(_agent("b1", seq=3, project="p2", spawn_key="s\x00k"))], [])
+    assert outcome is None
 
 
 def test_wait_positions_and_idempotency_scopes_may_hold_a_nul(backend):

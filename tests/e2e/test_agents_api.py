@@ -16,7 +16,7 @@ from orchestra.actors.agents import STATES
 from orchestra.actors.profiles import Profiles
 
 from tests.agents_harness import alive, gone, profiles, script
-from tests.conftest import SECRET, Harness, start_server
+from tests.conftest import SECRET, Harness, small_code_base, start_server
 from tests.waiting import until
 
 #: An agent that reports what it was given by storing a result through the HTTP API.
@@ -49,7 +49,8 @@ def fleet() -> Profiles:
 
 
 async def agents_server(nursery: trio.Nursery, tmp_path: Any, **kw: Any) -> Harness:
-    return await start_server(nursery, tmp_path / "data", profiles=kw.pop("profiles", None) or fleet(), **kw)
+    return await start_server(nursery, tmp_path / "data", profiles=kw.pop("profiles", None) or fleet(),
+                              root=small_code_base(tmp_path / "code"), **kw)
 
 
 def spawner(h: Harness, project: str = "p1", sub: str = "arch") -> str:
@@ -335,6 +336,6 @@ async def test_context_requirements_bound_the_agents_context_file(h):
         r = await h.request("POST", "/api/agents/spawn", arch, {**body, "context_requirements": {"max_bytes": max_bytes}})
         assert (r.status, r.json()["code"], r.json()["field"]) == (status, code, "context_requirements.max_bytes")
     r = await h.request("POST", "/api/agents/spawn", arch, {**body, "context_requirements": {"max_bytes": 1024}})
-    assert r.status == 201, r.body
+    assert r.status == 201 and r.json()["context_injected"] is True, r.body
     context = h.data_dir / "contexts" / "p1" / f"{r.json()['agent_id']}.json"
     assert 0 < context.stat().st_size <= 1024

@@ -19,7 +19,16 @@ from orchestra.actors.errors import IdempotencyConflict, NotFound
 from orchestra.actors.idempotency import IdemKey, fingerprint
 from orchestra.actors.profiles import AgentProfile
 
-from tests.agents_harness import PY, alive, gone, profiles, running_agents, script
+from tests.agents_harness import (
+    PY,
+    AgentsHarness,
+    agents_over_a_system,
+    alive,
+    gone,
+    profiles,
+    running_agents,
+    script,
+)
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(1000)"
 IGNORES_TERM = (
@@ -477,47 +486,35 @@ async def test_a_command_that_cannot_start_is_failed_not_a_crash(tmp_path):
 async def test_server_hooks_give_the_issue_context_and_publish_in_the_project(tmp_path):
     """The production hooks over a real actor system: the context file is the context answer
     for the agent's issue and type, and the agent_* events are the project's own events."""
-    from orchestra.actors.agents import AgentsConfig, AgentSupervisor, Spawn, server_hooks
+    from orchestra.actors.agents import Spawn
     from orchestra.actors.events import EventFilter
     from orchestra.actors.project import Wait
-    from orchestra.actors.system import ActorSystem, SystemConfig
 
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "parser.py").write_text("def parse_header(line):\n    return line.split(':')\n")
     code = "import json, os; print(json.load(open(os.environ['ORCHESTRA_CONTEXT_FILE']))['issue_id'])"
-    kinds = profiles(script(code))
-    system = ActorSystem(SystemConfig(data_dir=tmp_path / "d", profiles=kinds, roots={"p1": repo}))
-    hooks = server_hooks(url=lambda: "http://127.0.0.1:9", mint_token=lambda s: "tok",
-                         project=system.project, context=system.context)
-    sup = AgentSupervisor(AgentsConfig(data_dir=tmp_path / "d", root_of=system.root_of), kinds,
-                          system.store, hooks)
     with trio.fail_after(30):
-        async with trio.open_nursery() as outer:
-            await outer.start(system.run)
-            async with trio.open_nursery() as inner:
-                await inner.start(sup.run)
-                answer = await sup.spawn(Spawn("p1", "worker", "iss-9", task="parse header", context_bytes=4096))
-                agent_id = answer["agent_id"]
-                context_file = tmp_path / "d" / "contexts" / "p1" / f"{agent_id}.json"
-                context = orjson.loads(context_file.read_bytes())
-                assert context["issue_id"] == "iss-9" and context["agent_type"] == "worker"
-                assert any(f["path"] == "parser.py" for f in context["context"]["relevant_files"])
-                assert context_file.stat().st_size <= 4096
-                project = await system.project("p1")
-                events = []
-                for event_type in ("agent_spawned", "agent_exited"):
-                    answer = await project.call(
-                        Wait("observer", event_type, EventFilter.parse(None), 0, 10, 5.0), timeout=10)
-                    events += orjson.loads(answer.reply)["events"]
-                assert [(e["event_type"], e["publisher"], e["topic"], e["data"]["agent_id"]) for e in events] == [
-                    ("agent_spawned", "orchestra", "coordination", agent_id),
-                    ("agent_exited", "orchestra", "coordination", agent_id),
-                ]
-                assert events[1]["data"]["exit_code"] == 0 and events[1]["correlation_id"] == "iss-9"
-                assert (await sup.logs("p1", agent_id))["lines"] == ["iss-9"]
-                inner.cancel_scope.cancel()
-            outer.cancel_scope.cancel()
+        async with agents_over_a_system(tmp_path / "d", profiles(script(code)), {"p1": repo}) as (system, sup):
+            answer = await sup.spawn(Spawn("p1", "worker", "iss-9", task="parse header", context_bytes=4096))
+            agent_id = answer["agent_id"]
+            context_file = tmp_path / "d" / "contexts" / "p1" / f"{agent_id}.json"
+            context = orjson.loads(context_file.read_bytes())
+            assert context["issue_id"] == "iss-9" and context["agent_type"] == "worker"
+            assert any(f["path"] == "parser.py" for f in context["context"]["relevant_files"])
+            assert context_file.stat().st_size <= 4096
+            project = await system.project("p1")
+            events = []
+            for event_type in ("agent_spawned", "agent_exited"):
+                answer = await project.call(
+                    Wait("observer", event_type, EventFilter.parse(None), 0, 10, 5.0), timeout=10)
+                events += orjson.loads(answer.reply)["events"]
+            assert [(e["event_type"], e["publisher"], e["topic"], e["data"]["agent_id"]) for e in events] == [
+                ("agent_spawned", "orchestra", "coordination", agent_id),
+                ("agent_exited", "orchestra", "coordination", agent_id),
+            ]
+            assert events[1]["data"]["exit_code"] == 0 and events[1]["correlation_id"] == "iss-9"
+            assert (await sup.logs("p1", agent_id))["lines"] == ["iss-9"]
 
 
 async def test_an_agent_whose_actor_cannot_start_is_recorded_failed_and_frees_its_slot(tmp_path):
@@ -594,33 +591,23 @@ async def test_without_hooks_a_spawn_is_unavailable_and_the_subtree_runs(tmp_pat
 async def test_a_context_actor_crashing_while_an_agent_is_prepared_is_waited_for(tmp_path):
     """A crash of the server's parts while a spawn prepares the context (the demo's chaos found
     it) delays the agent; it does not fail it."""
-    from orchestra.actors.agents import AgentsConfig, AgentSupervisor, Spawn, server_hooks
+    from orchestra.actors.agents import Spawn
     from orchestra.actors.runtime import ActorCrashed
-    from orchestra.actors.system import ActorSystem, SystemConfig
+
+    failures = [ActorCrashed("context:p1", "InjectedCrash"), ActorCrashed("context:p1", "InjectedCrash")]
+
+    def flaky(hooks):
+        async def write_context(spec, path):
+            if failures:
+                raise failures.pop()
+            await hooks.write_context(spec, path)
+
+        return dataclasses.replace(hooks, write_context=write_context)
 
     kinds = profiles(script("print('started')"))
-    system = ActorSystem(SystemConfig(data_dir=tmp_path / "d", profiles=kinds, roots={"p1": tmp_path}))
-    hooks = server_hooks(url=lambda: "http://127.0.0.1:9", mint_token=lambda s: "tok",
-                         project=system.project, context=system.context)
-    failures = [ActorCrashed("context:p1", "InjectedCrash"), ActorCrashed("context:p1", "InjectedCrash")]
-    write = hooks.write_context
-
-    async def flaky(spec, path):
-        if failures:
-            raise failures.pop()
-        await write(spec, path)
-
-    hooks = dataclasses.replace(hooks, write_context=flaky)
-    sup = AgentSupervisor(AgentsConfig(data_dir=tmp_path / "d", root_of=system.root_of), kinds,
-                          system.store, hooks)
     with trio.fail_after(30):
-        async with trio.open_nursery() as outer:
-            await outer.start(system.run)
-            async with trio.open_nursery() as inner:
-                await inner.start(sup.run)
-                answer = await sup.spawn(Spawn("p1", "worker", "iss-1"))
-                while (record := await sup.status("p1", answer["agent_id"]))["state"] not in ("exited", "failed"):  # noqa: ASYNC110 (the record is the condition)
-                    await trio.sleep(0.05)
-                assert failures == [] and record["state"] == "exited" and record["exit_code"] == 0, record
-                inner.cancel_scope.cancel()
-            outer.cancel_scope.cancel()
+        async with agents_over_a_system(tmp_path / "d", kinds, {"p1": tmp_path}, wrap=flaky) as (_, sup):
+            answer = await sup.spawn(Spawn("p1", "worker", "iss-1"))
+            record = await AgentsHarness(sup, [], tmp_path / "d").until(
+                answer["agent_id"], lambda r: r["state"] in ("exited", "failed"), timeout=25)
+            assert failures == [] and record["state"] == "exited" and record["exit_code"] == 0, record

@@ -13,6 +13,7 @@ from pathlib import Path
 import trio
 
 from tests.agents_harness import alive, gone
+from tests.conftest import small_code_base
 from tests.e2e.test_process import Proc, client, token
 
 REPORTER = textwrap.dedent("""
@@ -48,6 +49,13 @@ def profiles_file(tmp_path: Path) -> Path:
     return path
 
 
+def serve_args(tmp_path: Path) -> list[str]:
+    """The profiles above, and a one-file code base as every project's root (the spawns'
+    contexts must not wait for a scan of this repository, the server's working directory)."""
+    small_code_base(tmp_path / "code")
+    return ["--profiles", str(profiles_file(tmp_path)), "--root", str(tmp_path / "code")]
+
+
 async def spawn(port: int, tok: str, agent_type: str) -> dict:
     r = await client(port).request("POST", "/api/agents/spawn", tok, {"agent_type": agent_type, "issue_id": "iss-1"})
     assert r.status == 201, r.body
@@ -65,11 +73,20 @@ async def child_of(port: int, tok: str, agent_id: str) -> int:
             await trio.sleep(0.02)
 
 
+def _leave_nothing(proc: Proc, pids: list[int]) -> None:
+    """However a test ended: its server is gone and so are the agents' processes it knows."""
+    if proc.p.poll() is None:
+        proc.p.kill()
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 async def test_serve_spawns_agents_that_talk_back_and_none_outlives_a_sigterm(tmp_path):
     data = tmp_path / "data"
     # the default grace (5 s): the agents' stop outlasts the other parts' stop bound, and still
     # ends before the store stops (the records say "stopped")
-    proc = Proc(data, "--profiles", str(profiles_file(tmp_path)))
+    proc = Proc(data, *serve_args(tmp_path))
     pids: list[int] = []
     try:
         port = await proc.ready()
@@ -90,12 +107,8 @@ async def test_serve_spawns_agents_that_talk_back_and_none_outlives_a_sigterm(tm
         assert await trio.to_thread.run_sync(proc.wait) == 0
         await gone(*pids, timeout=1)  # SIGKILLed after the grace, before the server exited
     finally:
-        if proc.p.poll() is None:
-            proc.p.kill()
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-    again = Proc(data, "--profiles", str(profiles_file(tmp_path)))
+        _leave_nothing(proc, pids)
+    again = Proc(data, *serve_args(tmp_path))
     try:
         port = await again.ready()
         agents = (await client(port).request("GET", "/api/agents", arch)).json()["agents"]
@@ -109,7 +122,7 @@ async def test_serve_spawns_agents_that_talk_back_and_none_outlives_a_sigterm(tm
 async def test_after_a_sigkill_of_serve_the_next_start_ends_its_leftover_agents(tmp_path):
     """--agent-stop-grace also bounds how long the next start waits on leftovers that ignore SIGTERM."""
     data = tmp_path / "data"
-    proc = Proc(data, "--profiles", str(profiles_file(tmp_path)), "--agent-stop-grace", "0.5")
+    proc = Proc(data, *serve_args(tmp_path), "--agent-stop-grace", "0.5")
     pids: list[int] = []
     try:
         port = await proc.ready()
@@ -119,7 +132,7 @@ async def test_after_a_sigkill_of_serve_the_next_start_ends_its_leftover_agents(
         proc.p.kill()
         await trio.to_thread.run_sync(proc.wait)
         assert all(alive(p) for p in pids)  # left behind, as after any crash
-        again = Proc(data, "--profiles", str(profiles_file(tmp_path)), "--agent-stop-grace", "0.5")
+        again = Proc(data, *serve_args(tmp_path), "--agent-stop-grace", "0.5")
         try:
             port = await again.ready()
             await gone(*pids, timeout=3)
@@ -128,8 +141,4 @@ async def test_after_a_sigkill_of_serve_the_next_start_ends_its_leftover_agents(
         finally:
             again.p.kill()
     finally:
-        if proc.p.poll() is None:
-            proc.p.kill()
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        _leave_nothing(proc, pids)

@@ -179,21 +179,31 @@ async def test_no_event_lost_or_repeated_between_waits(server):
     assert seen == list(range(15))
 
 
-async def test_rate_limits(nursery, tmp_path):
+async def test_rate_limits(nursery, tmp_path, monkeypatch):
     h = await start_server(nursery, tmp_path / "d", rate_limits=True)
+    # the limiter's clock stands still unless the test moves it: how many of 45 requests pass
+    # must not depend on how fast a loaded machine sends them (at 20/s, 0.25 s refills 5)
+    clock = [1000.0]
+    take = h.api.limiter.take
+    monkeypatch.setattr(h.api.limiter, "take", lambda key, rate, burst, now: take(key, rate, burst, clock[0]))
     tok = h.token(agent_type="some-new-type")  # default profile: 20/s, burst 40
     statuses = [(await h.request("GET", "/api/results", tok)) for _ in range(45)]
     ok = [r for r in statuses if r.status == 200]
     limited = [r for r in statuses if r.status == 429]
-    assert 40 <= len(ok) < 45 and limited
+    assert (len(ok), len(limited)) == (40, 5) and statuses[:40] == ok
     r = limited[0]
     err = r.json()
-    assert err["code"] == "RATE_001" and err["limit"] == 40 and err["retry_after_seconds"] > 0
-    assert int(r.headers["retry-after"]) >= 1
+    assert err["code"] == "RATE_001" and err["limit"] == 40 and err["retry_after_seconds"] == 0.05
+    assert int(r.headers["retry-after"]) == 1
     assert r.headers["x-ratelimit-limit"] == "40" and r.headers["x-ratelimit-remaining"] == "0"
-    assert "x-ratelimit-reset" in r.headers
+    assert r.headers["x-ratelimit-reset"] == "2"  # 40 tokens at 20/s
+    assert ok[0].headers["x-ratelimit-remaining"] == "39" and ok[-1].headers["x-ratelimit-remaining"] == "0"
     # another agent has its own bucket
     assert (await h.request("GET", "/api/results", h.token(sub="other"))).status == 200
+    # the bucket refills at the profile's rate: 0.1 s later, two more
+    clock[0] += 0.1
+    again = [(await h.request("GET", "/api/results", tok)).status for _ in range(3)]
+    assert again == [200, 200, 429]
 
 
 async def test_body_limit_and_http_errors(nursery, tmp_path):
