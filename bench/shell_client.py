@@ -38,7 +38,7 @@ def orchestra_command() -> list[str]:
     script = Path(sys.executable).parent / "orchestra"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from orchestra.console import main; sys.exit(main())"]
 
 
 def child_env() -> dict[str, str]:

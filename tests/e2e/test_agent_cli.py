@@ -23,7 +23,7 @@ from tests.conftest import Harness, start_server
 _SCRIPT = Path(sys.executable).parent / "orchestra"
 #: the installed console script when there is one (what a user runs), else the same entry point
 ORCHESTRA = [str(_SCRIPT)] if _SCRIPT.exists() else [
-    sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())"]
+    sys.executable, "-c", "import sys; from orchestra.console import main; sys.exit(main())"]
 ZERO = "0" * 20
 
 
@@ -535,6 +535,26 @@ async def test_a_request_imports_neither_trio_nor_the_server(tmp_path):
         subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
         env=agent_env(f"http://127.0.0.1:{_closed_port()}", "t.t.t")))
     assert done.stdout.strip() == "[]", (done.stdout, done.stderr)
+    assert orjson.loads(done.stderr)["code"] == "CLI_UNREACHABLE"
+
+
+#: What the console script's ``orchestra agent get`` must not import (each costs start-up time
+#: that curl does not pay; bench/shell_client.py): the other commands' parser and what it loads.
+_NOT_FOR_A_REQUEST = ("orchestra.transport.cli", "orchestra.transport.argtypes", "typing", "pathlib", "signal")
+
+
+async def test_the_console_script_goes_to_the_agent_client_before_the_other_commands():
+    """The modules ``orchestra agent get`` imports through the console script's entry point
+    (orchestra/console.py), beyond those the interpreter had already loaded."""
+    code = ("import sys; before = set(sys.modules); from orchestra.console import main;"
+            " rc = main(['agent', 'get', 'x', '--retries', '0']);"
+            " print(' '.join(sorted(set(sys.modules) - before)))")
+    done = await trio.to_thread.run_sync(partial(
+        subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+        env=agent_env(f"http://127.0.0.1:{_closed_port()}", "t.t.t")))
+    loaded = set(done.stdout.split())
+    assert "orchestra.transport.agent_cli" in loaded, (done.stdout, done.stderr)
+    assert not loaded & set(_NOT_FOR_A_REQUEST), sorted(loaded & set(_NOT_FOR_A_REQUEST))
     assert orjson.loads(done.stderr)["code"] == "CLI_UNREACHABLE"
 
 
