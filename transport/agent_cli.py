@@ -6,11 +6,13 @@ a script can test (``EXIT_CODES``, docs/agent-cli.md). The server and the token 
 ``--token``.
 
 A script calls this many times, so it starts fast (bench/shell_client.py): a request loads
-nothing beyond what the interpreter's start-up already loaded plus ``socket`` and ``json`` —
-not h11, orjson, dataclasses or typing, which together cost more than the whole request; it
-speaks HTTP/1.1 over one blocking socket (transport/blocking_http.py) and prints the server's
-bytes as they came. Only ``subscribe``, which is long-lived, imports trio, trio-websocket and
-orjson.
+nothing beyond what the interpreter's start-up already loaded plus ``argparse`` and ``socket``
+— not h11, orjson, dataclasses or typing, which together cost more than the whole request, nor
+``shutil`` (argparse's help formatter asks it for the terminal's width) or ``json`` before a
+command needs it; it speaks HTTP/1.1 over one blocking socket (transport/blocking_http.py) and
+prints the server's bytes as they came. Only ``subscribe``, which is long-lived, imports trio,
+trio-websocket and orjson. The console script reaches ``main`` through orchestra/console.py,
+before transport/cli.py's imports.
 
 Guarantees:
 - A write (``result``, ``publish``, ``spawn``) carries an ``Idempotency-Key`` (``--key``, else a
@@ -23,7 +25,6 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -170,6 +171,7 @@ class Endpoint:
     def claims(self) -> dict[str, Any]:
         """The token's claims, read without verifying it (the server does that): defaults only."""
         import binascii
+        import json
 
         try:
             part = self.token.split(".")[1]
@@ -205,6 +207,8 @@ def http_request(endpoint: Endpoint, method: str, target: str, body: bytes | Non
 
 
 def _error_of(answer: Answer) -> ErrorAnswer:
+    import json
+
     try:
         error = json.loads(answer.body)
     except ValueError:
@@ -241,10 +245,14 @@ def call(endpoint: Endpoint, method: str, target: str, body: dict[str, Any] | No
 # -- commands -------------------------------------------------------------------------------------
 
 def _dumps(value: Any) -> bytes:
+    import json  # here, not at the top: ``get`` and the other reads print the server's bytes
+
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogateescape")
 
 
 def _json_arg(text: str, what: str) -> Any:
+    import json
+
     raw = sys.stdin.buffer.read() if text == "-" else text.encode("utf-8", "surrogateescape")
     try:
         return json.loads(raw)
@@ -481,7 +489,36 @@ _EXIT_BY_CODE = {"AUTH_001": EXIT_AUTH, "AUTH_002": EXIT_AUTH, "AUTH_003": EXIT_
 
 # -- the command line ---------------------------------------------------------------------------
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it (COLUMNS, else the
+    terminal of stdout, else 80), without importing shutil and with it bz2, lzma and fnmatch:
+    argparse builds a help formatter for every argument added, and each asks for the width."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns if stdout is not None else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter (descriptions and epilogs kept as written) at the terminal's width."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
 
@@ -530,8 +567,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="retries after a lost connection or a short 503 (default 2)")
     common.add_argument("--http-timeout", type=_positive(float), default=argparse.SUPPRESS, metavar="SECONDS",
                         help="seconds to wait for an answer (default 60; 'wait' adds its own timeout)")
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog="orchestra agent", parents=[common], formatter_class=raw,
+    parser = _Parser(prog="orchestra agent", parents=[common],
                      description="Talk to an Orchestra server from a script.", epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -539,7 +575,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             sub.add_parser(name, help=text, add_help=False)
             return _Unused()
-        p = sub.add_parser(name, parents=[common], help=text, description=text, formatter_class=raw, epilog=_EPILOG)
+        p = sub.add_parser(name, parents=[common], help=text, description=text, epilog=_EPILOG)
         p.set_defaults(build=build)
         return p
 
@@ -629,6 +665,8 @@ def _write_stdout(data: bytes) -> None:
 
 def _emit(body: bytes, pretty: bool) -> None:
     if pretty:
+        import json
+
         body = json.dumps(json.loads(body), indent=2, ensure_ascii=False).encode()
     _write_stdout(body.rstrip(b"\n") + b"\n")
 
@@ -665,6 +703,8 @@ def run(argv: Sequence[str]) -> int:
                   retries=retries, timeout=timeout + request.extra_time)
     _emit(answer.body, pretty)
     if args.command == "wait":
+        import json
+
         if json.loads(answer.body).get("timeout") is True:
             return EXIT_TIMEOUT
     return EXIT_OK
