@@ -605,6 +605,37 @@ def test_response_reader_bounds_the_head():
         blocking_http.ResponseReader().feed(b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 20_000)
 
 
+def test_connect_takes_the_first_address_that_accepts_else_raises_the_last_error(monkeypatch):
+    """blocking_http.connect walks getaddrinfo's answers as socket.create_connection does (it
+    uses the C socket module: socket's enums cost start-up time)."""
+    import _socket
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        open_port, closed_port = listener.getsockname()[1], _closed_port()
+        ports: list[int] = []
+
+        def getaddrinfo(host: Any, port: int, family: int, kind: int) -> list[Any]:
+            assert (host, port, kind) == (b"somewhere", 1, socket.SOCK_STREAM)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)) for p in ports]
+
+        monkeypatch.setattr(_socket, "getaddrinfo", getaddrinfo)
+        ports[:] = [closed_port, open_port]
+        sock = blocking_http.connect(b"somewhere", 1, 5.0)
+        try:
+            assert sock.getpeername() == ("127.0.0.1", open_port) and sock.gettimeout() == 5.0
+        finally:
+            sock.close()
+        ports[:] = [closed_port]
+        with pytest.raises(ConnectionRefusedError):
+            blocking_http.connect(b"somewhere", 1, 5.0)
+        ports[:] = []
+        with pytest.raises(OSError, match="no address"):
+            blocking_http.connect(b"somewhere", 1, 5.0)
+
+
 async def test_no_answer_in_time_exits_8(nursery):
     fake = FakeServer(lambda *_: "hang")
     await fake.start(nursery)
