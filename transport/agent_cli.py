@@ -548,15 +548,16 @@ COMMANDS = ("context", "result", "get", "query", "publish", "wait", "subscribe",
 
 
 class _Unused:
-    """Stands for the parser of a command that is not being run: its arguments are not built."""
+    """Stands for the parser of a command that is not being run: it is not built."""
 
     def add_argument(self, *args: Any, **kwargs: Any) -> None:
         pass
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of ``orchestra agent``; with ``only``, the arguments of that command alone are
-    built (the others are listed but take none): argparse is a visible part of the start-up."""
+    """The parser of ``orchestra agent``; with ``only``, the parser of that command alone (the
+    others are left out, so the top level's ``--help`` would not list them): argparse is a
+    visible part of the start-up, and a parser costs about as much as ten arguments."""
     # common options on the command and on each subcommand (SUPPRESS: a value given before the
     # subcommand is not reset by the subcommand's default)
     common = _Parser(add_help=False)
@@ -573,7 +574,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     def command(name: str, build: Callable[..., Request] | None, text: str) -> Any:
         if only is not None and name != only:
-            sub.add_parser(name, help=text, add_help=False)
             return _Unused()
         p = sub.add_parser(name, parents=[common], help=text, description=text, epilog=_EPILOG)
         p.set_defaults(build=build)
@@ -683,6 +683,8 @@ def _report(failure: CliFailure) -> int:
 def run(argv: Sequence[str]) -> int:
     """Run one ``orchestra agent`` command; its exit code."""
     only = next((arg for arg in argv if arg in COMMANDS), None)
+    if any(arg == "-h" or (len(arg) > 2 and "--help".startswith(arg)) for arg in argv):
+        only = None  # the top level's help lists every command (a command's own help is the same)
     try:
         args = build_parser(only).parse_args(argv)
     except UsageError:

@@ -168,6 +168,19 @@ async def test_help_lists_every_exit_code():
         assert f"{code:>2}  {meaning}" in done.out
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--help", "get", "x"], ["--hel", "result"], ["-h", "subscribe"]])
+def test_the_top_level_help_lists_every_command_whatever_follows(argv, capsys):
+    """A command's name in the arguments makes ``run`` build that command's parser alone, but
+    not when the top level's help is asked for."""
+    with pytest.raises(SystemExit) as exit_:
+        agent_cli.main(argv)
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: orchestra agent")
+    for name in agent_cli.COMMANDS:
+        assert f"\n    {name} " in out, name
+
+
 # -- subscribe ------------------------------------------------------------------------------------
 
 class Subscriber:
