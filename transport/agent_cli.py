@@ -25,7 +25,6 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -529,7 +528,7 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             value = -1
-        if not (math.isfinite(value) and value >= 0):
+        if not 0 <= value < float("inf"):  # NaN fails both (math, a shared library, costs start-up time)
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
         return value
     parse.__name__ = kind.__name__

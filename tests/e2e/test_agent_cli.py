@@ -168,6 +168,19 @@ async def test_help_lists_every_exit_code():
         assert f"{code:>2}  {meaning}" in done.out
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "1e999", "x", ""])
+def test_a_number_option_refuses_what_is_not_finite_and_at_least_0(value):
+    with pytest.raises(agent_cli.UsageError, match="finite number >= 0"):
+        agent_cli.build_parser("wait").parse_args(["wait", "e", f"--timeout={value}"])
+    with pytest.raises(agent_cli.UsageError, match="finite number >= 0"):
+        agent_cli.build_parser("get").parse_args([f"--retries={value}", "get", "r-1"])
+
+
+def test_a_number_option_takes_0_and_finite_values():
+    args = agent_cli.build_parser("wait").parse_args(["--http-timeout", "1e300", "wait", "e", "--timeout", "0"])
+    assert (args.http_timeout, args.timeout) == (1e300, 0.0)
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["--help", "get", "x"], ["--hel", "result"], ["-h", "subscribe"]])
 def test_the_top_level_help_lists_every_command_whatever_follows(argv, capsys):
     """A command's name in the arguments makes ``run`` build that command's parser alone, but
