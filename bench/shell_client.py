@@ -174,7 +174,7 @@ def row(name: str, data: list[float], base: list[float] | None, cpu: list[float]
     ratio = f"{statistics.median(data) / statistics.median(base):.2f}x" if base else "-"
     cpu_p50 = f"{statistics.median(cpu) * 1000:.1f}" if cpu else "-"
     cpu_ratio = f"{statistics.median(cpu) / statistics.median(cpu_base):.2f}x" if cpu and cpu_base else "-"
-    return f"| {name:<58} | {p50:8.1f} | {p99:8.1f} | {ratio:>8} | {cpu_p50:>8} | {cpu_ratio:>8} |"
+    return f"| {name:<62} | {p50:8.1f} | {p99:8.1f} | {ratio:>8} | {cpu_p50:>8} | {cpu_ratio:>8} |"
 
 
 #: The floors: what an interpreter of the venv pays with nothing to do, with what pip's
@@ -249,8 +249,8 @@ def main() -> int:
     cpu_curl = f.get("cpu_trip_curl")
     print(f"\n{args.n} runs each, milliseconds (ratio: median / curl's median; cpu: the process's user + "
           "system time)\n")
-    print(f"| {'what':<58} | {'p50':>8} | {'p99':>8} | {'ratio':>8} | {'cpu p50':>8} | {'cpu ratio':>8} |")
-    print(f"|{'-' * 60}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 11}|")
+    print(f"| {'what':<62} | {'p50':>8} | {'p99':>8} | {'ratio':>8} | {'cpu p50':>8} | {'cpu ratio':>8} |")
+    print(f"|{'-' * 64}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 11}|")
     print(row("first request: orchestra agent", first_agent, first_curl))
     if first_curl:
         print(row("first request: curl", first_curl, None))
