@@ -572,6 +572,16 @@ _NOT_FOR_A_REQUEST = ("orchestra.transport.cli", "orchestra.transport.argtypes",
                       "shutil", "json")
 
 
+def test_the_console_script_and_python_m_orchestra_enter_through_orchestra_console():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["orchestra"] == "orchestra.console:main"
+    done = subprocess.run([sys.executable, "-m", "orchestra", "agent", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage: orchestra agent"), done.stderr
+
+
 async def test_the_console_script_goes_to_the_agent_client_before_the_other_commands(nursery):
     """The modules ``orchestra agent get`` imports through the console script's entry point
     (orchestra/console.py), beyond those the interpreter had already loaded."""
