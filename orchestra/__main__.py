@@ -2,6 +2,6 @@
 
 import sys
 
-from orchestra.transport.cli import main
+from orchestra.console import main
 
 sys.exit(main())

@@ -22,7 +22,7 @@ def main() -> int:
     package = tree / "orchestra"
     package.mkdir(parents=True)
     face = ROOT / "orchestra"
-    for name in ("__init__.py", "__main__.py", "client.py", "testing.py"):
+    for name in ("__init__.py", "__main__.py", "client.py", "console.py", "testing.py"):
         if (face / name).exists():  # the package's own face, when it has one
             (package / name).symlink_to(face / name)
     if not (package / "__init__.py").exists():

@@ -6,11 +6,13 @@ a script can test (``EXIT_CODES``, docs/agent-cli.md). The server and the token 
 ``--token``.
 
 A script calls this many times, so it starts fast (bench/shell_client.py): a request loads
-nothing beyond what the interpreter's start-up already loaded plus ``socket`` and ``json`` —
-not h11, orjson, dataclasses or typing, which together cost more than the whole request; it
-speaks HTTP/1.1 over one blocking socket (transport/blocking_http.py) and prints the server's
-bytes as they came. Only ``subscribe``, which is long-lived, imports trio, trio-websocket and
-orjson.
+nothing beyond what the interpreter's start-up already loaded plus ``argparse`` and ``socket``
+— not h11, orjson, dataclasses or typing, which together cost more than the whole request, nor
+``shutil`` (argparse's help formatter asks it for the terminal's width) or ``json`` before a
+command needs it; it speaks HTTP/1.1 over one blocking socket (transport/blocking_http.py) and
+prints the server's bytes as they came. Only ``subscribe``, which is long-lived, imports trio,
+trio-websocket and orjson. The console script reaches ``main`` through orchestra/console.py,
+before transport/cli.py's imports.
 
 Guarantees:
 - A write (``result``, ``publish``, ``spawn``) carries an ``Idempotency-Key`` (``--key``, else a
@@ -23,8 +25,6 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import time
@@ -170,6 +170,7 @@ class Endpoint:
     def claims(self) -> dict[str, Any]:
         """The token's claims, read without verifying it (the server does that): defaults only."""
         import binascii
+        import json
 
         try:
             part = self.token.split(".")[1]
@@ -205,6 +206,8 @@ def http_request(endpoint: Endpoint, method: str, target: str, body: bytes | Non
 
 
 def _error_of(answer: Answer) -> ErrorAnswer:
+    import json
+
     try:
         error = json.loads(answer.body)
     except ValueError:
@@ -241,10 +244,14 @@ def call(endpoint: Endpoint, method: str, target: str, body: dict[str, Any] | No
 # -- commands -------------------------------------------------------------------------------------
 
 def _dumps(value: Any) -> bytes:
+    import json  # here, not at the top: ``get`` and the other reads print the server's bytes
+
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogateescape")
 
 
 def _json_arg(text: str, what: str) -> Any:
+    import json
+
     raw = sys.stdin.buffer.read() if text == "-" else text.encode("utf-8", "surrogateescape")
     try:
         return json.loads(raw)
@@ -481,7 +488,36 @@ _EXIT_BY_CODE = {"AUTH_001": EXIT_AUTH, "AUTH_002": EXIT_AUTH, "AUTH_003": EXIT_
 
 # -- the command line ---------------------------------------------------------------------------
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it (COLUMNS, else the
+    terminal of stdout, else 80), without importing shutil and with it bz2, lzma and fnmatch:
+    argparse builds a help formatter for every argument added, and each asks for the width."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        stdout = sys.__stdout__
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns if stdout is not None else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter (descriptions and epilogs kept as written) at the terminal's width."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
 
@@ -492,7 +528,7 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             value = -1
-        if not (math.isfinite(value) and value >= 0):
+        if not 0 <= value < float("inf"):  # NaN fails both (math, a shared library, costs start-up time)
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
         return value
     parse.__name__ = kind.__name__
@@ -511,15 +547,16 @@ COMMANDS = ("context", "result", "get", "query", "publish", "wait", "subscribe",
 
 
 class _Unused:
-    """Stands for the parser of a command that is not being run: its arguments are not built."""
+    """Stands for the parser of a command that is not being run: it is not built."""
 
     def add_argument(self, *args: Any, **kwargs: Any) -> None:
         pass
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of ``orchestra agent``; with ``only``, the arguments of that command alone are
-    built (the others are listed but take none): argparse is a visible part of the start-up."""
+    """The parser of ``orchestra agent``; with ``only``, the parser of that command alone (the
+    others are left out, so the top level's ``--help`` would not list them): argparse is a
+    visible part of the start-up, and a parser costs about as much as ten arguments."""
     # common options on the command and on each subcommand (SUPPRESS: a value given before the
     # subcommand is not reset by the subcommand's default)
     common = _Parser(add_help=False)
@@ -530,16 +567,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="retries after a lost connection or a short 503 (default 2)")
     common.add_argument("--http-timeout", type=_positive(float), default=argparse.SUPPRESS, metavar="SECONDS",
                         help="seconds to wait for an answer (default 60; 'wait' adds its own timeout)")
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog="orchestra agent", parents=[common], formatter_class=raw,
+    parser = _Parser(prog="orchestra agent", parents=[common],
                      description="Talk to an Orchestra server from a script.", epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, build: Callable[..., Request] | None, text: str) -> Any:
         if only is not None and name != only:
-            sub.add_parser(name, help=text, add_help=False)
             return _Unused()
-        p = sub.add_parser(name, parents=[common], help=text, description=text, formatter_class=raw, epilog=_EPILOG)
+        p = sub.add_parser(name, parents=[common], help=text, description=text, epilog=_EPILOG)
         p.set_defaults(build=build)
         return p
 
@@ -629,6 +664,8 @@ def _write_stdout(data: bytes) -> None:
 
 def _emit(body: bytes, pretty: bool) -> None:
     if pretty:
+        import json
+
         body = json.dumps(json.loads(body), indent=2, ensure_ascii=False).encode()
     _write_stdout(body.rstrip(b"\n") + b"\n")
 
@@ -645,6 +682,8 @@ def _report(failure: CliFailure) -> int:
 def run(argv: Sequence[str]) -> int:
     """Run one ``orchestra agent`` command; its exit code."""
     only = next((arg for arg in argv if arg in COMMANDS), None)
+    if any(arg == "-h" or (len(arg) > 2 and "--help".startswith(arg)) for arg in argv):
+        only = None  # the top level's help lists every command (a command's own help is the same)
     try:
         args = build_parser(only).parse_args(argv)
     except UsageError:
@@ -665,6 +704,8 @@ def run(argv: Sequence[str]) -> int:
                   retries=retries, timeout=timeout + request.extra_time)
     _emit(answer.body, pretty)
     if args.command == "wait":
+        import json
+
         if json.loads(answer.body).get("timeout") is True:
             return EXIT_TIMEOUT
     return EXIT_OK

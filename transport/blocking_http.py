@@ -1,13 +1,16 @@
 """One HTTP/1.1 request over a blocking socket, for short-lived command-line clients.
 
-``orchestra agent`` runs once per call of a script, so this module imports only ``socket`` and
-``time``: h11 would cost more start-up time than the whole request. ``ResponseReader`` is the
-sans-IO part (bytes in, an answer out); ``request`` is the I/O loop around it.
+``orchestra agent`` runs once per call of a script, so this module imports only ``_socket``
+and ``time``: h11 would cost more start-up time than the whole request, and so does ``socket``
+itself, which builds its enums of every constant at import (4 ms of CPU on the bench machine,
+more than half of what curl spends on the whole request; bench/shell_client.py); its C core
+``_socket`` is the same socket without that layer. ``ResponseReader`` is the sans-IO part (bytes
+in, an answer out); ``request`` is the I/O loop around it.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 import time
 
 TYPE_CHECKING = False
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["Answer", "BadResponse", "ConnectFailed", "ConnectionLost", "NoAnswerInTime", "ResponseReader",
+__all__ = ["Answer", "BadResponse", "ConnectFailed", "ConnectionLost", "NoAnswerInTime", "ResponseReader", "connect",
            "query_string", "quote", "request"]
 
 
@@ -143,6 +146,25 @@ class ResponseReader:
         return None
 
 
+def connect(host: str | bytes, port: int, timeout: float) -> _socket.socket:
+    """A TCP connection to the first address of ``host`` that accepts one, as
+    ``socket.create_connection`` makes it; else the last address's error (OSError; a
+    TimeoutError when that one timed out)."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = None
+        try:
+            sock = _socket.socket(family, kind, proto)
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            error = exc
+    raise error if error is not None else OSError(f"no address for {host!r}")
+
+
 def request(host: str, port: int, method: str, target: str, body: bytes | None,
             headers: Sequence[tuple[str, str]], *, timeout: float, connect_timeout: float = 10.0) -> Answer:
     """Send one request on a new connection (``connection: close``) and read the whole answer
@@ -154,14 +176,14 @@ def request(host: str, port: int, method: str, target: str, body: bytes | None,
     try:
         # an ASCII host as bytes: a str would load the IDNA codec first (start-up time)
         address = host.encode("ascii") if host.isascii() else host
-        sock = socket.create_connection((address, port), timeout=min(timeout, connect_timeout))  # type: ignore[arg-type]
+        sock = connect(address, port, min(timeout, connect_timeout))
     except TimeoutError:
         raise NoAnswerInTime(sent=False) from None
     except OSError as exc:
         raise ConnectFailed(exc.strerror or str(exc)) from None
-    with sock:
+    try:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             body = body or b""
             head = [f"{method} {target} HTTP/1.1", f"host: {host}:{port}", f"content-length: {len(body)}",
                     "connection: close", *(f"{k}: {v}" for k, v in headers)]
@@ -178,3 +200,5 @@ def request(host: str, port: int, method: str, target: str, body: bytes | None,
             raise NoAnswerInTime(sent=True) from None
         except (OSError, BadResponse) as exc:
             raise ConnectionLost(str(exc)) from None
+    finally:
+        sock.close()

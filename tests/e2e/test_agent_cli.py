@@ -23,7 +23,7 @@ from tests.conftest import Harness, start_server
 _SCRIPT = Path(sys.executable).parent / "orchestra"
 #: the installed console script when there is one (what a user runs), else the same entry point
 ORCHESTRA = [str(_SCRIPT)] if _SCRIPT.exists() else [
-    sys.executable, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())"]
+    sys.executable, "-c", "import sys; from orchestra.console import main; sys.exit(main())"]
 ZERO = "0" * 20
 
 
@@ -166,6 +166,32 @@ async def test_help_lists_every_exit_code():
     assert done.code == 0
     for code, meaning in agent_cli.EXIT_CODES.items():
         assert f"{code:>2}  {meaning}" in done.out
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "1e999", "x", ""])
+def test_a_number_option_refuses_what_is_not_finite_and_at_least_0(value):
+    with pytest.raises(agent_cli.UsageError, match="finite number >= 0"):
+        agent_cli.build_parser("wait").parse_args(["wait", "e", f"--timeout={value}"])
+    with pytest.raises(agent_cli.UsageError, match="finite number >= 0"):
+        agent_cli.build_parser("get").parse_args([f"--retries={value}", "get", "r-1"])
+
+
+def test_a_number_option_takes_0_and_finite_values():
+    args = agent_cli.build_parser("wait").parse_args(["--http-timeout", "1e300", "wait", "e", "--timeout", "0"])
+    assert (args.http_timeout, args.timeout) == (1e300, 0.0)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--help", "get", "x"], ["--hel", "result"], ["-h", "subscribe"]])
+def test_the_top_level_help_lists_every_command_whatever_follows(argv, capsys):
+    """A command's name in the arguments makes ``run`` build that command's parser alone, but
+    not when the top level's help is asked for."""
+    with pytest.raises(SystemExit) as exit_:
+        agent_cli.main(argv)
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: orchestra agent")
+    for name in agent_cli.COMMANDS:
+        assert f"\n    {name} " in out, name
 
 
 # -- subscribe ------------------------------------------------------------------------------------
@@ -538,6 +564,41 @@ async def test_a_request_imports_neither_trio_nor_the_server(tmp_path):
     assert orjson.loads(done.stderr)["code"] == "CLI_UNREACHABLE"
 
 
+#: What the console script's ``orchestra agent get`` must not import (each costs start-up time
+#: that curl does not pay; bench/shell_client.py): the other commands' parser and what it loads,
+#: shutil (argparse's formatter would ask it for the terminal's width) and json (the answer's
+#: bytes are printed as they came).
+_NOT_FOR_A_REQUEST = ("orchestra.transport.cli", "orchestra.transport.argtypes", "typing", "pathlib", "signal",
+                      "shutil", "json")
+
+
+def test_the_console_script_and_python_m_orchestra_enter_through_orchestra_console():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["orchestra"] == "orchestra.console:main"
+    done = subprocess.run([sys.executable, "-m", "orchestra", "agent", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage: orchestra agent"), done.stderr
+
+
+async def test_the_console_script_goes_to_the_agent_client_before_the_other_commands(nursery):
+    """The modules ``orchestra agent get`` imports through the console script's entry point
+    (orchestra/console.py), beyond those the interpreter had already loaded."""
+    fake = FakeServer(lambda *_: (200, {"id": "r-1"}))
+    await fake.start(nursery)
+    code = ("import sys; before = set(sys.modules); from orchestra.console import main;"
+            " rc = main(['agent', 'get', 'r-1']);"
+            " print(rc, ' '.join(sorted(set(sys.modules) - before)), file=sys.stderr)")
+    done = await trio.to_thread.run_sync(partial(
+        subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+        env=agent_env(f"http://127.0.0.1:{fake.port}", "t.t.t")))
+    assert orjson.loads(done.stdout) == {"id": "r-1"}, (done.stdout, done.stderr)
+    rc, *loaded = done.stderr.split()
+    assert rc == "0" and "orchestra.transport.agent_cli" in loaded, done.stderr
+    assert not set(loaded) & set(_NOT_FOR_A_REQUEST), sorted(set(loaded) & set(_NOT_FOR_A_REQUEST))
+
+
 # -- the response reader (pure) ---------------------------------------------------------------
 
 def _feed_bytewise(reader: blocking_http.ResponseReader, data: bytes, eof: bool = False) -> blocking_http.Answer | None:
@@ -578,6 +639,37 @@ def test_response_reader_refuses_what_is_not_a_complete_answer(data):
 def test_response_reader_bounds_the_head():
     with pytest.raises(blocking_http.BadResponse):
         blocking_http.ResponseReader().feed(b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 20_000)
+
+
+def test_connect_takes_the_first_address_that_accepts_else_raises_the_last_error(monkeypatch):
+    """blocking_http.connect walks getaddrinfo's answers as socket.create_connection does (it
+    uses the C socket module: socket's enums cost start-up time)."""
+    import _socket
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        open_port, closed_port = listener.getsockname()[1], _closed_port()
+        ports: list[int] = []
+
+        def getaddrinfo(host: Any, port: int, family: int, kind: int) -> list[Any]:
+            assert (host, port, kind) == (b"somewhere", 1, socket.SOCK_STREAM)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)) for p in ports]
+
+        monkeypatch.setattr(_socket, "getaddrinfo", getaddrinfo)
+        ports[:] = [closed_port, open_port]
+        sock = blocking_http.connect(b"somewhere", 1, 5.0)
+        try:
+            assert sock.getpeername() == ("127.0.0.1", open_port) and sock.gettimeout() == 5.0
+        finally:
+            sock.close()
+        ports[:] = [closed_port]
+        with pytest.raises(ConnectionRefusedError):
+            blocking_http.connect(b"somewhere", 1, 5.0)
+        ports[:] = []
+        with pytest.raises(OSError, match="no address"):
+            blocking_http.connect(b"somewhere", 1, 5.0)
 
 
 async def test_no_answer_in_time_exits_8(nursery):
