@@ -425,6 +425,12 @@ class SQLiteBackend:
             self.db.close()
             self.db = None
 
+    def release(self) -> Callable[[], None] | None:
+        """Hand over the open connection's closing (None if none is open) and forget it: what
+        an incarnation that crashed runs on its thread once that thread is done with it."""
+        db, self.db = self.db, None
+        return db.close if db is not None else None
+
     def apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
         db = self.db
         assert db is not None
@@ -711,9 +717,12 @@ class StoreActor(Actor):
         await self._run(self.backend.close)
 
     def on_exit(self) -> None:
-        # After a crash too: the thread ends once the jobs handed to it are done.
+        # After a crash too: the thread ends once the jobs handed to it are done. An orderly
+        # stop closed the database; after a crash this incarnation's connection is closed
+        # there, last (a backend without ``release`` keeps its own ways).
         if self.thread is not None:
-            self.thread.stop()
+            release = getattr(self.backend, "release", None)
+            self.thread.stop(then=release() if release is not None else None)
             self.thread = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
