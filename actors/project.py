@@ -439,7 +439,8 @@ class ProjectActor(Actor):
         if msg.idem is not None and not self._admit(call, msg.idem, recalled, inflight):
             return
         if isinstance(msg, StoreResult):
-            p = self._prepare_result(call, msg.body, stamp)
+            p = _Pending(call, {})
+            p.reply = self._prepare_result(p, msg.body, stamp)
         elif isinstance(msg, StoreResults):
             p = self._prepare_results(call, msg.bodies, stamp)
         else:
@@ -599,16 +600,14 @@ class ProjectActor(Actor):
         return _Pending(call, reply, events=[ev])
 
     def _prepare_results(self, call: Call, bodies: tuple[dict[str, Any], ...], stamp: _Stamp) -> _Pending:
-        parts = [self._prepare_result(call, body, stamp) for body in bodies]
-        return _Pending(
-            call, {"results": [p.reply for p in parts], "stored": len(parts)},
-            events=[ev for p in parts for ev in p.events],
-            results=[r for p in parts for r in p.results],
-        )
+        p = _Pending(call, {})
+        replies = [self._prepare_result(p, body, stamp) for body in bodies]
+        p.reply = {"results": replies, "stored": len(replies)}
+        return p
 
-    def _prepare_result(self, call: Call, body: dict[str, Any], stamp: _Stamp) -> _Pending:
-        """The record, its ``agent_completed`` event (built here directly: it is every
-        result's) and the answer; the hot path of every durable write."""
+    def _prepare_result(self, p: _Pending, body: dict[str, Any], stamp: _Stamp) -> dict[str, Any]:
+        """The record and its ``agent_completed`` event (built here directly: it is every
+        result's), added to ``p``; returns the answer. The hot path of every durable write."""
         result_id = self._new_id()
         agent_type = body["agent_type"]
         issue_id = body["issue_id"]
@@ -650,8 +649,12 @@ class ProjectActor(Actor):
             "timestamp": stored_at,
             "expires_at": stamp.completed_expiry,
         }
-        ev = _Event(cursor, "agent_completed", stamp.now + _COMPLETED_TTL, event, orjson.dumps(event))
-        reply = {
+        p.events.append(_Event(cursor, "agent_completed", stamp.now + _COMPLETED_TTL, event, orjson.dumps(event)))
+        p.results.append(ResultRow(
+            result_id, self.project_id, issue_id, agent_type, agent_id, status, stored_at,
+            orjson.dumps(record),
+        ))
+        return {
             "id": result_id,
             "stored": True,
             "storage_path": storage_path,
@@ -659,10 +662,6 @@ class ProjectActor(Actor):
             "event_published": True,
             "event_cursor": cursor_text,
         }
-        return _Pending(call, reply, [ev], [ResultRow(
-            result_id, self.project_id, issue_id, agent_type, agent_id, status, stored_at,
-            orjson.dumps(record),
-        )])
 
     async def _commit(self, pending: list[_Pending]) -> None:
         try:
@@ -834,6 +833,8 @@ class ProjectActor(Actor):
         return notified
 
     def _fan_out(self, new_events: list[_Event]) -> dict[int, list[str]]:
+        if not self.subscriptions:
+            return {}  # nobody notified of any
         dead: set[str] = set()
         notified: dict[int, list[str]] = {}
         for ev in new_events:
