@@ -31,7 +31,7 @@ EVENT_FIELDS = ("event_type", "topic", "publisher", "agent_type", "correlation_i
 
 def encode_cursor(n: int) -> str:
     """Cursors are fixed-width decimal strings, so plain string order is event order."""
-    return f"{n:0{CURSOR_WIDTH}d}"
+    return f"{n:020d}"  # CURSOR_WIDTH digits, written out: a nested width is formatted per call
 
 
 #: Sequence numbers are SQLite integers: a cursor the server takes is at most this.

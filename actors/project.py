@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 SERVER_PUBLISHER = "orchestra"
-_MASK128 = (1 << 128) - 1
+_MASK48 = (1 << 48) - 1
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant bits
 
 
@@ -368,7 +368,10 @@ class ProjectActor(Actor):
         self.subscriptions: dict[str, _Subscription] = {}
         self.waiters: list[_Waiter] = []
         self.next_sid = 0
-        self._id_base = uuid.uuid4().int
+        # ids: a random UUID's first 80 bits, and its last 48 counted up from where they began
+        h = uuid.uuid4().hex
+        self._id_prefix = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-"
+        self._id_low = int(h[20:], 16)
         self._id_count = 0
         for name in ("results_stored", "events_published", "deliveries", "commits"):
             self.stats.setdefault(name, 0)
@@ -410,38 +413,50 @@ class ProjectActor(Actor):
         keyed = [c for c in calls if isinstance(c.msg, _WRITES) and c.msg.idem is not None]
         recalled = await self._recall_keys(keyed) if keyed else {}
         inflight: dict[tuple[str, str], _Pending] = {}
+        stamp: _Stamp | None = None  # the batch's time, taken at its first write
         for call in calls:
+            msg = call.msg
             try:
-                await self._handle_one(call, pending, recalled, inflight)
+                if isinstance(msg, _WRITES):  # prepared without a coroutine of its own
+                    if stamp is None:
+                        stamp = _Stamp(self.wall_clock())
+                    self._take_write(call, msg, stamp, pending, recalled, inflight)
+                else:
+                    await self._handle_one(call)
             except ReplyError as exc:
                 call.fail(exc)
         if pending:
             self.fault_point("next_write")  # fault injection: before the store has the writes
             await self._commit(pending)
 
-    async def _handle_one(
+    def _take_write(
         self,
         call: Call,
+        msg: StoreResult | StoreResults | Publish,
+        stamp: _Stamp,
         pending: list[_Pending],
         recalled: dict[tuple[str, str], IdempotencyEntry],
         inflight: dict[tuple[str, str], _Pending],
     ) -> None:
-        """Serve one message; writes join ``pending`` to be committed with the batch."""
+        """Prepare one write; it joins ``pending`` to be committed with the batch."""
+        if msg.idem is not None and not self._admit(call, msg.idem, recalled, inflight):
+            return
+        if isinstance(msg, StoreResult):
+            p = _Pending(call, {})
+            p.reply = self._prepare_result(p, msg.body, stamp, msg.traceparent)
+        elif isinstance(msg, StoreResults):
+            p = self._prepare_results(call, msg.bodies, stamp, msg.traceparent)
+        else:
+            p = self._prepare_event(call, msg, stamp.now)
+        if msg.idem is not None:
+            p.idem = msg.idem
+            inflight[msg.idem.scope] = p
+        pending.append(p)
+
+    async def _handle_one(self, call: Call) -> None:
+        """Serve one message that is not a write."""
         msg = call.msg
-        if isinstance(msg, _WRITES):
-            if msg.idem is not None and not self._admit(call, msg.idem, recalled, inflight):
-                return
-            if isinstance(msg, StoreResult):
-                p = self._prepare_result(call, msg.body, msg.traceparent)
-            elif isinstance(msg, StoreResults):
-                p = self._prepare_results(call, msg.bodies, msg.traceparent)
-            else:
-                p = self._prepare_event(call, msg)
-            if msg.idem is not None:
-                p.idem = msg.idem
-                inflight[msg.idem.scope] = p
-            pending.append(p)
-        elif isinstance(msg, GetResult | Query):
+        if isinstance(msg, GetResult | Query):
             try:
                 if isinstance(msg, GetResult):
                     await self._get(call, msg)
@@ -537,10 +552,10 @@ class ProjectActor(Actor):
     # -- results and events --
 
     def _new_id(self) -> str:
-        """A UUID-shaped id, unique without a syscall per id: random base + counter."""
+        """A UUID-shaped id (version 4), unique without a syscall per id: a random UUID whose
+        last 48 bits count up (2^48 ids before this incarnation would repeat one)."""
         self._id_count += 1
-        h = f"{(self._id_base + self._id_count) & _MASK128:032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+        return f"{self._id_prefix}{(self._id_low + self._id_count) & _MASK48:012x}"
 
     def _next_cursor(self) -> int:
         self.last_cursor += 1
@@ -576,9 +591,8 @@ class ProjectActor(Actor):
             event["traceparent"] = traceparent
         return _Event(cursor, event_type, expires_at, event, orjson.dumps(event))
 
-    def _prepare_event(self, call: Call, msg: Publish) -> _Pending:
-        ev = self._make_event(msg.event_type, msg.body, msg.publisher, msg.agent_type, self.wall_clock(),
-                              msg.traceparent)
+    def _prepare_event(self, call: Call, msg: Publish, now: float) -> _Pending:
+        ev = self._make_event(msg.event_type, msg.body, msg.publisher, msg.agent_type, now, msg.traceparent)
         reply = {
             "event_id": ev.event["event_id"],
             "cursor": ev.event["cursor"],
@@ -588,62 +602,73 @@ class ProjectActor(Actor):
         }
         return _Pending(call, reply, events=[ev])
 
-    def _prepare_results(self, call: Call, bodies: tuple[dict[str, Any], ...],
+    def _prepare_results(self, call: Call, bodies: tuple[dict[str, Any], ...], stamp: _Stamp,
                          traceparent: str | None = None) -> _Pending:
-        parts = [self._prepare_result(call, body, traceparent) for body in bodies]
-        return _Pending(
-            call, {"results": [p.reply for p in parts], "stored": len(parts)},
-            events=[ev for p in parts for ev in p.events],
-            results=[r for p in parts for r in p.results],
-        )
+        p = _Pending(call, {})
+        replies = [self._prepare_result(p, body, stamp, traceparent) for body in bodies]
+        p.reply = {"results": replies, "stored": len(replies)}
+        return p
 
-    def _prepare_result(self, call: Call, body: dict[str, Any], traceparent: str | None = None) -> _Pending:
-        now = self.wall_clock()
+    def _prepare_result(self, p: _Pending, body: dict[str, Any], stamp: _Stamp,
+                        traceparent: str | None = None) -> dict[str, Any]:
+        """The record and its ``agent_completed`` event (built here directly: it is every
+        result's), added to ``p``; returns the answer. The hot path of every durable write."""
         result_id = self._new_id()
         agent_type = body["agent_type"]
-        next_agents = list(self.profiles.get(agent_type).next_agents)
+        issue_id = body["issue_id"]
+        agent_id = body["agent_id"]
+        status = body["result"]["status"]
+        next_agents = stamp.next_agents(self.profiles, agent_type)
         storage_path = f"{self.config.storage_location}#results/{result_id}"
+        stored_at = stamp.iso
         record = {
             **body,
             "id": result_id,
             "project_id": self.project_id,
-            "stored_at": iso_time(now),
+            "stored_at": stored_at,
             "storage_path": storage_path,
         }
-        record.setdefault("timestamp", record["stored_at"])
-        encoded = orjson.dumps(record)
-        ev = self._make_event(
-            "agent_completed",
-            {
-                "topic": "coordination",
-                "ttl_seconds": 86_400,
-                "correlation_id": body.get("correlation_id") or body["issue_id"],
-                "data": {
-                    "result_id": result_id,
-                    "issue_id": body["issue_id"],
-                    "agent_id": body["agent_id"],
-                    "agent_type": agent_type,
-                    "status": body["result"]["status"],
-                    "next_agents": next_agents,
-                },
+        if "timestamp" not in record:
+            record["timestamp"] = stored_at
+        self.last_cursor = cursor = self.last_cursor + 1
+        cursor_text = encode_cursor(cursor)
+        event = {  # the fields of _make_event, in its order
+            "event_id": self._new_id(),
+            "cursor": cursor_text,
+            "project_id": self.project_id,
+            "event_type": "agent_completed",
+            "topic": "coordination",
+            "publisher": SERVER_PUBLISHER,
+            "agent_type": agent_type,
+            "data": {
+                "result_id": result_id,
+                "issue_id": issue_id,
+                "agent_id": agent_id,
+                "agent_type": agent_type,
+                "status": status,
+                "next_agents": next_agents,
             },
-            SERVER_PUBLISHER,
-            agent_type,
-            now,
-            traceparent,
-        )
-        reply = {
+            "correlation_id": body.get("correlation_id") or issue_id,
+            "round": None,
+            "references": [],
+            "timestamp": stored_at,
+            "expires_at": stamp.completed_expiry,
+        }
+        if traceparent is not None:
+            event["traceparent"] = traceparent
+        p.events.append(_Event(cursor, "agent_completed", stamp.now + _COMPLETED_TTL, event, orjson.dumps(event)))
+        p.results.append(ResultRow(
+            result_id, self.project_id, issue_id, agent_type, agent_id, status, stored_at,
+            orjson.dumps(record),
+        ))
+        return {
             "id": result_id,
             "stored": True,
             "storage_path": storage_path,
             "next_agents": next_agents,
             "event_published": True,
-            "event_cursor": ev.event["cursor"],
+            "event_cursor": cursor_text,
         }
-        return _Pending(call, reply, events=[ev], results=[ResultRow(
-            result_id, self.project_id, body["issue_id"], agent_type, body["agent_id"],
-            body["result"]["status"], record["stored_at"], encoded,
-        )])
 
     async def _commit(self, pending: list[_Pending]) -> None:
         try:
@@ -815,6 +840,8 @@ class ProjectActor(Actor):
         return notified
 
     def _fan_out(self, new_events: list[_Event]) -> dict[int, list[str]]:
+        if not self.subscriptions:
+            return {}  # nobody notified of any
         dead: set[str] = set()
         notified: dict[int, list[str]] = {}
         for ev in new_events:
@@ -991,6 +1018,35 @@ class RemoteUnreadable(Exception):
 
 _WRITES = (StoreResult, StoreResults, Publish)
 _SWEEP_SECONDS = 30.0
+#: how long a stored result's ``agent_completed`` event is retained (seconds)
+_COMPLETED_TTL = 86_400
+
+
+class _Stamp:
+    """The time of one batch of writes, taken once: they are committed together, so they
+    carry the same time (and a result's texts of it are formatted once per batch)."""
+
+    __slots__ = ("now", "iso", "_expiry", "_next")
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.iso = iso_time(now)
+        self._expiry: str | None = None
+        self._next: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def completed_expiry(self) -> str:
+        """When an ``agent_completed`` event stored now expires, as text."""
+        if self._expiry is None:
+            self._expiry = iso_time(self.now + _COMPLETED_TTL)
+        return self._expiry
+
+    def next_agents(self, profiles: Profiles, agent_type: str) -> list[str]:
+        """The agent types to run after ``agent_type`` (a profile looked up once a batch)."""
+        found = self._next.get(agent_type)
+        if found is None:
+            found = self._next[agent_type] = tuple(profiles.get(agent_type).next_agents)
+        return list(found)
 
 
 def _passes(flt: EventFilter, event: dict[str, Any] | Entry) -> bool:

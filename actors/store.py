@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import trio
 
@@ -139,8 +139,10 @@ MIGRATIONS: list[str] = [
 # -- rows and requests (small frozen messages) --
 
 
-@dataclass(frozen=True, slots=True)
-class ResultRow:
+class ResultRow(NamedTuple):
+    """A stored result. A named tuple, in the order of the results table's insert: cheaper
+    to make than a frozen dataclass (two per durable result), and bound as it is."""
+
     id: str
     project_id: str
     issue_id: str
@@ -151,8 +153,9 @@ class ResultRow:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+class EventRow(NamedTuple):
+    """A stored event; a named tuple in the order of the events table's insert."""
+
     project_id: str
     cursor: int
     event_type: str
@@ -422,6 +425,12 @@ class SQLiteBackend:
             self.db.close()
             self.db = None
 
+    def release(self) -> Callable[[], None] | None:
+        """Hand over the open connection's closing (None if none is open) and forget it: what
+        an incarnation that crashed runs on its thread once that thread is done with it."""
+        db, self.db = self.db, None
+        return db.close if db is not None else None
+
     def apply(self, writes: list[Any], reads: list[Any]) -> tuple[list[Any], list[Any]]:
         db = self.db
         assert db is not None
@@ -469,22 +478,9 @@ class SQLiteBackend:
     def _write(self, db: sqlite3.Connection, write: Any) -> None:
         if isinstance(write, AppendBatch):
             if write.results:
-                db.executemany(
-                    "INSERT INTO results (id, project_id, issue_id, agent_type, agent_id,"
-                    " status, stored_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.id, r.project_id, r.issue_id, r.agent_type, r.agent_id, r.status,
-                         r.stored_at, r.body)
-                        for r in write.results
-                    ],
-                )
+                _insert(db, _RESULTS_INSERT, write.results)
             if write.events:
-                db.executemany(
-                    "INSERT INTO events (project_id, cursor, event_type, expires_at, body)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(e.project_id, e.cursor, e.event_type, e.expires_at, e.body)
-                     for e in write.events],
-                )
+                _insert(db, _EVENTS_INSERT, write.events)
             db.execute(
                 "INSERT INTO projects (project_id, last_cursor) VALUES (?, ?)"
                 " ON CONFLICT (project_id) DO UPDATE SET"
@@ -656,6 +652,36 @@ def result_filters(read: QueryResults, mark: str, contains: str,
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
+class _Insert:
+    """An INSERT of rows given as tuples in its columns' order: as one statement for a row
+    and as one for ``_CHUNK`` rows (so both stay in the connection's statement cache)."""
+
+    __slots__ = ("one", "chunk")
+
+    def __init__(self, head: str, width: int) -> None:
+        row = "(" + ", ".join("?" * width) + ")"
+        self.one = f"{head} VALUES {row}"
+        self.chunk = f"{head} VALUES " + ", ".join([row] * _CHUNK)
+
+
+#: rows per multi-row INSERT: 64 x 8 columns stays under SQLite's oldest bound of 999 variables
+_CHUNK = 64
+_RESULTS_INSERT = _Insert(
+    "INSERT INTO results (id, project_id, issue_id, agent_type, agent_id, status, stored_at, body)", 8)
+_EVENTS_INSERT = _Insert("INSERT INTO events (project_id, cursor, event_type, expires_at, body)", 5)
+
+
+def _insert(db: sqlite3.Connection, insert: _Insert, rows: tuple[tuple[Any, ...], ...]) -> None:
+    """Insert ``rows``, ``_CHUNK`` per statement: one step (and one release of the GIL) per
+    chunk rather than per row; 12-13 us of the store thread's CPU per stored result against
+    15-17 us with a statement per row (a result and its event, groups of 200-2,000)."""
+    full = len(rows) - len(rows) % _CHUNK
+    for start in range(0, full, _CHUNK):
+        db.execute(insert.chunk, [value for row in rows[start:start + _CHUNK] for value in row])
+    if full < len(rows):
+        db.executemany(insert.one, rows[full:])
+
+
 def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -713,9 +739,12 @@ class StoreActor(Actor):
         await self._run(self.backend.close)
 
     def on_exit(self) -> None:
-        # After a crash too: the thread ends once the jobs handed to it are done.
+        # After a crash too: the thread ends once the jobs handed to it are done. An orderly
+        # stop closed the database; after a crash this incarnation's connection is closed
+        # there, last (a backend without ``release`` keeps its own ways).
         if self.thread is not None:
-            self.thread.stop()
+            release = getattr(self.backend, "release", None)
+            self.thread.stop(then=release() if release is not None else None)
             self.thread = None
 
     async def _run(self, fn: Callable[[], T]) -> T:

@@ -54,7 +54,7 @@ async def load(what: str, s: Server, pinning: Pinning, scale: int) -> int:
     return int(rps * seconds)
 
 
-def summarize(raw: Path, top: int, lines: bool = False) -> None:
+def summarize(raw: Path, top: int, lines: bool = False, thread_name: str = "MainThread") -> None:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
@@ -65,7 +65,7 @@ def summarize(raw: Path, top: int, lines: bool = False) -> None:
         n = int(count)
         thread = re.sub(r"\(\d+\)", "", frames[0]).strip()
         threads[thread] += n
-        if "MainThread" not in thread:
+        if thread_name not in thread:
             continue
         main += n
         names = [re.sub(r" \(([^:]*)(:\d+)?\)", r" (\1)", f) for f in frames[1:]]
@@ -75,7 +75,7 @@ def summarize(raw: Path, top: int, lines: bool = False) -> None:
             own[frames[-1] if lines and len(frames) > 1 else names[-1]] += n
     print("samples by thread: " + ", ".join(f"{t} {c}" for t, c in threads.most_common()))
     for title, counter in (("inclusive", inclusive), ("own", own)):
-        print(f"\nevent-loop thread, {title} share of its samples:")
+        print(f"\n{thread_name}, {title} share of its samples:")
         for name, c in counter.most_common(top):
             print(f"  {c / max(1, main):6.1%}  {name[:120]}")
 
@@ -104,7 +104,7 @@ async def main(args: argparse.Namespace) -> None:
             sampler.send_signal(2)  # SIGINT: py-spy writes what it sampled and exits
             await trio.to_thread.run_sync(sampler.wait)
             if raw.exists():
-                summarize(raw, args.top, args.lines)
+                summarize(raw, args.top, args.lines, args.thread)
 
 
 if __name__ == "__main__":
@@ -116,6 +116,8 @@ if __name__ == "__main__":
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="the server's log level (INFO, serve's default, writes an access line a request)")
     parser.add_argument("--lines", action="store_true", help="the own shares by source line")
+    parser.add_argument("--thread", default="MainThread",
+                        help="the thread whose samples are summarized (orchestra-store: the store's)")
     parser.add_argument("--no-spy", action="store_true", help="CPU per operation only, no sampling")
     arguments = parser.parse_args()
     beside = Path(sys.executable).parent / "py-spy"

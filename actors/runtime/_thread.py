@@ -13,7 +13,13 @@ import trio
 __all__ = ["WorkerThread"]
 
 T = TypeVar("T")
-_STOP = object()
+
+
+class _Stop:
+    __slots__ = ("then",)
+
+    def __init__(self, then: Callable[[], object] | None) -> None:
+        self.then = then
 
 
 class WorkerThread:
@@ -34,7 +40,12 @@ class WorkerThread:
     def _loop(self) -> None:
         while True:
             job = self._jobs.get()
-            if job is _STOP:
+            if isinstance(job, _Stop):
+                if job.then is not None:
+                    try:
+                        job.then()
+                    except Exception:  # noqa: S110 - the last act of a thread nobody waits on
+                        pass
                 return
             fn, token, task, box = job
             try:
@@ -61,7 +72,8 @@ class WorkerThread:
             raise value
         return value  # type: ignore[no-any-return]
 
-    def stop(self) -> None:
-        """Let the thread end after the jobs already handed over; later jobs are refused."""
+    def stop(self, then: Callable[[], object] | None = None) -> None:
+        """Let the thread end after the jobs already handed over; later jobs are refused.
+        ``then``: run on the thread last (nobody waits for it; what it raises is dropped)."""
         self._stopped = True
-        self._jobs.put(_STOP)
+        self._jobs.put(_Stop(then))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from orchestra.actors.errors import InvalidFilter
-from orchestra.actors.events import EventFilter, decode_cursor, encode_cursor
+from orchestra.actors.events import CURSOR_WIDTH, EventFilter, decode_cursor, encode_cursor
 from orchestra.actors.records import iso_time
 
 EVENT = {
@@ -89,6 +89,7 @@ def test_filter_parser_never_crashes(text):
 def test_cursors_sort_as_strings_like_numbers(a, b):
     assert (encode_cursor(a) < encode_cursor(b)) == (a < b)
     assert decode_cursor(encode_cursor(a)) == a
+    assert len(encode_cursor(a)) == CURSOR_WIDTH
 
 
 @pytest.mark.parametrize("bad", ["", "abc", "-1", "1" * 21, "１２"])

@@ -5,6 +5,7 @@ No sockets, no sleeps on real time, no threads.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from typing import Any
 
@@ -171,4 +172,32 @@ async def test_the_sqlite_backend_still_runs_on_a_worker_thread(tmp_path):
             await nursery.start(Supervisor("root", [ChildSpec.actor("store", ref, lambda: actor)]).run)
             assert await ref.call(append("r1", 1)) is None
             assert actor.thread is not None
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_crashed_sqlite_store_closes_its_connection_and_the_restart_opens_another(tmp_path):
+    # Before: an incarnation that crashed left its SQLite connection open (only an orderly stop
+    # closed it); each crash kept one more until the collector found it.
+    backend = SQLiteBackend(tmp_path / "o.db")  # shared by the incarnations, as a test may
+    ref = ActorRef("store")
+    sup = Supervisor("root", [ChildSpec.actor("store", ref, lambda: StoreActor(backend))], max_restarts=10)
+    with trio.fail_after(10):  # real time: a thread is in flight
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            assert await ref.call(append("r1", 1)) is None
+            first = backend.db
+            assert first is not None
+            assert ref.inject_fault("crash")
+            with pytest.raises(ActorCrashed):
+                await ref.call(append("r2", 2))
+            assert await ref.call(append("r3", 3)) is None  # the restarted store serves
+            assert ref.incarnation == 2
+            assert backend.db is not None and backend.db is not first
+            while True:  # closed on the crashed incarnation's thread, soon after
+                try:
+                    first.execute("SELECT 1")
+                except sqlite3.ProgrammingError:
+                    break
+                await trio.sleep(0.01)
+            assert await ref.call(StoreCounts()) == {"results": 2, "events": 2, "projects": 1}
             nursery.cancel_scope.cancel()

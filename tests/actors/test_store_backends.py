@@ -306,3 +306,21 @@ def test_a_group_of_mixed_writes_stores_what_they_store_one_by_one(backend):
     assert high == 1 and counts == {"results": 3, "events": 4, "projects": 2}
     assert [r[1].split(b'"')[3] for r in _read(backend, QueryResults(None))] == [b"r3", b"r2", b"r1"]
     assert _read(backend, GetAgent("p1", "x1")).state == "running"
+
+
+def test_a_large_append_is_stored_whole_in_order_and_a_bad_row_in_it_fails_it_whole(backend):
+    # SQLite inserts rows 64 to a statement: a batch of 150 spans two full statements and a rest
+    rows = tuple(_result(f"r{i:03d}") for i in range(150))
+    events = tuple(_event(c) for c in range(1, 151))
+    assert _one(backend, AppendBatch("p1", 150, rows, events)) is None
+    assert [seq_body[1].split(b'"')[3] for seq_body in _read(backend, QueryResults("p1", limit=200))] == [
+        f"r{i:03d}".encode() for i in reversed(range(150))]
+    assert _read(backend, LoadProject("p1", 0.0, 1000)).events == [e.body for e in events]
+    again = tuple(_result(f"s{i:03d}") for i in range(100)) + (_result("r070"),)  # a duplicate, last
+    outcomes, _ = backend.apply(
+        [AppendBatch("p1", 250, again, tuple(_event(c) for c in range(151, 251))),
+         AppendBatch("p1", 251, (_result("t1"),), (_event(251),))],
+        [],
+    )
+    assert isinstance(outcomes[0], StoreError) and outcomes[1] is None
+    assert _read(backend, StoreCounts()) == {"results": 151, "events": 151, "projects": 1}

@@ -707,3 +707,25 @@ async def test_a_job_for_a_stopped_worker_thread_is_refused_not_left_waiting():
     worker.stop()
     with trio.fail_after(5), pytest.raises(RuntimeError, match="has stopped"):
         await worker.run(lambda: 1)
+
+
+async def test_a_stopped_worker_thread_runs_its_last_act_after_the_jobs_handed_over():
+    import threading
+
+    from orchestra.actors.runtime import WorkerThread
+
+    order: list[str] = []
+    done = threading.Event()
+    worker = WorkerThread("test-worker")
+    assert await worker.run(lambda: order.append("job")) is None
+
+    def last() -> None:
+        order.append("last")
+        done.set()
+        raise OSError("dropped: nobody waits for the last act")
+
+    worker.stop(then=last)
+    assert await trio.to_thread.run_sync(done.wait, 5)
+    assert order == ["job", "last"]
+    with trio.fail_after(5), pytest.raises(RuntimeError, match="has stopped"):
+        await worker.run(lambda: 1)
