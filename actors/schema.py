@@ -111,20 +111,19 @@ class Args(Struct, kw_only=True):
     refused_as: ClassVar[type[InvalidRequest] | type[InvalidEvent]] = InvalidRequest
 
 
-A = TypeVar("A", bound=Struct)
+A = TypeVar("A", bound=Args)
 
 
 def read(kind: type[A], args: Any) -> A:
     """``args`` (a request's dict) as ``kind``; else the refusal naming the bad field."""
-    if type(args) is dict:
-        empty: frozenset[str] | None = getattr(kind, "empty_absent", frozenset())
-        if empty is None:
-            if "" in args.values():
-                args = {k: v for k, v in args.items() if v != ""}
-        else:
-            for name in empty:
-                if args.get(name) == "":
-                    args = {k: v for k, v in args.items() if k != name}
+    empty = kind.empty_absent
+    if empty is None:
+        if type(args) is dict and "" in args.values():
+            args = {k: v for k, v in args.items() if v != ""}
+    elif empty and type(args) is dict:
+        for name in empty:
+            if args.get(name) == "":
+                args = {k: v for k, v in args.items() if k != name}
     try:
         return msgspec.convert(args, kind, strict=False)
     except msgspec.ValidationError as exc:
