@@ -1,13 +1,29 @@
-"""Validation of result and event bodies, and the shape of stored records. Pure."""
+"""Validation of result and event bodies, and the shape of stored records. Pure.
+
+The bodies are :class:`~orchestra.actors.schema.Args` Structs: one definition for the
+validation and the API documents (``actors/schema.py``).
+"""
 
 from __future__ import annotations
 
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from .errors import InvalidEvent, InvalidRequest
+from .schema import (
+    EVENT_TYPE_PATTERN,
+    ID_PATTERN,
+    ID_RULE,
+    MAX_ID_CHARS,
+    Args,
+    EventSide,
+    Id,
+    read,
+)
 
 __all__ = [
     "DEFAULT_TTL_SECONDS",
@@ -16,6 +32,9 @@ __all__ = [
     "MAX_REFERENCES",
     "MAX_ROUND",
     "MAX_TTL_SECONDS",
+    "EventBody",
+    "ResultBody",
+    "ResultStatus",
     "iso_now",
     "iso_time",
     "json_too_deep",
@@ -29,9 +48,8 @@ __all__ = [
 
 DEFAULT_TTL_SECONDS = 86_400  # one day
 MAX_TTL_SECONDS = 7 * 86_400  # one week
-_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-#: An id (issue, agent, agent type, result, project, subscription, correlation) or a topic.
-MAX_ID_CHARS = 256
+_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+_EVENT_TYPE_RULE = "1-128 characters of letters, digits, '_', '.', ':' or '-'"
 #: Default bound on JSON nesting, the body or frame object counting as level 1: far below the
 #: 254 levels orjson encodes, so whatever is accepted can be wrapped (record, event, frame) and
 #: encoded again.
@@ -39,21 +57,16 @@ MAX_JSON_DEPTH = 64
 #: ``round`` is an integer every JSON reader represents exactly (±2^53).
 MAX_ROUND = 2**53
 MAX_REFERENCES = 100
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_TTL = Meta(gt=0, le=MAX_TTL_SECONDS, description=f"a number > 0 and <= {MAX_TTL_SECONDS}")
+_ID = re.compile(ID_PATTERN)
 
 
 def validate_id(field: str, value: Any, error: type[InvalidRequest] | type[InvalidEvent] = InvalidRequest) -> str:
-    """``value`` if it is an id: a string of 1 to 256 characters, no control character (C0
-    with NUL, DEL, C1), not only whitespace. Else ``error`` naming ``field``."""
-    if (
-        not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS
-        or _CONTROL.search(value) is not None or value.isspace()
-    ):
-        raise error(
-            field,
-            f"'{field}' must be a string of 1 to {MAX_ID_CHARS} characters, without control "
-            "characters and not only whitespace",
-        )
+    """``value`` if it is an id (:data:`~orchestra.actors.schema.Id`: the same pattern and
+    bounds); else ``error`` naming ``field``. For ids read outside a Struct (a path segment,
+    a token's claim)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS or _ID.search(value) is None:
+        raise error(field, f"'{field}' must be {ID_RULE}")
     return value
 
 
@@ -144,83 +157,70 @@ def parse_iso(field: str, text: Any) -> str:
             f"{value.second:02d}.{value.microsecond:06d}Z")
 
 
-def _string(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise InvalidRequest(key, f"missing field '{key}' (a non-empty string)")
-        return None
-    return validate_id(key, value)
+class ResultStatus(Struct):
+    """A result's ``result``: any object with a ``status`` (its other fields are kept as sent)."""
+
+    status: Id
+
+
+class ResultBody(Args, kw_only=True):
+    """A result as ``result.store`` takes it (and each of a ``result.store_batch``); fields
+    beyond these are kept as sent. A ``project_id`` that differs from the token's is not
+    refused here (it is a 403, decided by the caller)."""
+
+    empty_absent: ClassVar[frozenset[str] | None] = frozenset()
+
+    agent_id: Id
+    agent_type: Id
+    issue_id: Id
+    result: Annotated[ResultStatus, Meta(description="an object with a string 'status'")]
+    project_id: Id | None = None
+    timestamp: Annotated[str, Meta(
+        max_length=64, description="a string (ISO 8601) of at most 64 characters",
+    )] | UnsetType = UNSET
 
 
 def validate_result_body(body: Any, token_project: str) -> dict[str, Any]:
-    """A result body as the protocol defines it; raises InvalidRequest naming the bad field.
+    """``body`` if it is a result (:class:`ResultBody`); raises InvalidRequest naming the bad
+    field. The body is stored as sent, so it is returned itself."""
+    read(ResultBody, body)
+    return body  # type: ignore[no-any-return]
 
-    A ``project_id`` that differs from the token's is not checked here (it is a 403, decided
-    by the caller).
-    """
-    if not isinstance(body, dict):
-        raise InvalidRequest("body", "the request body must be a JSON object")
-    for key in ("agent_id", "agent_type", "issue_id"):
-        _string(body, key)
-    _string(body, "project_id", required=False)
-    result = body.get("result")
-    if not isinstance(result, dict):
-        raise InvalidRequest("result", "field 'result' must be an object with a string 'status'")
-    status = result.get("status")
-    if not isinstance(status, str) or not status:
-        raise InvalidRequest("result.status", "field 'result.status' must be a non-empty string")
-    validate_id("result.status", status)
-    timestamp = body.get("timestamp")
-    if "timestamp" in body and (not isinstance(timestamp, str) or len(timestamp) > 64):
-        raise InvalidRequest("timestamp", "field 'timestamp' must be a string (ISO 8601) of at most 64 characters")
-    return body
+
+class EventBody(Args, kw_only=True):
+    """The publishable part of an event (``event.publish`` without its type and project); a
+    refusal of any of these fields is an invalid event (EVT_002)."""
+
+    empty_absent: ClassVar[frozenset[str] | None] = frozenset()
+    refused_as: ClassVar[type[InvalidRequest] | type[InvalidEvent]] = InvalidEvent
+
+    topic: Annotated[Id | None, EventSide] = None
+    correlation_id: Annotated[Id | None, EventSide] = None
+    data: Annotated[dict[str, Any] | None, EventSide, Meta(description="an object")] = None
+    ttl_seconds: Annotated[
+        Annotated[int, _TTL] | Annotated[float, _TTL], EventSide, Meta(description=_TTL.description),
+    ] = DEFAULT_TTL_SECONDS
+    round: Annotated[int, EventSide, Meta(
+        ge=-MAX_ROUND, le=MAX_ROUND, description=f"an integer from -{MAX_ROUND} to {MAX_ROUND}",
+    )] | None = None
+    references: Annotated[list[Id], EventSide, Meta(
+        max_length=MAX_REFERENCES, description=f"a list of at most {MAX_REFERENCES} ids",
+    )] | None = None
+
+    def publishable(self) -> dict[str, Any]:
+        """The body a project publishes."""
+        return {"topic": self.topic, "correlation_id": self.correlation_id, "data": self.data or {},
+                "ttl_seconds": self.ttl_seconds, "round": self.round, "references": self.references or []}
 
 
 def validate_event_type(event_type: Any) -> str:
-    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
-        raise InvalidEvent(
-            "event_type",
-            "event_type must be 1-128 characters of letters, digits, '_', '.', ':' or '-'",
-        )
+    """``event_type`` if it is one (:data:`EventType`); else InvalidEvent."""
+    if not isinstance(event_type, str) or _EVENT_TYPE.search(event_type) is None:
+        raise InvalidEvent("event_type", f"'event_type' must be {_EVENT_TYPE_RULE}")
     return event_type
 
 
 def validate_event_body(body: Any) -> dict[str, Any]:
-    """The publishable part of an event body; raises InvalidEvent naming the bad field."""
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise InvalidEvent("body", "the event body must be a JSON object")
-    out: dict[str, Any] = {}
-    for key in ("topic", "correlation_id"):
-        value = body.get(key)
-        if value is not None:
-            validate_id(key, value, InvalidEvent)
-        out[key] = value
-    data = body.get("data", {})
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidEvent("data", "field 'data' must be an object")
-    out["data"] = data
-    ttl = body.get("ttl_seconds", DEFAULT_TTL_SECONDS)
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_SECONDS:
-        raise InvalidEvent(
-            "ttl_seconds", f"field 'ttl_seconds' must be a number > 0 and <= {MAX_TTL_SECONDS}"
-        )
-    out["ttl_seconds"] = ttl
-    rnd = body.get("round")
-    if isinstance(rnd, float) and rnd.is_integer():  # JSON does not tell 2.0 from 2
-        rnd = int(rnd)
-    if rnd is not None and (isinstance(rnd, bool) or not isinstance(rnd, int) or not -MAX_ROUND <= rnd <= MAX_ROUND):
-        raise InvalidEvent("round", f"field 'round' must be an integer from -{MAX_ROUND} to {MAX_ROUND}")
-    out["round"] = rnd
-    refs = body.get("references")
-    if refs is not None:
-        if not isinstance(refs, list) or len(refs) > MAX_REFERENCES:
-            raise InvalidEvent("references", f"field 'references' must be a list of at most {MAX_REFERENCES} ids")
-        for i, ref in enumerate(refs):
-            validate_id(f"references[{i}]", ref, InvalidEvent)
-    out["references"] = refs or []
-    return out
+    """The publishable part of an event body (:class:`EventBody`); raises InvalidEvent naming
+    the bad field."""
+    return read(EventBody, {} if body is None else body).publishable()

@@ -4,36 +4,31 @@
 
 Both are generated, never written by hand: the operations come from the operation table
 (``ops.OPS``), the methods, paths, path arguments and success statuses from the route table
-(``routes._ROUTES``), and every bound from the constants the argument readers check
-(``args.py``, ``records.py``, the context engine's, the server's configured limits). A route
-or op added to a table appears in the documents; one without an argument description here
+(``routes._ROUTES``), and every argument's type, requiredness and bound from the op's Struct
+(``schema.OP_ARGS``) through ``msgspec.json.schema_components``: the same Structs the
+handlers read their arguments with (``actors/schema.py``), so the documents and the
+validation are one definition. Only the bounds a server's configuration sets (the longest
+``event.wait``) are filled in here, from the setting the op checks. An op without a Struct
 fails ``tests/transport/test_openapi.py``. Pure: dicts in, dicts out.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..actors.agents import MAX_TAIL_LINES, STATES
-from ..actors.context.engine import MAX_BYTES, MIN_BYTES
-from ..actors.events import MAX_FILTER_CHARS
-from ..actors.idempotency import MAX_KEY_LENGTH
-from ..actors.records import MAX_ID_CHARS, MAX_REFERENCES, MAX_ROUND, MAX_TTL_SECONDS
-from .args import (
-    MAX_BATCH_RESULTS,
-    MAX_ENV_VALUE_CHARS,
-    MAX_ENV_VARS,
-    MAX_Q_CHARS,
-    MAX_SUBSCRIBE_LIST,
-    MAX_TASK_CHARS,
-    MAX_TOKEN_CHARS,
-)
-from .ops import MAX_STOP_GRACE, OPS
-from .routes import _BODY_OPTIONAL, _ROUTES
+import msgspec
 
-__all__ = ["ARGS", "DocLimits", "asyncapi", "openapi"]
+from ..actors.agents import STATES
+from ..actors.idempotency import MAX_KEY_LENGTH
+from ..actors.records import MAX_ID_CHARS, MAX_JSON_DEPTH
+from .ops import OPS
+from .routes import _BODY_OPTIONAL, _ROUTES
+from .schema import OP_ARGS
+
+__all__ = ["ARGS", "DocLimits", "args_table", "asyncapi", "openapi", "struct_schemas"]
 
 Schema = dict[str, Any]
 
@@ -45,30 +40,7 @@ class DocLimits:
     version: str
     wait_max_ms: int = 300_000
     max_body_bytes: int = 10 * 1024 * 1024
-
-
-# -- the value types --
-
-#: An id: 1 to 256 characters, no control character (C0, DEL, C1), not only whitespace.
-ID: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
-              "pattern": r"^(?!\s*$)[^\x00-\x1f\x7f-\x9f]+$"}
-EVENT_TYPE: Schema = {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,128}$"}
-
-
-def _text(max_chars: int) -> Schema:
-    """Free text: tabs and line breaks allowed, no other control character."""
-    return {"type": "string", "maxLength": max_chars, "pattern": r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"}
-
-
-def _int(lo: int, hi: int) -> Schema:
-    return {"type": "integer", "minimum": lo, "maximum": hi}
-
-
-CURSOR: Schema = {"type": "string", "pattern": r"^[0-9]{1,20}$",
-                  "description": "an event cursor this server returned"}
-PAGE_CURSOR: Schema = {"type": "string", "maxLength": 64, "description": "a next_cursor this server returned"}
-TIME: Schema = {"type": "string", "format": "date-time", "maxLength": 64}
-NULLABLE_ID: Schema = {"oneOf": [ID, {"type": "null"}]}
+    max_json_depth: int = MAX_JSON_DEPTH
 
 
 def _obj(properties: dict[str, Schema], required: tuple[str, ...] = (), **extra: Any) -> Schema:
@@ -78,14 +50,24 @@ def _obj(properties: dict[str, Schema], required: tuple[str, ...] = (), **extra:
     return schema
 
 
-RESULT_BODY = _obj({
-    "agent_id": ID, "agent_type": ID, "issue_id": ID, "project_id": ID,
-    "result": _obj({"status": ID}, ("status",)),
-    "timestamp": {"type": "string", "maxLength": 64},
-}, ("agent_id", "agent_type", "issue_id", "result"))
-
-
 # -- the arguments of each op: where an HTTP request carries them is decided per route --
+
+_REF = "#/components/schemas/{name}"
+
+
+def struct_schemas(kinds: list[type[msgspec.Struct]]) -> tuple[list[Schema], dict[str, Schema]]:
+    """The JSON Schema of each Struct of ``kinds`` and the named ones they refer to (a nested
+    Struct, like a batch's ``ResultBody``), as ``components/schemas``."""
+    return msgspec.json.schema_components(kinds, ref_template=_REF)  # type: ignore[return-value]
+
+
+@functools.cache
+def _op_schemas() -> tuple[dict[str, Schema], dict[str, Schema]]:
+    """Each op's argument schema (an object) and every named schema those refer to."""
+    kinds = list(dict.fromkeys(OP_ARGS.values()))
+    _, components = struct_schemas(kinds)
+    ops = {op: components[kind.__name__] for op, kind in OP_ARGS.items()}
+    return ops, components
 
 
 @dataclass(frozen=True)
@@ -94,78 +76,35 @@ class Arg:
     required: bool = False
 
 
-def _project() -> dict[str, Arg]:
-    return {"project_id": Arg(ID)}
+def _configured(op: str, name: str, schema: Schema, limits: DocLimits) -> Schema:
+    """``schema`` with the bound the server's configuration sets, where the op checks one."""
+    if (op, name) != ("event.wait", "timeout"):
+        return schema
+    bound = {"maximum": limits.wait_max_ms, "description": f"an integer from 0 to {limits.wait_max_ms}"}
+    return {**schema, "anyOf": [{**member, **bound} if member.get("type") == "integer" else member
+                                for member in schema["anyOf"]]}
 
 
 def args_table(limits: DocLimits) -> dict[str, dict[str, Arg]]:
-    """Every op's arguments with the bounds its reader checks (``ops.py``)."""
-    event_body = {
-        "topic": Arg(NULLABLE_ID), "data": Arg({"type": ["object", "null"]}),
-        "correlation_id": Arg(NULLABLE_ID),
-        "ttl_seconds": Arg({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TTL_SECONDS}),
-        "round": Arg({"oneOf": [_int(-MAX_ROUND, MAX_ROUND), {"type": "null"}]}),
-        "references": Arg({"oneOf": [{"type": "array", "maxItems": MAX_REFERENCES, "items": ID},
-                                     {"type": "null"}]}),
-    }
+    """Every op's arguments: its Struct's fields, with their schemas (``schema.OP_ARGS``)."""
+    ops, _ = _op_schemas()
     return {
-        "ping": {},
-        "status": {},
-        "result.store": {name: Arg(schema, name in RESULT_BODY["required"])
-                         for name, schema in RESULT_BODY["properties"].items()},
-        "result.store_batch": {"results": Arg(
-            {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_RESULTS, "items": RESULT_BODY}, True)},
-        "result.get": {"result_id": Arg(ID, True), **_project()},
-        "result.query": {
-            "issue_id": Arg(ID), "agent_type": Arg(ID), "agent_id": Arg(ID), "status": Arg(ID),
-            "since": Arg(TIME), "until": Arg(TIME), "q": Arg(_text(MAX_Q_CHARS)),
-            "limit": Arg(_int(1, 1000)), "cursor": Arg(PAGE_CURSOR), **_project(),
-        },
-        "event.publish": {"event_type": Arg(EVENT_TYPE, True), **event_body, **_project()},
-        "event.wait": {
-            "event_type": Arg(EVENT_TYPE, True), "timeout": Arg(_int(0, limits.wait_max_ms)),
-            "filter": Arg(_text(MAX_FILTER_CHARS)), "since": Arg(CURSOR), "limit": Arg(_int(1, 1000)),
-            **_project(),
-        },
-        "event.subscribe": {
-            "event_types": Arg({"oneOf": [
-                {"type": "array", "minItems": 1, "maxItems": MAX_SUBSCRIBE_LIST, "items": EVENT_TYPE},
-                {"const": "*"}]}),
-            "topics": Arg({"type": "array", "maxItems": MAX_SUBSCRIBE_LIST, "items": ID}),
-            "filter": Arg(_text(MAX_FILTER_CHARS)),
-            "since": Arg({"oneOf": [CURSOR, {"type": "object", "additionalProperties": CURSOR}]}),
-            **_project(),
-        },
-        "event.unsubscribe": {"subscription": Arg(ID, True)},
-        "context.get": {
-            "issue_id": Arg(ID, True), "agent_type": Arg(ID), "task": Arg(_text(MAX_TASK_CHARS)),
-            "max_bytes": Arg(_int(MIN_BYTES, MAX_BYTES)), **_project(),
-        },
-        "cache.clear": {"issue_id": Arg(ID, True), **_project()},
-        "agent.spawn": {
-            "agent_type": Arg(ID, True), "issue_id": Arg(ID, True), "task": Arg(_text(MAX_TASK_CHARS)),
-            "context_requirements": Arg(_obj({"max_bytes": _int(MIN_BYTES, MAX_BYTES)})),
-            "environment": Arg({
-                "type": "object", "maxProperties": MAX_ENV_VARS,
-                "propertyNames": {"pattern": r"^(?![Oo][Rr][Cc][Hh][Ee][Ss][Tt][Rr][Aa]_)[A-Za-z_][A-Za-z0-9_]{0,255}$"},
-                "additionalProperties": {"type": "string", "maxLength": MAX_ENV_VALUE_CHARS,
-                                         "pattern": "^[^\\x00]*$"},
-            }),
-            **_project(),
-        },
-        "agent.status": {"agent_id": Arg(ID, True), **_project()},
-        "agent.list": {"state": Arg({"enum": list(STATES)}), "agent_type": Arg(ID), "issue_id": Arg(ID),
-                       **_project()},
-        "agent.logs": {"agent_id": Arg(ID, True), "tail": Arg(_int(0, MAX_TAIL_LINES)), **_project()},
-        "agent.stop": {"agent_id": Arg(ID, True),
-                       "grace_seconds": Arg({"type": "number", "minimum": 0, "maximum": MAX_STOP_GRACE}),
-                       **_project()},
-        "auth.refresh": {"token": Arg({"type": "string", "maxLength": MAX_TOKEN_CHARS})},
-        "admin.faults": {
-            "target": Arg(ID, True), "kind": Arg({"enum": ["crash", "delay"]}, True),
-            "ms": Arg({"type": "number", "minimum": 0, "maximum": 600_000}),
-        },
+        op: {name: Arg(_configured(op, name, prop, limits), name in schema.get("required", ()))
+             for name, prop in schema["properties"].items()}
+        for op, schema in ops.items()
     }
+
+
+def _query(schema: Schema) -> Schema:
+    """A query or path argument's schema: a query cannot say null, so an optional argument is
+    its value's type (absent, or empty, is the null)."""
+    members = schema.get("anyOf")
+    if members is not None:
+        kept = [m for m in members if m != {"type": "null"}]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf" and (k, v) != ("default", None)}
+            return {**kept[0], **rest}
+    return schema
 
 
 #: The ops' arguments with the default limits (for tests and readers; documents use theirs).
@@ -185,7 +124,9 @@ ERROR: Schema = {
     },
     "required": ["error", "code", "message", "timestamp", "request_id"],
 }
-RECORD = _obj({**RESULT_BODY["properties"], "id": ID, "project_id": ID, "stored_at": {"type": "string"},
+_RESULT_BODY = _op_schemas()[1]["ResultBody"]
+_ID = _RESULT_BODY["properties"]["agent_id"]
+RECORD = _obj({**_RESULT_BODY["properties"], "id": _ID, "project_id": _ID, "stored_at": {"type": "string"},
                "storage_path": {"type": "string"}},
               ("id", "project_id", "agent_id", "agent_type", "issue_id", "result", "stored_at"))
 EVENT = _obj({
@@ -308,7 +249,7 @@ def openapi(limits: DocLimits) -> dict[str, Any]:
     for method, pattern, op, names, status in _ROUTES:
         args = table[op]
         params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": args[name].schema} for name in names
+            {"name": name, "in": "path", "required": True, "schema": _query(args[name].schema)} for name in names
         ]
         rest = {name: arg for name, arg in args.items() if name not in names}
         operation: dict[str, Any] = {
@@ -316,7 +257,9 @@ def openapi(limits: DocLimits) -> dict[str, Any]:
             "security": [{"bearer": []}],
         }
         if method == "POST":
-            body = {"type": "object", "properties": {n: a.schema for n, a in rest.items()}}
+            body = {"type": "object", "properties": {n: a.schema for n, a in rest.items()},
+                    "description": f"a JSON object nested at most {limits.max_json_depth} levels deep "
+                                   "(the object itself is level 1)"}
             required = [n for n, a in rest.items() if a.required]
             if required:
                 body["required"] = required
@@ -327,7 +270,7 @@ def openapi(limits: DocLimits) -> dict[str, Any]:
                                       # visible ASCII, inner spaces: what any HTTP stack keeps as sent
                                       "pattern": r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"}})
         else:
-            params += [{"name": n, "in": "query", "required": a.required, "schema": a.schema}
+            params += [{"name": n, "in": "query", "required": a.required, "schema": _query(a.schema)}
                        for n, a in rest.items()]
         operation["parameters"] = [*params, *_TRACING_HEADERS]
         operation["responses"] = {str(status): _json(_ref(_component(op)), "success"), **errors}
@@ -348,7 +291,7 @@ def openapi(limits: DocLimits) -> dict[str, Any]:
             ok = _json(schema, name)
         paths[path] = {"get": {"operationId": name, "security": [], "responses": {"200": ok, **more}}}
     schemas: dict[str, Schema] = {
-        "Error": ERROR, "Health": HEALTH, "Status": STATUS, "ResultBody": RESULT_BODY,
+        **_nested(), "Error": ERROR, "Health": HEALTH, "Status": STATUS,
         "Record": RECORD, "Event": EVENT, "Agent": AGENT,
         **{_component(op): REPLIES[op] for op in OPS if op != "status"},
     }
@@ -363,6 +306,13 @@ def openapi(limits: DocLimits) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
+
+
+def _nested() -> dict[str, Schema]:
+    """The named argument schemas an op's arguments refer to (``ResultBody``, ...)."""
+    ops, components = _op_schemas()
+    own = {OP_ARGS[op].__name__ for op in ops} - {"ResultBody"}
+    return {name: schema for name, schema in components.items() if name not in own}
 
 
 def _component(op: str) -> str:
@@ -414,7 +364,7 @@ def asyncapi(limits: DocLimits) -> dict[str, Any]:
                           "messages": [{"$ref": "#/channels/ws/messages/Auth"}]}
     operations["event"] = {"action": "send", "channel": {"$ref": "#/channels/ws"},
                            "messages": [{"$ref": "#/channels/ws/messages/EventPush"}]}
-    schemas = {"Error": ERROR, "Event": EVENT, "Status": STATUS,
+    schemas = {**_nested(), "Error": ERROR, "Event": EVENT, "Status": STATUS,
                **{_component(op): REPLIES[op] for op in OPS if OPS[op].ws and op != "status"}}
     return {
         "asyncapi": "3.0.0",

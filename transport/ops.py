@@ -1,7 +1,8 @@
 """The operations: one handler per operation, and the table that both transports serve.
 
 A handler sees little: its arguments (a dict from the path, query and body on HTTP; from the
-frame on WebSocket; read with ``transport/args.py``) and an :class:`OpContext` holding the
+frame on WebSocket; read into the op's Struct of ``transport/schema.py``, the definition the
+API documents are made from too) and an :class:`OpContext` holding the
 verified :class:`Principal`, the request's facts (:class:`Ctx`) and the narrow
 :class:`Services` it may use. It returns a dict, bytes already encoded as JSON, or None when
 the answer was queued already. Authentication, permissions, rate limits and metrics happen
@@ -15,15 +16,16 @@ import logging
 from typing import Any
 
 import orjson
+from msgspec import UNSET
 
-from ..actors.agents import MAX_TAIL_LINES, STATES, Spawn
+from ..actors.agents import Spawn
 from ..actors.broker import SubscribeAll, UnsubscribeAll
-from ..actors.context.engine import DEFAULT_BYTES, MAX_BYTES, MIN_BYTES
+from ..actors.context.engine import DEFAULT_BYTES
 from ..actors.context_actor import ClearContext, ContextGet
-from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown, TooLarge
-from ..actors.events import MAX_FILTER_CHARS, EventFilter
+from ..actors.errors import Forbidden, InvalidRequest, NotFound, OutcomeUnknown
+from ..actors.events import EventFilter
 from ..actors.idempotency import IdemKey, fingerprint, validate_key
-from ..actors.principal import ALL_PROJECTS, Principal
+from ..actors.principal import ALL_PROJECTS
 from ..actors.project import (
     GetResult,
     Publish,
@@ -35,49 +37,37 @@ from ..actors.project import (
     Wait,
     WaitAnswer,
 )
-from ..actors.records import (
-    parse_iso,
-    validate_event_body,
-    validate_event_type,
-    validate_id,
-    validate_result_body,
-)
+from ..actors.records import ResultBody, parse_iso
 from ..actors.runtime import ActorError
+from ..actors.schema import read
 from ..actors.session import CloseReason
 from ..actors.store import QueryResults
-from .args import (
-    MAX_BATCH_RESULTS,
-    MAX_Q_CHARS,
-    MAX_SUBSCRIBE_LIST,
-    MAX_TASK_CHARS,
-    MAX_TOKEN_CHARS,
-    cursor_arg,
-    decode_page_cursor,
-    encode_page_cursor,
-    environment_arg,
-    id_arg,
-    int_arg,
-    opt_id_arg,
-    opt_seconds_arg,
-    opt_text_arg,
-    since_map,
-)
+from .args import cursor_value, decode_page_cursor, encode_page_cursor, since_values
 from .errors import ApiError
 from .observability import current_scope
+from .schema import (
+    AdminFaultsArgs,
+    AgentIdArgs,
+    AgentListArgs,
+    AgentLogsArgs,
+    AgentSpawnArgs,
+    AgentStopArgs,
+    AuthRefreshArgs,
+    CacheClearArgs,
+    ContextGetArgs,
+    EventPublishArgs,
+    EventSubscribeArgs,
+    EventUnsubscribeArgs,
+    EventWaitArgs,
+    ResultBatchArgs,
+    ResultGetArgs,
+    ResultQueryArgs,
+)
 from .services import Ctx, Handler, Op, OpContext, OpLimits, Reply, Services, Tokens
 
 __all__ = ["OPS", "Ctx", "Handler", "Op", "OpContext", "OpLimits", "Reply", "Services", "Tokens"]
 
 log = logging.getLogger("orchestra")
-
-#: ``grace_seconds`` of a stop: SIGTERM -> SIGKILL (docs/protocol.md "Bounds")
-MAX_STOP_GRACE = 600.0
-
-
-def _project(p: Principal, args: dict[str, Any]) -> str:
-    """The project a request acts on: the token's, or the one it names (403 if another)."""
-    return p.project_for(opt_id_arg(args, "project_id"))
-
 
 def _idem(c: OpContext, op: str, body: Any) -> IdemKey | None:
     """The request's idempotency key, scoped to the token's ``sub``; None without one."""
@@ -119,38 +109,29 @@ async def op_status(c: OpContext, args: dict[str, Any]) -> Reply:
 
 
 async def op_result_store(c: OpContext, args: dict[str, Any]) -> Reply:
-    p = c.principal
-    body = validate_result_body(args, p.project_id)
-    project = p.project_for(body.get("project_id"))
-    return await _write(c, project, StoreResult(body, _idem(c, "result.store", body), _trace()))
+    project = c.principal.project_for(read(ResultBody, args).project_id)
+    return await _write(c, project, StoreResult(args, _idem(c, "result.store", args), _trace()))
 
 
 async def op_result_store_batch(c: OpContext, args: dict[str, Any]) -> Reply:
     p = c.principal
-    items = args.get("results")
-    if not isinstance(items, list) or not items or len(items) > MAX_BATCH_RESULTS:
-        raise InvalidRequest("results", f"'results' must be a list of 1 to {MAX_BATCH_RESULTS} result bodies")
-    bodies = []
+    batch = read(ResultBatchArgs, args)
+    bodies: list[dict[str, Any]] = args["results"]  # stored as sent: fields beyond ResultBody kept
     project = None
-    for i, item in enumerate(items):
-        try:
-            body = validate_result_body(item, p.project_id)
-        except InvalidRequest as exc:
-            raise InvalidRequest(f"results[{i}].{exc.field}", f"results[{i}]: {exc.message}") from None
-        this = p.project_for(body.get("project_id"))
+    for i, body in enumerate(batch.results):
+        this = p.project_for(body.project_id)
         if project is not None and this != project:
             raise InvalidRequest(f"results[{i}].project_id", "all results of a batch belong to one project")
         project = this
-        bodies.append(body)
     assert project is not None
     return await _write(c, project, StoreResults(tuple(bodies), _idem(c, "result.store_batch", bodies), _trace()))
 
 
 async def op_result_get(c: OpContext, args: dict[str, Any]) -> Reply:
-    p, sv = c.principal, c.services
-    result_id = id_arg(args, "result_id")
-    project = _project(p, args)
-    ref = await sv.project(project)
+    sv = c.services
+    a = read(ResultGetArgs, args)
+    result_id = a.result_id
+    ref = await sv.project(c.principal.project_for(a.project_id))
     table = ref.view  # the project's table of recent records: no mailbox round trip
     if table is not None:
         record: bytes | None = table.peek(result_id)  # a reader: never reorders the owner's table
@@ -162,23 +143,23 @@ async def op_result_get(c: OpContext, args: dict[str, Any]) -> Reply:
 
 async def op_result_query(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
-    requested = opt_id_arg(args, "project_id")
-    if p.project_id == ALL_PROJECTS and p.is_admin and requested in (None, ALL_PROJECTS):
+    a = read(ResultQueryArgs, args)
+    if p.project_id == ALL_PROJECTS and p.is_admin and a.project_id in (None, ALL_PROJECTS):
         project = None
     else:
-        project = p.project_for(requested)
-    limit = int_arg(args, "limit", 50, 1, 1000)
+        project = p.project_for(a.project_id)
+    limit = a.limit
     q = QueryResults(
         project_id=project,
-        issue_id=opt_id_arg(args, "issue_id"),
-        agent_type=opt_id_arg(args, "agent_type"),
-        agent_id=opt_id_arg(args, "agent_id"),
-        status=opt_id_arg(args, "status"),
-        since=parse_iso("since", args["since"]) if args.get("since") else None,
-        until=parse_iso("until", args["until"]) if args.get("until") else None,
-        q=opt_text_arg(args, "q", MAX_Q_CHARS),
+        issue_id=a.issue_id,
+        agent_type=a.agent_type,
+        agent_id=a.agent_id,
+        status=a.status,
+        since=parse_iso("since", a.since) if a.since is not None else None,
+        until=parse_iso("until", a.until) if a.until is not None else None,
+        q=a.q,
         limit=limit + 1,
-        before_seq=decode_page_cursor(args.get("cursor")),
+        before_seq=decode_page_cursor(a.cursor),
     )
     rows: list[tuple[int, bytes]]
     if project is None:
@@ -194,24 +175,25 @@ async def op_result_query(c: OpContext, args: dict[str, Any]) -> Reply:
 
 async def op_event_publish(c: OpContext, args: dict[str, Any]) -> Reply:
     p = c.principal
-    event_type = validate_event_type(args.get("event_type"))
-    body = validate_event_body({k: v for k, v in args.items() if k != "event_type"})
-    project = _project(p, args)
+    a = read(EventPublishArgs, args)
+    event_type = a.event_type
+    body = a.publishable()
+    project = p.project_for(a.project_id)
     idem = _idem(c, "event.publish", {"event_type": event_type, **body})
     return await _write(c, project, Publish(event_type, body, p.sub, p.agent_type, idem, _trace()))
 
 
 async def op_event_wait(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
-    event_type = validate_event_type(args.get("event_type"))
-    timeout_ms = int_arg(args, "timeout", sv.limits.wait_default_ms, 0, sv.limits.wait_max_ms)
-    flt = EventFilter.parse(opt_text_arg(args, "filter", MAX_FILTER_CHARS))
-    since = cursor_arg(args, "since")
-    limit = int_arg(args, "limit", 100, 1, 1000)
-    project = _project(p, args)
-    ref = await sv.project(project)
+    a = read(EventWaitArgs, args)
+    timeout_ms = sv.limits.wait_default_ms if a.timeout is None else a.timeout
+    if timeout_ms > sv.limits.wait_max_ms:  # the server's bound: the document states the same
+        raise InvalidRequest("timeout", f"'timeout' must be an integer from 0 to {sv.limits.wait_max_ms}")
+    flt = EventFilter.parse(a.filter)
+    since = cursor_value("since", a.since)
+    ref = await sv.project(p.project_for(a.project_id))
     answer: WaitAnswer = await ref.call(
-        Wait(p.sub, event_type, flt, since, limit, timeout_ms / 1000),
+        Wait(p.sub, a.event_type, flt, since, a.limit, timeout_ms / 1000),
         timeout=timeout_ms / 1000 + sv.limits.call_timeout,
     )
     confirm = answer.confirm
@@ -227,36 +209,27 @@ async def op_event_wait(c: OpContext, args: dict[str, Any]) -> Reply:
 async def op_event_subscribe(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
     s = c.session
-    default = list(sv.profiles.get(p.agent_type).event_subscriptions) or "*"
-    types = args.get("event_types", default)
-    if types == "*" or types is None:
-        event_types = None
-    elif isinstance(types, list) and all(isinstance(t, str) for t in types) and 0 < len(types) <= MAX_SUBSCRIBE_LIST:
-        event_types = frozenset(validate_event_type(t) for t in types)
-    else:
-        raise InvalidRequest(
-            "event_types", f"'event_types' must be a list of 1 to {MAX_SUBSCRIBE_LIST} strings or \"*\""
-        )
-    topics = args.get("topics")
-    if topics is not None:
-        if not isinstance(topics, list) or len(topics) > MAX_SUBSCRIBE_LIST:
-            raise InvalidRequest("topics", f"'topics' must be a list of at most {MAX_SUBSCRIBE_LIST} strings")
-        for i, topic in enumerate(topics):
-            validate_id(f"topics[{i}]", topic)
-    flt = EventFilter.parse(opt_text_arg(args, "filter", MAX_FILTER_CHARS))
-    requested = opt_id_arg(args, "project_id")
-    topic_set = frozenset(topics) if topics is not None else None
+    a = read(EventSubscribeArgs, args)
+    types = a.event_types
+    if types is UNSET:
+        types = list(sv.profiles.get(p.agent_type).event_subscriptions) or "*"
+    event_types = None if types == "*" or types is None else frozenset(types)
+    flt = EventFilter.parse(a.filter)
+    requested = a.project_id
+    topic_set = frozenset(a.topics) if a.topics is not None else None
     if requested == ALL_PROJECTS or (requested is None and p.project_id == ALL_PROJECTS):
         if not (p.is_admin and p.project_id == ALL_PROJECTS):
             raise Forbidden("only an admin token for every project may subscribe to '*'")
         # every project, present and future: the broker keeps it and attaches it to each
         reply: dict[str, Any] = await sv.broker.call(
-            SubscribeAll(s, event_types, topic_set, flt, since_map(args)),
+            SubscribeAll(s, event_types, topic_set, flt, since_values(a.since)),
             timeout=sv.limits.call_timeout,
         )
         s.add_global(reply["global_subscription"], sv.broker)
         return reply
-    since = cursor_arg(args, "since")
+    if isinstance(a.since, dict):
+        raise InvalidRequest("since", "'since' is one cursor: cursors by project are for a \"*\" subscription")
+    since = cursor_value("since", a.since)
     project = p.project_for(requested)
     ref = await sv.project(project)
     reply = await ref.call(
@@ -270,7 +243,7 @@ async def op_event_subscribe(c: OpContext, args: dict[str, Any]) -> Reply:
 async def op_event_unsubscribe(c: OpContext, args: dict[str, Any]) -> Reply:
     sv = c.services
     s = c.session
-    sid = id_arg(args, "subscription")
+    sid = read(EventUnsubscribeArgs, args).subscription
     if s.has_global(sid):
         await sv.broker.call(UnsubscribeAll(s.key, sid), timeout=sv.limits.call_timeout)
         s.remove_global(sid)
@@ -284,58 +257,31 @@ async def op_event_unsubscribe(c: OpContext, args: dict[str, Any]) -> Reply:
 
 async def op_context_get(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
-    issue_id = id_arg(args, "issue_id")
-    agent_type = opt_id_arg(args, "agent_type") or p.agent_type
-    task = opt_text_arg(args, "task", MAX_TASK_CHARS) or ""
-    max_bytes = int_arg(
-        args, "max_bytes", DEFAULT_BYTES, MIN_BYTES, MAX_BYTES,
-        above=lambda v: ApiError(413, "CTX_002", f"max_bytes {v} is over the maximum of {MAX_BYTES}", limit=MAX_BYTES),
-    )
-    project = _project(p, args)
-    ref = await sv.context(project)
+    a = read(ContextGetArgs, args)
+    max_bytes = DEFAULT_BYTES if a.max_bytes is None else a.max_bytes
+    ref = await sv.context(p.project_for(a.project_id))
     answer: Reply = await ref.call(
-        ContextGet(issue_id, agent_type, task, max_bytes), timeout=sv.limits.call_timeout * 2
+        ContextGet(a.issue_id, a.agent_type or p.agent_type, a.task or "", max_bytes),
+        timeout=sv.limits.call_timeout * 2,
     )
     return answer
 
 
 async def op_cache_clear(c: OpContext, args: dict[str, Any]) -> Reply:
-    p, sv = c.principal, c.services
-    issue_id = id_arg(args, "issue_id")
-    project = _project(p, args)
-    ref = await sv.context(project)
-    cleared: Reply = await ref.call(ClearContext(issue_id), timeout=sv.limits.call_timeout)
+    sv = c.services
+    a = read(CacheClearArgs, args)
+    ref = await sv.context(c.principal.project_for(a.project_id))
+    cleared: Reply = await ref.call(ClearContext(a.issue_id), timeout=sv.limits.call_timeout)
     return cleared
-
-
-def _context_bytes(args: dict[str, Any]) -> int | None:
-    """``context_requirements.max_bytes`` of a spawn: the size of the agent's context file."""
-    requirements = args.get("context_requirements")
-    if requirements is None:
-        return None
-    if not isinstance(requirements, dict):
-        raise InvalidRequest("context_requirements", "'context_requirements' must be an object")
-    if requirements.get("max_bytes") is None:
-        return None
-    field = "context_requirements.max_bytes"
-    try:
-        return int_arg(
-            requirements, "max_bytes", DEFAULT_BYTES, MIN_BYTES, MAX_BYTES,
-            above=lambda v: TooLarge("context.max_bytes", MAX_BYTES,
-                                     f"{field} {v} is over the maximum of {MAX_BYTES}", field=field),
-        )
-    except InvalidRequest as exc:
-        raise InvalidRequest(field, f"'{field}' must be an integer from {MIN_BYTES} to {MAX_BYTES}") from exc
 
 
 async def op_agent_spawn(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
-    agent_type = id_arg(args, "agent_type")
-    issue_id = id_arg(args, "issue_id")
-    task = opt_text_arg(args, "task", MAX_TASK_CHARS)
-    context_bytes = _context_bytes(args)
-    environment = environment_arg(args)
-    project = _project(p, args)  # never "*": an all-projects token names its project
+    a = read(AgentSpawnArgs, args)
+    agent_type, issue_id, task = a.agent_type, a.issue_id, a.task
+    context_bytes = a.context_requirements.max_bytes if a.context_requirements is not None else None
+    environment = a.environment or {}
+    project = p.project_for(a.project_id)  # never "*": an all-projects token names its project
     # the request as it was understood: a repeat of its key must mean the same spawn
     body = {"agent_type": agent_type, "issue_id": issue_id, "task": task, "environment": environment,
             "context_bytes": context_bytes, "project_id": project}
@@ -346,39 +292,32 @@ async def op_agent_spawn(c: OpContext, args: dict[str, Any]) -> Reply:
 
 
 async def op_agent_status(c: OpContext, args: dict[str, Any]) -> Reply:
-    agent_id = id_arg(args, "agent_id")
-    return await c.services.agents.status(_project(c.principal, args), agent_id)
+    a = read(AgentIdArgs, args)
+    return await c.services.agents.status(c.principal.project_for(a.project_id), a.agent_id)
 
 
 async def op_agent_list(c: OpContext, args: dict[str, Any]) -> Reply:
-    state = args.get("state")
-    if state == "":
-        state = None
-    if state is not None and state not in STATES:
-        raise InvalidRequest("state", f"'state' must be one of {', '.join(STATES)}")
+    a = read(AgentListArgs, args)
     agents = await c.services.agents.list(
-        _project(c.principal, args), state=state, agent_type=opt_id_arg(args, "agent_type"),
-        issue_id=opt_id_arg(args, "issue_id"),
+        c.principal.project_for(a.project_id), state=a.state, agent_type=a.agent_type, issue_id=a.issue_id,
     )
     return {"agents": agents}
 
 
 async def op_agent_logs(c: OpContext, args: dict[str, Any]) -> Reply:
-    agent_id = id_arg(args, "agent_id")
-    tail = int_arg(args, "tail", 100, 0, MAX_TAIL_LINES)
-    return await c.services.agents.logs(_project(c.principal, args), agent_id, tail)
+    a = read(AgentLogsArgs, args)
+    return await c.services.agents.logs(c.principal.project_for(a.project_id), a.agent_id, a.tail)
 
 
 async def op_agent_stop(c: OpContext, args: dict[str, Any]) -> Reply:
-    agent_id = id_arg(args, "agent_id")
-    grace = opt_seconds_arg(args, "grace_seconds", 0, MAX_STOP_GRACE)
-    return await c.services.agents.stop(_project(c.principal, args), agent_id, grace)
+    a = read(AgentStopArgs, args)
+    return await c.services.agents.stop(c.principal.project_for(a.project_id), a.agent_id, a.grace_seconds)
 
 
 async def op_auth_refresh(c: OpContext, args: dict[str, Any]) -> Reply:
     p, sv = c.principal, c.services
     s = c.session
-    token = opt_text_arg(args, "token", MAX_TOKEN_CHARS)
+    token = read(AuthRefreshArgs, args).token
     if token is not None:
         fresh = sv.tokens.verify(token)
         if (fresh.sub, fresh.project_id) != (p.sub, p.project_id):
@@ -403,8 +342,6 @@ FAULT_POINTS = {
     "store": ("next_write",),
     "project": ("next_write", "mid_fanout", "during_wait"),
 }
-#: the kinds of fault: an actor's crash or stall, or the store's disk trouble
-FAULT_KINDS = ("crash", "delay", "disk_full", "disk_read_only", "disk_ok")
 _DISK_MODES = {"disk_full": "full", "disk_read_only": "read_only", "disk_ok": None}
 FAULT_TARGETS = "store, broker, agents, project:<id>, context:<id>, session:<sub> or agent:<agent_id>"
 
@@ -414,14 +351,9 @@ async def op_admin_faults(c: OpContext, args: dict[str, Any]) -> Reply:
     if not sv.limits.fault_injection:
         raise ApiError(404, "NOT_FOUND", "no such route")
     p.require("admin")
-    target = id_arg(args, "target")
-    kind = id_arg(args, "kind")
-    if kind not in FAULT_KINDS:
-        raise InvalidRequest("kind", "'kind' must be one of " + ", ".join(f'"{k}"' for k in FAULT_KINDS))
-    ms = args.get("ms", 1000)
-    if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms <= 600_000:
-        raise InvalidRequest("ms", "'ms' must be a number of milliseconds from 0 to 600000")
-    at = opt_id_arg(args, "at") or "now"
+    a = read(AdminFaultsArgs, args)
+    target, kind, ms = a.target, a.kind, a.ms
+    at = a.at or "now"
     family = target.split(":", 1)[0]
     if at != "now" and (kind != "crash" or at not in FAULT_POINTS.get(family, ())):
         points = ", ".join(f"{t}: {', '.join(ps)}" for t, ps in FAULT_POINTS.items())

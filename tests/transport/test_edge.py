@@ -391,16 +391,23 @@ def test_pure_validators_answer_4xx(value):
         validate_id,
         validate_result_body,
     )
+    from orchestra.actors.schema import read
     from orchestra.transport import args as ops
+    from orchestra.transport.schema import OP_ARGS
 
-    args = {"k": value}
     _answers_4xx_or_value(lambda: validate_id("k", value))
     _answers_4xx_or_value(lambda: parse_iso("since", value))
-    _answers_4xx_or_value(lambda: ops.int_arg(args, "k", 1, 0, 1000))
-    _answers_4xx_or_value(lambda: ops.cursor_arg(args, "k"))
-    _answers_4xx_or_value(lambda: ops.decode_page_cursor(value))
-    _answers_4xx_or_value(lambda: ops.opt_text_arg(args, "k", 100))
-    _answers_4xx_or_value(lambda: ops.environment_arg({"environment": value}))
+    # every argument of every op, read from its one definition (and the checks after it)
+    for kind in set(OP_ARGS.values()):
+        for name in kind.__struct_fields__:
+            _answers_4xx_or_value(lambda: read(kind, {name: value}))  # noqa: B023 - called at once
+            _answers_4xx_or_value(lambda: read(kind, {name: [value], "x": value}))  # noqa: B023
+    if isinstance(value, str):
+        _answers_4xx_or_value(lambda: ops.cursor_value("k", value))
+        _answers_4xx_or_value(lambda: ops.decode_page_cursor(value))
+    _answers_4xx_or_value(lambda: read(OP_ARGS["agent.spawn"], {"environment": {"A": value, str(value): "x"}}))
+    _answers_4xx_or_value(lambda: read(OP_ARGS["event.subscribe"], {"since": {"p": value, str(value)[:300]: "1"}}))
+    _answers_4xx_or_value(lambda: read(OP_ARGS["result.store_batch"], {"results": [result_body(), value]}))
     _answers_4xx_or_value(lambda: validate_event_body({"data": {"x": value}, "round": value}))
     _answers_4xx_or_value(lambda: validate_event_body({"references": value, "topic": value}))
     _answers_4xx_or_value(lambda: validate_result_body({**result_body(), "issue_id": value}, "p1"))
