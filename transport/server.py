@@ -171,26 +171,34 @@ class Server:
             if isinstance(event, h11.ConnectionClosed) or event is None:
                 return
             assert isinstance(event, h11.Request)
+            # one pass over the headers (h11's list is a Sequence: each walk costs calls)
+            fields: dict[bytes, bytes] = {}
+            size = len(event.target)
+            upgrade = False
+            for name, value in event.headers:
+                fields[name] = value  # a repeated name: the last one counts
+                size += len(name) + len(value) + 4
+                if name == b"upgrade" and value.lower() == b"websocket":
+                    upgrade = True
             # h11 bounds only headers still arriving; bound those that came in one read too
-            if sum(len(n) + len(v) + 4 for n, v in event.headers) + len(event.target) > self.config.max_header_bytes:
+            if size > self.config.max_header_bytes:
                 await self._refuse(stream, conn, 431, "request headers too large")
                 return
-            if self._is_upgrade(event):
+            scope = self._scope_of(fields)
+            if upgrade:
                 # the connection's line: written when it ends (status 101 once switched)
-                scope = self._scope_of(event)
                 try:
                     with request_scope(scope):
-                        await self._websocket(stream, conn, event)
+                        await self._websocket(stream, conn, event, fields)
                 finally:
                     self.access.write(scope, "GET", event.target.decode("latin-1").partition("?")[0])
                 return
-            scope = self._scope_of(event)
             path = event.target.decode("latin-1").partition("?")[0]
             self.busy += 1
             try:
                 with request_scope(scope), self.api.tracing.span(scope, event.method.decode("latin-1"), path):
                     on_sent: list[Callable[[], None]] = []
-                    status, body, headers = await self._respond_to(stream, conn, event, on_sent)
+                    status, body, headers = await self._respond_to(stream, conn, event, fields, on_sent)
                     if status is None:
                         return
                     elapsed_ms = (time.perf_counter() - scope.started) * 1000
@@ -210,15 +218,13 @@ class Server:
             except h11.LocalProtocolError:
                 return
 
-    def _scope_of(self, req: h11.Request) -> RequestScope:
-        """The scope of request ``req``: its ``X-Request-ID`` (if usable, else a new id) and
-        its ``traceparent`` (if valid)."""
-        request_id = trace = None
-        for name, value in req.headers:
-            if name == b"x-request-id":
-                request_id = incoming_request_id(value)
-            elif name == b"traceparent":
-                trace = TraceParent.parse(value)
+    def _scope_of(self, headers: dict[bytes, bytes]) -> RequestScope:
+        """The scope of a request with ``headers``: its ``X-Request-ID`` (if usable, else a new
+        id) and its ``traceparent`` (if valid)."""
+        given = headers.get(b"x-request-id")
+        request_id = incoming_request_id(given) if given is not None else None
+        parent = headers.get(b"traceparent")
+        trace = TraceParent.parse(parent) if parent is not None else None
         return RequestScope(request_id or self.api.new_request_id(), trace)
 
     async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, timeout: float) -> Any:
@@ -243,11 +249,10 @@ class Server:
 
     async def _respond_to(
         self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request,
-        on_sent: list[Callable[[], None]],
+        headers: dict[bytes, bytes], on_sent: list[Callable[[], None]],
     ) -> tuple[int | None, bytes, list[tuple[bytes, bytes]]]:
         current = current_scope()
         request_id = current.request_id if current is not None else self.api.new_request_id()
-        headers = dict(req.headers)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
             refusal = _too_large(request_id, self.config.max_body_bytes, int(length))
@@ -458,14 +463,9 @@ class Server:
 
     # -- WebSocket --
 
-    @staticmethod
-    def _is_upgrade(req: h11.Request) -> bool:
-        for name, value in req.headers:
-            if name == b"upgrade" and value.lower() == b"websocket":
-                return True
-        return False
-
-    async def _websocket(self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request) -> None:
+    async def _websocket(
+        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request, headers: dict[bytes, bytes],
+    ) -> None:
         path = req.target.split(b"?", 1)[0]
         if path != b"/ws" or self.api.shutting_down:
             status = 404 if path != b"/ws" else 503
@@ -477,4 +477,4 @@ class Server:
         head = b"%s %s HTTP/1.1\r\n" % (req.method, req.target)
         head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in req.headers) + b"\r\n"
         trailing, _ = conn.trailing_data
-        await self.websockets.serve(stream, head + trailing, dict(req.headers))
+        await self.websockets.serve(stream, head + trailing, headers)
