@@ -30,13 +30,16 @@ from .observability import (
     RequestScope,
     TraceParent,
     current_scope,
+    enter_scope,
     incoming_request_id,
+    leave_scope,
     printable,
     request_scope,
 )
 from .openapi import DocLimits, asyncapi, openapi
 from .ops import OPS, Ctx
 from .routes import _ROUTES, Route, find_route, route_args
+from .tracing import NoTracing
 from .websocket import CONNECTION_GONE, WebSocketBridge
 
 __all__ = ["Server", "ServerConfig", "_ROUTES"]
@@ -193,30 +196,47 @@ class Server:
                 finally:
                     self.access.write(scope, "GET", event.target.decode("latin-1").partition("?")[0])
                 return
+            method = event.method.decode("latin-1")
             path = event.target.decode("latin-1").partition("?")[0]
             self.busy += 1
             try:
-                with request_scope(scope), self.api.tracing.span(scope, event.method.decode("latin-1"), path):
-                    on_sent: list[Callable[[], None]] = []
-                    status, body, headers = await self._respond_to(stream, conn, event, fields, on_sent)
-                    if status is None:
-                        return
-                    elapsed_ms = (time.perf_counter() - scope.started) * 1000
-                    headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
-                    await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
-                    for hook in on_sent:  # the answer was handed to the socket
-                        hook()
+                if type(self.api.tracing) is NoTracing:  # every request's path: no context managers
+                    token = enter_scope(scope)
+                    try:
+                        answered = await self._answer(stream, conn, event, fields, scope)
+                    finally:
+                        leave_scope(token)
+                else:
+                    with request_scope(scope), self.api.tracing.span(scope, method, path):
+                        answered = await self._answer(stream, conn, event, fields, scope)
             finally:
                 self.busy -= 1
                 if not self.busy:
                     self._idle.set()
-                self.access.write(scope, event.method.decode("latin-1"), path)
-            if conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
+                self.access.write(scope, method, path)
+            if not answered or conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
                 return
             try:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+    async def _answer(
+        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request, fields: dict[bytes, bytes],
+        scope: RequestScope,
+    ) -> bool:
+        """Answer request ``req`` (its scope current); False when the connection must end
+        without an answer (the refusal, if any, already sent)."""
+        on_sent: list[Callable[[], None]] = []
+        status, body, headers = await self._respond_to(stream, conn, req, fields, on_sent)
+        if status is None:
+            return False
+        elapsed_ms = (time.perf_counter() - scope.started) * 1000
+        headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
+        await self._send(stream, conn, status, body, headers, head=req.method == b"HEAD")
+        for hook in on_sent:  # the answer was handed to the socket
+            hook()
+        return True
 
     def _scope_of(self, headers: dict[bytes, bytes]) -> RequestScope:
         """The scope of a request with ``headers``: its ``X-Request-ID`` (if usable, else a new
