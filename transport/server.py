@@ -322,16 +322,26 @@ class Server:
             await self._send(stream, conn, 413, refusal, [(b"connection", b"close")])
             return None, b"", []
         body = bytearray()
+        limit = self.config.max_body_bytes
         try:
-            first = conn.next_event()
-            if type(first) is h11.EndOfMessage:  # no body, or all of it came with the head
-                body_complete = True  # (a GET's usual case): nothing to wait for, no deadline
-            else:
-                # one deadline for the whole body: a slow drip cannot hold the connection forever
+            # what came with the head (all of a GET's, all of most small bodies): no wait
+            event = conn.next_event()
+            while type(event) is h11.Data and len(body) <= limit:
+                body += event.data
+                event = conn.next_event()
+            if len(body) > limit:
+                await self._send(stream, conn, 413, _too_large(request_id, limit), [(b"connection", b"close")])
+                body_complete = False
+            elif type(event) is h11.EndOfMessage:
+                body_complete = True  # nothing to wait for: no deadline
+            elif event is h11.NEED_DATA:
+                # one deadline for the rest of the body: a slow drip cannot hold the connection forever
                 with trio.CancelScope(deadline=trio.current_time() + self.config.request_timeout) as scope:
-                    body_complete = await self._read_body(stream, conn, body, request_id, first)
+                    body_complete = await self._read_body(stream, conn, body, request_id, event)
                 if scope.cancelled_caught:
                     raise trio.TooSlowError
+            else:
+                body_complete = False  # the connection ended
             if not body_complete:
                 return None, b"", []
         except h11.RemoteProtocolError as exc:
