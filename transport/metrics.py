@@ -106,7 +106,7 @@ class _Requests(Collector):
                 cumulative, buckets = 0.0, []
                 for bound, n in zip((*bounds, float("inf")), slots[:-1], strict=True):
                     cumulative += n
-                    buckets.append((floatToGoString(bound), cumulative))
+                    buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
                 family.add_metric([op], buckets, slots[-1])
             yield family
 
