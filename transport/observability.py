@@ -169,14 +169,33 @@ class ScopeFilter(logging.Filter):
         return True
 
 
-_SECOND: list[Any] = [None, ""]  # the last whole second formatted, and its text (a cache)
+class _Stamps:
+    """The last whole second formatted and the last millisecond, each with its text (a pair
+    replaced whole: a thread never sees one's number with the other's text)."""
+
+    __slots__ = ("second", "ms")
+
+    def __init__(self) -> None:
+        self.second: tuple[int, str] = (-1, "")
+        self.ms: tuple[int, str] = (-1, "")
+
+
+_STAMPS = _Stamps()  # a cache of pure functions of the time: any thread may refill it
 
 
 def _utc(created: float) -> str:
-    whole = int(created)
-    if whole != _SECOND[0]:  # strftime is most of a line's time cost: once a second
-        _SECOND[0], _SECOND[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_SECOND[1]}.{int(created % 1 * 1000):03d}Z"
+    ms = int(created * 1000)
+    last = _STAMPS.ms
+    if last[0] == ms:  # lines come many a millisecond under load
+        return last[1]
+    whole, second = _STAMPS.second
+    if whole != ms // 1000:  # strftime is most of a line's time cost: once a second
+        whole = ms // 1000
+        second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _STAMPS.second = (whole, second)
+    text = f"{second}.{ms % 1000:03d}Z"
+    _STAMPS.ms = (ms, text)
+    return text
 
 
 #: Fields of an access line, in the order the text form writes them.
@@ -205,12 +224,28 @@ class TextFormatter(logging.Formatter):
     def access_line(created: float, level: str, name: str, access: dict[str, Any],
                     ids: dict[str, Any] | None = None) -> str:
         """The text of an access line (``ids``: unused here, the access fields carry them)."""
-        head = (f"{access['method']} {access['path']} {access['status']} "
-                f"{access['duration_ms']:.3f}ms")
-        if access.get("op"):
-            head = f"{head} op={access['op']}"
-        tail = "".join(f" {k}={access[k]}" for k in _ACCESS_FIELDS if access.get(k) is not None)
-        return f"{_utc(created)} {level} {name}: {head}{tail}"
+        return TextFormatter.access_text(
+            created, level, name, access["method"], access["path"], access["status"], access["duration_ms"],
+            *(access.get(k) for k in ("op", *_ACCESS_FIELDS)),
+        )
+
+    @staticmethod
+    def access_text(created: float, level: str, name: str, method: str, path: str, status: Any,
+                    duration_ms: float, op: str | None, request_id: str | None, agent: str | None,
+                    project: str | None, trace_id: str | None) -> str:
+        """:meth:`access_line` from its fields (the fast path's form: no dict)."""
+        line = f"{_utc(created)} {level} {name}: {method} {path} {status} {duration_ms:.3f}ms"
+        if op:
+            line += f" op={op}"
+        if request_id is not None:
+            line += f" request_id={request_id}"
+        if agent is not None:
+            line += f" agent={agent}"
+        if project is not None:
+            line += f" project={project}"
+        if trace_id is not None:
+            line += f" trace_id={trace_id}"
+        return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -258,8 +293,10 @@ class LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Write ``line`` as :meth:`emit` writes a formatted record (under the handler's lock)."""
         with self.lock:  # type: ignore[union-attr]
             try:
-                self.stream.write(line + self.terminator)
-                self.flush()
+                stream = self.stream
+                stream.write(line + self.terminator)
+                if not getattr(stream, "line_buffering", False):  # (else the write flushed it)
+                    self.flush()
             except Exception:  # as emit does: a broken stream never fails the request
                 self.handleError(logging.makeLogRecord({"msg": line}))
 
@@ -304,22 +341,32 @@ class AccessLog:
             return
         if status is None:
             status = scope.status if scope.status is not None else "-"
+        if not (len(path) <= 200 and path.isascii() and path.isprintable()):
+            path = printable(path)
+        duration_ms = round((time.perf_counter() - scope.started) * 1000, 3)
+        trace = scope.trace
+        handler = self._direct()
+        if handler is not None and type(handler.formatter) is TextFormatter:  # the default: no dict
+            handler.write_line(TextFormatter.access_text(
+                time.time(), "INFO", self.log.name, method, path, status, duration_ms, scope.op,
+                scope.request_id, scope.agent, scope.project, trace.trace_id if trace is not None else None,
+            ))
+            return
         access = {
             "transport": scope.transport,
             "method": method,
-            "path": path if len(path) <= 200 and path.isascii() and path.isprintable() else printable(path),
+            "path": path,
             "op": scope.op,
             "status": status,
-            "duration_ms": round((time.perf_counter() - scope.started) * 1000, 3),
+            "duration_ms": duration_ms,
             "request_id": scope.request_id,
             "agent": scope.agent,
             "project": scope.project,
-            "trace_id": scope.trace.trace_id if scope.trace is not None else None,
+            "trace_id": trace.trace_id if trace is not None else None,
         }
         extra: dict[str, Any] = {"request_id": scope.request_id}
-        if scope.trace is not None:
-            extra["trace_id"], extra["parent_id"] = scope.trace.trace_id, scope.trace.parent_id
-        handler = self._direct()
+        if trace is not None:
+            extra["trace_id"], extra["parent_id"] = trace.trace_id, trace.parent_id
         if handler is not None:
             formatter: Any = handler.formatter
             handler.write_line(formatter.access_line(time.time(), "INFO", self.log.name, access, extra))

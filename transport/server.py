@@ -10,6 +10,7 @@ limits and dies alone: an error in one never reaches another.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,13 +31,16 @@ from .observability import (
     RequestScope,
     TraceParent,
     current_scope,
+    enter_scope,
     incoming_request_id,
+    leave_scope,
     printable,
     request_scope,
 )
 from .openapi import DocLimits, asyncapi, openapi
 from .ops import OPS, Ctx
 from .routes import _ROUTES, Route, find_route, route_args
+from .tracing import NoTracing
 from .websocket import CONNECTION_GONE, WebSocketBridge
 
 __all__ = ["Server", "ServerConfig", "_ROUTES"]
@@ -59,11 +63,26 @@ class _ClientGone(Exception):
     """The client of a blocking request went away before its answer."""
 
 
+class _Waiting:
+    """One HTTP connection's wait for a request: since when (``math.inf``: not waiting) and
+    the connection's cancel scope, which :meth:`Server._close_idle` cancels once the wait is
+    past the idle bound. (A scope per wait cost each request about 6 us of CPU.)"""
+
+    __slots__ = ("since", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.since = math.inf
+        self.scope = scope
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
     max_target_bytes: int = 8 * 1024
+    #: seconds an HTTP connection may take to send a request's head (the wait for the next
+    #: request on a keep-alive connection included); checked every ``idle_timeout / 10``
+    #: seconds (1 s at most), so a connection is closed up to that much later
     idle_timeout: float = 60.0
     request_timeout: float = 30.0
     auth_timeout: float = 5.0
@@ -90,6 +109,8 @@ class Server:
         self._idle = trio.Event()
         self.access = AccessLog()
         self._docs: dict[str, bytes] | None = None
+        #: the HTTP connections being served, for the idle bound (:meth:`_close_idle`)
+        self._waiting: set[_Waiting] = set()
 
     # -- lifecycle --
 
@@ -102,14 +123,17 @@ class Server:
         """Accept and serve until :meth:`stop_accepting`, then until in-flight work drains
         (or :meth:`abort` cancels it)."""
         with self._http_scope:
-            async with trio.open_nursery() as handlers:
-                async with trio.open_nursery() as acceptors:
-                    self._accept_scope = acceptors.cancel_scope
+            async with trio.open_nursery() as watch:
+                watch.start_soon(self._close_idle)
+                async with trio.open_nursery() as handlers:
+                    async with trio.open_nursery() as acceptors:
+                        self._accept_scope = acceptors.cancel_scope
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept_loop, listener, handlers)
+                        task_status.started()
                     for listener in listeners:
-                        acceptors.start_soon(self._accept_loop, listener, handlers)
-                    task_status.started()
-                for listener in listeners:
-                    await listener.aclose()
+                        await listener.aclose()
+                watch.cancel_scope.cancel()  # every connection has ended: so has their watch
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         while True:
@@ -120,6 +144,18 @@ class Server:
                 await trio.sleep(0.1)
                 continue
             handlers.start_soon(self._handle, stream)
+
+    async def _close_idle(self) -> None:
+        """Cancel each connection whose wait for a request is past ``idle_timeout``: one task
+        for all connections, which then set a time stamp per request instead of a deadline."""
+        timeout = self.config.idle_timeout
+        tick = min(1.0, max(0.01, timeout / 10))
+        while True:
+            await trio.sleep(tick)
+            late = trio.current_time() - timeout
+            for waiting in self._waiting:  # (no checkpoint in this loop: the set holds still)
+                if waiting.since < late:
+                    waiting.scope.cancel()
 
     def stop_accepting(self) -> None:
         self._accept_scope.cancel()
@@ -161,74 +197,107 @@ class Server:
                 await stream.aclose()
 
     async def _http(self, stream: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            waiting = _Waiting(scope)
+            self._waiting.add(waiting)
+            try:
+                await self._requests(stream, waiting)
+            finally:
+                self._waiting.discard(waiting)
+        if scope.cancelled_caught:  # the idle bound (only a wait is ever cancelled by it)
+            raise trio.TooSlowError
+
+    async def _requests(self, stream: trio.SocketStream, waiting: _Waiting) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes)
         while True:
             try:
-                event = await self._next_event(stream, conn, self.config.idle_timeout)
+                event = await self._next_event(stream, conn, waiting)
             except h11.RemoteProtocolError as exc:
                 await self._refuse(stream, conn, exc.error_status_hint, str(exc))
                 return
             if isinstance(event, h11.ConnectionClosed) or event is None:
                 return
             assert isinstance(event, h11.Request)
+            # one pass over the headers (h11's list is a Sequence: each walk costs calls)
+            fields: dict[bytes, bytes] = {}
+            size = len(event.target)
+            upgrade = False
+            for name, value in event.headers:
+                fields[name] = value  # a repeated name: the last one counts
+                size += len(name) + len(value) + 4
+                if name == b"upgrade" and value.lower() == b"websocket":
+                    upgrade = True
             # h11 bounds only headers still arriving; bound those that came in one read too
-            if sum(len(n) + len(v) + 4 for n, v in event.headers) + len(event.target) > self.config.max_header_bytes:
+            if size > self.config.max_header_bytes:
                 await self._refuse(stream, conn, 431, "request headers too large")
                 return
-            if self._is_upgrade(event):
+            scope = self._scope_of(fields)
+            if upgrade:
                 # the connection's line: written when it ends (status 101 once switched)
-                scope = self._scope_of(event)
                 try:
                     with request_scope(scope):
-                        await self._websocket(stream, conn, event)
+                        await self._websocket(stream, conn, event, fields)
                 finally:
                     self.access.write(scope, "GET", event.target.decode("latin-1").partition("?")[0])
                 return
-            scope = self._scope_of(event)
+            method = event.method.decode("latin-1")
             path = event.target.decode("latin-1").partition("?")[0]
             self.busy += 1
             try:
-                with request_scope(scope), self.api.tracing.span(scope, event.method.decode("latin-1"), path):
-                    on_sent: list[Callable[[], None]] = []
-                    status, body, headers = await self._respond_to(stream, conn, event, on_sent)
-                    if status is None:
-                        return
-                    elapsed_ms = (time.perf_counter() - scope.started) * 1000
-                    headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
-                    await self._send(stream, conn, status, body, headers, head=event.method == b"HEAD")
-                    for hook in on_sent:  # the answer was handed to the socket
-                        hook()
+                if type(self.api.tracing) is NoTracing:  # every request's path: no context managers
+                    token = enter_scope(scope)
+                    try:
+                        answered = await self._answer(stream, conn, event, fields, scope)
+                    finally:
+                        leave_scope(token)
+                else:
+                    with request_scope(scope), self.api.tracing.span(scope, method, path):
+                        answered = await self._answer(stream, conn, event, fields, scope)
             finally:
                 self.busy -= 1
                 if not self.busy:
                     self._idle.set()
-                self.access.write(scope, event.method.decode("latin-1"), path)
-            if conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
+                self.access.write(scope, method, path)
+            if not answered or conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
                 return
             try:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
 
-    def _scope_of(self, req: h11.Request) -> RequestScope:
-        """The scope of request ``req``: its ``X-Request-ID`` (if usable, else a new id) and
-        its ``traceparent`` (if valid)."""
-        request_id = trace = None
-        for name, value in req.headers:
-            if name == b"x-request-id":
-                request_id = incoming_request_id(value)
-            elif name == b"traceparent":
-                trace = TraceParent.parse(value)
+    async def _answer(
+        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request, fields: dict[bytes, bytes],
+        scope: RequestScope,
+    ) -> bool:
+        """Answer request ``req`` (its scope current); False when the connection must end
+        without an answer (the refusal, if any, already sent)."""
+        on_sent: list[Callable[[], None]] = []
+        status, body, headers = await self._respond_to(stream, conn, req, fields, on_sent)
+        if status is None:
+            return False
+        elapsed_ms = (time.perf_counter() - scope.started) * 1000
+        headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
+        await self._send(stream, conn, status, body, headers, head=req.method == b"HEAD")
+        for hook in on_sent:  # the answer was handed to the socket
+            hook()
+        return True
+
+    def _scope_of(self, headers: dict[bytes, bytes]) -> RequestScope:
+        """The scope of a request with ``headers``: its ``X-Request-ID`` (if usable, else a new
+        id) and its ``traceparent`` (if valid)."""
+        given = headers.get(b"x-request-id")
+        request_id = incoming_request_id(given) if given is not None else None
+        parent = headers.get(b"traceparent")
+        trace = TraceParent.parse(parent) if parent is not None else None
         return RequestScope(request_id or self.api.new_request_id(), trace)
 
-    async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, timeout: float) -> Any:
+    async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, waiting: _Waiting) -> Any:
         event = conn.next_event()
-        if event is not h11.NEED_DATA:  # already buffered: no timeout scope needed
+        if event is not h11.NEED_DATA:  # already buffered: no wait
             return None if event is h11.PAUSED else event
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-            event = await self._receive_event(stream, conn)
-        if scope.cancelled_caught:
-            raise trio.TooSlowError
+        waiting.since = trio.current_time()  # from now on under the idle bound
+        event = await self._receive_event(stream, conn)
+        waiting.since = math.inf
         return event
 
     async def _receive_event(self, stream: trio.SocketStream, conn: h11.Connection) -> Any:
@@ -243,27 +312,36 @@ class Server:
 
     async def _respond_to(
         self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request,
-        on_sent: list[Callable[[], None]],
+        headers: dict[bytes, bytes], on_sent: list[Callable[[], None]],
     ) -> tuple[int | None, bytes, list[tuple[bytes, bytes]]]:
         current = current_scope()
         request_id = current.request_id if current is not None else self.api.new_request_id()
-        headers = dict(req.headers)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
             refusal = _too_large(request_id, self.config.max_body_bytes, int(length))
             await self._send(stream, conn, 413, refusal, [(b"connection", b"close")])
             return None, b"", []
         body = bytearray()
+        limit = self.config.max_body_bytes
         try:
-            first = conn.next_event()
-            if type(first) is h11.EndOfMessage:  # no body, or all of it came with the head
-                body_complete = True  # (a GET's usual case): nothing to wait for, no deadline
-            else:
-                # one deadline for the whole body: a slow drip cannot hold the connection forever
+            # what came with the head (all of a GET's, all of most small bodies): no wait
+            event = conn.next_event()
+            while type(event) is h11.Data and len(body) <= limit:
+                body += event.data
+                event = conn.next_event()
+            if len(body) > limit:
+                await self._send(stream, conn, 413, _too_large(request_id, limit), [(b"connection", b"close")])
+                body_complete = False
+            elif type(event) is h11.EndOfMessage:
+                body_complete = True  # nothing to wait for: no deadline
+            elif event is h11.NEED_DATA:
+                # one deadline for the rest of the body: a slow drip cannot hold the connection forever
                 with trio.CancelScope(deadline=trio.current_time() + self.config.request_timeout) as scope:
-                    body_complete = await self._read_body(stream, conn, body, request_id, first)
+                    body_complete = await self._read_body(stream, conn, body, request_id, event)
                 if scope.cancelled_caught:
                     raise trio.TooSlowError
+            else:
+                body_complete = False  # the connection ended
             if not body_complete:
                 return None, b"", []
         except h11.RemoteProtocolError as exc:
@@ -458,14 +536,9 @@ class Server:
 
     # -- WebSocket --
 
-    @staticmethod
-    def _is_upgrade(req: h11.Request) -> bool:
-        for name, value in req.headers:
-            if name == b"upgrade" and value.lower() == b"websocket":
-                return True
-        return False
-
-    async def _websocket(self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request) -> None:
+    async def _websocket(
+        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request, headers: dict[bytes, bytes],
+    ) -> None:
         path = req.target.split(b"?", 1)[0]
         if path != b"/ws" or self.api.shutting_down:
             status = 404 if path != b"/ws" else 503
@@ -477,4 +550,4 @@ class Server:
         head = b"%s %s HTTP/1.1\r\n" % (req.method, req.target)
         head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in req.headers) + b"\r\n"
         trailing, _ = conn.trailing_data
-        await self.websockets.serve(stream, head + trailing, dict(req.headers))
+        await self.websockets.serve(stream, head + trailing, headers)
