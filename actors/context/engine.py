@@ -18,12 +18,20 @@ import orjson
 
 from ..errors import TooLarge
 from ..records import iso_time
-from .files import language_of, tokenize
+from .files import language_of
 from .gitinfo import git_context
 from .index import ProjectIndex
 from .manifests import project_metadata
 from .orientation import first_reads, newcomer_ranking
-from .ranking import DEFAULT_WEIGHTS, Signals, explain, named_in, rank, task_identifiers
+from .ranking import (
+    DEFAULT_WEIGHTS,
+    Signals,
+    explain,
+    named_in,
+    query_terms,
+    rank,
+    task_identifiers,
+)
 from .scanner import ScanFailed, scan_in_child
 from .secrets import SecretPolicy, Withheld, withheld_record
 
@@ -317,7 +325,7 @@ class ContextEngine:
         share shows windows around the task's words and the definitions it names. Files
         whose share is below ``MIN_WINDOW`` are not inlined. The number inlined."""
         index = self.index
-        words = {t for t in tokenize(signals.task) if len(t) > 2 and t in index.df}
+        words = {t for t in query_terms(signals.task, (), self.weights) if len(t) > 2 and t in index.df}
         # words most files hold say little about where to look (and match everywhere)
         common = max(2, len(index.files) // 4)
         terms = {t for t in words if index.df[t] <= common} or words
@@ -431,7 +439,7 @@ class ContextEngine:
         # left is spread over the best ones' content (see _inline), and what it does not hold
         # follows, still in rank order, as "inlined": false with empty content. Sizes are added
         # up per record (each costs its own length and a comma): the body is serialised once.
-        why = explain(index, sig, [path for _, path, _ in ranked], earlier)
+        why = explain(index, sig, [path for _, path, _ in ranked], earlier, self.weights)
         used = _size(body)
         records: list[tuple[dict[str, Any], str]] = []
         for score, path, _named in ranked:

@@ -27,7 +27,7 @@ _LANG = {
     ".cjs": "javascript", ".ts": "typescript", ".tsx": "typescript", ".jsx": "javascript",
     ".java": "java", ".kt": "kotlin", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
     ".hpp": "cpp", ".rb": "ruby", ".php": "php", ".cs": "csharp", ".swift": "swift",
-    ".scala": "scala", ".sh": "shell", ".md": "markdown", ".rst": "rst", ".toml": "toml",
+    ".scala": "scala", ".ex": "elixir", ".exs": "elixir", ".sh": "shell", ".md": "markdown", ".rst": "rst", ".toml": "toml",
     ".yaml": "yaml", ".yml": "yaml", ".json": "json", ".html": "html", ".css": "css",
     ".sql": "sql", ".txt": "text",
 }
@@ -105,7 +105,7 @@ _DOC = re.compile(r"(^|/)(docs?|documentation|examples?)/|\.(md|rst|txt|adoc)$|(
 _TEST = re.compile(r"(^|/)(tests?|testing|spec|__tests__|testdata)/|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(spec|test)\.[a-z]+$|(^|/)conftest\.py$", re.I)
 _CONFIG = re.compile(r"\.(toml|ya?ml|json|ini|cfg|lock|mod|sum)$|(^|/)(Dockerfile|Makefile|\.github/|\.gitignore)", re.I)
 _SOURCE_LANGS = {"python", "go", "rust", "javascript", "typescript", "java", "kotlin", "c", "cpp",
-                 "ruby", "php", "csharp", "swift", "scala", "shell", "sql"}
+                 "ruby", "php", "csharp", "swift", "scala", "elixir", "shell", "sql"}
 
 
 def file_kind(path: str, language: str) -> str:

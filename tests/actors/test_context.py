@@ -54,12 +54,17 @@ def test_listing_honours_ignores_and_marks_binaries(tmp_path, git):
 
 
 def test_ranking_puts_the_right_file_first(tmp_path):
+    from orchestra.actors.context.ranking import Weights
+
     index = ProjectIndex(make_repo(tmp_path))
     index.refresh()
     ranked = [p for _, p, _ in rank(index, Signals(task="JWT token verification fails for expired tokens"))]
     assert ranked[0] == "app/auth/tokens.py"  # source above its test and its docs
     assert ranked.index("app/auth/tokens.py") < ranked.index("docs/auth.md")
-    assert "app/billing/invoice.py" not in ranked[:3]
+    # no word of the task in it: only its one commit with tokens.py (co-change) lifts it
+    lexical = [p for _, p, _ in rank(index, Signals(task="JWT token verification fails for expired tokens"),
+                                     Weights(cochange=0))]
+    assert "app/billing/invoice.py" not in lexical[:3]
     # a test engineer gets the tests of the ranked module first
     tester = [p for _, p, _ in rank(index, Signals(task="JWT token verification", prefer_kind="test"))]
     assert tester[0] == "tests/test_tokens.py"
@@ -268,15 +273,15 @@ def _scoped_repo(root: Path) -> Path:
         # the same words everywhere: only the scope and the phrase tell these apart
         "net/transport/conn.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
         "net/resolver/conn.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
-        "net/linebuffer.py": "def fill(buf):\n    return buf  # close the stream\n",
-        "net/stream.py": "def fill(buf):\n    return buf  # close the stream\n",
+        "net/linebuffer.py": "def fill(buf):\n    return buf  # close the stream: line by line, buffer by buffer\n",
+        "net/stream.py": "def fill(buf):\n    return buf  # close the stream: line by line, buffer by buffer\n",
         "shell/_bash_complete.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
         "shell/_zsh_complete.py": "def close_connection(conn):\n    conn.close()  # close the stream\n",
     }
-    for rel, text in files.items():
+    for rel, text in files.items():  # one commit each: no file changed with another
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    _commit(root, "add net")
+        _commit(root, f"add {rel}")
     return root
 
 
@@ -324,7 +329,9 @@ def test_with_few_word_matches_the_most_changed_sources_follow(tmp_path):
     ranked = [p for _, p, _ in rank(index, Signals(task="Release 3.0.0beta4"))]
     assert ranked == ["app/http/router.py"]  # no word matches: the source changed more than once
     assert rank(index, Signals(task="Release 3.0.0beta4"), Weights(prior=False)) == []
-    ranked = [p for _, p, _ in rank(index, Signals(task="JWT token verification fails for expired tokens"))]
+    # (co-change off: the initial import would link every file with tokens.py)
+    ranked = [p for _, p, _ in rank(index, Signals(task="JWT token verification fails for expired tokens"),
+                                    Weights(cochange=0))]
     assert ranked[:2] == ["app/auth/tokens.py", "app/http/router.py"]
     assert ranked.index("app/http/router.py") < ranked.index("tests/test_tokens.py")
 
