@@ -358,7 +358,7 @@ _LEASE_OPS = (RegisterProcess, Beat, EndProcess, ClaimExpired, HostLeftovers, Re
 
 _PROCESS_COLUMNS = ("process_id, host, pid, boot_id, start_ticks, started_at, last_beat, state,"
                     " ended_at, reason")
-_NOW = "extract(epoch FROM clock_timestamp())"
+_NOW = "extract(epoch FROM clock_timestamp())::float8"
 
 
 class PostgresBackend:

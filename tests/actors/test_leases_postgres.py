@@ -100,6 +100,7 @@ def test_a_process_whose_lease_expired_is_lost_and_its_live_agents_failed_once(u
     rows = {r.process_id: r for r in _op(b, ListProcesses())}
     assert rows["A"].state == "lost" and "no heartbeat for 10 s" in rows["A"].reason
     assert rows["B"].state == "alive" and rows["B"].now >= rows["B"].last_beat
+    assert all(isinstance(t, float) for t in (rows["B"].now, rows["B"].last_beat, rows["A"].ended_at))
     # taking the lease again makes it alive (its agents stay failed)
     _register(b, "A")
     assert _op(b, Beat("A")) is True
