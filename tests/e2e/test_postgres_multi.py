@@ -312,6 +312,30 @@ async def test_serve_workers_runs_processes_on_one_port_and_starts_a_lost_one_ag
             proc.p.kill()
 
 
+async def test_a_worker_killed_with_an_agent_is_started_again_and_ends_what_it_left(tmp_path, url):
+    proc = Proc(tmp_path, "--store", url, "--workers", "2", *_agent_args(tmp_path))
+    ident: ProcessIdentity | None = None
+    try:
+        port = await proc.ready()
+        arch = token(tmp_path, "--project", "p1", "--agent-type", "chief-architect", "--sub", "arch")
+        agent = await _spawn_sleeper(port, arch)
+        ident = identity_of(agent["process_id"])
+        record = await _record_until(port, arch, agent["agent_id"], lambda r: True)
+        owner_pid = int(record["owner"].split(":")[-2])  # host:pid:random
+        assert owner_pid in _children(proc.p.pid)
+        os.kill(owner_pid, signal.SIGKILL)
+        # the worker started again in its place proves its predecessor gone and ends the agent
+        await gone(agent["process_id"], timeout=30)
+        record = await _record_until(port, arch, agent["agent_id"], lambda r: r["state"] == "failed")
+        assert record["reason"].startswith(f"owner process {record['owner']} "), record
+        proc.p.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(proc.wait, 60) == 0
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
+        _end_leftover(ident)
+
+
 def test_serve_workers_without_postgresql_is_refused_in_one_line(tmp_path):
     out = subprocess.run([*ORCHESTRA, "serve", "--port", "0", "--workers", "2"], capture_output=True,
                          text=True, env={**os.environ, "ORCHESTRA_DATA_DIR": str(tmp_path)}, timeout=60)
