@@ -755,7 +755,13 @@ class ProjectActor(Actor):
             # The store stopped while it held the append: it may have committed it.
             error = await self._settle(batch, exc)
         if error is not None:
-            # Not acknowledged. The cursors taken are skipped, never reused.
+            # Not acknowledged. The cursors taken are skipped, never reused; except on a shared
+            # store, where another process may have stored events at them meanwhile (while the
+            # database was unreachable, say): this project knows everything only up to before
+            # them, so it reads (and then appends) from there. One of them stored after all
+            # (an outcome in doubt) is then read as another's, or refuses the next append.
+            if self.config.shared_store and events:
+                self.last_cursor = min(e.cursor for e in events) - 1
             for p in pending:
                 p.call.fail(error)
                 for follower in p.followers:

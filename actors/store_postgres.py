@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ import orjson
 
 from .errors import CommitFailed, ReadFailed, StoreError, WriteRejected
 from .events import encode_cursor
+from .records import iso_time
 from .store import (
     LIVE_AGENT_STATES,
     AgentRow,
@@ -60,6 +62,17 @@ from .store import (
     StoreCounts,
     result_filters,
 )
+from .store_leases import (
+    PROCESS_ROWS_KEPT,
+    Beat,
+    ClaimExpired,
+    EndProcess,
+    HostLeftovers,
+    ListProcesses,
+    ProcessRow,
+    Reap,
+    RegisterProcess,
+)
 
 try:  # an optional extra: `pip install 'orchestra-sidecar[postgres]'`
     import psycopg
@@ -70,11 +83,19 @@ __all__ = [
     "SCHEMA_VERSION",
     "NOTIFY_PREFIX",
     "AllocatedAppend",
+    "Beat",
+    "ClaimExpired",
     "CommitInDoubt",
     "CursorConflict",
+    "EndProcess",
     "EventsAfter",
+    "HostLeftovers",
     "KeyTaken",
+    "ListProcesses",
     "PostgresBackend",
+    "ProcessRow",
+    "Reap",
+    "RegisterProcess",
     "is_postgres_url",
     "redact_url",
     "store_url_problem",
@@ -84,7 +105,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: the NOTIFY channel of appends is this prefix + the schema's name (schemas share nothing)
 NOTIFY_PREFIX = "orchestra_events:"
@@ -221,6 +242,28 @@ MIGRATIONS: list[str] = [
         END IF;
     END $$;
     """,
+    # 6: the server processes sharing the database, each with its lease (last_beat, by the
+    # database's clock); a spawned agent's owner (the process that started it), and whether it
+    # was failed for its owner (its process group may still run on the owner's host)
+    """
+    CREATE TABLE processes (
+        process_id   TEXT PRIMARY KEY,
+        host         TEXT NOT NULL,
+        pid          INTEGER NOT NULL,
+        boot_id      TEXT NOT NULL,
+        start_ticks  BIGINT NOT NULL,
+        started_at   DOUBLE PRECISION NOT NULL,
+        last_beat    DOUBLE PRECISION NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'alive',  -- alive, lost, stopped
+        ended_at     DOUBLE PRECISION,
+        reason       TEXT,
+        reaped       BOOLEAN NOT NULL DEFAULT false   -- its host ended what it left
+    );
+    CREATE INDEX processes_by_host ON processes (host) WHERE NOT reaped;
+    ALTER TABLE agents ADD COLUMN owner TEXT;
+    ALTER TABLE agents ADD COLUMN orphaned BOOLEAN NOT NULL DEFAULT false;
+    CREATE INDEX agents_by_owner ON agents (owner, state);
+    """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -309,6 +352,13 @@ class EventsAfter:
     limit: int
     #: only the events below this cursor (None: all)
     before: int | None = None
+
+
+_LEASE_OPS = (RegisterProcess, Beat, EndProcess, ClaimExpired, HostLeftovers, Reap, ListProcesses)
+
+_PROCESS_COLUMNS = ("process_id, host, pid, boot_id, start_ticks, started_at, last_beat, state,"
+                    " ended_at, reason")
+_NOW = "extract(epoch FROM clock_timestamp())::float8"
 
 
 class PostgresBackend:
@@ -549,15 +599,20 @@ class PostgresBackend:
             conn.execute("DELETE FROM idempotency WHERE expires_at <= %s", (write.now,))
         elif isinstance(write, SaveAgent):
             r = write.row
+            # The owner (the record's ``owner``) is a column too, to find a process's agents.
+            # A live record never replaces an ended one: an agent failed for its lost owner
+            # stays failed whatever that owner, paused meanwhile, still says of it.
             conn.execute(
                 "INSERT INTO agents (agent_id, project_id, body, updated_at, state, spawn_key,"
-                " answer, seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::bigint)"
+                " answer, seq, owner) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::bigint, %s)"
                 " ON CONFLICT (agent_id) DO UPDATE SET"
                 " body = excluded.body, updated_at = excluded.updated_at, state = excluded.state,"
                 " spawn_key = coalesce(agents.spawn_key, excluded.spawn_key),"
-                " answer = coalesce(agents.answer, excluded.answer)",
+                " answer = coalesce(agents.answer, excluded.answer)"
+                " WHERE agents.state <> ALL(%s) OR excluded.state = ANY(%s)",
                 (r.agent_id, r.project_id, r.body, r.updated_at, r.state, _utf8(r.spawn_key),
-                 r.answer, r.seq),
+                 r.answer, r.seq, _owner(r.body), list(TERMINAL_AGENT_STATES),
+                 list(TERMINAL_AGENT_STATES)),
             )
         else:
             raise TypeError(f"not a store write: {write!r}")
@@ -753,7 +808,120 @@ class PostgresBackend:
             return {"results": row[0], "events": row[1], "projects": row[2]}
         if isinstance(read, GetAgent | ListAgents | LiveAgents | FindSpawn | AgentSeq):
             return self._agents(conn, read)
+        if isinstance(read, _LEASE_OPS):
+            with conn.transaction():
+                return self._lease(conn, read)
         raise TypeError(f"not a store read: {read!r}")
+
+    # -- leases --
+
+    def _lease(self, conn: psycopg.Connection[Any], op: Any) -> Any:
+        if isinstance(op, RegisterProcess):
+            conn.execute(
+                "INSERT INTO processes (process_id, host, pid, boot_id, start_ticks, started_at,"
+                f" last_beat) VALUES (%s, %s, %s, %s, %s::bigint, %s, {_NOW})"
+                " ON CONFLICT (process_id) DO UPDATE SET state = 'alive', last_beat ="
+                " excluded.last_beat, ended_at = NULL, reason = NULL, reaped = false",
+                (op.process_id, op.host, op.pid, op.boot_id, op.start_ticks, op.started_at),
+            )
+            return None
+        if isinstance(op, Beat):
+            cur = conn.execute(
+                f"UPDATE processes SET last_beat = {_NOW} WHERE process_id = %s AND state = 'alive'",
+                (op.process_id,),
+            )
+            return cur.rowcount == 1
+        if isinstance(op, EndProcess):
+            conn.execute(
+                f"UPDATE processes SET state = 'stopped', ended_at = {_NOW}, reason = 'stopped',"
+                " reaped = true WHERE process_id = %s AND state = 'alive'",
+                (op.process_id,),
+            )
+            return None
+        if isinstance(op, ClaimExpired):
+            return self._claim_expired(conn, op)
+        if isinstance(op, HostLeftovers):
+            procs = conn.execute(
+                f"SELECT {_PROCESS_COLUMNS}, {_NOW} FROM processes WHERE host = %s"
+                " AND process_id <> %s AND NOT reaped ORDER BY started_at LIMIT %s::bigint",
+                (op.host, op.process_id, op.limit),
+            ).fetchall()
+            out = []
+            for p in procs:
+                rows = conn.execute(
+                    f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE owner = %s"
+                    " AND (state = ANY(%s) OR orphaned) ORDER BY seq LIMIT %s::bigint",
+                    (p[0], list(LIVE_AGENT_STATES), op.limit),
+                ).fetchall()
+                out.append((ProcessRow(*p), [_agent(r) for r in rows]))
+            return out
+        if isinstance(op, Reap):
+            taken = conn.execute(
+                "UPDATE processes SET reaped = true, state = CASE WHEN state = 'alive' THEN 'lost'"
+                f" ELSE state END, ended_at = coalesce(ended_at, {_NOW}), reason = coalesce(reason,"
+                " 'gone (found by its host)') WHERE process_id = %s AND NOT reaped RETURNING 1",
+                (op.process_id,),
+            ).fetchone()
+            if taken is None:
+                return []
+            rows = conn.execute(
+                f"SELECT {self._AGENT_COLUMNS} FROM agents WHERE owner = %s AND state = ANY(%s)"
+                " ORDER BY seq FOR UPDATE",
+                (op.process_id, list(LIVE_AGENT_STATES)),
+            ).fetchall()
+            return self._fail_agents(conn, [(_agent(r), op.reason) for r in rows])
+        if isinstance(op, ListProcesses):
+            rows = conn.execute(
+                f"SELECT {_PROCESS_COLUMNS}, {_NOW} FROM processes"
+                " ORDER BY state = 'alive' DESC, last_beat DESC LIMIT %s::bigint",
+                (op.limit,),
+            ).fetchall()
+            return [ProcessRow(*r) for r in rows]
+        raise TypeError(f"not a lease operation: {op!r}")
+
+    def _claim_expired(self, conn: psycopg.Connection[Any], op: ClaimExpired) -> list[AgentRow]:
+        conn.execute(
+            f"UPDATE processes SET state = 'lost', ended_at = {_NOW}, reason = %s"
+            f" WHERE state = 'alive' AND process_id <> %s AND last_beat < {_NOW} - %s",
+            (f"no heartbeat for {op.expiry:g} s (seen by {op.process_id})", op.process_id,
+             op.expiry),
+        )
+        conn.execute(
+            f"DELETE FROM processes WHERE state <> 'alive' AND ended_at < {_NOW} - %s",
+            (PROCESS_ROWS_KEPT,),
+        )
+        rows = conn.execute(
+            f"SELECT {', '.join('a.' + c for c in self._AGENT_COLUMNS.split(', '))}, a.owner, p.state"
+            " FROM agents a JOIN processes p ON p.process_id = a.owner"
+            " WHERE a.state = ANY(%s) AND (p.state = 'lost'"
+            f" OR (p.state = 'stopped' AND p.ended_at < {_NOW} - %s))"
+            " ORDER BY a.seq LIMIT %s::bigint FOR UPDATE OF a",
+            (list(LIVE_AGENT_STATES), op.expiry, op.limit),
+        ).fetchall()
+        return self._fail_agents(conn, [
+            (_agent(r[:-2]), f"owner process {r[-2]} "
+             + ("lost its lease" if r[-1] == "lost" else "stopped without ending it"))
+            for r in rows
+        ])
+
+    def _fail_agents(self, conn: psycopg.Connection[Any],
+                     found: list[tuple[AgentRow, str]]) -> list[AgentRow]:
+        """Record each agent ``failed`` with its reason, marked failed for its owner."""
+        now = time.time()
+        out = []
+        for row, reason in found:
+            record = orjson.loads(row.body)
+            record.update(state="failed", reason=reason, ended_at=iso_time(now))
+            out.append(dataclasses.replace(row, state="failed", updated_at=iso_time(now),
+                                           body=orjson.dumps(record)))
+        if out:
+            conn.execute(
+                "UPDATE agents a SET state = 'failed', body = u.body, updated_at = u.at,"
+                " orphaned = true FROM unnest(%s::text[], %s::bytea[], %s::text[]) AS u(id, body, at)"
+                " WHERE a.agent_id = u.id",
+                _columns(out, 3, lambda r: (r.agent_id, r.body, r.updated_at)),
+            )
+        return out
 
     def _load(self, conn: psycopg.Connection[Any], read: LoadProject) -> ProjectSnapshot:
         row = conn.execute(
@@ -827,6 +995,20 @@ def _agent(row: Any) -> AgentRow:
     return AgentRow(agent_id, project_id, state, seq, updated_at, bytes(body),
                     None if spawn_key is None else bytes(spawn_key).decode(),
                     None if answer is None else bytes(answer))
+
+
+#: the states of an agent that has ended (store.LIVE_AGENT_STATES are the others)
+TERMINAL_AGENT_STATES = ("exited", "failed", "stopped")
+
+
+def _owner(body: bytes) -> str | None:
+    """The ``owner`` of an agent record (None for a record without one, or not an object)."""
+    try:
+        record = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    owner = record.get("owner") if isinstance(record, dict) else None
+    return owner if isinstance(owner, str) else None
 
 
 def _utf8(text: str | None) -> bytes | None:

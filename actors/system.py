@@ -23,11 +23,14 @@ from typing import Any
 import trio
 
 from .agents import AgentsConfig, AgentSupervisor, agent_child_id
+from .agents._lease import this_process
 from .broker import BrokerActor, EnsureContext, EnsureProject, context_child_id, project_child_id
 from .context_actor import ContextActor, ContextStats
+from .errors import StoreError
 from .principal import Principal
 from .profiles import Profiles
 from .project import ProjectActor, ProjectConfig, ProjectStats, RemoteAppend
+from .records import iso_time
 from .runtime import ActorError, ActorRef, ChildSpec, Restart, Supervisor
 from .session import Connection, Dispatcher, Session, SessionLimits, SessionRegistry
 from .store import DiskFaults, SQLiteBackend, StoreActor, StoreBackend, StoreCounts, default_db_path
@@ -57,6 +60,10 @@ class SystemConfig:
     agents_max_depth: int = 3
     #: SIGTERM -> SIGKILL of every spawned agent when the server stops
     agents_shutdown_grace: float = 5.0
+    #: PostgreSQL only: each process beats its lease this often; one older than the expiry is
+    #: lost (its agents ``failed``)
+    lease_interval: float = 2.0
+    lease_expiry: float = 10.0
 
 
 class ActorSystem:
@@ -105,11 +112,15 @@ class ActorSystem:
         #: each project's counts, kept across its actor's restarts (written by that actor only)
         self._project_counts: dict[str, dict[str, int]] = {}
 
+        #: this server process: the owner of the agents it spawns, its lease's identity
+        self.process = this_process()
         #: spawned agents; ``agents.hooks`` is set by the transport before the tree runs
         self.agents = AgentSupervisor(
             AgentsConfig(data_dir=config.data_dir, root_of=self.root_of,
                          per_project=config.agents_per_project, max_depth=config.agents_max_depth,
-                         shutdown_grace=config.agents_shutdown_grace),
+                         shutdown_grace=config.agents_shutdown_grace, process=self.process,
+                         leases=config.store_url is not None,
+                         lease_interval=config.lease_interval, lease_expiry=config.lease_expiry),
             config.profiles, self.store, mailbox_size=config.mailbox_size,
         )
 
@@ -244,6 +255,37 @@ class ActorSystem:
                 if child.startswith(f"session:{sub}#"):
                     return self.sessions.lookup(child)
         return None
+
+    async def processes(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The deployment's server processes: ``{"process_id": this one's, "processes": [...]}``,
+        each ``{process_id, host, pid, started_at, last_beat, state, reason}`` (``state``:
+        ``alive``, ``lost`` or ``stopped``; a lease older than the expiry shows ``lost``
+        before another process declared it). From the PostgreSQL lease table; with SQLite only
+        this process. Never raises: a store that cannot answer adds ``error`` and this process."""
+        me = self.process
+        here = {"process_id": me.process_id, "host": me.host, "pid": me.pid,
+                "started_at": iso_time(me.started_at), "last_beat": None, "state": "alive",
+                "reason": None}
+        out: dict[str, Any] = {"process_id": me.process_id, "processes": [here]}
+        if self.config.store_url is None:
+            return out
+        from .store_leases import ListProcesses
+
+        try:
+            rows = await self.store.call(ListProcesses(), timeout=timeout)
+        except (ActorError, StoreError) as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            return out
+        listed = []
+        for r in rows:
+            state = "lost" if r.state == "alive" and r.now - r.last_beat > self.config.lease_expiry else r.state
+            listed.append({"process_id": r.process_id, "host": r.host, "pid": r.pid,
+                           "started_at": iso_time(r.started_at), "last_beat": iso_time(r.last_beat),
+                           "state": state, "reason": r.reason})
+        if not any(p["process_id"] == me.process_id for p in listed):
+            listed.insert(0, here)  # not registered yet (or its row was just dropped)
+        out["processes"] = listed
+        return out
 
     async def store_counts(self) -> dict[str, int]:
         counts: dict[str, int] = await self.store.call(StoreCounts(), timeout=10)

@@ -241,12 +241,18 @@ class Api:
                        "crashes": self.system.root.total_crashes()},
             "context_cache": await self.system.context_stats(),
         }
+        # every process of the deployment (PostgreSQL: from the lease table), not only this one:
+        # counts for anyone, each process (host, pid) for an admin
+        deployment = await self.system.processes(timeout=self.config.call_timeout)
+        states = collections.Counter(p["state"] for p in deployment["processes"])
+        body["deployment"] = {"processes_alive": states["alive"], "processes_lost": states["lost"]}
         if principal is not None and principal.is_admin:
             detail = await self.system.project_stats()
             if principal.project_id != ALL_PROJECTS:
                 detail = {k: v for k, v in detail.items() if k == principal.project_id}
             body["projects"]["detail"] = detail
             body["actors"]["tree"] = self.system.root.tree()
+            body["deployment"].update(deployment)
         return body
 
     def health(self) -> tuple[bool, dict[str, Any]]:

@@ -317,6 +317,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.store is None:
         raise _StartError("--workers: more than one process needs a postgresql:// --store "
                           "(the SQLite store belongs to one process)", 2)
+    if args.lease_expiry < 2 * args.lease_interval:
+        raise _StartError(f"--lease-expiry ({args.lease_expiry:g} s) must be at least twice "
+                          f"--lease-interval ({args.lease_interval:g} s)", 2)
     if args.store is not None:
         from ..actors.store_postgres import store_url_problem
 
@@ -346,6 +349,8 @@ def _serve(args: argparse.Namespace) -> int:
         agents_per_project=args.max_agents_per_project,
         agents_max_depth=args.max_spawn_depth,
         agents_shutdown_grace=args.agent_stop_grace,
+        lease_interval=args.lease_interval,
+        lease_expiry=args.lease_expiry,
     ))
     if args.otel:
         import importlib.util

@@ -271,6 +271,11 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
             "most this deep (deeper: 429 AGENT_002)", _INT, metavar="N"),
     Setting("agent_stop_grace", _seconds(0, 600), 5.0, "on shutdown (and when a start ends agents "
             "a crash left behind), seconds between SIGTERM and SIGKILL of every spawned agent", _NUMBER, metavar="SECONDS"),
+    Setting("lease_interval", _seconds(0.05, 600), 2.0, "with a postgresql:// store: seconds "
+            "between the beats of each process's lease", _NUMBER, metavar="SECONDS"),
+    Setting("lease_expiry", _seconds(0.2, 3600), 10.0, "with a postgresql:// store: a process "
+            "whose lease is older than this is lost, and another process records its spawned "
+            "agents failed (at least twice --lease-interval)", _NUMBER, metavar="SECONDS"),
     Setting("log_level", one_of(*LOG_LEVELS), "info", "lowest level of the log lines on stderr"),
     Setting("log_format", one_of(*LOG_FORMATS), "text", "log lines as text, or one JSON object "
             "per line"),

@@ -33,7 +33,7 @@ from ._procs import ProcessIdentity, identity_of, is_own_group, signal_group
 from ._spec import LIVE_STATES, TERMINAL_STATES, AgentHooks, AgentSpec, public_record
 from ._workspace import WorkspaceError, add_worktree, remove_worktree, write_mcp_config
 
-__all__ = ["AgentActor", "AgentChanged", "GetAnswer", "GetRecord", "ServerStopping", "Stop", "Touch"]
+__all__ = ["AgentActor", "AgentChanged", "Fence", "GetAnswer", "GetRecord", "ServerStopping", "Stop", "Touch"]
 
 log = logging.getLogger("orchestra.agents")
 
@@ -68,6 +68,16 @@ class Stop:
 class ServerStopping:
     """Cast by the registry before it ends every process group at shutdown: the exit that
     follows is a stop (``stopped``, no restart, no event), not a failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Cast by the registry when this server process lost its lease: another process has
+    recorded the agent ``failed`` already, so it must not run on. Its group gets SIGTERM, then
+    SIGKILL after the profile's grace; the agent ends ``failed`` with ``reason``, no event (the
+    other process published it), no restart."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +138,8 @@ class AgentActor(Actor):
         self.stopping = False
         #: why the agent is being stopped; None: on request (published), else the server's stop
         self.stop_reason: str | None = None
+        #: how a stop not on request ends it: ``stopped`` (the server's stop) or ``failed`` (fenced)
+        self.stop_state = "stopped"
         self.stoppers: list[Call] = []
         self.last_activity: float | None = None
         self.cwd = spec.root
@@ -256,6 +268,8 @@ class AgentActor(Actor):
             self.stop_reason = "the server stopped"
             self.restart_at = math.inf
             return None
+        if isinstance(msg, Fence):
+            return await self._fence(msg)
         raise TypeError(f"not an agent message: {msg!r}")
 
     def _snapshot(self) -> dict[str, Any]:
@@ -289,6 +303,18 @@ class AgentActor(Actor):
         self.kill_at = trio.current_time() + grace
         return DEFERRED
 
+    async def _fence(self, msg: Fence) -> None:
+        if self.record["state"] in TERMINAL_STATES:
+            return
+        self.stopping = True
+        self.stop_reason, self.stop_state = msg.reason, "failed"
+        self.restart_at = math.inf
+        if self.proc is None:  # waiting to restart: nothing runs
+            await self._end("failed", msg.reason, publish=False)
+            return
+        signal_group(self.proc.pid, signal.SIGTERM)
+        self.kill_at = min(self.kill_at, trio.current_time() + self.spec.profile.stop_grace)
+
     async def _exited(self, msg: _Exited) -> None:
         if msg.run != self.run:
             return
@@ -300,7 +326,7 @@ class AgentActor(Actor):
             if self.stop_reason is None:
                 await self._end("stopped", "stopped on request")
             else:
-                await self._end("stopped", self.stop_reason, publish=False)
+                await self._end(self.stop_state, self.stop_reason, publish=False)
         elif code == 0:
             await self._end("exited", None)
         else:

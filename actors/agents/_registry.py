@@ -26,8 +26,18 @@ from ..profiles import Profiles
 from ..records import iso_time
 from ..runtime import DEFERRED, Actor, ActorError, ActorRef, Call, ChildSpec, Restart, Supervisor
 from ..store import AgentRow, AgentSeq, FindSpawn, GetAgent, ListAgents, LiveAgents, SaveAgent
-from ._agent import AgentActor, AgentChanged, GetAnswer, GetRecord, ServerStopping, Stop
+from ..store_leases import (
+    Beat,
+    ClaimExpired,
+    EndProcess,
+    HostLeftovers,
+    ProcessRow,
+    Reap,
+    RegisterProcess,
+)
+from ._agent import AgentActor, AgentChanged, Fence, GetAnswer, GetRecord, ServerStopping, Stop
 from ._errors import NotSpawnable
+from ._lease import ServerProcess, owner_gone
 from ._policy import Caps, Governor
 from ._procs import ProcessIdentity, end_groups, is_own_group
 from ._spec import (
@@ -135,6 +145,13 @@ class _Found:
 
 
 @dataclass(frozen=True, slots=True)
+class _LeaseLost:
+    """Cast by the lease's task: this process no longer holds its lease."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Started:
     pending: _Pending
     outcome: Any
@@ -197,7 +214,13 @@ class AgentRegistry(Actor):
             except ActorError:
                 continue
             self._note(record)
-        if self.recover:
+        if self.config.leases:
+            assert self.config.process is not None
+            if self.recover:
+                await self._register()
+                await self._reap_host()
+            self.helpers.start_soon(self._lease_loop)
+        elif self.recover:
             await self._recover()
 
     async def on_stop(self) -> None:
@@ -210,6 +233,15 @@ class AgentRegistry(Actor):
         pids = [r["pid"] for r in self.live.values() if r["state"] in ("running", "stalled") and r["pid"]]
         if pids:
             await end_groups(pids, self.config.shutdown_grace)
+        if self.config.leases:
+            assert self.config.process is not None
+            # stopped in order: nothing of this process is left to end (the agents' records
+            # are written by their actors just after this; others fail what stays live)
+            with trio.move_on_after(self.config.store_timeout):
+                try:
+                    await self._store(EndProcess(self.config.process.process_id))
+                except (StoreError, ActorError) as exc:
+                    log.warning("could not record this process stopped: %r", exc)
 
     async def _store(self, msg: Any) -> Any:
         return await self.store.call(msg, timeout=self.config.store_timeout)
@@ -241,10 +273,7 @@ class AgentRegistry(Actor):
                 log.error("agent %s left by a crash could not be recorded: %r", row.agent_id, exc)
 
     async def _mark_failed(self, row: AgentRow, record: dict[str, Any], ended: bool) -> None:
-        root = self.config.root_of(row.project_id)
-        if record.get("workspace") not in (None, str(root)):
-            with trio.move_on_after(30):
-                await remove_worktree(root, Path(record["workspace"]), row.agent_id)
+        await self._remove_worktree(row, record)
         why = "server restarted" + ("; its process group was ended" if ended else "")
         record.update(state="failed", reason=why, ended_at=iso_time(self.wall_clock()))
         await self._store(SaveAgent(AgentRow(
@@ -252,17 +281,115 @@ class AgentRegistry(Actor):
             orjson.dumps(record),
         )))
         log.warning("agent %s (project %s) left by a crash: %s", row.agent_id, row.project_id, why)
+        await self._publish_failed(row.project_id, record)
+
+    async def _remove_worktree(self, row: AgentRow, record: dict[str, Any]) -> None:
+        root = self.config.root_of(row.project_id)
+        if record.get("workspace") not in (None, str(root)):
+            with trio.move_on_after(30):
+                await remove_worktree(root, Path(record["workspace"]), row.agent_id)
+
+    async def _publish_failed(self, project_id: str, record: dict[str, Any]) -> None:
+        """``agent_failed`` for an agent whose record another part (recovery, a lease) ended."""
         if self.hooks is None:
             return
         with trio.move_on_after(self.config.store_timeout):
             try:
-                await self.hooks.publish(row.project_id, "agent_failed", {
-                    "agent_id": row.agent_id, "agent_type": record.get("agent_type"),
-                    "issue_id": record.get("issue_id"), "state": "failed", "reason": why,
-                    "exit_code": None, "restarts": record.get("restarts", 0),
+                await self.hooks.publish(project_id, "agent_failed", {
+                    "agent_id": record.get("agent_id"), "agent_type": record.get("agent_type"),
+                    "issue_id": record.get("issue_id"), "state": "failed",
+                    "reason": record.get("reason"), "exit_code": None,
+                    "restarts": record.get("restarts", 0),
                 }, record.get("_traceparent"))
             except Exception as exc:  # any: recovery goes on
-                log.warning("agent %s: agent_failed could not be published: %r", row.agent_id, exc)
+                log.warning("agent %s: agent_failed could not be published: %r",
+                            record.get("agent_id"), exc)
+
+    # -- leases (the PostgreSQL store: several processes) --
+
+    async def _register(self) -> None:
+        me = self.config.process
+        assert me is not None
+        await self._store(RegisterProcess(me.process_id, me.host, me.pid, me.boot_id,
+                                          me.start_ticks, me.started_at))
+
+    async def _reap_host(self) -> None:
+        """End what processes of this host that are provably gone left running (the process
+        groups of their agents, each proved the agent's), and record their live agents
+        ``failed``. Several processes of the host starting at once: each group is ended by
+        whoever comes first, each agent recorded (and its event published) once."""
+        me = self.config.process
+        assert me is not None
+        found: list[tuple[ProcessRow, list[AgentRow]]] = await self._store(
+            HostLeftovers(me.host, me.process_id))
+        for proc, rows in found:
+            owner = ServerProcess(proc.process_id, proc.host, proc.pid, proc.boot_id,
+                                  proc.start_ticks, proc.started_at)
+            if not owner_gone(owner, me):
+                continue  # alive (another worker of this host), or nothing can be proved
+            groups = []
+            for row in rows:
+                try:
+                    ident = orjson.loads(row.body).get("_identity")
+                    if ident is not None and is_own_group(ProcessIdentity(**ident)):
+                        groups.append(ident["pid"])
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    log.error("agent %s of a gone process has an unreadable record: %r", row.agent_id, exc)
+            await end_groups(groups, self.config.shutdown_grace)
+            why = f"owner process {owner.process_id} is gone (found by {me.process_id} on its host)"
+            if groups:
+                log.warning("ended %d process groups left by %s", len(groups), why)
+            failed: list[AgentRow] = await self._store(Reap(owner.process_id, why))
+            for row in failed:
+                record = orjson.loads(row.body)
+                log.warning("agent %s (project %s): %s", row.agent_id, row.project_id, why)
+                await self._remove_worktree(row, record)
+                await self._publish_failed(row.project_id, record)
+
+    async def _lease_loop(self) -> None:
+        """Beat this process's lease every ``lease_interval`` seconds; once it has held it
+        without a miss for ``lease_expiry`` seconds (so every process that can reach the
+        database had the time to beat, also after the database restarted), declare lost the
+        processes whose lease expired and publish ``agent_failed`` for their agents. A beat
+        that finds the lease taken fences this process's agents and takes it again."""
+        config, me = self.config, self.config.process
+        assert me is not None
+        steady_since: float | None = None
+        unreachable = False
+        while True:
+            try:
+                if not await self._store(Beat(me.process_id)):
+                    why = (f"owner process {me.process_id} lost its lease (no heartbeat for "
+                           f"{config.lease_expiry:g} s)")
+                    log.error("this process lost its lease; ending its agents: %s", why)
+                    await self.ref.cast(_LeaseLost(why))
+                    await self._register()
+                    steady_since = None
+                if unreachable:
+                    unreachable = False
+                    log.warning("lease: beating again")
+                now = trio.current_time()
+                steady_since = now if steady_since is None else steady_since
+                if now - steady_since >= config.lease_expiry:
+                    failed: list[AgentRow] = await self._store(
+                        ClaimExpired(me.process_id, config.lease_expiry))
+                    for row in failed:
+                        record = orjson.loads(row.body)
+                        log.warning("agent %s (project %s): %s", row.agent_id, row.project_id,
+                                    record.get("reason"))
+                        await self._publish_failed(row.project_id, record)
+            except (StoreError, ActorError) as exc:
+                steady_since = None
+                if not unreachable:
+                    unreachable = True
+                    log.warning("lease: cannot beat now (%s); trying again", exc)
+            await trio.sleep(config.lease_interval)
+
+    def _fence(self, why: str) -> None:
+        for agent_id in self.live:
+            ref = self.children.lookup(agent_child_id(agent_id))
+            if ref is not None:
+                ref.try_cast(Fence(why))  # a full mailbox: the next lost beat tries again
 
     # -- messages --
 
@@ -275,6 +402,8 @@ class AgentRegistry(Actor):
             return self._found(msg)
         if isinstance(msg, _Started):
             return self._started(msg)
+        if isinstance(msg, _LeaseLost):
+            return self._fence(msg.reason)
         if isinstance(msg, AgentStatus | LogPath | StopAgent):
             call = self.defer()
             self.helpers.start_soon(self._about_one, call, msg)
@@ -391,6 +520,7 @@ class AgentRegistry(Actor):
             root=self.config.root_of(msg.project_id), data_dir=self.config.data_dir,
             spawn_key=pending.spawn_key, fingerprint=pending.fingerprint,
             context_bytes=msg.context_bytes, traceparent=msg.traceparent,
+            owner=self.config.process.process_id if self.config.process is not None else None,
         )
         self.live[agent_id] = spec.initial_record()
         self.governor.add(agent_id, msg.project_id, msg.agent_type)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from ..profiles import AgentProfile
+from ._lease import ServerProcess
 
 __all__ = [
     "AgentHooks",
@@ -79,6 +80,13 @@ class AgentsConfig:
     store_timeout: float = 10.0
     #: ``agent.list`` answers at most this many (newest spawns first)
     max_listed: int = 1000
+    #: this server process (its id is the ``owner`` of the agents it spawns); None: unnamed
+    process: ServerProcess | None = None
+    #: leases in the (shared, PostgreSQL) store: beat every ``lease_interval`` seconds; a
+    #: process whose lease is older than ``lease_expiry`` is lost and its agents ``failed``
+    leases: bool = False
+    lease_interval: float = 2.0
+    lease_expiry: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class AgentSpec:
     fingerprint: str | None = None
     context_bytes: int | None = None
     traceparent: str | None = None  # the spawning request's W3C trace context
+    #: the id of the server process that started it (its lease names it)
+    owner: str | None = None
 
     @property
     def log_path(self) -> Path:
@@ -133,6 +143,7 @@ class AgentSpec:
             "depth": self.depth,
             "spawned_by": self.spawned_by,
             "workspace": str(self.root),
+            "owner": self.owner,
             # internal (never answered): what proves the process group is ours after a crash
             "_identity": None,
             "_fingerprint": self.fingerprint,

@@ -125,7 +125,8 @@ def test_a_taller_wider_terminal_shows_more():
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                     max_leaves=20),
-       st.sampled_from(["agents", "projects", "performance", "actors", "events", "requests", "context_cache"]))
+       st.sampled_from(["agents", "projects", "performance", "actors", "events", "requests", "context_cache",
+                        "deployment"]))
 def test_odd_status_and_events_never_break_the_view(value, key):
     m = DashboardModel(url="u")
     for status in ({key: value}, _status(1, 1) | {key: value}):
@@ -276,3 +277,41 @@ async def test_the_poller_shows_a_server_refusing_with_503_and_carries_on(server
         server.api.shutting_down = False
         await until(lambda: model.connection == "connected", "back", timeout=10)
         nursery.cancel_scope.cancel()
+
+
+def _deployment(*states: str) -> dict[str, Any]:
+    return {"process_id": "h1:11:aa", "processes_alive": states.count("alive"),
+            "processes_lost": states.count("lost"),
+            "processes": [{"process_id": f"h{i}:{10 + i}:aa", "host": f"h{i}", "pid": 10 + i,
+                           "started_at": "2026-01-01T00:00:00.000Z", "last_beat": "2026-01-01T00:00:01.000Z",
+                           "state": s, "reason": None} for i, s in enumerate(states, 1)]}
+
+
+def test_several_processes_are_each_shown_lost_ones_first_one_is_not():
+    m = DashboardModel(url="u")
+    m.apply_status(_status(1, 1, deployment=_deployment("alive", "lost", "stopped")), now=0.0)
+    text = screen(m, 100, 40)
+    lines = [line for line in text.splitlines() if line.startswith("h")]
+    assert [line.split()[0] for line in lines] == ["h2:12:aa", "h1:11:aa", "h3:13:aa"], text
+    assert "alive 1  lost 1  stopped 1" in text and "h1:11:aa *" in text
+    m.apply_status(_status(1, 1, deployment=_deployment("alive")), now=1.0)
+    assert "Processes" not in screen(m, 100, 40)  # one process: nothing to tell apart
+
+
+async def test_status_names_this_process_and_the_agents_their_owner_with_sqlite(server: Harness):
+    admin = _admin(server)
+    body = (await server.request("GET", "/status", admin)).json()["deployment"]
+    assert body["processes_alive"] == 1 and body["processes_lost"] == 0
+    [me] = body["processes"]
+    assert me["process_id"] == body["process_id"] and me["state"] == "alive" and me["pid"] > 0
+    anonymous = (await server.request("GET", "/status")).json()["deployment"]
+    assert anonymous == {"processes_alive": 1, "processes_lost": 0}  # no host or pid without admin
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["process_id", "host", "pid", "state", "started_at", "last_beat"]),
+                                st.none() | st.integers() | st.text(max_size=5) | st.floats()), max_size=4))
+def test_odd_process_entries_never_break_the_view(entries):
+    m = DashboardModel(url="u")
+    m.apply_status(_status(1, 1, deployment={"process_id": "x", "processes": [*entries, "odd", 3]}), now=1.0)
+    screen(m, 100, 40)

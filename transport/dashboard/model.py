@@ -126,6 +126,10 @@ class DashboardModel:
     events_lost: int = 0
     #: the issue whose chain is shown (None: the latest one completed)
     issue: str | None = None
+    #: the deployment's server processes (/status ``deployment``, an admin's view), and the
+    #: one that answered
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    process_id: str = ""
 
     def __post_init__(self) -> None:
         self.tail: collections.deque[TailEvent] = collections.deque(maxlen=self.bounds.tail)
@@ -172,6 +176,10 @@ class DashboardModel:
         cache = status.get("context_cache")
         rate = cache.get("hit_rate") if isinstance(cache, dict) else None
         self.cache_hit_rate = float(rate) if isinstance(rate, (int, float)) else None
+        deployment = _dict(status.get("deployment"))
+        listed = deployment.get("processes")
+        self.processes = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
+        self.process_id = _str(deployment.get("process_id"))
         events = _dict(status.get("events"))
         total_requests = sum(_int(p.get("count")) for p in self.performance.values())
         total_events = _int(events.get("total_published"))

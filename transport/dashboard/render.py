@@ -1,11 +1,12 @@
 """The dashboard's renderer: a :class:`~.model.DashboardModel` to rich renderables that fit
 ``width`` x ``height`` cells. Panels are laid out in priority order (header, agents, projects,
-supervision, events, throughput, the chain of an issue); each first gets its smallest useful height, the rows left
+processes when several share the store, supervision, events, throughput, the chain of an issue); each first gets its smallest useful height, the rows left
 then go to them in the same order, and a panel with no room is left out (80x24 shows the
 first ones; a taller terminal shows more rows and more panels). Pure: same model, same text."""
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -149,6 +150,26 @@ def _projects(model: DashboardModel, now: float) -> _Section:
                     chrome=1 if names else 0)
 
 
+def _processes(model: DashboardModel, now_wall: float) -> _Section:
+    """The deployment's server processes (several on one PostgreSQL): lost ones first."""
+    procs = sorted(model.processes, key=lambda p: {"lost": 0, "alive": 1}.get(str(p.get("state")), 2))
+    states = collections.Counter(str(p.get("state", "")) for p in procs)
+
+    def body(rows: int) -> RenderableType:
+        table = _table(("process", "left"), ("host", "left"), ("pid", "right"), ("state", "left"),
+                       ("started", "right"), ("beat", "right"))
+        for p in procs[:rows]:
+            state = str(p.get("state", ""))
+            style = "bold red" if state == "lost" else "dim" if state == "stopped" else ""
+            name = str(p.get("process_id", "")) + (" *" if p.get("process_id") == model.process_id else "")
+            table.add_row(name, str(p.get("host", "")), str(p.get("pid", "")), Text(state, style=style),
+                          _iso_ago(now_wall, p.get("started_at")), _iso_ago(now_wall, p.get("last_beat")))
+        return table
+
+    extra = "  ".join(f"{k} {v}" for k, v in sorted(states.items())) + "  (* answered)"
+    return _Section(lambda: _title("Processes", extra), len(procs), body)
+
+
 def _supervision(model: DashboardModel) -> _Section:
     # the actors that need a look first: a fresh restart, then any crash, then the tree in order
     rows = sorted(model.actors, key=lambda r: (not r.highlighted, r.crashes == 0))
@@ -239,6 +260,8 @@ def render(model: DashboardModel, width: int = 80, height: int = 24, *,
     budget = height - len(parts)
     sections = [_agents(model, now_wall), _projects(model, now_wall), _supervision(model), _events(model, now_wall),
                 _throughput(model, width), _chain(model)]
+    if len(model.processes) > 1:  # several processes share the store: each one, after the projects
+        sections.insert(2, _processes(model, now_wall))
     # first pass: each panel its title, table header and one row (or its "nothing" line)
     rows: list[int | None] = []
     for s in sections:
