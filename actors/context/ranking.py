@@ -458,7 +458,7 @@ def rank(
 
 def _stemmer() -> Any:
     try:
-        import snowballstemmer  # type: ignore[import-untyped]
+        import snowballstemmer  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:  # optional: without it, no stem matches
         return None
     return snowballstemmer.stemmer("english")
