@@ -385,7 +385,12 @@ class Supervisor:
         state.child = state.spec.start()
         if isinstance(state.child, Supervisor):
             state.child._parent = self
-        error = await self._nursery.start(self._child_task, state)
+        # Shielded: were this task cancelled while the child starts (a restart under way when
+        # the tree is stopped), trio's start() would not move the child into the nursery when it
+        # calls started(); the child, shielded in its own scope, would serve on and start()
+        # would wait for it forever. Started whole, it is stopped with the others.
+        with trio.CancelScope(shield=True):
+            error = await self._nursery.start(self._child_task, state)
         if error is not None:
             raise _StartFailed(error)
         state.running = True

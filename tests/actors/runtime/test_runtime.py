@@ -729,3 +729,43 @@ async def test_a_stopped_worker_thread_runs_its_last_act_after_the_jobs_handed_o
     assert order == ["job", "last"]
     with trio.fail_after(5), pytest.raises(RuntimeError, match="has stopped"):
         await worker.run(lambda: 1)
+
+
+async def test_a_restart_under_way_when_the_supervisor_is_cancelled_does_not_hang_the_stop(autojump_clock):
+    """A child crashes; while its next incarnation is still starting, the tree is stopped. The
+    child's start completes under a cancelled supervisor: it must still be stopped, not left
+    serving in its shielded scope with the supervisor waiting for it forever (seen as a hang of
+    a test server's teardown after a project crash)."""
+    gate = trio.Event()
+    starts = []
+
+    class SlowRestart(Counter):
+        async def on_start(self) -> None:
+            starts.append(1)
+            if len(starts) > 1:
+                await gate.wait()
+            await super().on_start()
+
+    ref = ActorRef("slow", mailbox_size=16)
+    sup = Supervisor("root", [ChildSpec.actor("slow", ref, SlowRestart)])
+    done = trio.Event()
+
+    async def tree() -> None:
+        async with trio.open_nursery() as nursery:
+            await start_tree(nursery, sup)
+            with pytest.raises(ActorCrashed):
+                await ref.call("boom")
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(starts) == 2  # the restart waits at the gate
+            nursery.cancel_scope.cancel()
+            gate.set()  # the restart completes after the stop began
+        done.set()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(tree)
+        with trio.move_on_after(30) as timer:
+            await done.wait()
+        if timer.cancelled_caught:
+            for state in sup._children.values():  # release the stuck child so the test ends
+                state.scope.cancel()
+            pytest.fail("the supervisor's stop hung on a child that started while it was cancelled")
