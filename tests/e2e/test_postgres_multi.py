@@ -73,8 +73,14 @@ async def _spawn_sleeper(port: int, tok: str) -> dict[str, Any]:
 async def _record_until(port: int, tok: str, agent_id: str, pred: Any, seconds: float = 30) -> dict[str, Any]:
     with trio.fail_after(seconds):
         while True:
-            r = await client(port).request("GET", f"/api/agents/{agent_id}/status", tok)
-            if r.status == 200 and pred(r.json()):
+            r = None
+            try:
+                r = await client(port).request("GET", f"/api/agents/{agent_id}/status", tok)
+            except* (OSError, trio.BrokenResourceError):
+                # a connection the kernel gave a worker that was just SIGKILLed is reset: a
+                # client asks again and reaches a live process (the port is shared)
+                pass
+            if r is not None and r.status == 200 and pred(r.json()):
                 return r.json()  # type: ignore[no-any-return]
             await trio.sleep(0.05)
 
