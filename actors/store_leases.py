@@ -20,10 +20,25 @@ __all__ = [
     "ProcessRow",
     "Reap",
     "RegisterProcess",
+    "ServerProcess",
 ]
 
 #: rows of processes that ended (stopped, or lost and reaped) are kept this long for /status
 PROCESS_ROWS_KEPT = 7 * 86_400
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """One server process: what its lease row records."""
+
+    process_id: str
+    host: str
+    pid: int
+    boot_id: str
+    #: the process's start time in clock ticks since boot (with ``pid`` and ``boot_id``: proof)
+    start_ticks: int
+    #: wall-clock seconds of its start
+    started_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +60,18 @@ class ProcessRow:
     #: the database's clock when the row was read
     now: float
 
+    @property
+    def process(self) -> ServerProcess:
+        """The identity the row records."""
+        return ServerProcess(self.process_id, self.host, self.pid, self.boot_id, self.start_ticks,
+                             self.started_at)
+
 
 @dataclass(frozen=True, slots=True)
 class RegisterProcess:
     """Take (or take again) the lease of this process: its row, ``alive``, beaten now."""
 
-    process_id: str
-    host: str
-    pid: int
-    boot_id: str
-    start_ticks: int
-    started_at: float
+    process: ServerProcess
 
 
 @dataclass(frozen=True, slots=True)

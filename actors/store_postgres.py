@@ -817,12 +817,13 @@ class PostgresBackend:
 
     def _lease(self, conn: psycopg.Connection[Any], op: Any) -> Any:
         if isinstance(op, RegisterProcess):
+            me = op.process
             conn.execute(
                 "INSERT INTO processes (process_id, host, pid, boot_id, start_ticks, started_at,"
                 f" last_beat) VALUES (%s, %s, %s, %s, %s::bigint, %s, {_NOW})"
                 " ON CONFLICT (process_id) DO UPDATE SET state = 'alive', last_beat ="
                 " excluded.last_beat, ended_at = NULL, reason = NULL, reaped = false",
-                (op.process_id, op.host, op.pid, op.boot_id, op.start_ticks, op.started_at),
+                (me.process_id, me.host, me.pid, me.boot_id, me.start_ticks, me.started_at),
             )
             return None
         if isinstance(op, Beat):

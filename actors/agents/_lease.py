@@ -17,25 +17,11 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
 
+from ..store_leases import ServerProcess
 from ._procs import boot_id, start_ticks
 
 __all__ = ["ServerProcess", "owner_gone", "this_process"]
-
-
-@dataclass(frozen=True)
-class ServerProcess:
-    """One server process: what its lease row records."""
-
-    process_id: str
-    host: str
-    pid: int
-    boot_id: str
-    #: the process's start time in clock ticks since boot (with ``pid`` and ``boot_id``: proof)
-    start_ticks: int
-    #: wall-clock seconds of its start
-    started_at: float
 
 
 def this_process() -> ServerProcess:

@@ -37,7 +37,7 @@ from ..store_leases import (
 )
 from ._agent import AgentActor, AgentChanged, Fence, GetAnswer, GetRecord, ServerStopping, Stop
 from ._errors import NotSpawnable
-from ._lease import ServerProcess, owner_gone
+from ._lease import owner_gone
 from ._policy import Caps, Governor
 from ._procs import ProcessIdentity, end_groups, is_own_group
 from ._spec import (
@@ -310,8 +310,7 @@ class AgentRegistry(Actor):
     async def _register(self) -> None:
         me = self.config.process
         assert me is not None
-        await self._store(RegisterProcess(me.process_id, me.host, me.pid, me.boot_id,
-                                          me.start_ticks, me.started_at))
+        await self._store(RegisterProcess(me))
 
     async def _reap_host(self) -> None:
         """End what processes of this host that are provably gone left running (the process
@@ -323,8 +322,7 @@ class AgentRegistry(Actor):
         found: list[tuple[ProcessRow, list[AgentRow]]] = await self._store(
             HostLeftovers(me.host, me.process_id))
         for proc, rows in found:
-            owner = ServerProcess(proc.process_id, proc.host, proc.pid, proc.boot_id,
-                                  proc.start_ticks, proc.started_at)
+            owner = proc.process
             if not owner_gone(owner, me):
                 continue  # alive (another worker of this host), or nothing can be proved
             groups = []

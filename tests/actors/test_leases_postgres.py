@@ -18,9 +18,10 @@ from orchestra.actors.store_leases import (
     ListProcesses,
     Reap,
     RegisterProcess,
+    ServerProcess,
 )
 
-from tests.postgres import fresh_schema
+from tests.postgres import fresh_schema, opened_backend
 
 psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests skipped: psycopg is not installed")
 
@@ -33,12 +34,6 @@ def url():
         yield url
 
 
-def _opened(url: str) -> PostgresBackend:
-    b = PostgresBackend(url)
-    b.open()
-    return b
-
-
 def _op(b: PostgresBackend, op):
     """One lease operation (they run where the reads run); raises what it answered."""
     _, (out,) = b.apply([], [op])
@@ -48,7 +43,7 @@ def _op(b: PostgresBackend, op):
 
 
 def _register(b: PostgresBackend, process_id: str, host: str = "h1", pid: int = 4242) -> None:
-    _op(b, RegisterProcess(process_id, host, pid, "boot-1", 1234, 1.7e9))
+    _op(b, RegisterProcess(ServerProcess(process_id, host, pid, "boot-1", 1234, 1.7e9)))
 
 
 def _agent(agent_id: str, owner: str | None, state: str = "running", seq: int = 1) -> AgentRow:
@@ -76,7 +71,7 @@ def _age(b: PostgresBackend, process_id: str, seconds: float) -> None:
 
 
 def test_a_process_whose_lease_expired_is_lost_and_its_live_agents_failed_once(url):
-    b = _opened(url)
+    b = opened_backend(url)
     _register(b, "A")
     _register(b, "B")
     _save(b, _agent("a-live", "A", seq=1))
@@ -108,7 +103,7 @@ def test_a_process_whose_lease_expired_is_lost_and_its_live_agents_failed_once(u
 
 
 def test_a_claimer_never_claims_itself_even_with_an_old_beat(url):
-    b = _opened(url)
+    b = opened_backend(url)
     _register(b, "A")
     _save(b, _agent("a1", "A"))
     _age(b, "A", 100)
@@ -117,7 +112,7 @@ def test_a_claimer_never_claims_itself_even_with_an_old_beat(url):
 
 
 def test_a_live_save_never_revives_an_agent_recorded_ended(url):
-    b = _opened(url)
+    b = opened_backend(url)
     _register(b, "A")
     _register(b, "B")
     _save(b, _agent("a1", "A"))
@@ -132,13 +127,13 @@ def test_a_live_save_never_revives_an_agent_recorded_ended(url):
 
 
 def test_processes_claiming_at_once_fail_each_agent_once(url):
-    setup = _opened(url)
+    setup = opened_backend(url)
     for p in ("A", "B", "C", "D"):
         _register(setup, p)
     for i in range(200):
         _save(setup, _agent(f"a{i}", "A", seq=i))
     _age(setup, "A", 60)
-    claimers = [_opened(url) for _ in range(3)]
+    claimers = [opened_backend(url) for _ in range(3)]
     got: list[list[AgentRow]] = [[] for _ in claimers]
     start = threading.Barrier(len(claimers))
 
@@ -156,7 +151,7 @@ def test_processes_claiming_at_once_fail_each_agent_once(url):
 
 
 def test_the_agents_of_a_process_stopped_in_order_are_failed_only_after_the_expiry(url):
-    b = _opened(url)
+    b = opened_backend(url)
     _register(b, "A")
     _register(b, "B")
     _save(b, _agent("a1", "A"))
@@ -171,7 +166,7 @@ def test_the_agents_of_a_process_stopped_in_order_are_failed_only_after_the_expi
 
 
 def test_a_host_finds_its_gone_processes_with_what_they_may_have_left_and_reaps_each_once(url):
-    b = _opened(url)
+    b = opened_backend(url)
     _register(b, "A", host="h1")
     _register(b, "B", host="h2")
     _register(b, "C", host="h1")
@@ -199,7 +194,7 @@ def test_a_host_finds_its_gone_processes_with_what_they_may_have_left_and_reaps_
 
 
 def test_the_list_of_processes_is_bounded_alive_first(url):
-    b = _opened(url)
+    b = opened_backend(url)
     for i in range(5):
         _register(b, f"P{i}")
     _op(b, EndProcess("P0"))
