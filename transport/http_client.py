@@ -12,7 +12,7 @@ import h11
 import orjson
 import trio
 
-__all__ = ["HttpResponse", "request"]
+__all__ = ["HttpResponse", "read_response", "request"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +50,21 @@ async def request(
             data += conn.send(h11.Data(data=body))
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
-        status, received, out = 0, {}, bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                received = {k.decode(): v.decode("latin-1") for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                out += event.data
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return HttpResponse(status, received, bytes(out))
+        return await read_response(stream, conn)
+
+
+async def read_response(stream: trio.SocketStream, conn: h11.Connection) -> HttpResponse:
+    """Read one whole answer from ``stream`` with the client connection ``conn`` (on a kept-alive
+    connection, ``conn.start_next_cycle()`` then readies it for the next request)."""
+    status, received, out = 0, {}, bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            received = {k.decode(): v.decode("latin-1") for k, v in event.headers}
+        elif isinstance(event, h11.Data):
+            out += event.data
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return HttpResponse(status, received, bytes(out))

@@ -6,25 +6,10 @@ from __future__ import annotations
 
 import h11
 import trio
+from orchestra.transport.http_client import read_response
 from orchestra.transport.server import ServerConfig
 
 from orchestra.testing import InProcessServer
-
-
-async def _response(stream: trio.SocketStream, conn: h11.Connection) -> tuple[int, bytes]:
-    status, body = 0, b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            return status, body
-        else:
-            raise AssertionError(event)
 
 
 async def _closed_within(stream: trio.SocketStream, seconds: float) -> float:
@@ -48,8 +33,8 @@ async def test_a_long_answer_outlasts_the_idle_bound_then_the_idle_connection_is
                 headers=[("host", "x"), ("authorization", f"Bearer {tok}")])) + conn.send(h11.EndOfMessage()))
             started = trio.current_time()
             with trio.fail_after(10):
-                status, body = await _response(stream, conn)
-            assert status == 200, body
+                r = await read_response(stream, conn)
+            assert r.status == 200, r.body
             assert trio.current_time() - started >= 1.4
             conn.start_next_cycle()
         # then no request: closed at the bound (checked every 0.05 s here), not before
