@@ -73,3 +73,12 @@ def fresh_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(base_url(), autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def opened_backend(url: str):  # -> PostgresBackend (imported here: psycopg may be missing)
+    """A PostgreSQL store backend on ``url``, opened (migrated); the caller closes it."""
+    from orchestra.actors.store_postgres import PostgresBackend
+
+    backend = PostgresBackend(url)
+    backend.open()
+    return backend

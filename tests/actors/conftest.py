@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -183,3 +184,11 @@ async def start_broker(
     ], max_restarts=max_restarts, period=60)
     await nursery.start(root.run)
     return BrokerDomain(backend, store, broker, projects, root, clock)
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Write each ``path: text`` of ``files`` under ``root`` (folders made); returns ``root``."""
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root

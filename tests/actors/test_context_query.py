@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from orchestra.actors.context.index import ProjectIndex
 from orchestra.actors.context.ranking import DEFAULT_WEIGHTS, Signals, Weights, query_terms, rank
 
+from tests.actors.conftest import write_files
+
 PLAIN = replace(DEFAULT_WEIGHTS, clean=False, stop=False, qtf_cap=0, body=1.0, idents=0.0, title=0.0)
 
 
@@ -22,10 +24,7 @@ def _repo(root: Path) -> Path:
         "app/codes.py": "TABLE = {4512: 'x', 4513: 'y'}\n",
         "app/pool.py": "def close_idle_connections(pool):\n    for conn in pool.idle:\n        conn.close()\n",
     }
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
+    return write_files(root, files)
 
 
 def _ranked(index: ProjectIndex, task: str, weights: Weights) -> list[str]:

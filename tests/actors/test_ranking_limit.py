@@ -9,6 +9,8 @@ import pytest
 from orchestra.actors.context.index import ProjectIndex
 from orchestra.actors.context.ranking import DEFAULT_WEIGHTS, Signals, bm25, rank
 
+from tests.actors.conftest import write_files
+
 
 def project(root: Path) -> ProjectIndex:
     files: dict[str, str] = {}
@@ -18,10 +20,7 @@ def project(root: Path) -> ProjectIndex:
         files[f"pkg/best{i:02}.go"] = "package pkg\n\n// parse the header, the header again\n" + "x\n" * (i % 5)
         files[f"pkg/best{i:02}_test.go"] = "package pkg\n\n// parse the header, the header again\n"
     files["docs/header.md"] = "parse header header header\n"
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    index = ProjectIndex(root)
+    index = ProjectIndex(write_files(root, files))
     index.refresh()
     return index
 

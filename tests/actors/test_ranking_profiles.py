@@ -7,14 +7,13 @@ from pathlib import Path
 from orchestra.actors.context.index import ProjectIndex
 from orchestra.actors.context.ranking import Signals, profile_fit, rank
 
+from tests.actors.conftest import write_files
+
 PYTHON_SPECIALIST = ("**/*.py", "pyproject.toml", "requirements*.txt", "setup.cfg")
 
 
 def write(root: Path, files: dict[str, str]) -> ProjectIndex:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    index = ProjectIndex(root)
+    index = ProjectIndex(write_files(root, files))
     index.refresh()
     return index
 

@@ -30,7 +30,7 @@ from orchestra.actors.store import (
 )
 
 from tests.actors.conftest import Sink
-from tests.postgres import fresh_schema
+from tests.postgres import fresh_schema, opened_backend
 
 psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests skipped: psycopg is not installed")
 
@@ -54,12 +54,6 @@ def url():
         yield url
 
 
-def _opened(url: str) -> PostgresBackend:
-    b = PostgresBackend(url)
-    b.open()
-    return b
-
-
 def _event(cursor: int, project: str = "p1") -> EventRow:
     body = orjson.dumps({"cursor": encode_cursor(cursor), "project_id": project, "n": cursor})
     return EventRow(project, cursor, "tick", 1e12, body)
@@ -79,7 +73,7 @@ def _stored(b: PostgresBackend, project: str = "p1") -> list[tuple[int, dict]]:
 
 
 def test_an_append_at_or_below_another_writers_high_water_is_refused_and_stores_nothing(url):
-    a, b = _opened(url), _opened(url)
+    a, b = opened_backend(url), opened_backend(url)
     try:
         assert a.apply([AppendBatch("p1", 3, (), (_event(1), _event(2), _event(3)))], [])[0] == [None]
         (taken,), _ = b.apply([AppendBatch("p1", 4, (_result("r9"),), (_event(3), _event(4)))], [])
@@ -96,7 +90,7 @@ def test_an_append_at_or_below_another_writers_high_water_is_refused_and_stores_
 
 
 def test_allocated_appends_take_the_cursors_after_the_high_water_and_rewrite_the_bodies(url):
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         b.apply([AppendBatch("p1", 7, (), (_event(7),))], [])
         (first,), (high,) = b.apply(
@@ -116,7 +110,7 @@ def test_writers_on_one_project_from_several_connections_never_reuse_or_skip_a_c
     errors: list[BaseException] = []
 
     def write(n: int) -> None:
-        b = _opened(url)
+        b = opened_backend(url)
         try:
             for _ in range(rounds):
                 (outcome,), _ = b.apply([AllocatedAppend("p1", 0, (), (_event(1), _event(2)))], [])
@@ -132,7 +126,7 @@ def test_writers_on_one_project_from_several_connections_never_reuse_or_skip_a_c
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         stored = _stored(b)
         assert [c for c, _ in stored] == list(range(1, writers * rounds * 2 + 1))
@@ -145,7 +139,7 @@ def test_writers_on_one_project_from_several_connections_never_reuse_or_skip_a_c
 def test_rejected_writes_again_and_again_leave_the_connection_serving(url):
     # each rejection aborts the pipeline of its group commit: statements the driver would have
     # prepared in it must not be taken as prepared afterwards
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         for i in range(1, 13):
             good, dup = _result(f"r{i}"), _result("r1")
@@ -165,7 +159,7 @@ def test_writers_allocating_from_stale_views_are_refused_never_stored_twice(url)
     errors: list[BaseException] = []
 
     def write() -> None:
-        b = _opened(url)
+        b = opened_backend(url)
         try:
             done = 0
             while done < appends:  # each append from its own view of the project, as a process
@@ -188,7 +182,7 @@ def test_writers_allocating_from_stale_views_are_refused_never_stored_twice(url)
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         assert [c for c, _ in _stored(b)] == list(range(1, writers * appends + 1))
     finally:
@@ -196,7 +190,7 @@ def test_writers_allocating_from_stale_views_are_refused_never_stored_twice(url)
 
 
 def test_an_allocating_writer_waits_for_the_project_lock_held_by_another_transaction(url):
-    b = _opened(url)
+    b = opened_backend(url)
     b.apply([AppendBatch("p1", 1, (), (_event(1),))], [])
     done = threading.Event()
     outcome: list[object] = []
@@ -227,7 +221,7 @@ def _terminate(b: PostgresBackend) -> None:
 
 
 def test_a_lost_idle_connection_is_replaced_without_failing_the_next_request(url):
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         _terminate(b)
         writes, reads = b.apply([SaveWaitCursor("p1", "a", "k", 1)], [LoadProject("p1", 0.0, 10)])
@@ -240,7 +234,7 @@ def test_a_lost_idle_connection_is_replaced_without_failing_the_next_request(url
 
 
 def test_an_unreachable_server_fails_every_request_transient_until_it_is_back(url):
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         good = b.url
         _terminate(b)
@@ -255,7 +249,7 @@ def test_an_unreachable_server_fails_every_request_transient_until_it_is_back(ur
 
 
 def test_a_connection_lost_during_commit_raises_commit_in_doubt(url):
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         # a deferred trigger that ends the session at COMMIT: the answer to COMMIT never comes
         assert b.conn is not None
@@ -273,8 +267,8 @@ def test_a_connection_lost_during_commit_raises_commit_in_doubt(url):
 
 
 def test_migrations_run_once_and_a_newer_schema_is_refused(url):
-    _opened(url).close()
-    b = _opened(url)
+    opened_backend(url).close()
+    b = opened_backend(url)
     try:
         assert b.conn is not None
         assert b.conn.execute("SELECT max(version), count(*) FROM schema_version").fetchone() == (SCHEMA_VERSION, SCHEMA_VERSION)
@@ -282,7 +276,7 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(url):
     finally:
         b.close()
     with pytest.raises(StoreError, match="schema version 99"):
-        _opened(url)
+        opened_backend(url)
 
 
 def test_processes_opening_a_new_database_at_once_migrate_it_once(url):
@@ -353,7 +347,7 @@ async def test_a_commit_in_doubt_crashes_the_store_which_comes_back_and_answers_
 
 
 def test_after_the_first_connection_an_open_that_cannot_connect_leaves_the_backend_waiting(url):
-    b = _opened(url)
+    b = opened_backend(url)
     good, b.url = b.url, "postgresql://127.0.0.1:1/test"
     b.open()  # a restarted store: not fatal
     _, (high,) = b.apply([], [HighWater("p1")])
@@ -501,7 +495,7 @@ async def test_a_batch_whose_cursor_another_process_stored_is_settled_not_stored
 async def test_the_listener_hands_over_each_append_as_project_and_cursor(url):
     heard: list[dict[str, int] | None] = []
     listener = NotifyListener(url, heard.append, poll=0.1)
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
@@ -527,7 +521,7 @@ async def test_the_listener_hands_over_each_append_as_project_and_cursor(url):
 
 
 def test_an_allocated_append_stores_its_keys_answers_with_the_cursors_taken(url):
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         b.apply([AppendBatch("p1", 7, (), (_event(7),))], [])
         answer = orjson.dumps({"cursor": encode_cursor(1), "results": [{"event_cursor": encode_cursor(2)}],
@@ -546,7 +540,7 @@ def test_an_allocated_append_stores_its_keys_answers_with_the_cursors_taken(url)
 async def test_a_listener_whose_connection_is_lost_listens_again_and_says_to_look_at_everything(url):
     heard: list[dict[str, int] | None] = []
     listener = NotifyListener(url, heard.append, poll=0.1, retry=0.1)
-    b = _opened(url)
+    b = opened_backend(url)
     try:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
@@ -576,7 +570,7 @@ def test_a_live_key_another_writer_stored_refuses_the_write_an_expired_one_is_ta
 
     from orchestra.actors.store_postgres import KeyTaken
 
-    a, b = _opened(url), _opened(url)
+    a, b = opened_backend(url), opened_backend(url)
     try:
         live = IdempotencyRow("s", "k", b"f", b'{"first":1}', time.time() + 3600)
         assert a.apply([AppendBatch("p1", 1, (_result("r1"),), (_event(1),), 0, (live,))], [])[0] == [None]
