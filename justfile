@@ -34,9 +34,9 @@ bench *ARGS:
 bench-context:
     {{py}} -m bench.context_speed --server
 
-# context engine quality on the histories of git repositories: just bench-quality ../a ../b
-bench-quality +REPOS:
-    {{py}} -m bench.context_quality $(for r in {{REPOS}}; do printf -- '--repo %s ' "$r"; done)
+# context engine quality on pinned public repositories (bench/README.md): just bench-quality --repos flask,chi
+bench-quality *ARGS:
+    {{py}} -m bench.context_quality {{ARGS}}
 
 # ruff over everything, mypy --strict over the whole package (as installed: orchestra.actors, orchestra.transport)
 lint:
