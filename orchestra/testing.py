@@ -1,6 +1,7 @@
 """The fault-injection harness and its pytest plugin (``orchestra.transport.testing*``;
-docs/testing.md). Installing orchestra-sidecar registers this module as the pytest plugin
-``orchestra`` (entry point ``pytest11``)."""
+docs/testing.md): import the harness from here. Installing orchestra-sidecar registers the
+fixtures as the pytest plugin ``orchestra`` (entry point ``pytest11``, the module
+``orchestra.transport.testing_plugin``, which imports the server only when a fixture is used)."""
 
 from orchestra.transport.testing import (
     FAULT_POINTS,

@@ -18,6 +18,10 @@ Fixtures (async ones need pytest-trio: ``trio_mode = true`` or ``@pytest.mark.tr
 
 A failing test that used a seed says so in its report (section "orchestra"): the seed, the
 command line option that replays it, and every schedule drawn and fault injected.
+
+Every pytest run of a machine where orchestra-sidecar is installed loads this module, most of
+them for tests that never touch Orchestra: so it imports only pytest here, and the server (about
+0.8 s of imports) when a fixture is first used.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import trio
 
-from .testing import Faults, FaultSchedule, InProcessServer, ServerProcess
-from .testing_invariants import Invariants, Ledger, orchestra_tasks
+if TYPE_CHECKING:
+    import trio
+
+    from .testing import Faults, FaultSchedule, InProcessServer, ServerProcess
+    from .testing_invariants import Invariants, Ledger
 
 __all__ = [
     "orchestra_invariants",
@@ -45,8 +51,8 @@ __all__ = [
 ]
 
 _SEED = pytest.StashKey[int]()
-_SCHEDULES = pytest.StashKey[list[FaultSchedule]]()
-_FAULTS = pytest.StashKey[list[Faults]]()
+_SCHEDULES: pytest.StashKey[list[FaultSchedule]] = pytest.StashKey()
+_FAULTS: pytest.StashKey[list[Faults]] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,6 +90,8 @@ def orchestra_schedule(
     request: pytest.FixtureRequest, orchestra_seed: int,
 ) -> Callable[..., FaultSchedule]:
     """Draw :class:`FaultSchedule` s from this test's seed (the n-th drawn uses seed + n)."""
+    from .testing import FaultSchedule
+
     drawn: list[FaultSchedule] = request.node.stash.setdefault(_SCHEDULES, [])
 
     def draw(targets: Sequence[str], **kwargs: Any) -> FaultSchedule:
@@ -99,6 +107,11 @@ async def orchestra_server(
     request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path,
 ) -> AsyncIterator[InProcessServer]:
     """A real server in this trio run (see :class:`InProcessServer`)."""
+    import trio
+
+    from .testing import InProcessServer
+    from .testing_invariants import orchestra_tasks
+
     server = await InProcessServer(tmp_path / "orchestra-data", root=tmp_path).start(nursery)
     request.node.stash.setdefault(_FAULTS, []).append(server.faults)
     yield server
@@ -111,6 +124,8 @@ async def orchestra_server(
 @pytest.fixture
 async def orchestra_process(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ServerProcess]:
     """``orchestra serve`` as a child process, started (see :class:`ServerProcess`)."""
+    from .testing import ServerProcess
+
     server = ServerProcess(tmp_path / "orchestra-process-data")
     request.node.stash.setdefault(_FAULTS, []).append(server.faults)
     try:
@@ -122,9 +137,13 @@ async def orchestra_process(request: pytest.FixtureRequest, tmp_path: Path) -> A
 
 @pytest.fixture
 def orchestra_ledger() -> Ledger:
+    from .testing_invariants import Ledger
+
     return Ledger()
 
 
 @pytest.fixture
 def orchestra_invariants(orchestra_server: InProcessServer, orchestra_ledger: Ledger) -> Invariants:
+    from .testing_invariants import Invariants
+
     return Invariants(orchestra_server, orchestra_ledger)

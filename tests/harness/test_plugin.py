@@ -89,3 +89,17 @@ async def test_the_process_server_survives_sigkill_with_everything_acknowledged(
     assert orchestra_process.pid != first and orchestra_process.pids == [first, orchestra_process.pid]
     await inv.check_all()
     assert len(ledger.acked) == 5
+
+
+def test_loading_the_plugin_imports_no_server():
+    """pytest loads the ``pytest11`` plugin in every run on a machine where Orchestra is
+    installed, most of them for other projects' tests: loading it must not import the server."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "orchestra"]
+    probe = (f"import sys; import {plugin.module}; "
+             "print(sorted(m for m in sys.modules if m.startswith(('trio', 'orchestra.actors', 'orchestra.transport.'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"['{plugin.module}']"
