@@ -7,7 +7,9 @@ says). What it refuses it raises as :class:`HttpRefusal` (the status and why), i
 requests parsed before the refused bytes come out first. It bounds what it holds: a head over
 ``max_header_bytes`` is refused 431 (counted as it arrives, not only once complete), a body
 over ``max_body_bytes`` (announced or counted) stops the parse and marks its request
-:attr:`Request.too_large`. It never reads ahead more than one feed: the caller feeds it only
+:attr:`Request.too_large` (so does a request whose bytes pass twice the body bound and the
+head's: a body in tiny chunks, or trailers without end; trailer lines count to the head's
+bound). It never reads ahead more than one feed: the caller feeds it only
 when it has no request to give, so what it holds is bounded by one read.
 
 Requests are held to h11's rules where llhttp is more lenient (the parser the server used
@@ -87,7 +89,7 @@ class RequestReader:
         #: between a request's first byte and its last
         self.in_message = False
         self._in_head = False
-        self._head_bytes = 0  # bytes of the current head, counted by whole feeds
+        self._raw = 0  # bytes of the current request, counted by whole feeds
         self._completed = False  # a request ended during this feed
         #: no more HTTP on this connection: the parser switched protocols or was refused
         self.done = False
@@ -136,20 +138,29 @@ class RequestReader:
             self._error = _refusal(exc)
             return
         self._release()
-        if self._in_head:  # the head goes on past this feed: bound what it has taken so far
-            if not self._completed:  # (else the feed held an earlier request too: the lines
-                self._head_bytes += len(data)  # counted as they came bound it, to within one feed)
-            current = self._current
-            if max(self._head_bytes, current.size if current is not None else 0) > self.max_header_bytes:
+        current = self._current
+        if not self.in_message or current is None:
+            return
+        # The request goes on past this feed: bound what it has taken so far. A feed in which no
+        # request ended is the current request's alone (else the lines and the body counted as
+        # they came bound it, to within one feed).
+        if not self._completed:
+            self._raw += len(data)
+        if self._in_head:
+            if max(self._raw, current.size) > self.max_header_bytes:
                 self.done = True
                 self._error = HttpRefusal(431, "request headers too large")
+        elif self._raw > 2 * self.max_body_bytes + self.max_header_bytes:
+            # a body in tiny chunks, or endless trailers: more bytes than the bound's body may take
+            self.done = True
+            current.too_large = True
 
     # -- httptools' callbacks --
 
     def on_message_begin(self) -> None:
         self._current = Request()
         self.in_message = self._in_head = True
-        self._head_bytes = 0
+        self._raw = 0
 
     def on_url(self, url: bytes) -> None:
         req = self._current
@@ -165,6 +176,8 @@ class RequestReader:
         req.headers.append((name, value))
         req.fields[name] = value
         req.size += len(name) + len(value) + 4
+        if req.size > self.max_header_bytes:  # (trailers after a chunked body count too)
+            raise HttpRefusal(431, "request headers too large")
         if name == b"upgrade" and value.lower() == b"websocket":
             req.websocket = True
 

@@ -86,6 +86,18 @@ def test_a_body_over_the_bound_stops_the_parse():
     assert _refusal(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n")[0] == 413
 
 
+def test_trailers_and_chunk_framing_are_bounded_too():
+    head = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 100) for i in range(30))
+    assert _refusal(head + b"1\r\nx\r\n0\r\n" + trailers, b"\r\n", header_bytes=2000)[0] == 431
+    # a trailer value that never ends: the request is over the bytes it may take
+    reqs = _read(head + b"1\r\nx\r\n0\r\nX-T: ", *[b"v" * 1000] * 5, header_bytes=500, body_bytes=1000)
+    assert len(reqs) == 1 and isinstance(reqs[0], Request) and reqs[0].too_large
+    # a body within the bound in one-byte chunks: six bytes of framing each
+    reqs = _read(head, *[b"1\r\nx\r\n"] * 600, header_bytes=500, body_bytes=1000)
+    assert len(reqs) == 1 and isinstance(reqs[0], Request) and reqs[0].too_large
+
+
 @pytest.mark.parametrize("raw", [
     b"GET /a HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
     b"GET /\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",  # a target that is not ASCII
