@@ -1,4 +1,4 @@
-"""One port for HTTP/1.1 (h11 driven directly on trio streams) and WebSocket.
+"""One port for HTTP/1.1 (llhttp through httptools, driven directly on trio streams) and WebSocket.
 
 This module holds the server's lifecycle (accept, drain, stop) and the HTTP/1.1 connection:
 reading requests within their limits, routing them (``routes.py``) to the operation table
@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import h11
 import orjson
 import trio
 
@@ -25,6 +24,7 @@ from ..actors.session import CloseReason, CloseSession, SessionLimits
 from .api import VERSION, Api
 from .auth import bearer
 from .errors import ApiError, encode_error, from_exception, shutting_down
+from .http1 import HttpRefusal, Request, RequestReader, response_head
 from .metrics import CONTENT_TYPE
 from .observability import (
     AccessLog,
@@ -89,9 +89,6 @@ class ServerConfig:
     #: JSON nesting of an HTTP body, the body object counting as 1 (see records.MAX_JSON_DEPTH)
     max_json_depth: int = MAX_JSON_DEPTH
     session: SessionLimits = SessionLimits()
-
-
-_JSON = [(b"content-type", b"application/json")]
 
 
 class Server:
@@ -208,76 +205,56 @@ class Server:
             raise trio.TooSlowError
 
     async def _requests(self, stream: trio.SocketStream, waiting: _Waiting) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes)
+        reader = RequestReader(self.config.max_header_bytes, self.config.max_body_bytes)
         while True:
             try:
-                event = await self._next_event(stream, conn, waiting)
-            except h11.RemoteProtocolError as exc:
-                await self._refuse(stream, conn, exc.error_status_hint, str(exc))
+                req = await self._next_request(stream, reader, waiting)
+            except HttpRefusal as exc:
+                await self._refuse(stream, exc.status, exc.message)
                 return
-            if isinstance(event, h11.ConnectionClosed) or event is None:
+            if req is None:
                 return
-            assert isinstance(event, h11.Request)
-            # one pass over the headers (h11's list is a Sequence: each walk costs calls)
-            fields: dict[bytes, bytes] = {}
-            size = len(event.target)
-            upgrade = False
-            for name, value in event.headers:
-                fields[name] = value  # a repeated name: the last one counts
-                size += len(name) + len(value) + 4
-                if name == b"upgrade" and value.lower() == b"websocket":
-                    upgrade = True
-            # h11 bounds only headers still arriving; bound those that came in one read too
-            if size > self.config.max_header_bytes:
-                await self._refuse(stream, conn, 431, "request headers too large")
-                return
+            fields = req.fields
             scope = self._scope_of(fields)
-            if upgrade:
+            if req.websocket:
                 # the connection's line: written when it ends (status 101 once switched)
                 try:
                     with request_scope(scope):
-                        await self._websocket(stream, conn, event, fields)
+                        await self._websocket(stream, req)
                 finally:
-                    self.access.write(scope, "GET", event.target.decode("latin-1").partition("?")[0])
+                    self.access.write(scope, "GET", req.target.decode("latin-1").partition("?")[0])
                 return
-            method = event.method.decode("latin-1")
-            path = event.target.decode("latin-1").partition("?")[0]
+            method = req.method.decode("latin-1")
+            path = req.target.decode("latin-1").partition("?")[0]
             self.busy += 1
             try:
                 if type(self.api.tracing) is NoTracing:  # every request's path: no context managers
                     token = enter_scope(scope)
                     try:
-                        answered = await self._answer(stream, conn, event, fields, scope)
+                        answered = await self._answer(stream, reader, req, scope)
                     finally:
                         leave_scope(token)
                 else:
                     with request_scope(scope), self.api.tracing.span(scope, method, path):
-                        answered = await self._answer(stream, conn, event, fields, scope)
+                        answered = await self._answer(stream, reader, req, scope)
             finally:
                 self.busy -= 1
                 if not self.busy:
                     self._idle.set()
                 self.access.write(scope, method, path)
-            if not answered or conn.our_state is h11.MUST_CLOSE or self.api.shutting_down:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
+            if not answered or not req.keep_alive or req.upgrade or self.api.shutting_down:
                 return
 
-    async def _answer(
-        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request, fields: dict[bytes, bytes],
-        scope: RequestScope,
-    ) -> bool:
+    async def _answer(self, stream: trio.SocketStream, reader: RequestReader, req: Request, scope: RequestScope) -> bool:
         """Answer request ``req`` (its scope current); False when the connection must end
         without an answer (the refusal, if any, already sent)."""
         on_sent: list[Callable[[], None]] = []
-        status, body, headers = await self._respond_to(stream, conn, req, fields, on_sent)
+        status, body, headers = await self._respond_to(stream, reader, req, on_sent)
         if status is None:
             return False
         elapsed_ms = (time.perf_counter() - scope.started) * 1000
         headers = [*headers, (b"server-timing", b"app;dur=%.3f" % elapsed_ms)]
-        await self._send(stream, conn, status, body, headers, head=req.method == b"HEAD")
+        await self._send(stream, status, body, headers, head=req.method == b"HEAD", close=not req.keep_alive)
         for hook in on_sent:  # the answer was handed to the socket
             hook()
         return True
@@ -291,69 +268,56 @@ class Server:
         trace = TraceParent.parse(parent) if parent is not None else None
         return RequestScope(request_id or self.api.new_request_id(), trace)
 
-    async def _next_event(self, stream: trio.SocketStream, conn: h11.Connection, waiting: _Waiting) -> Any:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:  # already buffered: no wait
-            return None if event is h11.PAUSED else event
+    async def _next_request(self, stream: trio.SocketStream, reader: RequestReader, waiting: _Waiting) -> Request | None:
+        """The connection's next request (its head complete); None when the connection ends
+        between requests. Raises :class:`HttpRefusal`."""
+        req = reader.next()
+        if req is not None:  # already parsed: no wait
+            return req
         waiting.since = trio.current_time()  # from now on under the idle bound
-        event = await self._receive_event(stream, conn)
+        while req is None:
+            if self.api.shutting_down and not reader.in_message:
+                return None  # an idle keep-alive connection: close it
+            if reader.done:
+                return None  # switched protocols or refused: nothing more to read
+            data = await stream.receive_some(65536)
+            if not data:
+                if reader.in_message:
+                    raise HttpRefusal(400, "peer unexpectedly closed the connection mid-request")
+                return None
+            reader.feed(data)
+            req = reader.next()
         waiting.since = math.inf
-        return event
-
-    async def _receive_event(self, stream: trio.SocketStream, conn: h11.Connection) -> Any:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if self.api.shutting_down and conn.their_state is h11.IDLE:
-                    return None  # an idle keep-alive connection: close it
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            return None if event is h11.PAUSED else event
+        return req
 
     async def _respond_to(
-        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request,
-        headers: dict[bytes, bytes], on_sent: list[Callable[[], None]],
+        self, stream: trio.SocketStream, reader: RequestReader, req: Request, on_sent: list[Callable[[], None]],
     ) -> tuple[int | None, bytes, list[tuple[bytes, bytes]]]:
         current = current_scope()
         request_id = current.request_id if current is not None else self.api.new_request_id()
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
-            refusal = _too_large(request_id, self.config.max_body_bytes, int(length))
-            await self._send(stream, conn, 413, refusal, [(b"connection", b"close")])
-            return None, b"", []
-        body = bytearray()
         limit = self.config.max_body_bytes
         try:
-            # what came with the head (all of a GET's, all of most small bodies): no wait
-            event = conn.next_event()
-            while type(event) is h11.Data and len(body) <= limit:
-                body += event.data
-                event = conn.next_event()
-            if len(body) > limit:
-                await self._send(stream, conn, 413, _too_large(request_id, limit), [(b"connection", b"close")])
-                body_complete = False
-            elif type(event) is h11.EndOfMessage:
-                body_complete = True  # nothing to wait for: no deadline
-            elif event is h11.NEED_DATA:
+            if not req.complete and not req.too_large:
                 # one deadline for the rest of the body: a slow drip cannot hold the connection forever
+                # (what came with the head, all of a GET's and of most small bodies, needs no deadline)
                 with trio.CancelScope(deadline=trio.current_time() + self.config.request_timeout) as scope:
-                    body_complete = await self._read_body(stream, conn, body, request_id, event)
+                    await self._read_body(stream, reader, req)
                 if scope.cancelled_caught:
                     raise trio.TooSlowError
-            else:
-                body_complete = False  # the connection ended
-            if not body_complete:
-                return None, b"", []
-        except h11.RemoteProtocolError as exc:
-            await self._refuse(stream, conn, exc.error_status_hint, str(exc))
+        except HttpRefusal as exc:
+            await self._refuse(stream, exc.status, exc.message)
+            return None, b"", []
+        if req.too_large:
+            declared = req.content_length if req.content_length is not None and req.content_length > limit else None
+            await self._send(stream, 413, _too_large(request_id, limit, declared), [(b"connection", b"close")])
             return None, b"", []
         try:
-            return await self._route(req, headers, bytes(body), request_id, stream, conn, on_sent)
+            return await self._route(req, req.body(), request_id, stream, reader, on_sent)
         except _ClientGone:
             return None, b"", []
         except trio.Cancelled:
             if self.api.shutting_down:  # the shutdown's grace ended: say so, not just close
-                await self._refuse_on_shutdown(stream, conn, request_id)
+                await self._refuse_on_shutdown(stream, request_id)
             raise
         except Exception as exc:
             error = from_exception(exc, request_id)
@@ -361,41 +325,31 @@ class Server:
                      printable(req.target.decode("latin-1")), error.code, error.message)
             return error.status, encode_error(error, request_id), error.headers
 
-    async def _refuse_on_shutdown(self, stream: trio.SocketStream, conn: h11.Connection, request_id: str) -> None:
+    async def _refuse_on_shutdown(self, stream: trio.SocketStream, request_id: str) -> None:
         error = shutting_down()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 0.5):
             try:
-                await self._send(stream, conn, 503, encode_error(error, request_id),
+                await self._send(stream, 503, encode_error(error, request_id),
                                  [*error.headers, (b"connection", b"close")])
-            except (*CONNECTION_GONE, h11.LocalProtocolError):
+            except CONNECTION_GONE:
                 pass  # the client is gone
 
-    async def _read_body(
-        self, stream: trio.SocketStream, conn: h11.Connection, body: bytearray, request_id: str,
-        first: Any = h11.NEED_DATA,
-    ) -> bool:
-        """Read the request's body into ``body`` (``first``: the event h11 gave already);
-        False if the connection must end."""
-        event = first
-        while True:
-            if event is h11.NEED_DATA:
-                event = await self._receive_event(stream, conn)
-            if isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > self.config.max_body_bytes:
-                    await self._send(stream, conn, 413, _too_large(request_id, self.config.max_body_bytes),
-                                     [(b"connection", b"close")])
-                    return False
-            elif isinstance(event, h11.EndOfMessage):
-                return True
-            else:
-                return False
-            event = conn.next_event()
+    async def _read_body(self, stream: trio.SocketStream, reader: RequestReader, req: Request) -> None:
+        """Read the rest of ``req``'s body (until it is complete or over the bound); raises
+        :class:`HttpRefusal` for a malformed body or one the client ended early."""
+        while not req.complete and not req.too_large:
+            if reader.done:  # the body was refused (llhttp's reason) before it was complete
+                raise reader.refusal or HttpRefusal(400, "malformed request body")
+            data = await stream.receive_some(65536)
+            if not data:
+                raise HttpRefusal(400, "peer unexpectedly closed the connection mid-request")
+            reader.feed(data)
 
     async def _route(
-        self, req: h11.Request, headers: dict[bytes, bytes], body: bytes, request_id: str,
-        stream: trio.SocketStream, conn: h11.Connection, on_sent: list[Callable[[], None]],
+        self, req: Request, body: bytes, request_id: str,
+        stream: trio.SocketStream, reader: RequestReader, on_sent: list[Callable[[], None]],
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        headers = req.fields
         target = req.target.decode("latin-1")
         if len(req.target) > self.config.max_target_bytes:
             raise ApiError(414, "REQ_001", "request target too long")
@@ -416,7 +370,7 @@ class Server:
             return 200, orjson.dumps(await self.api.status(principal)), []
         route = find_route(method, path)
         if isinstance(route, Route):
-            return await self._call(route, method, headers, body, query, request_id, stream, conn, on_sent)
+            return await self._call(route, method, headers, body, query, request_id, stream, reader, on_sent)
         if route:
             allowed = ", ".join(sorted(set(route)))
             raise ApiError(
@@ -427,7 +381,7 @@ class Server:
 
     async def _call(
         self, route: Route, method: str, headers: dict[bytes, bytes], body: bytes, query: str,
-        request_id: str, stream: trio.SocketStream, conn: h11.Connection,
+        request_id: str, stream: trio.SocketStream, reader: RequestReader,
         on_sent: list[Callable[[], None]],
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         args = route_args(route, method, body, query, self.config.max_json_depth)
@@ -438,22 +392,22 @@ class Server:
         ctx = Ctx(request_id, idempotency_key=idem.decode("utf-8", "surrogateescape") if idem is not None else None,
                   on_sent=on_sent)
         if OPS[route.op].mode == "blocking":
-            reply, extra = await self._while_present(stream, conn, self.api.call, route.op, principal, args, ctx)
+            reply, extra = await self._while_present(stream, reader, self.api.call, route.op, principal, args, ctx)
         else:
             reply, extra = await self.api.call(route.op, principal, args, ctx)
         payload = reply if isinstance(reply, bytes) else orjson.dumps(reply)
         return route.status, payload, extra
 
     async def _while_present(
-        self, stream: trio.SocketStream, conn: h11.Connection,
+        self, stream: trio.SocketStream, reader: RequestReader,
         answer: Callable[..., Awaitable[_T]], *args: Any,
     ) -> _T:
         """Run ``answer(*args)`` (a blocking request) while watching the socket.
 
         If the client goes away (end of stream or a reset) the request is cancelled and
         :class:`_ClientGone` raised: a wait whose client left takes no event. Bytes that
-        arrive meanwhile (a pipelined request) are handed to h11, which keeps them for the
-        next cycle; past ``max_header_bytes`` of them the watch stops reading (TCP
+        arrive meanwhile (a pipelined request) are handed to the reader, which keeps what it
+        parsed of them for the next request; past ``max_header_bytes`` of them the watch stops reading (TCP
         backpressure), so it never buffers more than one request head.
         """
         answered: list[_T] = []
@@ -466,7 +420,7 @@ class Server:
                     data = await stream.receive_some(self.config.max_header_bytes + 1 - buffered)
                     if not data:
                         break
-                    conn.receive_data(data)
+                    reader.feed(data)
                     buffered += len(data)
                 else:
                     return  # the client is clearly there: stop reading
@@ -502,52 +456,44 @@ class Server:
         return self._docs
 
     async def _send(
-        self, stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes,
-        headers: list[tuple[bytes, bytes]], head: bool = False,
+        self, stream: trio.SocketStream, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+        head: bool = False, close: bool = False,
     ) -> None:
-        all_headers = [*_JSON, (b"content-length", str(len(body)).encode())]
-        names = {h[0] for h in headers}
-        if b"content-type" in names:
-            all_headers = all_headers[1:]
-        all_headers.extend(headers)
+        """Write an answer: ``body`` as JSON unless ``headers`` name its type; ``connection:
+        close`` when ``close``, when ``headers`` hold it or when the server is shutting down
+        (the caller then ends the connection); no body when ``head`` (a HEAD request's answer)."""
+        json = True
+        for name, _ in headers:
+            if name == b"content-type":
+                json = False
+            elif name == b"connection":
+                close = True  # (said once, last)
+        if close:
+            headers = [h for h in headers if h[0] != b"connection"]
         scope = current_scope()
         if scope is not None:  # the answer of a request: it says which
             scope.status = status
-            all_headers.append((b"x-request-id", scope.request_id.encode()))
-        if self.api.shutting_down:
-            all_headers.append((b"connection", b"close"))
-        data = conn.send(h11.Response(status_code=status, headers=all_headers, reason=b""))
-        if head:  # a HEAD answer: the headers of the GET, no body
-            data += conn.send(h11.EndOfMessage())
-        else:
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        await stream.send_all(data)
+            headers = [*headers, (b"x-request-id", scope.request_id.encode())]
+        data = response_head(status, headers, len(body), json, close or self.api.shutting_down)
+        await stream.send_all(data if head else data + body)
 
-    async def _refuse(self, stream: trio.SocketStream, conn: h11.Connection, status: int, why: str) -> None:
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+    async def _refuse(self, stream: trio.SocketStream, status: int, why: str) -> None:
         request_id = self.api.new_request_id()
         code = "REQ_002" if status in (413, 431) else "REQ_001"
         body = encode_error(ApiError(status, code, f"bad HTTP request: {why}"), request_id)
-        try:
-            await self._send(stream, conn, status, body, [(b"connection", b"close")])
-        except h11.LocalProtocolError:
-            pass
+        await self._send(stream, status, body, [(b"connection", b"close")])
 
     # -- WebSocket --
 
-    async def _websocket(
-        self, stream: trio.SocketStream, conn: h11.Connection, req: h11.Request, headers: dict[bytes, bytes],
-    ) -> None:
+    async def _websocket(self, stream: trio.SocketStream, req: Request) -> None:
         path = req.target.split(b"?", 1)[0]
         if path != b"/ws" or self.api.shutting_down:
             status = 404 if path != b"/ws" else 503
             error = ApiError(status, "NOT_FOUND" if status == 404 else "UNAVAILABLE", "no WebSocket endpoint here" if status == 404 else "shutting down")
-            # answering anything but 101 declines the switch; h11 then closes the connection
-            await self._send(stream, conn, status, encode_error(error, self.api.new_request_id()),
+            # answering anything but 101 declines the switch; the connection then ends
+            await self._send(stream, status, encode_error(error, self.api.new_request_id()),
                              [(b"connection", b"close")])
             return
         head = b"%s %s HTTP/1.1\r\n" % (req.method, req.target)
         head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in req.headers) + b"\r\n"
-        trailing, _ = conn.trailing_data
-        await self.websockets.serve(stream, head + trailing, headers)
+        await self.websockets.serve(stream, head + req.trailing, req.fields)
