@@ -836,6 +836,10 @@ class CommitLane:
         if done.outcomes is not None:
             self._answer(done.calls, done.outcomes)
 
+    def refuse(self) -> None:
+        """On the store's thread, in order with its jobs: run nothing handed over later."""
+        self.closed = True
+
     def close(self, why: str = "crashed before answering") -> None:
         """The incarnation ended: run nothing more; fail what was routed and not answered."""
         self.closed = self._ended = True
@@ -891,6 +895,9 @@ class StoreActor(Actor):
         with trio.move_on_after(5):
             if pending:
                 await self.handle_batch(pending)
+        if self.lane is not None and self.thread is not None:
+            # the lane's appends handed over before this point commit; later ones are not run
+            self.thread.post(self.lane.refuse)
         await self._run(self.backend.close)
 
     def on_exit(self) -> None:

@@ -13,7 +13,14 @@ import trio
 from orchestra.actors.profiles import Profiles
 from orchestra.actors.project import ProjectActor, ProjectConfig
 from orchestra.actors.runtime import ActorCrashed, ActorRef, ChildSpec, Supervisor
-from orchestra.actors.store import AppendBatch, CommitLane, EventRow, HighWater, SQLiteBackend, StoreActor
+from orchestra.actors.store import (
+    AppendBatch,
+    CommitLane,
+    EventRow,
+    HighWater,
+    SQLiteBackend,
+    StoreActor,
+)
 
 from tests.actors.test_project import publish
 
@@ -135,10 +142,10 @@ async def test_an_append_still_waiting_when_the_store_crashes_is_not_run(tmp_pat
             async with trio.open_nursery() as callers:
                 callers.start_soon(waiting)
                 await trio.sleep(0.1)
+                down = store.monitor()
                 assert store.inject_fault("crash")
-                while store.incarnation < 2:
-                    await trio.sleep(0.01)
-                go.set()
+                await down.wait()  # the incarnation ended (its lane closed) ...
+                go.set()  # ... before its thread gets to the append
             assert len(outcome) == 1  # outcome unknown to the caller ...
             assert await store.call(HighWater("p1")) == 0  # ... and indeed not stored
             assert backend.groups == []
@@ -158,6 +165,34 @@ async def test_a_caller_that_stops_waiting_abandons_the_answer_not_the_write(tmp
             with trio.move_on_after(0.1):
                 await lane.commit(append("p1", 1))
             go.set()
-            while await store.call(HighWater("p1")) != 1:
-                await trio.sleep(0.01)
+            # the read runs on the same thread, after the append handed over before it
+            assert await store.call(HighWater("p1")) == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_an_orderly_stop_commits_what_was_handed_over_before_it(tmp_path):
+    backend = CountingBackend(tmp_path / "o.db")
+    answers: list[Any] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            store, _ = await start(nursery, backend)
+            lane = store.view
+            assert isinstance(lane, CommitLane)
+            go = gate(lane)
+
+            async def one() -> None:
+                with trio.CancelScope(shield=True):  # waits for its answer through the stop
+                    answers.append(await lane.commit(append("p1", 1)))
+
+            nursery.start_soon(one)
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()  # the store stops while the append waits
+            go.set()
+    assert answers == [None]  # committed, and answered as such
+    assert backend.db is None  # then the database was closed
+    reopened = SQLiteBackend(tmp_path / "o.db")
+    reopened.open()
+    try:
+        assert reopened.apply([], [HighWater("p1")])[1] == [1]
+    finally:
+        reopened.close()
