@@ -37,6 +37,7 @@ from .records import iso_time
 from .runtime import Actor, ActorError, ActorRef, Call, ReplyError
 from .store import (
     AppendBatch,
+    CommitLane,
     EventRow,
     HighWater,
     IdempotencyRow,
@@ -744,7 +745,8 @@ class ProjectActor(Actor):
         try:
             # No timeout of its own: the caller's bounds the request, and a store crash fails
             # this call at once. A timeout here could not undo a commit in progress anyway.
-            first = await self.store.call(batch)
+            lane = self.store.view  # the store's direct lane, while it has one
+            first = await (lane.commit(batch) if isinstance(lane, CommitLane) else self.store.call(batch))
         except CursorConflict:
             if self.config.shared_store and not allocate:
                 raise

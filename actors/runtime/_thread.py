@@ -22,6 +22,13 @@ class _Stop:
         self.then = then
 
 
+class _Post:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+
+
 class WorkerThread:
     """Runs ``fn()`` calls one at a time on a dedicated thread.
 
@@ -40,6 +47,12 @@ class WorkerThread:
     def _loop(self) -> None:
         while True:
             job = self._jobs.get()
+            if isinstance(job, _Post):
+                try:
+                    job.fn()
+                except Exception:  # noqa: S110 - a posted job answers its callers itself
+                    pass
+                continue
             if isinstance(job, _Stop):
                 if job.then is not None:
                     try:
@@ -71,6 +84,14 @@ class WorkerThread:
         if not ok:
             raise value
         return value  # type: ignore[no-any-return]
+
+    def post(self, fn: Callable[[], object]) -> None:
+        """Hand ``fn`` to the thread without waiting for it: it runs in order with the other
+        jobs, and answers whoever waits for it itself (what it raises is dropped). Refused
+        (RuntimeError) once the thread is stopped."""
+        if self._stopped or not self._thread.is_alive():
+            raise RuntimeError(f"worker thread {self._thread.name} has stopped")
+        self._jobs.put(_Post(fn))
 
     def stop(self, then: Callable[[], object] | None = None) -> None:
         """Let the thread end after the jobs already handed over; later jobs are refused.

@@ -8,7 +8,7 @@ import h11
 import orjson
 import pytest
 import trio
-from orchestra.actors.store import AppendBatch, StoreActor
+from orchestra.actors.store import AppendBatch, SQLiteBackend
 
 from tests.conftest import result_body, start_server
 from tests.waiting import until
@@ -174,8 +174,6 @@ async def test_a_retry_after_a_server_restart_answers_the_original(tmp_path):
 async def test_a_write_the_store_rolled_back_says_not_stored_and_a_retry_stores_it(server, monkeypatch):
     import sqlite3
 
-    from orchestra.actors.store import SQLiteBackend
-
     tok = server.token()
     original = SQLiteBackend._write
     failures = [1]
@@ -204,18 +202,19 @@ async def test_a_store_crash_under_writes_of_two_projects_never_misreports_a_wri
     for tok in toks.values():  # both project actors exist
         assert (await server.request("POST", "/api/results", tok, result_body(tag="warmup"))).status == 200
     if fault == "crash_after_commit":  # a bug in the store after its transaction committed
-        original = StoreActor._apply
+        # (in the backend's call, which the store actor and its commit lane both make)
+        original = SQLiteBackend.apply
         rng = random.Random(7)
         crashes = [3]
 
-        async def apply(self, writes, reads):
-            outcome = await original(self, writes, reads)
+        def apply(self, writes, reads):
+            outcome = original(self, writes, reads)
             if crashes[0] and any(isinstance(w, AppendBatch) for w in writes) and rng.random() < 0.2:
                 crashes[0] -= 1
                 raise RuntimeError("a bug after the commit")
             return outcome
 
-        monkeypatch.setattr(StoreActor, "_apply", apply)
+        monkeypatch.setattr(SQLiteBackend, "apply", apply)
     answers: dict[tuple[str, str], object] = {}
 
     async def writer(p, w):
