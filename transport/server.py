@@ -59,6 +59,29 @@ def _too_large(request_id: str, limit: int, size: int | None = None) -> bytes:
     return encode_error(ApiError(413, "REQ_002", message, limit=limit), request_id)
 
 
+async def _close(stream: trio.SocketStream) -> None:
+    """Close ``stream`` without losing what was sent on it: end our side first, then read and
+    drop what the client still sends (a body we refused, a slow head we cut) until it closes
+    its side, for at most ``LINGER_SECONDS`` and ``LINGER_BYTES``. Closing a socket that holds
+    unread bytes sends a reset, which can make the client drop our last answer (a 413, say)
+    unread, or see a reset where it should see the end of the stream."""
+    try:
+        await stream.send_eof()
+        with trio.move_on_after(LINGER_SECONDS):
+            drained = 0
+            while drained < LINGER_BYTES and (data := await stream.receive_some(65536)):
+                drained += len(data)
+    except CONNECTION_GONE:
+        pass  # closed already (the WebSocket bridge closes its own), or reset by the client
+    finally:
+        await stream.aclose()
+
+
+#: how long and how much a closed connection's last bytes from the client are read and dropped
+LINGER_SECONDS = 0.5
+LINGER_BYTES = 1 << 20
+
+
 class _ClientGone(Exception):
     """The client of a blocking request went away before its answer."""
 
@@ -191,7 +214,7 @@ class Server:
             self.connections -= 1
             with trio.move_on_after(1) as scope:
                 scope.shield = True
-                await stream.aclose()
+                await _close(stream)
 
     async def _http(self, stream: trio.SocketStream) -> None:
         with trio.CancelScope() as scope:

@@ -81,3 +81,4 @@ async def test_a_head_answer_has_the_get_headers_and_no_body_and_the_connection_
         assert _answers(rest)[0][0] == 200 and orjson.loads(_answers(rest)[0][2])["status"] == "healthy"
     finally:
         await server.stop()
+
