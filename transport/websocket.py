@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import Iterator
 
 import orjson
@@ -52,6 +53,24 @@ CONNECTION_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, tr
 #: bytes asked of the socket per read
 RECEIVE_BYTES = 65536
 
+#: messages received at most between two checkpoints of the receiving task
+CHECKPOINT_EVERY = 16
+
+#: the head of a server's unfragmented text frame (FIN, opcode 1, unmasked) of each length < 126
+_SHORT_HEADS = [bytes((0x81, n)) for n in range(126)]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` (UTF-8 text) as one unfragmented, unmasked text frame: the frame wsproto
+    makes of it when no extension was agreed (the server agrees none), without decoding the
+    text and encoding it again."""
+    n = len(payload)
+    if n < 126:
+        return _SHORT_HEADS[n] + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
 
 class WsConnection:
     """One server-side WebSocket connection, spoken with wsproto on the session's own tasks.
@@ -83,6 +102,12 @@ class WsConnection:
         self._size = 0
         self._ended = False  # the TCP connection ended (read EOF, or closed by us)
         self._sending = trio.StrictFIFOLock()
+        #: the socket, written to directly (non-blocking) while no write waits; None for
+        #: another kind of stream, which is only written through ``send_all``
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: bytes of a frame that :meth:`send_now` wrote in part: sent before anything else
+        self._backlog = b""
+        self._received = 0
 
     # -- the upgrade --
 
@@ -114,6 +139,13 @@ class WsConnection:
     # -- the session's Connection --
 
     async def receive(self) -> str | bytes:
+        """The next message. Read from the socket directly when it holds some, and from what
+        was read already, so not every call is a checkpoint: every ``CHECKPOINT_EVERY``-th
+        message is, so that a peer sending nothing but cheap frames (answered without waiting
+        for anything) cannot keep the other tasks from running."""
+        self._received += 1
+        if self._received % CHECKPOINT_EVERY == 0:
+            await trio.lowlevel.checkpoint()
         while True:
             for event in self._events:
                 if isinstance(event, wsproto.events.Message):
@@ -136,10 +168,19 @@ class WsConnection:
                     raise ConnectionGone
             if self._ended or self.ws.state is ConnectionState.CLOSED:
                 raise ConnectionGone
-            try:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
+            data: bytes | bytearray | None = None
+            if self._socket is not None:  # what the socket holds already: no trip through the scheduler
+                try:
+                    data = os.read(self._socket.fileno(), RECEIVE_BYTES)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    data = b""
+            if data is None:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    data = b""
             if not data:  # the TCP connection ended without a close frame
                 await self._end()
                 raise ConnectionGone
@@ -149,14 +190,36 @@ class WsConnection:
     async def send(self, frame: bytes) -> None:
         if self.ws.state is not ConnectionState.OPEN:
             raise ConnectionGone
-        await self._write(self.ws.send(wsproto.events.TextMessage(data=frame.decode())))
+        await self._write(text_frame(frame))
 
     async def send_many(self, frames: list[bytes]) -> None:
-        """Every frame encoded, then one write."""
+        """Every frame encoded, then one write (with none: what :meth:`send_now` left)."""
         if self.ws.state is not ConnectionState.OPEN:
             raise ConnectionGone
-        send, message = self.ws.send, wsproto.events.TextMessage
-        await self._write(b"".join([send(message(data=frame.decode())) for frame in frames]))
+        await self._write(b"".join([text_frame(frame) for frame in frames]))
+
+    def send_now(self, frame: bytes) -> bool:
+        """Write ``frame`` without waiting, if nothing else is being written: True if it was
+        taken (written, or written in part with the rest kept for the next write, see
+        :attr:`backlogged`), False if it must be sent the usual way (a write under way, a
+        full socket, a connection ending: nothing of it was written)."""
+        sock = self._socket
+        if (sock is None or self._backlog or self._ended or self._sending.locked()
+                or self.ws.state is not ConnectionState.OPEN):
+            return False
+        data = text_frame(frame)
+        try:
+            n = os.write(sock.fileno(), data)
+        except OSError:  # full (BlockingIOError), or gone: the usual way finds out which
+            return False
+        if n < len(data):
+            self._backlog = data[n:]
+        return True
+
+    @property
+    def backlogged(self) -> bool:
+        """Part of a frame taken by :meth:`send_now` waits for the next write."""
+        return bool(self._backlog)
 
     async def close(self, reason: CloseReason, message: str) -> None:
         """Close with ``reason``'s code, wait for the peer's reply (bounded by the caller),
@@ -167,6 +230,7 @@ class WsConnection:
                 await self._write(self.ws.send(wsproto.events.CloseConnection(self.close_code, message[:120])))
             while not self._ended and self.ws.state is ConnectionState.LOCAL_CLOSING:
                 await self.receive()  # what the peer still sends is dropped until its close
+                await trio.lowlevel.checkpoint()  # the caller's bound applies to a flood too
         except ConnectionGone:
             pass
         finally:
@@ -176,6 +240,21 @@ class WsConnection:
 
     async def _write(self, data: bytes) -> None:
         lock = self._sending
+        sock = self._socket
+        if sock is not None and not self._backlog and not lock.locked() and data:
+            # nothing else is being written: straight to the socket, no trip through the
+            # scheduler (what the kernel does not take now is sent the usual way below)
+            if self._ended:
+                raise ConnectionGone
+            try:
+                n = os.write(sock.fileno(), data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                raise ConnectionGone from None
+            if n == len(data):
+                return
+            data = data[n:]
         try:  # free: taken without the extra trip through the scheduler of ``async with``
             lock.acquire_nowait()
         except trio.WouldBlock:
@@ -183,7 +262,10 @@ class WsConnection:
         try:
             if self._ended:
                 raise ConnectionGone
-            await self.stream.send_all(data)
+            if self._backlog:
+                data, self._backlog = self._backlog + data, b""
+            if data:
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             raise ConnectionGone from None
         finally:
