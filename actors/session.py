@@ -4,8 +4,9 @@ It owns the connection's bounded outbound queue, its subscriptions, its principa
 token's expiry: only the session's own tasks write them (its reader, workers and wait tasks,
 which run the operation handlers, and its mailbox actor). Others reach it by messages
 (:class:`CloseSession`) or through the :class:`~orchestra.actors.project.SubscriptionSink`
-methods, which only offer frames to its outbox. Requests are read by a small fixed pool of
-workers taking turns (one reads at a time, in order): cheap ones are answered by the reader
+methods, which offer frames to its outbox (a live event while nothing is queued and the writer
+waits is written at once, without waiting, and recorded as the writer would). Requests are read
+by a small fixed pool of workers taking turns (one reads at a time, in order): cheap ones are answered by the reader
 inline; another request is answered by the worker that read it, once it passed the reading turn
 on; long waits by tasks bounded per connection. An answer made while nothing is queued is
 written by the task that made it, anything else by the session's writer through the outbox.
@@ -78,6 +79,17 @@ class Connection(Protocol):
         """Send frames in order, in as few writes to the socket as the transport can."""
         ...
 
+    def send_now(self, frame: bytes) -> bool:
+        """Write ``frame`` without waiting if nothing else is being written: True if it was
+        taken (whole, or in part with the rest kept for the next write: :attr:`backlogged`),
+        False if nothing of it was written."""
+        ...
+
+    @property
+    def backlogged(self) -> bool:
+        """Part of a frame taken by :meth:`send_now` waits for the next write."""
+        ...
+
     async def close(self, reason: CloseReason, message: str) -> None: ...
 
 
@@ -141,6 +153,14 @@ class _Pull:
 
     msg: Any
     ref: ActorRef
+
+
+@dataclass(frozen=True, slots=True)
+class _Flush:
+    """Note to the writer: write what the connection kept of a frame written in part, then
+    take ``tag`` (an event frame's (sid, cursor)) as written."""
+
+    tag: tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +314,19 @@ class Session:
         self.outbox.offer(self.dispatcher.reply_frame(reply_id, reply))
 
     def deliver(self, sid: str, cursor: str, event: bytes) -> bool:
-        return self.outbox.offer(self.dispatcher.event_frame(sid, event), (sid, cursor))
+        frame = self.dispatcher.event_frame(sid, event)
+        outbox = self.outbox
+        if self._writer_idle and not len(outbox) and len(frame) <= outbox.max_bytes \
+                and self.close_reason is None and self.conn.send_now(frame):
+            # written by the delivering task (nothing queued to overtake, the writer waiting
+            # with no frame; a frame the outbox would refuse is refused as before): a delivery
+            # costs the socket write, not a wake-up of the writer
+            if self.conn.backlogged:  # the rest of it goes out with the writer's next write
+                return outbox.offer(None, _Flush((sid, cursor)))
+            self._delivered[sid] = cursor
+            self._last_delivered = cursor
+            return True
+        return outbox.offer(frame, (sid, cursor))
 
     def begin(self, sid: str, cursor: str) -> None:
         # a note to the writer, which alone keeps the delivery bookkeeping
@@ -541,11 +573,13 @@ class Session:
                 batch = await self.outbox.get_batch()
                 self._writer_idle = False
                 frames = [frame for frame, _ in batch if frame is not None]
-                if frames:
+                if frames or self.conn.backlogged:
                     await self.conn.send_many(frames)
                 for _, tag in batch:
                     if tag is None:
                         continue
+                    if type(tag) is _Flush:
+                        tag = tag.tag
                     if callable(tag):  # an answer's delivery hook (a wait's position)
                         tag()
                     elif isinstance(tag, tuple):  # an event frame written: (sid, cursor)

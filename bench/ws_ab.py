@@ -1,6 +1,7 @@
-"""A/B of the WebSocket latency figures: ``python -m bench.ws_ab [--base PYTHONPATH] [--rounds N]``.
+"""A/B of the WebSocket figures: ``python -m bench.ws_ab [--base PYTHONPATH] [--rounds N]``.
 
-Runs ``ping`` and durable publish->deliver against the bare echo and relay and against
+Runs ``ping``, durable publish->deliver and fan-out to 119 subscribers against the bare echo,
+relay and fair broadcast and against
 Orchestra (this tree, and with ``--base`` a second Orchestra whose package is found on that
 ``PYTHONPATH``: older code to compare with), in alternating rounds, so a busy moment of the
 shared machine falls on every side alike. Prints per side the p50 and the server's CPU per
@@ -21,12 +22,14 @@ import trio
 from . import wsload
 from .procs import PY, SECRET, Pinning, Server, baseline, pct, server, token
 
+WHAT = ("ping", "deliver", "fanout")
+
 
 def _orchestra(stack: ExitStack, tmp: Path, name: str, pinning: Pinning, pythonpath: str | None) -> Server:
     env = {"ORCHESTRA_DATA_DIR": str(tmp / name), "ORCHESTRA_JWT_SECRET": SECRET}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    args = [PY, "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
+    args = [PY, "-P", "-c", "import sys; from orchestra.transport.cli import main; sys.exit(main())",
             "serve", "--port", "0", "--no-rate-limits", "--log-level", "INFO"]
     return stack.enter_context(server(args, pinning, env))
 
@@ -43,22 +46,28 @@ async def main(args: argparse.Namespace) -> None:
             sides[name] = _orchestra(stack, Path(tmp), name, pinning, path)
         echo = stack.enter_context(baseline("echo", pinning))
         relay = stack.enter_context(baseline("relay", pinning))
+        broadcast = stack.enter_context(baseline("broadcast", pinning))
         lat: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
         for r in range(args.rounds):
             order = list(sides.items())
             order = order[r % len(order):] + order[:r % len(order)]  # each side first in turn
-            for what in ("ping", "deliver"):
+            for what in WHAT:
                 if what in args.skip:
                     continue
-                bare = echo if what == "ping" else relay
+                bare = {"ping": echo, "deliver": relay, "fanout": broadcast}[what]
                 for name, s in [("bare", bare), *order]:
                     orch = name != "bare"
                     c0 = s.sched_seconds()[0]  # ns resolution (/proc/<pid>/stat counts ticks)
                     if what == "ping":
                         data = await wsload.ping_rtt(s.port, token() if orch else None, args.ping)
-                    else:
+                    elif what == "deliver":
                         data = await wsload.publish_deliver(s.port, orch, args.deliver)
+                    else:  # deliveries/s, and the CPU per delivery over the publishing span
+                        rate, per = await wsload.fanout(s, 119, args.events, orch)
+                        lat.setdefault((what, name), []).append(rate)
+                        cpu.setdefault((what, name), []).append(per * 1e6)
+                        continue
                     used = s.sched_seconds()[0] - c0
                     lat.setdefault((what, name), []).extend(data)
                     ops = len(data) + (200 if what == "ping" else 100)  # with the warm-up
@@ -68,8 +77,15 @@ async def main(args: argparse.Namespace) -> None:
                 row.append(f"{what}/{name} {values[-1]:.0f}µs")
             print(f"round {r + 1}: server CPU per op " + ", ".join(row), flush=True)
         print()
-        for what in ("ping", "deliver"):
+        for what in WHAT:
             if what in args.skip:
+                continue
+            if what == "fanout":
+                for name in ["bare", *sides]:
+                    rates = " ".join(f"{v:,.0f}" for v in lat[(what, name)])
+                    rounds = " ".join(f"{v:.1f}" for v in cpu[(what, name)])
+                    print(f"fanout   {name:5} deliveries/s by round: {rates}; server CPU per delivery "
+                          f"by round (µs, /proc/<pid>/stat): {rounds}")
                 continue
             bare50 = statistics.median(lat[(what, "bare")])
             for name in ["bare", *sides]:
@@ -88,5 +104,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ping", type=int, default=1000)
     parser.add_argument("--deliver", type=int, default=500)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ping", "deliver"])
+    parser.add_argument("--events", type=int, default=200, help="events of a fan-out to 119 subscribers")
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(WHAT))
     trio.run(main, parser.parse_args())

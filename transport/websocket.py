@@ -10,8 +10,10 @@ queue between the socket and the session.)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
+import os
 from collections.abc import Iterator
 
 import orjson
@@ -52,6 +54,52 @@ CONNECTION_GONE = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, tr
 #: bytes asked of the socket per read
 RECEIVE_BYTES = 65536
 
+#: messages received at most between two checkpoints of the receiving task
+CHECKPOINT_EVERY = 16
+
+#: the head of a server's unfragmented text frame (FIN, opcode 1, unmasked) of each length < 126
+_SHORT_HEADS = [bytes((0x81, n)) for n in range(126)]
+
+
+def client_texts(data: bytes | bytearray, max_bytes: int) -> tuple[list[str], int]:
+    """The texts of the whole, unfragmented, masked text frames (of at most ``max_bytes``
+    bytes, in UTF-8) at the start of ``data``, and how many bytes of ``data`` they were. It
+    stops at anything else (a control frame, a fragment, a reserved bit, a cut frame, text that
+    is not UTF-8, a longer one): what follows is wsproto's to parse, and to refuse."""
+    texts: list[str] = []
+    i, end = 0, len(data)
+    while end - i >= 6 and data[i] == 0x81:  # FIN, no reserved bit, text
+        n = data[i + 1] ^ 0x80  # the mask bit must be set
+        if n < 126:
+            start = i + 6
+        elif n == 126 and end - i >= 8:
+            n, start = int.from_bytes(data[i + 2:i + 4], "big"), i + 8
+        else:
+            break
+        if n > max_bytes or start + n > end:
+            break
+        key = data[start - 4:start]
+        masked = int.from_bytes(data[start:start + n], "little")
+        try:
+            text = (masked ^ int.from_bytes((key * (n // 4 + 1))[:n], "little")).to_bytes(n, "little").decode()
+        except UnicodeDecodeError:
+            break
+        texts.append(text)
+        i = start + n
+    return texts, i
+
+
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` (UTF-8 text) as one unfragmented, unmasked text frame: the frame wsproto
+    makes of it when no extension was agreed (the server agrees none), without decoding the
+    text and encoding it again."""
+    n = len(payload)
+    if n < 126:
+        return _SHORT_HEADS[n] + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
 
 class WsConnection:
     """One server-side WebSocket connection, spoken with wsproto on the session's own tasks.
@@ -79,10 +127,18 @@ class WsConnection:
         #: and when the connection ended without a close frame
         self.close_code: int | None = None
         self._events: Iterator[wsproto.events.Event] = iter(())
+        #: messages read by :func:`client_texts`, not yet returned
+        self._texts: collections.deque[str] = collections.deque()
         self._parts: list[str | bytes | bytearray] = []
         self._size = 0
         self._ended = False  # the TCP connection ended (read EOF, or closed by us)
         self._sending = trio.StrictFIFOLock()
+        #: the socket, written to directly (non-blocking) while no write waits; None for
+        #: another kind of stream, which is only written through ``send_all``
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: bytes of a frame that :meth:`send_now` wrote in part: sent before anything else
+        self._backlog = b""
+        self._received = 0
 
     # -- the upgrade --
 
@@ -114,7 +170,16 @@ class WsConnection:
     # -- the session's Connection --
 
     async def receive(self) -> str | bytes:
+        """The next message. Read from the socket directly when it holds some, and from what
+        was read already, so not every call is a checkpoint: every ``CHECKPOINT_EVERY``-th
+        message is, so that a peer sending nothing but cheap frames (answered without waiting
+        for anything) cannot keep the other tasks from running."""
+        self._received += 1
+        if self._received % CHECKPOINT_EVERY == 0:
+            await trio.lowlevel.checkpoint()
         while True:
+            if self._texts:
+                return self._texts.popleft()
             for event in self._events:
                 if isinstance(event, wsproto.events.Message):
                     self._size += len(event.data)
@@ -136,27 +201,65 @@ class WsConnection:
                     raise ConnectionGone
             if self._ended or self.ws.state is ConnectionState.CLOSED:
                 raise ConnectionGone
-            try:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
+            data: bytes | bytearray | None = None
+            if self._socket is not None:  # what the socket holds already: no trip through the scheduler
+                try:
+                    data = os.read(self._socket.fileno(), RECEIVE_BYTES)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    data = b""
+            if data is None:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    data = b""
             if not data:  # the TCP connection ended without a close frame
                 await self._end()
                 raise ConnectionGone
+            if self._between_frames():  # plain text frames without wsproto's parser
+                texts, used = client_texts(data, self.max_message_bytes)
+                if used:
+                    self._texts.extend(texts)
+                    if used == len(data):
+                        continue
+                    data = data[used:]
             self.ws.receive_data(bytes(data))  # the same object when it is bytes already
             self._events = self.ws.events()
 
     async def send(self, frame: bytes) -> None:
         if self.ws.state is not ConnectionState.OPEN:
             raise ConnectionGone
-        await self._write(self.ws.send(wsproto.events.TextMessage(data=frame.decode())))
+        await self._write(text_frame(frame))
 
     async def send_many(self, frames: list[bytes]) -> None:
-        """Every frame encoded, then one write."""
+        """Every frame encoded, then one write (with none: what :meth:`send_now` left)."""
         if self.ws.state is not ConnectionState.OPEN:
             raise ConnectionGone
-        send, message = self.ws.send, wsproto.events.TextMessage
-        await self._write(b"".join([send(message(data=frame.decode())) for frame in frames]))
+        await self._write(b"".join([text_frame(frame) for frame in frames]))
+
+    def send_now(self, frame: bytes) -> bool:
+        """Write ``frame`` without waiting, if nothing else is being written: True if it was
+        taken (written, or written in part with the rest kept for the next write, see
+        :attr:`backlogged`), False if it must be sent the usual way (a write under way, a
+        full socket, a connection ending: nothing of it was written)."""
+        sock = self._socket
+        if (sock is None or self._backlog or self._ended or self._sending.locked()
+                or self.ws.state is not ConnectionState.OPEN):
+            return False
+        data = text_frame(frame)
+        try:
+            n = os.write(sock.fileno(), data)
+        except OSError:  # full (BlockingIOError), or gone: the usual way finds out which
+            return False
+        if n < len(data):
+            self._backlog = data[n:]
+        return True
+
+    @property
+    def backlogged(self) -> bool:
+        """Part of a frame taken by :meth:`send_now` waits for the next write."""
+        return bool(self._backlog)
 
     async def close(self, reason: CloseReason, message: str) -> None:
         """Close with ``reason``'s code, wait for the peer's reply (bounded by the caller),
@@ -167,6 +270,7 @@ class WsConnection:
                 await self._write(self.ws.send(wsproto.events.CloseConnection(self.close_code, message[:120])))
             while not self._ended and self.ws.state is ConnectionState.LOCAL_CLOSING:
                 await self.receive()  # what the peer still sends is dropped until its close
+                await trio.lowlevel.checkpoint()  # the caller's bound applies to a flood too
         except ConnectionGone:
             pass
         finally:
@@ -174,8 +278,39 @@ class WsConnection:
 
     # -- internals --
 
+    def _between_frames(self) -> bool:
+        """wsproto holds nothing: no bytes of a frame, no fragment of a message, no event not
+        yet taken, so the next bytes may start with frames it never sees (wsproto's inner
+        state, pinned by tests/transport/test_ws_writes.py)."""
+        conn = self.ws.connection
+        if conn is None or self._parts:
+            return False
+        try:
+            proto = conn._proto
+            decoder = proto._frame_decoder
+            return (conn.state is ConnectionState.OPEN and not conn._events and not self.ws.handshake._events
+                    and decoder.header is None and not len(decoder.buffer)
+                    and proto._message_decoder.opcode is None)
+        except AttributeError:  # a wsproto whose insides differ: every frame is its to parse
+            return False
+
     async def _write(self, data: bytes) -> None:
         lock = self._sending
+        sock = self._socket
+        if sock is not None and not self._backlog and not lock.locked() and data:
+            # nothing else is being written: straight to the socket, no trip through the
+            # scheduler (what the kernel does not take now is sent the usual way below)
+            if self._ended:
+                raise ConnectionGone
+            try:
+                n = os.write(sock.fileno(), data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                raise ConnectionGone from None
+            if n == len(data):
+                return
+            data = data[n:]
         try:  # free: taken without the extra trip through the scheduler of ``async with``
             lock.acquire_nowait()
         except trio.WouldBlock:
@@ -183,7 +318,10 @@ class WsConnection:
         try:
             if self._ended:
                 raise ConnectionGone
-            await self.stream.send_all(data)
+            if self._backlog:
+                data, self._backlog = self._backlog + data, b""
+            if data:
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             raise ConnectionGone from None
         finally:

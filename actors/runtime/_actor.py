@@ -145,7 +145,13 @@ class ActorRef:
 
     async def _deliver(self, call: Call) -> None:
         try:
-            await self._send.send(call)
+            # with room in the mailbox: put without ``send``'s trip through the scheduler (the
+            # wait for the reply is one anyway); a cancelled caller still sends nothing
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                self._send.send_nowait(call)
+            except trio.WouldBlock:
+                await self._send.send(call)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorUnavailable(self.name) from None
         await call._done.wait()

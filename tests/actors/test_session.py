@@ -35,6 +35,11 @@ class FakeConnection:
         for frame in frames:
             await self.send(frame)
 
+    def send_now(self, frame: bytes) -> bool:
+        return False  # every frame the usual way (tests/actors/test_session_writes.py: not)
+
+    backlogged = False
+
     async def close(self, reason: CloseReason, message: str) -> None:
         self.closed = (reason, message)
 

@@ -131,3 +131,67 @@ async def test_workers_take_turns_reading_and_answer_what_they_read():
         assert sorted(answers(conn)[1:]) == [b"answer:b", b"answer:slow-1", b"answer:slow-2"]
         assert session.requests == 4
         session.close(CloseReason.NORMAL, "")
+
+
+class DirectConnection(GatedConnection):
+    """``send_now`` takes a frame whenever ``open_now`` is set (keeping part of it with
+    ``partial``), as a socket with room does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.open_now = True
+        self.partial = False
+        self.backlogged = False
+        self.flushes = 0
+
+    def send_now(self, frame: bytes) -> bool:
+        if not self.open_now:
+            return False
+        self.paths.append(("now", frame))
+        self.backlogged = self.partial
+        return True
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        if self.backlogged:
+            self.flushes += 1
+            self.backlogged = False
+        await super().send_many(frames)
+
+
+async def test_a_live_event_with_nothing_queued_is_written_by_the_delivering_task():
+    """A delivery costs the write, not a wake-up of the writer; its cursor counts as written."""
+    conn = DirectConnection()
+    session = start(conn)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.deliver("s1", "c1", b"one")
+        assert conn.paths == [("now", b"event:one")]  # before any other task ran
+        assert session.resume_cursor() == "c1"
+        conn.open_now = False  # the socket is full: the writer sends it, in order
+        assert session.deliver("s1", "c2", b"two")
+        conn.open_now = True
+        assert session.deliver("s1", "c3", b"three")  # queued behind "two", not written past it
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.paths[1:] == [("writer", b"event:two"), ("writer", b"event:three")]
+        assert session.resume_cursor() == "c3"
+        session.close(CloseReason.NORMAL, "")
+
+
+async def test_a_live_event_written_in_part_counts_once_the_writer_sent_the_rest():
+    conn = DirectConnection()
+    conn.partial = True
+    session = start(conn)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.deliver("s1", "c0", b"zero")
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.resume_cursor() == "c0" and conn.flushes == 1
+        assert session.deliver("s1", "c1", b"one")
+        assert session.resume_cursor() == "c0"  # part of "one" still waits in the connection
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.flushes == 2 and not conn.backlogged
+        assert session.resume_cursor() == "c1"
+        session.close(CloseReason.NORMAL, "")

@@ -3,12 +3,16 @@ several tasks, and the close codes a client sees."""
 
 from __future__ import annotations
 
+import collections
+import socket
+
 import pytest
 import trio
 import trio.testing
 import trio_websocket
+import wsproto.frame_protocol
 from orchestra.actors.session import ConnectionGone
-from orchestra.transport.websocket import WsConnection
+from orchestra.transport.websocket import CHECKPOINT_EVERY, WsConnection, client_texts, text_frame
 
 from tests.transport.test_hostile import raw_ws_frames
 
@@ -83,3 +87,143 @@ async def test_a_close_from_the_client_is_replied_to(server):
         with trio.fail_after(5):  # the close handshake completes: the server replied
             await ws.aclose(4321, "bye")
         assert ws.closed is not None and ws.closed.code == 4321
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_a_text_frame_is_the_one_wsproto_makes(size):
+    payload = b'"' + b"x" * max(0, size - 2) + b'"' if size >= 2 else b"1" * size
+    made = wsproto.frame_protocol.FrameProtocol(client=False, extensions=[]).send_data(payload.decode(), True)
+    assert text_frame(payload) == made
+
+
+async def _upgraded(stream: trio.abc.Stream, peer: trio.abc.Stream) -> tuple[WsConnection, int]:
+    conn = WsConnection(stream, 1 << 20)
+    conn.ws.receive_data(b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                         b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
+    assert await conn.accept(b"", [])
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await peer.receive_some()
+    return conn, len(head.split(b"\r\n\r\n", 1)[1])
+
+
+async def test_a_frame_the_socket_takes_in_part_is_finished_before_the_next_one():
+    """``send_now`` never waits: what the kernel did not take is kept and written first by the
+    next write, so frames still go out whole and in order."""
+    a, b = trio.socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    left, right = trio.SocketStream(a), trio.SocketStream(b)
+    conn, extra = await _upgraded(left, right)
+    assert extra == 0
+    big = b'"' + b"y" * 2_000_000 + b'"'
+    assert conn.send_now(b'"small"') and not conn.backlogged
+    assert conn.send_now(big) and conn.backlogged  # the socket took some of it
+    assert not conn.send_now(b'"next"')  # nothing may overtake the rest: the usual way
+    got = bytearray()
+
+    async def read_all() -> None:
+        while chunk := await right.receive_some():
+            got.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await conn.send_many([])  # the rest of the frame, as the session's writer does
+        assert not conn.backlogged
+        await conn.send(b'"next"')
+        await left.aclose()
+    assert bytes(got) == text_frame(b'"small"') + text_frame(big) + text_frame(b'"next"')
+
+
+async def test_send_now_writes_nothing_while_a_write_is_under_way_or_after_the_end():
+    left, right = trio.testing.memory_stream_pair()
+    conn, _ = await _upgraded(left, right)
+    assert not conn.send_now(b"{}")  # not a socket: always the usual way
+    a, b = trio.socket.socketpair()
+    sock_conn, _ = await _upgraded(trio.SocketStream(a), trio.SocketStream(b))
+    await sock_conn._end()  # the connection ended (as after a close)
+    assert not sock_conn.send_now(b"{}")
+    with pytest.raises(ConnectionGone):
+        await sock_conn.send(b"{}")
+    b.close()
+
+
+async def test_receiving_a_flood_of_frames_lets_other_tasks_run():
+    """Frames the socket already holds are taken without a checkpoint, but never more than
+    ``CHECKPOINT_EVERY`` in a row."""
+    a, b = trio.socket.socketpair()
+    conn, _ = await _upgraded(trio.SocketStream(a), trio.SocketStream(b))
+    client = wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
+    await trio.SocketStream(b).send_all(b"".join(client.send_data(PING.decode(), True) for _ in range(64)))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        await trio.lowlevel.checkpoint()
+        before = ticks
+        for _ in range(64):
+            assert await conn.receive() == PING.decode()
+        assert ticks - before >= 64 // CHECKPOINT_EVERY - 1
+        nursery.cancel_scope.cancel()
+
+
+def _client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    head += bytes([0x80 | n]) if n < 126 else bytes([0xFE]) + n.to_bytes(2, "big") if n < 65536 \
+        else bytes([0xFF]) + n.to_bytes(8, "big")
+    key = bytes([0x37, 0xFA, 0x21, 0x3D])
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 1000, 65535])
+def test_client_texts_reads_what_wsproto_reads(size):
+    text = ("é" * size)[:size // 2] + "x" * (size - 2 * (size // 2))  # multi-byte characters too
+    frame = _client_frame(TEXT, text.encode())
+    assert client_texts(frame + frame, 1 << 20) == ([text, text], 2 * len(frame))
+    server = wsproto.frame_protocol.FrameProtocol(client=False, extensions=[])
+    server.receive_bytes(frame)
+    assert [f.payload for f in server.received_frames()] == [text]
+
+
+@pytest.mark.parametrize("rest", [
+    _client_frame(WS_PING, b"p"), _client_frame(TEXT, b"part", fin=False), _client_frame(BINARY, b"b"),
+    _client_frame(TEXT, b"\xff"), _client_frame(TEXT, b"x" * 100)[:50], b"\x81\x05abcde",  # unmasked
+    _client_frame(TEXT, b"y" * 70000), _client_frame(TEXT, b"z" * 200),  # over the bound of 150
+])
+def test_client_texts_leaves_anything_else_to_wsproto(rest):
+    first = _client_frame(TEXT, b'"a"')
+    assert client_texts(first + rest + first, 150) == (['"a"'], len(first))
+
+
+async def test_frames_read_with_and_without_wsproto_keep_their_order():
+    """Plain text frames are read without wsproto only while it holds nothing: a fragmented
+    message, a ping and a frame cut between two reads go through it, in order with the rest."""
+    left, right = trio.testing.memory_stream_pair()
+    conn, _ = await _upgraded(left, right)
+    big = "é" * 200
+    await right.send_all(_client_frame(TEXT, b'"a"') + _client_frame(TEXT, b'"b1', fin=False)
+                         + _client_frame(CONT, b'b2"') + _client_frame(TEXT, b'"c"') + _client_frame(WS_PING, b"p")
+                         + _client_frame(TEXT, b'"d"') + _client_frame(TEXT, big.encode())[:100])
+    got = [await conn.receive() for _ in range(4)]
+    assert got == ['"a"', '"b1b2"', '"c"', '"d"']
+    assert conn._texts == collections.deque() and not conn._between_frames()  # holds the cut frame
+    await right.send_all(_client_frame(TEXT, big.encode())[100:] + _client_frame(TEXT, b'"e"'))
+    assert [await conn.receive() for _ in range(2)] == [big, '"e"']
+    assert conn._between_frames()
+    pong = await right.receive_some()
+    assert pong.startswith(b"\x8a\x01p")  # the ping was answered as it was read
+
+
+async def test_a_wsproto_with_other_insides_parses_every_frame_itself():
+    left, right = trio.testing.memory_stream_pair()
+    conn, _ = await _upgraded(left, right)
+    assert conn._between_frames()
+    proto = conn.ws.connection._proto
+    del proto._message_decoder  # as if a later wsproto had renamed it
+    assert not conn._between_frames()
