@@ -285,14 +285,10 @@ class WsConnection:
         conn = self.ws.connection
         if conn is None or self._parts:
             return False
-        try:
-            proto = conn._proto
-            decoder = proto._frame_decoder
-            return (conn.state is ConnectionState.OPEN and not conn._events and not self.ws.handshake._events
-                    and decoder.header is None and not len(decoder.buffer)
-                    and proto._message_decoder.opcode is None)
-        except AttributeError:  # a wsproto whose insides differ: every frame is its to parse
-            return False
+        proto = conn._proto
+        decoder = proto._frame_decoder
+        return (conn.state is ConnectionState.OPEN and not conn._events and not self.ws.handshake._events
+                and decoder.header is None and not len(decoder.buffer) and proto._message_decoder.opcode is None)
 
     async def _write(self, data: bytes) -> None:
         lock = self._sending

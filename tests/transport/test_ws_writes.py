@@ -218,12 +218,3 @@ async def test_frames_read_with_and_without_wsproto_keep_their_order():
     assert conn._between_frames()
     pong = await right.receive_some()
     assert pong.startswith(b"\x8a\x01p")  # the ping was answered as it was read
-
-
-async def test_a_wsproto_with_other_insides_parses_every_frame_itself():
-    left, right = trio.testing.memory_stream_pair()
-    conn, _ = await _upgraded(left, right)
-    assert conn._between_frames()
-    proto = conn.ws.connection._proto
-    del proto._message_decoder  # as if a later wsproto had renamed it
-    assert not conn._between_frames()
