@@ -10,7 +10,6 @@ queue between the socket and the session.)
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import os
@@ -61,34 +60,6 @@ CHECKPOINT_EVERY = 16
 _SHORT_HEADS = [bytes((0x81, n)) for n in range(126)]
 
 
-def client_texts(data: bytes | bytearray, max_bytes: int) -> tuple[list[str], int]:
-    """The texts of the whole, unfragmented, masked text frames (of at most ``max_bytes``
-    bytes, in UTF-8) at the start of ``data``, and how many bytes of ``data`` they were. It
-    stops at anything else (a control frame, a fragment, a reserved bit, a cut frame, text that
-    is not UTF-8, a longer one): what follows is wsproto's to parse, and to refuse."""
-    texts: list[str] = []
-    i, end = 0, len(data)
-    while end - i >= 6 and data[i] == 0x81:  # FIN, no reserved bit, text
-        n = data[i + 1] ^ 0x80  # the mask bit must be set
-        if n < 126:
-            start = i + 6
-        elif n == 126 and end - i >= 8:
-            n, start = int.from_bytes(data[i + 2:i + 4], "big"), i + 8
-        else:
-            break
-        if n > max_bytes or start + n > end:
-            break
-        key = data[start - 4:start]
-        masked = int.from_bytes(data[start:start + n], "little")
-        try:
-            text = (masked ^ int.from_bytes((key * (n // 4 + 1))[:n], "little")).to_bytes(n, "little").decode()
-        except UnicodeDecodeError:
-            break
-        texts.append(text)
-        i = start + n
-    return texts, i
-
-
 def text_frame(payload: bytes) -> bytes:
     """``payload`` (UTF-8 text) as one unfragmented, unmasked text frame: the frame wsproto
     makes of it when no extension was agreed (the server agrees none), without decoding the
@@ -127,8 +98,6 @@ class WsConnection:
         #: and when the connection ended without a close frame
         self.close_code: int | None = None
         self._events: Iterator[wsproto.events.Event] = iter(())
-        #: messages read by :func:`client_texts`, not yet returned
-        self._texts: collections.deque[str] = collections.deque()
         self._parts: list[str | bytes | bytearray] = []
         self._size = 0
         self._ended = False  # the TCP connection ended (read EOF, or closed by us)
@@ -178,8 +147,6 @@ class WsConnection:
         if self._received % CHECKPOINT_EVERY == 0:
             await trio.lowlevel.checkpoint()
         while True:
-            if self._texts:
-                return self._texts.popleft()
             for event in self._events:
                 if isinstance(event, wsproto.events.Message):
                     self._size += len(event.data)
@@ -217,13 +184,6 @@ class WsConnection:
             if not data:  # the TCP connection ended without a close frame
                 await self._end()
                 raise ConnectionGone
-            if self._between_frames():  # plain text frames without wsproto's parser
-                texts, used = client_texts(data, self.max_message_bytes)
-                if used:
-                    self._texts.extend(texts)
-                    if used == len(data):
-                        continue
-                    data = data[used:]
             self.ws.receive_data(bytes(data))  # the same object when it is bytes already
             self._events = self.ws.events()
 
@@ -277,18 +237,6 @@ class WsConnection:
             await self._end()
 
     # -- internals --
-
-    def _between_frames(self) -> bool:
-        """wsproto holds nothing: no bytes of a frame, no fragment of a message, no event not
-        yet taken, so the next bytes may start with frames it never sees (wsproto's inner
-        state, pinned by tests/transport/test_ws_writes.py)."""
-        conn = self.ws.connection
-        if conn is None or self._parts:
-            return False
-        proto = conn._proto
-        decoder = proto._frame_decoder
-        return (conn.state is ConnectionState.OPEN and not conn._events and not self.ws.handshake._events
-                and decoder.header is None and not len(decoder.buffer) and proto._message_decoder.opcode is None)
 
     async def _write(self, data: bytes) -> None:
         lock = self._sending

@@ -3,7 +3,6 @@ several tasks, and the close codes a client sees."""
 
 from __future__ import annotations
 
-import collections
 import socket
 
 import pytest
@@ -12,7 +11,7 @@ import trio.testing
 import trio_websocket
 import wsproto.frame_protocol
 from orchestra.actors.session import ConnectionGone
-from orchestra.transport.websocket import CHECKPOINT_EVERY, WsConnection, client_texts, text_frame
+from orchestra.transport.websocket import CHECKPOINT_EVERY, WsConnection, text_frame
 
 from tests.transport.test_hostile import raw_ws_frames
 
@@ -170,51 +169,3 @@ async def test_receiving_a_flood_of_frames_lets_other_tasks_run():
             assert await conn.receive() == PING.decode()
         assert ticks - before >= 64 // CHECKPOINT_EVERY - 1
         nursery.cancel_scope.cancel()
-
-
-def _client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    head += bytes([0x80 | n]) if n < 126 else bytes([0xFE]) + n.to_bytes(2, "big") if n < 65536 \
-        else bytes([0xFF]) + n.to_bytes(8, "big")
-    key = bytes([0x37, 0xFA, 0x21, 0x3D])
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 1000, 65535])
-def test_client_texts_reads_what_wsproto_reads(size):
-    text = ("é" * size)[:size // 2] + "x" * (size - 2 * (size // 2))  # multi-byte characters too
-    frame = _client_frame(TEXT, text.encode())
-    assert client_texts(frame + frame, 1 << 20) == ([text, text], 2 * len(frame))
-    server = wsproto.frame_protocol.FrameProtocol(client=False, extensions=[])
-    server.receive_bytes(frame)
-    assert [f.payload for f in server.received_frames()] == [text]
-
-
-@pytest.mark.parametrize("rest", [
-    _client_frame(WS_PING, b"p"), _client_frame(TEXT, b"part", fin=False), _client_frame(BINARY, b"b"),
-    _client_frame(TEXT, b"\xff"), _client_frame(TEXT, b"x" * 100)[:50], b"\x81\x05abcde",  # unmasked
-    _client_frame(TEXT, b"y" * 70000), _client_frame(TEXT, b"z" * 200),  # over the bound of 150
-])
-def test_client_texts_leaves_anything_else_to_wsproto(rest):
-    first = _client_frame(TEXT, b'"a"')
-    assert client_texts(first + rest + first, 150) == (['"a"'], len(first))
-
-
-async def test_frames_read_with_and_without_wsproto_keep_their_order():
-    """Plain text frames are read without wsproto only while it holds nothing: a fragmented
-    message, a ping and a frame cut between two reads go through it, in order with the rest."""
-    left, right = trio.testing.memory_stream_pair()
-    conn, _ = await _upgraded(left, right)
-    big = "é" * 200
-    await right.send_all(_client_frame(TEXT, b'"a"') + _client_frame(TEXT, b'"b1', fin=False)
-                         + _client_frame(CONT, b'b2"') + _client_frame(TEXT, b'"c"') + _client_frame(WS_PING, b"p")
-                         + _client_frame(TEXT, b'"d"') + _client_frame(TEXT, big.encode())[:100])
-    got = [await conn.receive() for _ in range(4)]
-    assert got == ['"a"', '"b1b2"', '"c"', '"d"']
-    assert conn._texts == collections.deque() and not conn._between_frames()  # holds the cut frame
-    await right.send_all(_client_frame(TEXT, big.encode())[100:] + _client_frame(TEXT, b'"e"'))
-    assert [await conn.receive() for _ in range(2)] == [big, '"e"']
-    assert conn._between_frames()
-    pong = await right.receive_some()
-    assert pong.startswith(b"\x8a\x01p")  # the ping was answered as it was read
