@@ -20,6 +20,7 @@ import trio
 import trio_websocket
 import wsproto
 import wsproto.events
+import wsproto.frame_protocol
 import wsproto.utilities
 from wsproto.connection import ConnectionState
 
@@ -56,20 +57,14 @@ RECEIVE_BYTES = 65536
 #: messages received at most between two checkpoints of the receiving task
 CHECKPOINT_EVERY = 16
 
-#: the head of a server's unfragmented text frame (FIN, opcode 1, unmasked) of each length < 126
-_SHORT_HEADS = [bytes((0x81, n)) for n in range(126)]
+#: frames out are made by wsproto's frame protocol (a server's, no extension agreed: the server
+#: agrees none), the part of wsproto's ``Connection.send`` that makes the bytes of a frame
+_FRAMES = wsproto.frame_protocol.FrameProtocol(client=False, extensions=[])
 
 
-def text_frame(payload: bytes) -> bytes:
-    """``payload`` (UTF-8 text) as one unfragmented, unmasked text frame: the frame wsproto
-    makes of it when no extension was agreed (the server agrees none), without decoding the
-    text and encoding it again."""
-    n = len(payload)
-    if n < 126:
-        return _SHORT_HEADS[n] + payload
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+def text_frame(payload: bytes) -> bytes | bytearray:
+    """``payload`` (UTF-8 text) as one unfragmented text frame, made by wsproto."""
+    return _FRAMES.send_data(payload.decode(), True)
 
 
 class WsConnection:
@@ -213,7 +208,7 @@ class WsConnection:
         except OSError:  # full (BlockingIOError), or gone: the usual way finds out which
             return False
         if n < len(data):
-            self._backlog = data[n:]
+            self._backlog = bytes(data[n:])
         return True
 
     @property
@@ -238,7 +233,7 @@ class WsConnection:
 
     # -- internals --
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes | bytearray) -> None:
         lock = self._sending
         sock = self._socket
         if sock is not None and not self._backlog and not lock.locked() and data:

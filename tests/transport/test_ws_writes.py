@@ -88,13 +88,6 @@ async def test_a_close_from_the_client_is_replied_to(server):
         assert ws.closed is not None and ws.closed.code == 4321
 
 
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
-def test_a_text_frame_is_the_one_wsproto_makes(size):
-    payload = b'"' + b"x" * max(0, size - 2) + b'"' if size >= 2 else b"1" * size
-    made = wsproto.frame_protocol.FrameProtocol(client=False, extensions=[]).send_data(payload.decode(), True)
-    assert text_frame(payload) == made
-
-
 async def _upgraded(stream: trio.abc.Stream, peer: trio.abc.Stream) -> tuple[WsConnection, int]:
     conn = WsConnection(stream, 1 << 20)
     conn.ws.receive_data(b"GET /ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
