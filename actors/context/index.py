@@ -24,7 +24,13 @@ import pathspec
 
 from ..lru import LruCache
 from .files import FileEntry, fold_name, language_of, tokenize
-from .scanning import YIELD_EVERY, ChangeSet, TreeScanner, folder_decision
+from .scanning import (
+    HISTORY_MAX_FILES_PER_COMMIT,
+    YIELD_EVERY,
+    ChangeSet,
+    TreeScanner,
+    folder_decision,
+)
 from .secrets import SecretPolicy
 
 T = TypeVar("T")
@@ -64,6 +70,8 @@ class ProjectIndex:
         self.commits: list[tuple[str, tuple[str, ...]]] = []
         #: word with a digit (``123``, ``ISS``-less ``4``, ``v2``) -> the commits naming it, newest first
         self._numbered: dict[str, list[int]] = {}
+        #: the words of the commit messages that touched each file (see history_words)
+        self._history_words: HistoryWords | None = None
         #: tables derived from the files, per generation (see memo)
         self._memo: LruCache[Any, Any] = LruCache(512)
         self._pending = False  # applied changes not yet derived (see apply)
@@ -111,6 +119,7 @@ class ProjectIndex:
         if changes.history is not None:
             self._head, self.churn, self.cochange, self.commits = changes.history
             self._numbered = _numbered_words(self.commits)
+            self._history_words = None
         if derive:
             self.derive()
         return changed
@@ -207,6 +216,14 @@ class ProjectIndex:
                     break
         return found
 
+    def history_words(self) -> HistoryWords:
+        """The words of the commit messages that touched each file: what this repository's own
+        history says a file is about. Made once per history (not per generation: the files
+        changing does not change it)."""
+        if self._history_words is None:
+            self._history_words = HistoryWords.of(self.commits)
+        return self._history_words
+
     # -- statistics --
 
     def idf(self, term: str) -> float:
@@ -282,6 +299,52 @@ class ProjectIndex:
 
 _WORD_RUN = re.compile(r"[0-9A-Za-z_]+")
 _DIGIT = re.compile(r"[0-9]")
+
+
+class HistoryWords:
+    """Per file, the words of the messages of the commits that touched it (a commit of at most
+    HISTORY_MAX_FILES_PER_COMMIT files; each word counted once per commit): postings for a
+    BM25 over these "history documents"."""
+
+    __slots__ = ("avg_len", "df", "lengths", "postings")
+
+    def __init__(self) -> None:
+        self.postings: dict[str, dict[str, int]] = defaultdict(dict)
+        self.lengths: Counter[str] = Counter()
+        self.avg_len = 1.0
+
+    @classmethod
+    def of(cls, commits: Iterable[tuple[str, tuple[str, ...]]]) -> HistoryWords:
+        out = cls()
+        postings, lengths = out.postings, out.lengths
+        for message, files in commits:
+            if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
+                continue
+            words = set(tokenize(message))
+            for word in words:
+                holders = postings[word]
+                for path in files:
+                    holders[path] = holders.get(path, 0) + 1
+            for path in files:
+                lengths[path] += len(words)
+        out.postings = dict(postings)
+        out.avg_len = sum(lengths.values()) / len(lengths) if lengths else 1.0
+        return out
+
+    def scores(self, terms: dict[str, float], k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
+        """BM25 of ``terms`` (word -> weight) over the files' history documents."""
+        n = len(self.lengths)
+        out: dict[str, float] = {}
+        get = out.get
+        avg, lengths = self.avg_len, self.lengths
+        for term, weight in terms.items():
+            holders = self.postings.get(term)
+            if not holders:
+                continue
+            idf = weight * math.log(1 + (n - len(holders) + 0.5) / (len(holders) + 0.5))
+            for path, tf in holders.items():
+                out[path] = get(path, 0.0) + idf * (k1 + 1) * tf / (tf + k1 * (1 - b + b * lengths[path] / avg))
+        return out
 
 
 def _numbered_words(commits: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[int]]:

@@ -125,6 +125,10 @@ class Weights:
     stem_path: float = 0.0
     #: extra weight of the words of identifiers the task spells (`quoted`, camelCase, snake_case, a.b)
     idents: float = 0.0
+    #: the repository's own history: BM25 of the task's words over the messages of the commits
+    #: that touched each file (see ProjectIndex.history_words), x ``history``, added to the
+    #: lexical score (times the file's kind and churn factor)
+    history: float = 0.0
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -355,6 +359,13 @@ def rank(
             for path in stemmed:
                 if static[path]:
                     scores[path] = get(path, 0.0) + bonus * static[path]
+    # what the commits that touched a file said (the repository's own words for it)
+    if weights.history and index.commits:
+        asked: dict[str, float] = terms if isinstance(terms, dict) else dict(Counter(terms))
+        for path, value in index.history_words().scores(asked).items():
+            factor = static.get(path)
+            if factor:
+                scores[path] = get(path, 0.0) + weights.history * value * factor
     # definitions of identifiers the task names
     if weights.definitions:
         for ident in task_identifiers(signals.task):

@@ -1,0 +1,76 @@
+"""What a repository's own history says a file is about: the words of the commits that touched
+it (ranking.Weights.history, ProjectIndex.history_words); and which files count as source."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from orchestra.actors.context.files import file_kind, language_of
+from orchestra.actors.context.index import HistoryWords, ProjectIndex
+from orchestra.actors.context.ranking import DEFAULT_WEIGHTS, Signals, rank
+
+from tests.actors.conftest import write_files
+
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, env=ENV)
+
+
+def _repo(root: Path) -> Path:
+    write_files(root, {
+        # what the task is about, in words the code does not use
+        "app/store.py": "def put(slot, value):\n    slots[slot] = value\n\ndef drop_oldest():\n    slots.pop(0)\n",
+        # the task's words, once, in a file nobody changes for them
+        "app/notes.py": "# eviction of the cache is done elsewhere\nNOTE = 1\n",
+        "app/other.py": "def unrelated():\n    return 2\n",
+    })
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "initial import")
+    for i in range(3):
+        (root / "app" / "store.py").write_text((root / "app" / "store.py").read_text() + f"\n# {i}\n")
+        git(root, "commit", "-qam", f"cache eviction: keep the newest entries ({i})")
+        (root / "app" / "other.py").write_text((root / "app" / "other.py").read_text() + f"\n# {i}\n")
+        git(root, "commit", "-qam", f"tidy the unrelated helper {i}")
+    return root
+
+
+def _ranked(index: ProjectIndex, task: str, history: float) -> list[str]:
+    return [p for _, p, _ in rank(index, Signals(task=task), replace(DEFAULT_WEIGHTS, history=history))]
+
+
+def test_the_words_of_the_commits_that_touched_a_file_rank_it(tmp_path):
+    index = ProjectIndex(_repo(tmp_path))
+    index.refresh()
+    task = "Cache eviction drops entries too early"
+    without = _ranked(index, task, 0.0)
+    assert without[0] == "app/notes.py" and "app/store.py" not in without[:1]
+    assert _ranked(index, task, 1.0)[0] == "app/store.py"
+
+
+def test_history_words_count_a_word_once_per_commit_and_skip_bulk_commits():
+    bulk = tuple(f"f{i}.py" for i in range(31))
+    words = HistoryWords.of([
+        ("cache cache cache eviction", ("a.py", "b.py")),
+        ("cache again", ("a.py",)),
+        ("cache everywhere", bulk),  # a bulk commit (formatting, renames) says nothing
+    ])
+    assert words.postings["cache"] == {"a.py": 2, "b.py": 1}
+    assert "everywhere" not in words.postings
+    scores = words.scores({"cache": 1.0, "eviction": 1.0})
+    assert scores["b.py"] > 0 and scores["a.py"] > 0
+    assert words.scores({"absent": 1.0}) == {}
+
+
+@pytest.mark.parametrize("path", ["src/Text/Pandoc/Readers/Markdown.hs", "include/nlohmann/json.hpp",
+                                  "src/format.cc", "src/os.cxx", "lib/util.hh", "packages/app/App.vue",
+                                  "lib/Module.pm", "scripts/tool.pl", "src/init.lua", "src/mod.mts"])
+def test_the_languages_a_user_would_call_source(path):
+    assert file_kind(path, language_of(path)) == "source"
