@@ -590,13 +590,15 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
             weights: Weights = DEFAULT_WEIGHTS) -> dict[str, str]:
     """Why each of ``ranked`` (best first) is there, in a few words: named by the task, named
     by an earlier result of the issue, defines an identifier the task names, the task's words
-    it holds (rarest first), changed together with a better-ranked file, an uncommitted change,
+    it holds (rarest first), the task's words the commits that changed it used (with
+    ``weights.history``), changed together with a better-ranked file, an uncommitted change,
     the agent type's preferences; else its kind and how often it changed."""
     files = index.files
     terms = set(query_terms(signals.task, (), weights))  # the words the ranking looked for
     idents = task_identifiers(signals.task)
     named = named_in(signals.task, index)
     liked = profile_fit(index, signals.globs) if signals.globs else {}
+    history = index.history_words() if weights.history and index.commits else None
     out: dict[str, str] = {}
     above: list[str] = []
     common = max(2, len(files) // 4)  # words in more files than this say little
@@ -618,6 +620,11 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
                         if index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:5]
         if words:
             parts.append("matched words: " + ", ".join(words))
+        if history is not None:
+            said = sorted((w for w in terms if path in history.postings.get(w, ()) and w not in words
+                           and index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:3]
+            if said:
+                parts.append("its commits said: " + ", ".join(said))
         together, changes = index.cochange.get(path), index.churn.get(path, 0)
         if together and changes:
             # changed together at least twice, in at least a quarter of this file's commits

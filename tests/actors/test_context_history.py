@@ -74,3 +74,18 @@ def test_history_words_count_a_word_once_per_commit_and_skip_bulk_commits():
                                   "lib/Module.pm", "scripts/tool.pl", "src/init.lua", "src/mod.mts"])
 def test_the_languages_a_user_would_call_source(path):
     assert file_kind(path, language_of(path)) == "source"
+
+
+def test_the_reason_says_what_the_commits_that_changed_it_said(tmp_path):
+    from orchestra.actors.context.ranking import explain
+
+    index = ProjectIndex(_repo(tmp_path))
+    index.refresh()
+    task = "Cache eviction drops entries too early"
+    weights = replace(DEFAULT_WEIGHTS, history=1.0)
+    why = explain(index, Signals(task=task), ["app/store.py", "app/notes.py"], set(), weights)
+    assert "its commits said: " in why["app/store.py"]
+    assert {"cache", "eviction", "entries"} >= set(why["app/store.py"].split("its commits said: ")[1].split(", "))
+    assert "its commits said" not in why["app/notes.py"]
+    without = explain(index, Signals(task=task), ["app/store.py"], set(), replace(weights, history=0.0))
+    assert "its commits said" not in without["app/store.py"]
