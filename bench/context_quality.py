@@ -68,6 +68,13 @@ CANDIDATES: dict[str, Weights] = {
     "hist1": replace(PREVIOUS, history=1.0),
     "stop-hist0.5": replace(PREVIOUS, cochange_min=2, history=0.5),
     "stop-hist1": replace(PREVIOUS, cochange_min=2, history=1.0),
+    # added after the first 13 tuning repositories had been scored with the ones above (see
+    # bench/README.md): the history's first lines alone, and the past commits most like the task
+    "hist-title0.5": replace(PREVIOUS, history=0.5, history_title=True),
+    "hist-title1": replace(PREVIOUS, history=1.0, history_title=True),
+    "similar0.5": replace(PREVIOUS, similar=0.5),
+    "similar1": replace(PREVIOUS, similar=1.0),
+    "hist-similar": replace(PREVIOUS, history=0.5, similar=0.5),
     # a re-ranker over the best thirty reading the names they define
     "rerank": replace(PREVIOUS, rerank=0.5),
 }

@@ -251,8 +251,8 @@ class ContextEngine:
         self.index.derivers.append(self._history_words)
 
     def _history_words(self, index: ProjectIndex) -> None:
-        if self.weights.history:
-            index.history_words()
+        if self.weights.history or self.weights.similar:
+            index.history_words(self.weights.history_title)
 
     def _git_context(self) -> dict[str, Any]:
         generation = self.index.generation

@@ -129,6 +129,12 @@ class Weights:
     #: that touched each file (see ProjectIndex.history_words), x ``history``, added to the
     #: lexical score (times the file's kind and churn factor)
     history: float = 0.0
+    #: the history words of the commits' first lines alone (a body says more, and more noise)
+    history_title: bool = False
+    #: the files of the ``similar_top`` past commits whose messages are most like the task:
+    #: their commit's BM25 score / its files, x ``similar``, added to the lexical score
+    similar: float = 0.0
+    similar_top: int = 10
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -360,12 +366,15 @@ def rank(
                 if static[path]:
                     scores[path] = get(path, 0.0) + bonus * static[path]
     # what the commits that touched a file said (the repository's own words for it)
-    if weights.history and index.commits:
+    if (weights.history or weights.similar) and index.commits:
         asked: dict[str, float] = terms if isinstance(terms, dict) else dict(Counter(terms))
-        for path, value in index.history_words().scores(asked).items():
-            factor = static.get(path)
-            if factor:
-                scores[path] = get(path, 0.0) + weights.history * value * factor
+        history = index.history_words(weights.history_title)
+        for weight, found in ((weights.history, history.scores(asked) if weights.history else {}),
+                              (weights.similar, history.similar(asked, weights.similar_top) if weights.similar else {})):
+            for path, value in found.items():
+                factor = static.get(path)
+                if factor:
+                    scores[path] = get(path, 0.0) + weight * value * factor
     # definitions of identifiers the task names
     if weights.definitions:
         for ident in task_identifiers(signals.task):
@@ -598,7 +607,7 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
     idents = task_identifiers(signals.task)
     named = named_in(signals.task, index)
     liked = profile_fit(index, signals.globs) if signals.globs else {}
-    history = index.history_words() if weights.history and index.commits else None
+    history = index.history_words(weights.history_title) if weights.history and index.commits else None
     out: dict[str, str] = {}
     above: list[str] = []
     common = max(2, len(files) // 4)  # words in more files than this say little

@@ -89,3 +89,23 @@ def test_the_reason_says_what_the_commits_that_changed_it_said(tmp_path):
     assert "its commits said" not in why["app/notes.py"]
     without = explain(index, Signals(task=task), ["app/store.py"], set(), replace(weights, history=0.0))
     assert "its commits said" not in without["app/store.py"]
+
+
+def test_the_files_of_the_past_commits_most_like_the_task_rank(tmp_path):
+    index = ProjectIndex(_repo(tmp_path))
+    index.refresh()
+    task = "Cache eviction drops entries too early"
+    ranked = [p for _, p, _ in rank(index, Signals(task=task), replace(DEFAULT_WEIGHTS, similar=1.0))]
+    assert ranked[0] == "app/store.py"
+    words = HistoryWords.of([("cache eviction", ("a.py", "b.py")), ("cache", ("c.py",)), ("other", ("d.py",))])
+    found = words.similar({"cache": 1.0, "eviction": 1.0}, most=1)
+    assert set(found) == {"a.py", "b.py"}  # the best commit's files, its score shared
+    assert found["a.py"] == found["b.py"] > 0
+    assert set(words.similar({"cache": 1.0}, most=5)) == {"a.py", "b.py", "c.py"}
+
+
+def test_history_words_of_the_first_lines_alone():
+    commits = [("cache eviction\n\nthe body says router", ("a.py",))]
+    assert "router" in HistoryWords.of(commits).postings
+    assert "router" not in HistoryWords.of(commits, title_only=True).postings
+    assert HistoryWords.of(commits, title_only=True).postings["eviction"] == {"a.py": 1}
