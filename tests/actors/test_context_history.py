@@ -15,6 +15,9 @@ from orchestra.actors.context.ranking import DEFAULT_WEIGHTS, Signals, rank
 
 from tests.actors.conftest import write_files
 
+#: the ranking without what the history's words add
+NO_HISTORY = replace(DEFAULT_WEIGHTS, history=0.0, similar=0.0)
+
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
 
@@ -43,7 +46,7 @@ def _repo(root: Path) -> Path:
 
 
 def _ranked(index: ProjectIndex, task: str, history: float) -> list[str]:
-    return [p for _, p, _ in rank(index, Signals(task=task), replace(DEFAULT_WEIGHTS, history=history))]
+    return [p for _, p, _ in rank(index, Signals(task=task), replace(NO_HISTORY, history=history))]
 
 
 def test_the_words_of_the_commits_that_touched_a_file_rank_it(tmp_path):
@@ -82,7 +85,7 @@ def test_the_reason_says_what_the_commits_that_changed_it_said(tmp_path):
     index = ProjectIndex(_repo(tmp_path))
     index.refresh()
     task = "Cache eviction drops entries too early"
-    weights = replace(DEFAULT_WEIGHTS, history=1.0)
+    weights = replace(NO_HISTORY, history=1.0)
     why = explain(index, Signals(task=task), ["app/store.py", "app/notes.py"], set(), weights)
     assert "its commits said: " in why["app/store.py"]
     assert {"cache", "eviction", "entries"} >= set(why["app/store.py"].split("its commits said: ")[1].split(", "))
@@ -95,7 +98,7 @@ def test_the_files_of_the_past_commits_most_like_the_task_rank(tmp_path):
     index = ProjectIndex(_repo(tmp_path))
     index.refresh()
     task = "Cache eviction drops entries too early"
-    ranked = [p for _, p, _ in rank(index, Signals(task=task), replace(DEFAULT_WEIGHTS, similar=1.0))]
+    ranked = [p for _, p, _ in rank(index, Signals(task=task), replace(NO_HISTORY, similar=1.0))]
     assert ranked[0] == "app/store.py"
     words = HistoryWords.of([("cache eviction", ("a.py", "b.py")), ("cache", ("c.py",)), ("other", ("d.py",))])
     found = words.similar({"cache": 1.0, "eviction": 1.0}, most=1)
