@@ -310,8 +310,8 @@ class HistoryWords:
     BM25 over these "history documents". And per commit, its words and files: the past
     changes whose messages are most like a task (:meth:`similar`)."""
 
-    __slots__ = ("avg_len", "commit_avg", "commit_files", "commit_lengths", "commit_postings", "lengths",
-                 "postings")
+    __slots__ = ("avg_len", "commit_avg", "commit_files", "commit_lengths", "commit_postings", "commit_titles",
+                 "lengths", "postings")
 
     def __init__(self) -> None:
         self.postings: dict[str, dict[str, int]] = defaultdict(dict)
@@ -320,6 +320,7 @@ class HistoryWords:
         self.commit_postings: dict[str, list[int]] = defaultdict(list)
         self.commit_files: list[tuple[str, ...]] = []
         self.commit_lengths: list[int] = []
+        self.commit_titles: list[str] = []
         self.commit_avg = 1.0
 
     @classmethod
@@ -331,9 +332,11 @@ class HistoryWords:
         for message, files in commits:
             if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
                 continue
-            words = set(tokenize(message.split("\n", 1)[0] if title_only else message))
+            title = message.split("\n", 1)[0]
+            words = set(tokenize(title if title_only else message))
             number = len(out.commit_files)
             out.commit_files.append(files)
+            out.commit_titles.append(title[:100])
             out.commit_lengths.append(len(words))
             for word in words:
                 holders = postings[word]
@@ -363,9 +366,20 @@ class HistoryWords:
                 out[path] = get(path, 0.0) + idf * (k1 + 1) * tf / (tf + k1 * (1 - b + b * lengths[path] / avg))
         return out
 
-    def similar(self, terms: dict[str, float], most: int = 10, k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
+    def similar(self, terms: dict[str, float], most: int = 10) -> dict[str, float]:
         """The files of the ``most`` past commits whose messages are most like ``terms`` (BM25
         over the commits' messages): each file gets its commit's score / the commit's files."""
+        out: dict[str, float] = defaultdict(float)
+        for c, score in self.similar_commits(terms, most):
+            files = self.commit_files[c]
+            for path in files:
+                out[path] += score / len(files)
+        return out
+
+    def similar_commits(self, terms: dict[str, float], most: int = 10, k1: float = 1.2,
+                        b: float = 0.75) -> list[tuple[int, float]]:
+        """(number, score) of the ``most`` commits whose messages are most like ``terms``, best
+        first (BM25 over the commits' messages)."""
         n = len(self.commit_files)
         found: dict[int, float] = {}
         get = found.get
@@ -377,12 +391,7 @@ class HistoryWords:
             idf = weight * math.log(1 + (n - len(holders) + 0.5) / (len(holders) + 0.5))
             for c in holders:  # a word counts once per commit: tf 1
                 found[c] = get(c, 0.0) + idf * (k1 + 1) / (1 + k1 * (1 - b + b * lengths[c] / avg))
-        out: dict[str, float] = defaultdict(float)
-        for c, score in heapq.nlargest(most, found.items(), key=itemgetter(1)):
-            files = self.commit_files[c]
-            for path in files:
-                out[path] += score / len(files)
-        return out
+        return heapq.nlargest(most, found.items(), key=itemgetter(1))
 
 
 def _numbered_words(commits: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[int]]:

@@ -607,14 +607,21 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
     """Why each of ``ranked`` (best first) is there, in a few words: named by the task, named
     by an earlier result of the issue, defines an identifier the task names, the task's words
     it holds (rarest first), the task's words the commits that changed it used (with
-    ``weights.history``), changed together with a better-ranked file, an uncommitted change,
+    ``weights.history``), changed by a past commit whose message is like the task (with
+    ``weights.similar``), changed together with a better-ranked file, an uncommitted change,
     the agent type's preferences; else its kind and how often it changed."""
     files = index.files
     terms = set(query_terms(signals.task, (), weights))  # the words the ranking looked for
     idents = task_identifiers(signals.task)
     named = named_in(signals.task, index)
     liked = profile_fit(index, signals.globs) if signals.globs else {}
-    history = index.history_words(weights.history_title) if weights.history and index.commits else None
+    history = (index.history_words(weights.history_title)
+               if (weights.history or weights.similar) and index.commits else None)
+    like: dict[str, str] = {}  # file -> the title of the best past commit like the task that changed it
+    if history is not None and weights.similar:
+        for c, _ in history.similar_commits(query_terms(signals.task, (), weights), weights.similar_top):
+            for changed in history.commit_files[c]:
+                like.setdefault(changed, history.commit_titles[c])
     out: dict[str, str] = {}
     above: list[str] = []
     common = max(2, len(files) // 4)  # words in more files than this say little
@@ -636,7 +643,9 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
                         if index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:5]
         if words:
             parts.append("matched words: " + ", ".join(words))
-        if history is not None:
+        if path in like:
+            parts.append(f"a past change like this one changed it: {like[path]!r}")
+        if history is not None and weights.history:
             said = sorted((w for w in terms if path in history.postings.get(w, ()) and w not in words
                            and index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:3]
             if said:

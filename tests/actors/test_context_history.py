@@ -112,3 +112,16 @@ def test_history_words_of_the_first_lines_alone():
     assert "router" in HistoryWords.of(commits).postings
     assert "router" not in HistoryWords.of(commits, title_only=True).postings
     assert HistoryWords.of(commits, title_only=True).postings["eviction"] == {"a.py": 1}
+
+
+def test_the_reason_names_the_past_change_like_the_task(tmp_path):
+    from orchestra.actors.context.ranking import explain
+
+    index = ProjectIndex(_repo(tmp_path))
+    index.refresh()
+    task = "Cache eviction drops entries too early"
+    why = explain(index, Signals(task=task), ["app/store.py", "app/notes.py"], set(),
+                  replace(NO_HISTORY, similar=0.5))
+    assert "a past change like this one changed it: 'cache eviction: keep the newest entries (" in why["app/store.py"]
+    assert "past change" not in why["app/notes.py"]
+    assert "past change" not in explain(index, Signals(task=task), ["app/store.py"], set(), NO_HISTORY)["app/store.py"]
