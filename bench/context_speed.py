@@ -47,10 +47,13 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="with --repo: measure the engine in this process, wall and CPU time "
                              "(CPU time does not depend on what else the machine runs)")
+    parser.add_argument("--compare", default="",
+                        help="with --in-process: OLD,NEW candidate names of bench/context_quality.py, "
+                             "their answers alternating request by request")
     args = parser.parse_args()
     if args.repo and args.in_process:
         for repo in args.repo:
-            in_process_figures(repo.resolve())
+            in_process_figures(repo.resolve(), compare=[n for n in args.compare.split(",") if n])
         return
     if args.server or args.repo:
         import trio
@@ -84,10 +87,16 @@ def main() -> None:
 
 
 
-def in_process_figures(root: Path, answers: int = 150) -> None:
+def in_process_figures(root: Path, answers: int = 150, compare: list[str] | None = None) -> None:
     """Cold index (this process and the scanning child), then uncached answers for the
-    repository's own commit subjects and with no task, each timed in wall and CPU time."""
+    repository's own commit subjects and with no task, each timed in wall and CPU time. With
+    ``compare`` (candidate names of bench/context_quality.py), each request is answered with
+    each candidate's weights in turn, and the figures are given per candidate."""
     import resource
+
+    from orchestra.actors.context.index import HistoryWords
+
+    from .context_quality import CANDIDATES
 
     def children() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the scanning child, git
@@ -100,13 +109,23 @@ def in_process_figures(root: Path, answers: int = 150) -> None:
     profile = Profiles().get("python-specialist")
     signals = Signals(globs=profile.context_globs, keywords=profile.context_keywords)
     subjects = commit_subjects(root) or [" ".join(random.Random(i).choices(WORDS, k=5)) for i in range(answers)]
-    figures: dict[str, tuple[list[float], list[float]]] = {"task": ([], []), "no task": ([], [])}
+    variants = [(name, CANDIDATES[name]) for name in compare or ()] or [("", engine.weights)]
+    for _, weights in variants:  # made at the index's derive when the engine's weights use them
+        if weights.history or weights.similar:
+            engine.index.history_words(weights.history_title)
+    figures: dict[str, tuple[list[float], list[float]]] = {}
     for i in range(answers):
         for kind, task in (("task", f"{subjects[i % len(subjects)]} (#{i})"), ("no task", "")):
-            t, c = time.perf_counter(), time.process_time()
-            engine.build(f"BENCH-{i}", "python-specialist", task, 262144, [], signals)
-            figures[kind][0].append(time.perf_counter() - t)
-            figures[kind][1].append(time.process_time() - c)
+            for name, weights in variants:
+                engine.weights = weights
+                t, c = time.perf_counter(), time.process_time()
+                engine.build(f"BENCH-{i}-{name}", "python-specialist", task, 262144, [], signals)
+                wall, cpu = figures.setdefault(f"{kind}{', ' + name if name else ''}", ([], []))
+                wall.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+    c = time.process_time()
+    HistoryWords.of(engine.index.commits)
+    history_cpu = time.process_time() - c
 
     def p(data: list[float], q: float) -> float:
         data = sorted(data)
@@ -114,7 +133,8 @@ def in_process_figures(root: Path, answers: int = 150) -> None:
 
     files = len(engine.index.files)
     print(f"{root.name}: {files} files; cold index {cold_wall:.2f} s wall, {cold_cpu:.2f} s CPU "
-          f"({cold_cpu * 5000 / max(files, 1):.2f} s CPU per 5,000 files); load average {os.getloadavg()[0]:.1f}")
+          f"({cold_cpu * 5000 / max(files, 1):.2f} s CPU per 5,000 files; the history's words, made once per "
+          f"history when the weights use them: {history_cpu:.2f} s CPU); load average {os.getloadavg()[0]:.1f}")
     for kind, (wall, cpu) in figures.items():
         print(f"  uncached answer, {kind}: wall p50 {p(wall, .5):.1f} ms p99 {p(wall, .99):.1f} ms; "
               f"CPU p50 {p(cpu, .5):.1f} ms p99 {p(cpu, .99):.1f} ms")

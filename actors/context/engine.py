@@ -246,6 +246,13 @@ class ContextEngine:
         self._git: tuple[int, dict[str, Any]] | None = None
         #: the ranking's weights (bench/context_quality.py measures others)
         self.weights = DEFAULT_WEIGHTS
+        # the words of the commits that touched each file: made on the index's thread when the
+        # history moves, not by the next request
+        self.index.derivers.append(self._history_words)
+
+    def _history_words(self, index: ProjectIndex) -> None:
+        if self.weights.history or self.weights.similar:
+            index.history_words(self.weights.history_title)
 
     def _git_context(self) -> dict[str, Any]:
         generation = self.index.generation

@@ -30,6 +30,11 @@ _LANG = {
     ".scala": "scala", ".ex": "elixir", ".exs": "elixir", ".sh": "shell", ".md": "markdown", ".rst": "rst", ".toml": "toml",
     ".yaml": "yaml", ".yml": "yaml", ".json": "json", ".html": "html", ".css": "css",
     ".sql": "sql", ".txt": "text",
+    # more languages, by extension alone (2026-11-30, before the final check of that day)
+    ".mts": "typescript", ".cts": "typescript", ".cxx": "cpp", ".hh": "cpp", ".hxx": "cpp", ".ipp": "cpp",
+    ".hs": "haskell", ".lhs": "haskell", ".vue": "vue", ".svelte": "svelte", ".pl": "perl", ".pm": "perl",
+    ".lua": "lua", ".dart": "dart", ".zig": "zig", ".ml": "ocaml", ".mli": "ocaml", ".erl": "erlang",
+    ".hrl": "erlang", ".clj": "clojure", ".cljs": "clojure", ".mm": "objective-c",
 }
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -105,7 +110,8 @@ _DOC = re.compile(r"(^|/)(docs?|documentation|examples?)/|\.(md|rst|txt|adoc)$|(
 _TEST = re.compile(r"(^|/)(tests?|testing|spec|__tests__|testdata)/|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(spec|test)\.[a-z]+$|(^|/)conftest\.py$", re.I)
 _CONFIG = re.compile(r"\.(toml|ya?ml|json|ini|cfg|lock|mod|sum)$|(^|/)(Dockerfile|Makefile|\.github/|\.gitignore)", re.I)
 _SOURCE_LANGS = {"python", "go", "rust", "javascript", "typescript", "java", "kotlin", "c", "cpp",
-                 "ruby", "php", "csharp", "swift", "scala", "elixir", "shell", "sql"}
+                 "ruby", "php", "csharp", "swift", "scala", "elixir", "shell", "sql", "haskell", "vue",
+                 "svelte", "perl", "lua", "dart", "zig", "ocaml", "erlang", "clojure", "objective-c"}
 
 
 def file_kind(path: str, language: str) -> str:

@@ -10,6 +10,7 @@ a scan found. Changed on one thread at a time (never on the event loop).
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +26,13 @@ import pathspec
 
 from ..lru import LruCache
 from .files import FileEntry, fold_name, language_of, tokenize
-from .scanning import YIELD_EVERY, ChangeSet, TreeScanner, folder_decision
+from .scanning import (
+    HISTORY_MAX_FILES_PER_COMMIT,
+    YIELD_EVERY,
+    ChangeSet,
+    TreeScanner,
+    folder_decision,
+)
 from .secrets import SecretPolicy
 
 T = TypeVar("T")
@@ -64,6 +72,8 @@ class ProjectIndex:
         self.commits: list[tuple[str, tuple[str, ...]]] = []
         #: word with a digit (``123``, ``ISS``-less ``4``, ``v2``) -> the commits naming it, newest first
         self._numbered: dict[str, list[int]] = {}
+        #: the words of the commit messages that touched each file (see history_words)
+        self._history_words: dict[bool, HistoryWords] = {}
         #: tables derived from the files, per generation (see memo)
         self._memo: LruCache[Any, Any] = LruCache(512)
         self._pending = False  # applied changes not yet derived (see apply)
@@ -111,6 +121,7 @@ class ProjectIndex:
         if changes.history is not None:
             self._head, self.churn, self.cochange, self.commits = changes.history
             self._numbered = _numbered_words(self.commits)
+            self._history_words = {}
         if derive:
             self.derive()
         return changed
@@ -207,6 +218,15 @@ class ProjectIndex:
                     break
         return found
 
+    def history_words(self, title_only: bool = False) -> HistoryWords:
+        """The words of the commit messages that touched each file: what this repository's own
+        history says a file is about. Made once per history (not per generation: the files
+        changing does not change it)."""
+        found = self._history_words.get(title_only)
+        if found is None:
+            found = self._history_words[title_only] = HistoryWords.of(self.commits, title_only)
+        return found
+
     # -- statistics --
 
     def idf(self, term: str) -> float:
@@ -282,6 +302,96 @@ class ProjectIndex:
 
 _WORD_RUN = re.compile(r"[0-9A-Za-z_]+")
 _DIGIT = re.compile(r"[0-9]")
+
+
+class HistoryWords:
+    """Per file, the words of the messages of the commits that touched it (a commit of at most
+    HISTORY_MAX_FILES_PER_COMMIT files; each word counted once per commit): postings for a
+    BM25 over these "history documents". And per commit, its words and files: the past
+    changes whose messages are most like a task (:meth:`similar`)."""
+
+    __slots__ = ("avg_len", "commit_avg", "commit_files", "commit_lengths", "commit_postings", "commit_titles",
+                 "lengths", "postings")
+
+    def __init__(self) -> None:
+        self.postings: dict[str, dict[str, int]] = defaultdict(dict)
+        self.lengths: Counter[str] = Counter()
+        self.avg_len = 1.0
+        self.commit_postings: dict[str, list[int]] = defaultdict(list)
+        self.commit_files: list[tuple[str, ...]] = []
+        self.commit_lengths: list[int] = []
+        self.commit_titles: list[str] = []
+        self.commit_avg = 1.0
+
+    @classmethod
+    def of(cls, commits: Iterable[tuple[str, tuple[str, ...]]], title_only: bool = False) -> HistoryWords:
+        """From (message, files) of commits; ``title_only``: the messages' first lines alone."""
+        out = cls()
+        postings, lengths = out.postings, out.lengths
+        commit_postings = out.commit_postings
+        for message, files in commits:
+            if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
+                continue
+            title = message.split("\n", 1)[0]
+            words = set(tokenize(title if title_only else message))
+            number = len(out.commit_files)
+            out.commit_files.append(files)
+            out.commit_titles.append(title[:100])
+            out.commit_lengths.append(len(words))
+            for word in words:
+                holders = postings[word]
+                for path in files:
+                    holders[path] = holders.get(path, 0) + 1
+                commit_postings[word].append(number)
+            for path in files:
+                lengths[path] += len(words)
+        out.postings = dict(postings)
+        out.commit_postings = dict(commit_postings)
+        out.avg_len = sum(lengths.values()) / len(lengths) if lengths else 1.0
+        out.commit_avg = sum(out.commit_lengths) / len(out.commit_lengths) if out.commit_lengths else 1.0
+        return out
+
+    def scores(self, terms: dict[str, float], k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
+        """BM25 of ``terms`` (word -> weight) over the files' history documents."""
+        n = len(self.lengths)
+        out: dict[str, float] = {}
+        get = out.get
+        avg, lengths = self.avg_len, self.lengths
+        for term, weight in terms.items():
+            holders = self.postings.get(term)
+            if not holders:
+                continue
+            idf = weight * math.log(1 + (n - len(holders) + 0.5) / (len(holders) + 0.5))
+            for path, tf in holders.items():
+                out[path] = get(path, 0.0) + idf * (k1 + 1) * tf / (tf + k1 * (1 - b + b * lengths[path] / avg))
+        return out
+
+    def similar(self, terms: dict[str, float], most: int = 10) -> dict[str, float]:
+        """The files of the ``most`` past commits whose messages are most like ``terms`` (BM25
+        over the commits' messages): each file gets its commit's score / the commit's files."""
+        out: dict[str, float] = defaultdict(float)
+        for c, score in self.similar_commits(terms, most):
+            files = self.commit_files[c]
+            for path in files:
+                out[path] += score / len(files)
+        return out
+
+    def similar_commits(self, terms: dict[str, float], most: int = 10, k1: float = 1.2,
+                        b: float = 0.75) -> list[tuple[int, float]]:
+        """(number, score) of the ``most`` commits whose messages are most like ``terms``, best
+        first (BM25 over the commits' messages)."""
+        n = len(self.commit_files)
+        found: dict[int, float] = {}
+        get = found.get
+        avg, lengths = self.commit_avg, self.commit_lengths
+        for term, weight in terms.items():
+            holders = self.commit_postings.get(term)
+            if not holders:
+                continue
+            idf = weight * math.log(1 + (n - len(holders) + 0.5) / (len(holders) + 0.5))
+            for c in holders:  # a word counts once per commit: tf 1
+                found[c] = get(c, 0.0) + idf * (k1 + 1) / (1 + k1 * (1 - b + b * lengths[c] / avg))
+        return heapq.nlargest(most, found.items(), key=itemgetter(1))
 
 
 def _numbered_words(commits: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[int]]:

@@ -78,6 +78,16 @@ class Weights:
     # repositories, scored once after this choice): +0.056 @5, +0.040 @10, and no better than
     # the weights before (+0.056 / +0.050): pairs seen once did not carry over there; ``stop``
     # alone +0.060 / +0.051 (see bench/README.md). The next round should start from that.
+    # Then (2026-11-30, issue 18's second round, 25 tuning repositories of 13 languages): the
+    # repository's own history read as words: the files of the ten past commits whose
+    # messages are most like the task (``similar`` 0.5) was chosen (79 wins, 52 losses against
+    # the weights before, p = 0.011; leave-one-out +0.076 @5, +0.069 @10). Measured and left
+    # off: the words of the commits that touched a file as its "history document"
+    # (``history``; alone, with its first lines only, with ``similar``), co-change pairs seen
+    # twice again, re-ranking by defined names. The final check (15 new repositories, scored
+    # once after this choice): +0.114 @5, +0.093 @10 (+0.084 / +0.056 without nlohmann/json's 16
+    # cases); against the weights before 39 wins, 40 losses: no evidence that it carried over
+    # case by case (see bench/README.md).
     path: float = 3.0
     definitions: float = 1.5
     cochange: float = 0.3
@@ -125,6 +135,16 @@ class Weights:
     stem_path: float = 0.0
     #: extra weight of the words of identifiers the task spells (`quoted`, camelCase, snake_case, a.b)
     idents: float = 0.0
+    #: the repository's own history: BM25 of the task's words over the messages of the commits
+    #: that touched each file (see ProjectIndex.history_words), x ``history``, added to the
+    #: lexical score (times the file's kind and churn factor)
+    history: float = 0.0
+    #: the history words of the commits' first lines alone (a body says more, and more noise)
+    history_title: bool = False
+    #: the files of the ``similar_top`` past commits whose messages are most like the task:
+    #: their commit's BM25 score / its files, x ``similar``, added to the lexical score
+    similar: float = 0.5
+    similar_top: int = 10
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -355,6 +375,16 @@ def rank(
             for path in stemmed:
                 if static[path]:
                     scores[path] = get(path, 0.0) + bonus * static[path]
+    # what the commits that touched a file said (the repository's own words for it)
+    if (weights.history or weights.similar) and index.commits:
+        asked: dict[str, float] = terms if isinstance(terms, dict) else dict(Counter(terms))
+        history = index.history_words(weights.history_title)
+        for weight, found in ((weights.history, history.scores(asked) if weights.history else {}),
+                              (weights.similar, history.similar(asked, weights.similar_top) if weights.similar else {})):
+            for path, value in found.items():
+                factor = static.get(path)
+                if factor:
+                    scores[path] = get(path, 0.0) + weight * value * factor
     # definitions of identifiers the task names
     if weights.definitions:
         for ident in task_identifiers(signals.task):
@@ -579,13 +609,22 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
             weights: Weights = DEFAULT_WEIGHTS) -> dict[str, str]:
     """Why each of ``ranked`` (best first) is there, in a few words: named by the task, named
     by an earlier result of the issue, defines an identifier the task names, the task's words
-    it holds (rarest first), changed together with a better-ranked file, an uncommitted change,
+    it holds (rarest first), the task's words the commits that changed it used (with
+    ``weights.history``), changed by a past commit whose message is like the task (with
+    ``weights.similar``), changed together with a better-ranked file, an uncommitted change,
     the agent type's preferences; else its kind and how often it changed."""
     files = index.files
     terms = set(query_terms(signals.task, (), weights))  # the words the ranking looked for
     idents = task_identifiers(signals.task)
     named = named_in(signals.task, index)
     liked = profile_fit(index, signals.globs) if signals.globs else {}
+    history = (index.history_words(weights.history_title)
+               if (weights.history or weights.similar) and index.commits else None)
+    like: dict[str, str] = {}  # file -> the title of the best past commit like the task that changed it
+    if history is not None and weights.similar:
+        for c, _ in history.similar_commits(query_terms(signals.task, (), weights), weights.similar_top):
+            for changed in history.commit_files[c]:
+                like.setdefault(changed, history.commit_titles[c])
     out: dict[str, str] = {}
     above: list[str] = []
     common = max(2, len(files) // 4)  # words in more files than this say little
@@ -607,6 +646,13 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
                         if index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:5]
         if words:
             parts.append("matched words: " + ", ".join(words))
+        if path in like:
+            parts.append(f"a past change like this one changed it: {like[path]!r}")
+        if history is not None and weights.history:
+            said = sorted((w for w in terms if path in history.postings.get(w, ()) and w not in words
+                           and index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:3]
+            if said:
+                parts.append("its commits said: " + ", ".join(said))
         together, changes = index.cochange.get(path), index.churn.get(path, 0)
         if together and changes:
             # changed together at least twice, in at least a quarter of this file's commits

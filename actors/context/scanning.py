@@ -286,7 +286,7 @@ class TreeScanner:
         try:
             log = subprocess.run(
                 [*GIT, "-C", str(self.root), "log", f"-n{HISTORY_COMMITS}", "--no-merges",
-                 "--name-only", "--format=%x1e%B%x1d"],
+                 "--name-only", "--no-renames", "--format=%x1e%B%x1d"],
                 capture_output=True, timeout=60,
             ).stdout.decode("utf-8", "replace")
         except (OSError, subprocess.SubprocessError):
