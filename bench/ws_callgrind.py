@@ -106,7 +106,7 @@ async def main(args: argparse.Namespace) -> None:
                 await wsload.results_per_second(s, 4, 16)
             await wsload.ping_rtt(s.port, None if name == "bare-echo" else token(), 50, warm=0)
         for r in range(args.rounds):
-            for what in args.loads:
+            for what in args.loads or ["single", "ping", "fanout"]:
                 row = []
                 for name, s in servers.items():
                     if name.startswith("bare") and (what == "single" or (name == "bare-echo") != (what == "ping")):
@@ -118,8 +118,9 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.ws_callgrind", description=__doc__)
-    parser.add_argument("loads", nargs="*", default=["single", "ping", "fanout"],
-                        choices=["single", "ping", "fanout"])
+    # no default list here: argparse checks a list default against the choices and refuses it
+    parser.add_argument("loads", nargs="*", choices=["single", "ping", "fanout"],
+                        help="the loads to count (default: all three)")
     parser.add_argument("--side", action="append", default=[], metavar="NAME=PYTHONPATH",
                         help="one more Orchestra to compare (any number)")
     parser.add_argument("--bare", action="store_true",
