@@ -113,15 +113,14 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
     weigh = weights or {}
     per_line: dict[int, set[str]] = {}
     low = text.lower()
-    if terms and len(low) == len(text):  # one search over the whole text
+    if terms and len(low) == len(text) and all(terms):  # one search over the whole text
         line, last = 0, 0
-        for n, m in enumerate(_terms_pattern(frozenset(terms)).finditer(low)):
+        for n, (start, end) in enumerate(_matches(low, terms)):
             if n >= MAX_MATCHES:
                 break
-            start = m.start()
             line += low.count("\n", last, start)
             last = start
-            per_line.setdefault(line, set()).add(m.group())
+            per_line.setdefault(line, set()).add(low[start:end])
     elif terms:  # lowering changed lengths (a few scripts): line by line
         find = _terms_pattern(frozenset(terms)).findall
         for i, text_line in enumerate(lines):
@@ -154,6 +153,27 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
             break
         half *= 2
     return best or cut_utf8(_windowed(lines, starts, hits, WINDOW_LINES // 2, budget), budget)
+
+
+def _matches(text: str, terms: set[str]) -> list[tuple[int, int]]:
+    """The spans ``_terms_pattern(terms).finditer(text)`` gives (leftmost, then the longest
+    term, not overlapping), found with ``str.find`` per term: a few times faster than the
+    alternation's scan on large files (the excerpts' largest cost). ``terms`` not empty."""
+    longest: dict[int, int] = {}  # where a term starts: the longest term starting there
+    find = text.find
+    for term in terms:
+        size = len(term)
+        i = find(term)
+        while i >= 0:
+            if longest.get(i, 0) < size:
+                longest[i] = size
+            i = find(term, i + 1)
+    spans, end = [], 0
+    for start in sorted(longest):
+        if start >= end:
+            end = start + longest[start]
+            spans.append((start, end))
+    return spans
 
 
 @functools.lru_cache(maxsize=64)

@@ -90,3 +90,13 @@ def test_windows_find_the_same_lines_as_splitting_every_line(text, terms):
         for i in hits:
             assert lines[i] in out
         assert out.count("... lines ") >= 1
+
+
+@given(st.text(alphabet=st.sampled_from("abc \n_x"), max_size=300),
+       st.sets(st.sampled_from(["a", "ab", "abc", "bc", "b", "cab", "x_", "_x_", "aa", "c a"]), min_size=1, max_size=5))
+def test_excerpt_matches_are_the_alternations_matches(text, terms):
+    from orchestra.actors.context.engine import _matches, _terms_pattern
+
+    # overlapping terms, terms inside others: leftmost first, then the longest, none overlapping
+    expected = [m.span() for m in _terms_pattern(frozenset(terms)).finditer(text)]
+    assert _matches(text, terms) == expected
