@@ -114,30 +114,22 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
     per_line: dict[int, set[str]] = {}
     low = text.lower()
     if terms and len(low) == len(text) and all(terms):  # one search over the whole text
-        line, last = 0, 0
-        for n, (start, end) in enumerate(_matches(low, terms)):
-            if n >= MAX_MATCHES:
-                break
-            line += low.count("\n", last, start)
-            last = start
-            per_line.setdefault(line, set()).add(low[start:end])
+        per_line = _lines_matched(low, terms)
     elif terms:  # lowering changed lengths (a few scripts): line by line
         find = _terms_pattern(frozenset(terms)).findall
         for i, text_line in enumerate(lines):
             found = find(text_line.lower())
             if found:
                 per_line[i] = set(found)
-    hits: list[tuple[float, int]] = []
-    for i, words in per_line.items():
-        score = sum(weigh.get(w, 1.0) for w in words)
-        text_line = lines[i]
-        if defines and _DEFINES_LINE.match(text_line) and defines.intersection(
-                w.lower() for w in _NAME.findall(text_line)):
-            score += 1000.0
-        hits.append((score, i))
-    if not hits:
+    if not per_line:
         return cut_utf8(text, budget)
-    hits = heapq.nsmallest(MAX_HITS, hits, key=lambda h: (-h[0], h[1]))
+    get, one = weigh.get, itertools.repeat(1.0)
+    # (-score, line): the best first, then file order, with no key to call
+    ranked = [(-sum(map(get, words, one)), i) for i, words in per_line.items()]
+    if defines:
+        ranked = [(score - 1000.0, i) if _DEFINES_LINE.match(lines[i]) and defines.intersection(
+                      w.lower() for w in _NAME.findall(lines[i])) else (score, i) for score, i in ranked]
+    hits = [(-score, i) for score, i in heapq.nsmallest(MAX_HITS, ranked)]
     # bytes before each line, newlines aside (line i starts at starts[i] + i)
     sizes = map(len, lines) if text.isascii() else map(len, map(str.encode, lines))
     starts = list(itertools.accumulate(sizes, initial=0))
@@ -153,6 +145,22 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
             break
         half *= 2
     return best or cut_utf8(_windowed(lines, starts, hits, WINDOW_LINES // 2, budget), budget)
+
+
+def _lines_matched(low: str, terms: set[str]) -> dict[int, set[str]]:
+    """The terms each line holds, from the first ``MAX_MATCHES`` spans of ``_matches``."""
+    per_line: dict[int, set[str]] = {}
+    count = low.count
+    line, last = 0, 0
+    for start, end in _matches(low, terms)[:MAX_MATCHES]:
+        line += count("\n", last, start)
+        last = start
+        words = per_line.get(line)
+        if words is None:
+            per_line[line] = {low[start:end]}
+        else:
+            words.add(low[start:end])
+    return per_line
 
 
 def _matches(text: str, terms: set[str]) -> list[tuple[int, int]]:
