@@ -760,14 +760,7 @@ class CommitLane:
             except RuntimeError:
                 self._waiting.remove(call)
                 raise ActorCrashed(self._store.ref.name, "its thread has stopped") from None
-        try:
-            await call._done.wait()
-        except BaseException:
-            call.abandoned = True
-            raise
-        if call._error is not None:
-            raise call._error
-        return call._value
+        return await call.answer()
 
     def _drain(self) -> None:
         """On the store's thread: commit what is waiting, a group a transaction."""

@@ -63,6 +63,22 @@ class Call:
         self._error = error
         self._finish()
 
+    def result(self) -> Any:
+        """The reply's value, or its error raised (only once resolved)."""
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    async def answer(self) -> Any:
+        """Wait for the reply and give :meth:`result`; a caller that stops waiting (cancelled)
+        marks the call abandoned."""
+        try:
+            await self._done.wait()
+        except BaseException:
+            self.abandoned = True
+            raise
+        return self.result()
+
     def _finish(self) -> None:
         if self._owner is not None:
             self._owner.discard(self)
@@ -139,9 +155,7 @@ class ActorRef:
         except BaseException:
             call.abandoned = True
             raise
-        if call._error is not None:
-            raise call._error
-        return call._value
+        return call.result()
 
     async def _deliver(self, call: Call) -> None:
         try:
