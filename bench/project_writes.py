@@ -40,15 +40,21 @@ BODY = {"agent_id": "a1", "agent_type": "python-specialist", "issue_id": "i1",
         "result": {"status": "success", "summary": "did the thing", "n": 1}}
 
 
+def _tree(tmp: Path) -> tuple[ActorRef, ActorRef, Supervisor]:
+    """The store (SQLite in ``tmp``) and one project under a supervisor, as the server runs them."""
+    store, project = ActorRef("store", 4096), ActorRef("project:bench", 1024)
+    sup = Supervisor("root", [
+        ChildSpec.actor("store", store, lambda: StoreActor(SQLiteBackend(tmp / "o.db"))),
+        ChildSpec.actor("project:bench", project,
+                        lambda: ProjectActor("bench", store, Profiles(), ProjectConfig())),
+    ])
+    return store, project, sup
+
+
 async def run(writers: int, calls: int, batch: int, in_flight: int = 8) -> tuple[int, float, float]:
     """Results stored, wall seconds and CPU seconds of the process."""
     with tempfile.TemporaryDirectory() as tmp:
-        store, project = ActorRef("store", 4096), ActorRef("project:bench", 1024)
-        sup = Supervisor("root", [
-            ChildSpec.actor("store", store, lambda: StoreActor(SQLiteBackend(Path(tmp) / "o.db"))),
-            ChildSpec.actor("project:bench", project,
-                            lambda: ProjectActor("bench", store, Profiles(), ProjectConfig())),
-        ])
+        store, project, sup = _tree(Path(tmp))
         async with trio.open_nursery() as nursery:
             await nursery.start(sup.run)
 
@@ -101,12 +107,7 @@ async def deliver(n: int, warm: int = 200) -> tuple[list[float], float]:
     publisher, one at a time, as ``bench.wsload.publish_deliver`` without the sockets); and
     the process's CPU per publish."""
     with tempfile.TemporaryDirectory() as tmp:
-        store, project = ActorRef("store", 4096), ActorRef("project:bench", 1024)
-        sup = Supervisor("root", [
-            ChildSpec.actor("store", store, lambda: StoreActor(SQLiteBackend(Path(tmp) / "o.db"))),
-            ChildSpec.actor("project:bench", project,
-                            lambda: ProjectActor("bench", store, Profiles(), ProjectConfig())),
-        ])
+        store, project, sup = _tree(Path(tmp))
         sink = _Sink()
         out: list[float] = []
         async with trio.open_nursery() as nursery:
