@@ -59,27 +59,22 @@ def _too_large(request_id: str, limit: int, size: int | None = None) -> bytes:
     return encode_error(ApiError(413, "REQ_002", message, limit=limit), request_id)
 
 
-async def _close(stream: trio.SocketStream) -> None:
+async def _close(stream: trio.SocketStream, linger_seconds: float, linger_bytes: int) -> None:
     """Close ``stream`` without losing what was sent on it: end our side first, then read and
     drop what the client still sends (a body we refused, a slow head we cut) until it closes
-    its side, for at most ``LINGER_SECONDS`` and ``LINGER_BYTES``. Closing a socket that holds
-    unread bytes sends a reset, which can make the client drop our last answer (a 413, say)
-    unread, or see a reset where it should see the end of the stream."""
+    its side, for at most ``linger_seconds`` and ``linger_bytes`` (``ServerConfig``). Closing a
+    socket that holds unread bytes sends a reset, which can make the client drop our last
+    answer (a 413, say) unread, or see a reset where it should see the end of the stream."""
     try:
         await stream.send_eof()
-        with trio.move_on_after(LINGER_SECONDS):
+        with trio.move_on_after(linger_seconds):
             drained = 0
-            while drained < LINGER_BYTES and (data := await stream.receive_some(65536)):
+            while drained < linger_bytes and (data := await stream.receive_some(65536)):
                 drained += len(data)
     except CONNECTION_GONE:
         pass  # closed already (the WebSocket bridge closes its own), or reset by the client
     finally:
         await stream.aclose()
-
-
-#: how long and how much a closed connection's last bytes from the client are read and dropped
-LINGER_SECONDS = 0.5
-LINGER_BYTES = 1 << 20
 
 
 class _ClientGone(Exception):
@@ -111,6 +106,10 @@ class ServerConfig:
     auth_timeout: float = 5.0
     #: JSON nesting of an HTTP body, the body object counting as 1 (see records.MAX_JSON_DEPTH)
     max_json_depth: int = MAX_JSON_DEPTH
+    #: a closed connection's last bytes from the client are read and dropped for at most this
+    #: long and this many bytes (see ``_close``); past either the socket is closed as it is
+    linger_seconds: float = 0.5
+    linger_bytes: int = 1 << 20
     session: SessionLimits = SessionLimits()
 
 
@@ -212,9 +211,10 @@ class Server:
             log.exception("connection failed; closing it")
         finally:
             self.connections -= 1
-            with trio.move_on_after(1) as scope:
+            config = self.config
+            with trio.move_on_after(config.linger_seconds + 0.5) as scope:
                 scope.shield = True
-                await _close(stream)
+                await _close(stream, config.linger_seconds, config.linger_bytes)
 
     async def _http(self, stream: trio.SocketStream) -> None:
         with trio.CancelScope() as scope:

@@ -115,3 +115,67 @@ async def test_a_body_after_its_head_is_waited_for_until_the_body_deadline(nurse
         await stream.aclose()
     finally:
         await server.stop()
+
+
+async def _refused_then(stream: trio.SocketStream, tok: str) -> None:
+    """Send a head whose declared body is over the bound and read the 413 that closes."""
+    head, _ = _post(tok, b"x" * 5000)
+    await stream.send_all(head)
+    assert [(status, answer["code"]) for status, answer in await _answers(stream, 1)] == [(413, "REQ_002")]
+
+
+async def _closed(stream: trio.SocketStream) -> bool:
+    """Whether the server has closed: the stream ends, or a write is refused."""
+    try:
+        while await stream.receive_some(65536):
+            pass
+        return True
+    except trio.BrokenResourceError:
+        return True
+
+
+async def test_what_a_client_sends_after_a_closing_answer_is_read_for_at_most_linger_seconds(nursery, tmp_path):
+    """A client that neither closes nor stops sending after a 413 (a trickle, well under the
+    byte bound) is closed once ``linger_seconds`` are up, not held open."""
+    server = await _start(nursery, tmp_path, linger_seconds=0.5, linger_bytes=1 << 20)
+    tok = server.token("p1")
+    try:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        await _refused_then(stream, tok)
+        started = trio.current_time()
+        closed_at = None
+        with trio.fail_after(10):
+            try:
+                while True:  # 100 bytes every 50 ms: the server's end is noticed by a write
+                    await stream.send_all(b"y" * 100)
+                    await trio.sleep(0.05)
+            except trio.BrokenResourceError:
+                closed_at = trio.current_time()
+        assert closed_at is not None and 0.4 <= closed_at - started < 3
+        await stream.aclose()
+    finally:
+        await server.stop()
+
+
+async def test_what_a_client_sends_after_a_closing_answer_is_read_up_to_linger_bytes(nursery, tmp_path):
+    """A client that sends as fast as it can after a 413 is cut off once ``linger_bytes`` are
+    read, long before ``linger_seconds``."""
+    server = await _start(nursery, tmp_path, linger_seconds=30.0, linger_bytes=64 * 1024)
+    tok = server.token("p1")
+    try:
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        await _refused_then(stream, tok)
+        started = trio.current_time()
+        sent = 0
+        with trio.fail_after(10):  # without the byte bound the server reads for 30 s
+            try:
+                while True:
+                    await stream.send_all(b"y" * 65536)
+                    sent += 65536
+            except trio.BrokenResourceError:
+                pass
+        assert trio.current_time() - started < 10
+        assert sent >= 64 * 1024
+        await stream.aclose()
+    finally:
+        await server.stop()
