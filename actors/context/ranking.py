@@ -145,6 +145,12 @@ class Weights:
     #: their commit's BM25 score / its files, x ``similar``, added to the lexical score
     similar: float = 0.5
     similar_top: int = 10
+    #: an anchor to the plain lexical ranking: the first ``anchor`` files of the wanted kind by
+    #: BM25 over contents with the task's words as written (path words once more, no kind or
+    #: history factors) are kept among the first ``anchor_within`` files of the answer; the
+    #: other signals may reorder around them, not push them out (0: no anchor)
+    anchor: int = 0
+    anchor_within: int = 5
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -463,6 +469,8 @@ def rank(
     # preferred kind), best score first; then everything else. Ties go by path.
     wanted = signals.prefer_kind or "source"
     kind = index.memo("kinds", lambda: {p: f.kind for p, f in files.items()})
+    if weights.anchor:
+        _keep_lexical_first(index, signals.task, scores, named, kind, wanted, weights.anchor, weights.anchor_within)
     out = [(scores[p], p, True) for p in sorted(p for p in named if scores.get(p, 0) > 0)]
     out.sort(key=lambda x: -x[0])  # stable: ties stay by path
     for same in (True, False):
@@ -484,6 +492,30 @@ def rank(
         chosen = heapq.nsmallest(need, group) if need is not None and need < len(group) else sorted(group)
         out.extend((-neg, path, False) for neg, path in chosen)
     return out
+
+
+def _keep_lexical_first(index: ProjectIndex, task: str, scores: dict[str, float], named: set[str],
+                        kind: dict[str, str], wanted: str, count: int, within: int) -> None:
+    """Keep the first ``count`` files of the ``wanted`` kind by plain BM25 (the task's words as
+    written, path words once more) among the first ``within`` of the ranking: each one that
+    is not is raised just above the last of them (named files, listed first, take slots)."""
+    files = index.files
+    plain = bm25(index, tokenize(task), 1.0)
+    firsts = heapq.nsmallest(count, ((-s, p) for p, s in plain.items()
+                                     if s > 0 and kind[p] == wanted and not files[p].binary and p not in named))
+    slots = within - sum(1 for p in named if scores.get(p, 0.0) > 0 and not files[p].binary)
+    if slots <= 0:
+        return
+    for _, path in firsts:
+        top = heapq.nlargest(slots, ((s, p) for p, s in scores.items()
+                                     if s > 0 and kind[p] == wanted and p not in named), key=itemgetter(0))
+        if any(p == path for _, p in top):
+            continue
+        if len(top) < slots:
+            lowest = min((s for s, _ in top), default=1.0)
+            scores[path] = max(scores.get(path, 0.0), lowest * 0.5)
+        else:
+            scores[path] = math.nextafter(top[-1][0], math.inf) * (1 + 1e-12)
 
 
 def _stemmer() -> Any:
