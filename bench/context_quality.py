@@ -69,10 +69,14 @@ CANDIDATES: dict[str, Weights] = {
     "hist0.5": replace(PREVIOUS, similar=0.0, history=0.5),
     "stop-hist0.5": replace(PREVIOUS, similar=0.0, history=0.5, cochange_min=2),
     "hist-similar": replace(PREVIOUS, history=0.5),
-    # the plain lexical ranking's first one or two source files kept among the first five
-    "anchor1": replace(PREVIOUS, anchor=1),
-    "anchor2": replace(PREVIOUS, anchor=2),
-    "anchor2-stop-hist0.5": replace(PREVIOUS, similar=0.0, history=0.5, cochange_min=2, anchor=2),
+    # the plain lexical ranking's first one, two or three source files kept among the first
+    # five (and its first five among the first ten); designed after a look at gin's and polly's
+    # cases (tuning repositories) with the candidates above and anchor1, anchor2
+    "anchor1": replace(PREVIOUS, anchor=((1, 5),)),
+    "anchor2": replace(PREVIOUS, anchor=((2, 5),)),
+    "anchor3": replace(PREVIOUS, anchor=((3, 5),)),
+    "anchor2-10": replace(PREVIOUS, anchor=((2, 5), (5, 10))),
+    "anchor2-stop-hist0.5": replace(PREVIOUS, similar=0.0, history=0.5, cochange_min=2, anchor=((2, 5),)),
 }
 
 

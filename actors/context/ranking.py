@@ -145,12 +145,11 @@ class Weights:
     #: their commit's BM25 score / its files, x ``similar``, added to the lexical score
     similar: float = 0.5
     similar_top: int = 10
-    #: an anchor to the plain lexical ranking: the first ``anchor`` files of the wanted kind by
-    #: BM25 over contents with the task's words as written (path words once more, no kind or
-    #: history factors) are kept among the first ``anchor_within`` files of the answer; the
-    #: other signals may reorder around them, not push them out (0: no anchor)
-    anchor: int = 0
-    anchor_within: int = 5
+    #: an anchor to the plain lexical ranking, as (count, within) pairs: the first ``count``
+    #: files of the wanted kind by BM25 over contents with the task's words as written (path
+    #: words once more, no kind or history factors) are kept among the first ``within`` files
+    #: of the answer; the other signals may reorder around them, not push them out (): none)
+    anchor: tuple[tuple[int, int], ...] = ()
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -469,8 +468,6 @@ def rank(
     # preferred kind), best score first; then everything else. Ties go by path.
     wanted = signals.prefer_kind or "source"
     kind = index.memo("kinds", lambda: {p: f.kind for p, f in files.items()})
-    if weights.anchor:
-        _keep_lexical_first(index, signals.task, scores, named, kind, wanted, weights.anchor, weights.anchor_within)
     out = [(scores[p], p, True) for p in sorted(p for p in named if scores.get(p, 0) > 0)]
     out.sort(key=lambda x: -x[0])  # stable: ties stay by path
     for same in (True, False):
@@ -491,31 +488,43 @@ def rank(
             group = [(-s, p) for p, s in scores.items() if s > 0 and (kind[p] == wanted) is same and p not in named]
         chosen = heapq.nsmallest(need, group) if need is not None and need < len(group) else sorted(group)
         out.extend((-neg, path, False) for neg, path in chosen)
+    if weights.anchor:
+        out = _keep_lexical_first(index, signals.task, out, scores, named, kind, wanted, weights.anchor, limit)
     return out
 
 
-def _keep_lexical_first(index: ProjectIndex, task: str, scores: dict[str, float], named: set[str],
-                        kind: dict[str, str], wanted: str, count: int, within: int) -> None:
-    """Keep the first ``count`` files of the ``wanted`` kind by plain BM25 (the task's words as
-    written, path words once more) among the first ``within`` of the ranking: each one that
-    is not is raised just above the last of them (named files, listed first, take slots)."""
+def _keep_lexical_first(index: ProjectIndex, task: str, out: list[tuple[float, str, bool]],
+                        scores: dict[str, float], named: set[str], kind: dict[str, str], wanted: str,
+                        anchor: tuple[tuple[int, int], ...], limit: int | None) -> list[tuple[float, str, bool]]:
+    """``out`` (the ranking) with, for each (count, within) of ``anchor``, the first ``count``
+    files of the ``wanted`` kind by plain BM25 (the task's words as written, path words once
+    more) among its first ``within``: those that are not take the last places there, in
+    their BM25 order, and the lowest of the others there (never a named file nor one of
+    them) move just below. The widest first, so a narrower one, moving files among the first
+    ten to the first five, leaves the first ten as they were."""
     files = index.files
     plain = bm25(index, tokenize(task), 1.0)
-    firsts = heapq.nsmallest(count, ((-s, p) for p, s in plain.items()
-                                     if s > 0 and kind[p] == wanted and not files[p].binary and p not in named))
-    slots = within - sum(1 for p in named if scores.get(p, 0.0) > 0 and not files[p].binary)
-    if slots <= 0:
-        return
-    for _, path in firsts:
-        top = heapq.nlargest(slots, ((s, p) for p, s in scores.items()
-                                     if s > 0 and kind[p] == wanted and p not in named), key=itemgetter(0))
-        if any(p == path for _, p in top):
+    most = max(count for count, _ in anchor)
+    firsts = [p for _, p in heapq.nsmallest(most, ((-s, p) for p, s in plain.items() if s > 0 and kind[p] == wanted
+                                                   and not files[p].binary and p not in named))]
+    entries = {path: entry for entry in out for path in (entry[1],)}
+    for count, within in sorted(anchor, key=lambda cw: -cw[1]):
+        keep = firsts[:count]
+        paths = [path for _, path, _ in out]
+        window = paths[:within]
+        missing = [p for p in keep if p not in window]
+        if not missing:
             continue
-        if len(top) < slots:
-            lowest = min((s for s, _ in top), default=1.0)
-            scores[path] = max(scores.get(path, 0.0), lowest * 0.5)
-        else:
-            scores[path] = math.nextafter(top[-1][0], math.inf) * (1 + 1e-12)
+        drop = max(0, len(window) + len(missing) - within)
+        dropped = [p for p in reversed(window) if p not in keep and p not in named][:drop][::-1]
+        missing = missing[:len(dropped) + within - len(window)]
+        score = entries[dropped[0]][0] if dropped else None
+        for path in missing:
+            entries[path] = (score if score is not None else scores.get(path, 0.0), path, False)
+        order = [p for p in window if p not in dropped] + missing + dropped
+        order += [p for p in paths[within:] if p not in missing]
+        out = [entries[p] for p in order[:limit]]
+    return out
 
 
 def _stemmer() -> Any:
