@@ -50,9 +50,9 @@ _ISSUE = re.compile(r"#(\d+)")
 MAX_BYTES = 200_000
 NEUTRAL = "bench-agent"  # no profile: the default one
 
-#: the incumbent every candidate below changes and must beat with evidence: the weights shipped
-#: before this round (``similar0.5`` of the second round of issue 18, 2026-11-30)
-PREVIOUS = DEFAULT_WEIGHTS
+#: the incumbent every candidate below changes: the weights shipped before this round
+#: (``similar0.5`` of the second round of issue 18, 2026-11-30: the class's values)
+PREVIOUS = Weights()
 
 #: candidate changes of the ranking, each scored on every case (neutral agent type). Rounds
 #: before chose among some fifty (see bench/README.md and ranking.Weights); the third round
@@ -236,13 +236,14 @@ def sign_test(wins: int, losses: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else 1.0
 
 
-#: a candidate replaces the default only when the cases it changes say so (sign test)
+#: a candidate that loses to the default case by case this unlikely by chance (sign test) is
+#: not chosen
 EVIDENCE = 0.05
 
 
-def evidence(results: list[dict[str, Any]], name: str) -> float:
-    """How likely ``name``'s wins over the default (recall@5 + recall@10, case by case,
-    over ``results``) are by chance: the sign test's p."""
+def wins_losses(results: list[dict[str, Any]], name: str) -> tuple[int, int]:
+    """``name``'s wins and losses against the default, case by case over ``results``
+    (recall@5 + recall@10; ties left out)."""
     wins = losses = 0
     for r in results:
         for c in r["cases"]:
@@ -251,27 +252,46 @@ def evidence(results: list[dict[str, Any]], name: str) -> float:
                 continue
             d = sum(recall(ours, c["targets"], k) - recall(base, c["targets"], k) for k in (5, 10))
             wins, losses = wins + (d > 0), losses + (d < 0)
-    return sign_test(wins, losses)
+    return wins, losses
+
+
+def evidence(results: list[dict[str, Any]], name: str) -> float:
+    """How likely ``name``'s wins over the default are by chance: the sign test's p."""
+    return sign_test(*wins_losses(results, name))
+
+
+#: candidates whose mean gain is within this of the best one's count as equally good on average
+NEAR = 0.01
 
 
 def choose(results: list[dict[str, Any]]) -> str:
-    """The candidate with the best mean gain (recall@5 + recall@10) over the baseline on
-    ``results`` among those no repository of ``results`` finds more than 0.02 below it at
-    @5 or @10 (the aim: better on average, worse on none), and, for any but the default, whose
-    wins over the default on the cases where the two differ are unlikely by chance (sign test,
-    p < ``EVIDENCE``): a candidate that changes three cases in 700 is noise, whatever its mean.
-    The default wins ties."""
-    def gain(name: str) -> tuple[bool, float]:
-        total, safe = 0.0, True
+    """The choice the issue's aim asks for — better than the baseline on average, worse on no
+    repository: among the candidates whose mean gain over the baseline ((recall@5 + recall@10)
+    / 2, over ``results``) is within ``NEAR`` of the best, the one whose worst repository
+    (its lowest gain at @5 or @10) is best, then the best mean, the default winning ties. A
+    candidate that loses to the default case by case more often than chance allows (sign
+    test, p < ``EVIDENCE``) is not chosen, whatever its worst repository.
+
+    (The rule of the second round asked every candidate for evidence of wins over the default
+    and so kept a default that put a repository 0.024 below the baseline; this one was set in
+    the third round after the tuning results had been seen, before the final check was.)"""
+    def score(name: str) -> tuple[float, float]:
+        gains = []
         for r in results:
             c5, c10, _ = means(r, f"cand:{name}")
             b5, b10, _ = means(r, "bm25+source-first")
-            total += (c5 - b5) + (c10 - b10)
-            safe = safe and min(c5 - b5, c10 - b10) >= -0.02
-        return safe, round(total / max(1, len(results)), 4)
-    gains = {name: gain(name) for name in CANDIDATES}
-    allowed = [n for n in CANDIDATES if n == "default" or (gains[n][0] and evidence(results, n) < EVIDENCE)]
-    return max(allowed, key=lambda n: (*gains[n], n == "default"))
+            gains.append((c5 - b5, c10 - b10))
+        mean = sum(g5 + g10 for g5, g10 in gains) / 2 / max(1, len(gains))
+        return round(min((min(g) for g in gains), default=0.0), 4), round(mean, 4)
+    scores = {name: score(name) for name in CANDIDATES}
+    best = max(mean for _, mean in scores.values())
+
+    def allowed(name: str) -> bool:
+        if scores[name][1] < best - NEAR:
+            return False
+        return name == "default" or sign_test(*reversed(wins_losses(results, name))) >= EVIDENCE
+
+    return max((n for n in CANDIDATES if allowed(n)), key=lambda n: (*scores[n], n == "default"), default="default")
 
 
 def report(results: list[dict[str, Any]], console: Console) -> None:
