@@ -127,7 +127,13 @@ def select_cases(repo: Path, head: str, wanted: int, scan: int) -> list[Case]:
     return cases
 
 
-_MISSING = re.compile(r"invalid object \S+ \S+ for '([^']+)'")
+#: how git names a file whose blob the copy lacks (both forms occur in one failed checkout)
+_MISSING = re.compile(r"invalid object \S+ \S+ for '([^']+)'|unable to read sha1 file of (.+) \([0-9a-f]{40}\)$", re.M)
+
+
+def missing_paths(stderr: str) -> list[str]:
+    """The files a failed checkout could not write, in the order git names them, once each."""
+    return list(dict.fromkeys(a or b for a, b in _MISSING.findall(stderr)))
 
 
 def checkout(clone: Path, sha: str, missing: list[str]) -> bool:
@@ -137,9 +143,9 @@ def checkout(clone: Path, sha: str, missing: list[str]) -> bool:
         done = subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--detach", "-f", sha], capture_output=True)
         if done.returncode == 0:
             return True
-        found = _MISSING.findall(done.stderr.decode("utf-8", "replace"))
+        found = [p for p in missing_paths(done.stderr.decode("utf-8", "replace")) if p not in missing]
         if not found:
-            return False
+            return False  # nothing more to leave out: another failure
         missing.extend(found)
         subprocess.run(["git", "-C", str(clone), "sparse-checkout", "set", "--no-cone", "/*",
                         *(f"!/{path}" for path in missing)], capture_output=True, check=True)
