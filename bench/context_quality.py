@@ -50,34 +50,33 @@ _ISSUE = re.compile(r"#(\d+)")
 MAX_BYTES = 200_000
 NEUTRAL = "bench-agent"  # no profile: the default one
 
-#: the incumbent every candidate below changes and must beat with evidence: the weights shipped
-#: before this round (``stop-min1`` of the query-understanding round, 2026-11-30); ``similar0.5``
-#: was chosen over it on the 25 tuning repositories and ships since
-PREVIOUS = replace(DEFAULT_WEIGHTS, similar=0.0)
+#: the incumbent every candidate below changes: the weights shipped before this round
+#: (``similar0.5`` of the second round of issue 18, 2026-11-30: the class's values)
+PREVIOUS = Weights()
 
 #: candidate changes of the ranking, each scored on every case (neutral agent type). Rounds
-#: before chose among some forty (see bench/README.md and ranking.Weights); this round tries
-#: few: what the last final check suggested, and what a repository's own history says.
+#: before chose among some fifty (see bench/README.md and ranking.Weights); the third round
+#: (2026-11-30) tries few, decided before its tuning run: what the second final check suggested
+#: (the history documents instead of, or with, the similar past commits), the weights before
+#: for reference, and an anchor to the plain lexical ranking (what the criterion punishes: a
+#: repository where the other signals push the baseline's right answers out of the first five).
 CANDIDATES: dict[str, Weights] = {
     "default": PREVIOUS,
-    # the last final check: co-change pairs seen once did not carry over, ``stop`` did
-    "stop": replace(PREVIOUS, cochange_min=2),
-    # the weights before the query-understanding round, for reference
-    "before": replace(PREVIOUS, stop=False, cochange_min=2),
-    # the repository's own history: the words of the commits that touched a file
-    "hist0.5": replace(PREVIOUS, history=0.5),
-    "hist1": replace(PREVIOUS, history=1.0),
-    "stop-hist0.5": replace(PREVIOUS, cochange_min=2, history=0.5),
-    "stop-hist1": replace(PREVIOUS, cochange_min=2, history=1.0),
-    # added after the first 13 tuning repositories had been scored with the ones above (see
-    # bench/README.md): the history's first lines alone, and the past commits most like the task
-    "hist-title0.5": replace(PREVIOUS, history=0.5, history_title=True),
-    "hist-title1": replace(PREVIOUS, history=1.0, history_title=True),
-    "similar0.5": replace(PREVIOUS, similar=0.5),
-    "similar1": replace(PREVIOUS, similar=1.0),
-    "hist-similar": replace(PREVIOUS, history=0.5, similar=0.5),
-    # a re-ranker over the best thirty reading the names they define
-    "rerank": replace(PREVIOUS, rerank=0.5),
+    # the weights before the second round (``stop-min1``), for reference
+    "nosimilar": replace(PREVIOUS, similar=0.0),
+    # the second final check: the words of the commits that touched a file as its "history
+    # document" (alone there +0.110 / +0.097, with co-change pairs seen twice +0.107 / +0.102)
+    "hist0.5": replace(PREVIOUS, similar=0.0, history=0.5),
+    "stop-hist0.5": replace(PREVIOUS, similar=0.0, history=0.5, cochange_min=2),
+    "hist-similar": replace(PREVIOUS, history=0.5),
+    # the plain lexical ranking's first one, two or three source files kept among the first
+    # five (and its first five among the first ten); designed after a look at gin's and polly's
+    # cases (tuning repositories) with the candidates above and anchor1, anchor2
+    "anchor1": replace(PREVIOUS, anchor=((1, 5),)),
+    "anchor2": replace(PREVIOUS, anchor=((2, 5),)),
+    "anchor3": replace(PREVIOUS, anchor=((3, 5),)),
+    "anchor2-10": replace(PREVIOUS, anchor=((2, 5), (5, 10))),
+    "anchor2-stop-hist0.5": replace(PREVIOUS, similar=0.0, history=0.5, cochange_min=2, anchor=((2, 5),)),
 }
 
 
@@ -128,7 +127,13 @@ def select_cases(repo: Path, head: str, wanted: int, scan: int) -> list[Case]:
     return cases
 
 
-_MISSING = re.compile(r"invalid object \S+ \S+ for '([^']+)'")
+#: how git names a file whose blob the copy lacks (both forms occur in one failed checkout)
+_MISSING = re.compile(r"invalid object \S+ \S+ for '([^']+)'|unable to read sha1 file of (.+) \([0-9a-f]{40}\)$", re.M)
+
+
+def missing_paths(stderr: str) -> list[str]:
+    """The files a failed checkout could not write, in the order git names them, once each."""
+    return list(dict.fromkeys(a or b for a, b in _MISSING.findall(stderr)))
 
 
 def checkout(clone: Path, sha: str, missing: list[str]) -> bool:
@@ -138,9 +143,9 @@ def checkout(clone: Path, sha: str, missing: list[str]) -> bool:
         done = subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--detach", "-f", sha], capture_output=True)
         if done.returncode == 0:
             return True
-        found = _MISSING.findall(done.stderr.decode("utf-8", "replace"))
+        found = [p for p in missing_paths(done.stderr.decode("utf-8", "replace")) if p not in missing]
         if not found:
-            return False
+            return False  # nothing more to leave out: another failure
         missing.extend(found)
         subprocess.run(["git", "-C", str(clone), "sparse-checkout", "set", "--no-cone", "/*",
                         *(f"!/{path}" for path in missing)], capture_output=True, check=True)
@@ -237,13 +242,14 @@ def sign_test(wins: int, losses: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else 1.0
 
 
-#: a candidate replaces the default only when the cases it changes say so (sign test)
+#: a candidate that loses to the default case by case this unlikely by chance (sign test) is
+#: not chosen
 EVIDENCE = 0.05
 
 
-def evidence(results: list[dict[str, Any]], name: str) -> float:
-    """How likely ``name``'s wins over the default (recall@5 + recall@10, case by case,
-    over ``results``) are by chance: the sign test's p."""
+def wins_losses(results: list[dict[str, Any]], name: str) -> tuple[int, int]:
+    """``name``'s wins and losses against the default, case by case over ``results``
+    (recall@5 + recall@10; ties left out)."""
     wins = losses = 0
     for r in results:
         for c in r["cases"]:
@@ -252,27 +258,46 @@ def evidence(results: list[dict[str, Any]], name: str) -> float:
                 continue
             d = sum(recall(ours, c["targets"], k) - recall(base, c["targets"], k) for k in (5, 10))
             wins, losses = wins + (d > 0), losses + (d < 0)
-    return sign_test(wins, losses)
+    return wins, losses
+
+
+def evidence(results: list[dict[str, Any]], name: str) -> float:
+    """How likely ``name``'s wins over the default are by chance: the sign test's p."""
+    return sign_test(*wins_losses(results, name))
+
+
+#: candidates whose mean gain is within this of the best one's count as equally good on average
+NEAR = 0.01
 
 
 def choose(results: list[dict[str, Any]]) -> str:
-    """The candidate with the best mean gain (recall@5 + recall@10) over the baseline on
-    ``results`` among those no repository of ``results`` finds more than 0.02 below it at
-    @5 or @10 (the aim: better on average, worse on none), and, for any but the default, whose
-    wins over the default on the cases where the two differ are unlikely by chance (sign test,
-    p < ``EVIDENCE``): a candidate that changes three cases in 700 is noise, whatever its mean.
-    The default wins ties."""
-    def gain(name: str) -> tuple[bool, float]:
-        total, safe = 0.0, True
+    """The choice the issue's aim asks for — better than the baseline on average, worse on no
+    repository: among the candidates whose mean gain over the baseline ((recall@5 + recall@10)
+    / 2, over ``results``) is within ``NEAR`` of the best, the one whose worst repository
+    (its lowest gain at @5 or @10) is best, then the best mean, the default winning ties. A
+    candidate that loses to the default case by case more often than chance allows (sign
+    test, p < ``EVIDENCE``) is not chosen, whatever its worst repository.
+
+    (The rule of the second round asked every candidate for evidence of wins over the default
+    and so kept a default that put a repository 0.024 below the baseline; this one was set in
+    the third round after the tuning results had been seen, before the final check was.)"""
+    def score(name: str) -> tuple[float, float]:
+        gains = []
         for r in results:
             c5, c10, _ = means(r, f"cand:{name}")
             b5, b10, _ = means(r, "bm25+source-first")
-            total += (c5 - b5) + (c10 - b10)
-            safe = safe and min(c5 - b5, c10 - b10) >= -0.02
-        return safe, round(total / max(1, len(results)), 4)
-    gains = {name: gain(name) for name in CANDIDATES}
-    allowed = [n for n in CANDIDATES if n == "default" or (gains[n][0] and evidence(results, n) < EVIDENCE)]
-    return max(allowed, key=lambda n: (*gains[n], n == "default"))
+            gains.append((c5 - b5, c10 - b10))
+        mean = sum(g5 + g10 for g5, g10 in gains) / 2 / max(1, len(gains))
+        return round(min((min(g) for g in gains), default=0.0), 4), round(mean, 4)
+    scores = {name: score(name) for name in CANDIDATES}
+    best = max(mean for _, mean in scores.values())
+
+    def allowed(name: str) -> bool:
+        if scores[name][1] < best - NEAR:
+            return False
+        return name == "default" or sign_test(*reversed(wins_losses(results, name))) >= EVIDENCE
+
+    return max((n for n in CANDIDATES if allowed(n)), key=lambda n: (*scores[n], n == "default"), default="default")
 
 
 def report(results: list[dict[str, Any]], console: Console) -> None:

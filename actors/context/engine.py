@@ -55,6 +55,23 @@ MIN_WINDOW = 512
 MAX_HITS = 200
 #: matches of the task's words read in one file (beyond: the file's later matches are not seen)
 MAX_MATCHES = 20_000
+#: the share of ``max_bytes`` the project's listing (its paths and folders) may take; a longer
+#: listing keeps the paths nearest the root (``listing_truncated``), so that the files that
+#: matter get the budget (a 3,000-file listing is ~175 KB)
+LISTING_SHARE = 0.25
+
+
+def _shallow_first(paths: list[str], room: int) -> list[str]:
+    """The paths nearest the root (then in order) whose JSON strings fit ``room`` bytes, in
+    their order in ``paths``."""
+    kept: set[int] = set()
+    for i in sorted(range(len(paths)), key=lambda i: (paths[i].count("/"), i)):
+        cost = _size(paths[i]) + 1
+        if cost > room:
+            break
+        room -= cost
+        kept.add(i)
+    return [p for i, p in enumerate(paths) if i in kept]
 
 
 def _shrink_skeleton(body: dict[str, Any], limit: int, strategies: list[str]) -> None:
@@ -449,9 +466,18 @@ class ContextEngine:
         limit = max_bytes - 64  # room for the figures filled in last
         strategies: list[str] = []
         ctx = body["context"]
-        # 1. the skeleton must fit: shorten the listing, then history, then outputs
-        if _size(body) > limit:
+        # 1. the listing takes at most its share; then the skeleton must fit: shorten the
+        # listing, then history, then outputs
+        structure = ctx["project_structure"]
+        share = int(max_bytes * LISTING_SHARE)
+        if _size(paths) + _size(directories) > share:
             strategies.append("structure_listing_shortened")
+            structure["listing_truncated"] = True
+            structure["directories"] = directories = _shallow_first(directories, share // 4)
+            structure["files"] = _shallow_first(paths, share - _size(directories))
+        if _size(body) > limit:
+            if "structure_listing_shortened" not in strategies:
+                strategies.append("structure_listing_shortened")
             ctx["project_structure"]["listing_truncated"] = True
             files = ctx["project_structure"]["files"]
             while files and _size(body) > limit:

@@ -36,3 +36,32 @@ def test_the_stated_size_counts_its_own_digits_across_a_power_of_ten():
         body = {"pad": "x" * pad, "total_size_bytes": 0}
         _settle_size(body)
         assert len(orjson.dumps(body)) == body["total_size_bytes"]
+
+
+def test_a_long_listing_takes_at_most_its_share_and_the_ranked_files_get_the_rest(tmp_path):
+    """A code base of thousands of files: the listing alone would take most of the budget and
+    leave the best-ranked file unread. It takes at most ``LISTING_SHARE`` of it, keeping the
+    paths nearest the root, and the best-ranked file is inlined first."""
+    from orchestra.actors.context.engine import LISTING_SHARE
+
+    for i in range(3000):
+        path = tmp_path / "src" / "Illuminate" / f"component_{i % 30}" / f"SomeRatherLongClassName{i}.php"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"<?php\nclass SomeRatherLongClassName{i} {{}}\n")
+    (tmp_path / "README.md").write_text("# the framework\n")
+    (tmp_path / "src" / "Illuminate" / "Queue").mkdir()
+    (tmp_path / "src" / "Illuminate" / "Queue" / "FailoverQueue.php").write_text(
+        "<?php\nclass FailoverQueue {\n" + "    // failover between queue connections\n" * 400 + "}\n")
+    engine = ContextEngine(tmp_path, scan_in_child=False)
+    engine.refresh()
+    max_bytes = 200_000
+    body = engine.build("ISS-1", "bench-agent", "Failover queue connections", max_bytes, [], Signals())
+    assert len(orjson.dumps(body)) <= max_bytes
+    structure = body["context"]["project_structure"]
+    assert structure["total_files"] == 3002 and structure.get("listing_truncated")
+    listing = len(orjson.dumps(structure["files"])) + len(orjson.dumps(structure["directories"]))
+    assert listing <= max_bytes * LISTING_SHARE
+    assert "README.md" in structure["files"]  # nearest the root first
+    first = body["context"]["relevant_files"][0]
+    assert first["path"] == "src/Illuminate/Queue/FailoverQueue.php" and first["inlined"] and first["content"]
+    assert "structure_listing_shortened" in body["truncation_strategy"]

@@ -12,7 +12,7 @@ from orchestra.actors.context.ranking import DEFAULT_WEIGHTS, Signals, Weights, 
 
 from tests.actors.conftest import write_files
 
-PLAIN = replace(DEFAULT_WEIGHTS, clean=False, stop=False, qtf_cap=0, body=1.0, idents=0.0, title=0.0)
+PLAIN = replace(DEFAULT_WEIGHTS, clean=False, stop=False, qtf_cap=0, body=1.0, idents=0.0, title=0.0, anchor=())
 
 
 def _repo(root: Path) -> Path:
