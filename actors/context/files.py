@@ -78,13 +78,26 @@ def tokenize(text: str) -> list[str]:
     return out
 
 
-def term_counts(text: str) -> tuple[dict[str, int], int]:
-    """How often each word of :func:`tokenize` occurs in ``text``, and how many there are in
-    all: the same figures, splitting each distinct word once (most words of a file repeat)."""
+#: every byte _WORD never matches (all but ASCII letters and digits) made a space: a file's
+#: runs of letters and digits are then its bytes translated and split, both in C
+_RUNS = bytes(c if chr(c).isascii() and chr(c).isalnum() else 0x20 for c in range(256))
+
+
+def term_counts(text: str | bytes) -> tuple[dict[str, int], int]:
+    """How often each word of :func:`tokenize` occurs in ``text`` (or in the bytes of a file:
+    a word is ASCII, so a UTF-8 decoding would not change it), and how many there are in all:
+    the same figures, in the same order, splitting each distinct word once (most words of a
+    file repeat). A run of letters and digits is one word of ``_WORD`` unless it starts with a
+    digit and holds a letter (``0x1F``: ``0`` and ``x1F``), split by ``_WORD`` itself."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
     counts: dict[str, int] = {}
     get = counts.get
     length = 0
-    for word, n in Counter(_WORD.findall(text)).items():
+    for word, n in Counter(data.translate(_RUNS).decode("ascii").split()).items():
+        if word[0] < "A" and not word.isdigit():  # a digit, then letters: rare
+            length += _count_words(counts, _WORD.findall(word), n)
+            continue
+        # as _count_words does for one word (inline: this loop runs once per distinct word)
         low = word.lower()
         if len(low) > 1:
             counts[low] = get(low, 0) + n
@@ -99,6 +112,28 @@ def term_counts(text: str) -> tuple[dict[str, int], int]:
                     counts[part] = get(part, 0) + n
                     length += n
     return counts, length
+
+
+def _count_words(counts: dict[str, int], words: list[str], n: int) -> int:
+    """Add ``n`` occurrences of each of ``words`` (split as :func:`tokenize` splits them) to
+    ``counts``; how many words were added."""
+    get = counts.get
+    length = 0
+    for word in words:
+        low = word.lower()
+        if len(low) > 1:
+            counts[low] = get(low, 0) + n
+            length += n
+        if low == word or word.isupper():
+            continue
+        parts = _CAMEL.findall(word)
+        if len(parts) > 1:
+            for part in parts:
+                if len(part) > 1:
+                    part = part.lower()
+                    counts[part] = get(part, 0) + n
+                    length += n
+    return length
 
 
 def fold_name(name: str) -> str:
@@ -187,8 +222,8 @@ def read_file(root: str, rel: str, size: int, mtime: float, policy: SecretPolicy
     if b"\0" in data[:8192]:
         entry.binary = True
         return entry
+    entry.counts, entry.length = term_counts(data)
     text = data.decode("utf-8", "replace")
-    entry.counts, entry.length = term_counts(text)
     defs = _DEFS.get(language)
     if defs is not None:
         entry.defines = tuple(dict.fromkeys(

@@ -23,6 +23,42 @@ def test_term_counts_are_tokenize_counted(text):
     assert counts == dict(Counter(words)) and length == len(words)
 
 
+def _term_counts_by_regex(text):
+    """term_counts as it was (a regex's words, each distinct one split once): the reference."""
+    import re
+
+    word_re = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+")
+    camel = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+    counts, length = {}, 0
+    for word, n in Counter(word_re.findall(text)).items():
+        low = word.lower()
+        if len(low) > 1:
+            counts[low] = counts.get(low, 0) + n
+            length += n
+        if low == word or word.isupper():
+            continue
+        parts = camel.findall(word)
+        if len(parts) > 1:
+            for part in parts:
+                if len(part) > 1:
+                    counts[part.lower()] = counts.get(part.lower(), 0) + n
+                    length += n
+    return counts, length
+
+
+@given(st.lists(st.sampled_from(list("aZ_b9 0x1F\n\t.-Äé\u212a\u0130\ud800") + [
+    "HTTPServer", "v2", "0xDEADbeef", "12abC", "parseHTTPRequest", "ALL_CAPS"]), max_size=120).map("".join))
+def test_term_counts_by_bytes_are_the_regex_counts_in_the_same_order(text):
+    expected = _term_counts_by_regex(text)
+    counts, length = term_counts(text)
+    assert (list(counts.items()), length) == (list(expected[0].items()), expected[1])
+    if "\ud800" not in text:
+        # from a file's bytes, invalid UTF-8 included: the counts of its decoded text
+        data = text.encode("utf-8") + b"\xff\xe2A1b" + text.encode("utf-16-le")
+        decoded = data.decode("utf-8", "replace")
+        assert term_counts(data) == term_counts(decoded) == _term_counts_by_regex(decoded)
+
+
 def test_an_answer_for_a_new_issue_runs_no_git_command(tmp_path, monkeypatch):
     root = make_repo(tmp_path)
     (root / "app/http/router.py").write_text("def route_request(path):\n    return None\n")
