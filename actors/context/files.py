@@ -50,7 +50,9 @@ _IMPORTS = {
     "python": re.compile(r"^\s*(?:from\s+([.\w]+)\s+import|import\s+([\w.]+))", re.M),
     "javascript": re.compile(r"""(?:require\(\s*['"]([^'"]+)['"]\s*\)|from\s+['"]([^'"]+)['"]|import\s+['"]([^'"]+)['"])"""),
     "typescript": re.compile(r"""(?:require\(\s*['"]([^'"]+)['"]\s*\)|from\s+['"]([^'"]+)['"]|import\s+['"]([^'"]+)['"])"""),
-    "go": re.compile(r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$', re.M),
+    # possessive where giving back cannot lead to a match (what follows each part cannot start
+    # with what it holds): the same matches, with no backtracking into each line's first word
+    "go": re.compile(r'^\s*+(?:import\s++)?(?:\w++\s++)?"([^"]++)"\s*$', re.M),
     "rust": re.compile(r"^\s*(?:pub\s+)?(?:mod\s+(\w+)\s*;|use\s+(?:crate|super|self)::([\w:]+))", re.M),
 }
 

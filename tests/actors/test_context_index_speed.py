@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from orchestra.actors.context.engine import ContextEngine
 from orchestra.actors.context.files import term_counts, tokenize
@@ -136,3 +136,16 @@ def test_excerpt_matches_are_the_alternations_matches(text, terms):
     # overlapping terms, terms inside others: leftmost first, then the longest, none overlapping
     expected = [m.span() for m in _terms_pattern(frozenset(terms)).finditer(text)]
     assert _matches(text, terms) == expected
+
+
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(["import", "import ", " ", "\t", "\n", '"', '"fmt"', "(", ")", "fmt", "x ", "x", "_",
+                                 '"github.com/a/b"', "é", "//", "\r"]), max_size=40).map("".join))
+def test_go_imports_found_as_by_the_backtracking_pattern(text):
+    import re
+
+    from orchestra.actors.context.files import _IMPORTS
+
+    backtracking = re.compile(r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$', re.M)
+    assert ([(m.span(), m.groups()) for m in _IMPORTS["go"].finditer(text)]
+            == [(m.span(), m.groups()) for m in backtracking.finditer(text)])
