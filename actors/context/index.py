@@ -41,6 +41,12 @@ __all__ = ["ChangeSet", "FileEntry", "ProjectIndex", "fold_name", "language_of",
 
 #: holders of a name kept in a tuple (beyond, a set: adding to a tuple copies it)
 _FEW = 8
+#: the tables made from all files or all commits (at each derive, on the index's thread) give
+#: the GIL up every this many files / commits, about a millisecond of work each (see YIELD_EVERY:
+#: a thread holding the GIL makes the event loop's wait the switch interval, 5 ms, at every
+#: system call)
+_YIELD_FILES = 200
+_YIELD_COMMITS = 20
 
 
 class ProjectIndex:
@@ -285,7 +291,9 @@ class ProjectIndex:
         them: what a task's "scope:" prefix or a phrase such as "active help" can name."""
         def make() -> dict[str, set[str]]:
             out: dict[str, set[str]] = defaultdict(set)
-            for path in self.files:
+            for n, path in enumerate(self.files):
+                if n % _YIELD_FILES == 0:
+                    time.sleep(0)  # made on the index's thread: the event loop's may want the GIL
                 parts = path.split("/")
                 parts[-1] = parts[-1].split(".", 1)[0]
                 for part in parts:
@@ -329,7 +337,9 @@ class HistoryWords:
         out = cls()
         postings, lengths = out.postings, out.lengths
         commit_postings = out.commit_postings
-        for message, files in commits:
+        for n, (message, files) in enumerate(commits):
+            if n % _YIELD_COMMITS == 0:
+                time.sleep(0)  # made on the index's thread: the event loop's may want the GIL
             if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
                 continue
             title = message.split("\n", 1)[0]
@@ -397,6 +407,8 @@ class HistoryWords:
 def _numbered_words(commits: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = defaultdict(list)
     for i, (message, _) in enumerate(commits):
+        if i % (4 * _YIELD_COMMITS) == 0:
+            time.sleep(0)  # made on the index's thread: the event loop's may want the GIL
         for w in set(_WORD_RUN.findall(message)):
             if _DIGIT.search(w):
                 out[w].append(i)
