@@ -434,7 +434,9 @@ def _selected(spec: pathspec.GitIgnoreSpec, paths: Iterable[str]) -> frozenset[s
 def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
     by_module: dict[str, str] = {}
     by_dir: dict[str, list[str]] = defaultdict(list)
-    for path in files:
+    for n, path in enumerate(files):
+        if n % _YIELD_FILES == 0:
+            time.sleep(0)  # made at a derive, on the index's thread: the event loop's may want the GIL
         stem, _ = os.path.splitext(path)
         parts = stem.split("/")
         if parts[-1] in ("__init__", "index", "mod"):
@@ -446,7 +448,9 @@ def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
     for d in by_dir:
         by_tail[d.rsplit("/", 1)[-1]].append(d)
     out: dict[str, set[str]] = defaultdict(set)
-    for path, entry in files.items():
+    for n, (path, entry) in enumerate(files.items()):
+        if n % _YIELD_FILES == 0:
+            time.sleep(0)
         base = path.rsplit("/", 1)[0] if "/" in path else ""
         for imp in entry.imports:
             targets: list[str] = []
