@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,6 +83,8 @@ class ProjectIndex:
         self._history_words: dict[bool, HistoryWords] = {}
         #: tables derived from the files, per generation (see memo)
         self._memo: LruCache[Any, Any] = LruCache(512)
+        #: glob set -> its spec and its verdict on each path seen (see matching)
+        self._verdicts: LruCache[tuple[str, ...], tuple[pathspec.GitIgnoreSpec, dict[str, bool]]] = LruCache(32)
         self._pending = False  # applied changes not yet derived (see apply)
         #: more tables to make at each derive (memoised by them), by the index's users
         self.derivers: list[Callable[[ProjectIndex], object]] = []
@@ -284,7 +287,26 @@ class ProjectIndex:
         spans folders (``**/*.py`` matches ``setup.py``), a folder's match selects all it
         holds (a later ``!`` cannot take a file of it back, as in git), ``!`` takes paths
         back out of earlier patterns."""
-        return self.memo(("globs", globs), lambda: _selected(pathspec.GitIgnoreSpec.from_lines(globs), self.files))
+        def make() -> frozenset[str]:
+            # a path's verdict depends on its path alone: kept across generations, so a new
+            # generation asks pathspec about its new paths only (about 6 us a path: 30-80 ms
+            # for the first answer of each agent type after every change, on 5,000-13,000 files)
+            known = self._verdicts.get(globs)
+            if known is None:
+                known = (pathspec.GitIgnoreSpec.from_lines(globs), {})
+                self._verdicts.put(globs, known)
+            spec, verdicts = known
+            files = self.files
+            new = [p for p in files if p not in verdicts]
+            if new:
+                if len(verdicts) + len(new) > 2 * len(files) + 1000:  # paths gone since: forget them
+                    verdicts = {p: v for p, v in verdicts.items() if p in files}
+                    self._verdicts.put(globs, (spec, verdicts))
+                chosen = _selected(spec, new)
+                verdicts.update(dict.fromkeys(new, False))
+                verdicts.update(dict.fromkeys(chosen, True))
+            return frozenset(compress(files, map(verdicts.__getitem__, files)))
+        return self.memo(("globs", globs), make)
 
     def components(self) -> dict[str, set[str]]:
         """Folder names and file stems, folded by :func:`fold_name` -> the paths under or named by

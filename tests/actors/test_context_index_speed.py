@@ -149,3 +149,31 @@ def test_go_imports_found_as_by_the_backtracking_pattern(text):
     backtracking = re.compile(r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$', re.M)
     assert ([(m.span(), m.groups()) for m in _IMPORTS["go"].finditer(text)]
             == [(m.span(), m.groups()) for m in backtracking.finditer(text)])
+
+
+def test_glob_verdicts_kept_across_generations_select_what_a_fresh_index_selects(tmp_path, monkeypatch):
+    from orchestra.actors.context import index as index_module
+
+    for rel in ("app/a.py", "app/b.go", "docs/x.md", "pkg/mod.py", "logs/keep.log"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    globs = ("**/*.py", "docs/", "!pkg/*")
+    index = ProjectIndex(tmp_path)
+    index.refresh()
+    assert index.matching(globs) == {"app/a.py", "docs/x.md"}
+    asked: list[list[str]] = []
+    real = index_module._selected
+
+    def counting(spec, paths):
+        asked.append(sorted(paths))
+        return real(spec, paths)
+
+    monkeypatch.setattr(index_module, "_selected", counting)
+    (tmp_path / "docs/y.md").write_text("y\n")
+    (tmp_path / "pkg/new.py").write_text("y\n")
+    (tmp_path / "app/a.py").unlink()
+    index.refresh()
+    fresh = ProjectIndex(tmp_path)
+    fresh.refresh()
+    assert index.matching(globs) == fresh.matching(globs) == {"docs/x.md", "docs/y.md"}
+    assert asked[0] == ["docs/y.md", "pkg/new.py"]  # the new generation asked about its new paths only
