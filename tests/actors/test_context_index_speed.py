@@ -138,17 +138,34 @@ def test_excerpt_matches_are_the_alternations_matches(text, terms):
     assert _matches(text, terms) == expected
 
 
-@settings(max_examples=400)
-@given(st.lists(st.sampled_from(["import", "import ", " ", "\t", "\n", '"', '"fmt"', "(", ")", "fmt", "x ", "x", "_",
-                                 '"github.com/a/b"', "é", "//", "\r"]), max_size=40).map("".join))
-def test_go_imports_found_as_by_the_backtracking_pattern(text):
+#: the line-anchored patterns of files.py as they were: ``^`` under MULTILINE, over the text
+_AT_LINE_STARTS = {
+    ("defs", "python"): r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)",
+    ("defs", "go"): r"^(?:func(?:\s*\([^)]*\))?|type)\s+([A-Za-z_]\w*)",
+    ("defs", "rust"): r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:fn|struct|enum|trait|type|mod|macro_rules!)\s+([A-Za-z_]\w*)",
+    ("imports", "python"): r"^\s*(?:from\s+([.\w]+)\s+import|import\s+([\w.]+))",
+    ("imports", "go"): r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$',
+    ("imports", "rust"): r"^\s*(?:pub\s+)?(?:mod\s+(\w+)\s*;|use\s+(?:crate|super|self)::([\w:]+))",
+}
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(_AT_LINE_STARTS)),
+       st.lists(st.sampled_from(["import", "import ", "from ", " ", "\t", "\n", "\n\n", '"', '"fmt"', "(", ")", "fmt", "x ",
+                                 "x", "_", '"github.com/a/b"', "é", "//", "\r", "def ", "class ", "async ", "func ",
+                                 "func (r *T) ", "type ", "pub ", "pub(crate) ", "fn ", "mod ", "use crate::a::b",
+                                 ";", "os.path", ".", "Name"]), max_size=40).map("".join))
+def test_line_anchored_patterns_find_what_the_caret_patterns_found(which, text):
     import re
 
-    from orchestra.actors.context.files import _IMPORTS
+    from orchestra.actors.context import files
 
-    backtracking = re.compile(r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$', re.M)
-    assert ([(m.span(), m.groups()) for m in _IMPORTS["go"].finditer(text)]
-            == [(m.span(), m.groups()) for m in backtracking.finditer(text)])
+    table = files._DEFS if which[0] == "defs" else files._IMPORTS
+    caret = re.compile(_AT_LINE_STARTS[which], re.M)
+    # the same matches (each from the newline before its line, in the text with a newline put
+    # before it), the same groups
+    assert ([((m.start(), m.end() - 1), m.groups()) for m in files._found(table[which[1]], text)]
+            == [(m.span(), m.groups()) for m in caret.finditer(text)])
 
 
 def test_glob_verdicts_kept_across_generations_select_what_a_fresh_index_selects(tmp_path, monkeypatch):
