@@ -47,13 +47,16 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="with --repo: measure the engine in this process, wall and CPU time "
                              "(CPU time does not depend on what else the machine runs)")
+    parser.add_argument("--answers", type=int, default=150,
+                        help="with --in-process: uncached answers of each kind (with a task, with none); "
+                             "a p99 of 150 is their second slowest")
     parser.add_argument("--compare", default="",
                         help="with --in-process: OLD,NEW candidate names of bench/context_quality.py, "
                              "their answers alternating request by request")
     args = parser.parse_args()
     if args.repo and args.in_process:
         for repo in args.repo:
-            in_process_figures(repo.resolve(), compare=[n for n in args.compare.split(",") if n])
+            in_process_figures(repo.resolve(), args.answers, compare=[n for n in args.compare.split(",") if n])
         return
     if args.server or args.repo:
         import trio

@@ -126,13 +126,18 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
     considered. Windows are widened (twice as many lines each time) while the budget is less
     than half used, so a file with few matches shows more around them. No match: the head.
     """
-    lines = text.split("\n")
+    if not terms:  # the head (an answer with no task: no line split, no lowering)
+        return cut_utf8(text, budget)
     weigh = weights or {}
     per_line: dict[int, set[str]] = {}
     low = text.lower()
-    if terms and len(low) == len(text) and all(terms):  # one search over the whole text
+    if len(low) == len(text) and all(terms):  # one search over the whole text
         per_line = _lines_matched(low, terms)
-    elif terms:  # lowering changed lengths (a few scripts): line by line
+        if not per_line:
+            return cut_utf8(text, budget)
+        lines = text.split("\n")
+    else:  # lowering changed lengths (a few scripts): line by line
+        lines = text.split("\n")
         find = _terms_pattern(frozenset(terms)).findall
         for i, text_line in enumerate(lines):
             found = find(text_line.lower())

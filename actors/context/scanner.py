@@ -30,6 +30,9 @@ from .secrets import SecretPolicy
 __all__ = ["scan_in_child", "ScanFailed"]
 
 FRAME_FILES = 64
+#: a frame also ends at this many (file, word) counts: a frame of large files would otherwise
+#: hold the parent's GIL for 10-20 ms while it is decoded (about 1 ms per 10,000)
+FRAME_WORDS = 20_000
 _LEN = struct.Struct("<I")
 
 
@@ -90,10 +93,17 @@ def scan_in_child(root: Path,
     if started is not None:
         started(proc)
     done = None
+    together: dict[str, Counter[str]] = {}
+    commits: list[tuple[str, tuple[str, ...]]] = []
     try:
         while (frame := _read(proc.stdout)) is not None:
             if frame[0] == "files":
                 yield ChangeSet([_unpack(t) for t in frame[1]], [], None, None)
+            elif frame[0] == "cochange":
+                for path, c in frame[1].items():
+                    together[path] = Counter(c)
+            elif frame[0] == "commits":
+                commits.extend(frame[1])  # marshal keeps tuples: (message, files) already
             elif frame[0] == "done":
                 done = frame
                 break
@@ -107,9 +117,8 @@ def scan_in_child(root: Path,
         raise ScanFailed(f"the scanner exited with {proc.returncode}: {error or 'no answer'}")
     history = None
     if done[1] is not None:
-        head, churn, cochange, commits = done[1]
-        history = History(head, Counter(churn), {path: Counter(c) for path, c in cochange.items()},
-                          [(message, tuple(files)) for message, files in commits])
+        head, churn = done[1]
+        history = History(head, Counter(churn), together, commits)
     stamp = (float(done[2][0]), float(done[2][1])) if done[2] is not None else None
     yield ChangeSet([], [], history, stamp)
 
@@ -121,16 +130,24 @@ def _child(root: str, withhold: list[str]) -> int:
     scanner.yield_gil = False  # this process has its own GIL
     out = sys.stdout.buffer
     batch: list[tuple[Any, ...]] = []
+    words = 0
     for entry in scanner.scan_entries({}, set()):
         batch.append(_pack(entry))
-        if len(batch) >= FRAME_FILES:
+        words += len(entry.counts or ())
+        if len(batch) >= FRAME_FILES or words >= FRAME_WORDS:
             _write(out, ("files", batch))
-            batch = []
+            batch, words = [], 0
     if batch:
         _write(out, ("files", batch))
     history = scanner.read_history(None)
-    packed = None if history is None else (history.head, dict(history.churn),
-                                           {p: dict(c) for p, c in history.cochange.items()}, history.commits)
+    packed = None
+    if history is not None:  # in parts too: the co-changes and messages of 2,000 commits are MBs
+        cochange = list(history.cochange.items())
+        for i in range(0, len(cochange), FRAME_FILES * 4):
+            _write(out, ("cochange", {p: dict(c) for p, c in cochange[i:i + FRAME_FILES * 4]}))
+        for i in range(0, len(history.commits), FRAME_FILES * 4):
+            _write(out, ("commits", history.commits[i:i + FRAME_FILES * 4]))
+        packed = (history.head, dict(history.churn))
     _write(out, ("done", packed, scanner.git_stamp()))
     out.flush()
     return 0

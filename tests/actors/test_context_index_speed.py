@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from orchestra.actors.context.engine import ContextEngine
 from orchestra.actors.context.files import term_counts, tokenize
@@ -21,6 +21,42 @@ def test_term_counts_are_tokenize_counted(text):
     counts, length = term_counts(text)
     words = tokenize(text)
     assert counts == dict(Counter(words)) and length == len(words)
+
+
+def _term_counts_by_regex(text):
+    """term_counts as it was (a regex's words, each distinct one split once): the reference."""
+    import re
+
+    word_re = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+")
+    camel = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+    counts, length = {}, 0
+    for word, n in Counter(word_re.findall(text)).items():
+        low = word.lower()
+        if len(low) > 1:
+            counts[low] = counts.get(low, 0) + n
+            length += n
+        if low == word or word.isupper():
+            continue
+        parts = camel.findall(word)
+        if len(parts) > 1:
+            for part in parts:
+                if len(part) > 1:
+                    counts[part.lower()] = counts.get(part.lower(), 0) + n
+                    length += n
+    return counts, length
+
+
+@given(st.lists(st.sampled_from(list("aZ_b9 0x1F\n\t.-Äé\u212a\u0130\ud800") + [
+    "HTTPServer", "v2", "0xDEADbeef", "12abC", "parseHTTPRequest", "ALL_CAPS"]), max_size=120).map("".join))
+def test_term_counts_by_bytes_are_the_regex_counts_in_the_same_order(text):
+    expected = _term_counts_by_regex(text)
+    counts, length = term_counts(text)
+    assert (list(counts.items()), length) == (list(expected[0].items()), expected[1])
+    if "\ud800" not in text:
+        # from a file's bytes, invalid UTF-8 included: the counts of its decoded text
+        data = text.encode("utf-8") + b"\xff\xe2A1b" + text.encode("utf-16-le")
+        decoded = data.decode("utf-8", "replace")
+        assert term_counts(data) == term_counts(decoded) == _term_counts_by_regex(decoded)
 
 
 def test_an_answer_for_a_new_issue_runs_no_git_command(tmp_path, monkeypatch):
@@ -100,3 +136,61 @@ def test_excerpt_matches_are_the_alternations_matches(text, terms):
     # overlapping terms, terms inside others: leftmost first, then the longest, none overlapping
     expected = [m.span() for m in _terms_pattern(frozenset(terms)).finditer(text)]
     assert _matches(text, terms) == expected
+
+
+#: the line-anchored patterns of files.py as they were: ``^`` under MULTILINE, over the text
+_AT_LINE_STARTS = {
+    ("defs", "python"): r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)",
+    ("defs", "go"): r"^(?:func(?:\s*\([^)]*\))?|type)\s+([A-Za-z_]\w*)",
+    ("defs", "rust"): r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:fn|struct|enum|trait|type|mod|macro_rules!)\s+([A-Za-z_]\w*)",
+    ("imports", "python"): r"^\s*(?:from\s+([.\w]+)\s+import|import\s+([\w.]+))",
+    ("imports", "go"): r'^\s*(?:import\s+)?(?:\w+\s+)?"([^"]+)"\s*$',
+    ("imports", "rust"): r"^\s*(?:pub\s+)?(?:mod\s+(\w+)\s*;|use\s+(?:crate|super|self)::([\w:]+))",
+}
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(_AT_LINE_STARTS)),
+       st.lists(st.sampled_from(["import", "import ", "from ", " ", "\t", "\n", "\n\n", '"', '"fmt"', "(", ")", "fmt", "x ",
+                                 "x", "_", '"github.com/a/b"', "é", "//", "\r", "def ", "class ", "async ", "func ",
+                                 "func (r *T) ", "type ", "pub ", "pub(crate) ", "fn ", "mod ", "use crate::a::b",
+                                 ";", "os.path", ".", "Name"]), max_size=40).map("".join))
+def test_line_anchored_patterns_find_what_the_caret_patterns_found(which, text):
+    import re
+
+    from orchestra.actors.context import files
+
+    table = files._DEFS if which[0] == "defs" else files._IMPORTS
+    caret = re.compile(_AT_LINE_STARTS[which], re.M)
+    # the same matches (each from the newline before its line, in the text with a newline put
+    # before it), the same groups
+    assert ([((m.start(), m.end() - 1), m.groups()) for m in files._found(table[which[1]], text)]
+            == [(m.span(), m.groups()) for m in caret.finditer(text)])
+
+
+def test_glob_verdicts_kept_across_generations_select_what_a_fresh_index_selects(tmp_path, monkeypatch):
+    from orchestra.actors.context import index as index_module
+
+    for rel in ("app/a.py", "app/b.go", "docs/x.md", "pkg/mod.py", "logs/keep.log"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    globs = ("**/*.py", "docs/", "!pkg/*")
+    index = ProjectIndex(tmp_path)
+    index.refresh()
+    assert index.matching(globs) == {"app/a.py", "docs/x.md"}
+    asked: list[list[str]] = []
+    real = index_module._selected
+
+    def counting(spec, paths):
+        asked.append(sorted(paths))
+        return real(spec, paths)
+
+    monkeypatch.setattr(index_module, "_selected", counting)
+    (tmp_path / "docs/y.md").write_text("y\n")
+    (tmp_path / "pkg/new.py").write_text("y\n")
+    (tmp_path / "app/a.py").unlink()
+    index.refresh()
+    fresh = ProjectIndex(tmp_path)
+    fresh.refresh()
+    assert index.matching(globs) == fresh.matching(globs) == {"docs/x.md", "docs/y.md"}
+    assert asked[0] == ["docs/y.md", "pkg/new.py"]  # the new generation asked about its new paths only
