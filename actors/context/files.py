@@ -42,11 +42,12 @@ _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
 def _at_line_starts(source: str) -> re.Pattern[str]:
-    """The pattern ``source`` (starting with ``^``: at a line's start, under MULTILINE) for the
+    r"""The pattern ``source`` (starting with ``^``: at a line's start, under MULTILINE) for the
     text with a newline put before it (see :func:`_found`): the newline is a literal the regex
     engine skips to, where ``^`` is tried at every character (4x faster on Go code). The same
-    matches, a character earlier, since none of these can end just after a newline (each ends
-    on a name, a ``;``, or before a newline), where the next match would start at ``^``."""
+    matches (groups and ends), each starting at the newline before its line; but after a match
+    that ended on an empty line (Go's ``"x"\s*$`` can take a newline and stop before the
+    next), at that empty line's own newline, which ``^\s*`` would have taken first anyway."""
     if not source.startswith("^"):
         raise ValueError(f"not anchored at a line's start: {source}")
     return re.compile("\n" + source[1:], re.M)

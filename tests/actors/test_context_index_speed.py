@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from orchestra.actors.context.engine import ContextEngine
 from orchestra.actors.context.files import term_counts, tokenize
@@ -149,12 +150,15 @@ _AT_LINE_STARTS = {
 }
 
 
+@pytest.mark.parametrize("which", sorted(_AT_LINE_STARTS))
 @settings(max_examples=300)
-@given(st.sampled_from(sorted(_AT_LINE_STARTS)),
-       st.lists(st.sampled_from(["import", "import ", "from ", " ", "\t", "\n", "\n\n", '"', '"fmt"', "(", ")", "fmt", "x ",
+@given(st.lists(st.sampled_from(["import", "import ", "from ", " ", "\t", "\n", "\n\n", '"', '"fmt"', "(", ")", "fmt", "x ",
                                  "x", "_", '"github.com/a/b"', "é", "//", "\r", "def ", "class ", "async ", "func ",
                                  "func (r *T) ", "type ", "pub ", "pub(crate) ", "fn ", "mod ", "use crate::a::b",
                                  ";", "os.path", ".", "Name"]), max_size=40).map("".join))
+@example('"fmt"\nx').via("a match ending before a newline, then a line")
+@example('import\n"a"\n\n  "b"  \nx').via("blank lines and spaces a match spans")
+@example("def f\nclass g\n  async def h").via("matches on consecutive lines")
 def test_line_anchored_patterns_find_what_the_caret_patterns_found(which, text):
     import re
 
@@ -162,10 +166,14 @@ def test_line_anchored_patterns_find_what_the_caret_patterns_found(which, text):
 
     table = files._DEFS if which[0] == "defs" else files._IMPORTS
     caret = re.compile(_AT_LINE_STARTS[which], re.M)
-    # the same matches (each from the newline before its line, in the text with a newline put
-    # before it), the same groups
-    assert ([((m.start(), m.end() - 1), m.groups()) for m in files._found(table[which[1]], text)]
-            == [(m.span(), m.groups()) for m in caret.finditer(text)])
+    # the same matches: the same groups and ends, each starting at the newline before its line
+    # (one character earlier in the text with a newline put before it), or at the match's own
+    # first character when it starts on an empty line right after the previous match's end
+    found = [(m.start(), m.end() - 1, m.groups()) for m in files._found(table[which[1]], text)]
+    expected = [(m.start(), m.end(), m.groups()) for m in caret.finditer(text)]
+    assert [(end, groups) for _, end, groups in found] == [(end, groups) for _, end, groups in expected]
+    for (start, _, _), (caret_start, _, _) in zip(found, expected, strict=True):
+        assert start == caret_start or (start == caret_start + 1 and text[caret_start] == "\n")
 
 
 def test_glob_verdicts_kept_across_generations_select_what_a_fresh_index_selects(tmp_path, monkeypatch):
