@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import gc
 import hashlib
@@ -61,17 +62,25 @@ MAX_MATCHES = 20_000
 LISTING_SHARE = 0.25
 
 
-def _shallow_first(paths: list[str], room: int) -> list[str]:
+def _listing_plan(paths: list[str]) -> tuple[int, list[int], list[int]]:
+    """For a listing: its size as JSON, each path's place in the order nearest the root first
+    (then as listed), and the JSON cost (string and comma) added up along that order."""
+    order = sorted(range(len(paths)), key=lambda i: (paths[i].count("/"), i))
+    place = [0] * len(paths)
+    added, total = [], 0
+    for n, i in enumerate(order):
+        place[i] = n
+        total += _size(paths[i]) + 1
+        added.append(total)
+    return _size(paths), place, added
+
+
+def _shallow_first(paths: list[str], room: int, plan: tuple[int, list[int], list[int]]) -> list[str]:
     """The paths nearest the root (then in order) whose JSON strings fit ``room`` bytes, in
-    their order in ``paths``."""
-    kept: set[int] = set()
-    for i in sorted(range(len(paths)), key=lambda i: (paths[i].count("/"), i)):
-        cost = _size(paths[i]) + 1
-        if cost > room:
-            break
-        room -= cost
-        kept.add(i)
-    return [p for i, p in enumerate(paths) if i in kept]
+    their order in ``paths`` (``plan``: :func:`_listing_plan` of ``paths``)."""
+    _, place, added = plan
+    fit = bisect.bisect_right(added, room)
+    return [p for p, n in zip(paths, place, strict=True) if n < fit]
 
 
 def _shrink_skeleton(body: dict[str, Any], limit: int, strategies: list[str]) -> None:
@@ -475,11 +484,13 @@ class ContextEngine:
         # listing, then history, then outputs
         structure = ctx["project_structure"]
         share = int(max_bytes * LISTING_SHARE)
-        if _size(paths) + _size(directories) > share:
+        # the listing's sizes and order nearest the root, once per index generation
+        paths_plan, folders_plan = index.memo("listing plan", lambda: (_listing_plan(paths), _listing_plan(directories)))
+        if paths_plan[0] + folders_plan[0] > share:
             strategies.append("structure_listing_shortened")
             structure["listing_truncated"] = True
-            structure["directories"] = directories = _shallow_first(directories, share // 4)
-            structure["files"] = _shallow_first(paths, share - _size(directories))
+            structure["directories"] = directories = _shallow_first(directories, share // 4, folders_plan)
+            structure["files"] = _shallow_first(paths, share - _size(directories), paths_plan)
         if _size(body) > limit:
             if "structure_listing_shortened" not in strategies:
                 strategies.append("structure_listing_shortened")

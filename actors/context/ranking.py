@@ -503,6 +503,48 @@ def rank(
     return out
 
 
+def _among(contrib: dict[str, float], keep: frozenset[str]) -> dict[str, float]:
+    return {path: value for path, value in contrib.items() if path in keep}
+
+
+def _lexical_firsts(index: ProjectIndex, terms: list[str], kind: dict[str, str], wanted: str, named: set[str],
+                    most: int) -> list[str]:
+    """The first ``most`` files of the ``wanted`` kind (not binary, not ``named``) by plain
+    BM25 of ``terms`` (path words once more): ``bm25(index, terms, 1.0)``'s scores and order,
+    to the bit, computed over the files of that kind only (per-word lists kept so filtered
+    once per index generation) and picked without sorting every scored file."""
+    files = index.files
+    mine = index.memo(("of kind", wanted), lambda: frozenset(
+        p for p, k in kind.items() if k == wanted and not files[p].binary))
+    weighted = []
+    for term, qtf in Counter(terms).items():
+        if term in index.postings:
+            full = index.memo(("bm25", term), partial(_saturated, index, term, _B))
+            kept = index.memo(("bm25", term, "of kind", wanted), partial(_among, full, mine))
+            weighted.append((len(full), qtf * index.idf(term), kept))
+    weighted.sort(key=lambda lw: -lw[0])  # bm25's order of the words (by their whole lists): the same sums
+    scores: dict[str, float] = {}
+    for n, (_, weight, contrib) in enumerate(weighted):
+        if not n:
+            scores = {path: weight * value for path, value in contrib.items()}
+            continue
+        get = scores.get
+        for path, value in contrib.items():
+            scores[path] = get(path, 0.0) + weight * value
+    get = scores.get
+    for term in set(terms):
+        bonus = index.idf(term)
+        for path in index.path_postings.get(term, ()):
+            if path in mine:
+                scores[path] = get(path, 0.0) + bonus
+    if not scores:
+        return []
+    # every one of the first ``most`` scores at least the (most + |named|)-th best score
+    floor = heapq.nlargest(most + len(named), scores.values())[-1]
+    pool = sorted((-s, p) for p, s in scores.items() if s >= floor and s > 0 and p not in named)
+    return [p for _, p in pool[:most]]
+
+
 def _keep_lexical_first(index: ProjectIndex, task: str, out: list[tuple[float, str, bool]],
                         scores: dict[str, float], named: set[str], kind: dict[str, str], wanted: str,
                         anchor: tuple[tuple[int, int], ...], limit: int | None) -> list[tuple[float, str, bool]]:
@@ -512,11 +554,8 @@ def _keep_lexical_first(index: ProjectIndex, task: str, out: list[tuple[float, s
     their BM25 order, and the lowest of the others there (never a named file nor one of
     them) move just below. The widest first, so a narrower one, moving files among the first
     ten to the first five, leaves the first ten as they were."""
-    files = index.files
-    plain = bm25(index, tokenize(task), 1.0)
     most = max(count for count, _ in anchor)
-    firsts = [p for _, p in heapq.nsmallest(most, ((-s, p) for p, s in plain.items() if s > 0 and kind[p] == wanted
-                                                   and not files[p].binary and p not in named))]
+    firsts = _lexical_firsts(index, tokenize(task), kind, wanted, named, most)
     entries = {path: entry for entry in out for path in (entry[1],)}
     for count, within in sorted(anchor, key=lambda cw: -cw[1]):
         keep = firsts[:count]
