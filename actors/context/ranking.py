@@ -704,6 +704,8 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
     ``weights.similar``), changed together with a better-ranked file, an uncommitted change,
     the agent type's preferences; else its kind and how often it changed."""
     files = index.files
+    postings = index.postings
+    empty: dict[str, int] = {}
     terms = set(query_terms(signals.task, (), weights))  # the words the ranking looked for
     idents = task_identifiers(signals.task)
     named = named_in(signals.task, index)
@@ -732,7 +734,8 @@ def explain(index: ProjectIndex, signals: Signals, ranked: list[str], earlier: s
         defined = [d for d in entry.defines if d in idents][:3]
         if defined:
             parts.append("defines " + ", ".join(defined))
-        words = sorted((w for w in terms.intersection(entry.terms).union(terms.intersection(entry.path_terms))
+        held = {w for w in terms if path in postings.get(w, empty)}  # = terms & entry.terms, without its whole list
+        words = sorted((w for w in held.union(terms.intersection(entry.path_terms))
                         if index.df.get(w, 0) <= common), key=lambda w: (-index.idf(w), w))[:5]
         if words:
             parts.append("matched words: " + ", ".join(words))
