@@ -12,6 +12,7 @@ import logging
 import re
 import subprocess
 import time
+from math import fsum
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,9 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
         return cut_utf8(text, budget)
     get, one = weigh.get, itertools.repeat(1.0)
     # (-score, line): the best first, then file order, with no key to call
-    ranked = [(-sum(map(get, words, one)), i) for i, words in per_line.items()]
+    # fsum: a line's score is the same whatever order its set of words comes in (a plain sum
+    # over a set would follow the process's hash seed)
+    ranked = [(-fsum(map(get, words, one)), i) for i, words in per_line.items()]
     if defines:
         ranked = [(score - 1000.0, i) if _DEFINES_LINE.match(lines[i]) and defines.intersection(
                       w.lower() for w in _NAME.findall(lines[i])) else (score, i) for score, i in ranked]

@@ -22,7 +22,6 @@ import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import partial
-from operator import itemgetter
 from typing import Any
 
 from .files import file_kind, fold_name, tokenize
@@ -240,7 +239,7 @@ def bm25(index: ProjectIndex, terms: list[str] | dict[str, float], path_weight: 
             scores[path] = get(path, 0.0) + weight * value
     if path_weight:
         get = scores.get
-        for term in set(terms):
+        for term in dict.fromkeys(terms):  # the task's order: the same sums in every process
             bonus = path_weight * index.idf(term)
             if factors is None:
                 for path in index.path_postings.get(term, ()):
@@ -343,7 +342,7 @@ def query_terms(task: str, keywords: tuple[str, ...], weights: Weights) -> dict[
                 counts[term] += w
     if weights.idents:
         for m in _IDENT.finditer(task):
-            for term in set(tokenize(next(g for g in m.groups() if g))):
+            for term in dict.fromkeys(tokenize(next(g for g in m.groups() if g))):
                 counts[term] += weights.idents
     if weights.stop:
         for term in _STOP.intersection(counts):
@@ -409,7 +408,9 @@ def rank(
                 for path in holders:
                     scores[path] = get(path, 0.0) + bonus * churn.get(path, 1.0)
     # structure around the best lexical candidates (pseudo-relevance feedback)
-    top = (heapq.nlargest(weights.feedback_top, scores.items(), key=itemgetter(1))
+    # (ties by path: which of equal scores come first must not depend on the order files were
+    # scored in, which follows sets of paths and so the process's hash seed)
+    top = (heapq.nsmallest(weights.feedback_top, scores.items(), key=_best_first)
            if weights.cochange or weights.imports else [])
     if top:
         best = top[0][1] or 1.0
@@ -532,7 +533,7 @@ def _lexical_firsts(index: ProjectIndex, terms: list[str], kind: dict[str, str],
         for path, value in contrib.items():
             scores[path] = get(path, 0.0) + weight * value
     get = scores.get
-    for term in set(terms):
+    for term in dict.fromkeys(terms):  # bm25's order of the path words
         bonus = index.idf(term)
         for path in index.path_postings.get(term, ()):
             if path in mine:
@@ -543,6 +544,10 @@ def _lexical_firsts(index: ProjectIndex, terms: list[str], kind: dict[str, str],
     floor = heapq.nlargest(most + len(named), scores.values())[-1]
     pool = sorted((-s, p) for p, s in scores.items() if s >= floor and s > 0 and p not in named)
     return [p for _, p in pool[:most]]
+
+
+def _best_first(item: tuple[str, float]) -> tuple[float, str]:
+    return -item[1], item[0]
 
 
 def _keep_lexical_first(index: ProjectIndex, task: str, out: list[tuple[float, str, bool]],
@@ -621,11 +626,11 @@ def _rerank_by_definitions(index: ProjectIndex, scores: dict[str, float], terms:
                            weight: float, top: int) -> None:
     """Raise, among the best ``top``, the files whose defined names (and path) hold the task's
     words: a change is usually made where the thing it is about is defined."""
-    wanted = {t: index.idf(t) for t in set(terms) if t in index.df}
+    wanted = {t: index.idf(t) for t in dict.fromkeys(terms) if t in index.df}
     total = sum(wanted.values())
     if not total:
         return
-    for path, score in heapq.nlargest(top, scores.items(), key=lambda kv: kv[1]):
+    for path, score in heapq.nsmallest(top, scores.items(), key=_best_first):
         words = _definition_words(index, path)
         share = sum(idf for t, idf in wanted.items() if t in words) / total
         scores[path] = score * (1 + weight * share)
@@ -682,7 +687,8 @@ def _tests_of_top_modules(index: ProjectIndex, scores: dict[str, float]) -> None
             for key in (stem.removeprefix("test_"), stem.removesuffix("_test"), stem.removesuffix(".spec")):
                 tests_by_stem[key].append(path)
     files = index.files
-    sources = heapq.nlargest(5, (p for p in scores if files[p].kind == "source"), key=scores.__getitem__)
+    sources = [p for p, _ in heapq.nsmallest(5, ((p, s) for p, s in scores.items() if files[p].kind == "source"),
+                                              key=_best_first)]
     for path in sources:
         stem = path.rsplit("/", 1)[-1].split(".")[0]
         related = {t for t in imported_by.get(path, ()) if index.files[t].kind == "test"}
