@@ -410,8 +410,7 @@ def rank(
     # structure around the best lexical candidates (pseudo-relevance feedback)
     # (ties by path: which of equal scores come first must not depend on the order files were
     # scored in, which follows sets of paths and so the process's hash seed)
-    top = (heapq.nsmallest(weights.feedback_top, scores.items(), key=_best_first)
-           if weights.cochange or weights.imports else [])
+    top = _best(scores, weights.feedback_top) if weights.cochange or weights.imports else []
     if top:
         best = top[0][1] or 1.0
         tops = {path for path, _ in top}
@@ -548,6 +547,16 @@ def _lexical_firsts(index: ProjectIndex, terms: list[str], kind: dict[str, str],
 
 def _best_first(item: tuple[str, float]) -> tuple[float, str]:
     return -item[1], item[0]
+
+
+def _best(scores: dict[str, float], most: int) -> list[tuple[str, float]]:
+    """The ``most`` best (path, score) of ``scores``, the best first, equal scores by path:
+    what ``heapq.nsmallest(most, scores.items(), key=_best_first)`` gives, picked above the
+    most-th best score without a call per file."""
+    if not scores or most <= 0:
+        return []
+    floor = heapq.nlargest(most, scores.values())[-1]
+    return [(path, -negated) for negated, path in sorted((-s, p) for p, s in scores.items() if s >= floor)[:most]]
 
 
 def _keep_lexical_first(index: ProjectIndex, task: str, out: list[tuple[float, str, bool]],

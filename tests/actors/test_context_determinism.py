@@ -52,3 +52,18 @@ def test_the_same_request_gets_the_same_answer_whatever_the_hash_seed(tmp_path):
                              env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
         answers.add(run.stdout)
     assert len(answers) == 1
+
+
+def test_the_best_few_are_picked_by_score_then_path():
+    import heapq
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from orchestra.actors.context.ranking import _best, _best_first
+
+    @given(st.dictionaries(st.text(max_size=3), st.sampled_from([0.0, 0.5, 1.0, 2.5, 1e-300]), max_size=30),
+           st.integers(min_value=0, max_value=8))
+    def check(scores: dict[str, float], most: int) -> None:
+        assert _best(scores, most) == heapq.nsmallest(most, scores.items(), key=_best_first)
+
+    check()
