@@ -20,6 +20,7 @@ import math
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -503,60 +504,30 @@ def rank(
     return out
 
 
-def _among(contrib: dict[str, float], keep: frozenset[str]) -> dict[str, float]:
-    return {path: value for path, value in contrib.items() if path in keep}
-
-
 def _lexical_firsts(index: ProjectIndex, terms: list[str], kind: dict[str, str], wanted: str, named: set[str],
                     most: int) -> list[str]:
     """The first ``most`` files of the ``wanted`` kind (not binary, not ``named``) by plain
-    BM25 of ``terms`` (path words once more): ``bm25(index, terms, 1.0)``'s scores and order,
-    to the bit, computed over the files of that kind only (per-word lists kept so filtered
-    once per index generation) and picked without sorting every scored file."""
+    BM25 of ``terms`` (path words once more): :func:`bm25` with every other file's factor 0,
+    so that its per-word lists are kept filtered to that kind (once per index generation)."""
     files = index.files
-    mine = index.memo(("of kind", wanted), lambda: frozenset(
-        p for p, k in kind.items() if k == wanted and not files[p].binary))
-    weighted = []
-    for term, qtf in Counter(terms).items():
-        if term in index.postings:
-            full = index.memo(("bm25", term), partial(_saturated, index, term, _B))
-            kept = index.memo(("bm25", term, "of kind", wanted), partial(_among, full, mine))
-            weighted.append((len(full), qtf * index.idf(term), kept))
-    weighted.sort(key=lambda lw: -lw[0])  # bm25's order of the words (by their whole lists): the same sums
-    scores: dict[str, float] = {}
-    for n, (_, weight, contrib) in enumerate(weighted):
-        if not n:
-            scores = {path: weight * value for path, value in contrib.items()}
-            continue
-        get = scores.get
-        for path, value in contrib.items():
-            scores[path] = get(path, 0.0) + weight * value
-    get = scores.get
-    for term in dict.fromkeys(terms):  # bm25's order of the path words
-        bonus = index.idf(term)
-        for path in index.path_postings.get(term, ()):
-            if path in mine:
-                scores[path] = get(path, 0.0) + bonus
-    if not scores:
-        return []
-    # every one of the first ``most`` scores at least the (most + |named|)-th best score
-    floor = heapq.nlargest(most + len(named), scores.values())[-1]
-    pool = sorted((-s, p) for p, s in scores.items() if s >= floor and s > 0 and p not in named)
-    return [p for _, p in pool[:most]]
+    key = ("only of kind", wanted)
+    only = index.memo(key, lambda: {p: float(k == wanted and not files[p].binary) for p, k in kind.items()})
+    return [p for p, s in _best(bm25(index, terms, 1.0, factors=(key, only)), most, named) if s > 0]
 
 
 def _best_first(item: tuple[str, float]) -> tuple[float, str]:
     return -item[1], item[0]
 
 
-def _best(scores: dict[str, float], most: int) -> list[tuple[str, float]]:
-    """The ``most`` best (path, score) of ``scores``, the best first, equal scores by path:
-    what ``heapq.nsmallest(most, scores.items(), key=_best_first)`` gives, picked above the
-    most-th best score without a call per file."""
+def _best(scores: dict[str, float], most: int, leave_out: Collection[str] = ()) -> list[tuple[str, float]]:
+    """The ``most`` best (path, score) of ``scores`` but those in ``leave_out``, the best
+    first, equal scores by path: what ``heapq.nsmallest(most, ..., key=_best_first)`` gives,
+    picked above the (most + |leave_out|)-th best score without a call per file."""
     if not scores or most <= 0:
         return []
-    floor = heapq.nlargest(most, scores.values())[-1]
-    return [(path, -negated) for negated, path in sorted((-s, p) for p, s in scores.items() if s >= floor)[:most]]
+    floor = heapq.nlargest(most + len(leave_out), scores.values())[-1]
+    return [(path, -negated) for negated, path in
+            sorted((-s, p) for p, s in scores.items() if s >= floor and p not in leave_out)[:most]]
 
 
 def _keep_lexical_first(index: ProjectIndex, task: str, out: list[tuple[float, str, bool]],
