@@ -12,6 +12,8 @@ import logging
 import re
 import subprocess
 import time
+from array import array
+from collections.abc import Callable, Sequence
 from math import fsum
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import orjson
 
 from ..errors import TooLarge
+from ..lru import LruCache
 from ..records import iso_time
 from .files import language_of
 from .gitinfo import git_context
@@ -57,6 +60,16 @@ MIN_WINDOW = 512
 MAX_HITS = 200
 #: matches of the task's words read in one file (beyond: the file's later matches are not seen)
 MAX_MATCHES = 20_000
+#: the cache of where the task's words start in the files windowed (ContextEngine._starts):
+#: entries, and bytes of offsets (4 each)
+STARTS_CACHE_ITEMS = 4096
+STARTS_CACHE_BYTES = 4 << 20
+
+
+def _array_bytes(found: array[int]) -> int:
+    return found.itemsize * len(found) + 64
+
+
 #: the share of ``max_bytes`` the project's listing (its paths and folders) may take; a longer
 #: listing keeps the paths nearest the root (``listing_truncated``), so that the files that
 #: matter get the budget (a 3,000-file listing is ~175 KB)
@@ -126,7 +139,7 @@ def _size(obj: Any) -> int:
 
 
 def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] | None = None,
-            defines: set[str] | None = None) -> str:
+            defines: set[str] | None = None, starts_of: StartsOf | None = None) -> str:
     """The lines around the lines that mention ``terms``, within ``budget`` bytes of UTF-8.
 
     When not all of them fit, the best windows are kept, shown in file order: the lines that
@@ -142,7 +155,7 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
     per_line: dict[int, set[str]] = {}
     low = text.lower()
     if len(low) == len(text) and all(terms):  # one search over the whole text
-        per_line = _lines_matched(low, terms)
+        per_line = _lines_matched(low, terms, starts_of)
         if not per_line:
             return cut_utf8(text, budget)
         lines = text.split("\n")
@@ -181,12 +194,12 @@ def windows(text: str, terms: set[str], budget: int, weights: dict[str, float] |
     return best or cut_utf8(_windowed(lines, starts, hits, WINDOW_LINES // 2, budget), budget)
 
 
-def _lines_matched(low: str, terms: set[str]) -> dict[int, set[str]]:
+def _lines_matched(low: str, terms: set[str], starts_of: StartsOf | None = None) -> dict[int, set[str]]:
     """The terms each line holds, from the first ``MAX_MATCHES`` spans of ``_matches``."""
     per_line: dict[int, set[str]] = {}
     count = low.count
     line, last = 0, 0
-    for start, end in _matches(low, terms)[:MAX_MATCHES]:
+    for start, end in _matches(low, terms, starts_of)[:MAX_MATCHES]:
         line += count("\n", last, start)
         last = start
         words = per_line.get(line)
@@ -197,25 +210,40 @@ def _lines_matched(low: str, terms: set[str]) -> dict[int, set[str]]:
     return per_line
 
 
-def _matches(text: str, terms: set[str]) -> list[tuple[int, int]]:
+def _matches(text: str, terms: set[str], starts_of: StartsOf | None = None) -> list[tuple[int, int]]:
     """The spans ``_terms_pattern(terms).finditer(text)`` gives (leftmost, then the longest
     term, not overlapping), found with ``str.find`` per term: a few times faster than the
-    alternation's scan on large files (the excerpts' largest cost). ``terms`` not empty."""
+    alternation's scan on large files (the excerpts' largest cost). ``terms`` not empty.
+    ``starts_of(text, term)``, when given, says where ``term`` starts in ``text`` (e.g. from a
+    cache); :func:`term_starts` otherwise."""
     longest: dict[int, int] = {}  # where a term starts: the longest term starting there
-    find = text.find
+    get = longest.get
     for term in terms:
         size = len(term)
-        i = find(term)
-        while i >= 0:
-            if longest.get(i, 0) < size:
+        for i in (starts_of or term_starts)(text, term):
+            if get(i, 0) < size:
                 longest[i] = size
-            i = find(term, i + 1)
     spans, end = [], 0
     for start in sorted(longest):
         if start >= end:
             end = start + longest[start]
             spans.append((start, end))
     return spans
+
+
+#: where a term starts in a (lowered) text: (text, term) -> the offsets, ascending
+StartsOf = Callable[[str, str], Sequence[int]]
+
+
+def term_starts(text: str, term: str) -> list[int]:
+    """Every offset where ``term`` starts in ``text``, overlaps included."""
+    out = []
+    find = text.find
+    i = find(term)
+    while i >= 0:
+        out.append(i)
+        i = find(term, i + 1)
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -311,6 +339,11 @@ class ContextEngine:
         # the words of the commits that touched each file: made on the index's thread when the
         # history moves, not by the next request
         self.index.derivers.append(self._history_words)
+        # where the task's words start in the files answers window, by the content's digest
+        # and word: a large file that many tasks name is searched once per word, not once
+        # per answer (bounded: STARTS_CACHE_BYTES)
+        self._starts: LruCache[tuple[str, str], array[int]] = LruCache(
+            STARTS_CACHE_ITEMS, max_bytes=STARTS_CACHE_BYTES, size=_array_bytes)
 
     def _history_words(self, index: ProjectIndex) -> None:
         if self.weights.history or self.weights.similar:
@@ -386,6 +419,19 @@ class ContextEngine:
                        uncommitted=frozenset(uncommitted), globs=signals.globs,
                        keywords=signals.keywords, prefer_kind=signals.prefer_kind, recent=recent)
 
+    def _starts_of(self, digest: str) -> StartsOf:
+        """``starts_of`` for :func:`windows` over the content whose checksum is ``digest``."""
+        cache = self._starts
+
+        def starts_of(low: str, term: str) -> Sequence[int]:
+            key = (digest, term)
+            found = cache.get(key)
+            if found is None:
+                found = array("I" if len(low) <= 0xFFFF_FFFF else "q", term_starts(low, term))
+                cache.put(key, found)
+            return found
+        return starts_of
+
     def _inline(self, records: list[tuple[dict[str, Any], str]], budget: int, signals: Signals,
                 strategies: list[str]) -> int:
         """Fill the listed records' content within ``budget`` bytes (JSON-escaped), in rank
@@ -419,7 +465,8 @@ class ContextEngine:
                     content = text
                 else:
                     room = share
-                    content = windows(text, terms, int(room * len(text.encode("utf-8")) / max(1, size)), weights, idents)
+                    content = windows(text, terms, int(room * len(text.encode("utf-8")) / max(1, size)), weights, idents,
+                                      self._starts_of(record["checksum"]))
                     while content and _json_len(content) > room:
                         content = cut_utf8(content, int(len(content.encode("utf-8")) * 0.9) - 16)
                     if not content:

@@ -240,17 +240,26 @@ def bm25(index: ProjectIndex, terms: list[str] | dict[str, float], path_weight: 
             scores[path] = get(path, 0.0) + weight * value
     if path_weight:
         get = scores.get
+        factor_key, factor = factors if factors is not None else (None, None)
         for term in dict.fromkeys(terms):  # the task's order: the same sums in every process
-            bonus = path_weight * index.idf(term)
-            if factors is None:
-                for path in index.path_postings.get(term, ()):
-                    scores[path] = get(path, 0.0) + bonus
-                continue
-            factor = factors[1]
-            for path in index.path_postings.get(term, ()):
-                if factor[path]:
-                    scores[path] = get(path, 0.0) + bonus * factor[path]
+            if term in index.path_postings:
+                # what the word adds to each file whose path holds it, once per index generation
+                adds = index.memo(("path bonus", term, path_weight, factor_key),
+                                  partial(_path_bonus, index, term, path_weight, factor))
+                for path, add in adds.items():
+                    scores[path] = get(path, 0.0) + add
     return scores
+
+
+def _path_bonus(index: ProjectIndex, term: str, path_weight: float,
+                factor: dict[str, float] | None) -> dict[str, float]:
+    """``path_weight`` x idf of ``term`` for each file whose path holds it (times the file's
+    ``factor`` when given; files whose factor is 0 are left out)."""
+    bonus = path_weight * index.idf(term)
+    paths = index.path_postings[term]
+    if factor is None:
+        return dict.fromkeys(paths, bonus)
+    return {path: bonus * factor[path] for path in paths if factor[path]}
 
 
 def _scaled(contrib: dict[str, float], factor: dict[str, float]) -> dict[str, float]:

@@ -114,3 +114,44 @@ def test_windows_find_the_right_lines_in_any_script():
     assert "def parse_widget():" in out and len(out.encode()) <= 400
     ascii_out = windows(text.replace("İ", "I"), {"widget"}, 400)
     assert ascii_out.splitlines()[0] == out.splitlines()[0]  # the same window: "... lines a-b ..."
+
+
+def test_an_edited_file_is_windowed_by_its_new_text(engine):
+    # where the task's words start in a file is kept between answers, by the file's content:
+    # after an edit the next answer's excerpt shows the lines where the words are now
+    task = "widget retry fails in handle_widget_retry"
+    first = engine.build("e-1", "bench", task, 200_000, [], Signals())["context"]["relevant_files"][0]
+    assert first["path"] == "pkg/mod00.py" and "def handle_widget_retry(request):" in first["content"]
+    path = engine.root / "pkg" / "mod00.py"
+    path.write_text("\n".join(f"pad_{i} = {i}" for i in range(1500)) + "\n" + path.read_text())
+    engine.refresh()
+    again = engine.build("e-2", "bench", task, 200_000, [], Signals())["context"]["relevant_files"][0]
+    assert again["path"] == "pkg/mod00.py" and again["excerpt"] is True
+    assert "def handle_widget_retry(request):" in again["content"]
+    assert again["content"] != first["content"]  # the line numbers moved with the text
+    windows_text = again["content"]
+    new_lines = path.read_text().split("\n")
+    for header in [line for line in windows_text.split("\n") if line.startswith("... lines ")]:
+        lo = int(header.split()[2].split("-")[0])
+        after = windows_text.split(header + "\n", 1)[1].split("\n", 1)[0]
+        assert new_lines[lo - 1] == after  # each window starts where it says, in the new text
+
+
+def test_the_search_cache_keeps_its_bound_and_changes_no_answer(tmp_path, monkeypatch):
+    from orchestra.actors.context import engine as engine_module
+
+    root = make_large_repo(tmp_path)
+    plain = ContextEngine(root, scan_in_child=False)
+    monkeypatch.setattr(engine_module, "STARTS_CACHE_BYTES", 3000)
+    small = ContextEngine(root, scan_in_child=False)
+    for e in (plain, small):
+        e.refresh()
+    tasks = ["widget retry fails in handle_widget_retry", "compute filler for mod03", "retry the widget",
+             "filler line 7 of mod05", "widget retry fails in handle_widget_retry"]
+    for n, task in enumerate(tasks * 2):
+        bodies = [e.build(f"b-{n}", "bench", task, 60_000, [], Signals()) for e in (plain, small)]
+        for body in bodies:
+            body.pop("timestamp")
+        assert bodies[0] == bodies[1]
+        assert 0 < small._starts.bytes <= 3000
+    assert plain._starts.bytes > 3000  # the bound mattered
