@@ -40,6 +40,11 @@ T = TypeVar("T")
 
 __all__ = ["ChangeSet", "FileEntry", "ProjectIndex", "fold_name", "language_of", "tokenize"]
 
+#: tables kept per index generation (ProjectIndex.memo): those whose keys the code fixes (a
+#: few per agent type), and those of the words tasks ask about (ProjectIndex.word_memo: up to
+#: four per word, as large as the word's postings)
+MEMO_TABLES = 256
+MEMO_WORDS = 512
 #: holders of a name kept in a tuple (beyond, a set: adding to a tuple copies it)
 _FEW = 8
 #: the tables made from all files or all commits (at each derive, on the index's thread) give
@@ -81,8 +86,10 @@ class ProjectIndex:
         self._numbered: dict[str, list[int]] = {}
         #: the words of the commit messages that touched each file (see history_words)
         self._history_words: dict[bool, HistoryWords] = {}
-        #: tables derived from the files, per generation (see memo)
-        self._memo: LruCache[Any, Any] = LruCache(512)
+        #: tables derived from the files, per generation (see memo), and the per-word ones
+        #: (see word_memo): apart, so that the words of many tasks never push out a table
+        self._memo: LruCache[Any, Any] = LruCache(MEMO_TABLES)
+        self._words: LruCache[Any, Any] = LruCache(MEMO_WORDS)
         #: glob set -> its spec and its verdict on each path seen (see matching)
         self._verdicts: LruCache[tuple[str, ...], tuple[pathspec.GitIgnoreSpec, dict[str, bool]]] = LruCache(32)
         self._pending = False  # applied changes not yet derived (see apply)
@@ -144,6 +151,7 @@ class ProjectIndex:
         lengths = [f.length for f in self.files.values() if f.length]
         self.avg_len = sum(lengths) / len(lengths) if lengths else 1.0
         self._memo.clear()
+        self._words.clear()
         # derived tables are made here, on the index's thread, not by the next request
         self.listing()
         self.by_name()
@@ -273,12 +281,23 @@ class ProjectIndex:
         return self.memo("by_name", make)
 
     def memo(self, key: Any, make: Callable[[], T]) -> T:
-        """``make()``, computed once per index generation and ``key``. The 512 most recently
-        used are kept (one per task word asked, so a long-lived index must forget some)."""
+        """``make()``, computed once per index generation and ``key``: a table whose keys the
+        code fixes (the listing, the imports, an agent type's globs). ``MEMO_TABLES`` kept, the
+        least recently used forgotten first; the words' tables are :meth:`word_memo`'s."""
         value = self._memo.get(key)
         if value is None:
             value = make()
             self._memo.put(key, value)
+        return value
+
+    def word_memo(self, key: Any, make: Callable[[], T]) -> T:
+        """As :meth:`memo`, for a table of one word a task asks about (its BM25 list, its
+        path bonus): ``MEMO_WORDS`` kept (the words asked over an index's life are many, so
+        a long-lived index must forget some), apart from the other tables."""
+        value = self._words.get(key)
+        if value is None:
+            value = make()
+            self._words.put(key, value)
         return value
 
     def matching(self, globs: tuple[str, ...]) -> frozenset[str]:

@@ -225,9 +225,9 @@ def bm25(index: ProjectIndex, terms: list[str] | dict[str, float], path_weight: 
     for term, qtf in (terms if isinstance(terms, dict) else Counter(terms)).items():
         if term in index.postings:
             key = ("bm25", term) if b == _B else ("bm25", term, b)
-            contrib = index.memo(key, partial(_saturated, index, term, b))
+            contrib = index.word_memo(key, partial(_saturated, index, term, b))
             if factors is not None:
-                contrib = index.memo((*key, factors[0]), partial(_scaled, contrib, factors[1]))
+                contrib = index.word_memo((*key, factors[0]), partial(_scaled, contrib, factors[1]))
             weighted.append((qtf * index.idf(term), contrib))
     weighted.sort(key=lambda wc: -len(wc[1]))
     scores: dict[str, float] = {}
@@ -244,7 +244,7 @@ def bm25(index: ProjectIndex, terms: list[str] | dict[str, float], path_weight: 
         for term in dict.fromkeys(terms):  # the task's order: the same sums in every process
             if term in index.path_postings:
                 # what the word adds to each file whose path holds it, once per index generation
-                adds = index.memo(("path bonus", term, path_weight, factor_key),
+                adds = index.word_memo(("path bonus", term, path_weight, factor_key),
                                   partial(_path_bonus, index, term, path_weight, factor))
                 for path, add in adds.items():
                     scores[path] = get(path, 0.0) + add
