@@ -21,7 +21,7 @@ import anyio
 import orjson
 import trio
 
-from .context.engine import ContextEngine
+from .context.engine import DEFAULT_LIMITS, ContextEngine, ContextLimits
 from .context.ranking import Signals
 from .errors import store_unavailable
 from .lru import LruCache
@@ -98,8 +98,10 @@ class ContextActor(Actor):
 
     def __init__(self, project_id: str, root: Path, store: ActorRef, profiles: Profiles,
                  cache_size: int = 256, sweep_interval: float = 2.0,
-                 withhold: tuple[str, ...] = ()) -> None:
+                 withhold: tuple[str, ...] = (), limits: ContextLimits = DEFAULT_LIMITS) -> None:
         self.sweep_interval = sweep_interval
+        #: the engine's bounds (docs/configuration.md: --context-listing-share, ...)
+        self.limits = limits
         #: patterns of files whose content is never given out, beyond the defaults (secrets.py)
         self.withhold = withhold
         self.project_id = project_id
@@ -110,7 +112,7 @@ class ContextActor(Actor):
         self.limiter = trio.CapacityLimiter(1)
 
     async def on_start(self) -> None:
-        self.engine = ContextEngine(self.root, withhold=self.withhold)
+        self.engine = ContextEngine(self.root, withhold=self.withhold, limits=self.limits)
         #: answers as a cache hit reads them (``"cache_hit":true``), least recently used first,
         #: at most cache_size of them and cache_bytes in all
         self.cache: LruCache[tuple[Any, ...], bytes] = LruCache(

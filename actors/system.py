@@ -25,6 +25,7 @@ import trio
 from .agents import AgentsConfig, AgentSupervisor, agent_child_id
 from .agents._lease import this_process
 from .broker import BrokerActor, EnsureContext, EnsureProject, context_child_id, project_child_id
+from .context.engine import ContextLimits
 from .context_actor import ContextActor, ContextStats
 from .errors import StoreError
 from .principal import Principal
@@ -53,6 +54,9 @@ class SystemConfig:
     context_sweep: float = 2.0
     #: files whose content no context answer gives out, beyond the defaults (gitignore syntax)
     context_withhold: tuple[str, ...] = ()
+    #: the context engine's bounds: the listing's share of an answer, the search cache, the
+    #: per-word tables kept
+    context_limits: ContextLimits = field(default_factory=ContextLimits)
     max_restarts: int = 20
     restart_period: float = 60.0
     #: spawned agents running at once per project, and the spawn depth (docs/protocol.md "Bounds")
@@ -130,7 +134,8 @@ class ActorSystem:
 
         def make_context(project_id: str) -> ContextActor:
             return ContextActor(project_id, self.root_of(project_id), self.store, config.profiles,
-                                sweep_interval=config.context_sweep, withhold=config.context_withhold)
+                                sweep_interval=config.context_sweep, withhold=config.context_withhold,
+                                limits=config.context_limits)
 
         self.root = Supervisor(
             "root",

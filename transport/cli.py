@@ -298,6 +298,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import trio
 
+    from ..actors.context.engine import ContextLimits
     from ..actors.profiles import ProfileError, Profiles
     from ..actors.project import ProjectConfig
     from ..actors.system import ActorSystem, SystemConfig
@@ -345,6 +346,9 @@ def _serve(args: argparse.Namespace) -> int:
         roots=dict(args.project),
         context_sweep=args.context_sweep,
         context_withhold=tuple(args.context_withhold),
+        context_limits=ContextLimits(listing_share=args.context_listing_share,
+                                     search_cache_bytes=args.context_search_cache_bytes,
+                                     word_tables=args.context_word_tables),
         default_root=args.root or Path.cwd().resolve(),
         agents_per_project=args.max_agents_per_project,
         agents_max_depth=args.max_spawn_depth,

@@ -263,6 +263,16 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("context_withhold", withhold_pattern, [], "files whose content no context answer gives "
             "out, beyond the built-in list of files that may hold secrets (gitignore syntax; the "
             "flag may be repeated)", (list,), kind="list", metavar="GLOB"),
+    Setting("context_listing_share", number_in(0.01, 1), 0.25, "share of a context answer's "
+            "max_bytes the project's listing may take (a longer listing keeps the paths nearest "
+            "the root and says listing_truncated)", _NUMBER, metavar="FRACTION"),
+    Setting("context_search_cache_bytes", int_in(0, 2**40), 4 * 1024 * 1024, "bytes of the "
+            "offsets where a task's words were found in the files a context answer shows in "
+            "windows, kept per project so that a large file is not searched again for a word "
+            "(0: none kept)", _INT, metavar="BYTES"),
+    Setting("context_word_tables", int_in(1, 1_000_000), 512, "ranking tables of single words "
+            "(a word's BM25 list, its path bonus) kept per project until its code base changes; "
+            "the least recently used go first", _INT, metavar="N"),
     Setting("shutdown_grace", _seconds(0, 3600), 3.0, "seconds requests in progress may take to "
             "finish on SIGINT/SIGTERM before they are cancelled", _NUMBER, metavar="SECONDS"),
     Setting("max_agents_per_project", int_in(1, 100_000), 64, "spawned agents running at once "

@@ -14,6 +14,7 @@ import subprocess
 import time
 from array import array
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from math import fsum
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from ..lru import LruCache
 from ..records import iso_time
 from .files import language_of
 from .gitinfo import git_context
-from .index import ProjectIndex
+from .index import MEMO_WORDS, ProjectIndex
 from .manifests import project_metadata
 from .orientation import first_reads, newcomer_ranking
 from .ranking import (
@@ -61,7 +62,7 @@ MAX_HITS = 200
 #: matches of the task's words read in one file (beyond: the file's later matches are not seen)
 MAX_MATCHES = 20_000
 #: the cache of where the task's words start in the files windowed (ContextEngine._starts):
-#: entries, and bytes of offsets (4 each)
+#: entries, and bytes of offsets (4 each; ContextLimits.search_cache_bytes)
 STARTS_CACHE_ITEMS = 4096
 STARTS_CACHE_BYTES = 4 << 20
 
@@ -72,8 +73,29 @@ def _array_bytes(found: array[int]) -> int:
 
 #: the share of ``max_bytes`` the project's listing (its paths and folders) may take; a longer
 #: listing keeps the paths nearest the root (``listing_truncated``), so that the files that
-#: matter get the budget (a 3,000-file listing is ~175 KB)
+#: matter get the budget (a 3,000-file listing is ~175 KB). ContextLimits.listing_share
 LISTING_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    """The bounds of a project's context engine that a deployment sets (``orchestra serve
+    --context-listing-share``, ``--context-search-cache-bytes``, ``--context-word-tables``)."""
+
+    #: the share of an answer's ``max_bytes`` the project's listing may take
+    listing_share: float = LISTING_SHARE
+    #: bytes of the offsets where task words start in the files answers window (0: none kept)
+    search_cache_bytes: int = STARTS_CACHE_BYTES
+    #: per-word ranking tables kept per index generation (ProjectIndex.word_memo)
+    word_tables: int = MEMO_WORDS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.listing_share <= 1 or self.search_cache_bytes < 0 or self.word_tables < 1:
+            raise ValueError(f"context limits out of range: {self}")
+
+
+#: the bounds when a deployment sets none
+DEFAULT_LIMITS = ContextLimits()
 
 
 def _listing_plan(paths: list[str]) -> tuple[int, list[int], list[int]]:
@@ -322,10 +344,12 @@ def files_named_in_results(previous: list[dict[str, Any]], index: ProjectIndex) 
 class ContextEngine:
     """One project root and its index. When to refresh is the context actor's decision."""
 
-    def __init__(self, root: Path, scan_in_child: bool = True, withhold: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, scan_in_child: bool = True, withhold: tuple[str, ...] = (),
+                 limits: ContextLimits = DEFAULT_LIMITS) -> None:
         self.root = root.resolve()
+        self.limits = limits
         #: ``withhold``: patterns of files that may hold secrets, beyond the defaults (secrets.py)
-        self.index = ProjectIndex(self.root, SecretPolicy(withhold))
+        self.index = ProjectIndex(self.root, SecretPolicy(withhold), word_tables=limits.word_tables)
         self.index.derivers.append(first_reads)  # an answer with no task reads it at once
         #: read the first (cold) index in a child process (see scanner.py)
         self.cold_in_child = scan_in_child
@@ -341,9 +365,9 @@ class ContextEngine:
         self.index.derivers.append(self._history_words)
         # where the task's words start in the files answers window, by the content's digest
         # and word: a large file that many tasks name is searched once per word, not once
-        # per answer (bounded: STARTS_CACHE_BYTES)
+        # per answer (bounded: ContextLimits.search_cache_bytes)
         self._starts: LruCache[tuple[str, str], array[int]] = LruCache(
-            STARTS_CACHE_ITEMS, max_bytes=STARTS_CACHE_BYTES, size=_array_bytes)
+            STARTS_CACHE_ITEMS, max_bytes=limits.search_cache_bytes, size=_array_bytes)
 
     def _history_words(self, index: ProjectIndex) -> None:
         if self.weights.history or self.weights.similar:
@@ -533,7 +557,7 @@ class ContextEngine:
         # 1. the listing takes at most its share; then the skeleton must fit: shorten the
         # listing, then history, then outputs
         structure = ctx["project_structure"]
-        share = int(max_bytes * LISTING_SHARE)
+        share = int(max_bytes * self.limits.listing_share)
         # the listing's sizes and order nearest the root, once per index generation
         paths_plan, folders_plan = index.memo("listing plan", lambda: (_listing_plan(paths), _listing_plan(directories)))
         if paths_plan[0] + folders_plan[0] > share:

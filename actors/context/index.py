@@ -63,7 +63,7 @@ class ProjectIndex:
     thread meanwhile, as it reads the files, not the index.
     """
 
-    def __init__(self, root: Path, policy: SecretPolicy | None = None) -> None:
+    def __init__(self, root: Path, policy: SecretPolicy | None = None, word_tables: int = MEMO_WORDS) -> None:
         #: finds and reads the files; the index only applies what it found
         self.scanner = TreeScanner(root, policy)
         self.root = self.scanner.root
@@ -89,7 +89,7 @@ class ProjectIndex:
         #: tables derived from the files, per generation (see memo), and the per-word ones
         #: (see word_memo): apart, so that the words of many tasks never push out a table
         self._memo: LruCache[Any, Any] = LruCache(MEMO_TABLES)
-        self._words: LruCache[Any, Any] = LruCache(MEMO_WORDS)
+        self._words: LruCache[Any, Any] = LruCache(word_tables)
         #: glob set -> its spec and its verdict on each path seen (see matching)
         self._verdicts: LruCache[tuple[str, ...], tuple[pathspec.GitIgnoreSpec, dict[str, bool]]] = LruCache(32)
         self._pending = False  # applied changes not yet derived (see apply)
@@ -292,8 +292,9 @@ class ProjectIndex:
 
     def word_memo(self, key: Any, make: Callable[[], T]) -> T:
         """As :meth:`memo`, for a table of one word a task asks about (its BM25 list, its
-        path bonus): ``MEMO_WORDS`` kept (the words asked over an index's life are many, so
-        a long-lived index must forget some), apart from the other tables."""
+        path bonus): ``word_tables`` of them kept (``MEMO_WORDS`` unless told; the words
+        asked over an index's life are many, so a long-lived index must forget some), apart
+        from the other tables."""
         value = self._words.get(key)
         if value is None:
             value = make()

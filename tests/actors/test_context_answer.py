@@ -137,21 +137,21 @@ def test_an_edited_file_is_windowed_by_its_new_text(engine):
         assert new_lines[lo - 1] == after  # each window starts where it says, in the new text
 
 
-def test_the_search_cache_keeps_its_bound_and_changes_no_answer(tmp_path, monkeypatch):
-    from orchestra.actors.context import engine as engine_module
+def test_the_search_cache_keeps_its_bound_and_changes_no_answer(tmp_path):
+    from orchestra.actors.context.engine import ContextLimits
 
     root = make_large_repo(tmp_path)
     plain = ContextEngine(root, scan_in_child=False)
-    monkeypatch.setattr(engine_module, "STARTS_CACHE_BYTES", 3000)
-    small = ContextEngine(root, scan_in_child=False)
-    for e in (plain, small):
+    small = ContextEngine(root, scan_in_child=False, limits=ContextLimits(search_cache_bytes=3000))
+    none = ContextEngine(root, scan_in_child=False, limits=ContextLimits(search_cache_bytes=0))
+    for e in (plain, small, none):
         e.refresh()
     tasks = ["widget retry fails in handle_widget_retry", "compute filler for mod03", "retry the widget",
              "filler line 7 of mod05", "widget retry fails in handle_widget_retry"]
     for n, task in enumerate(tasks * 2):
-        bodies = [e.build(f"b-{n}", "bench", task, 60_000, [], Signals()) for e in (plain, small)]
+        bodies = [e.build(f"b-{n}", "bench", task, 60_000, [], Signals()) for e in (plain, small, none)]
         for body in bodies:
             body.pop("timestamp")
-        assert bodies[0] == bodies[1]
-        assert 0 < small._starts.bytes <= 3000
+        assert bodies[0] == bodies[1] == bodies[2]
+        assert 0 < small._starts.bytes <= 3000 and none._starts.bytes == 0
     assert plain._starts.bytes > 3000  # the bound mattered

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
+import pytest
 from orchestra.actors.context.engine import ContextEngine
 from orchestra.actors.context.ranking import Signals
 
@@ -38,21 +41,25 @@ def test_the_stated_size_counts_its_own_digits_across_a_power_of_ten():
         assert len(orjson.dumps(body)) == body["total_size_bytes"]
 
 
+def _framework(root: Path) -> Path:
+    for i in range(3000):
+        path = root / "src" / "Illuminate" / f"component_{i % 30}" / f"SomeRatherLongClassName{i}.php"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"<?php\nclass SomeRatherLongClassName{i} {{}}\n")
+    (root / "README.md").write_text("# the framework\n")
+    (root / "src" / "Illuminate" / "Queue").mkdir()
+    (root / "src" / "Illuminate" / "Queue" / "FailoverQueue.php").write_text(
+        "<?php\nclass FailoverQueue {\n" + "    // failover between queue connections\n" * 400 + "}\n")
+    return root
+
+
 def test_a_long_listing_takes_at_most_its_share_and_the_ranked_files_get_the_rest(tmp_path):
     """A code base of thousands of files: the listing alone would take most of the budget and
     leave the best-ranked file unread. It takes at most ``LISTING_SHARE`` of it, keeping the
     paths nearest the root, and the best-ranked file is inlined first."""
     from orchestra.actors.context.engine import LISTING_SHARE
 
-    for i in range(3000):
-        path = tmp_path / "src" / "Illuminate" / f"component_{i % 30}" / f"SomeRatherLongClassName{i}.php"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"<?php\nclass SomeRatherLongClassName{i} {{}}\n")
-    (tmp_path / "README.md").write_text("# the framework\n")
-    (tmp_path / "src" / "Illuminate" / "Queue").mkdir()
-    (tmp_path / "src" / "Illuminate" / "Queue" / "FailoverQueue.php").write_text(
-        "<?php\nclass FailoverQueue {\n" + "    // failover between queue connections\n" * 400 + "}\n")
-    engine = ContextEngine(tmp_path, scan_in_child=False)
+    engine = ContextEngine(_framework(tmp_path), scan_in_child=False)
     engine.refresh()
     max_bytes = 200_000
     body = engine.build("ISS-1", "bench-agent", "Failover queue connections", max_bytes, [], Signals())
@@ -65,3 +72,25 @@ def test_a_long_listing_takes_at_most_its_share_and_the_ranked_files_get_the_res
     first = body["context"]["relevant_files"][0]
     assert first["path"] == "src/Illuminate/Queue/FailoverQueue.php" and first["inlined"] and first["content"]
     assert "structure_listing_shortened" in body["truncation_strategy"]
+
+
+def test_the_listing_share_is_the_deployments_to_set(tmp_path):
+    # serve --context-listing-share: a smaller share lists fewer paths, a larger one more,
+    # each within its share of max_bytes
+    from orchestra.actors.context.engine import ContextLimits
+
+    root = _framework(tmp_path)
+    max_bytes = 200_000
+    sizes = []
+    for share in (0.1, 0.25, 0.5):
+        engine = ContextEngine(root, scan_in_child=False, limits=ContextLimits(listing_share=share))
+        engine.refresh()
+        body = engine.build("ISS-1", "bench-agent", "Failover queue connections", max_bytes, [], Signals())
+        assert len(orjson.dumps(body)) <= max_bytes
+        structure = body["context"]["project_structure"]
+        listing = len(orjson.dumps(structure["files"])) + len(orjson.dumps(structure["directories"]))
+        assert max_bytes * share * 0.8 <= listing <= max_bytes * share
+        sizes.append(listing)
+    assert sizes == sorted(sizes)
+    with pytest.raises(ValueError):
+        ContextLimits(listing_share=0.0)
