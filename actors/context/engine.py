@@ -75,6 +75,8 @@ def _array_bytes(found: array[int]) -> int:
 #: listing keeps the paths nearest the root (``listing_truncated``), so that the files that
 #: matter get the budget (a 3,000-file listing is ~175 KB). ContextLimits.listing_share
 LISTING_SHARE = 0.25
+#: listings shortened to a share kept (one per budget asked; ContextEngine._listings)
+LISTINGS_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,9 @@ class ContextEngine:
         # per answer (bounded: ContextLimits.search_cache_bytes)
         self._starts: LruCache[tuple[str, str], array[int]] = LruCache(
             STARTS_CACHE_ITEMS, max_bytes=limits.search_cache_bytes, size=_array_bytes)
+        # the listing shortened to its share, per (index generation, share): answers with the
+        # same budget share it (a few budgets kept; each list at most the whole listing)
+        self._listings: LruCache[tuple[int, int], tuple[list[str], list[str]]] = LruCache(LISTINGS_KEPT)
 
     def _history_words(self, index: ProjectIndex) -> None:
         if self.weights.history or self.weights.similar:
@@ -563,8 +568,15 @@ class ContextEngine:
         if paths_plan[0] + folders_plan[0] > share:
             strategies.append("structure_listing_shortened")
             structure["listing_truncated"] = True
-            structure["directories"] = directories = _shallow_first(directories, share // 4, folders_plan)
-            structure["files"] = _shallow_first(paths, share - _size(directories), paths_plan)
+            # the same for every answer with this budget until the index moves (a few kept)
+            listing_key = (index.generation, share)
+            shortened = self._listings.get(listing_key)
+            if shortened is None:
+                folders = _shallow_first(directories, share // 4, folders_plan)
+                shortened = (folders, _shallow_first(paths, share - _size(folders), paths_plan))
+                self._listings.put(listing_key, shortened)
+            structure["directories"] = directories = list(shortened[0])  # copies: the answer may
+            structure["files"] = list(shortened[1])  # shorten them further
         if _size(body) > limit:
             if "structure_listing_shortened" not in strategies:
                 strategies.append("structure_listing_shortened")

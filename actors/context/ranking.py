@@ -242,13 +242,28 @@ def bm25(index: ProjectIndex, terms: list[str] | dict[str, float], path_weight: 
         get = scores.get
         factor_key, factor = factors if factors is not None else (None, None)
         for term in dict.fromkeys(terms):  # the task's order: the same sums in every process
-            if term in index.path_postings:
-                # what the word adds to each file whose path holds it, once per index generation
-                adds = index.word_memo(("path bonus", term, path_weight, factor_key),
-                                  partial(_path_bonus, index, term, path_weight, factor))
-                for path, add in adds.items():
-                    scores[path] = get(path, 0.0) + add
+            holders = index.path_postings.get(term)
+            if not holders:
+                continue
+            if len(holders) < _PATH_BONUS_KEPT:
+                bonus = path_weight * index.idf(term)
+                for path in holders:
+                    if factor is None:
+                        scores[path] = get(path, 0.0) + bonus
+                    elif factor[path]:
+                        scores[path] = get(path, 0.0) + bonus * factor[path]
+                continue
+            # a word in many paths (go, vendor, github in a Go server's): what it adds to each
+            # file whose path holds it, once per index generation
+            adds = index.word_memo(("path bonus", term, path_weight, factor_key),
+                                   partial(_path_bonus, index, term, path_weight, factor))
+            for path, add in adds.items():
+                scores[path] = get(path, 0.0) + add
     return scores
+
+
+#: a path word held by at least this many paths has its bonus per file kept (bm25)
+_PATH_BONUS_KEPT = 256
 
 
 def _path_bonus(index: ProjectIndex, term: str, path_weight: float,

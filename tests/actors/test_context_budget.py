@@ -94,3 +94,25 @@ def test_the_listing_share_is_the_deployments_to_set(tmp_path):
     assert sizes == sorted(sizes)
     with pytest.raises(ValueError):
         ContextLimits(listing_share=0.0)
+
+
+def test_a_shortened_listing_follows_the_code_base_and_the_budget(tmp_path):
+    # the shortened listing is kept per budget until the index moves: a file added at the
+    # root is in the next answer's listing, and another budget gets its own listing
+    root = _framework(tmp_path)
+    engine = ContextEngine(root, scan_in_child=False)
+    engine.refresh()
+
+    def listed(issue: str, max_bytes: int) -> list[str]:
+        body = engine.build(issue, "bench-agent", "Failover queue connections", max_bytes, [], Signals())
+        assert body["context"]["project_structure"]["listing_truncated"]
+        return body["context"]["project_structure"]["files"]
+
+    before = listed("ISS-1", 200_000)
+    assert "CHANGELOG.md" not in before and listed("ISS-2", 200_000) == before
+    (root / "CHANGELOG.md").write_text("# changes\n")
+    engine.refresh()
+    after = listed("ISS-3", 200_000)
+    assert "CHANGELOG.md" in after
+    smaller = listed("ISS-4", 100_000)
+    assert len(smaller) < len(after) and "CHANGELOG.md" in smaller
