@@ -60,3 +60,18 @@ def test_quick_profile_produces_every_figure(tmp_path: Path) -> None:
     assert (tmp_path / "growth-quick.png").exists() or "matplotlib" in skipped
     for series in ("fanout:orchestra", "idle_ping:orchestra p99", "context:uncached p99", "retained_rss:orchestra"):
         assert len(data["growth"][series]) >= 3, series
+
+
+def test_context_speed_least_of_runs_measures_each_kind(tmp_path: Path) -> None:
+    # `python -m bench.context_speed --in-process --repo R --runs N`: every answer measured in
+    # each run, the least kept (a figure per kind, never how fast)
+    from tests.actors.test_context import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    out = subprocess.run([sys.executable, "-m", "bench.context_speed", "--in-process", "--repo", str(repo),
+                          "--answers", "6", "--runs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("repo: least CPU time of each answer over 2 runs")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["uncached answer, task", "uncached answer, no task"]
+    assert all(line.endswith("s over 6") for line in lines[1:])
