@@ -41,8 +41,9 @@ T = TypeVar("T")
 __all__ = ["ChangeSet", "FileEntry", "ProjectIndex", "fold_name", "language_of", "tokenize"]
 
 #: tables kept per index generation (ProjectIndex.memo): those whose keys the code fixes (a
-#: few per agent type), and those of the words tasks ask about (ProjectIndex.word_memo: up to
-#: four per word, as large as the word's postings)
+#: few per agent type), and those of the words tasks ask about (ProjectIndex.word_memo: a few
+#: per word, each as large as the word's postings; all of them together at most a few times
+#: the index's postings)
 MEMO_TABLES = 256
 MEMO_WORDS = 512
 #: holders of a name kept in a tuple (beyond, a set: adding to a tuple copies it)
