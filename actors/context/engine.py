@@ -114,10 +114,11 @@ def _listing_plan(paths: list[str]) -> tuple[int, list[int], list[int]]:
 
 
 def _shallow_first(paths: list[str], room: int, plan: tuple[int, list[int], list[int]]) -> list[str]:
-    """The paths nearest the root (then in order) whose JSON strings fit ``room`` bytes, in
-    their order in ``paths`` (``plan``: :func:`_listing_plan` of ``paths``)."""
+    """The paths nearest the root (then in order) whose JSON list fits ``room`` bytes, in
+    their order in ``paths`` (``plan``: :func:`_listing_plan` of ``paths``). A list of k
+    strings is their sizes, k - 1 commas and two brackets: ``added[k - 1] + 1`` bytes."""
     _, place, added = plan
-    fit = bisect.bisect_right(added, room)
+    fit = bisect.bisect_right(added, room - 1)
     return [p for p, n in zip(paths, place, strict=True) if n < fit]
 
 
