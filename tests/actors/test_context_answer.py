@@ -6,6 +6,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from orchestra.actors.context.engine import ContextEngine, windows
 from orchestra.actors.context.ranking import Signals
 
@@ -155,3 +157,37 @@ def test_the_search_cache_keeps_its_bound_and_changes_no_answer(tmp_path):
         assert bodies[0] == bodies[1] == bodies[2]
         assert 0 < small._starts.bytes <= 3000 and none._starts.bytes == 0
     assert plain._starts.bytes > 3000  # the bound mattered
+
+
+_WORDS = ["widget", "retry", "handle_widget_retry", "compute", "filler", "mod03", "line", "value_7", "request",
+          "helper_3", "other5", "Widgets", "module", "mod00", "pkg/mod02.py", "small07.py"]
+
+
+@pytest.fixture(scope="module")
+def two_engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[ContextEngine, ContextEngine]:
+    root = make_large_repo(tmp_path_factory.mktemp("large"))
+    engines = (ContextEngine(root, scan_in_child=False), ContextEngine(root, scan_in_child=False))
+    for e in engines:
+        e.refresh()
+    return engines
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tasks=st.lists(st.lists(st.sampled_from(_WORDS), min_size=1, max_size=5).map(" ".join), min_size=2, max_size=6),
+       max_bytes=st.sampled_from([8_000, 30_000, 120_000]))
+def test_what_is_kept_between_answers_never_changes_one(two_engines, tasks, max_bytes):
+    # the tables, the search offsets and the shortened listings kept between answers: the
+    # same request gets the same answer however the engine was warmed (one answers the tasks
+    # in order, the other in reverse)
+    first, second = two_engines
+
+    def answers(engine: ContextEngine, order: list[int]) -> dict[int, dict[str, object]]:
+        out = {}
+        for i in order:
+            body = engine.build(f"K-{i}", "bench", tasks[i], max_bytes, [], Signals())
+            body.pop("timestamp")
+            out[i] = body
+        return out
+
+    order = list(range(len(tasks)))
+    assert answers(first, order) == answers(second, order[::-1])

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from orchestra.actors.context.engine import ContextEngine
 from orchestra.actors.context.ranking import Signals
 from orchestra.actors.context.secrets import WITHHELD_REASON, SecretPolicy, holds_private_key
@@ -176,3 +178,31 @@ def test_a_link_with_an_innocent_name_to_a_secret_is_withheld(tmp_path):
     assert listed["settings.txt"]["withheld"] is True and listed["app/tls.txt"]["withheld"] is True
     assert not [t for t in engine.index.postings if "zqsecret" in t]  # nor indexed through the link
     assert engine.index.files["settings.txt"].withheld
+
+
+_TASK_PARTS = [*SECRETS, *CODE, "password", "token", "key", "secret", "private", "env", "production", "BEGIN",
+               "credentials", "id_rsa", "ca.pem", "Traceback", 'File "', '", line 3', "\n", " ", "/", ".", "`",
+               "API_TOKEN", "load_settings", "deploy", "é", "\u212a", "\u0130", "fix", "rotate"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(task=st.lists(st.sampled_from(_TASK_PARTS), max_size=12).map(" ".join),
+       agent_type=st.sampled_from(AGENT_TYPES), max_bytes=st.integers(600, 300_000),
+       named=st.lists(st.sampled_from([*SECRETS, *CODE]), max_size=3))
+def test_no_task_budget_or_agent_type_gets_a_secret(engine, task, agent_type, max_bytes, named):
+    # whatever the task says, whatever an earlier result named, whatever the budget: no
+    # secret's content, and an answer within its budget (or the budget refused, CTX_002)
+    from orchestra.actors.errors import TooLarge
+
+    previous = [{"id": "r1", "agent_id": "a", "result": {"status": "success", "files": named}}] if named else []
+    try:
+        body = engine.build("SEC-9", agent_type, task, max_bytes, previous, signals_of(agent_type))
+    except TooLarge:
+        assert max_bytes < 4096
+        return
+    raw = orjson.dumps(body)
+    assert len(raw) == body["total_size_bytes"] <= max_bytes
+    assert b"zqsecret" not in raw and b"PRIVATE KEY-----\\nMII" not in raw
+    for record in body["context"]["relevant_files"]:
+        if record["path"] in SECRETS:
+            assert record["withheld"] is True and record["content"] == ""
