@@ -202,3 +202,22 @@ def test_glob_verdicts_kept_across_generations_select_what_a_fresh_index_selects
     fresh.refresh()
     assert index.matching(globs) == fresh.matching(globs) == {"docs/x.md", "docs/y.md"}
     assert asked[0] == ["docs/y.md", "pkg/new.py"]  # the new generation asked about its new paths only
+
+
+@given(st.text(alphabet=st.sampled_from("ab Kx_Y9\n\u212a\u0130ioIOReader("), max_size=400),
+       st.sets(st.sampled_from(["io", "reader", "ab", "k", "x9", "kx", "9", "ya", "def"]), min_size=1, max_size=4),
+       st.integers(40, 2_000), st.sets(st.sampled_from(["reader", "kx", "io"]), max_size=2))
+def test_windows_from_kept_offsets_are_the_windows_searched_afresh(text, terms, budget, defines):
+    # where each word starts, kept between answers (ContextEngine._starts), gives the very
+    # windows a fresh search gives, over texts whose lowering keeps or changes their length
+    from orchestra.actors.context.engine import term_starts, windows
+
+    kept: dict[str, list[int]] = {}
+
+    def starts_of(low: str, term: str) -> list[int]:
+        return kept.setdefault(term, term_starts(low, term))
+
+    weights = {t: 1.0 + len(t) for t in terms}
+    fresh = windows(text, terms, budget, weights, defines)
+    assert windows(text, terms, budget, weights, defines, starts_of) == fresh
+    assert windows(text, terms, budget, weights, defines, starts_of) == fresh  # from what was kept
