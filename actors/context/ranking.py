@@ -245,18 +245,12 @@ def bm25(index: ProjectIndex, terms: list[str] | dict[str, float], path_weight: 
             holders = index.path_postings.get(term)
             if not holders:
                 continue
-            if len(holders) < _PATH_BONUS_KEPT:
-                bonus = path_weight * index.idf(term)
-                for path in holders:
-                    if factor is None:
-                        scores[path] = get(path, 0.0) + bonus
-                    elif factor[path]:
-                        scores[path] = get(path, 0.0) + bonus * factor[path]
-                continue
-            # a word in many paths (go, vendor, github in a Go server's): what it adds to each
-            # file whose path holds it, once per index generation
-            adds = index.word_memo(("path bonus", term, path_weight, factor_key),
-                                   partial(_path_bonus, index, term, path_weight, factor))
+            # what the word adds to each file whose path holds it; kept per index generation
+            # for a word in many paths (go, vendor, github in a Go server's), made again for
+            # one in a few (keeping its table cost more than it saved)
+            make = partial(_path_bonus, index, term, path_weight, factor)
+            adds = (make() if len(holders) < _PATH_BONUS_KEPT
+                    else index.word_memo(("path bonus", term, path_weight, factor_key), make))
             for path, add in adds.items():
                 scores[path] = get(path, 0.0) + add
     return scores
@@ -634,7 +628,7 @@ def _rerank_by_definitions(index: ProjectIndex, scores: dict[str, float], terms:
     total = sum(wanted.values())
     if not total:
         return
-    for path, score in heapq.nsmallest(top, scores.items(), key=_best_first):
+    for path, score in _best(scores, top):
         words = _definition_words(index, path)
         share = sum(idf for t, idf in wanted.items() if t in words) / total
         scores[path] = score * (1 + weight * share)
@@ -691,8 +685,7 @@ def _tests_of_top_modules(index: ProjectIndex, scores: dict[str, float]) -> None
             for key in (stem.removeprefix("test_"), stem.removesuffix("_test"), stem.removesuffix(".spec")):
                 tests_by_stem[key].append(path)
     files = index.files
-    sources = [p for p, _ in heapq.nsmallest(5, ((p, s) for p, s in scores.items() if files[p].kind == "source"),
-                                              key=_best_first)]
+    sources = [p for p, _ in _best({p: s for p, s in scores.items() if files[p].kind == "source"}, 5)]
     for path in sources:
         stem = path.rsplit("/", 1)[-1].split(".")[0]
         related = {t for t in imported_by.get(path, ()) if index.files[t].kind == "test"}
