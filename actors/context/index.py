@@ -17,7 +17,7 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress
 from operator import itemgetter
 from pathlib import Path
@@ -123,9 +123,7 @@ class ProjectIndex:
                        or changes.git_stamp != self._git_state)
         self._git_state = changes.git_stamp
         self._pending = self._pending or changed
-        for i, entry in enumerate(changes.entries):
-            if i % YIELD_EVERY == 0:
-                time.sleep(0)  # let the event loop's thread have the GIL (see YIELD_EVERY)
+        for entry in _giving_gil(changes.entries, YIELD_EVERY):
             old = self.files.get(entry.path)
             if old is not None:
                 self._forget(old)
@@ -285,22 +283,14 @@ class ProjectIndex:
         """``make()``, computed once per index generation and ``key``: a table whose keys the
         code fixes (the listing, the imports, an agent type's globs). ``MEMO_TABLES`` kept, the
         least recently used forgotten first; the words' tables are :meth:`word_memo`'s."""
-        value = self._memo.get(key)
-        if value is None:
-            value = make()
-            self._memo.put(key, value)
-        return value
+        return _kept(self._memo, key, make)
 
     def word_memo(self, key: Any, make: Callable[[], T]) -> T:
         """As :meth:`memo`, for a table of one word a task asks about (its BM25 list, its
         path bonus): ``word_tables`` of them kept (``MEMO_WORDS`` unless told; the words
         asked over an index's life are many, so a long-lived index must forget some), apart
         from the other tables."""
-        value = self._words.get(key)
-        if value is None:
-            value = make()
-            self._words.put(key, value)
-        return value
+        return _kept(self._words, key, make)
 
     def matching(self, globs: tuple[str, ...]) -> frozenset[str]:
         """Files that ``globs`` select, read the way git reads a ``.gitignore``: a pattern
@@ -334,9 +324,7 @@ class ProjectIndex:
         them: what a task's "scope:" prefix or a phrase such as "active help" can name."""
         def make() -> dict[str, set[str]]:
             out: dict[str, set[str]] = defaultdict(set)
-            for n, path in enumerate(self.files):
-                if n % _YIELD_FILES == 0:
-                    time.sleep(0)  # made on the index's thread: the event loop's may want the GIL
+            for path in _giving_gil(self.files, _YIELD_FILES):
                 parts = path.split("/")
                 parts[-1] = parts[-1].split(".", 1)[0]
                 for part in parts:
@@ -380,9 +368,7 @@ class HistoryWords:
         out = cls()
         postings, lengths = out.postings, out.lengths
         commit_postings = out.commit_postings
-        for n, (message, files) in enumerate(commits):
-            if n % _YIELD_COMMITS == 0:
-                time.sleep(0)  # made on the index's thread: the event loop's may want the GIL
+        for message, files in _giving_gil(commits, _YIELD_COMMITS):
             if not files or len(files) > HISTORY_MAX_FILES_PER_COMMIT:
                 continue
             title = message.split("\n", 1)[0]
@@ -447,11 +433,28 @@ class HistoryWords:
         return heapq.nlargest(most, found.items(), key=itemgetter(1))
 
 
+def _kept(cache: LruCache[Any, Any], key: Any, make: Callable[[], T]) -> T:
+    """``cache``'s value for ``key``, made by ``make()`` and kept when missing."""
+    value = cache.get(key)
+    if value is None:
+        value = make()
+        cache.put(key, value)
+    return value
+
+
+def _giving_gil(items: Iterable[T], every: int) -> Iterator[T]:
+    """``items``, the GIL given up before the first and every ``every``-th after it: a table
+    made from all files or commits on the index's thread must not keep the event loop's
+    thread waiting (see YIELD_EVERY)."""
+    for n, item in enumerate(items):
+        if n % every == 0:
+            time.sleep(0)
+        yield item
+
+
 def _numbered_words(commits: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = defaultdict(list)
-    for i, (message, _) in enumerate(commits):
-        if i % (4 * _YIELD_COMMITS) == 0:
-            time.sleep(0)  # made on the index's thread: the event loop's may want the GIL
+    for i, (message, _) in enumerate(_giving_gil(commits, 4 * _YIELD_COMMITS)):
         for w in set(_WORD_RUN.findall(message)):
             if _DIGIT.search(w):
                 out[w].append(i)
@@ -477,9 +480,7 @@ def _selected(spec: pathspec.GitIgnoreSpec, paths: Iterable[str]) -> frozenset[s
 def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
     by_module: dict[str, str] = {}
     by_dir: dict[str, list[str]] = defaultdict(list)
-    for n, path in enumerate(files):
-        if n % _YIELD_FILES == 0:
-            time.sleep(0)  # made at a derive, on the index's thread: the event loop's may want the GIL
+    for path in _giving_gil(files, _YIELD_FILES):
         stem, _ = os.path.splitext(path)
         parts = stem.split("/")
         if parts[-1] in ("__init__", "index", "mod"):
@@ -491,9 +492,7 @@ def _resolve_imports(files: dict[str, FileEntry]) -> dict[str, set[str]]:
     for d in by_dir:
         by_tail[d.rsplit("/", 1)[-1]].append(d)
     out: dict[str, set[str]] = defaultdict(set)
-    for n, (path, entry) in enumerate(files.items()):
-        if n % _YIELD_FILES == 0:
-            time.sleep(0)
+    for path, entry in _giving_gil(files.items(), _YIELD_FILES):
         base = path.rsplit("/", 1)[0] if "/" in path else ""
         for imp in entry.imports:
             targets: list[str] = []
