@@ -100,6 +100,11 @@ def main() -> None:
 
 
 
+def _ms_at(data: list[float], q: float) -> float:
+    """The ``q`` quantile of ``data`` (seconds) in ms: the value at ``q`` of the sorted data."""
+    return sorted(data)[min(len(data) - 1, int(q * len(data)))] * 1000
+
+
 def least_of_runs(root: Path, answers: int, runs: int) -> None:
     """``in_process_figures`` in ``runs`` fresh processes (hash seeds 0, 1, ...): the least CPU
     time of each answer over the runs, then its p50, p90, p99 and sum."""
@@ -117,14 +122,11 @@ def least_of_runs(root: Path, answers: int, runs: int) -> None:
                            cwd=Path(__file__).resolve().parent.parent)
             per_run.append(json.loads(out.read_text()))
 
-    def p(data: list[float], q: float) -> float:
-        return sorted(data)[min(len(data) - 1, int(q * len(data)))] * 1000
-
     print(f"{root.name}: least CPU time of each answer over {runs} runs (load average {os.getloadavg()[0]:.1f})")
     for kind in per_run[0]:
         least = [min(times) for times in zip(*(run[kind] for run in per_run), strict=True)]
-        print(f"  uncached answer, {kind}: CPU p50 {p(least, .5):.1f} ms p90 {p(least, .9):.1f} ms "
-              f"p99 {p(least, .99):.1f} ms; sum {sum(least):.2f} s over {len(least)}")
+        print(f"  uncached answer, {kind}: CPU p50 {_ms_at(least, .5):.1f} ms p90 {_ms_at(least, .9):.1f} ms "
+              f"p99 {_ms_at(least, .99):.1f} ms; sum {sum(least):.2f} s over {len(least)}")
 
 
 def in_process_figures(root: Path, answers: int = 150, compare: list[str] | None = None,
@@ -168,17 +170,13 @@ def in_process_figures(root: Path, answers: int = 150, compare: list[str] | None
     HistoryWords.of(engine.index.commits)
     history_cpu = time.process_time() - c
 
-    def p(data: list[float], q: float) -> float:
-        data = sorted(data)
-        return data[min(len(data) - 1, int(q * len(data)))] * 1000
-
     files = len(engine.index.files)
     print(f"{root.name}: {files} files; cold index {cold_wall:.2f} s wall, {cold_cpu:.2f} s CPU "
           f"({cold_cpu * 5000 / max(files, 1):.2f} s CPU per 5,000 files; the history's words, made once per "
           f"history when the weights use them: {history_cpu:.2f} s CPU); load average {os.getloadavg()[0]:.1f}")
     for kind, (wall, cpu) in figures.items():
-        print(f"  uncached answer, {kind}: wall p50 {p(wall, .5):.1f} ms p99 {p(wall, .99):.1f} ms; "
-              f"CPU p50 {p(cpu, .5):.1f} ms p99 {p(cpu, .99):.1f} ms")
+        print(f"  uncached answer, {kind}: wall p50 {_ms_at(wall, .5):.1f} ms p99 {_ms_at(wall, .99):.1f} ms; "
+              f"CPU p50 {_ms_at(cpu, .5):.1f} ms p99 {_ms_at(cpu, .99):.1f} ms")
     if times_out is not None:
         import json
 
@@ -321,8 +319,7 @@ async def server_figures(files: int, repo: Path | None = None) -> None:
             hits = orjson.loads(status_body)["context_cache"]["hits"] - orjson.loads(before)["context_cache"]["hits"]
 
             def p(data: list[float], q: float) -> str:
-                data = sorted(data)
-                return f"{data[min(len(data) - 1, int(q * len(data)))] * 1000:.1f} ms"
+                return f"{_ms_at(data, q):.1f} ms"
 
             from rich.console import Console
             from rich.table import Table
